@@ -8,11 +8,17 @@
 -- Helpers
 -- ---------------------------------------------------------------------------
 
--- Keeps updated_at current on every update that does not set it itself.
+-- Keeps updated_at current on every update that changes something and does
+-- not set updated_at itself. Trigger arguments name generated columns, which
+-- are not yet computed in a BEFORE trigger and must not count as changes. An
+-- update that changes nothing stays a no-op (and is not logged).
 create function authz_touch_updated_at() returns trigger
 language plpgsql as $$
+declare
+  ignored text[] := array['updated_at'] || tg_argv;
 begin
-  if new.updated_at is not distinct from old.updated_at then
+  if new.updated_at is not distinct from old.updated_at
+     and (to_jsonb(new) - ignored) is distinct from (to_jsonb(old) - ignored) then
     new.updated_at := now();
   end if;
   return new;
@@ -476,8 +482,11 @@ begin
                    t || '_change_log_truncate', t);
     if exists (select 1 from information_schema.columns
                where table_schema = current_schema() and table_name = t and column_name = 'updated_at') then
-      execute format('create trigger %I before update on %I for each row execute function authz_touch_updated_at()',
-                     t || '_touch_updated_at', t);
+      execute format('create trigger %I before update on %I for each row execute function authz_touch_updated_at(%s)',
+                     t || '_touch_updated_at', t,
+                     coalesce((select string_agg(quote_literal(column_name), ', ' order by column_name)
+                               from information_schema.columns
+                               where table_schema = current_schema() and table_name = t and is_generated = 'ALWAYS'), ''));
     end if;
   end loop;
 end $$;

@@ -1,0 +1,186 @@
+import { readFile } from "node:fs/promises";
+import { isAbsolute } from "node:path";
+import { pathToFileURL } from "node:url";
+import type * as grpc from "@grpc/grpc-js";
+import { type Config, ConfigError, loadConfig, redactUrl } from "./config.js";
+import { createLogger, type Logger } from "./logger.js";
+import { projectPath } from "./paths.js";
+import { createCallLog } from "./rpc/call-log.js";
+import { createGrpcServer, listenGrpc } from "./rpc/grpc-server.js";
+import { HealthState, ServingStatus } from "./rpc/health.js";
+import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
+import { createBindings, SERVED_SERVICES } from "./rpc/services.js";
+import { type ChangeFeed, startChangeFeed } from "./store/change-feed.js";
+import { importDocument } from "./store/import.js";
+import { migrate } from "./store/migrate.js";
+import { openDatabase } from "./store/open.js";
+import type { SqlClient } from "./store/sql.js";
+
+/** Largest request or response message on either listener. */
+const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+export interface App {
+  readonly config: Config;
+  readonly health: HealthState;
+  /** Listens on both ports; resolves with the bound ports once listening (health may still be NOT_SERVING). */
+  listen(): Promise<{ grpcPort: number; httpPort: number }>;
+  /** Resolves once the database is reachable, migrated and followed: health turns SERVING. */
+  readonly ready: Promise<void>;
+  /** The database, once ready. */
+  db(): SqlClient;
+  feed(): ChangeFeed;
+  /** Graceful shutdown, bounded by AUTHZ_SHUTDOWN_TIMEOUT_MS. */
+  stop(): Promise<void>;
+}
+
+/** Builds the service from its configuration; nothing listens until listen(). */
+export function createApp(config: Config, logger: Logger = createLogger(config.logLevel)): App {
+  const log = logger.child({ module: "main" });
+  const health = new HealthState(SERVED_SERVICES);
+  const callLog = createCallLog(logger.child({ module: "rpc" }));
+  const bindings = createBindings(health);
+  const grpcServer: grpc.Server = createGrpcServer(bindings, { logger, callLog, maxMessageBytes: MAX_MESSAGE_BYTES });
+  const http: HttpListener = createHttpListener(bindings, {
+    logger,
+    callLog,
+    isReady: () => health.serving,
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+  });
+  let db: SqlClient | undefined;
+  let feed: ChangeFeed | undefined;
+  let stopping = false;
+  let resolveReady: () => void = () => {};
+  let rejectReady: (e: unknown) => void = () => {};
+  const ready = new Promise<void>((res, rej) => {
+    resolveReady = res;
+    rejectReady = rej;
+  });
+  ready.catch(() => {});
+
+  const describeBackends = () => {
+    for (const w of config.warnings) log.warn(w);
+    if (config.databaseUrl) log.info({ database: redactUrl(config.databaseUrl) }, "database: PostgreSQL");
+    else log.warn("database: EMBEDDED in-process PGlite, in memory; data is lost on exit. For development only: set DATABASE_URL for production");
+    if (config.redisUrl) log.info({ redis: redactUrl(config.redisUrl) }, "rate limits: Redis");
+    else log.warn("rate limits: IN-PROCESS store, per replica and lost on exit. For development only: set REDIS_URL for production");
+  };
+
+  const bringUp = async (): Promise<void> => {
+    let attempt = 0;
+    for (;;) {
+      try {
+        db = await openDatabase(config, logger.child({ module: "store" }));
+        break;
+      } catch (err) {
+        if (!config.databaseUrl || stopping) throw err;
+        attempt++;
+        const wait = Math.min(10_000, 250 * 2 ** Math.min(attempt, 6));
+        log.warn({ err: (err as Error).message, attempt, retryInMs: wait }, "database unreachable; retrying");
+        await new Promise((r) => setTimeout(r, wait).unref());
+        if (stopping) throw new Error("stopped while waiting for the database");
+      }
+    }
+    if (config.migrate || !config.databaseUrl) {
+      const m = await migrate(db);
+      log.info({ applied: m.applied, version: m.current }, m.applied.length ? "migrations applied" : "schema up to date");
+      if (m.newer.length) log.warn({ newer: m.newer }, "the database has migrations this build does not know (a newer version ran)");
+    }
+    if (!config.databaseUrl && config.embeddedImportFile) {
+      const file = isAbsolute(config.embeddedImportFile) ? config.embeddedImportFile : projectPath(config.embeddedImportFile);
+      const summary = await importDocument(db, JSON.parse(await readFile(file, "utf8")));
+      log.info({ file: config.embeddedImportFile, revision: summary.revisionAfter }, "embedded database loaded with demo data");
+    }
+    feed = await startChangeFeed(db, logger.child({ module: "change-feed" }), config.revisionPollMs);
+    log.info({ revision: feed.revision.toString() }, "following the change log");
+  };
+
+  return {
+    config,
+    health,
+    ready,
+    async listen() {
+      describeBackends();
+      const [grpcPort, httpPort] = await Promise.all([
+        listenGrpc(grpcServer, config.host, config.grpcPort),
+        listenHttp(http, config.host, config.httpPort),
+      ]);
+      log.info({ grpcPort, httpPort, host: config.host }, "listening (NOT_SERVING until the store is ready)");
+      bringUp().then(
+        () => {
+          if (stopping) return;
+          health.setAll(ServingStatus.SERVING);
+          log.info("SERVING");
+          resolveReady();
+        },
+        (err) => {
+          log.error({ err }, "start-up failed");
+          rejectReady(err);
+        },
+      );
+      return { grpcPort, httpPort };
+    },
+    db() {
+      if (!db) throw new Error("database not ready");
+      return db;
+    },
+    feed() {
+      if (!feed) throw new Error("change feed not ready");
+      return feed;
+    },
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      health.setAll(ServingStatus.NOT_SERVING);
+      log.info("shutting down: NOT_SERVING, draining calls");
+      const bound = config.shutdownTimeoutMs;
+      const drain = Promise.all([
+        new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())),
+        http.close(),
+      ]);
+      const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), Math.max(100, bound - 1000)).unref());
+      if ((await Promise.race([drain, timer])) === "timeout") {
+        log.warn({ boundMs: bound }, "calls still running at the shutdown bound; closing them");
+        grpcServer.forceShutdown();
+      }
+      await feed?.stop();
+      await db?.close().catch((err: unknown) => log.warn({ err }, "closing the database failed"));
+      log.info("stopped");
+    },
+  };
+}
+
+/** Runs the server until SIGTERM/SIGINT. */
+export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`authz: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  const app = createApp(config, logger);
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, "signal received");
+    const hard = setTimeout(() => {
+      logger.error("shutdown bound exceeded; exiting");
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
+    hard.unref();
+    void app.stop().then(() => process.exit(0));
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+  await app.listen();
+  app.ready.catch(() => {
+    logger.fatal("could not start; exiting");
+    process.exit(1);
+  });
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void runServer();
+}

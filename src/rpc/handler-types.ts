@@ -1,0 +1,53 @@
+import type { DescMethodServerStreaming, DescMethodUnary, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+
+/**
+ * What a handler may know about its call, whatever protocol carried it
+ * (gRPC through @grpc/grpc-js, or Connect/gRPC-Web/gRPC through connect-node).
+ * Deliberately smaller than connect's HandlerContext, whose per-call
+ * AbortController and three Headers objects cost more than a Check itself.
+ */
+export interface CallContext {
+  /** "/package.Service/Method" */
+  readonly path: string;
+  /** The request id: the caller's x-request-id, or one generated for the call. */
+  readonly requestId: string;
+  /** A request header (lower-case name), first value. */
+  header(name: string): string | undefined;
+  /** Milliseconds left until the caller's deadline; undefined when it set none. */
+  timeRemainingMs(): number | undefined;
+  /** Aborted when the caller cancels or the deadline passes (streaming calls). */
+  readonly signal: AbortSignal;
+}
+
+type UnaryHandler<M extends DescMethodUnary> = (
+  request: MessageShape<M["input"]>,
+  ctx: CallContext,
+) => Promise<MessageInitShape<M["output"]>> | MessageInitShape<M["output"]>;
+
+type ServerStreamingHandler<M extends DescMethodServerStreaming> = (
+  request: MessageShape<M["input"]>,
+  ctx: CallContext,
+) => AsyncIterable<MessageInitShape<M["output"]>>;
+
+/**
+ * One implementation per RPC, served on every protocol. Every method is
+ * required, so a missing RPC breaks the build (connect's router accepts
+ * partial implementations silently).
+ */
+export type ServiceHandlers<S extends DescService> = {
+  [K in keyof S["method"]]: S["method"][K] extends DescMethodUnary
+    ? UnaryHandler<S["method"][K]>
+    : S["method"][K] extends DescMethodServerStreaming
+      ? ServerStreamingHandler<S["method"][K]>
+      : never;
+};
+
+/** A service descriptor with its handlers, as the servers register them. */
+export interface ServiceBinding<S extends DescService = DescService> {
+  service: S;
+  handlers: ServiceHandlers<S>;
+}
+
+export function bind<S extends DescService>(service: S, handlers: ServiceHandlers<S>): ServiceBinding {
+  return { service, handlers } as unknown as ServiceBinding;
+}

@@ -1,0 +1,142 @@
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "../logger.js";
+import type { CallLog } from "./call-log.js";
+import { codeName, toConnectError, toPublicError } from "./errors.js";
+import type { CallContext, ServiceBinding } from "./handler-types.js";
+
+/**
+ * The HTTP listener: the Connect protocol (JSON or binary over HTTP/1.1 and
+ * HTTP/2), gRPC-Web and gRPC through connect-node, plus GET /healthz
+ * (liveness: the process answers) and GET /readyz (readiness: 200 only while
+ * health is SERVING). HTTP/1.1 and cleartext HTTP/2 share one port: the first
+ * bytes of a connection decide which server gets it.
+ */
+
+type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
+
+function contextFrom(ctx: HandlerContext, path: string, requestId: string): CallContext {
+  return {
+    path,
+    requestId,
+    header: (name) => ctx.requestHeader.get(name) ?? undefined,
+    timeRemainingMs: () => ctx.timeoutMs(),
+    signal: ctx.signal,
+  };
+}
+
+function routes(bindings: readonly ServiceBinding[], logger: Logger, callLog: CallLog) {
+  return (router: ConnectRouter) => {
+    for (const { service, handlers } of bindings) {
+      const impl: Record<string, unknown> = {};
+      for (const method of service.methods as DescMethod[]) {
+        const handler = (handlers as Record<string, AnyHandler>)[method.localName] as AnyHandler;
+        const path = `/${service.typeName}/${method.name}`;
+        if (method.methodKind === "unary") {
+          impl[method.localName] = async (req: unknown, hctx: HandlerContext) => {
+            const started = process.hrtime.bigint();
+            const rid = callLog.requestId(hctx.requestHeader.get("x-request-id") ?? undefined);
+            try {
+              const res = await handler(req, contextFrom(hctx, path, rid));
+              callLog.done(path, rid, "OK", started);
+              return res;
+            } catch (err) {
+              const e = toPublicError(err, logger, rid, path);
+              callLog.done(path, rid, codeName(e.code), started);
+              throw toConnectError(e);
+            }
+          };
+        } else if (method.methodKind === "server_streaming") {
+          impl[method.localName] = async function* (req: unknown, hctx: HandlerContext) {
+            const started = process.hrtime.bigint();
+            const rid = callLog.requestId(hctx.requestHeader.get("x-request-id") ?? undefined);
+            try {
+              yield* handler(req, contextFrom(hctx, path, rid)) as AsyncIterable<unknown>;
+              callLog.done(path, rid, hctx.signal.aborted ? "CANCELLED" : "OK", started);
+            } catch (err) {
+              const e = toPublicError(err, logger, rid, path);
+              callLog.done(path, rid, codeName(e.code), started);
+              throw toConnectError(e);
+            }
+          };
+        }
+      }
+      router.service(service, impl as never);
+    }
+  };
+}
+
+export interface HttpListener {
+  server: net.Server;
+  /** Closes the listener and every open connection (HTTP/2 sessions included). */
+  close(): Promise<void>;
+}
+
+export function createHttpListener(
+  bindings: readonly ServiceBinding[],
+  deps: { logger: Logger; callLog: CallLog; isReady: () => boolean; maxMessageBytes: number },
+): HttpListener {
+  const adapter = connectNodeAdapter({
+    routes: routes(bindings, deps.logger, deps.callLog),
+    readMaxBytes: deps.maxMessageBytes,
+    writeMaxBytes: deps.maxMessageBytes,
+  });
+  const handle = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    if (req.method === "GET" && (req.url === "/healthz" || req.url === "/readyz")) {
+      const ok = req.url === "/healthz" || deps.isReady();
+      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });
+      res.end(ok ? "ok\n" : "not ready\n");
+      return;
+    }
+    adapter(req as never, res as never);
+  };
+  const h1 = http.createServer(handle);
+  h1.keepAliveTimeout = 65_000;
+  const h2 = http2.createServer({}, handle);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  const PREFACE = Buffer.from("PRI * HTTP/2.0");
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.once("data", (first: Buffer) => {
+      socket.pause();
+      socket.unshift(first);
+      const n = Math.min(first.length, PREFACE.length);
+      const isH2 = first.subarray(0, n).equals(PREFACE.subarray(0, n));
+      (isH2 ? h2 : h1).emit("connection", socket);
+      socket.resume();
+    });
+  });
+  return {
+    server,
+    close() {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        for (const s of sessions) s.close();
+        h1.closeIdleConnections();
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, 1000).unref();
+      });
+    },
+  };
+}
+
+export function listenHttp(l: HttpListener, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    l.server.once("error", reject);
+    l.server.listen(port, host, () => {
+      l.server.off("error", reject);
+      resolve((l.server.address() as net.AddressInfo).port);
+    });
+  });
+}

@@ -1,0 +1,54 @@
+import { PGlite, type Transaction } from "@electric-sql/pglite";
+import type { Isolation, SqlClient, SqlQuerier } from "./sql.js";
+import { toSqlError } from "./sql.js";
+
+function querier(db: PGlite | Transaction): SqlQuerier {
+  return {
+    async query(text, params = []) {
+      try {
+        return (await db.query(text, params as unknown[])).rows as never[];
+      } catch (err) {
+        throw toSqlError(err);
+      }
+    },
+    async exec(text) {
+      try {
+        await db.exec(text);
+      } catch (err) {
+        throw toSqlError(err);
+      }
+    },
+  };
+}
+
+/**
+ * In-process Postgres (PGlite, WASM) for the embedded development mode: the
+ * same migrations, triggers and LISTEN/NOTIFY as a real server, one session.
+ * dataDir undefined = in memory.
+ */
+export async function createPgliteClient(dataDir?: string): Promise<SqlClient> {
+  const db = await PGlite.create(dataDir);
+  const base = querier(db);
+  return {
+    kind: "pglite",
+    ...base,
+    async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T> {
+      try {
+        return await db.transaction(async (tx) => {
+          if (options?.isolation) await tx.query(`set transaction isolation level ${options.isolation}`);
+          return fn(querier(tx));
+        });
+      } catch (err) {
+        throw toSqlError(err);
+      }
+    },
+    async listen(channel, onNotify, onListen) {
+      const unsub = await db.listen(channel, onNotify);
+      onListen();
+      return { unlisten: () => unsub() };
+    },
+    async close() {
+      await db.close();
+    },
+  };
+}

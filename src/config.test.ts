@@ -1,0 +1,43 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, redactUrl } from "./config.js";
+
+describe("loadConfig", () => {
+  it("defaults to the embedded development mode", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ databaseUrl: undefined, redisUrl: undefined, grpcPort: 50051, httpPort: 8080, logLevel: "info", migrate: true });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("reports every bad variable at once, without echoing secrets", () => {
+    let err: unknown;
+    try {
+      loadConfig({
+        DATABASE_URL: "mysql://root:hunter2@db/x",
+        REDIS_URL: "not a url",
+        AUTHZ_GRPC_PORT: "70000",
+        AUTHZ_HTTP_PORT: "http",
+        AUTHZ_LOG_LEVEL: "loud",
+        AUTHZ_MIGRATE: "maybe",
+      });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    expect(problems).toHaveLength(6);
+    expect(problems.join("\n")).toMatch(/DATABASE_URL must start with postgres:\/\/ or postgresql:\/\/, got mysql:/);
+    expect(problems.join("\n")).toMatch(/REDIS_URL is not a valid URL/);
+    expect(problems.join("\n")).toMatch(/AUTHZ_GRPC_PORT must be between 0 and 65535, got 70000/);
+    expect(problems.join("\n")).not.toContain("hunter2");
+  });
+
+  it("rejects equal ports and warns about unknown AUTHZ_ names without failing", () => {
+    expect(() => loadConfig({ AUTHZ_GRPC_PORT: "9000", AUTHZ_HTTP_PORT: "9000" })).toThrow(/must differ/);
+    const c = loadConfig({ AUTHZ_GRCP_PORT: "1", AUTHZ_SERVICE_HOST: "10.0.0.1" });
+    expect(c.warnings).toEqual(["AUTHZ_GRCP_PORT is not a known setting and is ignored"]);
+  });
+
+  it("redacts passwords in URLs for logs", () => {
+    expect(redactUrl("postgres://u:secret@h:5432/d")).toBe("postgres://u:REDACTED@h:5432/d");
+  });
+});

@@ -1,0 +1,74 @@
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
+import { createLogger } from "../src/logger.js";
+import { type App, createApp } from "../src/main.js";
+import { projectPath } from "../src/paths.js";
+import { client, loadProtos, unary } from "./support/grpc-client.js";
+
+const run = promisify(execFile);
+
+describe("embedded default (no DATABASE_URL, no REDIS_URL)", () => {
+  let app: App;
+  let ports: { grpcPort: number; httpPort: number };
+  beforeAll(async () => {
+    app = createApp(loadConfig({ AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
+    ports = await app.listen();
+    await app.ready;
+  }, 60_000);
+  afterAll(async () => {
+    await app?.stop();
+  });
+
+  it("runs the migrations on PGlite, imports the demo data and serves", async () => {
+    const health = client(loadProtos(), "grpc.health.v1.Health", ports.grpcPort);
+    await expect(unary(health, "Check", { service: "" })).resolves.toEqual({ status: "SERVING" });
+    health.close();
+    const db = app.db();
+    expect(db.kind).toBe("pglite");
+    const [row] = await db.query<{ n: number }>("select count(*)::int as n from users");
+    expect(row?.n).toBeGreaterThanOrEqual(5);
+    expect(app.feed().revision).toBeGreaterThan(0n);
+  });
+
+  it("in-process LISTEN/NOTIFY: a write advances the change feed", async () => {
+    const before = app.feed().revision;
+    await app.db().query("insert into staff (logical_key) values ('staff:embedded-test')");
+    const end = Date.now() + 5000;
+    while (app.feed().revision === before && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    expect(app.feed().revision).toBe(before + 1n);
+  });
+});
+
+describe("the built server process", () => {
+  it("refuses a bad configuration with every problem listed and exit code 2", async () => {
+    const err = (await run("node", [projectPath("dist/src/main.js")], {
+      env: { PATH: process.env.PATH, DATABASE_URL: "http://db", AUTHZ_GRPC_PORT: "-1" },
+    }).catch((e: unknown) => e)) as { code: number; stderr: string };
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/invalid configuration/);
+    expect(err.stderr).toMatch(/DATABASE_URL must start with postgres:\/\//);
+    expect(err.stderr).toMatch(/AUTHZ_GRPC_PORT must be a whole number/);
+  });
+
+  it("shuts down on SIGTERM within the bound", async () => {
+    const child = spawn("node", [projectPath("dist/src/main.js")], {
+      env: { PATH: process.env.PATH, AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0", AUTHZ_EMBEDDED_IMPORT: "none" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    const end = Date.now() + 30_000;
+    while (!out.includes('"msg":"SERVING"') && Date.now() < end && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toContain('"msg":"SERVING"');
+    const started = Date.now();
+    child.kill("SIGTERM");
+    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    expect(code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(out).toContain('"msg":"stopped"');
+  }, 40_000);
+});

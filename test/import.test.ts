@@ -1,0 +1,106 @@
+import { execFile } from "node:child_process";
+import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { projectPath } from "../src/paths.js";
+import { ImportError, importDocument } from "../src/store/import.js";
+import { freshDatabase, type TestDatabase } from "./support/db.js";
+
+const run = promisify(execFile);
+const demo = () => JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")) as Record<string, unknown[]>;
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await freshDatabase();
+});
+afterAll(async () => {
+  await t?.drop();
+});
+
+const counts = async () =>
+  (
+    await t.raw<{ n: string }[]>`
+      select (select count(*) from users) || '/' || (select count(*) from role_assignments) || '/' ||
+             (select count(*) from memberships) || '/' || (select revision from authz_revision) as n`
+  )[0]?.n;
+
+describe("directory import", () => {
+  it("a broken file writes nothing and names the offending record", async () => {
+    const doc = demo();
+    // A role assignment pointing at a role that does not exist, after many valid records.
+    doc.ROLE_ASSIGNMENT = [...(doc.ROLE_ASSIGNMENT ?? []), {
+      id: "0000ffff-0000-4000-8000-000000000001",
+      account_id: (doc.ACCOUNT?.[0] as { id: string }).id,
+      role_id: "0000ffff-0000-4000-8000-00000000dead",
+      scope_type: "global",
+      scope_id: null,
+    }];
+    const before = await counts();
+    const err = await importDocument(t.client, doc).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportError);
+    const message = (err as ImportError).message;
+    expect(message).toContain(`ROLE_ASSIGNMENT[${(doc.ROLE_ASSIGNMENT.length - 1).toString()}] (id=0000ffff-0000-4000-8000-000000000001)`);
+    expect(message).toMatch(/refers to a record that does not exist: \(role_id\)=\(0000ffff-0000-4000-8000-00000000dead\)/);
+    expect(message).not.toMatch(/insert into|select /i);
+    expect(await counts()).toBe(before);
+  });
+
+  it("a constraint refusal names the record (a second active owner of an avatar)", async () => {
+    const doc = demo();
+    const members = doc.MEMBERSHIP as Array<{ owner?: boolean; avatar_id: string; active?: boolean }>;
+    const owner = members.find((m) => m.owner && m.active !== false) as { avatar_id: string };
+    const second = members.findIndex((m) => !m.owner && m.avatar_id === owner.avatar_id);
+    (members[second] as { owner: boolean }).owner = true;
+    const before = await counts();
+    await expect(importDocument(t.client, doc)).rejects.toThrow(/MEMBERSHIP\[\d+\] \(id=[0-9a-f-]+\): conflicts with an existing record/);
+    expect(await counts()).toBe(before);
+  });
+
+  it("imports the demo dataset, and a re-import changes nothing (no new revision)", async () => {
+    const first = await importDocument(t.client, demo());
+    expect(BigInt(first.revisionAfter)).toBe(BigInt(first.revisionBefore) + 1n);
+    expect(first.sections.User?.inserted).toBeGreaterThanOrEqual(5);
+    const view = await t.raw<{ user_role: string; inherited: string[]; perms: string[] }[]>`
+      select user_role, inherited_user_roles_plus_current_role as inherited, user_permissions as perms
+        from user_organization_info where user_role = 'owner' limit 1`;
+    expect(view[0]?.inherited).toEqual(["admin", "member", "owner"]);
+    expect(view[0]?.perms.length).toBeGreaterThan(5);
+
+    const again = await importDocument(t.client, demo());
+    expect(again.revisionAfter).toBe(first.revisionAfter);
+    for (const [section, c] of Object.entries(again.sections)) {
+      expect({ section, inserted: c.inserted, updated: c.updated }).toEqual({ section, inserted: 0, updated: 0 });
+    }
+  });
+
+  it("an edit in a re-import updates only that record", async () => {
+    const doc = demo();
+    const user = (doc.User as Array<{ locked?: boolean; user_id: string }>).find((u) => !u.locked) as { locked?: boolean; user_id: string };
+    user.locked = true;
+    const r = await importDocument(t.client, doc);
+    expect(r.sections.User).toMatchObject({ inserted: 0, updated: 1 });
+    expect(BigInt(r.revisionAfter)).toBe(BigInt(r.revisionBefore) + 1n);
+    const [row] = await t.raw<{ locked: boolean }[]>`select locked from users where id = ${user.user_id}`;
+    expect(row?.locked).toBe(true);
+  });
+
+  it("--dry-run through the CLI reports changes and writes nothing; bad JSON is a clear error", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "authz-import-"));
+    const file = join(dir, "one.json");
+    writeFileSync(file, JSON.stringify({ STAFF: [{ id: "0000eeee-0000-4000-8000-000000000001", logical_key: "staff:dry" }] }));
+    const cli = projectPath("dist/src/cli.js");
+    const env = { ...process.env, DATABASE_URL: t.url };
+    const before = await counts();
+    const { stdout } = await run("node", [cli, "import", file, "--dry-run"], { env });
+    expect(JSON.parse(stdout)).toMatchObject({ dryRun: true, sections: { STAFF: { inserted: 1 } } });
+    expect(await counts()).toBe(before);
+    expect(await t.raw`select 1 from staff where logical_key = 'staff:dry'`).toHaveLength(0);
+
+    writeFileSync(file, "{ not json");
+    const bad = await run("node", [cli, "import", file], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect(bad).toMatchObject({ code: 1 });
+    expect((bad as { stderr: string }).stderr).toMatch(/cannot read .* as JSON/);
+  });
+});

@@ -44,6 +44,8 @@ export const STACKS = {
   "connect-node-const": "d. connect-node, handler returns a preallocated message",
   "grpc-js-canned": "e. @grpc/grpc-js, canned response bytes",
   "grpc-js-no-channelz": "f. @grpc/grpc-js + protobuf-es, grpc.enable_channelz=0",
+  authz: "g. the authz server itself (gRPC listener, embedded store, log level warn)",
+  "authz-log": "h. as g, log level info: one JSON line per call (to /dev/null)",
 } as const;
 export type StackId = keyof typeof STACKS;
 const ALL_STACKS = Object.keys(STACKS) as StackId[];
@@ -200,7 +202,26 @@ function startStack(id: StackId): Promise<Running> {
       return startConnectNode("create");
     case "connect-node-const":
       return startConnectNode("const");
+    case "authz":
+      return startAuthz("warn");
+    case "authz-log":
+      return startAuthz("info");
   }
+}
+
+/** The real server as shipped: createApp on the embedded store, gRPC listener only measured. */
+async function startAuthz(level: "warn" | "info"): Promise<Running> {
+  const { pino } = await import("pino");
+  const { loadConfig } = await import("../src/config.js");
+  const { createLogger } = await import("../src/logger.js");
+  const { createApp } = await import("../src/main.js");
+  const app = createApp(
+    loadConfig({ AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0", AUTHZ_EMBEDDED_IMPORT: "none" }),
+    createLogger(level, pino.destination("/dev/null")),
+  );
+  const { grpcPort } = await app.listen();
+  await app.ready;
+  return { port: grpcPort, close: () => app.stop() };
 }
 
 type ChildMsg = { type: "listening"; port: number } | { type: "error"; message: string };

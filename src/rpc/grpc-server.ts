@@ -20,22 +20,26 @@ class Undecodable {
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
+/** The call's context; the request id and abort signal are made only if asked for. */
 function contextFor(
   path: string,
-  requestId: string,
-  metadata: grpc.Metadata,
-  deadline: grpc.Deadline,
-  call: { on(ev: "cancelled", fn: () => void): unknown },
+  callLog: CallLog,
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
 ): CallContext {
   let controller: AbortController | undefined;
+  let rid: string | undefined;
   return {
     path,
-    requestId,
+    get requestId() {
+      rid ??= callLog.requestId(call.metadata.get("x-request-id")[0] as string | undefined);
+      return rid;
+    },
     header(name) {
-      const v = metadata.get(name)[0];
+      const v = call.metadata.get(name)[0];
       return typeof v === "string" ? v : undefined;
     },
     timeRemainingMs() {
+      const deadline = call.getDeadline();
       const d = deadline instanceof Date ? deadline.getTime() : deadline;
       return Number.isFinite(d) ? d - Date.now() : undefined;
     },
@@ -49,6 +53,9 @@ function contextFor(
     },
   };
 }
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
 
 function toServiceError(e: PublicError): Partial<grpc.StatusObject> {
   const md = new grpc.Metadata();
@@ -97,31 +104,36 @@ export function createGrpcServer(
       const path = def.path;
       if (method.methodKind === "unary") {
         implementation[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const started = process.hrtime.bigint();
-          const md = call.metadata;
-          const rid = callLog.requestId(md.get("x-request-id")[0] as string | undefined);
+          const started = callLog.enabled ? process.hrtime.bigint() : 0n;
+          const ctx = contextFor(path, callLog, call);
+          const ok = (res: unknown) => {
+            if (callLog.enabled) callLog.done(path, ctx.requestId, "OK", started);
+            callback(null, res);
+          };
           const fail = (err: unknown) => {
-            const e = toPublicError(err, logger, rid, path);
-            callLog.done(path, rid, codeName(e.code), started);
+            const e = toPublicError(err, logger, ctx.requestId, path);
+            callLog.done(path, ctx.requestId, codeName(e.code), started);
             callback(toServiceError(e));
           };
           if (call.request instanceof Undecodable) {
             fail(invalidArgument(`the request is not a valid ${method.input.typeName} message: ${call.request.reason}`));
             return;
           }
+          let res: unknown;
           try {
-            Promise.resolve(handler(call.request, contextFor(path, rid, md, call.getDeadline(), call))).then((res) => {
-              callLog.done(path, rid, "OK", started);
-              callback(null, res);
-            }, fail);
+            res = handler(call.request, ctx);
           } catch (err) {
             fail(err);
+            return;
           }
+          if (isThenable(res)) res.then(ok, fail);
+          else ok(res);
         }) as grpc.handleUnaryCall<unknown, unknown>;
       } else if (method.methodKind === "server_streaming") {
         implementation[method.localName] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
           const started = process.hrtime.bigint();
-          const rid = callLog.requestId(call.metadata.get("x-request-id")[0] as string | undefined);
+          const ctx = contextFor(path, callLog, call);
+          const rid = ctx.requestId;
           const fail = (err: unknown) => {
             const e = toPublicError(err, logger, rid, path);
             callLog.done(path, rid, codeName(e.code), started);
@@ -131,7 +143,6 @@ export function createGrpcServer(
             fail(invalidArgument(`the request is not a valid ${method.input.typeName} message: ${call.request.reason}`));
             return;
           }
-          const ctx = contextFor(path, rid, call.metadata, call.getDeadline(), call);
           void (async () => {
             try {
               for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {

@@ -3,6 +3,7 @@ import { isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import type * as grpc from "@grpc/grpc-js";
 import { type Config, ConfigError, loadConfig, redactUrl } from "./config.js";
+import { unavailable } from "./errors.js";
 import { createLogger, type Logger } from "./logger.js";
 import { projectPath } from "./paths.js";
 import { createCallLog } from "./rpc/call-log.js";
@@ -12,9 +13,14 @@ import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-se
 import { createBindings, SERVED_SERVICES } from "./rpc/services.js";
 import { type ChangeFeed, startChangeFeed } from "./store/change-feed.js";
 import { importDocument } from "./store/import.js";
+import { type LiveEngine, startLiveEngine } from "./store/live-engine.js";
 import { migrate } from "./store/migrate.js";
 import { openDatabase } from "./store/open.js";
 import type { SqlClient } from "./store/sql.js";
+
+function notReady(): never {
+  throw unavailable("authz is starting: the store is not loaded yet; retry shortly");
+}
 
 /** Largest request or response message on either listener. */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -29,6 +35,8 @@ export interface App {
   /** The database, once ready. */
   db(): SqlClient;
   feed(): ChangeFeed;
+  /** The live decision engine, once ready. */
+  live(): LiveEngine;
   /** Graceful shutdown, bounded by AUTHZ_SHUTDOWN_TIMEOUT_MS. */
   stop(): Promise<void>;
 }
@@ -38,7 +46,13 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
   const log = logger.child({ module: "main" });
   const health = new HealthState(SERVED_SERVICES);
   const callLog = createCallLog(logger.child({ module: "rpc" }));
-  const bindings = createBindings(health);
+  let db: SqlClient | undefined;
+  let feed: ChangeFeed | undefined;
+  let live: LiveEngine | undefined;
+  const bindings = createBindings(health, {
+    live: () => live ?? notReady(),
+    db: () => db ?? notReady(),
+  });
   const grpcServer: grpc.Server = createGrpcServer(bindings, { logger, callLog, maxMessageBytes: MAX_MESSAGE_BYTES });
   const http: HttpListener = createHttpListener(bindings, {
     logger,
@@ -46,8 +60,6 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     isReady: () => health.serving,
     maxMessageBytes: MAX_MESSAGE_BYTES,
   });
-  let db: SqlClient | undefined;
-  let feed: ChangeFeed | undefined;
   let stopping = false;
   let resolveReady: () => void = () => {};
   let rejectReady: (e: unknown) => void = () => {};
@@ -91,7 +103,8 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       log.info({ file: config.embeddedImportFile, revision: summary.revisionAfter }, "embedded database loaded with demo data");
     }
     feed = await startChangeFeed(db, logger.child({ module: "change-feed" }), config.revisionPollMs);
-    log.info({ revision: feed.revision.toString() }, "following the change log");
+    live = await startLiveEngine(db, feed, logger.child({ module: "engine" }));
+    log.info({ revision: live.current().revision.toString() }, "following the change log");
   };
 
   return {
@@ -127,6 +140,10 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       if (!feed) throw new Error("change feed not ready");
       return feed;
     },
+    live() {
+      if (!live) throw new Error("engine not ready");
+      return live;
+    },
     async stop() {
       if (stopping) return;
       stopping = true;
@@ -142,6 +159,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
         log.warn({ boundMs: bound }, "calls still running at the shutdown bound; closing them");
         grpcServer.forceShutdown();
       }
+      live?.stop();
       await feed?.stop();
       await db?.close().catch((err: unknown) => log.warn({ err }, "closing the database failed"));
       log.info("stopped");

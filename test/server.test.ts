@@ -85,13 +85,9 @@ describe("health over a real socket", () => {
   });
 });
 
-describe("the authz.v1 contract before its behaviour lands", () => {
-  it("every RPC answers UNIMPLEMENTED with a google.rpc.ErrorInfo, on gRPC and on Connect", async () => {
+describe("the authz.v1 contract", () => {
+  it("RPCs whose behaviour has not landed answer UNIMPLEMENTED with a google.rpc.ErrorInfo, on gRPC and on Connect", async () => {
     const calls: Array<[string, string]> = [
-      ["authz.v1.PermissionService", "Check"],
-      ["authz.v1.PermissionService", "CheckBulk"],
-      ["authz.v1.PermissionService", "ListPermissions"],
-      ["authz.v1.AdminService", "ManageRoles"],
       ["authz.v1.AdminService", "TransferOwnership"],
       ["authz.v1.RateLimitService", "ConsumeRateLimit"],
     ];
@@ -131,6 +127,25 @@ describe("the authz.v1 contract before its behaviour lands", () => {
     raw.close();
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(err.details).toMatch(/not a valid authz\.v1\.CheckRequest message/);
+  });
+
+  it("a Check with a malformed subject is INVALID_ARGUMENT naming the field, on both protocols", async () => {
+    const c = client(protos, "authz.v1.PermissionService", ports.grpcPort);
+    const err = (await unary(c, "Check", {
+      subject: { type: "robot", id: "x" },
+      permission: "p",
+      resource: { type: "organization", id: "00000000-0000-4000-8000-000000000001" },
+    }).catch((e: unknown) => e)) as grpc.ServiceError;
+    c.close();
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/subject\.type must be one of user, account, principal, staff/);
+    const res = await fetch(`http://127.0.0.1:${ports.httpPort}/authz.v1.PermissionService/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ subject: { type: "user", id: "not-a-uuid" }, permission: "p", resource: { type: "tenant", id: "x" } }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/subject\.id must be a UUID/) });
   });
 
   it("malformed Connect JSON is a clear invalid_argument", async () => {

@@ -4,31 +4,14 @@ import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { unimplemented } from "../errors.js";
 import { bind, type ServiceBinding, type ServiceHandlers } from "./handler-types.js";
+import type { LiveEngine } from "../store/live-engine.js";
+import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
+import { manageRolesHandler } from "./admin-handlers.js";
+import { permissionHandlers } from "./permission-handlers.js";
 
 /** Service names the health service reports on, besides the server as a whole (""). */
 export const SERVED_SERVICES = [PermissionService.typeName, AdminService.typeName, RateLimitService.typeName];
-
-const permissionHandlers: ServiceHandlers<typeof PermissionService> = {
-  check() {
-    throw unimplemented("Check", "arrives with the decision engine, issue 3");
-  },
-  checkBulk() {
-    throw unimplemented("CheckBulk", "arrives with the decision engine, issue 3");
-  },
-  listPermissions() {
-    throw unimplemented("ListPermissions", "arrives with the decision engine, issue 3");
-  },
-};
-
-const adminHandlers: ServiceHandlers<typeof AdminService> = {
-  manageRoles() {
-    throw unimplemented("ManageRoles", "arrives with the decision engine, issue 3");
-  },
-  transferOwnership() {
-    throw unimplemented("TransferOwnership", "arrives with issue 4");
-  },
-};
 
 const rateLimitHandlers: ServiceHandlers<typeof RateLimitService> = {
   consumeRateLimit() {
@@ -36,12 +19,24 @@ const rateLimitHandlers: ServiceHandlers<typeof RateLimitService> = {
   },
 };
 
+export interface ServiceDeps {
+  /** The live engine; throws UNAVAILABLE until the store is loaded. */
+  live: () => LiveEngine;
+  /** The database; throws UNAVAILABLE until it is reachable. */
+  db: () => SqlClient;
+}
+
 /** Every service with its one implementation, served on both listeners. */
-export function createBindings(health: HealthState): ServiceBinding[] {
+export function createBindings(health: HealthState, deps: ServiceDeps): ServiceBinding[] {
   return [
     bind(Health, healthHandlers(health)),
-    bind(PermissionService, permissionHandlers),
-    bind(AdminService, adminHandlers),
+    bind(PermissionService, permissionHandlers(deps.live)),
+    bind(AdminService, {
+      manageRoles: manageRolesHandler(deps.db),
+      transferOwnership() {
+        throw unimplemented("TransferOwnership", "arrives with issue 4");
+      },
+    } satisfies ServiceHandlers<typeof AdminService>),
     bind(RateLimitService, rateLimitHandlers),
   ];
 }

@@ -1,0 +1,174 @@
+// Rows of the tables a decision depends on, normalized from either a
+// database row (snake_case, Date objects) or a change-log jsonb image
+// (snake_case, ISO strings). Times are epoch milliseconds.
+
+export interface OrganizationRow {
+  id: string;
+  tenantId: string | null;
+  name: string;
+  slug: string | null;
+  roleStructure: string;
+}
+export interface UserRow {
+  id: string;
+  locked: boolean;
+  enabled: boolean;
+}
+export interface AccountRow {
+  id: string;
+  organizationId: string;
+  active: boolean;
+}
+export interface PrincipalRow {
+  id: string;
+  accountId: string;
+  subjectType: "user" | "staff";
+  subjectId: string;
+  active: boolean;
+  acceptedAt: number | null;
+  validUntil: number | null;
+}
+export interface AvatarRow {
+  id: string;
+  organizationId: string;
+  active: boolean;
+}
+export interface MembershipRow {
+  id: string;
+  principalId: string;
+  avatarId: string;
+  owner: boolean;
+  active: boolean;
+  acceptedAt: number | null;
+  validUntil: number | null;
+}
+export interface RoleRow {
+  id: string;
+  organizationId: string | null;
+  key: string;
+  name: string;
+}
+export interface PermissionRow {
+  id: string;
+  organizationId: string | null;
+  key: string;
+}
+export interface RolePermissionRow {
+  roleId: string;
+  permissionId: string;
+}
+export interface InheritanceRow {
+  roleId: string;
+  parentRoleId: string;
+}
+export interface AssignmentRow {
+  id: string;
+  subjectType: string;
+  subjectId: string;
+  roleId: string;
+  scopeType: string;
+  scopeId: string | null;
+  active: boolean;
+  validUntil: number | null;
+}
+export interface UserOrganizationRow {
+  userId: string;
+  organizationId: string;
+  primaryRoleId: string | null;
+}
+
+type Raw = Record<string, unknown>;
+
+const str = (v: unknown): string => String(v);
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const bool = (v: unknown): boolean => v === true || v === "t" || v === "true";
+export const timeOrNull = (v: unknown): number | null => {
+  if (v === null || v === undefined) return null;
+  if (v instanceof Date) return v.getTime();
+  if (typeof v === "number") return v;
+  const t = Date.parse(String(v));
+  return Number.isNaN(t) ? null : t;
+};
+
+/** Normalizers per table; the keys are the tables the engine follows. */
+export const NORMALIZE = {
+  tenants: (r: Raw) => ({ id: str(r.id) }),
+  organizations: (r: Raw): OrganizationRow => ({
+    id: str(r.id),
+    tenantId: strOrNull(r.tenant_id),
+    name: str(r.name),
+    slug: strOrNull(r.slug),
+    roleStructure: str(r.role_structure ?? "single_role_in_hierarchy"),
+  }),
+  users: (r: Raw): UserRow => ({ id: str(r.id), locked: bool(r.locked), enabled: bool(r.enabled) }),
+  staff: (r: Raw) => ({ id: str(r.id) }),
+  accounts: (r: Raw): AccountRow => ({ id: str(r.id), organizationId: str(r.organization_id), active: bool(r.active) }),
+  principals: (r: Raw): PrincipalRow => ({
+    id: str(r.id),
+    accountId: str(r.account_id),
+    subjectType: r.subject_type === "staff" ? "staff" : "user",
+    subjectId: str(r.subject_id),
+    active: bool(r.active),
+    acceptedAt: timeOrNull(r.accepted_at),
+    validUntil: timeOrNull(r.valid_until),
+  }),
+  avatars: (r: Raw): AvatarRow => ({ id: str(r.id), organizationId: str(r.organization_id), active: bool(r.active) }),
+  memberships: (r: Raw): MembershipRow => ({
+    id: str(r.id),
+    principalId: str(r.principal_id),
+    avatarId: str(r.avatar_id),
+    owner: bool(r.owner),
+    active: bool(r.active),
+    acceptedAt: timeOrNull(r.accepted_at),
+    validUntil: timeOrNull(r.valid_until),
+  }),
+  roles: (r: Raw): RoleRow => ({ id: str(r.id), organizationId: strOrNull(r.organization_id), key: str(r.key), name: str(r.name) }),
+  permissions: (r: Raw): PermissionRow => ({ id: str(r.id), organizationId: strOrNull(r.organization_id), key: str(r.key) }),
+  role_permissions: (r: Raw): RolePermissionRow => ({ roleId: str(r.role_id), permissionId: str(r.permission_id) }),
+  role_inheritance: (r: Raw): InheritanceRow => ({ roleId: str(r.role_id), parentRoleId: str(r.parent_role_id) }),
+  role_assignments: (r: Raw): AssignmentRow => ({
+    id: str(r.id),
+    subjectType: str(r.subject_type),
+    subjectId: str(r.subject_id),
+    roleId: str(r.role_id),
+    scopeType: str(r.scope_type),
+    scopeId: strOrNull(r.scope_id),
+    active: bool(r.active),
+    validUntil: timeOrNull(r.valid_until),
+  }),
+  user_organizations: (r: Raw): UserOrganizationRow => ({
+    userId: str(r.user_id),
+    organizationId: str(r.organization_id),
+    primaryRoleId: strOrNull(r.primary_role_id),
+  }),
+} as const;
+
+export type FollowedTable = keyof typeof NORMALIZE;
+/** Tables in the order a snapshot is applied (parents first). */
+export const FOLLOWED_TABLES = Object.keys(NORMALIZE) as FollowedTable[];
+
+/** The columns of each followed table the engine reads (for snapshot queries). */
+export const SNAPSHOT_COLUMNS: Record<FollowedTable, string> = {
+  tenants: "id",
+  organizations: "id, tenant_id, name, slug, role_structure",
+  users: "id, locked, enabled",
+  staff: "id",
+  accounts: "id, organization_id, active",
+  principals: "id, account_id, subject_type, subject_id, active, accepted_at, valid_until",
+  avatars: "id, organization_id, active",
+  memberships: "id, principal_id, avatar_id, owner, active, accepted_at, valid_until",
+  roles: "id, organization_id, key, name",
+  permissions: "id, organization_id, key",
+  role_permissions: "role_id, permission_id",
+  role_inheritance: "role_id, parent_role_id",
+  role_assignments: "id, subject_type, subject_id, role_id, scope_type, scope_id, active, valid_until",
+  user_organizations: "user_id, organization_id, primary_role_id",
+};
+
+/** One row-level change, as the change log records it. */
+export interface Change {
+  readonly table: string;
+  readonly op: "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE";
+  readonly oldRow: Raw | null;
+  readonly newRow: Raw | null;
+}

@@ -1,0 +1,236 @@
+import { createHash } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { Consistency, ResourceRef as ResourceRefMsg, SubjectRef as SubjectRefMsg } from "../../gen/authz/v1/common_pb.js";
+import {
+  type CheckBulkRequest,
+  type CheckRequest,
+  DecisionReason,
+  type ExplanationSchema,
+  ExplanationStepKind,
+  type ListPermissionsRequest,
+  type ListPermissionsResponseSchema,
+  PermissionService,
+} from "../../gen/authz/v1/permission_service_pb.js";
+import type { Engine } from "../engine/engine.js";
+import {
+  type Decision,
+  RESOURCE_TYPES,
+  type Reason,
+  type ResourceRef,
+  type ResourceType,
+  SUBJECT_TYPES,
+  type ScopeEntry,
+  type SubjectRef,
+  type SubjectType,
+} from "../engine/types.js";
+import { AuthzError, invalidArgument } from "../errors.js";
+import type { LiveEngine } from "../store/live-engine.js";
+import type { CallContext, ServiceHandlers } from "./handler-types.js";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const REVISION = /^\d{1,19}$/;
+export const MAX_BULK_ITEMS = 1000;
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
+/** Longest a call waits for freshness when its deadline allows more. */
+const MAX_FRESHNESS_WAIT_MS = 5000;
+
+export function toSubject(m: SubjectRefMsg | undefined, field: string): SubjectRef {
+  if (!m) throw invalidArgument(`${field} is required`, field);
+  if (!(SUBJECT_TYPES as readonly string[]).includes(m.type)) {
+    throw invalidArgument(`${field}.type must be one of ${SUBJECT_TYPES.join(", ")}, got "${m.type.slice(0, 40)}"`, `${field}.type`);
+  }
+  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${m.id.slice(0, 60)}"`, `${field}.id`);
+  return { type: m.type as SubjectType, id: m.id.toLowerCase() };
+}
+
+export function toResource(m: ResourceRefMsg | undefined, field: string): ResourceRef {
+  if (!m) throw invalidArgument(`${field} is required`, field);
+  if (!(RESOURCE_TYPES as readonly string[]).includes(m.type)) {
+    throw invalidArgument(`${field}.type must be one of ${RESOURCE_TYPES.join(", ")}, got "${m.type.slice(0, 40)}"`, `${field}.type`);
+  }
+  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${m.id.slice(0, 60)}"`, `${field}.id`);
+  return { type: m.type as ResourceType, id: m.id.toLowerCase() };
+}
+
+function toPermission(p: string, field: string): string {
+  if (p.length === 0) throw invalidArgument(`${field} is required`, field);
+  if (p.length > 128) throw invalidArgument(`${field} is longer than 128 characters`, field);
+  return p;
+}
+
+type Freshness = { kind: "latest" } | { kind: "at_least"; revision: bigint } | { kind: "full" };
+
+function toFreshness(c: Consistency | undefined): Freshness {
+  const r = c?.requirement;
+  if (!r || r.case === undefined || r.case === "minimizeLatency") return { kind: "latest" };
+  if (r.case === "fullyConsistent") return { kind: "full" };
+  if (!REVISION.test(r.value)) {
+    throw invalidArgument(`consistency.at_least_as_fresh must be a revision token returned by authz, got "${r.value.slice(0, 40)}"`, "consistency.at_least_as_fresh");
+  }
+  return { kind: "at_least", revision: BigInt(r.value) };
+}
+
+export function engineFor(live: LiveEngine, f: Freshness, ctx: CallContext): Promise<Engine> | Engine {
+  if (f.kind === "latest") return live.current();
+  const left = ctx.timeRemainingMs();
+  const budget = Math.max(1, Math.min(MAX_FRESHNESS_WAIT_MS, left === undefined ? MAX_FRESHNESS_WAIT_MS : left - 5));
+  return f.kind === "full" ? live.fullyConsistent(budget) : live.atLeast(f.revision, budget);
+}
+
+const REASON: Record<Reason, DecisionReason> = {
+  GRANTED: DecisionReason.GRANTED,
+  NO_GRANT: DecisionReason.NO_GRANT,
+  SUBJECT_NOT_FOUND: DecisionReason.SUBJECT_NOT_FOUND,
+  RESOURCE_NOT_FOUND: DecisionReason.RESOURCE_NOT_FOUND,
+  PERMISSION_NOT_FOUND: DecisionReason.PERMISSION_NOT_FOUND,
+  SUBJECT_LOCKED: DecisionReason.SUBJECT_LOCKED,
+  SUBJECT_DISABLED: DecisionReason.SUBJECT_DISABLED,
+  ACCOUNT_INACTIVE: DecisionReason.ACCOUNT_INACTIVE,
+  PRINCIPAL_INACTIVE: DecisionReason.PRINCIPAL_INACTIVE,
+  NOT_ACCEPTED: DecisionReason.NOT_ACCEPTED,
+  PRINCIPAL_EXPIRED: DecisionReason.PRINCIPAL_EXPIRED,
+  RESOURCE_INACTIVE: DecisionReason.RESOURCE_INACTIVE,
+};
+
+const STEP_KIND = {
+  ASSIGNMENT: ExplanationStepKind.ASSIGNMENT,
+  MEMBERSHIP: ExplanationStepKind.MEMBERSHIP,
+  ROLE: ExplanationStepKind.ROLE,
+  INHERITED_ROLE: ExplanationStepKind.INHERITED_ROLE,
+  PERMISSION: ExplanationStepKind.PERMISSION,
+} as const;
+
+function explanation(d: Decision, subject: SubjectRef, permission: string, resource: ResourceRef): MessageInitShape<typeof ExplanationSchema> {
+  const steps = d.steps ?? [];
+  const message = d.allowed
+    ? `${subject.type} ${subject.id} may ${permission} on ${resource.type} ${resource.id}: ${steps
+        .map((s) => `${s.kind.toLowerCase()} ${s.key ?? s.id}`)
+        .join(" → ")}`
+    : `${subject.type} ${subject.id} may not ${permission} on ${resource.type} ${resource.id}: ${d.reason}`;
+  return {
+    message,
+    steps: steps.map((s) => ({ kind: STEP_KIND[s.kind], id: s.id, key: s.key ?? "", ...(s.scope ? { scope: s.scope } : {}) })),
+  };
+}
+
+function entryMessage(e: ScopeEntry) {
+  return {
+    orgId: e.orgId ?? "",
+    orgName: e.orgName,
+    urlSafeOrgName: e.urlSafeOrgName,
+    orgRoleStructure: e.orgRoleStructure,
+    ...(e.scope ? { scope: e.scope } : {}),
+    userRole: e.userRole,
+    inheritedUserRolesPlusCurrentRole: [...e.inheritedUserRolesPlusCurrentRole],
+    userPermissions: [...e.userPermissions],
+    additionalRoles: [...e.additionalRoles],
+  };
+}
+
+interface PageToken {
+  /** Offset of the next entry. */
+  o: number;
+  /** Digest of the request (subject, resource, page size). */
+  q: string;
+  /** Digest of the whole listing when the first page was served. */
+  d: string;
+  /** Revision of the first page (the listing is at least this fresh). */
+  r: string;
+}
+
+const digest = (v: unknown) => createHash("sha256").update(JSON.stringify(v)).digest("base64url").slice(0, 22);
+
+function decodeToken(raw: string): PageToken {
+  try {
+    const t = JSON.parse(Buffer.from(raw, "base64url").toString("utf8")) as PageToken;
+    if (Number.isSafeInteger(t.o) && t.o > 0 && typeof t.q === "string" && typeof t.d === "string" && REVISION.test(t.r)) return t;
+  } catch {
+    // fall through
+  }
+  throw invalidArgument("page_token is not a token returned by ListPermissions", "page_token");
+}
+
+export function permissionHandlers(live: () => LiveEngine, clock: () => number = Date.now): ServiceHandlers<typeof PermissionService> {
+  return {
+    async check(req: CheckRequest, ctx) {
+      const subject = toSubject(req.subject, "subject");
+      const permission = toPermission(req.permission, "permission");
+      const resource = toResource(req.resource, "resource");
+      const freshness = toFreshness(req.consistency);
+      const engine = await engineFor(live(), freshness, ctx);
+      const d = engine.check(subject, permission, resource, clock(), req.explain);
+      return {
+        allowed: d.allowed,
+        revision: engine.revision.toString(),
+        reason: REASON[d.reason],
+        ...(req.explain ? { explanation: explanation(d, subject, permission, resource) } : {}),
+      };
+    },
+
+    async checkBulk(req: CheckBulkRequest, ctx) {
+      if (req.items.length > MAX_BULK_ITEMS) {
+        throw invalidArgument(`items holds ${req.items.length} checks; at most ${MAX_BULK_ITEMS} per call`, "items");
+      }
+      const engine = await engineFor(live(), toFreshness(req.consistency), ctx);
+      const now = clock();
+      return {
+        revision: engine.revision.toString(),
+        results: req.items.map((item, i) => {
+          try {
+            const subject = toSubject(item.subject, `items[${i}].subject`);
+            const permission = toPermission(item.permission, `items[${i}].permission`);
+            const resource = toResource(item.resource, `items[${i}].resource`);
+            const d = engine.check(subject, permission, resource, now, req.explain);
+            return {
+              correlationId: item.correlationId,
+              allowed: d.allowed,
+              reason: REASON[d.reason],
+              ...(req.explain ? { explanation: explanation(d, subject, permission, resource) } : {}),
+            };
+          } catch (err) {
+            if (!(err instanceof AuthzError)) throw err;
+            return { correlationId: item.correlationId, allowed: false, error: { code: err.code, message: err.message } };
+          }
+        }),
+      };
+    },
+
+    async listPermissions(req: ListPermissionsRequest, ctx): Promise<MessageInitShape<typeof ListPermissionsResponseSchema>> {
+      const subject = toSubject(req.subject, "subject");
+      const within = req.resource ? toResource(req.resource, "resource") : undefined;
+      if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
+        throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}, got ${req.pageSize}`, "page_size");
+      }
+      const pageSize = req.pageSize || DEFAULT_PAGE_SIZE;
+      const query = digest([subject, within ?? null, pageSize]);
+      const token = req.pageToken ? decodeToken(req.pageToken) : undefined;
+      if (token && token.q !== query) {
+        throw invalidArgument("page_token belongs to a different request (subject, resource and page_size must not change)", "page_token");
+      }
+      let freshness = toFreshness(req.consistency);
+      if (token && freshness.kind === "latest") freshness = { kind: "at_least", revision: BigInt(token.r) };
+      const engine = await engineFor(live(), freshness, ctx);
+      const listing = engine.list(subject, within, clock());
+      if (!listing) throw new AuthzError("NOT_FOUND", `${subject.type} ${subject.id} does not exist`, { reason: "SUBJECT_NOT_FOUND" });
+      const all = listing.entries;
+      const whole = digest(all);
+      if (token && token.d !== whole) {
+        throw new AuthzError("ABORTED", "what the subject holds changed since the first page; restart the listing without a page_token", {
+          reason: "LISTING_CHANGED",
+        });
+      }
+      const offset = token?.o ?? 0;
+      const page = all.slice(offset, offset + pageSize);
+      const next = offset + pageSize < all.length;
+      return {
+        scopes: page.map(entryMessage),
+        revision: engine.revision.toString(),
+        subjectStatus: REASON[listing.subjectStatus],
+        nextPageToken: next
+          ? Buffer.from(JSON.stringify({ o: offset + pageSize, q: query, d: whole, r: token?.r ?? engine.revision.toString() } satisfies PageToken)).toString("base64url")
+          : "",
+      };
+    },
+  };
+}

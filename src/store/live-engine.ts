@@ -1,0 +1,177 @@
+import { Engine, NeedsReload, buildEngine } from "../engine/engine.js";
+import { type Change, FOLLOWED_TABLES, type FollowedTable, SNAPSHOT_COLUMNS } from "../engine/rows.js";
+import { AuthzError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { ChangeFeed } from "./change-feed.js";
+import type { SqlClient } from "./sql.js";
+
+/** Above this many change rows a catch-up reloads a snapshot instead. */
+const MAX_CATCH_UP_ROWS = 200_000;
+
+export interface LiveEngineStats {
+  loads: number;
+  catchUps: number;
+  changesApplied: number;
+  lastLoadMs: number;
+}
+
+/**
+ * The engine kept fresh: loaded from a consistent snapshot, then advanced by
+ * replaying the change log (revision > applied) whenever the change feed
+ * reports a newer revision. Callers ask for an engine at least as fresh as
+ * they need; it never hands out an older one.
+ */
+export interface LiveEngine {
+  /** The current engine (minimize_latency). */
+  current(): Engine;
+  /** An engine at revision >= `revision`, waiting at most `timeoutMs`. */
+  atLeast(revision: bigint, timeoutMs: number): Promise<Engine>;
+  /** An engine that includes every write committed before this call. */
+  fullyConsistent(timeoutMs: number): Promise<Engine>;
+  readonly stats: Readonly<LiveEngineStats>;
+  stop(): void;
+}
+
+export async function loadSnapshot(db: SqlClient): Promise<Engine> {
+  return db.readWriteTx(
+    async (tx) => {
+      const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
+      const tables: Partial<Record<FollowedTable, Record<string, unknown>[]>> = {};
+      for (const t of FOLLOWED_TABLES) tables[t] = await tx.query(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`);
+      return buildEngine(BigInt(head?.revision ?? "0"), tables);
+    },
+    { isolation: "repeatable read" },
+  );
+}
+
+async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigint; changes: Change[] | "too many" }> {
+  return db.readWriteTx(
+    async (tx) => {
+      const [h] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
+      const head = BigInt(h?.revision ?? "0");
+      if (head <= after) return { head, changes: [] };
+      const rows = await tx.query<{ table_name: string; op: Change["op"]; old_row: Record<string, unknown> | null; new_row: Record<string, unknown> | null }>(
+        `select table_name, op, old_row, new_row from authz_changes
+          where revision > $1::text::bigint and revision <= $2::text::bigint order by id limit ${MAX_CATCH_UP_ROWS + 1}`,
+        [after.toString(), head.toString()],
+      );
+      if (rows.length > MAX_CATCH_UP_ROWS) return { head, changes: "too many" };
+      return { head, changes: rows.map((r) => ({ table: r.table_name, op: r.op, oldRow: r.old_row, newRow: r.new_row })) };
+    },
+    { isolation: "repeatable read" },
+  );
+}
+
+export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger): Promise<LiveEngine> {
+  const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0 };
+  const load = async (): Promise<Engine> => {
+    const started = Date.now();
+    const e = await loadSnapshot(db);
+    stats.loads++;
+    stats.lastLoadMs = Date.now() - started;
+    logger.info({ revision: e.revision.toString(), ms: stats.lastLoadMs, ...e.stats() }, "engine loaded");
+    return e;
+  };
+  let engine = await load();
+  const waiters = new Set<() => void>();
+  let running: Promise<void> | undefined;
+  let again = false;
+  let stopped = false;
+
+  const catchUp = async (): Promise<void> => {
+    const { head, changes } = await fetchChanges(db, engine.revision);
+    if (head <= engine.revision) return;
+    if (changes === "too many") {
+      logger.warn({ from: engine.revision.toString(), to: head.toString() }, "change backlog too large; reloading a snapshot");
+      engine = await load();
+      return;
+    }
+    try {
+      engine.apply(changes, head);
+    } catch (err) {
+      if (!(err instanceof NeedsReload)) throw err;
+      logger.info({ why: err.message }, "reloading a snapshot");
+      engine = await load();
+      return;
+    }
+    stats.catchUps++;
+    stats.changesApplied += changes.length;
+  };
+
+  /** Runs catch-ups one at a time; a request during a run schedules exactly one more. */
+  const refresh = (): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await catchUp();
+        } while (again && !stopped);
+      } catch (err) {
+        logger.warn({ err }, "engine catch-up failed; the next notification or poll retries");
+      } finally {
+        running = undefined;
+        for (const wake of [...waiters]) wake();
+      }
+    })();
+    return running;
+  };
+
+  const unsubscribe = feed.onAdvance((r) => {
+    if (r > engine.revision) void refresh();
+  });
+  if (feed.revision > engine.revision) await refresh();
+
+  const waitFor = (revision: bigint, ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      if (engine.revision >= revision) return resolve();
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        waiters.delete(check);
+        resolve();
+      }
+      function check() {
+        if (engine.revision >= revision) done();
+      }
+      waiters.add(check);
+    });
+
+  const atLeast = async (revision: bigint, timeoutMs: number): Promise<Engine> => {
+    if (engine.revision >= revision) return engine;
+    // Give the listener a moment (half the budget), then catch up ourselves.
+    await waitFor(revision, Math.max(1, Math.floor(timeoutMs / 2)));
+    if (engine.revision >= revision) return engine;
+    await refresh();
+    if (engine.revision >= revision) return engine;
+    const head = await feed.fetchLatest();
+    if (revision > head) {
+      throw new AuthzError("INVALID_ARGUMENT", `revision ${revision} is newer than this deployment's newest revision ${head}`, {
+        reason: "UNKNOWN_REVISION",
+        metadata: { field: "consistency.at_least_as_fresh" },
+      });
+    }
+    await waitFor(revision, Math.max(1, Math.floor(timeoutMs / 2)));
+    if (engine.revision >= revision) return engine;
+    throw new AuthzError("UNAVAILABLE", `could not reach revision ${revision} within ${timeoutMs} ms (at ${engine.revision}); retry`, {
+      reason: "NOT_FRESH_ENOUGH",
+    });
+  };
+
+  return {
+    current: () => engine,
+    atLeast,
+    async fullyConsistent(timeoutMs) {
+      const head = await feed.fetchLatest();
+      return atLeast(head, timeoutMs);
+    },
+    stats,
+    stop() {
+      stopped = true;
+      unsubscribe();
+    },
+  };
+}

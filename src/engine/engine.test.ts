@@ -243,3 +243,30 @@ describe("Engine.list", () => {
     expect([l?.entries[0]?.userRole, ...(l?.entries[0]?.additionalRoles ?? [])].sort()).toEqual(["avatar_member", "avatar_owner", "member"]);
   });
 });
+
+describe("time boundaries (decided at exactly the stored instant)", () => {
+  const e = dataset();
+  const p = { type: "principal" as const, id: PRIN };
+  const av = { type: "avatar" as const, id: AV };
+
+  it("an assignment stops counting at its valid_until", () => {
+    expect(e.check(user(BOB), "members.invite", org(A), NOW + 999).allowed).toBe(true);
+    expect(e.check(user(BOB), "members.invite", org(A), NOW + 1000).reason).toBe("NO_GRANT");
+  });
+
+  it("a membership counts from its accepted_at and stops at its valid_until", () => {
+    expect(e.check(p, "avatar.post", av, NOW - 1000).allowed).toBe(true);
+    expect(e.check(p, "avatar.post", av, NOW + 59_999).allowed).toBe(true);
+    expect(e.check(p, "avatar.post", av, NOW + 60_000).reason).toBe("NO_GRANT");
+  });
+
+  it("a principal is accepted from its accepted_at and expires at its valid_until", () => {
+    const e2 = dataset();
+    const row = { id: PRIN, account_id: ACC, subject_type: "user", subject_id: BOB, active: true, accepted_at: iso(NOW), valid_until: iso(NOW + 5000) };
+    e2.apply([{ table: "principals", op: "UPDATE", oldRow: row, newRow: row }], 8n);
+    expect(e2.check(p, "members.read", av, NOW - 1).reason).toBe("NOT_ACCEPTED");
+    expect(e2.check(p, "members.read", av, NOW).allowed).toBe(true);
+    expect(e2.check(p, "members.read", av, NOW + 4999).allowed).toBe(true);
+    expect(e2.check(p, "members.read", av, NOW + 5000).reason).toBe("PRINCIPAL_EXPIRED");
+  });
+});

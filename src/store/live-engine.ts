@@ -140,6 +140,18 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
       waiters.add(check);
     });
 
+  /** The database's newest revision; UNAVAILABLE when it cannot be asked. */
+  const latest = async (): Promise<bigint> => {
+    try {
+      return await feed.fetchLatest();
+    } catch (err) {
+      throw new AuthzError("UNAVAILABLE", "the database cannot be reached to confirm freshness; retry, or use minimize_latency", {
+        reason: "DATABASE_UNAVAILABLE",
+        cause: err,
+      });
+    }
+  };
+
   const atLeast = async (revision: bigint, timeoutMs: number): Promise<Engine> => {
     if (engine.revision >= revision) return engine;
     // Give the listener a moment (half the budget), then catch up ourselves.
@@ -147,7 +159,7 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     if (engine.revision >= revision) return engine;
     await refresh();
     if (engine.revision >= revision) return engine;
-    const head = await feed.fetchLatest();
+    const head = await latest();
     if (revision > head) {
       throw new AuthzError("INVALID_ARGUMENT", `revision ${revision} is newer than this deployment's newest revision ${head}`, {
         reason: "UNKNOWN_REVISION",
@@ -165,8 +177,7 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     current: () => engine,
     atLeast,
     async fullyConsistent(timeoutMs) {
-      const head = await feed.fetchLatest();
-      return atLeast(head, timeoutMs);
+      return atLeast(await latest(), timeoutMs);
     },
     stats,
     stop() {

@@ -8,6 +8,7 @@ import { createLogger, type Logger } from "./logger.js";
 import { projectPath } from "./paths.js";
 import { createCallLog } from "./rpc/call-log.js";
 import { createGrpcServer, listenGrpc } from "./rpc/grpc-server.js";
+import { addReflection } from "./rpc/reflection.js";
 import { HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
 import { createBindings, SERVED_SERVICES } from "./rpc/services.js";
@@ -54,6 +55,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     db: () => db ?? notReady(),
   });
   const grpcServer: grpc.Server = createGrpcServer(bindings, { logger, callLog, maxMessageBytes: MAX_MESSAGE_BYTES });
+  addReflection(grpcServer);
   const http: HttpListener = createHttpListener(bindings, {
     logger,
     callLog,

@@ -181,3 +181,32 @@ describe("start-up and shutdown", () => {
     }
   });
 });
+
+describe("gRPC server reflection", () => {
+  for (const version of ["v1", "v1alpha"]) {
+    it(`lists every service and serves descriptors (${version})`, async () => {
+      const protoLoader = await import("@grpc/proto-loader");
+      const { projectPath } = await import("../src/paths.js");
+      const dir = projectPath(`node_modules/@grpc/reflection/build/proto`);
+      const def = protoLoader.loadSync(`grpc/reflection/${version}/reflection.proto`, { includeDirs: [dir], keepCase: true, longs: String, defaults: true });
+      const tree = grpc.loadPackageDefinition(def);
+      const Ctor = ((tree.grpc as grpc.GrpcObject).reflection as grpc.GrpcObject)[version] as grpc.GrpcObject;
+      const C = Ctor.ServerReflection as unknown as new (a: string, c: grpc.ChannelCredentials) => grpc.Client & Record<string, Function>;
+      const c = new C(`127.0.0.1:${ports.grpcPort}`, grpc.credentials.createInsecure());
+      const call = (c.ServerReflectionInfo as Function).call(c) as grpc.ClientDuplexStream<unknown, Record<string, any>>;
+      const ask = (req: unknown) =>
+        new Promise<Record<string, any>>((resolve, reject) => {
+          call.once("data", resolve);
+          call.once("error", reject);
+          call.write(req);
+        });
+      const list = await ask({ list_services: "" });
+      const names = (list.list_services_response.service as Array<{ name: string }>).map((s) => s.name);
+      expect(names).toEqual(expect.arrayContaining(["authz.v1.PermissionService", "authz.v1.AdminService", "authz.v1.RateLimitService", "grpc.health.v1.Health"]));
+      const file = await ask({ file_containing_symbol: "authz.v1.PermissionService" });
+      expect(file.file_descriptor_response.file_descriptor_proto.length).toBeGreaterThan(0);
+      call.end();
+      c.close();
+    });
+  }
+});

@@ -5,6 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { type Config, ConfigError, loadConfig, redactUrl } from "./config.js";
 import { unavailable } from "./errors.js";
 import { createLogger, type Logger } from "./logger.js";
+import { Metrics } from "./metrics.js";
 import { projectPath } from "./paths.js";
 import { createCallLog } from "./rpc/call-log.js";
 import { createGrpcServer, listenGrpc } from "./rpc/grpc-server.js";
@@ -28,6 +29,7 @@ const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 export interface App {
   readonly config: Config;
+  readonly metrics: Metrics;
   readonly health: HealthState;
   /** Listens on both ports; resolves with the bound ports once listening (health may still be NOT_SERVING). */
   listen(): Promise<{ grpcPort: number; httpPort: number }>;
@@ -46,11 +48,13 @@ export interface App {
 export function createApp(config: Config, logger: Logger = createLogger(config.logLevel)): App {
   const log = logger.child({ module: "main" });
   const health = new HealthState(SERVED_SERVICES);
-  const callLog = createCallLog(logger.child({ module: "rpc" }));
+  const metrics = new Metrics();
+  const callLog = createCallLog(logger.child({ module: "rpc" }), metrics);
   let db: SqlClient | undefined;
   let feed: ChangeFeed | undefined;
   let live: LiveEngine | undefined;
   const bindings = createBindings(health, {
+    metrics,
     live: () => live ?? notReady(),
     db: () => db ?? notReady(),
   });
@@ -61,6 +65,14 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     callLog,
     isReady: () => health.serving,
     maxMessageBytes: MAX_MESSAGE_BYTES,
+    metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
+  });
+  metrics.attach({
+    engineRevision: () => live?.current().revision,
+    databaseRevision: () => feed?.revision,
+    listener: () => feed?.stats,
+    engine: () => live?.stats,
+    serving: () => health.serving,
   });
   let stopping = false;
   let resolveReady: () => void = () => {};
@@ -111,6 +123,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
 
   return {
     config,
+    metrics,
     health,
     ready,
     async listen() {

@@ -20,6 +20,7 @@ const ACME_BOT = "00000007-0000-4000-8000-000000000001";
 let t: TestDatabase;
 let app: App;
 let port = 0;
+let httpPort = 0;
 const protos = loadProtos();
 type Svc = ReturnType<typeof client>;
 let perms: Svc;
@@ -28,7 +29,7 @@ beforeAll(async () => {
   t = await freshDatabase();
   await importDocument(t.client, JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")));
   app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
-  port = (await app.listen()).grpcPort;
+  ({ grpcPort: port, httpPort } = await app.listen());
   await app.ready;
   perms = client(protos, "authz.v1.PermissionService", port);
 }, 60_000);
@@ -164,5 +165,36 @@ describe("ListPermissions", () => {
       (e: unknown) => e,
     )) as grpc.ServiceError;
     expect(otherRequest.code).toBe(grpc.status.INVALID_ARGUMENT);
+  });
+});
+
+describe("metrics", () => {
+  const scrape = async () => {
+    const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+    expect(res.status).toBe(200);
+    return res.text();
+  };
+  const value = (text: string, series: string): number => {
+    const line = text.split("\n").find((l) => l.startsWith(series + " "));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+  };
+
+  it("exposes per-RPC counts and latency, decisions, freshness and process metrics, and they move", async () => {
+    const before = await scrape();
+    await unary(perms, "Check", { subject: user(ALICE), permission: "members.read", resource: org(ENG) });
+    await unary(perms, "Check", { subject: user(DAVE), permission: "members.read", resource: org(ENG) });
+    const after = await scrape();
+    const okChecks = 'authz_rpc_requests_total{method="/authz.v1.PermissionService/Check",code="OK"}';
+    expect(value(after, okChecks)).toBe(value(before, okChecks) + 2);
+    const allowed = 'authz_decisions_total{method="Check",allowed="true"}';
+    const denied = 'authz_decisions_total{method="Check",allowed="false"}';
+    expect(value(after, allowed)).toBe(value(before, allowed) + 1);
+    expect(value(after, denied)).toBe(value(before, denied) + 1);
+    expect(after).toMatch(/authz_rpc_duration_seconds_bucket\{le="0.001",method="\/authz.v1.PermissionService\/Check",code="OK"\}/);
+    expect(value(after, "authz_engine_revision")).toBeGreaterThan(0);
+    expect(value(after, "authz_engine_lag_revisions")).toBe(0);
+    expect(value(after, "authz_serving")).toBe(1);
+    expect(after).toMatch(/^authz_process_resident_memory_bytes \d+/m);
+    expect(after).toMatch(/^authz_listener_reconnects_total 0/m);
   });
 });

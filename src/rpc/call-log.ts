@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -8,27 +9,27 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * the caller's x-request-id when it is sane, else a cheap process-unique one.
  */
 export interface CallLog {
-  /** False when the per-call line is off (log level above info): callers skip the timing. */
-  readonly enabled: boolean;
   requestId(fromHeader: string | undefined): string;
-  done(path: string, requestId: string, code: string, startedNs: bigint): void;
+  /** Records a finished call: metrics always, the log line when info is on (the request id is only made then). */
+  done(path: string, requestId: string | (() => string), code: string, startedNs: bigint): void;
 }
 
-export function createCallLog(logger: Logger): CallLog {
+export function createCallLog(logger: Logger, metrics?: Metrics): CallLog {
   const prefix = randomBytes(4).toString("hex");
   let seq = 0;
   const enabled = logger.isLevelEnabled("info");
   return {
-    enabled,
     requestId(fromHeader) {
       if (fromHeader !== undefined && REQUEST_ID.test(fromHeader)) return fromHeader;
       seq = (seq + 1) % Number.MAX_SAFE_INTEGER;
       return `${prefix}-${seq.toString(36)}`;
     },
     done(path, requestId, code, startedNs) {
-      if (!enabled) return;
       const ms = Number(process.hrtime.bigint() - startedNs) / 1e6;
-      logger.info({ rid: requestId, method: path, code, ms: Math.round(ms * 1000) / 1000 }, "rpc");
+      metrics?.rpc(path, code, ms / 1000);
+      if (!enabled) return;
+      const rid = typeof requestId === "function" ? requestId() : requestId;
+      logger.info({ rid, method: path, code, ms: Math.round(ms * 1000) / 1000 }, "rpc");
     },
   };
 }

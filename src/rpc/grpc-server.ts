@@ -104,10 +104,11 @@ export function createGrpcServer(
       const path = def.path;
       if (method.methodKind === "unary") {
         implementation[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const started = callLog.enabled ? process.hrtime.bigint() : 0n;
+          const started = process.hrtime.bigint();
           const ctx = contextFor(path, callLog, call);
+          const rid = () => ctx.requestId;
           const ok = (res: unknown) => {
-            if (callLog.enabled) callLog.done(path, ctx.requestId, "OK", started);
+            callLog.done(path, rid, "OK", started);
             callback(null, res);
           };
           const fail = (err: unknown) => {

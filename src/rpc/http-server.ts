@@ -78,7 +78,14 @@ export interface HttpListener {
 
 export function createHttpListener(
   bindings: readonly ServiceBinding[],
-  deps: { logger: Logger; callLog: CallLog; isReady: () => boolean; maxMessageBytes: number },
+  deps: {
+    logger: Logger;
+    callLog: CallLog;
+    isReady: () => boolean;
+    maxMessageBytes: number;
+    /** GET /metrics in the Prometheus text format. */
+    metrics?: { contentType: string; text(): Promise<string> };
+  },
 ): HttpListener {
   const adapter = connectNodeAdapter({
     routes: routes(bindings, deps.logger, deps.callLog),
@@ -90,6 +97,21 @@ export function createHttpListener(
       const ok = req.url === "/healthz" || deps.isReady();
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });
       res.end(ok ? "ok\n" : "not ready\n");
+      return;
+    }
+    if (req.method === "GET" && req.url === "/metrics" && deps.metrics) {
+      const m = deps.metrics;
+      m.text().then(
+        (body) => {
+          res.writeHead(200, { "content-type": m.contentType });
+          res.end(body);
+        },
+        (err: unknown) => {
+          deps.logger.error({ err }, "metrics collection failed");
+          res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+          res.end("metrics unavailable\n");
+        },
+      );
       return;
     }
     adapter(req as never, res as never);

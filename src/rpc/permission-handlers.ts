@@ -151,7 +151,15 @@ function decodeToken(raw: string): PageToken {
   throw invalidArgument("page_token is not a token returned by ListPermissions", "page_token");
 }
 
-export function permissionHandlers(live: () => LiveEngine, clock: () => number = Date.now): ServiceHandlers<typeof PermissionService> {
+export interface PermissionHandlerOptions {
+  clock?: () => number;
+  /** Called once per decision (Check, and each CheckBulk item). */
+  onDecision?: (method: "Check" | "CheckBulk", allowed: boolean) => void;
+}
+
+export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): ServiceHandlers<typeof PermissionService> {
+  const clock = opts.clock ?? Date.now;
+  const onDecision = opts.onDecision ?? (() => {});
   return {
     async check(req: CheckRequest, ctx) {
       const subject = toSubject(req.subject, "subject");
@@ -160,6 +168,7 @@ export function permissionHandlers(live: () => LiveEngine, clock: () => number =
       const freshness = toFreshness(req.consistency);
       const engine = await engineFor(live(), freshness, ctx);
       const d = engine.check(subject, permission, resource, clock(), req.explain);
+      onDecision("Check", d.allowed);
       return {
         allowed: d.allowed,
         revision: engine.revision.toString(),
@@ -182,6 +191,7 @@ export function permissionHandlers(live: () => LiveEngine, clock: () => number =
             const permission = toPermission(item.permission, `items[${i}].permission`);
             const resource = toResource(item.resource, `items[${i}].resource`);
             const d = engine.check(subject, permission, resource, now, req.explain);
+            onDecision("CheckBulk", d.allowed);
             return {
               correlationId: item.correlationId,
               allowed: d.allowed,

@@ -4,6 +4,7 @@ import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { unimplemented } from "../errors.js";
 import { bind, type ServiceBinding, type ServiceHandlers } from "./handler-types.js";
+import type { Metrics } from "../metrics.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
@@ -20,6 +21,7 @@ const rateLimitHandlers: ServiceHandlers<typeof RateLimitService> = {
 };
 
 export interface ServiceDeps {
+  metrics?: Metrics;
   /** The live engine; throws UNAVAILABLE until the store is loaded. */
   live: () => LiveEngine;
   /** The database; throws UNAVAILABLE until it is reachable. */
@@ -30,7 +32,7 @@ export interface ServiceDeps {
 export function createBindings(health: HealthState, deps: ServiceDeps): ServiceBinding[] {
   return [
     bind(Health, healthHandlers(health)),
-    bind(PermissionService, permissionHandlers(deps.live)),
+    bind(PermissionService, permissionHandlers(deps.live, { onDecision: (m, allowed) => deps.metrics?.decision(m, allowed) })),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       transferOwnership() {

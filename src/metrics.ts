@@ -1,0 +1,117 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** What the metrics read from the running service when scraped. */
+export interface MetricSources {
+  /** Revision of the engine answering calls, or undefined before it is loaded. */
+  engineRevision(): bigint | undefined;
+  /** Newest revision the change feed knows the database has committed. */
+  databaseRevision(): bigint | undefined;
+  listener(): { reconnects: number; catchUps: number; notifications: number } | undefined;
+  engine(): { loads: number; catchUps: number; changesApplied: number } | undefined;
+  serving(): boolean;
+}
+
+/**
+ * Prometheus metrics (prom-client): per-RPC counts and latency by method and
+ * code, decisions, freshness, the change listener, and process metrics.
+ * Gauges that mirror other components' counters are read at scrape time.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #rpcTotal: Counter<"method" | "code">;
+  readonly #rpcSeconds: Histogram<"method" | "code">;
+  readonly #decisions: Counter<"method" | "allowed">;
+  readonly #rateLimit: Counter<"policy_source">;
+  #sources: MetricSources | undefined;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "authz_" });
+    this.#rpcTotal = new Counter({
+      name: "authz_rpc_requests_total",
+      help: "RPCs served, by method and gRPC status code.",
+      labelNames: ["method", "code"],
+      registers: [this.registry],
+    });
+    this.#rpcSeconds = new Histogram({
+      name: "authz_rpc_duration_seconds",
+      help: "Server-side RPC latency, by method and gRPC status code.",
+      labelNames: ["method", "code"],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [this.registry],
+    });
+    this.#decisions = new Counter({
+      name: "authz_decisions_total",
+      help: "Authorization decisions, by RPC and outcome.",
+      labelNames: ["method", "allowed"],
+      registers: [this.registry],
+    });
+    this.#rateLimit = new Counter({
+      name: "authz_ratelimit_decisions_total",
+      help: "Rate-limit decisions by where the answer came from (store, shadow, failure_open, failure_closed).",
+      labelNames: ["policy_source"],
+      registers: [this.registry],
+    });
+    const self = this;
+    const read = <T>(f: (s: MetricSources) => T | undefined): T | undefined => (self.#sources ? f(self.#sources) : undefined);
+    new Gauge({
+      name: "authz_engine_revision",
+      help: "Revision of the data the engine answers from.",
+      registers: [this.registry],
+      collect() {
+        const r = read((s) => s.engineRevision());
+        if (r !== undefined) this.set(Number(r));
+      },
+    });
+    new Gauge({
+      name: "authz_engine_lag_revisions",
+      help: "How many revisions the engine is behind the newest one the database reported.",
+      registers: [this.registry],
+      collect() {
+        const e = read((s) => s.engineRevision());
+        const d = read((s) => s.databaseRevision());
+        if (e !== undefined && d !== undefined) this.set(Number(d > e ? d - e : 0n));
+      },
+    });
+    new Gauge({
+      name: "authz_serving",
+      help: "1 while health is SERVING.",
+      registers: [this.registry],
+      collect() {
+        this.set(read((s) => s.serving()) ? 1 : 0);
+      },
+    });
+    const mirror = (name: string, help: string, f: (s: MetricSources) => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          const v = read(f);
+          if (v !== undefined) this.set(v);
+        },
+      });
+    mirror("authz_listener_reconnects_total", "Times the change listener reconnected (each followed by a catch-up).", (s) => s.listener()?.reconnects);
+    mirror("authz_listener_notifications_total", "Change notifications received.", (s) => s.listener()?.notifications);
+    mirror("authz_listener_catchups_total", "Reads of the newest revision (on reconnect, poll or request).", (s) => s.listener()?.catchUps);
+    mirror("authz_engine_catchups_total", "Change-log replays applied to the engine.", (s) => s.engine()?.catchUps);
+    mirror("authz_engine_changes_applied_total", "Change-log rows applied incrementally.", (s) => s.engine()?.changesApplied);
+    mirror("authz_engine_loads_total", "Full snapshot loads of the engine.", (s) => s.engine()?.loads);
+  }
+
+  attach(sources: MetricSources): void {
+    this.#sources = sources;
+  }
+
+  rpc(method: string, code: string, seconds: number): void {
+    this.#rpcTotal.inc({ method, code });
+    this.#rpcSeconds.observe({ method, code }, seconds);
+  }
+
+  decision(method: string, allowed: boolean): void {
+    this.#decisions.inc({ method, allowed: allowed ? "true" : "false" });
+  }
+
+  rateLimitSource(source: string): void {
+    this.#rateLimit.inc({ policy_source: source });
+  }
+}

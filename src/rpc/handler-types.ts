@@ -1,3 +1,4 @@
+import type { Caller } from "../auth/caller.js";
 import type { DescMethodServerStreaming, DescMethodUnary, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 
 /**
@@ -17,6 +18,10 @@ export interface CallContext {
   timeRemainingMs(): number | undefined;
   /** Aborted when the caller cancels or the deadline passes (streaming calls). */
   readonly signal: AbortSignal;
+  /** The TLS client certificate's identity, when the listener verified one (mTLS). */
+  readonly peerIdentity?: Caller | undefined;
+  /** The authenticated caller; set by the auth guard before the handler runs. */
+  caller?: Caller;
 }
 
 type UnaryHandler<M extends DescMethodUnary> = (

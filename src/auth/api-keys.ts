@@ -1,0 +1,96 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import type { SqlQuerier } from "../store/sql.js";
+import { type Caller, parseScopes, type Scope, SCOPES } from "./caller.js";
+
+// API keys look like azk_<16 hex id>_<43 base64url secret>. Only the SHA-256
+// of the secret is stored (in the api_keys table or a mounted file); the
+// presented secret is hashed and compared in constant time.
+
+const KEY_FORMAT = /^azk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  /** Hex SHA-256 of the secret part. */
+  secretSha256: string;
+  scopes: Scope[];
+  tenantId: string | null;
+}
+
+export function hashSecret(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+/** A new key: the full key string (shown once) and the record to store. */
+export function mintApiKey(name: string, scopes: Scope[], tenantId: string | null): { key: string; record: ApiKeyRecord } {
+  const id = randomBytes(8).toString("hex");
+  const secret = randomBytes(32).toString("base64url");
+  return { key: `azk_${id}_${secret}`, record: { id, name, secretSha256: hashSecret(secret), scopes, tenantId } };
+}
+
+export function looksLikeApiKey(token: string): boolean {
+  return token.startsWith("azk_");
+}
+
+/** Reads a key file: a JSON array of { id, name, sha256, scopes, tenant_id }. */
+export async function readApiKeyFile(path: string): Promise<ApiKeyRecord[]> {
+  const doc = JSON.parse(await readFile(path, "utf8")) as unknown;
+  if (!Array.isArray(doc)) throw new Error(`${path}: expected a JSON array of API keys`);
+  return doc.map((raw, i) => {
+    const r = raw as Record<string, unknown>;
+    const id = String(r.id ?? "");
+    const sha = String(r.sha256 ?? "");
+    if (!/^[0-9a-f]{16}$/.test(id)) throw new Error(`${path}[${i}]: id must be 16 hex characters`);
+    if (!/^[0-9a-f]{64}$/.test(sha)) throw new Error(`${path}[${i}] (id ${id}): sha256 must be 64 hex characters (the SHA-256 of the secret)`);
+    const scopes = Array.isArray(r.scopes) ? r.scopes.map(String) : [];
+    const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+    if (bad.length) throw new Error(`${path}[${i}] (id ${id}): unknown scopes ${bad.join(", ")}`);
+    return {
+      id,
+      name: String(r.name ?? id),
+      secretSha256: sha,
+      scopes: [...parseScopes(scopes)],
+      tenantId: r.tenant_id === undefined || r.tenant_id === null ? null : String(r.tenant_id),
+    };
+  });
+}
+
+export async function readApiKeyTable(db: SqlQuerier): Promise<ApiKeyRecord[]> {
+  const rows = await db.query<{ id: string; name: string; secret_sha256: string; scopes: string[]; tenant_id: string | null }>(
+    "select id, name, secret_sha256, scopes, tenant_id::text as tenant_id from api_keys where revoked_at is null",
+  );
+  return rows.map((r) => ({ id: r.id, name: r.name, secretSha256: r.secret_sha256, scopes: [...parseScopes(r.scopes)], tenantId: r.tenant_id }));
+}
+
+/** The keys currently valid, by id. Replaced wholesale on reload. */
+export class ApiKeyRing {
+  #byId = new Map<string, { record: ApiKeyRecord; hash: Buffer; caller: Caller }>();
+
+  replace(records: Iterable<ApiKeyRecord>): void {
+    const next = new Map<string, { record: ApiKeyRecord; hash: Buffer; caller: Caller }>();
+    for (const record of records) {
+      next.set(record.id, {
+        record,
+        hash: Buffer.from(record.secretSha256, "hex"),
+        caller: Object.freeze({ id: `key:${record.id}`, kind: "api_key", scopes: new Set(record.scopes), tenantId: record.tenantId }),
+      });
+    }
+    this.#byId = next;
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** The caller for a presented key, or undefined when it is not a valid, unrevoked key. */
+  verify(presented: string): Caller | undefined {
+    const m = KEY_FORMAT.exec(presented);
+    if (!m) return undefined;
+    const entry = this.#byId.get(m[1] as string);
+    const got = Buffer.from(hashSecret(m[2] as string), "hex");
+    // Compare even when the id is unknown, so timing does not tell which ids exist.
+    const want = entry?.hash ?? Buffer.alloc(32);
+    return timingSafeEqual(got, want) && entry ? entry.caller : undefined;
+  }
+}

@@ -1,0 +1,72 @@
+import { AuthzError } from "../errors.js";
+import type { CallContext } from "../rpc/handler-types.js";
+import { type ApiKeyRing, looksLikeApiKey } from "./api-keys.js";
+import { ANONYMOUS, type Caller, scopeFor } from "./caller.js";
+import type { JwtVerifier } from "./jwt.js";
+
+export interface Authenticator {
+  /** Whether calls without a credential are refused. */
+  readonly required: boolean;
+  /** The caller of this call; UNAUTHENTICATED when a credential is required and missing or invalid. */
+  authenticate(ctx: CallContext): Caller | Promise<Caller>;
+}
+
+const unauthenticated = (why: string) =>
+  new AuthzError("UNAUTHENTICATED", `${why}; send "authorization: Bearer <API key or JWT>" or "x-api-key: <API key>"`, {
+    reason: "UNAUTHENTICATED",
+  });
+
+/**
+ * Credentials: an API key (x-api-key, or a Bearer token starting with azk_),
+ * a JWT (any other Bearer token, when a verifier is configured), or the TLS
+ * client certificate identity (mTLS, when the listener verified one).
+ */
+export function createAuthenticator(opts: { required: boolean; keys: ApiKeyRing; jwt?: JwtVerifier | undefined }): Authenticator {
+  const fromToken = (token: string): Caller | Promise<Caller> => {
+    if (looksLikeApiKey(token)) {
+      const c = opts.keys.verify(token);
+      if (!c) throw unauthenticated("the API key is not valid or was revoked");
+      return c;
+    }
+    if (!opts.jwt) throw unauthenticated("the bearer token is not an API key and JWT verification is not configured");
+    return opts.jwt.verify(token).then((c) => {
+      if (!c) throw unauthenticated("the JWT did not verify (signature, expiry, issuer or audience)");
+      return c;
+    });
+  };
+  return {
+    required: opts.required,
+    authenticate(ctx) {
+      const apiKey = ctx.header("x-api-key");
+      if (apiKey) return fromToken(apiKey);
+      const auth = ctx.header("authorization");
+      if (auth) {
+        const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+        if (!m) throw unauthenticated("the authorization header is not a Bearer token");
+        return fromToken(m[1] as string);
+      }
+      if (ctx.peerIdentity) return ctx.peerIdentity;
+      if (!opts.required) return ANONYMOUS;
+      throw unauthenticated("this call needs a credential");
+    },
+  };
+}
+
+/** PERMISSION_DENIED unless the caller holds the scope the path needs. */
+export function authorize(caller: Caller, path: string): void {
+  const scope = scopeFor(path);
+  if (scope === null || caller.scopes.has(scope)) return;
+  throw new AuthzError("PERMISSION_DENIED", `${path} needs the "${scope}" scope, which this credential does not have`, {
+    reason: "MISSING_SCOPE",
+    metadata: { scope },
+  });
+}
+
+/** PERMISSION_DENIED when a tenant-bound caller reaches data of another tenant (or global data). */
+export function confine(caller: Caller | undefined, tenantId: string | null, what: string): void {
+  if (!caller?.tenantId) return;
+  if (tenantId === caller.tenantId) return;
+  throw new AuthzError("PERMISSION_DENIED", `this credential is bound to tenant ${caller.tenantId} and cannot reach ${what}`, {
+    reason: "OTHER_TENANT",
+  });
+}

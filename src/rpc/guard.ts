@@ -1,0 +1,47 @@
+import { type Authenticator, authorize } from "../auth/authenticator.js";
+import { scopeFor } from "../auth/caller.js";
+import type { CallContext, ServiceBinding } from "./handler-types.js";
+
+type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
+
+/**
+ * Wraps every handler that needs a scope: authenticate (UNAUTHENTICATED),
+ * check the scope (PERMISSION_DENIED), put the caller on the context, then
+ * run the handler. Same wrapper for every protocol, since both listeners call
+ * these handlers. Public methods (health) pass through untouched.
+ */
+export function guard(bindings: readonly ServiceBinding[], auth: Authenticator): ServiceBinding[] {
+  return bindings.map(({ service, handlers }) => {
+    const wrapped: Record<string, AnyHandler> = {};
+    for (const method of service.methods) {
+      const path = `/${service.typeName}/${method.name}`;
+      const handler = (handlers as Record<string, AnyHandler>)[method.localName] as AnyHandler;
+      if (scopeFor(path) === null) {
+        wrapped[method.localName] = handler;
+        continue;
+      }
+      if (method.methodKind === "server_streaming") {
+        wrapped[method.localName] = async function* (req: unknown, ctx: CallContext) {
+          const caller = await auth.authenticate(ctx);
+          authorize(caller, path);
+          ctx.caller = caller;
+          yield* handler(req, ctx) as AsyncIterable<unknown>;
+        };
+        continue;
+      }
+      wrapped[method.localName] = (req: unknown, ctx: CallContext) => {
+        const c = auth.authenticate(ctx);
+        const run = (caller: Awaited<typeof c>) => {
+          authorize(caller, path);
+          ctx.caller = caller;
+          return handler(req, ctx);
+        };
+        return isThenable(c) ? c.then(run) : run(c);
+      };
+    }
+    return { service, handlers: wrapped } as unknown as ServiceBinding;
+  });
+}

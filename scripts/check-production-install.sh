@@ -23,7 +23,7 @@ chmod -R a-w "$work/dist" "$work/migrations" "$work/proto" "$work/node_modules"
 
 port_grpc=$((20000 + RANDOM % 20000))
 port_http=$((port_grpc + 1))
-(cd "$work" && NODE_ENV=production HOME="$work/tmp" AUTHZ_HOST=127.0.0.1 AUTHZ_GRPC_PORT=$port_grpc AUTHZ_HTTP_PORT=$port_http \
+(cd "$work" && exec env NODE_ENV=production HOME="$work/tmp" AUTHZ_HOST=127.0.0.1 AUTHZ_GRPC_PORT=$port_grpc AUTHZ_HTTP_PORT=$port_http \
   node dist/src/main.js >"$work/server.log" 2>&1) &
 pid=$!
 for _ in $(seq 1 120); do

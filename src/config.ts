@@ -21,6 +21,22 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** How often the change feed asks the database for its newest revision, as a safety net. */
   readonly revisionPollMs: number;
+  /** REDIS_URL is a seed node of a Redis Cluster (ioredis Cluster) rather than a single Redis. */
+  readonly redisCluster: boolean;
+  /** Longest a rate-limit decision waits for Redis before its policy's failure mode answers. */
+  readonly redisCommandTimeoutMs: number;
+  /** Longest a (re)connection to Redis may take. */
+  readonly redisConnectTimeoutMs: number;
+  /** Consecutive Redis failures that open the circuit breaker. */
+  readonly redisBreakerFailures: number;
+  /** How long the open breaker skips Redis before one probe call tries it again. */
+  readonly redisBreakerCooldownMs: number;
+  /** Prefix of every rate-limit counter key in Redis. */
+  readonly redisKeyPrefix: string;
+  /** How long a requested (not immediate) ownership transfer stays open. */
+  readonly transferTtlSeconds: number;
+  /** How often pending ownership transfers past their expiry are marked expired. */
+  readonly transferSweepMs: number;
   /** Non-fatal findings (unknown AUTHZ_* names), logged at start-up. */
   readonly warnings: readonly string[];
 }
@@ -47,6 +63,14 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_DATABASE_POOL_MAX", default: "10", meaning: "Maximum Postgres connections per process." },
   { name: "AUTHZ_SHUTDOWN_TIMEOUT_MS", default: "10000", meaning: "Bound on graceful shutdown after SIGTERM." },
   { name: "AUTHZ_REVISION_POLL_MS", default: "5000", meaning: "Safety poll of the newest revision, in case a notification was missed." },
+  { name: "AUTHZ_REDIS_CLUSTER", default: "false", meaning: "true: REDIS_URL is one seed node of a Redis Cluster (the others are discovered)." },
+  { name: "AUTHZ_REDIS_COMMAND_TIMEOUT_MS", default: "50", meaning: "Longest a rate-limit decision waits for Redis; then the policy's failure mode answers." },
+  { name: "AUTHZ_REDIS_CONNECT_TIMEOUT_MS", default: "1000", meaning: "Longest one (re)connection attempt to Redis may take; reconnection never stops." },
+  { name: "AUTHZ_REDIS_BREAKER_FAILURES", default: "5", meaning: "Consecutive Redis failures that open the circuit breaker (calls then skip Redis)." },
+  { name: "AUTHZ_REDIS_BREAKER_COOLDOWN_MS", default: "1000", meaning: "How long the open breaker skips Redis before a probe tries it again." },
+  { name: "AUTHZ_TRANSFER_TTL_SECONDS", default: "604800", meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides)." },
+  { name: "AUTHZ_TRANSFER_SWEEP_MS", default: "60000", meaning: "How often pending ownership transfers past their expiry are recorded as expired." },
+  { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: "Prefix of the rate-limit counter keys in Redis (letters, digits and \"._:-\")." },
 ];
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -115,6 +139,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     problems.push(`AUTHZ_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
   }
   const importRaw = read("AUTHZ_EMBEDDED_IMPORT") ?? "examples/demo.json";
+  const redisKeyPrefix = read("AUTHZ_REDIS_KEY_PREFIX") ?? "authz:rl";
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(redisKeyPrefix)) {
+    problems.push(`AUTHZ_REDIS_KEY_PREFIX must be 1 to 64 letters, digits and "._:-", got "${redisKeyPrefix.slice(0, 80)}"`);
+  }
+  const redisCluster = bool("AUTHZ_REDIS_CLUSTER", false);
+  if (redisCluster && redisUrl === undefined && read("REDIS_URL") === undefined) {
+    problems.push("AUTHZ_REDIS_CLUSTER=true needs REDIS_URL (a seed node of the cluster)");
+  }
 
   // Unknown AUTHZ_* names are most likely typos; they are reported but not
   // fatal, because Kubernetes injects AUTHZ_SERVICE_HOST and friends for a
@@ -135,6 +167,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     databasePoolMax: int("AUTHZ_DATABASE_POOL_MAX", 10, 1, 1000),
     shutdownTimeoutMs: int("AUTHZ_SHUTDOWN_TIMEOUT_MS", 10_000, 100, 600_000),
     revisionPollMs: int("AUTHZ_REVISION_POLL_MS", 5_000, 50, 3_600_000),
+    redisCluster,
+    redisCommandTimeoutMs: int("AUTHZ_REDIS_COMMAND_TIMEOUT_MS", 50, 1, 60_000),
+    redisConnectTimeoutMs: int("AUTHZ_REDIS_CONNECT_TIMEOUT_MS", 1_000, 10, 60_000),
+    redisBreakerFailures: int("AUTHZ_REDIS_BREAKER_FAILURES", 5, 1, 10_000),
+    redisBreakerCooldownMs: int("AUTHZ_REDIS_BREAKER_COOLDOWN_MS", 1_000, 10, 600_000),
+    redisKeyPrefix,
+    transferTtlSeconds: int("AUTHZ_TRANSFER_TTL_SECONDS", 604_800, 1, 31_536_000),
+    transferSweepMs: int("AUTHZ_TRANSFER_SWEEP_MS", 60_000, 100, 86_400_000),
     warnings,
   };
   if (problems.length > 0) throw new ConfigError(problems);

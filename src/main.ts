@@ -16,6 +16,8 @@ import { createBindings, SERVED_SERVICES } from "./rpc/services.js";
 import { type ChangeFeed, startChangeFeed } from "./store/change-feed.js";
 import { importDocument } from "./store/import.js";
 import { type LiveEngine, startLiveEngine } from "./store/live-engine.js";
+import { expirePendingTransfers } from "./store/ownership.js";
+import { createRateLimitService } from "./rpc/rate-limit-handlers.js";
 import { migrate } from "./store/migrate.js";
 import { openDatabase } from "./store/open.js";
 import type { SqlClient } from "./store/sql.js";
@@ -53,8 +55,13 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
   let db: SqlClient | undefined;
   let feed: ChangeFeed | undefined;
   let live: LiveEngine | undefined;
+  const rateLimit = createRateLimitService(config, logger.child({ module: "ratelimit" }), () => live ?? notReady(), () => db ?? notReady(), {
+    onDecision: (source) => metrics.rateLimitSource(source),
+  });
   const bindings = createBindings(health, {
     metrics,
+    rateLimit: rateLimit.handlers,
+    transferTtlMs: config.transferTtlSeconds * 1000,
     live: () => live ?? notReady(),
     db: () => db ?? notReady(),
   });
@@ -75,6 +82,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     serving: () => health.serving,
   });
   let stopping = false;
+  let sweeper: NodeJS.Timeout | undefined;
   let resolveReady: () => void = () => {};
   let rejectReady: (e: unknown) => void = () => {};
   const ready = new Promise<void>((res, rej) => {
@@ -118,6 +126,14 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     }
     feed = await startChangeFeed(db, logger.child({ module: "change-feed" }), config.revisionPollMs);
     live = await startLiveEngine(db, feed, logger.child({ module: "engine" }));
+    const sweepDb = db;
+    sweeper = setInterval(() => {
+      expirePendingTransfers(sweepDb).then(
+        (n) => n > 0 && log.info({ expired: n }, "pending ownership transfers expired"),
+        (err: unknown) => log.warn({ err }, "ownership transfer expiry sweep failed"),
+      );
+    }, config.transferSweepMs);
+    sweeper.unref();
     log.info({ revision: live.current().revision.toString() }, "following the change log");
   };
 
@@ -174,7 +190,9 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
         log.warn({ boundMs: bound }, "calls still running at the shutdown bound; closing them");
         grpcServer.forceShutdown();
       }
+      clearInterval(sweeper);
       live?.stop();
+      await rateLimit.close().catch((err: unknown) => log.warn({ err }, "closing the rate-limit store failed"));
       await feed?.stop();
       await db?.close().catch((err: unknown) => log.warn({ err }, "closing the database failed"));
       log.info("stopped");

@@ -137,9 +137,12 @@ describe("schema invariants", () => {
     await t.raw`insert into users (id) values ('c0000000-0000-4000-8000-000000000002')`;
     await t.raw`insert into principals (id, account_id, subject_type, subject_id) values
       ('d1000000-0000-4000-8000-000000000002', 'd0000000-0000-4000-8000-000000000001', 'user', 'c0000000-0000-4000-8000-000000000002')`;
-    await t.raw`insert into avatars (id, organization_id, handle) values ('e0000000-0000-4000-8000-000000000001', ${org1}, 'bot')`;
-    await t.raw`insert into memberships (principal_id, avatar_id, owner) values
-      ('d1000000-0000-4000-8000-000000000001', 'e0000000-0000-4000-8000-000000000001', true)`;
+    // An active avatar needs its owner from the first committed instant (migration 0003).
+    await t.raw.begin(async (sql) => {
+      await sql`insert into avatars (id, organization_id, handle) values ('e0000000-0000-4000-8000-000000000001', ${org1}, 'bot')`;
+      await sql`insert into memberships (principal_id, avatar_id, owner) values
+        ('d1000000-0000-4000-8000-000000000001', 'e0000000-0000-4000-8000-000000000001', true)`;
+    });
     await expect(t.raw`insert into memberships (principal_id, avatar_id, owner) values
       ('d1000000-0000-4000-8000-000000000002', 'e0000000-0000-4000-8000-000000000001', true)`).rejects.toThrow(
       /memberships_one_active_owner/,

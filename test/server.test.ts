@@ -86,30 +86,34 @@ describe("health over a real socket", () => {
 });
 
 describe("the authz.v1 contract", () => {
-  it("RPCs whose behaviour has not landed answer UNIMPLEMENTED with a google.rpc.ErrorInfo, on gRPC and on Connect", async () => {
+  it("errors carry a google.rpc.ErrorInfo with a stable reason, on gRPC and on Connect", async () => {
     const calls: Array<[string, string]> = [
       ["authz.v1.AdminService", "TransferOwnership"],
+      ["authz.v1.AdminService", "ManageRoles"],
       ["authz.v1.RateLimitService", "ConsumeRateLimit"],
+      ["authz.v1.PermissionService", "Check"],
     ];
     for (const [service, method] of calls) {
       const c = client(protos, service, ports.grpcPort);
       const err = (await unary(c, method, {}).catch((e: unknown) => e)) as grpc.ServiceError;
       c.close();
-      expect(err.code, `${service}/${method}`).toBe(grpc.status.UNIMPLEMENTED);
+      expect(err.code, `${service}/${method}`).toBe(grpc.status.INVALID_ARGUMENT);
       const bin = err.metadata.get("grpc-status-details-bin")[0] as Buffer;
       const status = fromBinary(StatusSchema, bin);
-      expect(status.code).toBe(grpc.status.UNIMPLEMENTED);
+      expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(status.message).toBe(err.details);
       expect(status.details[0]?.typeUrl).toBe("type.googleapis.com/google.rpc.ErrorInfo");
       const info = fromBinary(ErrorInfoSchema, status.details[0]?.value ?? new Uint8Array());
-      expect(info).toMatchObject({ reason: "UNIMPLEMENTED", domain: "authz" });
+      expect(info.domain).toBe("authz");
+      expect(info.reason).toMatch(/^[A-Z_]+$/);
 
       const res = await fetch(`http://127.0.0.1:${ports.httpPort}/${service}/${method}`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: "{}",
       });
-      expect(res.status).toBe(501);
-      expect(await res.json()).toMatchObject({ code: "unimplemented" });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ code: "invalid_argument", details: [{ type: "google.rpc.ErrorInfo" }] });
     }
   });
 

@@ -6,6 +6,7 @@
 // inherit from them) are closed again.
 
 import { EMPTY_BITS, eachBit, hasBit, or, withBit } from "./bits.js";
+import { type AppliedPolicy, PolicyIndex, type RatePolicy, type RatePolicyLookup, type RateSubject } from "./rate-limit-policies.js";
 import {
   type AccountRow,
   type AssignmentRow,
@@ -102,7 +103,7 @@ export interface EngineStats {
   subjects: number;
 }
 
-export class Engine {
+export class Engine implements RatePolicyLookup {
   #revision: bigint;
   readonly #tenants = new Set<string>();
   readonly #orgs = new Map<string, Org>();
@@ -128,6 +129,8 @@ export class Engine {
   readonly #childrenOf = new Map<string, Set<string>>();
   /** Global roles by key (the built-in avatar roles are looked up here). */
   readonly #globalRolesByKey = new Map<string, Role>();
+  /** Rate-limit policies and assignments (followed like everything else, used by ConsumeRateLimit). */
+  readonly #ratePolicies = new PolicyIndex();
 
   constructor(revision = 0n) {
     this.#revision = revision;
@@ -355,6 +358,12 @@ export class Engine {
         this.#primaryRoles.set(`${row.userId}:${row.organizationId}`, row.primaryRoleId);
         return;
       }
+      case "rate_limit_policies":
+        this.#ratePolicies.upsertPolicy(NORMALIZE.rate_limit_policies(raw));
+        return;
+      case "rate_limit_assignments":
+        this.#ratePolicies.upsertAssignment(NORMALIZE.rate_limit_assignments(raw));
+        return;
     }
   }
 
@@ -441,7 +450,26 @@ export class Engine {
         this.#primaryRoles.delete(`${row.userId}:${row.organizationId}`);
         return;
       }
+      case "rate_limit_policies":
+        this.#ratePolicies.removePolicy(Number(raw.id));
+        return;
+      case "rate_limit_assignments":
+        this.#ratePolicies.removeAssignment(String(raw.id));
+        return;
     }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Rate-limit policies (counting is in src/ratelimit/)
+
+  /** The rate-limit policy with this name. */
+  ratePolicy(name: string): RatePolicy | undefined {
+    return this.#ratePolicies.ratePolicy(name);
+  }
+
+  /** The policies assigned to the subject and, for a user in an organization context, to the organization. */
+  ratePoliciesFor(subject: RateSubject, organizationId?: string): AppliedPolicy[] {
+    return this.#ratePolicies.ratePoliciesFor(subject, organizationId);
   }
 
   // ---------------------------------------------------------------------------

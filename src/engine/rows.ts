@@ -77,6 +77,24 @@ export interface UserOrganizationRow {
   primaryRoleId: string | null;
 }
 
+export interface RateLimitPolicyRow {
+  id: number;
+  name: string;
+  scope: string;
+  limitCount: number;
+  windowSec: number;
+  algorithm: string;
+  failureMode: string;
+  shadow: boolean;
+  description: string | null;
+}
+export interface RateLimitAssignmentRow {
+  id: string;
+  policyId: number;
+  userId: string | null;
+  orgId: string | null;
+}
+
 type Raw = Record<string, unknown>;
 
 const str = (v: unknown): string => String(v);
@@ -141,6 +159,23 @@ export const NORMALIZE = {
     organizationId: str(r.organization_id),
     primaryRoleId: strOrNull(r.primary_role_id),
   }),
+  rate_limit_policies: (r: Raw): RateLimitPolicyRow => ({
+    id: Number(r.id),
+    name: str(r.name),
+    scope: str(r.scope),
+    limitCount: Number(r.limit_count),
+    windowSec: Number(r.window_sec),
+    algorithm: str(r.algorithm ?? "fixed_window"),
+    failureMode: str(r.failure_mode ?? "open"),
+    shadow: bool(r.shadow),
+    description: strOrNull(r.description),
+  }),
+  rate_limit_assignments: (r: Raw): RateLimitAssignmentRow => ({
+    id: str(r.id),
+    policyId: Number(r.policy_id),
+    userId: strOrNull(r.user_id),
+    orgId: strOrNull(r.org_id),
+  }),
 } as const;
 
 export type FollowedTable = keyof typeof NORMALIZE;
@@ -163,6 +198,8 @@ export const SNAPSHOT_COLUMNS: Record<FollowedTable, string> = {
   role_inheritance: "role_id, parent_role_id",
   role_assignments: "id, subject_type, subject_id, role_id, scope_type, scope_id, active, valid_until",
   user_organizations: "user_id, organization_id, primary_role_id",
+  rate_limit_policies: "id, name, scope, limit_count, window_sec, algorithm, failure_mode, shadow, description",
+  rate_limit_assignments: "id::text as id, policy_id, user_id, org_id",
 };
 
 /** One row-level change, as the change log records it. */

@@ -2,23 +2,17 @@ import { AdminService } from "../../gen/authz/v1/admin_service_pb.js";
 import { PermissionService } from "../../gen/authz/v1/permission_service_pb.js";
 import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { unimplemented } from "../errors.js";
 import { bind, type ServiceBinding, type ServiceHandlers } from "./handler-types.js";
 import type { Metrics } from "../metrics.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
+import { ownershipHandlers } from "./ownership-handlers.js";
 import { permissionHandlers } from "./permission-handlers.js";
 
 /** Service names the health service reports on, besides the server as a whole (""). */
 export const SERVED_SERVICES = [PermissionService.typeName, AdminService.typeName, RateLimitService.typeName];
-
-const rateLimitHandlers: ServiceHandlers<typeof RateLimitService> = {
-  consumeRateLimit() {
-    throw unimplemented("ConsumeRateLimit", "arrives with issue 5");
-  },
-};
 
 export interface ServiceDeps {
   metrics?: Metrics;
@@ -26,6 +20,10 @@ export interface ServiceDeps {
   live: () => LiveEngine;
   /** The database; throws UNAVAILABLE until it is reachable. */
   db: () => SqlClient;
+  /** Rate-limit handlers (their store lives as long as the app). */
+  rateLimit: ServiceHandlers<typeof RateLimitService>;
+  /** Default lifetime of a requested ownership transfer. */
+  transferTtlMs: number;
 }
 
 /** Every service with its one implementation, served on both listeners. */
@@ -35,10 +33,8 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
     bind(PermissionService, permissionHandlers(deps.live, { onDecision: (m, allowed) => deps.metrics?.decision(m, allowed) })),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
-      transferOwnership() {
-        throw unimplemented("TransferOwnership", "arrives with issue 4");
-      },
+      ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),
     } satisfies ServiceHandlers<typeof AdminService>),
-    bind(RateLimitService, rateLimitHandlers),
+    bind(RateLimitService, deps.rateLimit),
   ];
 }

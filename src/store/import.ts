@@ -468,8 +468,10 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
   try {
     await db.readWriteTx(async (tx) => {
       const before = await readLatestRevision(tx);
-      // Deferred checks (inheritance cycles) fire per statement, so a refusal names its record.
-      await tx.query("set constraints all immediate");
+      // Inheritance cycles are checked per statement, so a refusal names its record.
+      // Whole-avatar rules (exactly one owner) can only hold once every record
+      // is in: they are checked below, after the last record.
+      await tx.query("set constraints role_inheritance_valid immediate");
       for (const rec of ordered(records)) {
         let outcome: Outcome;
         try {
@@ -485,6 +487,13 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
       );
       const after = await readLatestRevision(tx);
       summary = { revisionBefore: before.toString(), revisionAfter: after.toString(), sections, dryRun: options.dryRun === true };
+      try {
+        // Run the remaining deferred checks now, inside the import, so a
+        // refusal is an ImportError (and --dry-run reports it too).
+        await tx.query("set constraints all immediate");
+      } catch (err) {
+        throw new ImportError([`the imported records break a rule that spans records: ${explain(err)}`]);
+      }
       if (options.dryRun) throw DRY_RUN;
     });
   } catch (err) {

@@ -267,6 +267,33 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
       valid_until: validUntil(r, now, 0.7),
     });
   }
+  // Every active avatar has exactly one active owner membership (enforced by the
+  // database at commit, migration 0003): promote one of its active memberships,
+  // or add one; an avatar no principal can join stays inactive.
+  for (const a of avatars) {
+    if (!a.active || activeOwner.has(a.id)) continue;
+    const mine = memberships.filter((m) => m.avatar_id === a.id && m.active);
+    if (mine.length > 0) {
+      r.pick(mine).owner = true;
+    } else {
+      const taken = new Set(memberships.filter((m) => m.avatar_id === a.id).map((m) => m.principal_id));
+      const free = principals.filter((p) => !taken.has(p.id));
+      if (free.length === 0) {
+        a.active = false;
+        continue;
+      }
+      memberships.push({
+        id: r.uuid(),
+        principal_id: r.pick(free).id,
+        avatar_id: a.id,
+        owner: true,
+        active: true,
+        accepted_at: r.bool(0.1) ? null : r.bool(0.8) ? past(r, now) : around(r, now),
+        valid_until: validUntil(r, now, 0.7),
+      });
+    }
+    activeOwner.add(a.id);
+  }
 
   // Permissions: global ones, and per organization 6-10 keys (some shared with global).
   const permissions: PermissionRow[] = [];
@@ -417,6 +444,28 @@ async function ids(sql: postgres.Sql, table: string, where = "true"): Promise<st
   return rows.map((row) => row.id);
 }
 
+/** A membership with its avatar's active flag. */
+async function membershipOf(
+  sql: postgres.Sql,
+  id: string,
+): Promise<{ owner: boolean; active: boolean; avatar_id: string; avatar_active: boolean } | undefined> {
+  const [m] = await sql<{ owner: boolean; active: boolean; avatar_id: string; avatar_active: boolean }[]>`
+    select m.owner, m.active, m.avatar_id::text, a.active as avatar_active
+      from memberships m join avatars a on a.id = m.avatar_id where m.id = ${id}`;
+  return m;
+}
+
+async function activeOwnerOf(sql: postgres.Sql, avatarId: string): Promise<string | undefined> {
+  const [o] = await sql<{ id: string }[]>`select id::text from memberships where avatar_id = ${avatarId} and owner and active`;
+  return o?.id;
+}
+
+/** Another active membership of the avatar, to take over its ownership (undefined when there is none). */
+async function successorOf(r: Rng, sql: postgres.Sql, avatarId: string, except: string): Promise<string | undefined> {
+  const others = await ids(sql, "memberships", `avatar_id = '${avatarId}' and active and id <> '${except}'`);
+  return others.length === 0 ? undefined : r.pick(others);
+}
+
 /** Flips a boolean column of a random row. */
 const toggle = (table: string, column: string): Change => async (r, sql) => {
   const all = await ids(sql, table);
@@ -443,7 +492,30 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
   [2, "principal active", toggle("principals", "active")],
   [2, "principal accepted_at", retime("principals", "accepted_at", 0.2)],
   [2, "principal valid_until", retime("principals", "valid_until", 0.4)],
-  [2, "avatar active", toggle("avatars", "active")],
+  [2, "avatar active", async (r, sql) => {
+    const all = await ids(sql, "avatars");
+    if (all.length === 0) return null;
+    const id = r.pick(all);
+    const [a] = await sql<{ active: boolean }[]>`select active from avatars where id = ${id}`;
+    if (a === undefined) return null;
+    if (a.active) {
+      await sql`update avatars set active = false where id = ${id}`;
+      return `avatars ${id}: active := false`;
+    }
+    // An active avatar needs its one active owner: promote an active member in the same transaction if it has none.
+    if ((await activeOwnerOf(sql, id)) !== undefined) {
+      await sql`update avatars set active = true where id = ${id}`;
+      return `avatars ${id}: active := true`;
+    }
+    const members = await ids(sql, "memberships", `avatar_id = '${id}' and active`);
+    if (members.length === 0) return null;
+    const m = r.pick(members);
+    await sql.begin(async (tx) => {
+      await tx`update memberships set owner = true where id = ${m}`;
+      await tx`update avatars set active = true where id = ${id}`;
+    });
+    return `avatars ${id}: active := true, with membership ${m} made its owner in the same transaction`;
+  }],
   [2, "membership accepted_at", retime("memberships", "accepted_at", 0.2)],
   [2, "membership valid_until", retime("memberships", "valid_until", 0.4)],
   [2, "membership active", async (r, sql) => {
@@ -452,6 +524,18 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
       select 1 from memberships o where o.avatar_id = m.avatar_id and o.owner and o.active and o.id <> m.id))`);
     if (all.length === 0) return null;
     const id = r.pick(all);
+    const m = await membershipOf(sql, id);
+    if (m === undefined) return null;
+    if (m.active && m.owner && m.avatar_active) {
+      // The active owner of an active avatar steps down only with a successor, in the same transaction.
+      const successor = await successorOf(r, sql, m.avatar_id, id);
+      if (successor === undefined) return null;
+      await sql.begin(async (tx) => {
+        await tx`update memberships set active = false where id = ${id}`;
+        await tx`update memberships set owner = true where id = ${successor}`;
+      });
+      return `memberships ${id}: active := false, ownership moved to ${successor} in the same transaction`;
+    }
     const [row] = await sql<{ v: boolean }[]>`update memberships set active = not active where id = ${id} returning active as v`;
     return `memberships ${id}: active := ${String(row?.v)}`;
   }],
@@ -459,11 +543,26 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
     const all = await ids(sql, "memberships");
     if (all.length === 0) return null;
     const id = r.pick(all);
-    const [m] = await sql<{ owner: boolean; avatar_id: string }[]>`select owner, avatar_id::text from memberships where id = ${id}`;
+    const m = await membershipOf(sql, id);
     if (m === undefined) return null;
     if (m.owner) {
+      if (m.active && m.avatar_active) {
+        // The active avatar keeps one owner: demote, then promote a successor, in one transaction.
+        const successor = await successorOf(r, sql, m.avatar_id, id);
+        if (successor === undefined) return null;
+        await sql.begin(async (tx) => {
+          await tx`update memberships set owner = false where id = ${id}`;
+          await tx`update memberships set owner = true where id = ${successor}`;
+        });
+        return `memberships ${id}: owner := false, ownership moved to ${successor} in the same transaction`;
+      }
       await sql`update memberships set owner = false where id = ${id}`;
       return `memberships ${id}: owner := false`;
+    }
+    if (!m.active) {
+      // An inactive membership holds nothing; flagging it owner does not touch the active owner.
+      await sql`update memberships set owner = true where id = ${id}`;
+      return `memberships ${id}: owner := true (inactive)`;
     }
     // Ownership swap: demote the avatar's active owner (if any), then promote, in one transaction.
     await sql.begin(async (tx) => {
@@ -490,6 +589,17 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
     const all = await ids(sql, "memberships");
     if (all.length === 0) return null;
     const id = r.pick(all);
+    const m = await membershipOf(sql, id);
+    if (m === undefined) return null;
+    if (m.active && m.owner && m.avatar_active) {
+      const successor = await successorOf(r, sql, m.avatar_id, id);
+      if (successor === undefined) return null;
+      await sql.begin(async (tx) => {
+        await tx`delete from memberships where id = ${id}`;
+        await tx`update memberships set owner = true where id = ${successor}`;
+      });
+      return `memberships ${id}: deleted, ownership moved to ${successor} in the same transaction`;
+    }
     await sql`delete from memberships where id = ${id}`;
     return `memberships ${id}: deleted`;
   }],
@@ -607,6 +717,8 @@ const TOTAL_WEIGHT = CHANGES.reduce((s, [w]) => s + w, 0);
  * Applies n random changes, each one SQL statement (an ownership swap: one
  * transaction), and returns a description of each for failure messages. A
  * change the database refuses (an integrity constraint) is reported as skipped.
+ * Changes keep every active avatar at exactly one active owner membership
+ * (migration 0003): an owner leaves only with a successor in the same transaction.
  */
 export async function randomChanges(r: Rng, sql: postgres.Sql, n: number, now: Date): Promise<string[]> {
   const out: string[] = [];

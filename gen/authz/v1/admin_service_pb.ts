@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file authz/v1/admin_service.proto.
  */
 export const file_authz_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxhdXRoei92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEghhdXRoei52MSJzChJNYW5hZ2VSb2xlc1JlcXVlc3QSKQoJbXV0YXRpb25zGAEgAygLMhYuYXV0aHoudjEuUm9sZU11dGF0aW9uEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSJWChNNYW5hZ2VSb2xlc1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgJEi0KB3Jlc3VsdHMYAiADKAsyHC5hdXRoei52MS5Sb2xlTXV0YXRpb25SZXN1bHQiQgoHUm9sZVJlZhIMCgJpZBgBIAEoCUgAEiIKA2tleRgCIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleUgAQgUKA3JlZiJICg1QZXJtaXNzaW9uUmVmEgwKAmlkGAEgASgJSAASIgoDa2V5GAIgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5SABCBQoDcmVmIjEKCVNjb3BlZEtleRIXCg9vcmdhbml6YXRpb25faWQYASABKAkSCwoDa2V5GAIgASgJIqoECgxSb2xlTXV0YXRpb24SKwoLdXBzZXJ0X3JvbGUYASABKAsyFC5hdXRoei52MS5VcHNlcnRSb2xlSAASKAoLZGVsZXRlX3JvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmSAASNwoRdXBzZXJ0X3Blcm1pc3Npb24YAyABKAsyGi5hdXRoei52MS5VcHNlcnRQZXJtaXNzaW9uSAASNAoRZGVsZXRlX3Blcm1pc3Npb24YBCABKAsyFy5hdXRoei52MS5QZXJtaXNzaW9uUmVmSAASOAoQZ3JhbnRfcGVybWlzc2lvbhgFIAEoCzIcLmF1dGh6LnYxLlJvbGVQZXJtaXNzaW9uRWRnZUgAEjkKEXJldm9rZV9wZXJtaXNzaW9uGAYgASgLMhwuYXV0aHoudjEuUm9sZVBlcm1pc3Npb25FZGdlSAASOAoPYWRkX2luaGVyaXRhbmNlGAcgASgLMh0uYXV0aHoudjEuUm9sZUluaGVyaXRhbmNlRWRnZUgAEjsKEnJlbW92ZV9pbmhlcml0YW5jZRgIIAEoCzIdLmF1dGh6LnYxLlJvbGVJbmhlcml0YW5jZUVkZ2VIABIrCgthc3NpZ25fcm9sZRgJIAEoCzIULmF1dGh6LnYxLkFzc2lnblJvbGVIABIvCg11bmFzc2lnbl9yb2xlGAogASgLMhYuYXV0aHoudjEuVW5hc3NpZ25Sb2xlSABCCgoIbXV0YXRpb24iXQoKVXBzZXJ0Um9sZRIgCgNrZXkYASABKAsyEy5hdXRoei52MS5TY29wZWRLZXkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIKCgJpZBgEIAEoCSJVChBVcHNlcnRQZXJtaXNzaW9uEiAKA2tleRgBIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleRITCgtkZXNjcmlwdGlvbhgCIAEoCRIKCgJpZBgDIAEoCSJiChJSb2xlUGVybWlzc2lvbkVkZ2USHwoEcm9sZRgBIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSKwoKcGVybWlzc2lvbhgCIAEoCzIXLmF1dGh6LnYxLlBlcm1pc3Npb25SZWYiWQoTUm9sZUluaGVyaXRhbmNlRWRnZRIfCgRyb2xlGAEgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIhCgZwYXJlbnQYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmIqsBCgpBc3NpZ25Sb2xlEiUKB3N1YmplY3QYASABKAsyFC5hdXRoei52MS5TdWJqZWN0UmVmEh8KBHJvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmEiQKBXNjb3BlGAMgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSLwoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpMBCgxVbmFzc2lnblJvbGUSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIlCgdzdWJqZWN0GAIgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhIfCgRyb2xlGAMgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIkCgVzY29wZRgEIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmIjEKElJvbGVNdXRhdGlvblJlc3VsdBIKCgJpZBgBIAEoCRIPCgdjaGFuZ2VkGAIgASgIItIBChhUcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QSEQoJYXZhdGFyX2lkGAEgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgCIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAMgASgJEiQKBG1vZGUYBCABKA4yFi5hdXRoei52MS5UcmFuc2Zlck1vZGUSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEi4KC3JlcXVlc3RfdHRsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlwKGVRyYW5zZmVyT3duZXJzaGlwUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSKjAgoRT3duZXJzaGlwVHJhbnNmZXISCgoCaWQYASABKAkSEQoJYXZhdGFyX2lkGAIgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgDIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmF1dGh6LnYxLlRyYW5zZmVyU3RhdHVzEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCplCgxUcmFuc2Zlck1vZGUSHQoZVFJBTlNGRVJfTU9ERV9VTlNQRUNJRklFRBAAEhsKF1RSQU5TRkVSX01PREVfSU1NRURJQVRFEAESGQoVVFJBTlNGRVJfTU9ERV9SRVFVRVNUEAIqxwEKDlRyYW5zZmVyU3RhdHVzEh8KG1RSQU5TRkVSX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1RSQU5TRkVSX1NUQVRVU19QRU5ESU5HEAESHQoZVFJBTlNGRVJfU1RBVFVTX0NPTVBMRVRFRBACEhwKGFRSQU5TRkVSX1NUQVRVU19ERUNMSU5FRBADEh0KGVRSQU5TRkVSX1NUQVRVU19DQU5DRUxMRUQQBBIbChdUUkFOU0ZFUl9TVEFUVVNfRVhQSVJFRBAFMrgBCgxBZG1pblNlcnZpY2USSgoLTWFuYWdlUm9sZXMSHC5hdXRoei52MS5NYW5hZ2VSb2xlc1JlcXVlc3QaHS5hdXRoei52MS5NYW5hZ2VSb2xlc1Jlc3BvbnNlElwKEVRyYW5zZmVyT3duZXJzaGlwEiIuYXV0aHoudjEuVHJhbnNmZXJPd25lcnNoaXBSZXF1ZXN0GiMuYXV0aHoudjEuVHJhbnNmZXJPd25lcnNoaXBSZXNwb25zZWIGcHJvdG8z", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChxhdXRoei92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEghhdXRoei52MSJzChJNYW5hZ2VSb2xlc1JlcXVlc3QSKQoJbXV0YXRpb25zGAEgAygLMhYuYXV0aHoudjEuUm9sZU11dGF0aW9uEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSJWChNNYW5hZ2VSb2xlc1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgJEi0KB3Jlc3VsdHMYAiADKAsyHC5hdXRoei52MS5Sb2xlTXV0YXRpb25SZXN1bHQiQgoHUm9sZVJlZhIMCgJpZBgBIAEoCUgAEiIKA2tleRgCIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleUgAQgUKA3JlZiJICg1QZXJtaXNzaW9uUmVmEgwKAmlkGAEgASgJSAASIgoDa2V5GAIgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5SABCBQoDcmVmIjEKCVNjb3BlZEtleRIXCg9vcmdhbml6YXRpb25faWQYASABKAkSCwoDa2V5GAIgASgJIqoECgxSb2xlTXV0YXRpb24SKwoLdXBzZXJ0X3JvbGUYASABKAsyFC5hdXRoei52MS5VcHNlcnRSb2xlSAASKAoLZGVsZXRlX3JvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmSAASNwoRdXBzZXJ0X3Blcm1pc3Npb24YAyABKAsyGi5hdXRoei52MS5VcHNlcnRQZXJtaXNzaW9uSAASNAoRZGVsZXRlX3Blcm1pc3Npb24YBCABKAsyFy5hdXRoei52MS5QZXJtaXNzaW9uUmVmSAASOAoQZ3JhbnRfcGVybWlzc2lvbhgFIAEoCzIcLmF1dGh6LnYxLlJvbGVQZXJtaXNzaW9uRWRnZUgAEjkKEXJldm9rZV9wZXJtaXNzaW9uGAYgASgLMhwuYXV0aHoudjEuUm9sZVBlcm1pc3Npb25FZGdlSAASOAoPYWRkX2luaGVyaXRhbmNlGAcgASgLMh0uYXV0aHoudjEuUm9sZUluaGVyaXRhbmNlRWRnZUgAEjsKEnJlbW92ZV9pbmhlcml0YW5jZRgIIAEoCzIdLmF1dGh6LnYxLlJvbGVJbmhlcml0YW5jZUVkZ2VIABIrCgthc3NpZ25fcm9sZRgJIAEoCzIULmF1dGh6LnYxLkFzc2lnblJvbGVIABIvCg11bmFzc2lnbl9yb2xlGAogASgLMhYuYXV0aHoudjEuVW5hc3NpZ25Sb2xlSABCCgoIbXV0YXRpb24iXQoKVXBzZXJ0Um9sZRIgCgNrZXkYASABKAsyEy5hdXRoei52MS5TY29wZWRLZXkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIKCgJpZBgEIAEoCSJVChBVcHNlcnRQZXJtaXNzaW9uEiAKA2tleRgBIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleRITCgtkZXNjcmlwdGlvbhgCIAEoCRIKCgJpZBgDIAEoCSJiChJSb2xlUGVybWlzc2lvbkVkZ2USHwoEcm9sZRgBIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSKwoKcGVybWlzc2lvbhgCIAEoCzIXLmF1dGh6LnYxLlBlcm1pc3Npb25SZWYiWQoTUm9sZUluaGVyaXRhbmNlRWRnZRIfCgRyb2xlGAEgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIhCgZwYXJlbnQYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmIqsBCgpBc3NpZ25Sb2xlEiUKB3N1YmplY3QYASABKAsyFC5hdXRoei52MS5TdWJqZWN0UmVmEh8KBHJvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmEiQKBXNjb3BlGAMgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSLwoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpMBCgxVbmFzc2lnblJvbGUSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIlCgdzdWJqZWN0GAIgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhIfCgRyb2xlGAMgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIkCgVzY29wZRgEIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmIjEKElJvbGVNdXRhdGlvblJlc3VsdBIKCgJpZBgBIAEoCRIPCgdjaGFuZ2VkGAIgASgIItIBChhUcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QSEQoJYXZhdGFyX2lkGAEgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgCIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAMgASgJEiQKBG1vZGUYBCABKA4yFi5hdXRoei52MS5UcmFuc2Zlck1vZGUSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEi4KC3JlcXVlc3RfdHRsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlwKGVRyYW5zZmVyT3duZXJzaGlwUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSKjAgoRT3duZXJzaGlwVHJhbnNmZXISCgoCaWQYASABKAkSEQoJYXZhdGFyX2lkGAIgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgDIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmF1dGh6LnYxLlRyYW5zZmVyU3RhdHVzEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJOCh5BY2NlcHRPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QSEwoLdHJhbnNmZXJfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJImIKH0FjY2VwdE93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSJPCh9EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJjCiBEZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIk4KHkNhbmNlbE93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBITCgt0cmFuc2Zlcl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiYgofQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIlkKHUxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXF1ZXN0EhEKCWF2YXRhcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJpCh5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVzcG9uc2USLgoJdHJhbnNmZXJzGAEgAygLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKmUKDFRyYW5zZmVyTW9kZRIdChlUUkFOU0ZFUl9NT0RFX1VOU1BFQ0lGSUVEEAASGwoXVFJBTlNGRVJfTU9ERV9JTU1FRElBVEUQARIZChVUUkFOU0ZFUl9NT0RFX1JFUVVFU1QQAirHAQoOVHJhbnNmZXJTdGF0dXMSHwobVFJBTlNGRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXVFJBTlNGRVJfU1RBVFVTX1BFTkRJTkcQARIdChlUUkFOU0ZFUl9TVEFUVVNfQ09NUExFVEVEEAISHAoYVFJBTlNGRVJfU1RBVFVTX0RFQ0xJTkVEEAMSHQoZVFJBTlNGRVJfU1RBVFVTX0NBTkNFTExFRBAEEhsKF1RSQU5TRkVSX1NUQVRVU19FWFBJUkVEEAUy+AQKDEFkbWluU2VydmljZRJKCgtNYW5hZ2VSb2xlcxIcLmF1dGh6LnYxLk1hbmFnZVJvbGVzUmVxdWVzdBodLmF1dGh6LnYxLk1hbmFnZVJvbGVzUmVzcG9uc2USXAoRVHJhbnNmZXJPd25lcnNoaXASIi5hdXRoei52MS5UcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QaIy5hdXRoei52MS5UcmFuc2Zlck93bmVyc2hpcFJlc3BvbnNlEm4KF0FjY2VwdE93bmVyc2hpcFRyYW5zZmVyEiguYXV0aHoudjEuQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GikuYXV0aHoudjEuQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRJxChhEZWNsaW5lT3duZXJzaGlwVHJhbnNmZXISKS5hdXRoei52MS5EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GiouYXV0aHoudjEuRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USbgoXQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXISKC5hdXRoei52MS5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QaKS5hdXRoei52MS5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEmsKFkxpc3RPd25lcnNoaXBUcmFuc2ZlcnMSJy5hdXRoei52MS5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVxdWVzdBooLmF1dGh6LnYxLkxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXNwb25zZWIGcHJvdG8z", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * ManageRolesRequest is an atomic batch of changes.
@@ -701,6 +701,250 @@ export const OwnershipTransferSchema: GenMessage<OwnershipTransfer> = /*@__PURE_
   messageDesc(file_authz_v1_admin_service, 15);
 
 /**
+ * AcceptOwnershipTransferRequest names the pending transfer to complete.
+ *
+ * @generated from message authz.v1.AcceptOwnershipTransferRequest
+ */
+export type AcceptOwnershipTransferRequest = Message<"authz.v1.AcceptOwnershipTransferRequest"> & {
+  /**
+   * The pending transfer's UUID, as returned by TransferOwnership.
+   *
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+
+  /**
+   * Optional, at most 128 bytes: a retry with the same key and the same
+   * transfer_id returns the original response without writing again; the
+   * same key with another transfer_id fails with ALREADY_EXISTS.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message authz.v1.AcceptOwnershipTransferRequest.
+ * Use `create(AcceptOwnershipTransferRequestSchema)` to create a new message.
+ */
+export const AcceptOwnershipTransferRequestSchema: GenMessage<AcceptOwnershipTransferRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 16);
+
+/**
+ * AcceptOwnershipTransferResponse returns the completed transfer.
+ *
+ * @generated from message authz.v1.AcceptOwnershipTransferResponse
+ */
+export type AcceptOwnershipTransferResponse = Message<"authz.v1.AcceptOwnershipTransferResponse"> & {
+  /**
+   * The transfer, now COMPLETED.
+   *
+   * @generated from field: authz.v1.OwnershipTransfer transfer = 1;
+   */
+  transfer?: OwnershipTransfer | undefined;
+
+  /**
+   * The revision the ownership moved at; pass it as
+   * Consistency.at_least_as_fresh to see the new owner.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.AcceptOwnershipTransferResponse.
+ * Use `create(AcceptOwnershipTransferResponseSchema)` to create a new message.
+ */
+export const AcceptOwnershipTransferResponseSchema: GenMessage<AcceptOwnershipTransferResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 17);
+
+/**
+ * DeclineOwnershipTransferRequest names the pending transfer to decline.
+ *
+ * @generated from message authz.v1.DeclineOwnershipTransferRequest
+ */
+export type DeclineOwnershipTransferRequest = Message<"authz.v1.DeclineOwnershipTransferRequest"> & {
+  /**
+   * The pending transfer's UUID, as returned by TransferOwnership.
+   *
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+
+  /**
+   * Optional, at most 128 bytes: a retry with the same key and the same
+   * transfer_id returns the original response without writing again; the
+   * same key with another transfer_id fails with ALREADY_EXISTS.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message authz.v1.DeclineOwnershipTransferRequest.
+ * Use `create(DeclineOwnershipTransferRequestSchema)` to create a new message.
+ */
+export const DeclineOwnershipTransferRequestSchema: GenMessage<DeclineOwnershipTransferRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 18);
+
+/**
+ * DeclineOwnershipTransferResponse returns the declined transfer.
+ *
+ * @generated from message authz.v1.DeclineOwnershipTransferResponse
+ */
+export type DeclineOwnershipTransferResponse = Message<"authz.v1.DeclineOwnershipTransferResponse"> & {
+  /**
+   * The transfer, now DECLINED.
+   *
+   * @generated from field: authz.v1.OwnershipTransfer transfer = 1;
+   */
+  transfer?: OwnershipTransfer | undefined;
+
+  /**
+   * The revision the status change committed at.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.DeclineOwnershipTransferResponse.
+ * Use `create(DeclineOwnershipTransferResponseSchema)` to create a new message.
+ */
+export const DeclineOwnershipTransferResponseSchema: GenMessage<DeclineOwnershipTransferResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 19);
+
+/**
+ * CancelOwnershipTransferRequest names the pending transfer to cancel.
+ *
+ * @generated from message authz.v1.CancelOwnershipTransferRequest
+ */
+export type CancelOwnershipTransferRequest = Message<"authz.v1.CancelOwnershipTransferRequest"> & {
+  /**
+   * The pending transfer's UUID, as returned by TransferOwnership.
+   *
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+
+  /**
+   * Optional, at most 128 bytes: a retry with the same key and the same
+   * transfer_id returns the original response without writing again; the
+   * same key with another transfer_id fails with ALREADY_EXISTS.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message authz.v1.CancelOwnershipTransferRequest.
+ * Use `create(CancelOwnershipTransferRequestSchema)` to create a new message.
+ */
+export const CancelOwnershipTransferRequestSchema: GenMessage<CancelOwnershipTransferRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 20);
+
+/**
+ * CancelOwnershipTransferResponse returns the cancelled transfer.
+ *
+ * @generated from message authz.v1.CancelOwnershipTransferResponse
+ */
+export type CancelOwnershipTransferResponse = Message<"authz.v1.CancelOwnershipTransferResponse"> & {
+  /**
+   * The transfer, now CANCELLED.
+   *
+   * @generated from field: authz.v1.OwnershipTransfer transfer = 1;
+   */
+  transfer?: OwnershipTransfer | undefined;
+
+  /**
+   * The revision the status change committed at.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.CancelOwnershipTransferResponse.
+ * Use `create(CancelOwnershipTransferResponseSchema)` to create a new message.
+ */
+export const CancelOwnershipTransferResponseSchema: GenMessage<CancelOwnershipTransferResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 21);
+
+/**
+ * ListOwnershipTransfersRequest asks for one page of an avatar's transfers.
+ *
+ * @generated from message authz.v1.ListOwnershipTransfersRequest
+ */
+export type ListOwnershipTransfersRequest = Message<"authz.v1.ListOwnershipTransfersRequest"> & {
+  /**
+   * The avatar's UUID.
+   *
+   * @generated from field: string avatar_id = 1;
+   */
+  avatarId: string;
+
+  /**
+   * The most transfers to return: 0 means 50, larger values than 500 are
+   * treated as 500; negative values are INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * Empty for the first page; otherwise the next_page_token of the previous
+   * response, with the same avatar_id. Pages do not skip or repeat
+   * transfers when new ones are recorded meanwhile (new ones come first and
+   * appear only when listing again from the first page).
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.ListOwnershipTransfersRequest.
+ * Use `create(ListOwnershipTransfersRequestSchema)` to create a new message.
+ */
+export const ListOwnershipTransfersRequestSchema: GenMessage<ListOwnershipTransfersRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 22);
+
+/**
+ * ListOwnershipTransfersResponse is one page of transfers.
+ *
+ * @generated from message authz.v1.ListOwnershipTransfersResponse
+ */
+export type ListOwnershipTransfersResponse = Message<"authz.v1.ListOwnershipTransfersResponse"> & {
+  /**
+   * The transfers, newest first (by created_at, then id, both descending).
+   * A pending transfer whose expires_at has passed is reported as EXPIRED
+   * with occurred_at = expires_at, even before the expiry sweep records it.
+   *
+   * @generated from field: repeated authz.v1.OwnershipTransfer transfers = 1;
+   */
+  transfers: OwnershipTransfer[];
+
+  /**
+   * Pass as page_token to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.ListOwnershipTransfersResponse.
+ * Use `create(ListOwnershipTransfersResponseSchema)` to create a new message.
+ */
+export const ListOwnershipTransfersResponseSchema: GenMessage<ListOwnershipTransfersResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 23);
+
+/**
  * TransferMode says when the ownership moves.
  *
  * @generated from enum authz.v1.TransferMode
@@ -822,6 +1066,53 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof TransferOwnershipRequestSchema;
     output: typeof TransferOwnershipResponseSchema;
+  },
+  /**
+   * AcceptOwnershipTransfer completes a pending transfer on behalf of its
+   * target: the target membership becomes the owner. Fails with
+   * FAILED_PRECONDITION when the transfer is no longer pending, has expired,
+   * its from membership is no longer the owner, or the target no longer
+   * qualifies.
+   *
+   * @generated from rpc authz.v1.AdminService.AcceptOwnershipTransfer
+   */
+  acceptOwnershipTransfer: {
+    methodKind: "unary";
+    input: typeof AcceptOwnershipTransferRequestSchema;
+    output: typeof AcceptOwnershipTransferResponseSchema;
+  },
+  /**
+   * DeclineOwnershipTransfer records that the target refuses a pending
+   * transfer; the ownership does not move.
+   *
+   * @generated from rpc authz.v1.AdminService.DeclineOwnershipTransfer
+   */
+  declineOwnershipTransfer: {
+    methodKind: "unary";
+    input: typeof DeclineOwnershipTransferRequestSchema;
+    output: typeof DeclineOwnershipTransferResponseSchema;
+  },
+  /**
+   * CancelOwnershipTransfer withdraws a pending transfer on behalf of the
+   * owner; the ownership does not move.
+   *
+   * @generated from rpc authz.v1.AdminService.CancelOwnershipTransfer
+   */
+  cancelOwnershipTransfer: {
+    methodKind: "unary";
+    input: typeof CancelOwnershipTransferRequestSchema;
+    output: typeof CancelOwnershipTransferResponseSchema;
+  },
+  /**
+   * ListOwnershipTransfers pages through an avatar's transfer history, newest
+   * first.
+   *
+   * @generated from rpc authz.v1.AdminService.ListOwnershipTransfers
+   */
+  listOwnershipTransfers: {
+    methodKind: "unary";
+    input: typeof ListOwnershipTransfersRequestSchema;
+    output: typeof ListOwnershipTransfersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authz_v1_admin_service, 0);

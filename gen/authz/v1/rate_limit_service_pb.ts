@@ -4,17 +4,17 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { SubjectRef } from "./common_pb.js";
+import type { Consistency, SubjectRef } from "./common_pb.js";
 import { file_authz_v1_common } from "./common_pb.js";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file authz/v1/rate_limit_service.proto.
  */
 export const file_authz_v1_rate_limit_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhdXRoei92MS9yYXRlX2xpbWl0X3NlcnZpY2UucHJvdG8SCGF1dGh6LnYxIncKF0NvbnN1bWVSYXRlTGltaXRSZXF1ZXN0Eg4KBnBvbGljeRgBIAEoCRIlCgdzdWJqZWN0GAIgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhIMCgRjb3N0GAMgASgDEhcKD29yZ2FuaXphdGlvbl9pZBgEIAEoCSKjAgoYQ29uc3VtZVJhdGVMaW1pdFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSDQoFbGltaXQYAiABKAMSEQoJcmVtYWluaW5nGAMgASgDEi4KC3Jlc2V0X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC3JldHJ5X2FmdGVyGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnBvbGljeRgGIAEoCRIxCgZzb3VyY2UYByABKA4yIS5hdXRoei52MS5SYXRlTGltaXREZWNpc2lvblNvdXJjZRIxCghwb2xpY2llcxgIIAMoCzIfLmF1dGh6LnYxLlJhdGVMaW1pdFBvbGljeVJlc3VsdCK9AQoVUmF0ZUxpbWl0UG9saWN5UmVzdWx0Eg4KBnBvbGljeRgBIAEoCRIPCgdhbGxvd2VkGAIgASgIEg0KBWxpbWl0GAMgASgDEhEKCXJlbWFpbmluZxgEIAEoAxIuCgtyZXNldF9hZnRlchgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCgZzb3VyY2UYBiABKA4yIS5hdXRoei52MS5SYXRlTGltaXREZWNpc2lvblNvdXJjZSruAQoXUmF0ZUxpbWl0RGVjaXNpb25Tb3VyY2USKgomUkFURV9MSU1JVF9ERUNJU0lPTl9TT1VSQ0VfVU5TUEVDSUZJRUQQABIkCiBSQVRFX0xJTUlUX0RFQ0lTSU9OX1NPVVJDRV9TVE9SRRABEiUKIVJBVEVfTElNSVRfREVDSVNJT05fU09VUkNFX1NIQURPVxACEisKJ1JBVEVfTElNSVRfREVDSVNJT05fU09VUkNFX0ZBSUxVUkVfT1BFThADEi0KKVJBVEVfTElNSVRfREVDSVNJT05fU09VUkNFX0ZBSUxVUkVfQ0xPU0VEEAQybQoQUmF0ZUxpbWl0U2VydmljZRJZChBDb25zdW1lUmF0ZUxpbWl0EiEuYXV0aHoudjEuQ29uc3VtZVJhdGVMaW1pdFJlcXVlc3QaIi5hdXRoei52MS5Db25zdW1lUmF0ZUxpbWl0UmVzcG9uc2ViBnByb3RvMw", [file_authz_v1_common, file_google_protobuf_duration]);
+  fileDesc("CiFhdXRoei92MS9yYXRlX2xpbWl0X3NlcnZpY2UucHJvdG8SCGF1dGh6LnYxIqMBChdDb25zdW1lUmF0ZUxpbWl0UmVxdWVzdBIOCgZwb2xpY3kYASABKAkSJQoHc3ViamVjdBgCIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSDAoEY29zdBgDIAEoAxIXCg9vcmdhbml6YXRpb25faWQYBCABKAkSKgoLY29uc2lzdGVuY3kYBSABKAsyFS5hdXRoei52MS5Db25zaXN0ZW5jeSLMAgoYQ29uc3VtZVJhdGVMaW1pdFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSDQoFbGltaXQYAiABKAMSEQoJcmVtYWluaW5nGAMgASgDEi4KC3Jlc2V0X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC3JldHJ5X2FmdGVyGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnBvbGljeRgGIAEoCRIxCgZzb3VyY2UYByABKA4yIS5hdXRoei52MS5SYXRlTGltaXREZWNpc2lvblNvdXJjZRIxCghwb2xpY2llcxgIIAMoCzIfLmF1dGh6LnYxLlJhdGVMaW1pdFBvbGljeVJlc3VsdBIQCghyZXZpc2lvbhgJIAEoCRIVCg1leGNlZWRzX2xpbWl0GAogASgIIrMCChVSYXRlTGltaXRQb2xpY3lSZXN1bHQSDgoGcG9saWN5GAEgASgJEg8KB2FsbG93ZWQYAiABKAgSDQoFbGltaXQYAyABKAMSEQoJcmVtYWluaW5nGAQgASgDEi4KC3Jlc2V0X2FmdGVyGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKBnNvdXJjZRgGIAEoDjIhLmF1dGh6LnYxLlJhdGVMaW1pdERlY2lzaW9uU291cmNlEi4KC3JldHJ5X2FmdGVyGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhUKDWV4Y2VlZHNfbGltaXQYCCABKAgSLQoPY291bnRlcl9zdWJqZWN0GAkgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZiJ9ChdNYW5hZ2VSYXRlTGltaXRzUmVxdWVzdBIuCgltdXRhdGlvbnMYASADKAsyGy5hdXRoei52MS5SYXRlTGltaXRNdXRhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSGQoRZXhwZWN0ZWRfcmV2aXNpb24YAyABKAkiYAoYTWFuYWdlUmF0ZUxpbWl0c1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgJEjIKB3Jlc3VsdHMYAiADKAsyIS5hdXRoei52MS5SYXRlTGltaXRNdXRhdGlvblJlc3VsdCLWAQoRUmF0ZUxpbWl0TXV0YXRpb24SOAoNdXBzZXJ0X3BvbGljeRgBIAEoCzIfLmF1dGh6LnYxLlVwc2VydFJhdGVMaW1pdFBvbGljeUgAEhcKDWRlbGV0ZV9wb2xpY3kYAiABKAlIABIvCgZhc3NpZ24YAyABKAsyHS5hdXRoei52MS5SYXRlTGltaXRBc3NpZ25tZW50SAASMQoIdW5hc3NpZ24YBCABKAsyHS5hdXRoei52MS5SYXRlTGltaXRBc3NpZ25tZW50SABCCgoIbXV0YXRpb24ijgIKFVVwc2VydFJhdGVMaW1pdFBvbGljeRIMCgRuYW1lGAEgASgJEg0KBXNjb3BlGAIgASgJEhMKC2xpbWl0X2NvdW50GAMgASgFEhIKCndpbmRvd19zZWMYBCABKAUSGAoLZGVzY3JpcHRpb24YBSABKAlIAIgBARIvCglhbGdvcml0aG0YBiABKA4yHC5hdXRoei52MS5SYXRlTGltaXRBbGdvcml0aG0SNAoMZmFpbHVyZV9tb2RlGAcgASgOMh4uYXV0aHoudjEuUmF0ZUxpbWl0RmFpbHVyZU1vZGUSEwoGc2hhZG93GAggASgISAGIAQFCDgoMX2Rlc2NyaXB0aW9uQgkKB19zaGFkb3ciTAoTUmF0ZUxpbWl0QXNzaWdubWVudBIOCgZwb2xpY3kYASABKAkSJQoHc3ViamVjdBgCIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYiPQoXUmF0ZUxpbWl0TXV0YXRpb25SZXN1bHQSEQoJcG9saWN5X2lkGAEgASgFEg8KB2NoYW5nZWQYAiABKAgimQEKG0dldFJhdGVMaW1pdENvdW50ZXJzUmVxdWVzdBIOCgZwb2xpY3kYASABKAkSJQoHc3ViamVjdBgCIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSFwoPb3JnYW5pemF0aW9uX2lkGAMgASgJEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kiXgocR2V0UmF0ZUxpbWl0Q291bnRlcnNSZXNwb25zZRIsCghjb3VudGVycxgBIAMoCzIaLmF1dGh6LnYxLlJhdGVMaW1pdENvdW50ZXISEAoIcmV2aXNpb24YAiABKAki6gIKEFJhdGVMaW1pdENvdW50ZXISDgoGcG9saWN5GAEgASgJEhEKCXBvbGljeV9pZBgCIAEoBRIlCgdzdWJqZWN0GAMgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhIwCgx3aW5kb3dfc3RhcnQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWNvdW50GAUgASgDEjAKDGxhc3RfdXBkYXRlZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcHJldmlvdXNfY291bnQYByABKAMSDQoFbGltaXQYCCABKAMSEQoJcmVtYWluaW5nGAkgASgDEi4KC3Jlc2V0X2FmdGVyGAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KCWFsZ29yaXRobRgLIAEoDjIcLmF1dGh6LnYxLlJhdGVMaW1pdEFsZ29yaXRobSqYAgoXUmF0ZUxpbWl0RGVjaXNpb25Tb3VyY2USKgomUkFURV9MSU1JVF9ERUNJU0lPTl9TT1VSQ0VfVU5TUEVDSUZJRUQQABIkCiBSQVRFX0xJTUlUX0RFQ0lTSU9OX1NPVVJDRV9TVE9SRRABEiUKIVJBVEVfTElNSVRfREVDSVNJT05fU09VUkNFX1NIQURPVxACEisKJ1JBVEVfTElNSVRfREVDSVNJT05fU09VUkNFX0ZBSUxVUkVfT1BFThADEi0KKVJBVEVfTElNSVRfREVDSVNJT05fU09VUkNFX0ZBSUxVUkVfQ0xPU0VEEAQSKAokUkFURV9MSU1JVF9ERUNJU0lPTl9TT1VSQ0VfTk9fUE9MSUNZEAUqsQEKElJhdGVMaW1pdEFsZ29yaXRobRIkCiBSQVRFX0xJTUlUX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEiUKIVJBVEVfTElNSVRfQUxHT1JJVEhNX0ZJWEVEX1dJTkRPVxABEicKI1JBVEVfTElNSVRfQUxHT1JJVEhNX1NMSURJTkdfV0lORE9XEAISJQohUkFURV9MSU1JVF9BTEdPUklUSE1fVE9LRU5fQlVDS0VUEAMqhQEKFFJhdGVMaW1pdEZhaWx1cmVNb2RlEicKI1JBVEVfTElNSVRfRkFJTFVSRV9NT0RFX1VOU1BFQ0lGSUVEEAASIAocUkFURV9MSU1JVF9GQUlMVVJFX01PREVfT1BFThABEiIKHlJBVEVfTElNSVRfRkFJTFVSRV9NT0RFX0NMT1NFRBACMq8CChBSYXRlTGltaXRTZXJ2aWNlElkKEENvbnN1bWVSYXRlTGltaXQSIS5hdXRoei52MS5Db25zdW1lUmF0ZUxpbWl0UmVxdWVzdBoiLmF1dGh6LnYxLkNvbnN1bWVSYXRlTGltaXRSZXNwb25zZRJZChBNYW5hZ2VSYXRlTGltaXRzEiEuYXV0aHoudjEuTWFuYWdlUmF0ZUxpbWl0c1JlcXVlc3QaIi5hdXRoei52MS5NYW5hZ2VSYXRlTGltaXRzUmVzcG9uc2USZQoUR2V0UmF0ZUxpbWl0Q291bnRlcnMSJS5hdXRoei52MS5HZXRSYXRlTGltaXRDb3VudGVyc1JlcXVlc3QaJi5hdXRoei52MS5HZXRSYXRlTGltaXRDb3VudGVyc1Jlc3BvbnNlYgZwcm90bzM", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * ConsumeRateLimitRequest spends units of a rate limit.
@@ -25,14 +25,16 @@ export type ConsumeRateLimitRequest = Message<"authz.v1.ConsumeRateLimitRequest"
   /**
    * The policy name. When empty, every policy assigned to the subject (and,
    * with organization_id, to that organization) is consumed together: when
-   * any would deny, none is consumed.
+   * any would deny, none is consumed. An unknown name is NOT_FOUND; a policy
+   * whose scope does not fit the subject is INVALID_ARGUMENT.
    *
    * @generated from field: string policy = 1;
    */
   policy: string;
 
   /**
-   * Whose budget: a "user", an "organization" or a free-form "key".
+   * Whose budget: a "user" or an "organization" (UUID id), or a free-form
+   * "key" (1 to 256 bytes, e.g. an API key id or a client IP).
    *
    * @generated from field: authz.v1.SubjectRef subject = 2;
    */
@@ -40,19 +42,30 @@ export type ConsumeRateLimitRequest = Message<"authz.v1.ConsumeRateLimitRequest"
 
   /**
    * Units to spend; 0 only reads the current state. Negative is
-   * INVALID_ARGUMENT; more than the limit is denied with a retry_after.
+   * INVALID_ARGUMENT; more than the limit is denied with exceeds_limit and a
+   * retry_after of the largest Duration (it can never pass).
    *
    * @generated from field: int64 cost = 3;
    */
   cost: bigint;
 
   /**
-   * Optional organization context for a user subject: the organization's
-   * assigned policies are consumed too.
+   * Optional organization context (UUID) for a user subject: the
+   * organization's assigned policies are consumed too, and an
+   * organization-scoped policy named in `policy` counts against it.
    *
    * @generated from field: string organization_id = 4;
    */
   organizationId: string;
+
+  /**
+   * How fresh the policies and assignments must be (e.g. the revision
+   * returned by ManageRateLimits); none means minimize_latency. Counters are
+   * always live.
+   *
+   * @generated from field: authz.v1.Consistency consistency = 5;
+   */
+  consistency?: Consistency | undefined;
 };
 
 /**
@@ -69,7 +82,8 @@ export const ConsumeRateLimitRequestSchema: GenMessage<ConsumeRateLimitRequest> 
  */
 export type ConsumeRateLimitResponse = Message<"authz.v1.ConsumeRateLimitResponse"> & {
   /**
-   * True when the units were granted (or would have been, in shadow mode).
+   * True when the units were granted (or would have been denied only by a
+   * policy in shadow mode, or the store was down and the policy fails open).
    *
    * @generated from field: bool allowed = 1;
    */
@@ -90,22 +104,26 @@ export type ConsumeRateLimitResponse = Message<"authz.v1.ConsumeRateLimitRespons
   remaining: bigint;
 
   /**
-   * Time until the deciding policy's window resets (stable within a window).
+   * Time until the deciding policy's window resets (stable within a window);
+   * for a token bucket, until the bucket is full again.
    *
    * @generated from field: google.protobuf.Duration reset_after = 4;
    */
   resetAfter?: Duration | undefined;
 
   /**
-   * When denied: how long to wait before the same cost can succeed.
+   * When denied (or denied in shadow mode): how long to wait before the same
+   * cost can succeed, assuming nobody else consumes meanwhile. The largest
+   * Duration (315576000000 s) when the cost exceeds the limit.
    *
    * @generated from field: google.protobuf.Duration retry_after = 5;
    */
   retryAfter?: Duration | undefined;
 
   /**
-   * The name of the deciding policy: the one that denied, or the one with
-   * the least remaining when allowed.
+   * The name of the deciding policy: the one that denied (the longest
+   * retry_after), else a shadow policy that would have denied, else the one
+   * with the least remaining. Empty when no policy applies.
    *
    * @generated from field: string policy = 6;
    */
@@ -119,11 +137,27 @@ export type ConsumeRateLimitResponse = Message<"authz.v1.ConsumeRateLimitRespons
   source: RateLimitDecisionSource;
 
   /**
-   * One entry per policy that took part, in evaluation order.
+   * One entry per policy that took part, in evaluation order (a named
+   * policy; else the subject's, then the organization's, by name).
    *
    * @generated from field: repeated authz.v1.RateLimitPolicyResult policies = 8;
    */
   policies: RateLimitPolicyResult[];
+
+  /**
+   * The revision of the policies the decision used.
+   *
+   * @generated from field: string revision = 9;
+   */
+  revision: string;
+
+  /**
+   * True when the cost is larger than the deciding policy's limit: the call
+   * can never be allowed at that cost.
+   *
+   * @generated from field: bool exceeds_limit = 10;
+   */
+  exceedsLimit: boolean;
 };
 
 /**
@@ -147,7 +181,8 @@ export type RateLimitPolicyResult = Message<"authz.v1.RateLimitPolicyResult"> & 
   policy: string;
 
   /**
-   * Whether this policy alone would allow the call.
+   * Whether this policy alone allows the call (true in shadow mode and when
+   * the store is down and the policy fails open).
    *
    * @generated from field: bool allowed = 2;
    */
@@ -161,7 +196,7 @@ export type RateLimitPolicyResult = Message<"authz.v1.RateLimitPolicyResult"> & 
   limit: bigint;
 
   /**
-   * Units left after the call.
+   * Units left after the call (0 when the store could not be asked).
    *
    * @generated from field: int64 remaining = 4;
    */
@@ -180,6 +215,29 @@ export type RateLimitPolicyResult = Message<"authz.v1.RateLimitPolicyResult"> & 
    * @generated from field: authz.v1.RateLimitDecisionSource source = 6;
    */
   source: RateLimitDecisionSource;
+
+  /**
+   * When this policy denies (or would deny, in shadow mode): how long until
+   * the same cost can pass.
+   *
+   * @generated from field: google.protobuf.Duration retry_after = 7;
+   */
+  retryAfter?: Duration | undefined;
+
+  /**
+   * True when the cost is larger than this policy's limit.
+   *
+   * @generated from field: bool exceeds_limit = 8;
+   */
+  exceedsLimit: boolean;
+
+  /**
+   * Whose counter was used: the user, the organization, the key, or
+   * type "global" (empty id) for a policy with one shared counter.
+   *
+   * @generated from field: authz.v1.SubjectRef counter_subject = 9;
+   */
+  counterSubject?: SubjectRef | undefined;
 };
 
 /**
@@ -188,6 +246,429 @@ export type RateLimitPolicyResult = Message<"authz.v1.RateLimitPolicyResult"> & 
  */
 export const RateLimitPolicyResultSchema: GenMessage<RateLimitPolicyResult> = /*@__PURE__*/
   messageDesc(file_authz_v1_rate_limit_service, 2);
+
+/**
+ * ManageRateLimitsRequest is an atomic batch of policy and assignment
+ * changes.
+ *
+ * @generated from message authz.v1.ManageRateLimitsRequest
+ */
+export type ManageRateLimitsRequest = Message<"authz.v1.ManageRateLimitsRequest"> & {
+  /**
+   * The changes, applied in order inside one transaction; 1 to 1000.
+   *
+   * @generated from field: repeated authz.v1.RateLimitMutation mutations = 1;
+   */
+  mutations: RateLimitMutation[];
+
+  /**
+   * Optional, at most 128 bytes: a retry with the same key and the same
+   * mutations returns the original response without writing again; the same
+   * key with different mutations fails with ALREADY_EXISTS.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+
+  /**
+   * Optional precondition: the batch applies only if the newest revision is
+   * still this one; otherwise FAILED_PRECONDITION and nothing is written.
+   *
+   * @generated from field: string expected_revision = 3;
+   */
+  expectedRevision: string;
+};
+
+/**
+ * Describes the message authz.v1.ManageRateLimitsRequest.
+ * Use `create(ManageRateLimitsRequestSchema)` to create a new message.
+ */
+export const ManageRateLimitsRequestSchema: GenMessage<ManageRateLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 3);
+
+/**
+ * ManageRateLimitsResponse reports the committed batch.
+ *
+ * @generated from message authz.v1.ManageRateLimitsResponse
+ */
+export type ManageRateLimitsResponse = Message<"authz.v1.ManageRateLimitsResponse"> & {
+  /**
+   * The revision the batch committed at (unchanged when nothing changed).
+   * Pass it as ConsumeRateLimitRequest.consistency.at_least_as_fresh to
+   * consume with the new policies at once.
+   *
+   * @generated from field: string revision = 1;
+   */
+  revision: string;
+
+  /**
+   * One result per mutation, in request order.
+   *
+   * @generated from field: repeated authz.v1.RateLimitMutationResult results = 2;
+   */
+  results: RateLimitMutationResult[];
+};
+
+/**
+ * Describes the message authz.v1.ManageRateLimitsResponse.
+ * Use `create(ManageRateLimitsResponseSchema)` to create a new message.
+ */
+export const ManageRateLimitsResponseSchema: GenMessage<ManageRateLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 4);
+
+/**
+ * RateLimitMutation is one change of a ManageRateLimits batch.
+ *
+ * @generated from message authz.v1.RateLimitMutation
+ */
+export type RateLimitMutation = Message<"authz.v1.RateLimitMutation"> & {
+  /**
+   * Exactly one change.
+   *
+   * @generated from oneof authz.v1.RateLimitMutation.mutation
+   */
+  mutation: {
+    /**
+     * Create a policy, or update the one with the same name.
+     *
+     * @generated from field: authz.v1.UpsertRateLimitPolicy upsert_policy = 1;
+     */
+    value: UpsertRateLimitPolicy;
+    case: "upsertPolicy";
+  } | {
+    /**
+     * Delete the policy with this name and its assignments (no-op when
+     * absent). Its live counters expire on their own.
+     *
+     * @generated from field: string delete_policy = 2;
+     */
+    value: string;
+    case: "deletePolicy";
+  } | {
+    /**
+     * Assign a policy to a user or an organization (no-op when assigned).
+     *
+     * @generated from field: authz.v1.RateLimitAssignment assign = 3;
+     */
+    value: RateLimitAssignment;
+    case: "assign";
+  } | {
+    /**
+     * Remove an assignment (no-op when absent).
+     *
+     * @generated from field: authz.v1.RateLimitAssignment unassign = 4;
+     */
+    value: RateLimitAssignment;
+    case: "unassign";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message authz.v1.RateLimitMutation.
+ * Use `create(RateLimitMutationSchema)` to create a new message.
+ */
+export const RateLimitMutationSchema: GenMessage<RateLimitMutation> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 5);
+
+/**
+ * UpsertRateLimitPolicy creates a policy or updates one, by name. On update,
+ * fields left at their zero value (and shadow/description when absent) keep
+ * their current value.
+ *
+ * @generated from message authz.v1.UpsertRateLimitPolicy
+ */
+export type UpsertRateLimitPolicy = Message<"authz.v1.UpsertRateLimitPolicy"> & {
+  /**
+   * The policy name: 1 to 128 characters of letters, digits and "._:-".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Whose counter the policy limits: "user", "organization", "key" or
+   * "global" (one counter shared by every subject). Required on create.
+   *
+   * @generated from field: string scope = 2;
+   */
+  scope: string;
+
+  /**
+   * Units allowed per window, 1 to 2147483647. Required on create.
+   *
+   * @generated from field: int32 limit_count = 3;
+   */
+  limitCount: number;
+
+  /**
+   * The window in seconds, 1 to 31536000 (a year). Required on create.
+   *
+   * @generated from field: int32 window_sec = 4;
+   */
+  windowSec: number;
+
+  /**
+   * Free text.
+   *
+   * @generated from field: optional string description = 5;
+   */
+  description?: string | undefined;
+
+  /**
+   * How to count; fixed window on create when unspecified.
+   *
+   * @generated from field: authz.v1.RateLimitAlgorithm algorithm = 6;
+   */
+  algorithm: RateLimitAlgorithm;
+
+  /**
+   * What to answer when the store is unreachable; open on create when
+   * unspecified.
+   *
+   * @generated from field: authz.v1.RateLimitFailureMode failure_mode = 7;
+   */
+  failureMode: RateLimitFailureMode;
+
+  /**
+   * Shadow mode: decide and report, never deny. False on create when absent.
+   *
+   * @generated from field: optional bool shadow = 8;
+   */
+  shadow?: boolean | undefined;
+};
+
+/**
+ * Describes the message authz.v1.UpsertRateLimitPolicy.
+ * Use `create(UpsertRateLimitPolicySchema)` to create a new message.
+ */
+export const UpsertRateLimitPolicySchema: GenMessage<UpsertRateLimitPolicy> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 6);
+
+/**
+ * RateLimitAssignment binds a policy to a user or an organization
+ * (seed RateLimitAssignment). A "user" policy is assigned to users, an
+ * "organization" policy to organizations, a "global" policy to either (they
+ * then share its one counter); "key" policies are only used by name.
+ *
+ * @generated from message authz.v1.RateLimitAssignment
+ */
+export type RateLimitAssignment = Message<"authz.v1.RateLimitAssignment"> & {
+  /**
+   * The policy name.
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * The user or organization (type "user" or "organization", UUID id).
+   *
+   * @generated from field: authz.v1.SubjectRef subject = 2;
+   */
+  subject?: SubjectRef | undefined;
+};
+
+/**
+ * Describes the message authz.v1.RateLimitAssignment.
+ * Use `create(RateLimitAssignmentSchema)` to create a new message.
+ */
+export const RateLimitAssignmentSchema: GenMessage<RateLimitAssignment> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 7);
+
+/**
+ * RateLimitMutationResult is the outcome of one mutation.
+ *
+ * @generated from message authz.v1.RateLimitMutationResult
+ */
+export type RateLimitMutationResult = Message<"authz.v1.RateLimitMutationResult"> & {
+  /**
+   * The policy id (seed policy_id) of the policy the mutation touched.
+   *
+   * @generated from field: int32 policy_id = 1;
+   */
+  policyId: number;
+
+  /**
+   * False when the mutation was a no-op.
+   *
+   * @generated from field: bool changed = 2;
+   */
+  changed: boolean;
+};
+
+/**
+ * Describes the message authz.v1.RateLimitMutationResult.
+ * Use `create(RateLimitMutationResultSchema)` to create a new message.
+ */
+export const RateLimitMutationResultSchema: GenMessage<RateLimitMutationResult> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 8);
+
+/**
+ * GetRateLimitCountersRequest names the counters to read: like
+ * ConsumeRateLimitRequest, without a cost.
+ *
+ * @generated from message authz.v1.GetRateLimitCountersRequest
+ */
+export type GetRateLimitCountersRequest = Message<"authz.v1.GetRateLimitCountersRequest"> & {
+  /**
+   * The policy name; empty for every policy assigned to the subject (and to
+   * organization_id).
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * The user, organization or key.
+   *
+   * @generated from field: authz.v1.SubjectRef subject = 2;
+   */
+  subject?: SubjectRef | undefined;
+
+  /**
+   * Optional organization context for a user subject.
+   *
+   * @generated from field: string organization_id = 3;
+   */
+  organizationId: string;
+
+  /**
+   * How fresh the policies and assignments must be.
+   *
+   * @generated from field: authz.v1.Consistency consistency = 4;
+   */
+  consistency?: Consistency | undefined;
+};
+
+/**
+ * Describes the message authz.v1.GetRateLimitCountersRequest.
+ * Use `create(GetRateLimitCountersRequestSchema)` to create a new message.
+ */
+export const GetRateLimitCountersRequestSchema: GenMessage<GetRateLimitCountersRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 9);
+
+/**
+ * GetRateLimitCountersResponse holds the counters.
+ *
+ * @generated from message authz.v1.GetRateLimitCountersResponse
+ */
+export type GetRateLimitCountersResponse = Message<"authz.v1.GetRateLimitCountersResponse"> & {
+  /**
+   * One counter per policy, in the order ConsumeRateLimit evaluates them.
+   *
+   * @generated from field: repeated authz.v1.RateLimitCounter counters = 1;
+   */
+  counters: RateLimitCounter[];
+
+  /**
+   * The revision of the policies used.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.GetRateLimitCountersResponse.
+ * Use `create(GetRateLimitCountersResponseSchema)` to create a new message.
+ */
+export const GetRateLimitCountersResponseSchema: GenMessage<GetRateLimitCountersResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 10);
+
+/**
+ * RateLimitCounter is one policy's live counter for one subject, in the shape
+ * of seed 000's RateLimitCounter, as the store holds it now.
+ *
+ * @generated from message authz.v1.RateLimitCounter
+ */
+export type RateLimitCounter = Message<"authz.v1.RateLimitCounter"> & {
+  /**
+   * The policy name.
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * The policy id (seed policy_id).
+   *
+   * @generated from field: int32 policy_id = 2;
+   */
+  policyId: number;
+
+  /**
+   * Whose counter: user (seed user_id), organization (seed org_id), key
+   * (seed key_id) or type "global" with an empty id.
+   *
+   * @generated from field: authz.v1.SubjectRef subject = 3;
+   */
+  subject?: SubjectRef | undefined;
+
+  /**
+   * Start of the current window. For a token bucket: when the level was
+   * last recorded (same as last_updated). Unset when the counter is empty.
+   *
+   * @generated from field: google.protobuf.Timestamp window_start = 4;
+   */
+  windowStart?: Timestamp | undefined;
+
+  /**
+   * Units counted in the current window; for a token bucket, the units in
+   * use now, rounded up.
+   *
+   * @generated from field: int64 count = 5;
+   */
+  count: bigint;
+
+  /**
+   * When the counter was last written. Unset when the counter is empty.
+   *
+   * @generated from field: google.protobuf.Timestamp last_updated = 6;
+   */
+  lastUpdated?: Timestamp | undefined;
+
+  /**
+   * Sliding window only: the previous window's count.
+   *
+   * @generated from field: int64 previous_count = 7;
+   */
+  previousCount: bigint;
+
+  /**
+   * The policy's limit per window.
+   *
+   * @generated from field: int64 limit = 8;
+   */
+  limit: bigint;
+
+  /**
+   * Units a call could spend now.
+   *
+   * @generated from field: int64 remaining = 9;
+   */
+  remaining: bigint;
+
+  /**
+   * As ConsumeRateLimitResponse.reset_after.
+   *
+   * @generated from field: google.protobuf.Duration reset_after = 10;
+   */
+  resetAfter?: Duration | undefined;
+
+  /**
+   * The policy's algorithm.
+   *
+   * @generated from field: authz.v1.RateLimitAlgorithm algorithm = 11;
+   */
+  algorithm: RateLimitAlgorithm;
+};
+
+/**
+ * Describes the message authz.v1.RateLimitCounter.
+ * Use `create(RateLimitCounterSchema)` to create a new message.
+ */
+export const RateLimitCounterSchema: GenMessage<RateLimitCounter> = /*@__PURE__*/
+  messageDesc(file_authz_v1_rate_limit_service, 11);
 
 /**
  * RateLimitDecisionSource says where a rate-limit answer came from.
@@ -211,7 +692,7 @@ export enum RateLimitDecisionSource {
 
   /**
    * The policy is in shadow mode: the store decided, but a denial was
-   * reported as allowed.
+   * reported as allowed (and nothing was consumed for that policy).
    *
    * @generated from enum value: RATE_LIMIT_DECISION_SOURCE_SHADOW = 2;
    */
@@ -230,6 +711,14 @@ export enum RateLimitDecisionSource {
    * @generated from enum value: RATE_LIMIT_DECISION_SOURCE_FAILURE_CLOSED = 4;
    */
   FAILURE_CLOSED = 4,
+
+  /**
+   * No policy is assigned to the subject (nor to the organization): allowed,
+   * without a limit; limit and remaining are 0 and policies is empty.
+   *
+   * @generated from enum value: RATE_LIMIT_DECISION_SOURCE_NO_POLICY = 5;
+   */
+  NO_POLICY = 5,
 }
 
 /**
@@ -239,8 +728,88 @@ export const RateLimitDecisionSourceSchema: GenEnum<RateLimitDecisionSource> = /
   enumDesc(file_authz_v1_rate_limit_service, 0);
 
 /**
- * RateLimitService consumes rate limits atomically. Callers need a credential
- * with the "ratelimit" scope.
+ * RateLimitAlgorithm is how a policy counts.
+ *
+ * @generated from enum authz.v1.RateLimitAlgorithm
+ */
+export enum RateLimitAlgorithm {
+  /**
+   * Not set: keeps the current algorithm on update, fixed window on create.
+   *
+   * @generated from enum value: RATE_LIMIT_ALGORITHM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Clock-aligned windows of window_sec; the count resets at each window end.
+   *
+   * @generated from enum value: RATE_LIMIT_ALGORITHM_FIXED_WINDOW = 1;
+   */
+  FIXED_WINDOW = 1,
+
+  /**
+   * Weighted two-window counter: the previous window's count, weighted by
+   * how much of it still overlaps the sliding window, plus the current one.
+   *
+   * @generated from enum value: RATE_LIMIT_ALGORITHM_SLIDING_WINDOW = 2;
+   */
+  SLIDING_WINDOW = 2,
+
+  /**
+   * Token bucket as GCRA: limit_count tokens per window_sec, refilled
+   * continuously, burst up to limit_count.
+   *
+   * @generated from enum value: RATE_LIMIT_ALGORITHM_TOKEN_BUCKET = 3;
+   */
+  TOKEN_BUCKET = 3,
+}
+
+/**
+ * Describes the enum authz.v1.RateLimitAlgorithm.
+ */
+export const RateLimitAlgorithmSchema: GenEnum<RateLimitAlgorithm> = /*@__PURE__*/
+  enumDesc(file_authz_v1_rate_limit_service, 1);
+
+/**
+ * RateLimitFailureMode is what a policy answers when the counter store is
+ * unreachable.
+ *
+ * @generated from enum authz.v1.RateLimitFailureMode
+ */
+export enum RateLimitFailureMode {
+  /**
+   * Not set: keeps the current mode on update, open on create.
+   *
+   * @generated from enum value: RATE_LIMIT_FAILURE_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Allow (source FAILURE_OPEN).
+   *
+   * @generated from enum value: RATE_LIMIT_FAILURE_MODE_OPEN = 1;
+   */
+  OPEN = 1,
+
+  /**
+   * Deny (source FAILURE_CLOSED).
+   *
+   * @generated from enum value: RATE_LIMIT_FAILURE_MODE_CLOSED = 2;
+   */
+  CLOSED = 2,
+}
+
+/**
+ * Describes the enum authz.v1.RateLimitFailureMode.
+ */
+export const RateLimitFailureModeSchema: GenEnum<RateLimitFailureMode> = /*@__PURE__*/
+  enumDesc(file_authz_v1_rate_limit_service, 2);
+
+/**
+ * RateLimitService consumes rate limits atomically, manages the policies and
+ * their assignments, and reads the live counters. Callers need a credential
+ * with the "ratelimit" scope (ManageRateLimits: "admin"). docs/rate-limits.md
+ * defines the algorithms and every field's meaning.
  *
  * @generated from service authz.v1.RateLimitService
  */
@@ -248,7 +817,8 @@ export const RateLimitService: GenService<{
   /**
    * ConsumeRateLimit spends `cost` units of one policy, or of every policy
    * assigned to the subject (all or nothing), and says whether the call is
-   * allowed.
+   * allowed. A counter store that cannot be reached never makes this call
+   * fail or hang: each policy's failure mode answers instead.
    *
    * @generated from rpc authz.v1.RateLimitService.ConsumeRateLimit
    */
@@ -256,6 +826,29 @@ export const RateLimitService: GenService<{
     methodKind: "unary";
     input: typeof ConsumeRateLimitRequestSchema;
     output: typeof ConsumeRateLimitResponseSchema;
+  },
+  /**
+   * ManageRateLimits applies a batch of policy and assignment changes
+   * atomically: all of them or none.
+   *
+   * @generated from rpc authz.v1.RateLimitService.ManageRateLimits
+   */
+  manageRateLimits: {
+    methodKind: "unary";
+    input: typeof ManageRateLimitsRequestSchema;
+    output: typeof ManageRateLimitsResponseSchema;
+  },
+  /**
+   * GetRateLimitCounters reads the live counters (seed RateLimitCounter) of
+   * one policy, or of every policy assigned to the subject, without
+   * consuming anything.
+   *
+   * @generated from rpc authz.v1.RateLimitService.GetRateLimitCounters
+   */
+  getRateLimitCounters: {
+    methodKind: "unary";
+    input: typeof GetRateLimitCountersRequestSchema;
+    output: typeof GetRateLimitCountersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authz_v1_rate_limit_service, 0);

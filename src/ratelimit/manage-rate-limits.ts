@@ -1,0 +1,344 @@
+// ManageRateLimits: an atomic batch of policy and assignment changes, in
+// domain types, following src/store/manage-roles.ts: validation before the
+// transaction, the writers' lock (authz_revision) first, idempotency keys,
+// an expected_revision precondition, values passed as text and cast in SQL,
+// database refusals mapped to domain errors. The engine sees the result
+// through the change log like every other write.
+
+import { createHash } from "node:crypto";
+import { FAILURE_MODES, type FailureMode, RATE_LIMIT_ALGORITHMS, RATE_LIMIT_SCOPES, type RateLimitAlgorithm, type RateLimitScope } from "../engine/rate-limit-policies.js";
+import { AuthzError, invalidArgument } from "../errors.js";
+import { type SqlClient, SqlError, type SqlQuerier } from "../store/sql.js";
+
+export interface PolicyFields {
+  scope?: RateLimitScope;
+  limitCount?: number;
+  windowSec?: number;
+  description?: string;
+  algorithm?: RateLimitAlgorithm;
+  failureMode?: FailureMode;
+  shadow?: boolean;
+}
+
+export type RateLimitMutation =
+  | ({ kind: "upsertPolicy"; name: string } & PolicyFields)
+  | { kind: "deletePolicy"; name: string }
+  | { kind: "assign" | "unassign"; policy: string; subject: { type: string; id: string } };
+
+export interface ManageRateLimitsInput {
+  mutations: RateLimitMutation[];
+  idempotencyKey?: string;
+  expectedRevision?: string;
+}
+
+export interface ManageRateLimitsResult {
+  revision: string;
+  results: Array<{ policyId: number; changed: boolean }>;
+}
+
+export const MAX_MUTATIONS = 1000;
+const MAX_IDEMPOTENCY_KEY_BYTES = 128;
+const IDEMPOTENCY_SCOPE = "ManageRateLimits";
+const NAME = /^[A-Za-z0-9._:-]{1,128}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const REVISION = /^\d{1,20}$/;
+const MAX_LIMIT = 2_147_483_647;
+const MAX_WINDOW_SEC = 31_536_000;
+
+const FIELD: Record<RateLimitMutation["kind"], string> = {
+  upsertPolicy: "upsert_policy",
+  deletePolicy: "delete_policy",
+  assign: "assign",
+  unassign: "unassign",
+};
+
+function name(v: unknown, path: string): string {
+  if (typeof v !== "string" || !NAME.test(v)) throw invalidArgument(`${path} must be 1 to 128 characters of letters, digits and "._:-"`, path);
+  return v;
+}
+
+function intIn(v: unknown, min: number, max: number, path: string): number | undefined {
+  if (v === undefined || v === 0) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) throw invalidArgument(`${path} must be between ${min} and ${max}`, path);
+  return v;
+}
+
+function oneOf<T extends string>(values: readonly T[], v: unknown, path: string): T | undefined {
+  if (v === undefined || v === "") return undefined;
+  if (!(values as readonly unknown[]).includes(v)) throw invalidArgument(`${path} must be one of ${values.join(", ")}`, path);
+  return v as T;
+}
+
+function validateMutation(m: RateLimitMutation, i: number): RateLimitMutation {
+  if (typeof m !== "object" || m === null || !Object.hasOwn(FIELD, m.kind)) {
+    throw invalidArgument(`mutations[${i}] must set exactly one change (${Object.values(FIELD).join(", ")})`, `mutations[${i}]`);
+  }
+  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  switch (m.kind) {
+    case "upsertPolicy": {
+      const out: RateLimitMutation = { kind: m.kind, name: name(m.name, `${p}.name`) };
+      const scope = oneOf(RATE_LIMIT_SCOPES, m.scope, `${p}.scope`);
+      const limitCount = intIn(m.limitCount, 1, MAX_LIMIT, `${p}.limit_count`);
+      const windowSec = intIn(m.windowSec, 1, MAX_WINDOW_SEC, `${p}.window_sec`);
+      const algorithm = oneOf(RATE_LIMIT_ALGORITHMS, m.algorithm, `${p}.algorithm`);
+      const failureMode = oneOf(FAILURE_MODES, m.failureMode, `${p}.failure_mode`);
+      if (m.description !== undefined && typeof m.description !== "string") throw invalidArgument(`${p}.description must be a string`, `${p}.description`);
+      if (m.shadow !== undefined && typeof m.shadow !== "boolean") throw invalidArgument(`${p}.shadow must be true or false`, `${p}.shadow`);
+      return {
+        ...out,
+        ...(scope ? { scope } : {}),
+        ...(limitCount ? { limitCount } : {}),
+        ...(windowSec ? { windowSec } : {}),
+        ...(m.description !== undefined ? { description: m.description } : {}),
+        ...(algorithm ? { algorithm } : {}),
+        ...(failureMode ? { failureMode } : {}),
+        ...(m.shadow !== undefined ? { shadow: m.shadow } : {}),
+      };
+    }
+    case "deletePolicy":
+      return { kind: m.kind, name: name(m.name, p) };
+    case "assign":
+    case "unassign": {
+      const s = m.subject;
+      if (typeof s !== "object" || s === null) throw invalidArgument(`${p}.subject is required`, `${p}.subject`);
+      if (s.type !== "user" && s.type !== "organization") throw invalidArgument(`${p}.subject.type must be "user" or "organization"`, `${p}.subject.type`);
+      if (typeof s.id !== "string" || !UUID.test(s.id)) throw invalidArgument(`${p}.subject.id must be a UUID`, `${p}.subject.id`);
+      return { kind: m.kind, policy: name(m.policy, `${p}.policy`), subject: { type: s.type, id: s.id.toLowerCase() } };
+    }
+  }
+}
+
+export function validateManageRateLimits(input: ManageRateLimitsInput): ManageRateLimitsInput {
+  if (!Array.isArray(input.mutations) || input.mutations.length === 0 || input.mutations.length > MAX_MUTATIONS) {
+    throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
+  }
+  const out: ManageRateLimitsInput = { mutations: input.mutations.map(validateMutation) };
+  if (input.idempotencyKey !== undefined && input.idempotencyKey !== "") {
+    if (Buffer.byteLength(input.idempotencyKey, "utf8") > MAX_IDEMPOTENCY_KEY_BYTES) {
+      throw invalidArgument(`idempotency_key must be at most ${MAX_IDEMPOTENCY_KEY_BYTES} bytes`, "idempotency_key");
+    }
+    out.idempotencyKey = input.idempotencyKey;
+  }
+  if (input.expectedRevision !== undefined && input.expectedRevision !== "") {
+    if (!REVISION.test(input.expectedRevision)) {
+      throw invalidArgument("expected_revision must be a revision (a decimal number) returned by an earlier call", "expected_revision");
+    }
+    out.expectedRevision = BigInt(input.expectedRevision).toString();
+  }
+  return out;
+}
+
+/** JSON with sorted keys: equal requests hash equal. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (typeof v === "object" && v !== null) {
+    const entries = Object.entries(v)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(",")}}`;
+  }
+  return JSON.stringify(v ?? null);
+}
+
+class MutationError extends Error {
+  constructor(
+    readonly code: "NOT_FOUND" | "FAILED_PRECONDITION" | "INVALID_ARGUMENT",
+    message: string,
+    readonly reason?: string,
+  ) {
+    super(message);
+  }
+}
+
+type PolicyRow = {
+  id: number;
+  name: string;
+  scope: RateLimitScope;
+  limit_count: number;
+  window_sec: number;
+  description: string | null;
+  algorithm: RateLimitAlgorithm;
+  failure_mode: FailureMode;
+  shadow: boolean;
+};
+
+const POLICY_COLUMNS = "id, name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow";
+
+async function policyByName(tx: SqlQuerier, n: string): Promise<PolicyRow | undefined> {
+  const rows = await tx.query<PolicyRow>(`select ${POLICY_COLUMNS} from rate_limit_policies where name = $1::text`, [n]);
+  const r = rows[0];
+  return r && { ...r, id: Number(r.id), limit_count: Number(r.limit_count), window_sec: Number(r.window_sec), shadow: r.shadow === true };
+}
+
+/** Which holders a policy of this scope may be assigned to. */
+function fits(scope: RateLimitScope, holder: "user" | "organization"): boolean {
+  return scope === "global" || scope === holder;
+}
+
+async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{ policyId: number; changed: boolean }> {
+  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  switch (m.kind) {
+    case "upsertPolicy": {
+      const cur = await policyByName(tx, m.name);
+      if (!cur) {
+        const missing = (["scope", "limitCount", "windowSec"] as const).filter((f) => m[f] === undefined);
+        if (missing.length > 0) {
+          const snake = { scope: "scope", limitCount: "limit_count", windowSec: "window_sec" } as const;
+          throw new MutationError("INVALID_ARGUMENT", `${p}: a new policy needs ${missing.map((f) => `${p}.${snake[f]}`).join(", ")}`);
+        }
+        const rows = await tx.query<{ id: number }>(
+          `insert into rate_limit_policies (name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
+           values ($1::text, $2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
+           returning id`,
+          [m.name, m.scope, String(m.limitCount), String(m.windowSec), m.description ?? null, m.algorithm ?? "fixed_window", m.failureMode ?? "open", String(m.shadow ?? false)],
+        );
+        return { policyId: Number(rows[0]?.id), changed: true };
+      }
+      const next = {
+        scope: m.scope ?? cur.scope,
+        limit_count: m.limitCount ?? cur.limit_count,
+        window_sec: m.windowSec ?? cur.window_sec,
+        description: m.description ?? cur.description,
+        algorithm: m.algorithm ?? cur.algorithm,
+        failure_mode: m.failureMode ?? cur.failure_mode,
+        shadow: m.shadow ?? cur.shadow,
+      };
+      if (next.scope !== cur.scope) {
+        const held = await tx.query<{ holder: string; n: string }>(
+          `select case when user_id is not null then 'user' else 'organization' end as holder, count(*)::text as n
+             from rate_limit_assignments where policy_id = $1::text::integer group by 1`,
+          [String(cur.id)],
+        );
+        const misfit = held.find((h) => !fits(next.scope, h.holder as "user" | "organization"));
+        if (misfit || (next.scope === "key" && held.length > 0)) {
+          throw new MutationError(
+            "FAILED_PRECONDITION",
+            `${p}.scope: policy "${m.name}" is assigned to ${held.map((h) => `${h.n} ${h.holder}(s)`).join(" and ")}; scope ${next.scope} does not fit them (unassign first)`,
+            "SCOPE_MISMATCH",
+          );
+        }
+      }
+      const rows = await tx.query(
+        `update rate_limit_policies
+            set scope = $2::text, limit_count = $3::text::integer, window_sec = $4::text::integer, description = $5::text,
+                algorithm = $6::text, failure_mode = $7::text, shadow = $8::text::boolean
+          where id = $1::text::integer
+            and (scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
+                is distinct from ($2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
+          returning id`,
+        [String(cur.id), next.scope, String(next.limit_count), String(next.window_sec), next.description, next.algorithm, next.failure_mode, String(next.shadow)],
+      );
+      return { policyId: cur.id, changed: rows.length > 0 };
+    }
+    case "deletePolicy": {
+      const rows = await tx.query<{ id: number }>("delete from rate_limit_policies where name = $1::text returning id", [m.name]);
+      return { policyId: rows[0] ? Number(rows[0].id) : 0, changed: rows.length > 0 };
+    }
+    case "assign":
+    case "unassign": {
+      const policy = await policyByName(tx, m.policy);
+      if (!policy) throw new MutationError("NOT_FOUND", `${p}.policy: rate-limit policy "${m.policy}" not found`, "POLICY_NOT_FOUND");
+      const holder = m.subject.type as "user" | "organization";
+      const column = holder === "user" ? "user_id" : "org_id";
+      if (m.kind === "unassign") {
+        const rows = await tx.query(
+          `delete from rate_limit_assignments where policy_id = $1::text::integer and ${column} = $2::text::uuid returning id`,
+          [String(policy.id), m.subject.id],
+        );
+        return { policyId: policy.id, changed: rows.length > 0 };
+      }
+      if (!fits(policy.scope, holder)) {
+        throw new MutationError(
+          "FAILED_PRECONDITION",
+          `${p}: policy "${policy.name}" has scope ${policy.scope} and cannot be assigned to ${holder === "user" ? "a user" : "an organization"}` +
+            (policy.scope === "key" ? " (key policies are used by name)" : ""),
+          "SCOPE_MISMATCH",
+        );
+      }
+      const exists = await tx.query(`select 1 from ${holder === "user" ? "users" : "organizations"} where id = $1::text::uuid`, [m.subject.id]);
+      if (exists.length === 0) throw new MutationError("NOT_FOUND", `${p}.subject: ${holder} ${m.subject.id} not found`);
+      const rows = await tx.query(
+        `insert into rate_limit_assignments (policy_id, ${column}) values ($1::text::integer, $2::text::uuid)
+           on conflict on constraint rate_limit_assignments_unique do nothing returning id`,
+        [String(policy.id), m.subject.id],
+      );
+      return { policyId: policy.id, changed: rows.length > 0 };
+    }
+  }
+}
+
+function fromSqlError(err: SqlError, where: string): AuthzError | SqlError {
+  switch (err.code) {
+    case "23503":
+      return new AuthzError("NOT_FOUND", `${where}: refers to a record that does not exist`, { cause: err });
+    case "23505":
+      return new AuthzError("ALREADY_EXISTS", `${where}: conflicts with an existing record${err.constraint ? ` (${err.constraint})` : ""}`, { cause: err });
+    case "23514":
+      return new AuthzError("FAILED_PRECONDITION", `${where}: violates the rule ${err.constraint ?? "of the data model"}`, { cause: err });
+    case "40001":
+    case "40P01":
+      return new AuthzError("ABORTED", "concurrent write, retry", { cause: err });
+    default:
+      return err;
+  }
+}
+
+/** Applies the batch atomically; returns the revision it committed at and one result per mutation. */
+export async function manageRateLimits(db: SqlClient, raw: ManageRateLimitsInput): Promise<ManageRateLimitsResult> {
+  const input = validateManageRateLimits(raw);
+  const hash =
+    input.idempotencyKey !== undefined
+      ? createHash("sha256").update(canonicalJson({ mutations: input.mutations, expectedRevision: input.expectedRevision ?? null })).digest("hex")
+      : "";
+  try {
+    return await db.readWriteTx(async (tx) => {
+      const locked = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision for update");
+      const current = (locked[0] as { revision: string }).revision;
+      if (input.idempotencyKey !== undefined) {
+        const stored = await tx.query<{ request_hash: string; response: string }>(
+          "select request_hash, response::text as response from authz_idempotency where scope = $1::text and key = $2::text",
+          [IDEMPOTENCY_SCOPE, input.idempotencyKey],
+        );
+        const first = stored[0];
+        if (first) {
+          if (first.request_hash !== hash) {
+            throw new AuthzError("ALREADY_EXISTS", "idempotency_key was already used with a different request", { reason: "IDEMPOTENCY_KEY_REUSED" });
+          }
+          return JSON.parse(first.response) as ManageRateLimitsResult;
+        }
+      }
+      if (input.expectedRevision !== undefined && input.expectedRevision !== current) {
+        throw new AuthzError("FAILED_PRECONDITION", `expected_revision ${input.expectedRevision} is not the newest revision ${current}; nothing was written`, {
+          reason: "REVISION_MOVED",
+          metadata: { expected_revision: input.expectedRevision, revision: current },
+        });
+      }
+      const results: ManageRateLimitsResult["results"] = [];
+      for (const [i, m] of input.mutations.entries()) {
+        try {
+          results.push(await apply(tx, m, i));
+        } catch (err) {
+          if (err instanceof MutationError) {
+            throw new AuthzError(err.code, err.message, { metadata: { mutation_index: String(i) }, ...(err.reason ? { reason: err.reason } : {}) });
+          }
+          if (err instanceof SqlError) throw fromSqlError(err, `mutations[${i}].${FIELD[m.kind]}`);
+          throw err;
+        }
+      }
+      const after = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
+      const result: ManageRateLimitsResult = { revision: (after[0] as { revision: string }).revision, results };
+      if (input.idempotencyKey !== undefined) {
+        await tx.query("insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)", [
+          IDEMPOTENCY_SCOPE,
+          input.idempotencyKey,
+          hash,
+          JSON.stringify(result),
+        ]);
+      }
+      return result;
+    });
+  } catch (err) {
+    if (err instanceof SqlError) throw fromSqlError(err, "the batch");
+    throw err;
+  }
+}

@@ -1,0 +1,81 @@
+// The counter store behind ConsumeRateLimit: Redis (single or Cluster) or in
+// process. Both implement RateLimitStore with the same arithmetic
+// (algorithms.ts / lua.ts) and the same all-or-nothing rule.
+
+import type { CounterOwner, RateLimitAlgorithm } from "../engine/rate-limit-policies.js";
+import { ALGORITHM_CODE } from "./lua.js";
+
+/** One policy's counter for one owner, as a call spends it. */
+export interface Bucket {
+  readonly policyId: number;
+  readonly algorithm: RateLimitAlgorithm;
+  readonly limit: number;
+  readonly windowSec: number;
+  readonly owner: CounterOwner;
+  /** True: a denial of this counter blocks the whole call. False: shadow mode (never blocks). */
+  readonly gating: boolean;
+  /** True: when this counter cannot be reached, the call is denied (failure mode closed, not shadow). */
+  readonly failClosed: boolean;
+}
+
+/** What the store says about one counter. */
+export interface BucketReport {
+  allowed: boolean;
+  remaining: number;
+  resetAfterUs: number;
+  /** 0 when allowed, -1 (NEVER) when the cost exceeds the limit. */
+  retryAfterUs: number;
+  count: number;
+  previousCount: number;
+  /** 0 when the counter is empty. */
+  windowStartUs: number;
+  lastUpdatedUs: number;
+}
+
+export type BucketOutcome =
+  | { readonly ok: true; readonly report: BucketReport; /** the units were spent (and not refunded) */ readonly spent: boolean }
+  | { readonly ok: false; readonly error: Error };
+
+/** "up", "down", "breaker_open" for Redis; "embedded" for the in-process store. */
+export type StoreState = "up" | "down" | "breaker_open" | "embedded";
+
+export interface RateLimitStore {
+  readonly kind: "redis" | "redis-cluster" | "memory";
+  /**
+   * Evaluates every bucket and spends `cost` on each bucket that allows,
+   * only if every gating bucket allows and no fail-closed gating bucket is
+   * unreachable; otherwise spends nothing. Cost 0 reads without writing.
+   * Never throws for an unreachable store: those buckets come back !ok,
+   * within the command timeout.
+   */
+  consume(buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]>;
+  state(): StoreState;
+  /** Resolves true once the store can answer (Redis connected), false after `timeoutMs`. */
+  ready(timeoutMs: number): Promise<boolean>;
+  /** How long a caller denied by a failure should wait (the breaker's remaining cool-down, at least 1 s). */
+  failureRetryAfterUs(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * The Redis key of a bucket. The hash tag is the owner, so every counter of
+ * one subject lives in one Cluster slot and a multi-policy script over them
+ * is Cluster safe. The owner id is URI-encoded: a key subject cannot forge
+ * braces or separators.
+ */
+export function bucketKey(prefix: string, b: Pick<Bucket, "policyId" | "algorithm" | "owner">): string {
+  return `${prefix}:{${hashTag(b.owner)}}:${b.policyId}:${ALGORITHM_CODE[b.algorithm]}`;
+}
+
+export function hashTag(owner: CounterOwner): string {
+  return owner.type === "global" ? "global" : `${owner.type}:${encodeURIComponent(owner.id)}`;
+}
+
+/** Whether the all-or-nothing rule lets the call spend, given every bucket's outcome before spending. */
+export function gateOpen(buckets: readonly Bucket[], outcomes: readonly BucketOutcome[]): boolean {
+  return buckets.every((b, i) => {
+    const o = outcomes[i] as BucketOutcome;
+    if (!b.gating) return true;
+    return o.ok ? o.report.allowed : !b.failClosed;
+  });
+}

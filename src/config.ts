@@ -37,6 +37,33 @@ export interface Config {
   readonly transferTtlSeconds: number;
   /** How often pending ownership transfers past their expiry are marked expired. */
   readonly transferSweepMs: number;
+  /** Callers must authenticate (API key, JWT or client certificate). */
+  readonly authRequired: boolean;
+  /** JSON file of API keys (hashes only), e.g. a mounted Kubernetes Secret. */
+  readonly apiKeysFile: string | undefined;
+  readonly jwt: {
+    readonly jwksUrl: string | undefined;
+    readonly jwksFile: string | undefined;
+    readonly issuer: string | undefined;
+    readonly audience: string | undefined;
+    readonly scopeClaim: string;
+    readonly tenantClaim: string;
+  };
+  readonly tls: {
+    readonly certFile: string;
+    readonly keyFile: string;
+    /** CA bundle that client certificates must chain to; set = mutual TLS required. */
+    readonly clientCaFile: string | undefined;
+  } | undefined;
+  /** JSON file mapping client-certificate common names to scopes and tenant. */
+  readonly mtlsIdentitiesFile: string | undefined;
+  readonly maxMessageBytes: number;
+  readonly maxConcurrentCalls: number;
+  /** Longest any call waits for freshness or a backend, whatever deadline the caller set. */
+  readonly maxWaitMs: number;
+  /** "off", "stdout" or a file path. */
+  readonly decisionLog: string;
+  readonly decisionLogSample: number;
   /** Non-fatal findings (unknown AUTHZ_* names), logged at start-up. */
   readonly warnings: readonly string[];
 }
@@ -68,6 +95,23 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_REDIS_CONNECT_TIMEOUT_MS", default: "1000", meaning: "Longest one (re)connection attempt to Redis may take; reconnection never stops." },
   { name: "AUTHZ_REDIS_BREAKER_FAILURES", default: "5", meaning: "Consecutive Redis failures that open the circuit breaker (calls then skip Redis)." },
   { name: "AUTHZ_REDIS_BREAKER_COOLDOWN_MS", default: "1000", meaning: "How long the open breaker skips Redis before a probe tries it again." },
+  { name: "AUTHZ_AUTH", default: "on with DATABASE_URL, off embedded", meaning: "on: every RPC but health needs a credential with the right scope; off: open (development only, logged loudly)." },
+  { name: "AUTHZ_API_KEYS_FILE", default: "(unset)", meaning: "JSON array of API keys {id, name, sha256, scopes, tenant_id} (hashes only), e.g. a mounted Secret; keys in the api_keys table work too." },
+  { name: "AUTHZ_JWT_JWKS_URL", default: "(unset)", meaning: "Verify Bearer JWTs against this JWKS URL." },
+  { name: "AUTHZ_JWT_JWKS_FILE", default: "(unset)", meaning: "Verify Bearer JWTs against the keys in this JWKS file." },
+  { name: "AUTHZ_JWT_ISSUER", default: "(unset)", meaning: "Required iss claim of JWTs." },
+  { name: "AUTHZ_JWT_AUDIENCE", default: "(unset)", meaning: "Required aud claim of JWTs." },
+  { name: "AUTHZ_JWT_SCOPE_CLAIM", default: "scope", meaning: "JWT claim holding the scopes (check, ratelimit, admin), space-separated or an array." },
+  { name: "AUTHZ_JWT_TENANT_CLAIM", default: "tenant_id", meaning: "JWT claim binding the caller to one tenant." },
+  { name: "AUTHZ_TLS_CERT_FILE", default: "(unset: cleartext)", meaning: "PEM certificate chain for both listeners (with AUTHZ_TLS_KEY_FILE)." },
+  { name: "AUTHZ_TLS_KEY_FILE", default: "(unset)", meaning: "PEM private key for AUTHZ_TLS_CERT_FILE." },
+  { name: "AUTHZ_TLS_CLIENT_CA_FILE", default: "(unset)", meaning: "PEM CA bundle: clients must present a certificate signed by it (mutual TLS)." },
+  { name: "AUTHZ_MTLS_IDENTITIES_FILE", default: "(unset)", meaning: "JSON object mapping a client certificate's common name to {scopes, tenant_id}." },
+  { name: "AUTHZ_MAX_MESSAGE_BYTES", default: "4194304", meaning: "Largest request or response message on either listener." },
+  { name: "AUTHZ_MAX_CONCURRENT_CALLS", default: "2048", meaning: "Calls in progress per process beyond which new calls get RESOURCE_EXHAUSTED." },
+  { name: "AUTHZ_MAX_WAIT_MS", default: "5000", meaning: "Cap on how long a call waits for freshness, whatever deadline the caller set." },
+  { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
+  { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
   { name: "AUTHZ_TRANSFER_TTL_SECONDS", default: "604800", meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides)." },
   { name: "AUTHZ_TRANSFER_SWEEP_MS", default: "60000", meaning: "How often pending ownership transfers past their expiry are recorded as expired." },
   { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: "Prefix of the rate-limit counter keys in Redis (letters, digits and \"._:-\")." },
@@ -148,6 +192,36 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     problems.push("AUTHZ_REDIS_CLUSTER=true needs REDIS_URL (a seed node of the cluster)");
   }
 
+  const fraction = (name: string, fallback: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!/^(0|1|0?\.\d+|1\.0*)$/.test(raw) || n < 0 || n > 1) {
+      problems.push(`${name} must be a number between 0 and 1, got "${raw}"`);
+      return fallback;
+    }
+    return n;
+  };
+  const tlsConfig = (): Config["tls"] => {
+    const certFile = read("AUTHZ_TLS_CERT_FILE");
+    const keyFile = read("AUTHZ_TLS_KEY_FILE");
+    const clientCaFile = read("AUTHZ_TLS_CLIENT_CA_FILE");
+    if (!certFile && !keyFile) {
+      if (clientCaFile) problems.push("AUTHZ_TLS_CLIENT_CA_FILE needs AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE (mutual TLS runs over TLS)");
+      return undefined;
+    }
+    if (!certFile || !keyFile) {
+      problems.push("AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE must be set together");
+      return undefined;
+    }
+    return { certFile, keyFile, clientCaFile };
+  };
+  const decisionLog = (): string => {
+    const raw = read("AUTHZ_DECISION_LOG") ?? "off";
+    return raw.toLowerCase() === "off" || raw.toLowerCase() === "stdout" ? raw.toLowerCase() : raw;
+  };
+  if (read("AUTHZ_JWT_JWKS_URL") && read("AUTHZ_JWT_JWKS_FILE")) problems.push("set AUTHZ_JWT_JWKS_URL or AUTHZ_JWT_JWKS_FILE, not both");
+
   // Unknown AUTHZ_* names are most likely typos; they are reported but not
   // fatal, because Kubernetes injects AUTHZ_SERVICE_HOST and friends for a
   // Service named authz.
@@ -175,6 +249,23 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     redisKeyPrefix,
     transferTtlSeconds: int("AUTHZ_TRANSFER_TTL_SECONDS", 604_800, 1, 31_536_000),
     transferSweepMs: int("AUTHZ_TRANSFER_SWEEP_MS", 60_000, 100, 86_400_000),
+    authRequired: bool("AUTHZ_AUTH", databaseUrl !== undefined || read("DATABASE_URL") !== undefined),
+    apiKeysFile: read("AUTHZ_API_KEYS_FILE"),
+    jwt: {
+      jwksUrl: url("AUTHZ_JWT_JWKS_URL", ["https:", "http:"]),
+      jwksFile: read("AUTHZ_JWT_JWKS_FILE"),
+      issuer: read("AUTHZ_JWT_ISSUER"),
+      audience: read("AUTHZ_JWT_AUDIENCE"),
+      scopeClaim: read("AUTHZ_JWT_SCOPE_CLAIM") ?? "scope",
+      tenantClaim: read("AUTHZ_JWT_TENANT_CLAIM") ?? "tenant_id",
+    },
+    tls: tlsConfig(),
+    mtlsIdentitiesFile: read("AUTHZ_MTLS_IDENTITIES_FILE"),
+    maxMessageBytes: int("AUTHZ_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxConcurrentCalls: int("AUTHZ_MAX_CONCURRENT_CALLS", 2048, 1, 1_000_000),
+    maxWaitMs: int("AUTHZ_MAX_WAIT_MS", 5_000, 1, 600_000),
+    decisionLog: decisionLog(),
+    decisionLogSample: fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
     warnings,
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -8,7 +8,12 @@ import { createLogger, type Logger } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import { projectPath } from "./paths.js";
 import { createCallLog } from "./rpc/call-log.js";
+import { createAuthenticator } from "./auth/authenticator.js";
+import { JwtVerifier } from "./auth/jwt.js";
+import { KeySource } from "./auth/key-source.js";
+import { createDecisionLog, DISABLED_DECISION_LOG } from "./decision-log.js";
 import { createGrpcServer, listenGrpc } from "./rpc/grpc-server.js";
+import { guard } from "./rpc/guard.js";
 import { addReflection } from "./rpc/reflection.js";
 import { HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
@@ -25,9 +30,6 @@ import type { SqlClient } from "./store/sql.js";
 function notReady(): never {
   throw unavailable("authz is starting: the store is not loaded yet; retry shortly");
 }
-
-/** Largest request or response message on either listener. */
-const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 export interface App {
   readonly config: Config;
@@ -58,20 +60,45 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
   const rateLimit = createRateLimitService(config, logger.child({ module: "ratelimit" }), () => live ?? notReady(), () => db ?? notReady(), {
     onDecision: (source) => metrics.rateLimitSource(source),
   });
-  const bindings = createBindings(health, {
-    metrics,
-    rateLimit: rateLimit.handlers,
-    transferTtlMs: config.transferTtlSeconds * 1000,
-    live: () => live ?? notReady(),
-    db: () => db ?? notReady(),
-  });
-  const grpcServer: grpc.Server = createGrpcServer(bindings, { logger, callLog, maxMessageBytes: MAX_MESSAGE_BYTES });
+  const keys = new KeySource(config.apiKeysFile, logger.child({ module: "auth" }));
+  let jwt: JwtVerifier | undefined;
+  const authenticator = createAuthenticator({ required: config.authRequired, keys: keys.ring, jwt: () => jwt });
+  const decisionLog =
+    config.decisionLog === "off" ? DISABLED_DECISION_LOG : createDecisionLog({ destination: config.decisionLog, sampleRate: config.decisionLogSample });
+  const bindings = guard(
+    createBindings(health, {
+      onDecision: (e) => {
+        metrics.decision(e.method, e.decision.allowed);
+        if (decisionLog.enabled) {
+          decisionLog.record({
+            callId: e.ctx.requestId,
+            caller: e.ctx.caller?.id ?? "anonymous",
+            method: e.method,
+            subject: e.subject,
+            permission: e.permission,
+            resource: e.resource,
+            allowed: e.decision.allowed,
+            reason: e.decision.reason,
+            revision: e.revision.toString(),
+          });
+        }
+      },
+      maxWaitMs: config.maxWaitMs,
+      rateLimit: rateLimit.handlers,
+      transferTtlMs: config.transferTtlSeconds * 1000,
+      live: () => live ?? notReady(),
+      db: () => db ?? notReady(),
+    }),
+    authenticator,
+    { maxConcurrentCalls: config.maxConcurrentCalls },
+  );
+  const grpcServer: grpc.Server = createGrpcServer(bindings, { logger, callLog, maxMessageBytes: config.maxMessageBytes });
   addReflection(grpcServer);
   const http: HttpListener = createHttpListener(bindings, {
     logger,
     callLog,
     isReady: () => health.serving,
-    maxMessageBytes: MAX_MESSAGE_BYTES,
+    maxMessageBytes: config.maxMessageBytes,
     metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
   });
   metrics.attach({
@@ -97,9 +124,29 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     else log.warn("database: EMBEDDED in-process PGlite, in memory; data is lost on exit. For development only: set DATABASE_URL for production");
     if (config.redisUrl) log.info({ redis: redactUrl(config.redisUrl) }, "rate limits: Redis");
     else log.warn("rate limits: IN-PROCESS store, per replica and lost on exit. For development only: set REDIS_URL for production");
+    if (config.authRequired) {
+      log.info(
+        { apiKeysFile: config.apiKeysFile !== undefined, apiKeysTable: true, jwt: Boolean(config.jwt.jwksUrl ?? config.jwt.jwksFile) },
+        "authentication: required for every RPC but health",
+      );
+    } else {
+      log.warn("authentication: OFF. Every caller is trusted with every scope. For development only: set AUTHZ_AUTH=on (the default with DATABASE_URL)");
+    }
+    if (decisionLog.enabled) log.info({ destination: config.decisionLog, sample: config.decisionLogSample }, "decision log on");
   };
 
   const bringUp = async (): Promise<void> => {
+    await keys.start();
+    if (config.jwt.jwksUrl || config.jwt.jwksFile) {
+      jwt = await JwtVerifier.create({
+        ...(config.jwt.jwksUrl ? { jwksUrl: config.jwt.jwksUrl } : {}),
+        ...(config.jwt.jwksFile ? { jwksFile: config.jwt.jwksFile } : {}),
+        ...(config.jwt.issuer ? { issuer: config.jwt.issuer } : {}),
+        ...(config.jwt.audience ? { audience: config.jwt.audience } : {}),
+        scopeClaim: config.jwt.scopeClaim,
+        tenantClaim: config.jwt.tenantClaim,
+      });
+    }
     let attempt = 0;
     for (;;) {
       try {
@@ -124,6 +171,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       const summary = await importDocument(db, JSON.parse(await readFile(file, "utf8")));
       log.info({ file: config.embeddedImportFile, revision: summary.revisionAfter }, "embedded database loaded with demo data");
     }
+    await keys.attach(db);
     feed = await startChangeFeed(db, logger.child({ module: "change-feed" }), config.revisionPollMs);
     live = await startLiveEngine(db, feed, logger.child({ module: "engine" }));
     const sweepDb = db;
@@ -191,6 +239,8 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
         grpcServer.forceShutdown();
       }
       clearInterval(sweeper);
+      await keys.stop();
+      await decisionLog.flush().catch(() => {});
       live?.stop();
       await rateLimit.close().catch((err: unknown) => log.warn({ err }, "closing the rate-limit store failed"));
       await feed?.stop();

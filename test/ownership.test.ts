@@ -78,7 +78,7 @@ beforeAll(async () => {
       (${ACCOUNT_INACTIVE_M}, ${ACCOUNT_INACTIVE_P}, ${SALES_DESK}, true, now() - interval '1 day'),
       (${FUTURE_M}, ${ALICE_P}, ${SALES_DESK}, true, now() + interval '1 day')`;
   });
-  app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
+  app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
   port = (await app.listen()).grpcPort;
   await app.ready;
   admin = client(protos, "authz.v1.AdminService", port);
@@ -614,7 +614,7 @@ describe("concurrent transfers", () => {
       }
     });
     raceApp = createApp(
-      loadConfig({ DATABASE_URL: r.url, AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0", AUTHZ_DATABASE_POOL_MAX: "10" }),
+      loadConfig({ DATABASE_URL: r.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0", AUTHZ_DATABASE_POOL_MAX: "10" }),
       createLogger("silent"),
     );
     const ports = await raceApp.listen();

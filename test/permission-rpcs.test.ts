@@ -28,7 +28,7 @@ let perms: Svc;
 beforeAll(async () => {
   t = await freshDatabase();
   await importDocument(t.client, JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")));
-  app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
+  app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
   ({ grpcPort: port, httpPort } = await app.listen());
   await app.ready;
   perms = client(protos, "authz.v1.PermissionService", port);

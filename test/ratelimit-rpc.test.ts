@@ -63,6 +63,7 @@ beforeAll(async () => {
   await importDocument(t.client, JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")));
   const config = loadConfig({
     DATABASE_URL: t.url,
+    AUTHZ_AUTH: "off",
     REDIS_URL: inject("redisUrl"),
     AUTHZ_REDIS_KEY_PREFIX: `authz:test:rpc:${randomUUID()}`,
     // Exactness under 2000 concurrent calls is tested here, not timeouts.

@@ -26,6 +26,7 @@ beforeAll(async () => {
     const app = createApp(
       loadConfig({
         DATABASE_URL: t.url,
+        AUTHZ_AUTH: "off",
         AUTHZ_HOST: "127.0.0.1",
         AUTHZ_GRPC_PORT: "0",
         AUTHZ_HTTP_PORT: "0",

@@ -18,7 +18,7 @@ const protos = loadProtos();
 beforeAll(async () => {
   t = await freshDatabase({ empty: true });
   app = createApp(
-    loadConfig({ DATABASE_URL: t.url, AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+    loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
     createLogger("silent"),
   );
   ports = await app.listen();

@@ -21,15 +21,16 @@ const unauthenticated = (why: string) =>
  * a JWT (any other Bearer token, when a verifier is configured), or the TLS
  * client certificate identity (mTLS, when the listener verified one).
  */
-export function createAuthenticator(opts: { required: boolean; keys: ApiKeyRing; jwt?: JwtVerifier | undefined }): Authenticator {
+export function createAuthenticator(opts: { required: boolean; keys: ApiKeyRing; jwt?: () => JwtVerifier | undefined }): Authenticator {
   const fromToken = (token: string): Caller | Promise<Caller> => {
     if (looksLikeApiKey(token)) {
       const c = opts.keys.verify(token);
       if (!c) throw unauthenticated("the API key is not valid or was revoked");
       return c;
     }
-    if (!opts.jwt) throw unauthenticated("the bearer token is not an API key and JWT verification is not configured");
-    return opts.jwt.verify(token).then((c) => {
+    const jwt = opts.jwt?.();
+    if (!jwt) throw unauthenticated("the bearer token is not an API key and JWT verification is not configured");
+    return jwt.verify(token).then((c) => {
       if (!c) throw unauthenticated("the JWT did not verify (signature, expiry, issuer or audience)");
       return c;
     });

@@ -473,6 +473,24 @@ export class Engine implements RatePolicyLookup {
   }
 
   // ---------------------------------------------------------------------------
+  // Tenancy (for callers bound to one tenant)
+
+  /** The tenant a resource belongs to: its id, null when it has none, undefined when unknown. */
+  resourceTenant(resource: ResourceRef): string | null | undefined {
+    const place = this.#place(resource);
+    return place ? place.tenantId : undefined;
+  }
+
+  /** The tenant of an account or principal (null for users and staff, which belong to no tenant); undefined when unknown. */
+  subjectTenant(subject: SubjectRef): string | null | undefined {
+    if (subject.type === "user" || subject.type === "staff") return null;
+    const accountId = subject.type === "account" ? subject.id : this.#principals.get(subject.id)?.accountId;
+    const account = accountId === undefined ? undefined : this.#accounts.get(accountId);
+    if (!account) return undefined;
+    return this.#orgs.get(account.organizationId)?.row.tenantId ?? null;
+  }
+
+  // ---------------------------------------------------------------------------
   // Decisions
 
   #place(resource: ResourceRef): Place | undefined {

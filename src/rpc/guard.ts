@@ -1,5 +1,6 @@
 import { type Authenticator, authorize } from "../auth/authenticator.js";
 import { scopeFor } from "../auth/caller.js";
+import { AuthzError } from "../errors.js";
 import type { CallContext, ServiceBinding } from "./handler-types.js";
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
@@ -13,7 +14,20 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * run the handler. Same wrapper for every protocol, since both listeners call
  * these handlers. Public methods (health) pass through untouched.
  */
-export function guard(bindings: readonly ServiceBinding[], auth: Authenticator): ServiceBinding[] {
+export function guard(bindings: readonly ServiceBinding[], auth: Authenticator, limits: { maxConcurrentCalls: number }): ServiceBinding[] {
+  let inFlight = 0;
+  const admit = (path: string) => {
+    if (inFlight >= limits.maxConcurrentCalls) {
+      throw new AuthzError("RESOURCE_EXHAUSTED", `the server is handling ${inFlight} calls, its limit; retry with backoff`, {
+        reason: "TOO_MANY_CALLS",
+        metadata: { path },
+      });
+    }
+    inFlight++;
+  };
+  const release = () => {
+    inFlight--;
+  };
   return bindings.map(({ service, handlers }) => {
     const wrapped: Record<string, AnyHandler> = {};
     for (const method of service.methods) {
@@ -28,7 +42,12 @@ export function guard(bindings: readonly ServiceBinding[], auth: Authenticator):
           const caller = await auth.authenticate(ctx);
           authorize(caller, path);
           ctx.caller = caller;
-          yield* handler(req, ctx) as AsyncIterable<unknown>;
+          admit(path);
+          try {
+            yield* handler(req, ctx) as AsyncIterable<unknown>;
+          } finally {
+            release();
+          }
         };
         continue;
       }
@@ -37,7 +56,19 @@ export function guard(bindings: readonly ServiceBinding[], auth: Authenticator):
         const run = (caller: Awaited<typeof c>) => {
           authorize(caller, path);
           ctx.caller = caller;
-          return handler(req, ctx);
+          admit(path);
+          let out: unknown;
+          try {
+            out = handler(req, ctx);
+          } catch (err) {
+            release();
+            throw err;
+          }
+          if (!isThenable(out)) {
+            release();
+            return out;
+          }
+          return Promise.resolve(out).finally(release);
         };
         return isThenable(c) ? c.then(run) : run(c);
       };

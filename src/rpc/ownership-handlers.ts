@@ -24,7 +24,11 @@ import {
   transferOwnership,
 } from "../store/ownership.js";
 import type { SqlClient } from "../store/sql.js";
+import { confine } from "../auth/authenticator.js";
 import type { ServiceHandlers } from "./handler-types.js";
+import { dbFor } from "./tenancy.js";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The AdminService methods implemented here; spread them into the AdminService binding. */
 export type OwnershipHandlers = Pick<
@@ -89,9 +93,9 @@ const actionInput = (req: { transferId: string; idempotencyKey: string }): Trans
 /** The five ownership RPCs; db is read per call so the handlers can be built before the pool. */
 export function ownershipHandlers(db: () => SqlClient, options: OwnershipHandlerOptions): OwnershipHandlers {
   return {
-    async transferOwnership(req) {
+    async transferOwnership(req, ctx) {
       const result = await transferOwnership(
-        db(),
+        dbFor(db, ctx),
         {
           avatarId: req.avatarId,
           fromMembershipId: req.fromMembershipId,
@@ -104,16 +108,24 @@ export function ownershipHandlers(db: () => SqlClient, options: OwnershipHandler
       );
       return resultMessage(result);
     },
-    async acceptOwnershipTransfer(req) {
-      return resultMessage(await acceptOwnershipTransfer(db(), actionInput(req)));
+    async acceptOwnershipTransfer(req, ctx) {
+      return resultMessage(await acceptOwnershipTransfer(dbFor(db, ctx), actionInput(req)));
     },
-    async declineOwnershipTransfer(req) {
-      return resultMessage(await declineOwnershipTransfer(db(), actionInput(req)));
+    async declineOwnershipTransfer(req, ctx) {
+      return resultMessage(await declineOwnershipTransfer(dbFor(db, ctx), actionInput(req)));
     },
-    async cancelOwnershipTransfer(req) {
-      return resultMessage(await cancelOwnershipTransfer(db(), actionInput(req)));
+    async cancelOwnershipTransfer(req, ctx) {
+      return resultMessage(await cancelOwnershipTransfer(dbFor(db, ctx), actionInput(req)));
     },
-    async listOwnershipTransfers(req) {
+    async listOwnershipTransfers(req, ctx) {
+      const tenant = ctx.caller?.tenantId;
+      if (tenant && UUID.test(req.avatarId)) {
+        const [row] = await db().query<{ tenant: string | null }>(
+          "select authz_org_tenant(organization_id)::text as tenant from avatars where id = $1::text::uuid",
+          [req.avatarId],
+        );
+        if (row) confine(ctx.caller, row.tenant, `avatar ${req.avatarId}`);
+      }
       const page = await listOwnershipTransfers(db(), {
         avatarId: req.avatarId,
         pageSize: req.pageSize,

@@ -26,6 +26,7 @@ import {
 import { AuthzError, invalidArgument } from "../errors.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { confineRead } from "./tenancy.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const REVISION = /^\d{1,19}$/;
@@ -35,7 +36,7 @@ const MAX_PAGE_SIZE = 1000;
 /** Longest a call waits for freshness when its deadline allows more. */
 const MAX_FRESHNESS_WAIT_MS = 5000;
 
-export function toSubject(m: SubjectRefMsg | undefined, field: string): SubjectRef {
+export function toSubject(m: Pick<SubjectRefMsg, "type" | "id"> | undefined, field: string): SubjectRef {
   if (!m) throw invalidArgument(`${field} is required`, field);
   if (!(SUBJECT_TYPES as readonly string[]).includes(m.type)) {
     throw invalidArgument(`${field}.type must be one of ${SUBJECT_TYPES.join(", ")}, got "${m.type.slice(0, 40)}"`, `${field}.type`);
@@ -44,7 +45,7 @@ export function toSubject(m: SubjectRefMsg | undefined, field: string): SubjectR
   return { type: m.type as SubjectType, id: m.id.toLowerCase() };
 }
 
-export function toResource(m: ResourceRefMsg | undefined, field: string): ResourceRef {
+export function toResource(m: Pick<ResourceRefMsg, "type" | "id"> | undefined, field: string): ResourceRef {
   if (!m) throw invalidArgument(`${field} is required`, field);
   if (!(RESOURCE_TYPES as readonly string[]).includes(m.type)) {
     throw invalidArgument(`${field}.type must be one of ${RESOURCE_TYPES.join(", ")}, got "${m.type.slice(0, 40)}"`, `${field}.type`);
@@ -71,10 +72,10 @@ function toFreshness(c: Consistency | undefined): Freshness {
   return { kind: "at_least", revision: BigInt(r.value) };
 }
 
-export function engineFor(live: LiveEngine, f: Freshness, ctx: CallContext): Promise<Engine> | Engine {
+export function engineFor(live: LiveEngine, f: Freshness, ctx: CallContext, maxWaitMs = MAX_FRESHNESS_WAIT_MS): Promise<Engine> | Engine {
   if (f.kind === "latest") return live.current();
   const left = ctx.timeRemainingMs();
-  const budget = Math.max(1, Math.min(MAX_FRESHNESS_WAIT_MS, left === undefined ? MAX_FRESHNESS_WAIT_MS : left - 5));
+  const budget = Math.max(1, Math.min(maxWaitMs, left === undefined ? maxWaitMs : left - 5));
   return f.kind === "full" ? live.fullyConsistent(budget) : live.atLeast(f.revision, budget);
 }
 
@@ -151,10 +152,23 @@ function decodeToken(raw: string): PageToken {
   throw invalidArgument("page_token is not a token returned by ListPermissions", "page_token");
 }
 
+/** One decision, as metrics and the decision log see it. */
+export interface DecisionEvent {
+  method: "Check" | "CheckBulk";
+  ctx: CallContext;
+  subject: SubjectRef;
+  permission: string;
+  resource: ResourceRef;
+  decision: Decision;
+  revision: bigint;
+}
+
 export interface PermissionHandlerOptions {
   clock?: () => number;
   /** Called once per decision (Check, and each CheckBulk item). */
-  onDecision?: (method: "Check" | "CheckBulk", allowed: boolean) => void;
+  onDecision?: (e: DecisionEvent) => void;
+  /** Cap on freshness waits (AUTHZ_MAX_WAIT_MS). */
+  maxWaitMs?: number;
 }
 
 export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): ServiceHandlers<typeof PermissionService> {
@@ -166,9 +180,10 @@ export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandl
       const permission = toPermission(req.permission, "permission");
       const resource = toResource(req.resource, "resource");
       const freshness = toFreshness(req.consistency);
-      const engine = await engineFor(live(), freshness, ctx);
+      const engine = await engineFor(live(), freshness, ctx, opts.maxWaitMs);
+      confineRead(ctx, engine, subject, resource);
       const d = engine.check(subject, permission, resource, clock(), req.explain);
-      onDecision("Check", d.allowed);
+      onDecision({ method: "Check", ctx, subject, permission, resource, decision: d, revision: engine.revision });
       return {
         allowed: d.allowed,
         revision: engine.revision.toString(),
@@ -181,7 +196,7 @@ export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandl
       if (req.items.length > MAX_BULK_ITEMS) {
         throw invalidArgument(`items holds ${req.items.length} checks; at most ${MAX_BULK_ITEMS} per call`, "items");
       }
-      const engine = await engineFor(live(), toFreshness(req.consistency), ctx);
+      const engine = await engineFor(live(), toFreshness(req.consistency), ctx, opts.maxWaitMs);
       const now = clock();
       return {
         revision: engine.revision.toString(),
@@ -190,8 +205,9 @@ export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandl
             const subject = toSubject(item.subject, `items[${i}].subject`);
             const permission = toPermission(item.permission, `items[${i}].permission`);
             const resource = toResource(item.resource, `items[${i}].resource`);
+            confineRead(ctx, engine, subject, resource);
             const d = engine.check(subject, permission, resource, now, req.explain);
-            onDecision("CheckBulk", d.allowed);
+            onDecision({ method: "CheckBulk", ctx, subject, permission, resource, decision: d, revision: engine.revision });
             return {
               correlationId: item.correlationId,
               allowed: d.allowed,
@@ -220,10 +236,13 @@ export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandl
       }
       let freshness = toFreshness(req.consistency);
       if (token && freshness.kind === "latest") freshness = { kind: "at_least", revision: BigInt(token.r) };
-      const engine = await engineFor(live(), freshness, ctx);
+      const engine = await engineFor(live(), freshness, ctx, opts.maxWaitMs);
+      confineRead(ctx, engine, subject, within);
       const listing = engine.list(subject, within, clock());
       if (!listing) throw new AuthzError("NOT_FOUND", `${subject.type} ${subject.id} does not exist`, { reason: "SUBJECT_NOT_FOUND" });
-      const all = listing.entries;
+      const tenant = ctx.caller?.tenantId;
+      // A tenant-bound caller sees only the scopes inside its tenant.
+      const all = tenant ? listing.entries.filter((e) => e.scope !== undefined && engine.resourceTenant(e.scope) === tenant) : listing.entries;
       const whole = digest(all);
       if (token && token.d !== whole) {
         throw new AuthzError("ABORTED", "what the subject holds changed since the first page; restart the listing without a page_token", {

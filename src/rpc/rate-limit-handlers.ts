@@ -34,10 +34,11 @@ import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
 import type { RateLimitStore, StoreState } from "../ratelimit/store.js";
 import type { SqlClient } from "../store/sql.js";
+import { confineRead, dbFor, type TenantLookup } from "./tenancy.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 
 /** The policies as of some revision (the Engine is one). */
-export type RatePolicyView = RatePolicyLookup & { readonly revision: bigint };
+export type RatePolicyView = RatePolicyLookup & { readonly revision: bigint } & Partial<TenantLookup>;
 
 /** Where the policies come from (the LiveEngine is one). */
 export interface PolicySource {
@@ -190,6 +191,14 @@ export interface RateLimitHandlerDeps {
   onDecision?: (source: string) => void;
 }
 
+/** A tenant-bound caller may only spend or read the budgets of organizations in its tenant. */
+function confineRateSubject(ctx: CallContext, view: RatePolicyView, input: ConsumeInput): void {
+  if (!ctx.caller?.tenantId || !view.resourceTenant) return;
+  const lookup = { resourceTenant: view.resourceTenant.bind(view), subjectTenant: () => null };
+  if (input.subject.type === "organization") confineRead(ctx, lookup, undefined, { type: "organization", id: input.subject.id });
+  if (input.organizationId) confineRead(ctx, lookup, undefined, { type: "organization", id: input.organizationId });
+}
+
 export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<typeof RateLimitService> {
   const { store } = deps;
   return {
@@ -197,6 +206,7 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
       const input = toInput(req.policy, req.subject, req.organizationId);
       const cost = toCost(req.cost);
       const view = await policiesFor(deps.policies(), req.consistency, ctx);
+      confineRateSubject(ctx, view, input);
       const applied = resolvePolicies(view, input);
       const d = await consume(store, applied, cost);
       deps.onDecision?.(d.source.toLowerCase());
@@ -215,9 +225,9 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
       };
     },
 
-    async manageRateLimits(req) {
+    async manageRateLimits(req, ctx) {
       if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-      const result = await manageRateLimits(deps.db(), {
+      const result = await manageRateLimits(dbFor(deps.db, ctx), {
         mutations: req.mutations.map(mutationFrom),
         ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
         ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
@@ -228,6 +238,7 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
     async getRateLimitCounters(req, ctx): Promise<MessageInitShape<typeof GetRateLimitCountersResponseSchema>> {
       const input = toInput(req.policy, req.subject, req.organizationId);
       const view = await policiesFor(deps.policies(), req.consistency, ctx);
+      confineRateSubject(ctx, view, input);
       const counters = await readCounters(store, resolvePolicies(view, input));
       return {
         revision: view.revision.toString(),

@@ -3,19 +3,21 @@ import { PermissionService } from "../../gen/authz/v1/permission_service_pb.js";
 import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { bind, type ServiceBinding, type ServiceHandlers } from "./handler-types.js";
-import type { Metrics } from "../metrics.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
-import { permissionHandlers } from "./permission-handlers.js";
+import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
 
 /** Service names the health service reports on, besides the server as a whole (""). */
 export const SERVED_SERVICES = [PermissionService.typeName, AdminService.typeName, RateLimitService.typeName];
 
 export interface ServiceDeps {
-  metrics?: Metrics;
+  /** Per decision: metrics and the decision log. */
+  onDecision?: (e: DecisionEvent) => void;
+  /** Cap on freshness waits, whatever the caller's deadline. */
+  maxWaitMs?: number;
   /** The live engine; throws UNAVAILABLE until the store is loaded. */
   live: () => LiveEngine;
   /** The database; throws UNAVAILABLE until it is reachable. */
@@ -30,7 +32,10 @@ export interface ServiceDeps {
 export function createBindings(health: HealthState, deps: ServiceDeps): ServiceBinding[] {
   return [
     bind(Health, healthHandlers(health)),
-    bind(PermissionService, permissionHandlers(deps.live, { onDecision: (m, allowed) => deps.metrics?.decision(m, allowed) })),
+    bind(PermissionService, permissionHandlers(deps.live, {
+        ...(deps.onDecision ? { onDecision: deps.onDecision } : {}),
+        ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
+      })),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),

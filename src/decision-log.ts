@@ -1,0 +1,46 @@
+import { pino } from "pino";
+
+/** One authorization decision, as recorded. Never holds a credential: the caller is its id. */
+export interface DecisionRecord {
+  /** The request id of the call. */
+  callId: string;
+  /** The caller's id ("key:<id>", "jwt:<sub>", "anonymous"). */
+  caller: string;
+  method: string;
+  subject: { type: string; id: string };
+  permission: string;
+  resource: { type: string; id: string };
+  allowed: boolean;
+  reason: string;
+  revision: string;
+}
+
+export interface DecisionLog {
+  readonly enabled: boolean;
+  record(r: DecisionRecord): void;
+  flush(): Promise<void>;
+}
+
+export const DISABLED_DECISION_LOG: DecisionLog = { enabled: false, record() {}, flush: async () => {} };
+
+/**
+ * The optional decision log: one JSON line per decision to stdout or a file,
+ * every decision or a random sample (sampleRate in (0, 1]).
+ */
+export function createDecisionLog(opts: { destination: "stdout" | string; sampleRate: number; random?: () => number }): DecisionLog {
+  const dest =
+    opts.destination === "stdout" ? pino.destination({ dest: 1, sync: false }) : pino.destination({ dest: opts.destination, mkdir: true, sync: false });
+  const log = pino({ base: { log: "decision" }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: "msg" }, dest);
+  const random = opts.random ?? Math.random;
+  return {
+    enabled: true,
+    record(r) {
+      if (opts.sampleRate < 1 && random() >= opts.sampleRate) return;
+      log.info(r);
+    },
+    flush: () =>
+      new Promise<void>((resolve) => {
+        log.flush(() => resolve());
+      }),
+  };
+}

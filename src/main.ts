@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -12,7 +13,8 @@ import { createAuthenticator } from "./auth/authenticator.js";
 import { JwtVerifier } from "./auth/jwt.js";
 import { KeySource } from "./auth/key-source.js";
 import { createDecisionLog, DISABLED_DECISION_LOG } from "./decision-log.js";
-import { createGrpcServer, listenGrpc } from "./rpc/grpc-server.js";
+import { callerFromCertificate, loadMtlsIdentities } from "./auth/mtls.js";
+import { createGrpcServer, listenGrpc, type PeerIdentity, type TlsFiles } from "./rpc/grpc-server.js";
 import { guard } from "./rpc/guard.js";
 import { addReflection } from "./rpc/reflection.js";
 import { HealthState, ServingStatus } from "./rpc/health.js";
@@ -92,13 +94,29 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     authenticator,
     { maxConcurrentCalls: config.maxConcurrentCalls },
   );
-  const grpcServer: grpc.Server = createGrpcServer(bindings, { logger, callLog, maxMessageBytes: config.maxMessageBytes });
+  const tls: TlsFiles | undefined = config.tls
+    ? {
+        cert: readFileSync(config.tls.certFile),
+        key: readFileSync(config.tls.keyFile),
+        clientCa: config.tls.clientCaFile ? readFileSync(config.tls.clientCaFile) : undefined,
+      }
+    : undefined;
+  const identities = config.mtlsIdentitiesFile ? loadMtlsIdentities(config.mtlsIdentitiesFile) : undefined;
+  const peerIdentity: PeerIdentity | undefined = identities ? (cert) => callerFromCertificate(cert, identities) : undefined;
+  const grpcServer: grpc.Server = createGrpcServer(bindings, {
+    logger,
+    callLog,
+    maxMessageBytes: config.maxMessageBytes,
+    ...(peerIdentity ? { peerIdentity } : {}),
+  });
   addReflection(grpcServer);
   const http: HttpListener = createHttpListener(bindings, {
     logger,
     callLog,
     isReady: () => health.serving,
     maxMessageBytes: config.maxMessageBytes,
+    tls,
+    peerIdentity,
     metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
   });
   metrics.attach({
@@ -193,10 +211,13 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     async listen() {
       describeBackends();
       const [grpcPort, httpPort] = await Promise.all([
-        listenGrpc(grpcServer, config.host, config.grpcPort),
+        listenGrpc(grpcServer, config.host, config.grpcPort, tls),
         listenHttp(http, config.host, config.httpPort),
       ]);
-      log.info({ grpcPort, httpPort, host: config.host }, "listening (NOT_SERVING until the store is ready)");
+      log.info(
+        { grpcPort, httpPort, host: config.host, tls: tls ? (tls.clientCa ? "mutual" : "server") : "off" },
+        "listening (NOT_SERVING until the store is ready)",
+      );
       bringUp().then(
         () => {
           if (stopping) return;

@@ -1,5 +1,7 @@
 import { create, type DescMessage, type DescMethod, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import type { PeerCertificate } from "node:tls";
+import type { Caller } from "../auth/caller.js";
 import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
@@ -25,11 +27,15 @@ function contextFor(
   path: string,
   callLog: CallLog,
   call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  peerIdentity: PeerIdentity | undefined,
 ): CallContext {
   let controller: AbortController | undefined;
   let rid: string | undefined;
   return {
     path,
+    get peerIdentity() {
+      return peerIdentity ? peerIdentity(call.getAuthContext().sslPeerCertificate) : undefined;
+    },
     get requestId() {
       rid ??= callLog.requestId(call.metadata.get("x-request-id")[0] as string | undefined);
       return rid;
@@ -86,7 +92,7 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
 
 export function createGrpcServer(
   bindings: readonly ServiceBinding[],
-  deps: { logger: Logger; callLog: CallLog; maxMessageBytes: number },
+  deps: { logger: Logger; callLog: CallLog; maxMessageBytes: number; peerIdentity?: PeerIdentity },
 ): grpc.Server {
   const { logger, callLog } = deps;
   const server = new grpc.Server({
@@ -105,7 +111,7 @@ export function createGrpcServer(
       if (method.methodKind === "unary") {
         implementation[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const started = process.hrtime.bigint();
-          const ctx = contextFor(path, callLog, call);
+          const ctx = contextFor(path, callLog, call, deps.peerIdentity);
           const rid = () => ctx.requestId;
           const ok = (res: unknown) => {
             callLog.done(path, rid, "OK", started);
@@ -133,7 +139,7 @@ export function createGrpcServer(
       } else if (method.methodKind === "server_streaming") {
         implementation[method.localName] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
           const started = process.hrtime.bigint();
-          const ctx = contextFor(path, callLog, call);
+          const ctx = contextFor(path, callLog, call, deps.peerIdentity);
           const rid = ctx.requestId;
           const fail = (err: unknown) => {
             const e = toPublicError(err, logger, rid, path);
@@ -171,10 +177,23 @@ export function createGrpcServer(
 }
 
 
-/** Binds and starts; resolves with the port (useful with port 0). */
-export function listenGrpc(server: grpc.Server, host: string, port: number): Promise<number> {
+/** Maps a verified client certificate to a caller (mTLS). */
+export type PeerIdentity = (cert: PeerCertificate | undefined) => Caller | undefined;
+
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+  /** Client certificates must chain to this CA (mutual TLS) when set. */
+  clientCa?: Buffer | undefined;
+}
+
+/** Binds and starts (TLS when given); resolves with the port (useful with port 0). */
+export function listenGrpc(server: grpc.Server, host: string, port: number, tls?: TlsFiles): Promise<number> {
+  const creds = tls
+    ? grpc.ServerCredentials.createSsl(tls.clientCa ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.clientCa !== undefined)
+    : grpc.ServerCredentials.createInsecure();
   return new Promise((resolve, reject) => {
-    server.bindAsync(`${host.includes(":") ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+    server.bindAsync(`${host.includes(":") ? `[${host}]` : host}:${port}`, creds, (err, bound) => {
       if (err) reject(err);
       else resolve(bound);
     });

@@ -2,7 +2,10 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import type { TLSSocket } from "node:tls";
+import { type ConnectRouter, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import type { Caller } from "../auth/caller.js";
+import type { PeerIdentity, TlsFiles } from "./grpc-server.js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
@@ -19,10 +22,13 @@ import type { CallContext, ServiceBinding } from "./handler-types.js";
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
+const PEER = createContextKey<Caller | undefined>(undefined, { description: "verified client certificate identity" });
+
 function contextFrom(ctx: HandlerContext, path: string, requestId: string): CallContext {
   return {
     path,
     requestId,
+    peerIdentity: ctx.values.get(PEER),
     header: (name) => ctx.requestHeader.get(name) ?? undefined,
     timeRemainingMs: () => ctx.timeoutMs(),
     signal: ctx.signal,
@@ -83,12 +89,25 @@ export function createHttpListener(
     callLog: CallLog;
     isReady: () => boolean;
     maxMessageBytes: number;
+    /** TLS for the listener (ALPN picks HTTP/2 or HTTP/1.1); cleartext when absent. */
+    tls?: TlsFiles | undefined;
+    peerIdentity?: PeerIdentity | undefined;
     /** GET /metrics in the Prometheus text format. */
     metrics?: { contentType: string; text(): Promise<string> };
   },
 ): HttpListener {
+  const peerIdentity = deps.peerIdentity;
   const adapter = connectNodeAdapter({
     routes: routes(bindings, deps.logger, deps.callLog),
+    ...(peerIdentity
+      ? {
+          contextValues: (req: { socket: unknown }) => {
+            const sock = req.socket as Partial<TLSSocket>;
+            const cert = typeof sock.getPeerCertificate === "function" && sock.authorized ? sock.getPeerCertificate() : undefined;
+            return createContextValues().set(PEER, peerIdentity(cert));
+          },
+        }
+      : {}),
     readMaxBytes: deps.maxMessageBytes,
     writeMaxBytes: deps.maxMessageBytes,
   });
@@ -116,6 +135,34 @@ export function createHttpListener(
     }
     adapter(req as never, res as never);
   };
+  if (deps.tls) {
+    const tls = deps.tls;
+    const secure = http2.createSecureServer(
+      {
+        cert: tls.cert,
+        key: tls.key,
+        allowHTTP1: true,
+        ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+      },
+      handle,
+    );
+    const tlsSessions = new Set<http2.ServerHttp2Session>();
+    secure.on("session", (s) => {
+      tlsSessions.add(s);
+      s.once("close", () => tlsSessions.delete(s));
+    });
+    return {
+      server: secure,
+      close: () =>
+        new Promise((resolve) => {
+          secure.close(() => resolve());
+          for (const s of tlsSessions) s.close();
+          setTimeout(() => {
+            for (const s of tlsSessions) s.destroy();
+          }, 1000).unref();
+        }),
+    };
+  }
   const h1 = http.createServer(handle);
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({}, handle);

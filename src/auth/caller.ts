@@ -25,6 +25,8 @@ export const ANONYMOUS: Caller = Object.freeze({
  */
 export function scopeFor(path: string): Scope | null {
   if (path.startsWith("/grpc.health.v1.Health/")) return null;
+  if (path === "/.well-known/authzen-configuration") return null;
+  if (path.startsWith("/access/v1/")) return "check";
   if (path.startsWith("/authz.v1.PermissionService/")) return "check";
   if (path === "/authz.v1.RateLimitService/ConsumeRateLimit" || path === "/authz.v1.RateLimitService/GetRateLimitCounters") return "ratelimit";
   if (path === "/envoy.service.auth.v3.Authorization/Check") return "check";

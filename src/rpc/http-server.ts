@@ -92,6 +92,11 @@ export function createHttpListener(
     /** TLS for the listener (ALPN picks HTTP/2 or HTTP/1.1); cleartext when absent. */
     tls?: TlsFiles | undefined;
     peerIdentity?: PeerIdentity | undefined;
+    /**
+     * Plain HTTP routes served before the RPC routes (e.g. the AuthZEN API):
+     * returns true when it took the request.
+     */
+    extraRoutes?: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => boolean;
     /** GET /metrics in the Prometheus text format. */
     metrics?: { contentType: string; text(): Promise<string> };
   },
@@ -118,6 +123,7 @@ export function createHttpListener(
       res.end(ok ? "ok\n" : "not ready\n");
       return;
     }
+    if (deps.extraRoutes?.(req, res)) return;
     if (req.method === "GET" && req.url === "/metrics" && deps.metrics) {
       const m = deps.metrics;
       m.text().then(

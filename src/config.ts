@@ -64,6 +64,8 @@ export interface Config {
   /** "off", "stdout" or a file path. */
   readonly decisionLog: string;
   readonly decisionLogSample: number;
+  /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off when unset. */
+  readonly otlpTracesEndpoint: string | undefined;
   /** Non-fatal findings (unknown AUTHZ_* names), logged at start-up. */
   readonly warnings: readonly string[];
 }
@@ -112,6 +114,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_MAX_WAIT_MS", default: "5000", meaning: "Cap on how long a call waits for freshness, whatever deadline the caller set." },
   { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
   { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
+  { name: "AUTHZ_OTLP_ENDPOINT", default: "(unset: no tracing)", meaning: "OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318/v1/traces (OTEL_EXPORTER_OTLP_ENDPOINT is honoured too)." },
   { name: "AUTHZ_TRANSFER_TTL_SECONDS", default: "604800", meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides)." },
   { name: "AUTHZ_TRANSFER_SWEEP_MS", default: "60000", meaning: "How often pending ownership transfers past their expiry are recorded as expired." },
   { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: "Prefix of the rate-limit counter keys in Redis (letters, digits and \"._:-\")." },
@@ -216,6 +219,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     }
     return { certFile, keyFile, clientCaFile };
   };
+  const otlp = (): string | undefined => {
+    const own = url("AUTHZ_OTLP_ENDPOINT", ["http:", "https:"]);
+    if (own) return own;
+    const std = url("OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]);
+    return std ? `${std.replace(/\/+$/, "")}/v1/traces` : undefined;
+  };
   const decisionLog = (): string => {
     const raw = read("AUTHZ_DECISION_LOG") ?? "off";
     return raw.toLowerCase() === "off" || raw.toLowerCase() === "stdout" ? raw.toLowerCase() : raw;
@@ -266,6 +275,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxWaitMs: int("AUTHZ_MAX_WAIT_MS", 5_000, 1, 600_000),
     decisionLog: decisionLog(),
     decisionLogSample: fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
+    otlpTracesEndpoint: otlp(),
     warnings,
   };
   if (problems.length > 0) throw new ConfigError(problems);

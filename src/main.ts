@@ -7,6 +7,7 @@ import { type Config, ConfigError, loadConfig, redactUrl } from "./config.js";
 import { unavailable } from "./errors.js";
 import { createLogger, type Logger } from "./logger.js";
 import { Metrics } from "./metrics.js";
+import { NO_TRACING, startTracing } from "./tracing.js";
 import { projectPath } from "./paths.js";
 import { createCallLog } from "./rpc/call-log.js";
 import { createAuthenticator } from "./auth/authenticator.js";
@@ -28,6 +29,8 @@ import { createRateLimitService } from "./rpc/rate-limit-handlers.js";
 import { migrate } from "./store/migrate.js";
 import { openDatabase } from "./store/open.js";
 import type { SqlClient } from "./store/sql.js";
+
+const VERSION: string = (JSON.parse(readFileSync(projectPath("package.json"), "utf8")) as { version: string }).version;
 
 function notReady(): never {
   throw unavailable("authz is starting: the store is not loaded yet; retry shortly");
@@ -55,7 +58,8 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
   const log = logger.child({ module: "main" });
   const health = new HealthState(SERVED_SERVICES);
   const metrics = new Metrics();
-  const callLog = createCallLog(logger.child({ module: "rpc" }), metrics);
+  const tracing = config.otlpTracesEndpoint ? startTracing(config.otlpTracesEndpoint, VERSION) : NO_TRACING;
+  const callLog = createCallLog(logger.child({ module: "rpc" }), metrics, tracing);
   let db: SqlClient | undefined;
   let feed: ChangeFeed | undefined;
   let live: LiveEngine | undefined;
@@ -150,6 +154,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     } else {
       log.warn("authentication: OFF. Every caller is trusted with every scope. For development only: set AUTHZ_AUTH=on (the default with DATABASE_URL)");
     }
+    if (tracing.enabled) log.info({ otlp: config.otlpTracesEndpoint }, "tracing: OTLP export on");
     if (decisionLog.enabled) log.info({ destination: config.decisionLog, sample: config.decisionLogSample }, "decision log on");
   };
 
@@ -261,6 +266,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       }
       clearInterval(sweeper);
       await keys.stop();
+      await tracing.shutdown().catch((err: unknown) => log.warn({ err }, "flushing traces failed"));
       await decisionLog.flush().catch(() => {});
       live?.stop();
       await rateLimit.close().catch((err: unknown) => log.warn({ err }, "closing the rate-limit store failed"));

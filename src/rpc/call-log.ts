@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { NO_TRACING, type Tracing } from "../tracing.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -10,11 +11,14 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  */
 export interface CallLog {
   requestId(fromHeader: string | undefined): string;
-  /** Records a finished call: metrics always, the log line when info is on (the request id is only made then). */
-  done(path: string, requestId: string | (() => string), code: string, startedNs: bigint): void;
+  /**
+   * Records a finished call: metrics always, the log line when info is on
+   * (the request id is only made then), a trace span when tracing is on.
+   */
+  done(path: string, requestId: string | (() => string), code: string, startedNs: bigint, header?: (name: string) => string | undefined): void;
 }
 
-export function createCallLog(logger: Logger, metrics?: Metrics): CallLog {
+export function createCallLog(logger: Logger, metrics?: Metrics, tracing: Tracing = NO_TRACING): CallLog {
   const prefix = randomBytes(4).toString("hex");
   let seq = 0;
   const enabled = logger.isLevelEnabled("info");
@@ -24,9 +28,10 @@ export function createCallLog(logger: Logger, metrics?: Metrics): CallLog {
       seq = (seq + 1) % Number.MAX_SAFE_INTEGER;
       return `${prefix}-${seq.toString(36)}`;
     },
-    done(path, requestId, code, startedNs) {
+    done(path, requestId, code, startedNs, header) {
       const ms = Number(process.hrtime.bigint() - startedNs) / 1e6;
       metrics?.rpc(path, code, ms / 1000);
+      if (tracing.enabled) tracing.callSpan(path, code, Date.now() - ms, ms, header ?? (() => undefined));
       if (!enabled) return;
       const rid = typeof requestId === "function" ? requestId() : requestId;
       logger.info({ rid, method: path, code, ms: Math.round(ms * 1000) / 1000 }, "rpc");

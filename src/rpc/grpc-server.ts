@@ -114,12 +114,12 @@ export function createGrpcServer(
           const ctx = contextFor(path, callLog, call, deps.peerIdentity);
           const rid = () => ctx.requestId;
           const ok = (res: unknown) => {
-            callLog.done(path, rid, "OK", started);
+            callLog.done(path, rid, "OK", started, ctx.header);
             callback(null, res);
           };
           const fail = (err: unknown) => {
             const e = toPublicError(err, logger, ctx.requestId, path);
-            callLog.done(path, ctx.requestId, codeName(e.code), started);
+            callLog.done(path, ctx.requestId, codeName(e.code), started, ctx.header);
             callback(toServiceError(e));
           };
           if (call.request instanceof Undecodable) {
@@ -143,7 +143,7 @@ export function createGrpcServer(
           const rid = ctx.requestId;
           const fail = (err: unknown) => {
             const e = toPublicError(err, logger, rid, path);
-            callLog.done(path, rid, codeName(e.code), started);
+            callLog.done(path, rid, codeName(e.code), started, ctx.header);
             call.emit("error", toServiceError(e));
           };
           if (call.request instanceof Undecodable) {
@@ -157,10 +157,10 @@ export function createGrpcServer(
                 call.write(msg);
               }
               if (call.cancelled) {
-                callLog.done(path, rid, "CANCELLED", started);
+                callLog.done(path, rid, "CANCELLED", started, ctx.header);
                 return;
               }
-              callLog.done(path, rid, "OK", started);
+              callLog.done(path, rid, "OK", started, ctx.header);
               call.end();
             } catch (err) {
               fail(err);

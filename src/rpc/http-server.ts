@@ -47,12 +47,13 @@ function routes(bindings: readonly ServiceBinding[], logger: Logger, callLog: Ca
             const started = process.hrtime.bigint();
             const rid = callLog.requestId(hctx.requestHeader.get("x-request-id") ?? undefined);
             try {
+              const header = (n: string) => hctx.requestHeader.get(n) ?? undefined;
               const res = await handler(req, contextFrom(hctx, path, rid));
-              callLog.done(path, rid, "OK", started);
+              callLog.done(path, rid, "OK", started, header);
               return res;
             } catch (err) {
               const e = toPublicError(err, logger, rid, path);
-              callLog.done(path, rid, codeName(e.code), started);
+              callLog.done(path, rid, codeName(e.code), started, (n) => hctx.requestHeader.get(n) ?? undefined);
               throw toConnectError(e);
             }
           };

@@ -39,9 +39,14 @@ export class KeySource {
       try {
         records.push(...(await readApiKeyFile(this.file)));
       } catch (err) {
-        if (strict) throw err;
-        this.logger.error({ err: (err as Error).message }, "API key file unreadable; keeping the keys loaded before");
-        return;
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+          // An optional Secret that is not there (yet): no file keys.
+          if (strict) this.logger.warn({ file: this.file }, "API key file not found; only keys in the api_keys table are accepted");
+        } else if (strict) throw err;
+        else {
+          this.logger.error({ err: (err as Error).message }, "API key file unreadable; keeping the keys loaded before");
+          return;
+        }
       }
     }
     if (this.#db) {

@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { FAILURE_MODES, type FailureMode, RATE_LIMIT_ALGORITHMS, RATE_LIMIT_SCOPES, type RateLimitAlgorithm, type RateLimitScope } from "../engine/rate-limit-policies.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "../store/sql.js";
+import { UUID } from "../validation.js";
 
 export interface PolicyFields {
   scope?: RateLimitScope;
@@ -40,7 +41,6 @@ export const MAX_MUTATIONS = 1000;
 const MAX_IDEMPOTENCY_KEY_BYTES = 128;
 const IDEMPOTENCY_SCOPE = "ManageRateLimits";
 const NAME = /^[A-Za-z0-9._:-]{1,128}$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const REVISION = /^\d{1,20}$/;
 const MAX_LIMIT = 2_147_483_647;
 const MAX_WINDOW_SEC = 31_536_000;

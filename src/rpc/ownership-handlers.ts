@@ -27,8 +27,8 @@ import type { SqlClient } from "../store/sql.js";
 import { confine } from "../auth/authenticator.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import { dbFor } from "./tenancy.js";
+import { UUID } from "../validation.js";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The AdminService methods implemented here; spread them into the AdminService binding. */
 export type OwnershipHandlers = Pick<

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Consistency, ResourceRef as ResourceRefMsg, SubjectRef as SubjectRefMsg } from "../../gen/authz/v1/common_pb.js";
+import type { ResourceRef as ResourceRefMsg, SubjectRef as SubjectRefMsg } from "../../gen/authz/v1/common_pb.js";
 import {
   type CheckBulkRequest,
   type CheckRequest,
@@ -25,16 +25,14 @@ import {
 } from "../engine/types.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import type { LiveEngine } from "../store/live-engine.js";
+import { REVISION, UUID } from "../validation.js";
+import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { confineRead } from "./tenancy.js";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const REVISION = /^\d{1,19}$/;
 export const MAX_BULK_ITEMS = 1000;
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
-/** Longest a call waits for freshness when its deadline allows more. */
-const MAX_FRESHNESS_WAIT_MS = 5000;
 
 export function toSubject(m: Pick<SubjectRefMsg, "type" | "id"> | undefined, field: string): SubjectRef {
   if (!m) throw invalidArgument(`${field} is required`, field);
@@ -60,23 +58,9 @@ function toPermission(p: string, field: string): string {
   return p;
 }
 
-type Freshness = { kind: "latest" } | { kind: "at_least"; revision: bigint } | { kind: "full" };
-
-function toFreshness(c: Consistency | undefined): Freshness {
-  const r = c?.requirement;
-  if (!r || r.case === undefined || r.case === "minimizeLatency") return { kind: "latest" };
-  if (r.case === "fullyConsistent") return { kind: "full" };
-  if (!REVISION.test(r.value)) {
-    throw invalidArgument(`consistency.at_least_as_fresh must be a revision token returned by authz, got "${r.value.slice(0, 40)}"`, "consistency.at_least_as_fresh");
-  }
-  return { kind: "at_least", revision: BigInt(r.value) };
-}
-
+/** The engine to answer from (see stateFor). */
 export function engineFor(live: LiveEngine, f: Freshness, ctx: CallContext, maxWaitMs = MAX_FRESHNESS_WAIT_MS): Promise<Engine> | Engine {
-  if (f.kind === "latest") return live.current();
-  const left = ctx.timeRemainingMs();
-  const budget = Math.max(1, Math.min(maxWaitMs, left === undefined ? maxWaitMs : left - 5));
-  return f.kind === "full" ? live.fullyConsistent(budget) : live.atLeast(f.revision, budget);
+  return stateFor(live, f, ctx, maxWaitMs);
 }
 
 const REASON: Record<Reason, DecisionReason> = {

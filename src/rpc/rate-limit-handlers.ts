@@ -34,6 +34,8 @@ import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
 import type { RateLimitStore, StoreState } from "../ratelimit/store.js";
 import type { SqlClient } from "../store/sql.js";
+import { UUID } from "../validation.js";
+import { stateFor, toFreshness } from "./consistency.js";
 import { confineRead, dbFor, type TenantLookup } from "./tenancy.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 
@@ -47,8 +49,6 @@ export interface PolicySource {
   fullyConsistent(timeoutMs: number): Promise<RatePolicyView>;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const REVISION = /^\d{1,19}$/;
 const MAX_KEY_BYTES = 256;
 const MAX_POLICY_NAME = 128;
 const MAX_FRESHNESS_WAIT_MS = 5000;
@@ -110,15 +110,7 @@ function toCost(cost: bigint): number {
 }
 
 function policiesFor(source: PolicySource, c: Consistency | undefined, ctx: CallContext): RatePolicyView | Promise<RatePolicyView> {
-  const r = c?.requirement;
-  if (!r || r.case === undefined || r.case === "minimizeLatency") return source.current();
-  const left = ctx.timeRemainingMs();
-  const budget = Math.max(1, Math.min(MAX_FRESHNESS_WAIT_MS, left === undefined ? MAX_FRESHNESS_WAIT_MS : left - 5));
-  if (r.case === "fullyConsistent") return source.fullyConsistent(budget);
-  if (!REVISION.test(r.value)) {
-    throw invalidArgument(`consistency.at_least_as_fresh must be a revision token returned by authz, got "${r.value.slice(0, 40)}"`, "consistency.at_least_as_fresh");
-  }
-  return source.atLeast(BigInt(r.value), budget);
+  return stateFor(source, toFreshness(c), ctx);
 }
 
 function duration(us: number): { seconds: bigint; nanos: number } {

@@ -1,6 +1,7 @@
 import { readLatestRevision } from "./change-feed.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
+import { UUID } from "../validation.js";
 
 /** An import that was refused; nothing was written. Each problem names its record. */
 export class ImportError extends Error {
@@ -34,7 +35,6 @@ type Rec = Record<string, unknown>;
 /** A validated record: seed field → SQL text value (or null). */
 type Clean = Map<string, Value>;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_PROBLEMS = 50;
 
 const SQL_TYPE: Record<Exclude<FieldType, "text[]">, string> = {

@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { AuthzError, invalidArgument } from "../errors.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
+import { UUID } from "../validation.js";
 
 /** A role (or permission) by UUID, or by key within its organization (null = global). */
 export type RoleRefInput = { id: string } | { organizationId: string | null; key: string };
@@ -84,7 +85,6 @@ export interface ManageRolesResult {
 export const MAX_MUTATIONS = 1000;
 export const MAX_IDEMPOTENCY_KEY_BYTES = 128;
 const IDEMPOTENCY_SCOPE = "ManageRoles";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 const REVISION = /^\d{1,20}$/;
 

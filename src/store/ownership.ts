@@ -14,6 +14,7 @@
 import { createHash } from "node:crypto";
 import { AuthzError, invalidArgument } from "../errors.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
+import { UUID } from "../validation.js";
 
 export const TRANSFER_STATUSES = ["pending", "completed", "declined", "cancelled", "expired"] as const;
 export type TransferStatus = (typeof TRANSFER_STATUSES)[number];
@@ -80,7 +81,6 @@ export const MAX_PAGE_SIZE = 500;
 export const MAX_REQUEST_TTL_MS = 365 * 24 * 3600 * 1000;
 export const MIN_REQUEST_TTL_MS = 1000;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A timestamp column as UTC ISO-8601 text with microseconds: exact, and parsed the same by every driver. */
 const iso = (expr: string): string => `to_char((${expr}) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;

@@ -51,7 +51,6 @@ export interface PolicySource {
 
 const MAX_KEY_BYTES = 256;
 const MAX_POLICY_NAME = 128;
-const MAX_FRESHNESS_WAIT_MS = 5000;
 /** protobuf's largest Duration: the retry_after of a cost that can never pass. */
 const NEVER_SECONDS = 315_576_000_000n;
 

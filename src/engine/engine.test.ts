@@ -270,3 +270,22 @@ describe("time boundaries (decided at exactly the stored instant)", () => {
     expect(e2.check(p, "members.read", av, NOW + 5000).reason).toBe("PRINCIPAL_EXPIRED");
   });
 });
+
+describe("Engine.list after permission churn", () => {
+  it("reports a permission added after another was deleted (same count, new bit)", () => {
+    const e = dataset();
+    const P_NEW = "00000000-0000-4000-8000-0000000000e9";
+    e.apply(
+      [
+        { table: "role_permissions", op: "DELETE", oldRow: { role_id: OWNER, permission_id: P_DELETE }, newRow: null },
+        { table: "permissions", op: "DELETE", oldRow: { id: P_DELETE, organization_id: A, key: "org.delete" }, newRow: null },
+        { table: "permissions", op: "INSERT", oldRow: null, newRow: { id: P_NEW, organization_id: A, key: "org.archive" } },
+        { table: "role_permissions", op: "INSERT", oldRow: null, newRow: { role_id: OWNER, permission_id: P_NEW } },
+      ],
+      8n,
+    );
+    const perms = e.list(user(ALICE), undefined, NOW)?.entries[0]?.userPermissions;
+    expect(perms).toContain("org.archive");
+    expect(perms).not.toContain("org.delete");
+  });
+});

@@ -43,6 +43,7 @@ interface Perm {
 interface Org {
   row: OrganizationRow;
   permsByKey: Map<string, Perm>;
+  permsByBit: Map<number, Perm>;
   nextBit: number;
 }
 
@@ -108,6 +109,7 @@ export class Engine implements RatePolicyLookup {
   readonly #tenants = new Set<string>();
   readonly #orgs = new Map<string, Org>();
   readonly #globalPerms = new Map<string, Perm>();
+  readonly #globalPermsByBit = new Map<number, Perm>();
   #globalNextBit = 0;
   readonly #permsById = new Map<string, Perm>();
   readonly #roles = new Map<string, Role>();
@@ -121,8 +123,8 @@ export class Engine implements RatePolicyLookup {
   readonly #assignments = new Map<string, AssignmentRow>();
   /** "type:id" → active assignments of that subject. */
   readonly #grants = new Map<string, Map<string, AssignmentRow>>();
-  /** "user:org" → primary role id. */
-  readonly #primaryRoles = new Map<string, string | null>();
+  /** user id → organization id → primary role id. */
+  readonly #primaryRoles = new Map<string, Map<string, string | null>>();
   readonly #dirty = new Set<Role>();
   /** Inheritance edges by role id, kept apart from the roles so edge and role rows may arrive in any order. */
   readonly #parentsOf = new Map<string, Set<string>>();
@@ -241,7 +243,7 @@ export class Engine implements RatePolicyLookup {
         const row = NORMALIZE.organizations(raw);
         const org = this.#orgs.get(row.id);
         if (org) org.row = row;
-        else this.#orgs.set(row.id, { row, permsByKey: new Map(), nextBit: 0 });
+        else this.#orgs.set(row.id, { row, permsByKey: new Map(), permsByBit: new Map(), nextBit: 0 });
         return;
       }
       case "users": {
@@ -325,6 +327,7 @@ export class Engine implements RatePolicyLookup {
         const perm: Perm = { id: row.id, orgId: row.organizationId, key: row.key, bit };
         this.#permsById.set(row.id, perm);
         byKey.set(row.key, perm);
+        (row.organizationId === null ? this.#globalPermsByBit : (this.#orgs.get(row.organizationId) as Org).permsByBit).set(bit, perm);
         return;
       }
       case "role_permissions": {
@@ -355,7 +358,9 @@ export class Engine implements RatePolicyLookup {
       }
       case "user_organizations": {
         const row = NORMALIZE.user_organizations(raw);
-        this.#primaryRoles.set(`${row.userId}:${row.organizationId}`, row.primaryRoleId);
+        let byOrg = this.#primaryRoles.get(row.userId);
+        if (!byOrg) this.#primaryRoles.set(row.userId, (byOrg = new Map()));
+        byOrg.set(row.organizationId, row.primaryRoleId);
         return;
       }
       case "rate_limit_policies":
@@ -418,6 +423,7 @@ export class Engine implements RatePolicyLookup {
         this.#permsById.delete(perm.id);
         const byKey = perm.orgId === null ? this.#globalPerms : this.#orgs.get(perm.orgId)?.permsByKey;
         if (byKey?.get(perm.key) === perm) byKey.delete(perm.key);
+        (perm.orgId === null ? this.#globalPermsByBit : this.#orgs.get(perm.orgId)?.permsByBit)?.delete(perm.bit);
         return;
       }
       case "role_permissions": {
@@ -447,7 +453,9 @@ export class Engine implements RatePolicyLookup {
       }
       case "user_organizations": {
         const row = NORMALIZE.user_organizations(raw);
-        this.#primaryRoles.delete(`${row.userId}:${row.organizationId}`);
+        const byOrg = this.#primaryRoles.get(row.userId);
+        byOrg?.delete(row.organizationId);
+        if (byOrg && byOrg.size === 0) this.#primaryRoles.delete(row.userId);
         return;
       }
       case "rate_limit_policies":
@@ -602,6 +610,19 @@ export class Engine implements RatePolicyLookup {
     const cannot = this.#cannotAct(subject, now);
     if (cannot) return { allowed: false, reason: cannot };
     if (!place.active) return { allowed: false, reason: "RESOURCE_INACTIVE" };
+    if (!explain && subject.type !== "principal") {
+      // The common case, without allocating: the subject's own assignments.
+      const own = this.#grants.get(subjectKey(subject.type, subject.id));
+      if (own) {
+        for (const a of own.values()) {
+          if (a.validUntil !== null && a.validUntil <= now) continue;
+          if (!covers(a, place)) continue;
+          const role = this.#roles.get(a.roleId);
+          if (role && this.#holds(role, place, orgPerm, globalPerm)) return GRANTED;
+        }
+      }
+      return NO_GRANT;
+    }
     for (const g of this.#grantsOf(subject, now)) {
       if (!covers(g, place)) continue;
       const role = this.#roles.get(g.roleId);
@@ -613,7 +634,13 @@ export class Engine implements RatePolicyLookup {
         return { allowed: true, reason: "GRANTED", steps: this.#path(g, role, (viaOrg ? orgPerm : globalPerm) as Perm) };
       }
     }
-    return { allowed: false, reason: "NO_GRANT" };
+    return NO_GRANT;
+  }
+
+  /** Whether a role (with its closure) holds the permission on the place. */
+  #holds(role: Role, place: Place, orgPerm: Perm | undefined, globalPerm: Perm | undefined): boolean {
+    if (orgPerm !== undefined && role.orgId !== null && role.orgId === place.orgId && hasBit(role.orgBits, orgPerm.bit)) return true;
+    return globalPerm !== undefined && hasBit(role.globalBits, globalPerm.bit);
   }
 
   /** assignment/membership → role → inherited roles → the role holding the permission → permission. */
@@ -680,9 +707,8 @@ export class Engine implements RatePolicyLookup {
     if (within) addScope(within.type, within.id);
     for (const g of grants) if (inside(g.scopeType, g.scopeId)) addScope(g.scopeType, g.scopeId);
     if (subject.type === "user") {
-      for (const key of this.#primaryRoles.keys()) {
-        const [userId, orgId] = key.split(":") as [string, string];
-        if (userId === subject.id && inside("organization", orgId)) addScope("organization", orgId);
+      for (const orgId of this.#primaryRoles.get(subject.id)?.keys() ?? []) {
+        if (inside("organization", orgId)) addScope("organization", orgId);
       }
     }
 
@@ -709,7 +735,7 @@ export class Engine implements RatePolicyLookup {
           }
         }
       }
-      const primaryId = subject.type === "user" && s.type === "organization" ? this.#primaryRoles.get(`${subject.id}:${s.id}`) : undefined;
+      const primaryId = subject.type === "user" && s.type === "organization" ? this.#primaryRoles.get(subject.id)?.get(s.id as string) : undefined;
       const primary =
         (primaryId ? held.find((r) => r.id === primaryId) : undefined) ??
         [...held].sort((a, b) => b.closure.length - a.closure.length || cmp(a.key, b.key))[0];
@@ -730,22 +756,12 @@ export class Engine implements RatePolicyLookup {
     return { subjectStatus: "GRANTED", entries: entries.map(({ sortKey: _s, ...e }) => e) };
   }
 
-  readonly #bitIndex = new Map<string | null, Map<number, Perm>>();
   #permByBit(org: Org | null | undefined, bit: number): Perm | undefined {
-    // Rebuilt lazily per numbering; listings are rare next to checks.
-    const orgId = org ? org.row.id : null;
-    let idx = this.#bitIndex.get(orgId);
-    const perms = org ? org.permsByKey : this.#globalPerms;
-    if (!idx || idx.size !== perms.size) {
-      idx = new Map([...perms.values()].map((p) => [p.bit, p]));
-      this.#bitIndex.set(orgId, idx);
-    }
-    const p = idx.get(bit);
-    return p && this.#permsById.get(p.id) === p ? p : undefined;
-  }
-}
+    return (org ? org.permsByBit : this.#globalPermsByBit).get(bit);
+  }}
 
 const GRANTED: Decision = Object.freeze({ allowed: true, reason: "GRANTED" });
+const NO_GRANT: Decision = Object.freeze({ allowed: false, reason: "NO_GRANT" });
 const GLOBAL_PLACE: Place = { tenantId: null, orgId: null, avatarId: null, active: true };
 
 function userReason(u: UserRow): Reason | undefined {

@@ -1,9 +1,12 @@
-import { Engine, NeedsReload, buildEngine } from "../engine/engine.js";
-import { type Change, FOLLOWED_TABLES, type FollowedTable, SNAPSHOT_COLUMNS } from "../engine/rows.js";
+import { Engine, NeedsReload } from "../engine/engine.js";
+import { type Change, FOLLOWED_TABLES, SNAPSHOT_COLUMNS } from "../engine/rows.js";
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { ChangeFeed } from "./change-feed.js";
 import type { SqlClient } from "./sql.js";
+
+/** Rows per batch while loading a snapshot. */
+const SNAPSHOT_BATCH_ROWS = 20_000;
 
 /** Above this many change rows a catch-up reloads a snapshot instead. */
 const MAX_CATCH_UP_ROWS = 200_000;
@@ -32,13 +35,17 @@ export interface LiveEngine {
   stop(): void;
 }
 
+/** Loads the followed tables in one repeatable-read snapshot, streaming rows into a new engine. */
 export async function loadSnapshot(db: SqlClient): Promise<Engine> {
   return db.readWriteTx(
     async (tx) => {
       const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const tables: Partial<Record<FollowedTable, Record<string, unknown>[]>> = {};
-      for (const t of FOLLOWED_TABLES) tables[t] = await tx.query(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`);
-      return buildEngine(BigInt(head?.revision ?? "0"), tables);
+      const engine = new Engine(BigInt(head?.revision ?? "0"));
+      for (const t of FOLLOWED_TABLES) {
+        await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => engine.load(t, rows));
+      }
+      engine.close();
+      return engine;
     },
     { isolation: "repeatable read" },
   );

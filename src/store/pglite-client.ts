@@ -18,6 +18,11 @@ function querier(db: PGlite | Transaction): SqlQuerier {
         throw toSqlError(err);
       }
     },
+    async each(text, batchSize, onBatch) {
+      // Embedded data is small: one query, handed over in batches.
+      const rows = await this.query(text);
+      for (let i = 0; i < rows.length; i += batchSize) onBatch(rows.slice(i, i + batchSize) as never[]);
+    },
   };
 }
 

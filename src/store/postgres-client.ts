@@ -20,6 +20,15 @@ function querier(sql: Sql): SqlQuerier {
         throw toSqlError(err);
       }
     },
+    async each(text, batchSize, onBatch) {
+      try {
+        await sql.unsafe(text).cursor(batchSize, (rows) => {
+          onBatch(rows as unknown as never[]);
+        });
+      } catch (err) {
+        throw toSqlError(err);
+      }
+    },
   };
 }
 

@@ -9,6 +9,8 @@ export interface SqlQuerier {
   query<T extends Row = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
   /** Several statements without parameters (migrations). */
   exec(text: string): Promise<void>;
+  /** A large result in batches, so it never sits in memory whole. */
+  each<T extends Row = Row>(text: string, batchSize: number, onBatch: (rows: T[]) => void): Promise<void>;
 }
 
 export type Isolation = "read committed" | "repeatable read" | "serializable";

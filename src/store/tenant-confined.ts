@@ -14,6 +14,7 @@ export function confinedToTenant(db: SqlClient, tenantId: string): SqlClient {
     kind: db.kind,
     query: (text, params) => db.query(text, params),
     exec: (text) => db.exec(text),
+    each: (text, batchSize, onBatch) => db.each(text, batchSize, onBatch),
     listen: (channel, onNotify, onListen) => db.listen(channel, onNotify, onListen),
     close: () => db.close(),
     readWriteTx(fn, options) {

@@ -73,7 +73,7 @@ function deserializeResponse(b: Buffer): HealthCheckResponse {
 }
 
 /** gRPC length-prefixed message: flag byte 0, uint32 BE length, payload. */
-function grpcFrame(payload: Uint8Array): Buffer {
+export function grpcFrame(payload: Uint8Array): Buffer {
   const f = Buffer.alloc(5 + payload.byteLength);
   f.writeUInt8(0, 0);
   f.writeUInt32BE(payload.byteLength, 1);
@@ -391,7 +391,7 @@ function verifyRawLikeH2load(port: number, frame: Buffer): Promise<void> {
   });
 }
 
-interface H2loadResult {
+export interface H2loadResult {
   reqPerSec: number;
   succeeded: number;
   failed: number;
@@ -439,24 +439,26 @@ export function parseH2load(out: string): H2loadResult {
   };
 }
 
-function percentile(sorted: number[], p: number): number {
+export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[i] ?? NaN;
 }
 
-interface LoadShape {
+export interface LoadShape {
   clients: number;
   streams: number;
 }
 
-function runH2load(
+export function runH2load(
   h2loadBin: string,
   port: number,
   n: number,
   shape: LoadShape,
   frameFile: string,
   logFile: string | undefined,
+  rpcPath: string = CHECK_PATH,
+  extraHeaders: readonly string[] = [],
 ): Promise<string> {
   const args = [
     "-n", String(n),
@@ -465,9 +467,10 @@ function runH2load(
     "-d", frameFile,
     "-H", "content-type: application/grpc",
     "-H", "te: trailers",
+    ...extraHeaders.flatMap((h) => ["-H", h]),
   ];
   if (logFile) args.push("--log-file", logFile);
-  args.push(`http://127.0.0.1:${port}${CHECK_PATH}`);
+  args.push(`http://127.0.0.1:${port}${rpcPath}`);
   return new Promise((resolve, reject) => {
     const p = spawn(h2loadBin, args, { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -487,11 +490,11 @@ function runH2load(
   });
 }
 
-export function h2loadCommand(n: number, shape: LoadShape): string {
+export function h2loadCommand(n: number, shape: LoadShape, rpcPath: string = CHECK_PATH): string {
   return (
     `h2load -n ${n} -c ${shape.clients} -m ${shape.streams} -d frame.bin ` +
     `-H 'content-type: application/grpc' -H 'te: trailers' --log-file LOG ` +
-    `http://127.0.0.1:PORT${CHECK_PATH}`
+    `http://127.0.0.1:PORT${rpcPath}`
   );
 }
 
@@ -528,7 +531,7 @@ export interface ServerStackRow {
   ratioVsBare: number;
 }
 
-function envInt(name: string, def: number): number {
+export function envInt(name: string, def: number): number {
   const v = process.env[name];
   if (v === undefined || v === "") return def;
   const n = Number(v);
@@ -619,12 +622,12 @@ export async function runServerStacks(opts: ServerStacksOptions = {}): Promise<S
   return rows;
 }
 
-function fmtUs(us: number): string {
+export function fmtUs(us: number): string {
   if (!Number.isFinite(us)) return "n/a";
   return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`;
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   if (s.length === 0) return NaN;

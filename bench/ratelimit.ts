@@ -1,0 +1,400 @@
+// Rate-limit benchmark (issue 5): in one run, on the same Redis, the same
+// decision (one counter, cost 1, never over the limit) made four ways:
+//
+//   a. ConsumeRateLimit over gRPC: h2load against the authz rate-limit
+//      service (src/rpc/rate-limit-handlers.ts on src/rpc/grpc-server.ts, the
+//      production Redis store with its 50 ms timeout and breaker) in a child
+//      process; policies come from an in-memory policy index, so no database
+//      is involved.
+//   b. the authz store layer in process: limiter.consume() -> RedisStore
+//      (the TypeScript around the script: validation-free, no gRPC).
+//   c. raw EVALSHA of the same production Lua script from one ioredis client
+//      with N concurrent callers: the limit for anything built on this script.
+//   d. rate-limiter-flexible RateLimiterRedis.consume() on one ioredis client,
+//      same concurrency (its own fixed-window Lua script).
+// b, c and d use one ioredis client each with the same options
+// (enableAutoPipelining, as the authz store does).
+//
+// Parts run interleaved (a, b, c, d, a, b, c, d, ...), each on its own key.
+//
+// Run:  npx tsc -p tsconfig.build.json && node dist/bench/ratelimit.js
+// Env:  REDIS_URL            (default redis://127.0.0.1:6379)
+//       BENCH_RL_REQUESTS    (default 50000)  measured calls per part and round
+//       BENCH_RL_WARMUP      (default 5000)
+//       BENCH_RL_ROUNDS      (default 2)
+//       BENCH_RL_CONCURRENCY (default 64)     calls in flight (h2load: 4 connections x 16 streams)
+//       BENCH_RL_ALGORITHM   (default sliding_window)
+//       H2LOAD               (default /usr/bin/h2load)
+
+import { type ChildProcess, fork, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { Redis } from "ioredis";
+import { RateLimiterRedis } from "rate-limiter-flexible";
+import {
+  ConsumeRateLimitRequestSchema,
+  RateLimitDecisionSource,
+  type ConsumeRateLimitResponse,
+  ConsumeRateLimitResponseSchema,
+  RateLimitService,
+} from "../gen/authz/v1/rate_limit_service_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { PolicyIndex, type RateLimitAlgorithm, RATE_LIMIT_ALGORITHMS } from "../src/engine/rate-limit-policies.js";
+import { createLogger } from "../src/logger.js";
+import { consume } from "../src/ratelimit/limiter.js";
+import { ALGORITHM_CODE, SCRIPTS } from "../src/ratelimit/lua.js";
+import { createRedisStore } from "../src/ratelimit/redis-store.js";
+import { bucketKey } from "../src/ratelimit/store.js";
+import { createCallLog } from "../src/rpc/call-log.js";
+import { createGrpcServer, listenGrpc } from "../src/rpc/grpc-server.js";
+import { bind } from "../src/rpc/handler-types.js";
+import { type PolicySource, rateLimitHandlers } from "../src/rpc/rate-limit-handlers.js";
+import { parseH2load } from "./server-stacks.js";
+
+const PATH = "/authz.v1.RateLimitService/ConsumeRateLimit";
+const POLICY = "bench";
+const POLICY_ID = 900_001;
+const LIMIT = 2_147_483_647;
+const WINDOW_SEC = 3600;
+
+function envInt(name: string, def: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === "") return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+function algorithmFromEnv(): RateLimitAlgorithm {
+  const a = process.env["BENCH_RL_ALGORITHM"] ?? "sliding_window";
+  if (!(RATE_LIMIT_ALGORITHMS as readonly string[]).includes(a)) throw new Error(`BENCH_RL_ALGORITHM must be one of ${RATE_LIMIT_ALGORITHMS.join(", ")}`);
+  return a as RateLimitAlgorithm;
+}
+
+function policySource(algorithm: RateLimitAlgorithm): PolicySource {
+  const idx = new PolicyIndex();
+  idx.upsertPolicy({ id: POLICY_ID, name: POLICY, scope: "key", limitCount: LIMIT, windowSec: WINDOW_SEC, algorithm, failureMode: "open", shadow: false, description: null });
+  const view = { revision: 1n, ratePolicy: (n: string) => idx.ratePolicy(n), ratePoliciesFor: () => [] };
+  return { current: () => view, atLeast: async () => view, fullyConsistent: async () => view };
+}
+
+// ---------------------------------------------------------------------------
+// Child: the gRPC rate-limit service
+
+type ChildMsg = { type: "listening"; port: number } | { type: "error"; message: string } | { type: "sources"; sources: Record<string, number> };
+
+async function serveChild(): Promise<void> {
+  const send = (m: ChildMsg) => process.send?.(m);
+  const logger = createLogger("warn");
+  const sources: Record<string, number> = {};
+  const store = createRedisStore({
+    url: process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379",
+    cluster: false,
+    keyPrefix: "authz:bench",
+    commandTimeoutMs: 50,
+    connectTimeoutMs: 1000,
+    breakerFailures: 5,
+    breakerCooldownMs: 1000,
+    logger,
+  });
+  if (!(await store.ready(5000))) {
+    send({ type: "error", message: "Redis not reachable" });
+    process.exit(1);
+  }
+  const handlers = rateLimitHandlers({
+    store,
+    policies: () => policySource(algorithmFromEnv()),
+    db: () => {
+      throw new Error("no database in this benchmark");
+    },
+    onDecision: (s) => (sources[s] = (sources[s] ?? 0) + 1),
+  });
+  const server = createGrpcServer([bind(RateLimitService, handlers)], { logger, callLog: createCallLog(logger), maxMessageBytes: 4 << 20 });
+  const port = await listenGrpc(server, "127.0.0.1", 0);
+  process.on("message", (m) => {
+    if (m === "sources") send({ type: "sources", sources: { ...sources } });
+  });
+  const stop = () => {
+    setTimeout(() => process.exit(0), 2000).unref();
+    server.tryShutdown(() => void store.close().then(() => process.exit(0)));
+  };
+  process.on("SIGTERM", stop);
+  process.on("disconnect", stop);
+  send({ type: "listening", port });
+}
+
+interface Child {
+  port: number;
+  sources(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+function startChild(): Promise<Child> {
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ["--serve"], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const exited = new Promise<void>((res) => child.once("exit", () => res()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("rate-limit server child did not start within 15 s")), 15_000);
+    child.once("exit", (code) => reject(new Error(`rate-limit server child exited early (${code})`)));
+    const onMessage = (raw: unknown) => {
+      const m = raw as ChildMsg;
+      if (m.type === "error") return reject(new Error(m.message));
+      if (m.type !== "listening") return;
+      clearTimeout(timer);
+      child.off("message", onMessage);
+      resolve({
+        port: m.port,
+        sources: () =>
+          new Promise((res) => {
+            const h = (r: unknown) => {
+              const mm = r as ChildMsg;
+              if (mm.type === "sources") {
+                child.off("message", h);
+                res(mm.sources);
+              }
+            };
+            child.on("message", h);
+            child.send("sources");
+          }),
+        stop: async () => {
+          child.kill("SIGTERM");
+          const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
+          await exited;
+          clearTimeout(killer);
+        },
+      });
+    };
+    child.on("message", onMessage);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Parent
+
+export interface RateLimitBenchRow {
+  round: number;
+  part: "grpc" | "store" | "evalsha" | "rlflex";
+  label: string;
+  requests: number;
+  opsPerSec: number;
+  p50Us: number;
+  p99Us: number;
+  ratioVsEvalsha: number;
+}
+
+const LABELS: Record<RateLimitBenchRow["part"], string> = {
+  grpc: "a. ConsumeRateLimit over gRPC (h2load, authz handler + Redis store)",
+  store: "b. authz store layer in process (limiter.consume -> RedisStore)",
+  evalsha: "c. raw EVALSHA of the same Lua script, one ioredis client",
+  rlflex: "d. rate-limiter-flexible RateLimiterRedis.consume, one ioredis client",
+};
+
+function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
+}
+
+/** `n` calls of `op` with `concurrency` callers each awaiting its previous call; latency per call in µs. */
+async function closedLoop(n: number, concurrency: number, op: () => Promise<unknown>): Promise<{ opsPerSec: number; p50Us: number; p99Us: number }> {
+  const lat = new Float64Array(n);
+  let issued = 0;
+  let done = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (issued < n) {
+        issued++;
+        const s = performance.now();
+        await op();
+        lat[done++] = (performance.now() - s) * 1000;
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  lat.sort();
+  return { opsPerSec: n / secs, p50Us: percentile(lat, 50), p99Us: percentile(lat, 99) };
+}
+
+function runH2load(bin: string, port: number, n: number, clients: number, streams: number, frameFile: string, logFile?: string): Promise<string> {
+  const args = ["-n", String(n), "-c", String(clients), "-m", String(streams), "-d", frameFile, "-H", "content-type: application/grpc", "-H", "te: trailers"];
+  if (logFile) args.push("--log-file", logFile);
+  args.push(`http://127.0.0.1:${port}${PATH}`);
+  return new Promise((resolve, reject) => {
+    const p = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    p.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    p.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    p.on("error", reject);
+    p.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`h2load exited ${code}: ${err}${out}`))));
+  });
+}
+
+function grpcFrame(payload: Uint8Array): Buffer {
+  const f = Buffer.alloc(5 + payload.byteLength);
+  f.writeUInt32BE(payload.byteLength, 1);
+  f.set(payload, 5);
+  return f;
+}
+
+/** One real client call: the handler answers from the store. */
+function verifyOverGrpc(port: number, key: string): Promise<ConsumeRateLimitResponse> {
+  const ser = (m: unknown) => Buffer.from(toBinary(ConsumeRateLimitRequestSchema, create(ConsumeRateLimitRequestSchema, m as never)));
+  const de = (b: Buffer) => fromBinary(ConsumeRateLimitResponseSchema, b);
+  const c = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    c.makeUnaryRequest(PATH, ser, de, { policy: POLICY, subject: { type: "key", id: key }, cost: 1n }, (err, res) => {
+      c.close();
+      if (err || !res) return reject(err ?? new Error("no response"));
+      if (!res.allowed || res.source !== RateLimitDecisionSource.STORE) return reject(new Error(`unexpected answer ${JSON.stringify({ allowed: res.allowed, source: res.source })}`));
+      resolve(res);
+    });
+  });
+}
+
+export interface RateLimitBenchOptions {
+  requests?: number;
+  warmup?: number;
+  rounds?: number;
+  concurrency?: number;
+  redisUrl?: string;
+  h2load?: string;
+}
+
+export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promise<RateLimitBenchRow[]> {
+  const requests = opts.requests ?? envInt("BENCH_RL_REQUESTS", 50_000);
+  const warmup = opts.warmup ?? envInt("BENCH_RL_WARMUP", 5_000);
+  const rounds = opts.rounds ?? envInt("BENCH_RL_ROUNDS", 2);
+  const concurrency = opts.concurrency ?? envInt("BENCH_RL_CONCURRENCY", 64);
+  const redisUrl = opts.redisUrl ?? process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379";
+  const h2loadBin = opts.h2load ?? process.env["H2LOAD"] ?? "/usr/bin/h2load";
+  const algorithm = algorithmFromEnv();
+  const streams = Math.max(1, Math.floor(concurrency / 4));
+  const log = (s: string) => process.stderr.write(`[ratelimit] ${s}\n`);
+  const run = `${process.pid}-${Date.now()}`;
+  const key = (part: string) => `bench-${part}-${run}`;
+
+  const dir = await mkdtemp(path.join(os.tmpdir(), "authz-rl-bench-"));
+  const frameFile = path.join(dir, "frame.bin");
+  await writeFile(
+    frameFile,
+    grpcFrame(toBinary(ConsumeRateLimitRequestSchema, create(ConsumeRateLimitRequestSchema, { policy: POLICY, subject: { type: "key", id: key("grpc") }, cost: 1n }))),
+  );
+
+  const child = await startChild();
+  await verifyOverGrpc(child.port, key("grpc"));
+
+  const logger = createLogger("warn");
+  const store = createRedisStore({
+    url: redisUrl,
+    cluster: false,
+    keyPrefix: "authz:bench",
+    commandTimeoutMs: 50,
+    connectTimeoutMs: 1000,
+    breakerFailures: 5,
+    breakerCooldownMs: 1000,
+    logger,
+  });
+  if (!(await store.ready(5000))) throw new Error(`Redis at ${redisUrl} not reachable`);
+  const policy = policySource(algorithm).current().ratePolicy(POLICY);
+  if (!policy) throw new Error("bench policy missing");
+  const storeFailures = { n: 0 };
+  const storeOp = async () => {
+    const d = await consume(store, [{ policy, owner: { type: "key", id: key("store") } }], 1);
+    if (d.source !== "STORE" || !d.allowed) storeFailures.n++;
+  };
+
+  // Both baselines get the same client options as the authz store (auto-pipelining on).
+  const raw = new Redis(redisUrl, { enableAutoPipelining: true });
+  raw.defineCommand("rlConsume", { lua: SCRIPTS.consume });
+  const rawKey = bucketKey("authz:bench", { policyId: POLICY_ID, algorithm, owner: { type: "key", id: key("evalsha") } });
+  const rawArgs = [1, ALGORITHM_CODE[algorithm], LIMIT, WINDOW_SEC * 1_000_000, 1];
+  const evalshaOp = () => (raw as unknown as { rlConsume(n: number, ...a: (string | number)[]): Promise<number[]> }).rlConsume(1, rawKey, ...rawArgs);
+
+  const rlfClient = new Redis(redisUrl, { enableAutoPipelining: true });
+  const rlf = new RateLimiterRedis({ storeClient: rlfClient, keyPrefix: `authz:bench:rlflx:${run}`, points: LIMIT, duration: WINDOW_SEC });
+  const rlfOp = () => rlf.consume(key("rlflex"), 1);
+
+  const rows: RateLimitBenchRow[] = [];
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      const roundRows: RateLimitBenchRow[] = [];
+      for (const part of ["grpc", "store", "evalsha", "rlflex"] as const) {
+        let m: { opsPerSec: number; p50Us: number; p99Us: number };
+        if (part === "grpc") {
+          const before = await child.sources();
+          if (warmup > 0) parseH2load(await runH2load(h2loadBin, child.port, warmup, 4, streams, frameFile));
+          const logFile = path.join(dir, `grpc-${round}.log`);
+          const r = parseH2load(await runH2load(h2loadBin, child.port, requests, 4, streams, frameFile, logFile));
+          if (r.succeeded !== requests || r.status2xx !== requests) throw new Error(`gRPC run had failures\n${r.raw}`);
+          const after = await child.sources();
+          const storeAnswers = (after["store"] ?? 0) - (before["store"] ?? 0);
+          // h2load sees only HTTP status: every call must also have been decided by the store (not a failure mode).
+          if (storeAnswers !== requests + warmup) throw new Error(`only ${storeAnswers} of ${requests + warmup} calls were decided by Redis: ${JSON.stringify(after)}`);
+          const lat: number[] = [];
+          for (const line of (await readFile(logFile, "utf8")).split("\n")) {
+            const cols = line.split("\t");
+            if (cols.length >= 3 && cols[1] !== "-1") lat.push(Number(cols[2]));
+          }
+          lat.sort((a, b) => a - b);
+          m = { opsPerSec: r.reqPerSec, p50Us: percentile(lat, 50), p99Us: percentile(lat, 99) };
+        } else {
+          const op = part === "store" ? storeOp : part === "evalsha" ? evalshaOp : rlfOp;
+          await closedLoop(warmup, concurrency, op);
+          m = await closedLoop(requests, concurrency, op);
+          if (part === "store" && storeFailures.n > 0) throw new Error(`${storeFailures.n} store-layer calls were not decided by Redis`);
+        }
+        const row: RateLimitBenchRow = { round, part, label: LABELS[part], requests, ...m, ratioVsEvalsha: Number.NaN };
+        roundRows.push(row);
+        log(`round ${round} ${part}: ${m.opsPerSec.toFixed(0)} ops/s, p50 ${(m.p50Us / 1000).toFixed(2)} ms, p99 ${(m.p99Us / 1000).toFixed(2)} ms`);
+      }
+      const base = roundRows.find((r) => r.part === "evalsha")?.opsPerSec ?? Number.NaN;
+      for (const r of roundRows) r.ratioVsEvalsha = r.opsPerSec / base;
+      rows.push(...roundRows);
+    }
+  } finally {
+    await child.stop();
+    await store.close();
+    raw.disconnect();
+    rlfClient.disconnect();
+    await rm(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+const fmt = (us: number) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+};
+
+export function formatRateLimitBench(rows: RateLimitBenchRow[]): string {
+  const head = "| round | path | ops/s | p50 | p99 | ratio vs raw EVALSHA |\n|---:|---|---:|---:|---:|---:|\n";
+  const body = rows.map((r) => `| ${r.round} | ${r.label} | ${r.opsPerSec.toFixed(0)} | ${fmt(r.p50Us)} | ${fmt(r.p99Us)} | ${r.ratioVsEvalsha.toFixed(2)} |`).join("\n");
+  const parts = [...new Set(rows.map((r) => r.part))];
+  const med = parts
+    .map((p) => {
+      const rs = rows.filter((r) => r.part === p);
+      return `| ${LABELS[p]} | ${median(rs.map((r) => r.opsPerSec)).toFixed(0)} | ${fmt(median(rs.map((r) => r.p50Us)))} | ${fmt(median(rs.map((r) => r.p99Us)))} | ${median(rs.map((r) => r.ratioVsEvalsha)).toFixed(2)} |`;
+    })
+    .join("\n");
+  return `${head}${body}\n\nMedian over rounds (ratio = median of per-round ratios):\n\n| path | ops/s | p50 | p99 | ratio vs raw EVALSHA |\n|---|---:|---:|---:|---:|\n${med}\n`;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  if (process.argv[2] === "--serve") {
+    void serveChild();
+  } else {
+    const rows = await runRateLimitBench();
+    const c = envInt("BENCH_RL_CONCURRENCY", 64);
+    process.stdout.write(
+      `## Rate limits\n\nalgorithm ${algorithmFromEnv()}, ${c} calls in flight (h2load -c 4 -m ${Math.max(1, Math.floor(c / 4))}), ` +
+        `${envInt("BENCH_RL_REQUESTS", 50_000)} calls per part and round\n\n${formatRateLimitBench(rows)}`,
+    );
+    process.exit(0);
+  }
+}

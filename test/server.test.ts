@@ -85,6 +85,27 @@ describe("health over a real socket", () => {
   });
 });
 
+describe("the HTTP port speaks HTTP/1.1 and cleartext HTTP/2 on one socket", () => {
+  it("serves /healthz over h2c and gRPC over the HTTP port", async () => {
+    const http2 = await import("node:http2");
+    const session = http2.connect(`http://127.0.0.1:${ports.httpPort}`);
+    const body = await new Promise<string>((resolve, reject) => {
+      const st = session.request({ ":path": "/healthz" });
+      let d = "";
+      st.on("data", (x: Buffer) => {
+        d += x.toString();
+      });
+      st.on("end", () => resolve(d));
+      st.on("error", reject);
+    });
+    session.close();
+    expect(body.trim()).toBe("ok");
+    const health = client(protos, "grpc.health.v1.Health", ports.httpPort);
+    await expect(unary(health, "Check", { service: "" })).resolves.toEqual({ status: "SERVING" });
+    health.close();
+  });
+});
+
 describe("the authz.v1 contract", () => {
   it("errors carry a google.rpc.ErrorInfo with a stable reason, on gRPC and on Connect", async () => {
     const calls: Array<[string, string]> = [

@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import { Duplex } from "node:stream";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { TLSSocket } from "node:tls";
 import { type ConnectRouter, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
@@ -185,11 +186,18 @@ export function createHttpListener(
     socket.once("close", () => sockets.delete(socket));
     socket.once("data", (first: Buffer) => {
       socket.pause();
-      socket.unshift(first);
       const n = Math.min(first.length, PREFACE.length);
       const isH2 = first.subarray(0, n).equals(PREFACE.subarray(0, n));
-      (isH2 ? h2 : h1).emit("connection", socket);
-      socket.resume();
+      if (isH2) {
+        // The HTTP/2 server reads a net.Socket through its native handle and
+        // would never see bytes already read in JS: hand it a stream that
+        // replays the first chunk, then relays the socket.
+        h2.emit("connection", replaying(socket, first));
+      } else {
+        socket.unshift(first);
+        h1.emit("connection", socket);
+        socket.resume();
+      }
     });
   });
   return {
@@ -205,6 +213,33 @@ export function createHttpListener(
       });
     },
   };
+}
+
+/** A duplex over `socket` that first yields `first` (already read from it). */
+function replaying(socket: net.Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      socket.write(chunk, cb);
+    },
+    final(cb) {
+      socket.end(cb);
+    },
+    destroy(err, cb) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(first);
+  socket.on("data", (chunk: Buffer) => {
+    if (!d.push(chunk)) socket.pause();
+  });
+  socket.on("end", () => d.push(null));
+  socket.on("error", (err) => d.destroy(err));
+  socket.on("close", () => d.destroy());
+  return d;
 }
 
 export function listenHttp(l: HttpListener, host: string, port: number): Promise<number> {

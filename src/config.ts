@@ -66,6 +66,10 @@ export interface Config {
   readonly decisionLogSample: number;
   /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off when unset. */
   readonly otlpTracesEndpoint: string | undefined;
+  /** JSON file mapping sidecar (Envoy) requests to decisions; undefined = built-in defaults. */
+  readonly meshConfigFile: string | undefined;
+  /** Base URL published in /.well-known/authzen-configuration; undefined = the request's scheme and Host. */
+  readonly authzenBaseUrl: string | undefined;
   /** Non-fatal findings (unknown AUTHZ_* names), logged at start-up. */
   readonly warnings: readonly string[];
 }
@@ -117,6 +121,8 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_OTLP_ENDPOINT", default: "(unset: no tracing)", meaning: "OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318/v1/traces (OTEL_EXPORTER_OTLP_ENDPOINT is honoured too)." },
   { name: "AUTHZ_TRANSFER_TTL_SECONDS", default: "604800", meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides)." },
   { name: "AUTHZ_TRANSFER_SWEEP_MS", default: "60000", meaning: "How often pending ownership transfers past their expiry are recorded as expired." },
+  { name: "AUTHZ_MESH_CONFIG", default: "(unset: built-in defaults)", meaning: "JSON file mapping Envoy ext_authz requests (routes, subject sources, rate limits) and ShouldRateLimit descriptors to decisions (docs/mesh.md)." },
+  { name: "AUTHZ_AUTHZEN_BASE_URL", default: "(unset: from the request's Host)", meaning: "Base URL (https://...) published as policy_decision_point in /.well-known/authzen-configuration." },
   { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: "Prefix of the rate-limit counter keys in Redis (letters, digits and \"._:-\")." },
 ];
 
@@ -276,6 +282,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     decisionLog: decisionLog(),
     decisionLogSample: fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
     otlpTracesEndpoint: otlp(),
+    meshConfigFile: read("AUTHZ_MESH_CONFIG"),
+    authzenBaseUrl: url("AUTHZ_AUTHZEN_BASE_URL", ["https:", "http:"]),
     warnings,
   };
   if (problems.length > 0) throw new ConfigError(problems);

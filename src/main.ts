@@ -21,6 +21,9 @@ import { addReflection } from "./rpc/reflection.js";
 import { HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
 import { createBindings, SERVED_SERVICES } from "./rpc/services.js";
+import type { DecisionEvent } from "./rpc/permission-handlers.js";
+import { authzenRoutes } from "./rpc/authzen.js";
+import { loadMeshConfig } from "./mesh/config.js";
 import { type ChangeFeed, startChangeFeed } from "./store/change-feed.js";
 import { importDocument } from "./store/import.js";
 import { type LiveEngine, startLiveEngine } from "./store/live-engine.js";
@@ -71,24 +74,30 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
   const authenticator = createAuthenticator({ required: config.authRequired, keys: keys.ring, jwt: () => jwt });
   const decisionLog =
     config.decisionLog === "off" ? DISABLED_DECISION_LOG : createDecisionLog({ destination: config.decisionLog, sampleRate: config.decisionLogSample });
+  const mesh = loadMeshConfig(config.meshConfigFile);
+  const onDecision = (e: DecisionEvent) => {
+    metrics.decision(e.method, e.decision.allowed);
+    if (decisionLog.enabled) {
+      decisionLog.record({
+        callId: e.ctx.requestId,
+        caller: e.ctx.caller?.id ?? "anonymous",
+        method: e.method,
+        subject: e.subject,
+        permission: e.permission,
+        resource: e.resource,
+        allowed: e.decision.allowed,
+        reason: e.decision.reason,
+        revision: e.revision.toString(),
+      });
+    }
+  };
   const bindings = guard(
     createBindings(health, {
-      onDecision: (e) => {
-        metrics.decision(e.method, e.decision.allowed);
-        if (decisionLog.enabled) {
-          decisionLog.record({
-            callId: e.ctx.requestId,
-            caller: e.ctx.caller?.id ?? "anonymous",
-            method: e.method,
-            subject: e.subject,
-            permission: e.permission,
-            resource: e.resource,
-            allowed: e.decision.allowed,
-            reason: e.decision.reason,
-            revision: e.revision.toString(),
-          });
-        }
-      },
+      onDecision,
+      mesh,
+      rateLimitStore: rateLimit.store,
+      onRateLimitDecision: (source) => metrics.rateLimitSource(source),
+      logger: logger.child({ module: "mesh" }),
       maxWaitMs: config.maxWaitMs,
       rateLimit: rateLimit.handlers,
       transferTtlMs: config.transferTtlSeconds * 1000,
@@ -121,6 +130,17 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     maxMessageBytes: config.maxMessageBytes,
     tls,
     peerIdentity,
+    extraRoutes: authzenRoutes({
+      live: () => live ?? notReady(),
+      authenticator,
+      callLog,
+      logger: logger.child({ module: "authzen" }),
+      onDecision,
+      baseUrl: config.authzenBaseUrl,
+      maxBodyBytes: config.maxMessageBytes,
+      maxWaitMs: config.maxWaitMs,
+      peerIdentity,
+    }),
     metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
   });
   metrics.attach({

@@ -9,9 +9,13 @@ import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
 import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
+import { Authorization, ENVOY_SERVICE_NAMES, EnvoyRateLimitService, envoyAuthorizationHandlers, envoyRateLimitHandlers } from "./envoy-handlers.js";
+import type { MeshConfig } from "../mesh/config.js";
+import type { RateLimitStore } from "../ratelimit/store.js";
+import type { Logger } from "../logger.js";
 
 /** Service names the health service reports on, besides the server as a whole (""). */
-export const SERVED_SERVICES = [PermissionService.typeName, AdminService.typeName, RateLimitService.typeName];
+export const SERVED_SERVICES = [PermissionService.typeName, AdminService.typeName, RateLimitService.typeName, ...ENVOY_SERVICE_NAMES];
 
 export interface ServiceDeps {
   /** Per decision: metrics and the decision log. */
@@ -26,6 +30,13 @@ export interface ServiceDeps {
   rateLimit: ServiceHandlers<typeof RateLimitService>;
   /** Default lifetime of a requested ownership transfer. */
   transferTtlMs: number;
+  /** The mesh mapping for the Envoy services. */
+  mesh: MeshConfig;
+  /** The rate-limit counter store (shared with RateLimitService). */
+  rateLimitStore: RateLimitStore;
+  /** Per Envoy rate-limit answer, with its source (metrics). */
+  onRateLimitDecision?: (source: string) => void;
+  logger?: Logger;
 }
 
 /** Every service with its one implementation, served on both listeners. */
@@ -41,5 +52,19 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),
     } satisfies ServiceHandlers<typeof AdminService>),
     bind(RateLimitService, deps.rateLimit),
+    ...envoyBindings(deps),
   ];
+}
+
+function envoyBindings(deps: ServiceDeps): ServiceBinding[] {
+  const envoy = {
+    live: deps.live,
+    store: deps.rateLimitStore,
+    mesh: deps.mesh,
+    ...(deps.onDecision ? { onDecision: deps.onDecision } : {}),
+    ...(deps.onRateLimitDecision ? { onRateLimitDecision: deps.onRateLimitDecision } : {}),
+    ...(deps.logger ? { logger: deps.logger } : {}),
+    ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
+  };
+  return [bind(Authorization, envoyAuthorizationHandlers(envoy)), bind(EnvoyRateLimitService, envoyRateLimitHandlers(envoy))];
 }

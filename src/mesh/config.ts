@@ -1,0 +1,356 @@
+// The mesh mapping (AUTHZ_MESH_CONFIG): how an HTTP request seen by Envoy
+// becomes a decision (subject, permission, resource, rate limit) and how
+// ShouldRateLimit descriptors name policies and subjects. A JSON file, read
+// once at start-up and validated as a whole: every problem is reported at
+// once, as loadConfig does. docs/mesh.md documents the format.
+
+import { readFileSync } from "node:fs";
+import { ConfigError } from "../config.js";
+import { RATE_SUBJECT_TYPES, type RateSubjectType } from "../engine/rate-limit-policies.js";
+import { RESOURCE_TYPES, SUBJECT_TYPES } from "../engine/types.js";
+import { compilePath, compileValue, type PathTemplate, splitRef, type ValueTemplate } from "./template.js";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+const METHODS = /^[A-Z]+$/;
+const MAX_COST = 1_000_000;
+
+/** Where the subject of a request comes from; the sources are tried in order and the first one present wins. */
+export type SubjectSource =
+  | {
+      readonly from: "header";
+      /** Lower-case header name, e.g. "x-authz-subject". */
+      readonly header: string;
+      /** Set: the header holds only the id, of this type. Unset: it holds "type:id". */
+      readonly type: string | undefined;
+    }
+  | {
+      readonly from: "jwt";
+      /** Path of the claim in the payload ("sub", or "a.b" for a nested claim). */
+      readonly claim: readonly string[];
+      /** Set: the claim holds only the id, of this type. Unset: it holds "type:id". */
+      readonly type: string | undefined;
+      /** Dynamic-metadata namespace of the verified payload (jwt_authn's). */
+      readonly metadataNamespace: string;
+      /** Key of the payload in that namespace (jwt_authn payload_in_metadata). */
+      readonly metadataKey: string;
+      /** Set: read the payload from this header instead (jwt_authn forward_payload_header, base64url JSON). */
+      readonly header: string | undefined;
+    }
+  | {
+      readonly from: "peer";
+      /** Exact peer principal (e.g. a SPIFFE id) → subject. */
+      readonly principals: ReadonlyMap<string, { readonly type: string; readonly id: string }>;
+    };
+
+/** A rate limit spent by an allowed request of a route. */
+export interface RouteRateLimit {
+  readonly policy: string;
+  /** The counting subject as "type:id" (user, organization or key); "{subject}" by default. */
+  readonly subject: ValueTemplate;
+  /** For a user subject: the organization whose organization-scoped policies also count. */
+  readonly organization: ValueTemplate | undefined;
+  readonly cost: number;
+}
+
+/** One route of the method + path table (or a named route that context_extensions pick). */
+export interface MeshRoute {
+  readonly name: string | undefined;
+  /** Upper-case methods; undefined = any method. */
+  readonly methods: ReadonlySet<string> | undefined;
+  /** undefined: only reachable by name (context_extensions authz_route). */
+  readonly path: PathTemplate | undefined;
+  /** Allowed without identity or check. */
+  readonly public: boolean;
+  readonly permission: string | undefined;
+  /** The resource as "type:id". */
+  readonly resource: ValueTemplate | undefined;
+  readonly rateLimit: RouteRateLimit | undefined;
+}
+
+/** How ShouldRateLimit reads descriptors. */
+export interface RateLimitServiceMapping {
+  /** Domains served; undefined = any. Descriptors of other domains are OK with no limit. */
+  readonly domains: ReadonlySet<string> | undefined;
+  /** The descriptor entry whose value names the policy. */
+  readonly policyKey: string;
+  /** Descriptor entry key → the rate subject type its value is. */
+  readonly subjectKeys: ReadonlyMap<string, RateSubjectType>;
+}
+
+export interface MeshConfig {
+  /** Where the file came from ("(built-in defaults)" without one). */
+  readonly source: string;
+  readonly unknownRoute: "deny" | "allow";
+  readonly subject: readonly SubjectSource[];
+  /** Value of WWW-Authenticate on a 401. */
+  readonly wwwAuthenticate: string;
+  /** Request header whose revision token asks for an answer at least that fresh; undefined = none. */
+  readonly consistencyHeader: string | undefined;
+  /** Upstream headers set on an allowed request; undefined = not set. */
+  readonly okHeaders: { readonly revision: string | undefined; readonly subject: string | undefined };
+  readonly routes: readonly MeshRoute[];
+  readonly routesByName: ReadonlyMap<string, MeshRoute>;
+  readonly rateLimitService: RateLimitServiceMapping;
+}
+
+export const DEFAULT_SUBJECT_HEADER = "x-authz-subject";
+export const JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn";
+
+/** Reads and validates the mapping file (JSON); the built-in defaults when `path` is undefined. ConfigError lists every problem. */
+export function loadMeshConfig(path: string | undefined): MeshConfig {
+  if (path === undefined) return parseMeshConfig({}, "(built-in defaults)");
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError([`AUTHZ_MESH_CONFIG ${path}: ${(err as Error).message}`]);
+  }
+  return parseMeshConfig(doc, path);
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** Validates a parsed mapping document; ConfigError lists every problem, each prefixed with `source` and the JSON path. */
+export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
+  const problems: string[] = [];
+  const bad = (at: string, msg: string) => problems.push(`${source}: ${at}: ${msg}`);
+  const root: Obj = isObj(doc) ? doc : (bad("$", "must be a JSON object"), {});
+  const known = (o: Obj, at: string, keys: readonly string[]) => {
+    for (const k of Object.keys(o)) if (!keys.includes(k)) bad(`${at}.${k}`, `is not a known setting (known: ${keys.join(", ")})`);
+  };
+  known(root, "$", ["$comment", "unknown_route", "subject", "www_authenticate", "consistency_header", "ok_headers", "routes", "rate_limit_service"]);
+
+  const str = (o: Obj, key: string, at: string): string | undefined => {
+    const v = o[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v === "") {
+      bad(`${at}.${key}`, "must be a non-empty string");
+      return undefined;
+    }
+    return v;
+  };
+  const header = (o: Obj, key: string, at: string): string | undefined => {
+    const v = str(o, key, at)?.toLowerCase();
+    if (v !== undefined && !HEADER_NAME.test(v)) {
+      bad(`${at}.${key}`, `"${v}" is not a header name`);
+      return undefined;
+    }
+    return v;
+  };
+  /** A header name, or null to turn the header off; `fallback` when absent. */
+  const optionalHeader = (o: Obj, key: string, at: string, fallback: string): string | undefined =>
+    o[key] === null ? undefined : (header(o, key, at) ?? fallback);
+  const subjectType = (o: Obj, at: string): string | undefined => {
+    const t = str(o, "type", at);
+    if (t !== undefined && !(SUBJECT_TYPES as readonly string[]).includes(t)) bad(`${at}.type`, `must be one of ${SUBJECT_TYPES.join(", ")}`);
+    return t;
+  };
+  const template = (o: Obj, key: string, at: string, pathVars: ReadonlySet<string> | undefined): ValueTemplate | undefined => {
+    const s = str(o, key, at);
+    if (s === undefined) return undefined;
+    try {
+      const t = compileValue(s);
+      for (const v of t.vars) {
+        if (!pathVars?.has(v)) bad(`${at}.${key}`, `uses {${v}}, which the route's path does not capture`);
+      }
+      return t;
+    } catch (err) {
+      bad(`${at}.${key}`, (err as Error).message);
+      return undefined;
+    }
+  };
+
+  // unknown_route
+  const unknownRaw = root["unknown_route"] ?? "deny";
+  if (unknownRaw !== "deny" && unknownRaw !== "allow") bad("$.unknown_route", 'must be "deny" or "allow"');
+  const unknownRoute = unknownRaw === "allow" ? "allow" : "deny";
+
+  // subject
+  const subject: SubjectSource[] = [];
+  const subjectRaw = root["subject"] ?? [{ from: "header", header: DEFAULT_SUBJECT_HEADER }];
+  if (!Array.isArray(subjectRaw)) bad("$.subject", "must be an array of subject sources");
+  else {
+    subjectRaw.forEach((s: unknown, i) => {
+      const at = `$.subject[${i}]`;
+      if (!isObj(s)) return void bad(at, "must be an object");
+      switch (s["from"]) {
+        case "header": {
+          known(s, at, ["from", "header", "type"]);
+          const h = header(s, "header", at);
+          if (h === undefined && s["header"] === undefined) bad(`${at}.header`, "is required");
+          subject.push({ from: "header", header: h ?? DEFAULT_SUBJECT_HEADER, type: subjectType(s, at) });
+          break;
+        }
+        case "jwt": {
+          known(s, at, ["from", "claim", "type", "metadata_namespace", "metadata_key", "header"]);
+          const claim = str(s, "claim", at);
+          if (claim === undefined && s["claim"] === undefined) bad(`${at}.claim`, "is required (e.g. \"sub\")");
+          subject.push({
+            from: "jwt",
+            claim: (claim ?? "sub").split("."),
+            type: subjectType(s, at),
+            metadataNamespace: str(s, "metadata_namespace", at) ?? JWT_AUTHN_NAMESPACE,
+            metadataKey: str(s, "metadata_key", at) ?? "jwt_payload",
+            header: header(s, "header", at),
+          });
+          break;
+        }
+        case "peer": {
+          known(s, at, ["from", "principals"]);
+          const table = s["principals"];
+          const principals = new Map<string, { type: string; id: string }>();
+          if (!isObj(table) || Object.keys(table).length === 0) bad(`${at}.principals`, 'must map principals to subjects, e.g. {"spiffe://...": "principal:<uuid>"}');
+          else {
+            for (const [principal, ref] of Object.entries(table)) {
+              const r = typeof ref === "string" ? splitRef(ref) : undefined;
+              if (!r || !(SUBJECT_TYPES as readonly string[]).includes(r.type) || !UUID.test(r.id)) {
+                bad(`${at}.principals["${principal}"]`, `must be "type:uuid" with type one of ${SUBJECT_TYPES.join(", ")}`);
+              } else principals.set(principal, { type: r.type, id: r.id.toLowerCase() });
+            }
+          }
+          subject.push({ from: "peer", principals });
+          break;
+        }
+        default:
+          bad(`${at}.from`, 'must be "header", "jwt" or "peer"');
+      }
+    });
+  }
+
+  // routes
+  const routes: MeshRoute[] = [];
+  const routesByName = new Map<string, MeshRoute>();
+  const routesRaw = root["routes"] ?? [];
+  if (!Array.isArray(routesRaw)) bad("$.routes", "must be an array of routes");
+  else {
+    routesRaw.forEach((r: unknown, i) => {
+      const at = `$.routes[${i}]`;
+      if (!isObj(r)) return void bad(at, "must be an object");
+      known(r, at, ["$comment", "name", "method", "path", "public", "permission", "resource", "rate_limit"]);
+      const route = parseRoute(r, at, { bad, str, template });
+      if (!route) return;
+      if (route.name !== undefined) {
+        if (routesByName.has(route.name)) bad(`${at}.name`, `"${route.name}" is used by an earlier route`);
+        routesByName.set(route.name, route);
+      }
+      if (route.path === undefined && route.name === undefined) bad(at, "needs a path (table route) or a name (picked by context_extensions authz_route)");
+      routes.push(route);
+    });
+  }
+
+  // rate_limit_service
+  const rls: Obj = isObj(root["rate_limit_service"]) ? root["rate_limit_service"] : {};
+  if (root["rate_limit_service"] !== undefined && !isObj(root["rate_limit_service"])) bad("$.rate_limit_service", "must be an object");
+  known(rls, "$.rate_limit_service", ["domains", "policy_key", "subject_keys"]);
+  let domains: Set<string> | undefined;
+  if (rls["domains"] !== undefined) {
+    const d = rls["domains"];
+    if (!Array.isArray(d) || d.length === 0 || !d.every((x) => typeof x === "string" && x !== "")) bad("$.rate_limit_service.domains", "must be a non-empty array of domain names");
+    else domains = new Set(d as string[]);
+  }
+  const subjectKeys = new Map<string, RateSubjectType>();
+  const keysRaw = rls["subject_keys"] ?? { user: "user", organization: "organization", key: "key" };
+  if (!isObj(keysRaw)) bad("$.rate_limit_service.subject_keys", 'must map descriptor keys to "user", "organization" or "key"');
+  else {
+    for (const [k, t] of Object.entries(keysRaw)) {
+      if (typeof t !== "string" || !(RATE_SUBJECT_TYPES as readonly string[]).includes(t)) {
+        bad(`$.rate_limit_service.subject_keys.${k}`, 'must be "user", "organization" or "key"');
+      } else subjectKeys.set(k, t as RateSubjectType);
+    }
+  }
+  const policyKey = str(rls, "policy_key", "$.rate_limit_service") ?? "policy";
+  if (subjectKeys.has(policyKey)) bad("$.rate_limit_service.policy_key", `"${policyKey}" is also a subject key`);
+
+  const wwwAuthenticate = str(root, "www_authenticate", "$") ?? 'Bearer realm="authz"';
+  const consistencyHeader = optionalHeader(root, "consistency_header", "$", "x-authz-at-least-as-fresh");
+  const okRaw: Obj = isObj(root["ok_headers"]) ? root["ok_headers"] : {};
+  if (root["ok_headers"] !== undefined && !isObj(root["ok_headers"])) bad("$.ok_headers", "must be an object");
+  known(okRaw, "$.ok_headers", ["revision", "subject"]);
+  const okHeaders = {
+    revision: optionalHeader(okRaw, "revision", "$.ok_headers", "x-authz-revision"),
+    subject: optionalHeader(okRaw, "subject", "$.ok_headers", "x-authz-subject"),
+  };
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({
+    source,
+    unknownRoute,
+    subject,
+    wwwAuthenticate,
+    consistencyHeader,
+    okHeaders,
+    routes,
+    routesByName,
+    rateLimitService: { domains, policyKey, subjectKeys },
+  });
+}
+
+interface Helpers {
+  bad(at: string, msg: string): void;
+  str(o: Obj, key: string, at: string): string | undefined;
+  template(o: Obj, key: string, at: string, pathVars: ReadonlySet<string> | undefined): ValueTemplate | undefined;
+}
+
+function parseRoute(r: Obj, at: string, h: Helpers): MeshRoute | undefined {
+  const { bad, str, template } = h;
+  let path: PathTemplate | undefined;
+  const pathRaw = str(r, "path", at);
+  if (pathRaw !== undefined) {
+    try {
+      path = compilePath(pathRaw);
+    } catch (err) {
+      bad(`${at}.path`, (err as Error).message);
+      return undefined;
+    }
+  }
+  let methods: Set<string> | undefined;
+  const m = r["method"];
+  if (m !== undefined && m !== "*") {
+    const list = typeof m === "string" ? [m] : m;
+    if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === "string" && METHODS.test(x.toUpperCase()))) {
+      bad(`${at}.method`, 'must be a method ("GET"), a list of methods, or "*"');
+    } else methods = new Set(list.map((x: string) => x.toUpperCase()));
+  }
+  const isPublic = r["public"] === true;
+  if (r["public"] !== undefined && typeof r["public"] !== "boolean") bad(`${at}.public`, "must be true or false");
+  const permission = str(r, "permission", at);
+  if (permission !== undefined && permission.length > 128) bad(`${at}.permission`, "is longer than 128 characters");
+  const vars = path?.vars;
+  const resource = template(r, "resource", at, vars);
+  if (resource?.usesSubject) bad(`${at}.resource`, "cannot use {subject}");
+  if (!isPublic) {
+    if (permission === undefined && r["permission"] === undefined) bad(`${at}.permission`, "is required unless the route is public");
+    if (resource === undefined && r["resource"] === undefined) bad(`${at}.resource`, 'is required unless the route is public (e.g. "organization:{org}")');
+  }
+  if (resource) {
+    // A literal resource can be checked now.
+    const literal = resource.pieces.every((p) => p.kind === "text") ? splitRef(resource.source) : undefined;
+    if (literal && (!(RESOURCE_TYPES as readonly string[]).includes(literal.type) || !UUID.test(literal.id))) {
+      bad(`${at}.resource`, `must be "type:id" with type one of ${RESOURCE_TYPES.join(", ")} and a UUID id`);
+    }
+  }
+  let rateLimit: RouteRateLimit | undefined;
+  const rl = r["rate_limit"];
+  if (rl !== undefined) {
+    const rat = `${at}.rate_limit`;
+    if (!isObj(rl)) bad(rat, "must be an object");
+    else {
+      for (const k of Object.keys(rl)) if (!["policy", "subject", "organization", "cost"].includes(k)) bad(`${rat}.${k}`, "is not a known setting (known: policy, subject, organization, cost)");
+      const policy = str(rl, "policy", rat);
+      if (policy === undefined) bad(`${rat}.policy`, "is required");
+      const subject = rl["subject"] === undefined ? compileValue("{subject}") : template(rl, "subject", rat, vars);
+      const organization = template(rl, "organization", rat, vars);
+      const cost = rl["cost"] ?? 1;
+      if (typeof cost !== "number" || !Number.isInteger(cost) || cost < 0 || cost > MAX_COST) bad(`${rat}.cost`, `must be a whole number between 0 and ${MAX_COST}`);
+      if (isPublic && (subject?.usesSubject || organization?.usesSubject)) bad(rat, "a public route has no subject: count by a header or path variable instead");
+      if (policy !== undefined && subject !== undefined) rateLimit = { policy, subject, organization, cost: typeof cost === "number" ? cost : 1 };
+    }
+  }
+  const name = str(r, "name", at);
+  return { name, methods, path, public: isPublic, permission, resource, rateLimit };
+}
+
+/** The mapping with no file: subject from x-authz-subject, no routes (context_extensions only), unknown routes denied. */
+export const DEFAULT_MESH_CONFIG: MeshConfig = parseMeshConfig({}, "(built-in defaults)");

@@ -1,0 +1,501 @@
+// Envoy's two sidecar contracts, served natively:
+//   envoy.service.auth.v3.Authorization/Check            (ext_authz filter)
+//   envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit (ratelimit filter)
+// The mesh mapping (src/mesh/) turns the HTTP request into subject,
+// permission, resource and rate limit; the decision comes from the same live
+// engine as Check and the same limiter as ConsumeRateLimit.
+//
+// Failure rule (docs/mesh.md): whatever can be judged from the HTTP request
+// is a CheckResponse (allow, 400, 401, 403, 429, 503), never a gRPC error.
+// A gRPC error means authz could not decide (engine not loaded, mapping or
+// policy misconfigured, internal error): Envoy's failure_mode_allow /
+// status_on_error (ext_authz) or failure_mode_deny (ratelimit) then applies.
+
+import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { SubjectRefSchema } from "../../gen/authz/v1/common_pb.js";
+import { HeaderValueOption_HeaderAppendAction } from "../../gen/envoy/config/core/v3/base_pb.js";
+import type { RateLimitDescriptor } from "../../gen/envoy/extensions/common/ratelimit/v3/ratelimit_pb.js";
+import type { AttributeContext, AttributeContext_HttpRequest } from "../../gen/envoy/service/auth/v3/attribute_context_pb.js";
+import { Authorization, type CheckRequest, type CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import {
+  RateLimitService as EnvoyRateLimitService,
+  type RateLimitRequest,
+  RateLimitResponse_Code,
+  type RateLimitResponse_DescriptorStatusSchema,
+  RateLimitResponse_RateLimit_Unit,
+  type RateLimitResponseSchema,
+} from "../../gen/envoy/service/ratelimit/v3/rls_pb.js";
+import type { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.js";
+import type { Engine } from "../engine/engine.js";
+import { type AppliedPolicy, GLOBAL_OWNER, type RatePolicy, type RateSubject } from "../engine/rate-limit-policies.js";
+import type { ResourceRef, SubjectRef } from "../engine/types.js";
+import { AuthzError, invalidArgument } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { MeshConfig, MeshRoute } from "../mesh/config.js";
+import { planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
+import { type HttpAttributes, MeshMappingError, resolveRoute, resolveSubject } from "../mesh/request.js";
+import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from "../mesh/template.js";
+import { NEVER } from "../ratelimit/algorithms.js";
+import { combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
+import type { RateLimitStore } from "../ratelimit/store.js";
+import type { LiveEngine } from "../store/live-engine.js";
+import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
+import { toRateSubject } from "./rate-limit-handlers.js";
+import { confineRead } from "./tenancy.js";
+
+export { Authorization, EnvoyRateLimitService };
+
+/** The Envoy services, for health (SERVED_SERVICES). */
+export const ENVOY_SERVICE_NAMES: readonly string[] = [Authorization.typeName, EnvoyRateLimitService.typeName];
+
+export interface EnvoyHandlerDeps {
+  /** The live engine (decisions and rate-limit policies); throws UNAVAILABLE until the store is loaded. */
+  live: () => LiveEngine;
+  /** The rate-limit counter store, shared with RateLimitService (createRateLimitService(...).store). */
+  store: RateLimitStore;
+  /** The mesh mapping (loadMeshConfig(config.meshConfigFile)). */
+  mesh: MeshConfig;
+  /** Per decision of Authorization/Check (metrics and the decision log), as for Check. */
+  onDecision?: (e: DecisionEvent) => void;
+  /** Per rate-limit answer, with its source in lower case (metrics.rateLimitSource). */
+  onRateLimitDecision?: (source: string) => void;
+  /** Configuration faults found at request time are logged here (at most once a minute each). */
+  logger?: Logger;
+  clock?: () => number;
+  /** Cap on freshness waits (AUTHZ_MAX_WAIT_MS). */
+  maxWaitMs?: number;
+}
+
+const REVISION = /^\d{1,19}$/;
+const UINT32_MAX = 0xffff_ffff;
+const OVERWRITE = HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD;
+
+type CheckResponseInit = MessageInitShape<typeof CheckResponseSchema>;
+type Headers = Array<[string, string]>;
+
+/** A header Envoy sets, replacing any value of that name (also on Envoys that only read the deprecated `append`). */
+const headerOption = ([key, value]: [string, string]) => ({ header: { key, value }, append: false, appendAction: OVERWRITE });
+
+function attributesOf(a: AttributeContext, http: AttributeContext_HttpRequest): HttpAttributes {
+  let headers: Record<string, string> = http.headers;
+  const raw = http.headerMap?.headers;
+  if (Object.keys(headers).length === 0 && raw && raw.length > 0) {
+    // encode_raw_headers: a list of (key, raw_value); repeated names are joined as HTTP does.
+    headers = {};
+    for (const h of raw) {
+      const k = h.key.toLowerCase();
+      const v = h.value !== "" ? h.value : Buffer.from(h.rawValue).toString("latin1");
+      headers[k] = headers[k] === undefined ? v : `${headers[k]},${v}`;
+    }
+  }
+  const filterMetadata = a.metadataContext?.filterMetadata;
+  return {
+    method: http.method,
+    path: http.path,
+    header: (name) => headers[name],
+    principal: a.source?.principal ?? "",
+    contextExtensions: a.contextExtensions,
+    metadata: (ns) => filterMetadata?.[ns],
+  };
+}
+
+/** A decision that denies: the HTTP answer Envoy sends to the client, and the non-OK status that makes it a denial. */
+function denied(http: number, code: Code, error: string, message: string, headers: Headers = [], metadata: JsonObject = {}): CheckResponseInit {
+  return {
+    status: { code, message },
+    httpResponse: {
+      case: "deniedResponse",
+      value: {
+        status: { code: http as StatusCode },
+        headers: [["content-type", "application/json"] as [string, string], ...headers].map(headerOption),
+        body: JSON.stringify({ error, message }),
+      },
+    },
+    dynamicMetadata: { decision: "deny", http_status: http, error, ...metadata },
+  };
+}
+
+/** Logs each distinct configuration fault at most once a minute. */
+function faultLogger(logger: Logger | undefined) {
+  const last = new Map<string, number>();
+  return (message: string) => {
+    const now = Date.now();
+    if ((last.get(message) ?? 0) > now - 60_000) return;
+    if (last.size > 1000) last.clear();
+    last.set(message, now);
+    logger?.warn({ fault: message }, "mesh mapping fault: authz answers with an error, so Envoy's failure mode applies");
+  };
+}
+
+/** A configuration fault: a gRPC error, so Envoy's failure mode decides. */
+const mappingFault = (message: string, cause?: unknown) =>
+  new AuthzError("FAILED_PRECONDITION", `mesh mapping: ${message}`, { reason: "MESH_MAPPING", ...(cause !== undefined ? { cause } : {}) });
+
+/** Runs `fn`; an INVALID_ARGUMENT it throws (a bad value in the HTTP request) becomes `onInvalid(message)`. */
+function orBadRequest<T>(fn: () => T, onInvalid: (message: string) => CheckResponseInit): T | { bad: CheckResponseInit } {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof AuthzError && err.code === "INVALID_ARGUMENT") return { bad: onInvalid(err.message) };
+    throw err;
+  }
+}
+const isBad = (v: unknown): v is { bad: CheckResponseInit } => typeof v === "object" && v !== null && "bad" in v;
+
+const badRequest = (message: string) => denied(400, Code.InvalidArgument, "invalid_request", message);
+
+function durationOf(us: number): { seconds: bigint; nanos: number } {
+  const v = Math.max(0, Math.round(us));
+  return { seconds: BigInt(Math.floor(v / 1_000_000)), nanos: (v % 1_000_000) * 1000 };
+}
+
+const UNIT: Record<WindowUnit, RateLimitResponse_RateLimit_Unit> = {
+  second: RateLimitResponse_RateLimit_Unit.SECOND,
+  minute: RateLimitResponse_RateLimit_Unit.MINUTE,
+  hour: RateLimitResponse_RateLimit_Unit.HOUR,
+  day: RateLimitResponse_RateLimit_Unit.DAY,
+  week: RateLimitResponse_RateLimit_Unit.WEEK,
+  month: RateLimitResponse_RateLimit_Unit.MONTH,
+  year: RateLimitResponse_RateLimit_Unit.YEAR,
+};
+
+const currentLimit = (p: RatePolicy) => ({ name: p.name, requestsPerUnit: Math.min(p.limit, UINT32_MAX), unit: UNIT[windowUnit(p.windowSec)] });
+
+/** The figures of a policy result for headers: retry-after when denied, the (exact) reset otherwise. */
+const figures = (r: PolicyResult) => ({ limit: r.policy.limit, remaining: r.remaining, resetAfterUs: r.resetAfterUs, retryAfterUs: r.retryAfterUs });
+
+/** A rate subject from "type:id"; INVALID_ARGUMENT when it is not one. */
+function rateSubjectFrom(value: string, field: string): RateSubject {
+  const r = splitRef(value);
+  if (!r) throw invalidArgument(`${field} must be "type:id" (user, organization or key), got "${value.slice(0, 80)}"`, field);
+  return toRateSubject(create(SubjectRefSchema, r), field);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Applied policies of a rate-limit input; a missing policy or a scope mismatch is the mapping's fault. */
+function appliedFor(engine: Engine, input: ConsumeInput): AppliedPolicy[] {
+  try {
+    return resolvePolicies(engine, input);
+  } catch (err) {
+    if (err instanceof AuthzError) throw mappingFault(`rate limit: ${err.message}`, err);
+    throw err;
+  }
+}
+
+/** A tenant-bound caller may only spend the budgets of organizations in its tenant. */
+function confineRate(ctx: CallContext, engine: Engine, input: ConsumeInput): void {
+  if (!ctx.caller?.tenantId) return;
+  if (input.subject.type === "organization") confineRead(ctx, engine, undefined, { type: "organization", id: input.subject.id });
+  if (input.organizationId) confineRead(ctx, engine, undefined, { type: "organization", id: input.organizationId });
+}
+
+export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof Authorization> {
+  const { mesh, store } = deps;
+  const clock = deps.clock ?? Date.now;
+  const onDecision = deps.onDecision ?? (() => {});
+  const fault = faultLogger(deps.logger);
+
+  /** Spends a route's rate limit; undefined when allowed (with headers for the response), else the denial. */
+  async function spend(
+    ctx: CallContext,
+    engine: Engine,
+    route: MeshRoute,
+    input: TemplateInput,
+    meta: JsonObject,
+  ): Promise<{ denied: CheckResponseInit } | { headers: Headers }> {
+    const rl = route.rateLimit;
+    if (!rl) return { headers: [] };
+    const render = (t: ValueTemplate, what: string): string | CheckResponseInit => {
+      const r = renderValue(t, input);
+      if (r.ok) return r.value;
+      if (r.kind === "header") return badRequest(`${what} needs ${r.missing}`);
+      throw mappingFault(`${what} "${t.source}" needs ${r.missing}, which this route does not provide`);
+    };
+    const subjectValue = render(rl.subject, "the rate-limit subject");
+    if (typeof subjectValue !== "string") return { denied: subjectValue };
+    let organizationId: string | undefined;
+    if (rl.organization) {
+      const o = render(rl.organization, "the rate-limit organization");
+      if (typeof o !== "string") return { denied: o };
+      if (!UUID.test(o)) return { denied: badRequest(`the rate-limit organization must be a UUID, got "${o.slice(0, 60)}"`) };
+      organizationId = o.toLowerCase();
+    }
+    const subject = orBadRequest(() => rateSubjectFrom(subjectValue, "rate_limit.subject"), badRequest);
+    if (isBad(subject)) return { denied: subject.bad };
+    const consumeInput: ConsumeInput = { policy: rl.policy, subject, organizationId: subject.type === "user" ? organizationId : undefined };
+    try {
+      confineRate(ctx, engine, consumeInput);
+    } catch (err) {
+      if (err instanceof AuthzError && err.code === "PERMISSION_DENIED") {
+        return { denied: denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: "OTHER_TENANT" }) };
+      }
+      throw err;
+    }
+    const d = await consume(store, appliedFor(engine, consumeInput), rl.cost);
+    deps.onRateLimitDecision?.(d.source.toLowerCase());
+    const top = d.deciding;
+    if (!d.allowed && top) {
+      const rmeta = { ...meta, rate_limit_policy: top.policy.name, rate_limit_source: d.source };
+      if (d.source === "FAILURE_CLOSED") {
+        const retry = String(Math.max(1, Math.ceil(top.retryAfterUs / 1_000_000)));
+        return {
+          denied: denied(503, Code.Unavailable, "rate_limit_unavailable", "the rate limit cannot be checked right now; retry later", [["retry-after", retry]], rmeta),
+        };
+      }
+      return {
+        denied: denied(429, Code.ResourceExhausted, "rate_limited", `rate limit ${top.policy.name} exceeded`, rateLimitHeaders(figures(top), true), rmeta),
+      };
+    }
+    // Allowed: tell the client where it stands (only when a counter answered).
+    return { headers: top && d.source === "STORE" ? rateLimitHeaders(figures(top), false) : [] };
+  }
+
+  return {
+    async check(req: CheckRequest, ctx: CallContext): Promise<CheckResponseInit> {
+      const a = req.attributes;
+      const http = a?.request?.http;
+      if (!a || !http) return badRequest("the check request carries no HTTP request (attributes.request.http)");
+      if (!http.path || !http.method) return badRequest("the check request's HTTP request has no method or path");
+      const attrs = attributesOf(a, http);
+      let resolution: ReturnType<typeof resolveRoute>;
+      try {
+        resolution = resolveRoute(mesh, attrs);
+      } catch (err) {
+        if (err instanceof MeshMappingError) {
+          fault(err.message);
+          throw mappingFault(err.message, err);
+        }
+        throw err;
+      }
+      const subjectHeader = mesh.okHeaders.subject;
+      // Upstream must never see a subject header authz did not set.
+      const strip = subjectHeader ? [subjectHeader] : [];
+      const allowAnonymous = (route: string, headers: Headers = []): CheckResponseInit => ({
+        status: { code: 0 },
+        httpResponse: { case: "okResponse", value: { headersToRemove: strip, responseHeadersToAdd: headers.map(headerOption) } },
+        dynamicMetadata: { decision: "allow", route },
+      });
+      if (resolution.kind === "unknown") {
+        if (mesh.unknownRoute === "allow") return allowAnonymous("unknown");
+        return denied(403, Code.PermissionDenied, "unknown_route", `no authz route for ${attrs.method} ${attrs.path.split("?")[0]?.slice(0, 200)}`, [], { route: "unknown" });
+      }
+      const { route, vars } = resolution;
+      const routeName = route.name ?? route.path?.source ?? resolution.via;
+      const header = attrs.header;
+      const fresh = freshness(attrs);
+      if (fresh === undefined) return badRequest(`header ${mesh.consistencyHeader} must be a revision token returned by authz`);
+
+      if (route.public) {
+        if (!route.rateLimit) return allowAnonymous(routeName);
+        const engine = await engineFor(deps.live(), fresh, ctx, deps.maxWaitMs);
+        const spent = await spend(ctx, engine, route, { vars, header }, { route: routeName });
+        if ("denied" in spent) return spent.denied;
+        return allowAnonymous(routeName, spent.headers);
+      }
+
+      const who = resolveSubject(mesh, attrs);
+      if (who.kind === "none") {
+        return denied(401, Code.Unauthenticated, "unauthenticated", "this request needs an identity", [["www-authenticate", mesh.wwwAuthenticate]], { route: routeName });
+      }
+      if (who.kind === "malformed") return badRequest(who.message);
+      const subject = orBadRequest<SubjectRef>(() => toSubject(who.ref, "subject"), badRequest);
+      if (isBad(subject)) return subject.bad;
+
+      const resourceValue = route.resource ? renderValue(route.resource, { vars, header }) : undefined;
+      if (!resourceValue || !resourceValue.ok) {
+        if (resourceValue?.kind === "header") return badRequest(`the resource needs ${resourceValue.missing}`);
+        const why = resourceValue?.ok === false ? `"${route.resource?.source}" needs ${resourceValue.missing}` : "is not set";
+        fault(`route ${routeName}: the resource ${why}`);
+        throw mappingFault(`route ${routeName}: the resource ${why}`);
+      }
+      const ref = splitRef(resourceValue.value);
+      if (!ref) return badRequest(`the resource must be "type:id", got "${resourceValue.value.slice(0, 80)}"`);
+      const resource = orBadRequest<ResourceRef>(() => toResource(ref, "resource"), badRequest);
+      if (isBad(resource)) return resource.bad;
+      const permission = route.permission as string;
+      const engine = await engineFor(deps.live(), fresh, ctx, deps.maxWaitMs);
+
+      const meta: JsonObject = {
+        route: routeName,
+        subject: `${subject.type}:${subject.id}`,
+        permission,
+        resource: `${resource.type}:${resource.id}`,
+        revision: engine.revision.toString(),
+      };
+      try {
+        confineRead(ctx, engine, subject, resource);
+      } catch (err) {
+        if (err instanceof AuthzError && err.code === "PERMISSION_DENIED") {
+          return denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: "OTHER_TENANT" });
+        }
+        throw err;
+      }
+      const d = engine.check(subject, permission, resource, clock());
+      onDecision({ method: "Check", ctx, subject, permission, resource, decision: d, revision: engine.revision });
+      if (!d.allowed) return denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: d.reason });
+
+      const spent = await spend(ctx, engine, route, { vars, header, subject }, meta);
+      if ("denied" in spent) return spent.denied;
+      const upstream: Headers = [];
+      if (mesh.okHeaders.revision) upstream.push([mesh.okHeaders.revision, engine.revision.toString()]);
+      if (subjectHeader) upstream.push([subjectHeader, `${subject.type}:${subject.id}`]);
+      return {
+        status: { code: 0 },
+        httpResponse: {
+          case: "okResponse",
+          value: { headers: upstream.map(headerOption), responseHeadersToAdd: spent.headers.map(headerOption) },
+        },
+        dynamicMetadata: { decision: "allow", ...meta, reason: d.reason },
+      };
+    },
+  } satisfies ServiceHandlers<typeof Authorization>;
+
+  /** Freshness the request asks for with the consistency header (a revision token from authz); undefined when malformed. */
+  function freshness(attrs: HttpAttributes): { kind: "latest" } | { kind: "at_least"; revision: bigint } | undefined {
+    const h = mesh.consistencyHeader ? attrs.header(mesh.consistencyHeader)?.trim() : undefined;
+    if (h === undefined || h === "") return { kind: "latest" };
+    if (!REVISION.test(h)) return undefined;
+    return { kind: "at_least", revision: BigInt(h) };
+  }
+}
+
+/** Per-descriptor preparation for ShouldRateLimit. */
+type Prepared =
+  /** No policy applies: OK, no limit. */
+  | { kind: "none" }
+  /** The named policy cannot be applied to this descriptor (no or malformed subject): its failure mode answers. */
+  | { kind: "fail"; policy: RatePolicy }
+  | { kind: "applied"; applied: AppliedPolicy[]; cost: number };
+
+export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof EnvoyRateLimitService> {
+  const { mesh, store } = deps;
+  const m = mesh.rateLimitService;
+  const onSource = deps.onRateLimitDecision ?? (() => {});
+
+  function inputFor(plan: ReturnType<typeof planDescriptor>, policy: RatePolicy | undefined): ConsumeInput | undefined {
+    const s = plan.subjects;
+    const rate = (type: "user" | "organization" | "key", id: string) => toRateSubject(create(SubjectRefSchema, { type, id }), `descriptor ${type}`);
+    const org = (): string | undefined => {
+      if (s.organization === undefined) return undefined;
+      if (!UUID.test(s.organization)) throw invalidArgument(`descriptor organization must be a UUID, got "${s.organization.slice(0, 60)}"`);
+      return s.organization.toLowerCase();
+    };
+    const need = (type: "user" | "organization" | "key"): string => {
+      const v = s[type];
+      if (v === undefined) throw invalidArgument(`policy ${policy?.name} counts by ${type}, and the descriptor has no ${type} entry`);
+      return v;
+    };
+    if (policy) {
+      switch (policy.scope) {
+        case "user":
+          return { policy: policy.name, subject: rate("user", need("user")), organizationId: undefined };
+        case "organization":
+          if (s.organization !== undefined) return { policy: policy.name, subject: rate("organization", s.organization), organizationId: undefined };
+          return { policy: policy.name, subject: rate("organization", need("organization")), organizationId: undefined };
+        case "key":
+          return { policy: policy.name, subject: rate("key", need("key")), organizationId: undefined };
+        case "global":
+          return undefined;
+      }
+    }
+    if (s.user !== undefined) return { policy: undefined, subject: rate("user", s.user), organizationId: org() };
+    if (s.organization !== undefined) return { policy: undefined, subject: rate("organization", s.organization), organizationId: undefined };
+    if (s.key !== undefined) return { policy: undefined, subject: rate("key", s.key), organizationId: undefined };
+    return undefined;
+  }
+
+  function prepare(engine: Engine, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
+    const cost = d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
+    const plan = planDescriptor(m, d.entries);
+    const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;
+    if (plan.policy !== undefined && !policy) return { kind: "none" };
+    if (policy?.scope === "global") return { kind: "applied", applied: [{ policy, owner: GLOBAL_OWNER }], cost };
+    try {
+      const input = inputFor(plan, policy);
+      if (!input) return { kind: "none" };
+      confineRate(ctx, engine, input);
+      const applied = resolvePolicies(engine, input);
+      return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
+    } catch (err) {
+      if (!(err instanceof AuthzError)) throw err;
+      return policy ? { kind: "fail", policy } : { kind: "none" };
+    }
+  }
+
+  return {
+    async shouldRateLimit(req: RateLimitRequest, ctx: CallContext): Promise<MessageInitShape<typeof RateLimitResponseSchema>> {
+      type Status = MessageInitShape<typeof RateLimitResponse_DescriptorStatusSchema>;
+      const ok: Status = { code: RateLimitResponse_Code.OK };
+      if (m.domains && !m.domains.has(req.domain)) {
+        return { overallCode: RateLimitResponse_Code.OK, statuses: req.descriptors.map(() => ok) };
+      }
+      const engine = deps.live().current();
+      const requestCost = req.hitsAddend === 0 ? 1 : req.hitsAddend;
+      const prepared = req.descriptors.map((d) => prepare(engine, ctx, d, requestCost));
+      // A request denied anyway (a fail-closed policy could not be applied) spends nothing: the others are only read.
+      const doomed = prepared.some((p) => p.kind === "fail" && p.policy.failureMode === "closed" && !p.policy.shadow);
+
+      // Descriptors with the same cost are spent together, all or nothing, each distinct counter once.
+      const results: Array<RateDecision | undefined> = new Array(prepared.length);
+      const groups = new Map<number, number[]>();
+      prepared.forEach((p, i) => {
+        if (p.kind !== "applied") return;
+        const g = groups.get(p.cost);
+        if (g) g.push(i);
+        else groups.set(p.cost, [i]);
+      });
+      await Promise.all(
+        [...groups].map(async ([cost, members]) => {
+          const buckets: AppliedPolicy[] = [];
+          const at = new Map<string, number>();
+          const index = members.map((i) =>
+            (prepared[i] as Extract<Prepared, { kind: "applied" }>).applied.map((a) => {
+              const key = `${a.policy.id}|${a.owner.type}|${a.owner.id}`;
+              let k = at.get(key);
+              if (k === undefined) {
+                k = buckets.length;
+                at.set(key, k);
+                buckets.push(a);
+              }
+              return k;
+            }),
+          );
+          const all = await consume(store, buckets, doomed ? 0 : cost);
+          members.forEach((i, j) => {
+            results[i] = combine((index[j] as number[]).map((k) => all.policies[k] as PolicyResult));
+          });
+        }),
+      );
+
+      let worst: PolicyResult | undefined;
+      const statuses = prepared.map((p, i): Status => {
+        if (p.kind === "none") return ok;
+        if (p.kind === "fail") {
+          const closed = p.policy.failureMode === "closed" && !p.policy.shadow;
+          onSource(closed ? "failure_closed" : "failure_open");
+          return { code: closed ? RateLimitResponse_Code.OVER_LIMIT : RateLimitResponse_Code.OK, currentLimit: currentLimit(p.policy) };
+        }
+        const d = results[i] as RateDecision;
+        onSource(d.source.toLowerCase());
+        const top = d.deciding as PolicyResult;
+        if (!d.allowed && (worst === undefined || top.retryAfterUs === NEVER || (worst.retryAfterUs !== NEVER && top.retryAfterUs > worst.retryAfterUs))) worst = top;
+        const counted = top.source === "STORE" || top.source === "SHADOW";
+        const untilUs = !d.allowed && top.retryAfterUs > 0 ? top.retryAfterUs : top.resetAfterUs;
+        return {
+          code: d.allowed ? RateLimitResponse_Code.OK : RateLimitResponse_Code.OVER_LIMIT,
+          currentLimit: currentLimit(top.policy),
+          ...(counted ? { limitRemaining: Math.min(Math.max(0, top.remaining), UINT32_MAX), durationUntilReset: durationOf(untilUs) } : {}),
+        };
+      });
+      const over = statuses.some((s) => s.code === RateLimitResponse_Code.OVER_LIMIT);
+      return {
+        overallCode: over ? RateLimitResponse_Code.OVER_LIMIT : RateLimitResponse_Code.OK,
+        statuses,
+        ...(over && worst ? { responseHeadersToAdd: rateLimitHeaders(figures(worst), true).map(([key, value]) => ({ key, value })) } : {}),
+      };
+    },
+  } satisfies ServiceHandlers<typeof EnvoyRateLimitService>;
+}

@@ -310,7 +310,14 @@ export async function runServer(env: NodeJS.ProcessEnv = process.env): Promise<v
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const app = createApp(config, logger);
+  let app: App;
+  try {
+    app = createApp(config, logger);
+  } catch (err) {
+    // Files named by the configuration (mesh mapping, TLS, identities) are read here.
+    process.stderr.write(`authz: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(2);
+  }
   const shutdown = (signal: string) => {
     logger.info({ signal }, "signal received");
     const hard = setTimeout(() => {

@@ -149,6 +149,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     listener: () => feed?.stats,
     engine: () => live?.stats,
     serving: () => health.serving,
+    rateLimitStore: () => rateLimit.redisState(),
   });
   let stopping = false;
   let sweeper: NodeJS.Timeout | undefined;

@@ -9,6 +9,8 @@ export interface MetricSources {
   listener(): { reconnects: number; catchUps: number; notifications: number } | undefined;
   engine(): { loads: number; catchUps: number; changesApplied: number } | undefined;
   serving(): boolean;
+  /** The rate-limit store: "up", "down", "breaker_open" or "embedded". */
+  rateLimitStore(): string | undefined;
 }
 
 /**
@@ -70,6 +72,17 @@ export class Metrics {
         const e = read((s) => s.engineRevision());
         const d = read((s) => s.databaseRevision());
         if (e !== undefined && d !== undefined) this.set(Number(d > e ? d - e : 0n));
+      },
+    });
+    const STORE_STATES = ["up", "down", "breaker_open", "embedded"];
+    new Gauge({
+      name: "authz_ratelimit_store_state",
+      help: "1 for the rate-limit store's current state (up, down, breaker_open, embedded), 0 for the others.",
+      labelNames: ["state"],
+      registers: [this.registry],
+      collect() {
+        const now = read((s) => s.rateLimitStore());
+        for (const state of STORE_STATES) this.set({ state }, state === now ? 1 : 0);
       },
     });
     new Gauge({

@@ -196,5 +196,6 @@ describe("metrics", () => {
     expect(value(after, "authz_serving")).toBe(1);
     expect(after).toMatch(/^authz_process_resident_memory_bytes \d+/m);
     expect(after).toMatch(/^authz_listener_reconnects_total 0/m);
+    expect(after).toMatch(/^authz_ratelimit_store_state\{state="(up|embedded)"\} 1/m);
   });
 });

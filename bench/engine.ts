@@ -17,6 +17,10 @@
 // RSS figures, a larger heap limit); the server runs in a child process so
 // h2load and the server never share an event loop.
 //
+// `npm run bench` (bench/run.ts) drives these phases at several dataset sizes
+// (the scale curve) and next to node-casbin (bench/casbin.ts); this file's own
+// entry point still runs the four parts above at one size.
+//
 // Run:  npm run build && node dist/bench/engine.js
 // Env:  BENCH_SCALE      (default 1)      dataset scale for inproc (1 = 1M users, 5M assignments)
 //       BENCH_PG_SCALE   (default BENCH_SCALE) dataset scale for the Postgres cold load
@@ -68,6 +72,7 @@ import {
   scaleFromEnv,
   userId,
 } from "./dataset.js";
+import { CHECK_QUERIES, CHECK_SEED, casbinPhase, decisionBits, type CasbinPhaseArg } from "./casbin.js";
 import { envInt, fmtUs, grpcFrame, h2loadCommand, median, parseH2load, percentile, runH2load, type LoadShape } from "./server-stacks.js";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -75,6 +80,8 @@ const HEALTH_PATH = "/grpc.health.v1.Health/Check";
 const CHECK_PATH = "/authz.v1.PermissionService/Check";
 
 export const ENGINE_PARTS = ["inproc", "pgload", "grpc", "lag"] as const;
+/** Engine decisions kept for the casbin agreement check. */
+export const SAMPLE_DECISIONS = 20_000;
 export type EnginePart = (typeof ENGINE_PARTS)[number];
 
 export interface EngineBenchOptions {
@@ -114,6 +121,8 @@ export interface InprocResult {
   before: NodeJS.MemoryUsage;
   after: NodeJS.MemoryUsage;
   maxRss: number;
+  /** The engine's decisions on the first SAMPLE_DECISIONS queries, one bit each (base64), for the casbin comparison. */
+  sampleDecisions: string;
   checks: {
     distinct: number;
     allowedShare: number;
@@ -196,7 +205,7 @@ const gc = (): void => {
 };
 
 /** CPU time counters of /proc/stat (all CPUs), to report the steal share of a phase. */
-function cpuTimes(): { steal: number; total: number } {
+export function cpuTimes(): { steal: number; total: number } {
   try {
     const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
     const xs = line.trim().split(/\s+/).slice(1).map(Number);
@@ -205,7 +214,7 @@ function cpuTimes(): { steal: number; total: number } {
     return { steal: 0, total: 0 };
   }
 }
-function stealSince(t0: { steal: number; total: number }): number {
+export function stealSince(t0: { steal: number; total: number }): number {
   const t1 = cpuTimes();
   const total = t1.total - t0.total;
   return total > 0 ? (t1.steal - t0.steal) / total : NaN;
@@ -228,7 +237,7 @@ function dbUrl(base: string, name: string): string {
   return u.toString();
 }
 
-async function createDatabase(adminUrl: string, name: string): Promise<string> {
+export async function createDatabase(adminUrl: string, name: string): Promise<string> {
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`drop database if exists ${name} with (force)`);
@@ -239,7 +248,7 @@ async function createDatabase(adminUrl: string, name: string): Promise<string> {
   return dbUrl(adminUrl, name);
 }
 
-async function dropDatabase(adminUrl: string, name: string): Promise<void> {
+export async function dropDatabase(adminUrl: string, name: string): Promise<void> {
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`drop database if exists ${name} with (force)`);
@@ -248,7 +257,7 @@ async function dropDatabase(adminUrl: string, name: string): Promise<void> {
   }
 }
 
-async function migrateDatabase(url: string): Promise<number> {
+export async function migrateDatabase(url: string): Promise<number> {
   const db = createPostgresClient({ url, poolMax: 1, logger: createLogger("silent"), applicationName: "authz-bench" });
   const t0 = performance.now();
   try {
@@ -264,7 +273,7 @@ const indexOfId = (id: string): number => parseInt(id.slice(-12), 16);
 // ---------------------------------------------------------------------------
 // Child phases
 
-interface InprocArg {
+export interface InprocArg {
   scale: number;
   checks: number;
   latencyChecks: number;
@@ -295,14 +304,16 @@ function phaseInproc(arg: InprocArg): InprocResult {
 
   // --- Check ---------------------------------------------------------------
   const now = Date.now();
-  const Q = makeChecks(shape, 1 << 18, 7);
+  const Q = makeChecks(shape, CHECK_QUERIES, CHECK_SEED);
   const MASK = Q.length - 1;
   let allowed = 0;
   let mismatches = 0;
+  const sample: boolean[] = [];
   for (const q of Q) {
     const d = engine.check(q.subject, q.permission, q.resource, now);
     if (d.allowed) allowed++;
     if (d.allowed !== q.expected) mismatches++;
+    if (sample.length < SAMPLE_DECISIONS) sample.push(d.allowed);
   }
   log(`checked ${Q.length} distinct queries: ${pct(allowed / Q.length)} allowed, ${mismatches} mismatches`);
 
@@ -434,6 +445,7 @@ function phaseInproc(arg: InprocArg): InprocResult {
     scale: arg.scale,
     counts: rowCounts(shape),
     stats: engine.stats(),
+    sampleDecisions: decisionBits(sample),
     generateMs,
     buildMs,
     before,
@@ -457,7 +469,7 @@ function phaseInproc(arg: InprocArg): InprocResult {
   };
 }
 
-interface PgLoadArg {
+export interface PgLoadArg {
   url: string;
   scale: number;
 }
@@ -491,7 +503,14 @@ async function phasePgLoad(arg: PgLoadArg): Promise<Omit<PgLoadResult, "migrateM
 }
 
 /** The real server on a database: createApp, gRPC listener on an ephemeral port, log level warn. */
-async function phaseServe(arg: { url: string; apiKeysFile: string }): Promise<void> {
+export interface ServeArg {
+  url: string;
+  apiKeysFile: string;
+  /** Rate limits in this Redis (default: the in-process store). */
+  redisUrl?: string;
+}
+
+async function phaseServe(arg: ServeArg): Promise<void> {
   const { loadConfig } = await import("../src/config.js");
   const { createApp } = await import("../src/main.js");
   const app = createApp(
@@ -502,10 +521,11 @@ async function phaseServe(arg: { url: string; apiKeysFile: string }): Promise<vo
       AUTHZ_HTTP_PORT: "0",
       AUTHZ_LOG_LEVEL: "warn",
       AUTHZ_API_KEYS_FILE: arg.apiKeysFile,
+      ...(arg.redisUrl ? { REDIS_URL: arg.redisUrl, AUTHZ_REDIS_KEY_PREFIX: `authz:bench:${process.pid}` } : {}),
     }),
     createLogger("warn", pino.destination(2)),
   );
-  const { grpcPort } = await app.listen();
+  const { grpcPort, httpPort } = await app.listen();
   await app.ready;
   const stop = (): void => {
     const t = setTimeout(() => process.exit(0), 3000);
@@ -514,19 +534,20 @@ async function phaseServe(arg: { url: string; apiKeysFile: string }): Promise<vo
   };
   process.on("SIGTERM", stop);
   process.on("disconnect", stop);
-  process.send?.({ type: "listening", port: grpcPort });
+  process.send?.({ type: "listening", port: grpcPort, httpPort });
 }
 
-type ChildMsg = { type: "result"; data: unknown } | { type: "listening"; port: number } | { type: "error"; message: string };
+type ChildMsg = { type: "result"; data: unknown } | { type: "listening"; port: number; httpPort?: number } | { type: "error"; message: string };
 
 async function childMain(phase: string, rawArg: string): Promise<void> {
   const arg = JSON.parse(rawArg) as unknown;
   try {
     if (phase === "serve") {
-      await phaseServe(arg as { url: string; apiKeysFile: string });
+      await phaseServe(arg as ServeArg);
       return;
     }
-    const data = phase === "inproc" ? phaseInproc(arg as InprocArg) : await phasePgLoad(arg as PgLoadArg);
+    const data =
+      phase === "inproc" ? phaseInproc(arg as InprocArg) : phase === "casbin" ? await casbinPhase(arg as CasbinPhaseArg) : await phasePgLoad(arg as PgLoadArg);
     process.send?.({ type: "result", data } satisfies ChildMsg, () => process.exit(0));
   } catch (err) {
     process.send?.({ type: "error", message: err instanceof Error ? (err.stack ?? err.message) : String(err) } satisfies ChildMsg, () => process.exit(1));
@@ -540,7 +561,7 @@ function forkPhase(phase: string, arg: unknown, heapMb: number): ChildProcess {
   });
 }
 
-function runPhase<T>(phase: "inproc" | "pgload", arg: unknown, heapMb: number, timeoutMs: number): Promise<T> {
+export function runPhase<T>(phase: "inproc" | "pgload" | "casbin", arg: unknown, heapMb: number, timeoutMs: number): Promise<T> {
   const child = forkPhase(phase, arg, heapMb);
   return new Promise<T>((resolve, reject) => {
     let done = false;
@@ -562,8 +583,9 @@ function runPhase<T>(phase: "inproc" | "pgload", arg: unknown, heapMb: number, t
   });
 }
 
-async function startServerChild(url: string, apiKeysFile: string): Promise<{ port: number; stop(): Promise<void> }> {
-  const child = forkPhase("serve", { url, apiKeysFile }, 1024);
+/** The authz server (createApp) in a child process; resolves once it serves. */
+export async function startServerChild(url: string, apiKeysFile: string, redisUrl?: string): Promise<{ port: number; httpPort: number; stop(): Promise<void> }> {
+  const child = forkPhase("serve", { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}) } satisfies ServeArg, 1024);
   const exited = new Promise<void>((res) => child.once("exit", () => res()));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -583,6 +605,7 @@ async function startServerChild(url: string, apiKeysFile: string): Promise<{ por
       }
       resolve({
         port: m.port,
+        httpPort: m.httpPort ?? 0,
         stop: async () => {
           if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
           const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
@@ -597,7 +620,7 @@ async function startServerChild(url: string, apiKeysFile: string): Promise<{ por
 // ---------------------------------------------------------------------------
 // gRPC: a real client call, then h2load
 
-function unaryCall<I extends DescMessage, O extends DescMessage>(
+export function unaryCall<I extends DescMessage, O extends DescMessage>(
   port: number,
   rpcPath: string,
   input: I,
@@ -714,7 +737,7 @@ async function benchGrpc(url: string, small: DatasetShape, opts: Required<Pick<E
 // ---------------------------------------------------------------------------
 // Write -> visible on two replicas
 
-async function benchLag(url: string, small: DatasetShape, writes: number, log: (l: string) => void): Promise<LagResult> {
+export async function benchLag(url: string, small: DatasetShape, writes: number, log: (l: string) => void): Promise<LagResult> {
   const steal0 = cpuTimes();
   const logger = createLogger("warn", pino.destination(2));
   const replicas = await Promise.all(

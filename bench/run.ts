@@ -1,32 +1,294 @@
-// `npm run bench`: every benchmark, one after another, printing markdown tables.
-// Figures go into docs/benchmarks.md with the command that produced them.
+// `npm run bench`: the whole benchmark suite in one run, written into
+// docs/benchmarks.md (between the bench:results markers; the prose around
+// them is kept), docs/bench/*.svg (charts) and docs/bench/results.json.
 //
-// BENCH_ONLY picks a subset, comma-separated: stacks (server stacks), engine
-// (all of the decision-engine parts), the engine parts inproc, pgload, grpc,
-// lag, or ratelimit. Default: everything. Each benchmark's own variables are described at
-// the top of bench/server-stacks.ts and bench/engine.ts.
-import { ENGINE_PARTS, formatEngineBench, runEngineBench } from "./engine.js";
-import { formatRateLimitBench, runRateLimitBench } from "./ratelimit.js";
-import { formatServerStacks, runServerStacks } from "./server-stacks.js";
+// Parts (BENCH_ONLY picks some, comma-separated; default all):
+//   stacks     server stacks for gRPC, one trivial RPC (bench/server-stacks.ts)
+//   grpc       bare http2 vs the authz server's Health, Check and ConsumeRateLimit, one h2load setting
+//   ratelimit  ConsumeRateLimit vs raw EVALSHA vs rate-limiter-flexible (bench/ratelimit.ts)
+//   lag        write -> visible on two replicas
+//   engine     the scale curve: buildEngine, Check, cold loadSnapshot at each size
+//   casbin     node-casbin on the same datasets and checks (runs the engine at those sizes too)
+// A run of some parts keeps the other parts' last results (docs/bench/results.json).
+//
+// Settings:
+//   BENCH_QUICK=1         a quick run (~2-3 min): sizes 10k and 100k assignments, fewer requests, 1 round;
+//                         written to dist/bench-docs/ unless BENCH_DOCS says otherwise
+//   BENCH_DOCS            directory holding benchmarks.md and bench/ (default docs)
+//   BENCH_SCALE           largest dataset scale of the curve (1 = 5M assignments; default 1, quick 0.02)
+//   BENCH_SCALES          the curve's scales, comma-separated (default 0.002,0.02,0.2,1 up to BENCH_SCALE)
+//   BENCH_PG_SCALES       scales also loaded from Postgres (default all of BENCH_SCALES; "none")
+//   BENCH_CASBIN_SCALES   scales for casbin with shared role templates (default all of BENCH_SCALES)
+//   BENCH_CASBIN_PERORG_SCALES  scales for casbin with per-organization policies (default those <= 0.2)
+//   BENCH_CASBIN_MS       time budget of casbin's timed check loop per scale and variant (default 10000)
+//   BENCH_CHECKS          engine checks per throughput round (default 500000, quick 100000)
+//   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
+//   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
+//   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
+//   BENCH_SMALL_SCALE     dataset of the grpc and lag databases (default 0.001)
+//   BENCH_HEAP_MB         heap limit of the child processes (default 70% of RAM, at most 16384)
+//   DATABASE_URL          PostgreSQL superuser connection (grpc, lag, engine's cold loads); parts needing it are skipped without
+//   REDIS_URL             Redis for grpc and ratelimit (default redis://127.0.0.1:6379)
+//   H2LOAD                h2load binary (default /usr/bin/h2load)
+//   BENCH_RENDER_ONLY=1   measure nothing: rewrite benchmarks.md and the charts from results.json
 
-const only = (process.env["BENCH_ONLY"] ?? "")
+import { existsSync, readFileSync } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+import { CASBIN_VARIANTS, type CasbinPhaseArg, type CasbinPhaseResult, type CasbinVariant } from "./casbin.js";
+import { datasetShape, loadDatasetIntoPostgres, rowCounts } from "./dataset.js";
+import {
+  type InprocArg,
+  type InprocResult,
+  type PgLoadArg,
+  type PgLoadResult,
+  SAMPLE_DECISIONS,
+  benchLag,
+  createDatabase,
+  dropDatabase,
+  migrateDatabase,
+  runPhase,
+} from "./engine.js";
+import { runGrpcCompare } from "./grpc-compare.js";
+import { runRateLimitBench } from "./ratelimit.js";
+import {
+  type CasbinPart,
+  type CasbinRow,
+  type PartName,
+  PART_NAMES,
+  type Parts,
+  type Results,
+  type RunInfo,
+  type ScalePoint,
+  describeMachine,
+  gitInfo,
+  pruneRuns,
+  readResults,
+  writeReport,
+} from "./report.js";
+import { h2loadCommand, median, runServerStacks } from "./server-stacks.js";
+
+const env = process.env;
+const log = (l: string) => process.stderr.write(`${l}\n`);
+const quick = env["BENCH_QUICK"] === "1" || env["BENCH_QUICK"] === "true";
+
+function int(name: string, full: number, quickValue: number): number {
+  const v = env[name];
+  if (v === undefined || v === "") return quick ? quickValue : full;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+function scaleList(name: string, fallback: number[]): number[] {
+  const v = env[name];
+  if (v === undefined || v.trim() === "") return fallback;
+  if (v.trim() === "none") return [];
+  return v.split(",").map((s) => {
+    const n = Number(s.trim());
+    if (!(n > 0) || n > 10) throw new Error(`${name}: scale must be in (0, 10], got ${s}`);
+    return n;
+  });
+}
+
+const ALIASES: Record<string, PartName> = { inproc: "engine", pgload: "engine", scale: "engine" };
+const only = (env["BENCH_ONLY"] ?? "")
   .split(",")
   .map((s) => s.trim())
-  .filter(Boolean);
-const known = new Set<string>(["stacks", "engine", "ratelimit", ...ENGINE_PARTS]);
-for (const name of only) if (!known.has(name)) throw new Error(`BENCH_ONLY: unknown benchmark ${name} (known: ${[...known].join(", ")})`);
-const wants = (name: string) => only.length === 0 || only.includes(name);
+  .filter(Boolean)
+  .map((s) => ALIASES[s] ?? s);
+for (const name of only) if (!(PART_NAMES as string[]).includes(name)) throw new Error(`BENCH_ONLY: unknown part ${name} (known: ${PART_NAMES.join(", ")})`);
+const wants = (p: PartName) => only.length === 0 || only.includes(p);
+
+const maxScale = Number(env["BENCH_SCALE"] ?? (quick ? 0.02 : 1));
+if (!(maxScale > 0) || maxScale > 10) throw new Error(`BENCH_SCALE must be in (0, 10], got ${env["BENCH_SCALE"]}`);
+const defaultScales = [0.002, 0.02, 0.2, 1].filter((s) => s <= maxScale);
+if (!defaultScales.includes(maxScale)) defaultScales.push(maxScale);
+const scales = scaleList("BENCH_SCALES", defaultScales).sort((a, b) => a - b);
+const pgScales = scaleList("BENCH_PG_SCALES", scales);
+const casbinScales: Record<CasbinVariant, number[]> = {
+  template: scaleList("BENCH_CASBIN_SCALES", scales),
+  "per-org": scaleList("BENCH_CASBIN_PERORG_SCALES", scales.filter((s) => s <= 0.2)),
+};
+const casbinMs = int("BENCH_CASBIN_MS", 10_000, 3_000);
+const checks = int("BENCH_CHECKS", 500_000, 100_000);
+const h2 = { requests: int("BENCH_REQUESTS", 30_000, 5_000), warmup: int("BENCH_WARMUP", 2_000, 500), rounds: int("BENCH_ROUNDS", 2, 1) };
+const rlOpts = { requests: int("BENCH_RL_REQUESTS", 50_000, 10_000), warmup: int("BENCH_RL_WARMUP", 5_000, 1_000), rounds: int("BENCH_RL_ROUNDS", 2, 1), concurrency: int("BENCH_RL_CONCURRENCY", 64, 64) };
+const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
+const smallScale = Number(env["BENCH_SMALL_SCALE"] ?? 0.001);
+const heapMb = int("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)), Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
+const databaseUrl = env["DATABASE_URL"];
+const redisUrl = env["REDIS_URL"] ?? "redis://127.0.0.1:6379";
+const h2loadBin = env["H2LOAD"] ?? "/usr/bin/h2load";
+const docsDir = env["BENCH_DOCS"] ?? (quick ? path.join("dist", "bench-docs") : "docs");
+const PHASE_TIMEOUT = 40 * 60_000;
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The run
+
+const startedAt = performance.now();
+const settings: Record<string, string> = {};
+for (const [k, v] of Object.entries(env)) if (k.startsWith("BENCH_") && v !== undefined && v !== "") settings[k] = v;
+const run: RunInfo = {
+  id: new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z"),
+  started: new Date().toISOString(),
+  quick,
+  command:
+    [...Object.entries(settings).map(([k, v]) => `${k}=${v}`), databaseUrl ? `DATABASE_URL=${redact(databaseUrl)}` : "", env["REDIS_URL"] ? `REDIS_URL=${redact(redisUrl)}` : ""]
+      .filter(Boolean)
+      .join(" ") + (Object.keys(settings).length || databaseUrl ? " " : "") + "npm run bench",
+  settings,
+  machine: describeMachine(),
+  ...gitInfo(),
+};
+const resultsFile = path.join(docsDir, "bench", "results.json");
+const results: Results = await readResults(resultsFile);
+const seedDoc = existsSync("docs/benchmarks.md") ? readFileSync("docs/benchmarks.md", "utf8") : undefined;
+results.runs[run.id] = run;
+if (env["BENCH_RENDER_ONLY"] === "1") {
+  // Rewrite the report from results.json alone (after editing the prose or the report code): nothing is measured.
+  delete results.runs[run.id];
+  const w = await writeReport(docsDir, results, seedDoc);
+  log(`bench: rendered ${w.doc} and ${w.charts.length} charts from ${resultsFile}`);
+  process.exit(0);
+}
+log(`bench: run ${run.id}${quick ? " (quick)" : ""}; parts ${PART_NAMES.filter(wants).join(", ")}; scales ${scales.join(", ")}; writing ${docsDir}`);
+
+async function save<K extends PartName>(part: K, data: NonNullable<Parts[K]>): Promise<void> {
+  (results.parts as Record<string, unknown>)[part] = { run: run.id, data };
+  run.finished = new Date().toISOString();
+  run.durationS = (performance.now() - startedAt) / 1000;
+  const [a = NaN, b = NaN, c = NaN] = os.loadavg();
+  run.machine.loadEnd = [a, b, c];
+  pruneRuns(results);
+  results.runs[run.id] = run;
+  const w = await writeReport(docsDir, results, seedDoc);
+  log(`bench: ${part} done after ${(run.durationS / 60).toFixed(1)} min; wrote ${w.doc}`);
+}
+
+const needsDb = (p: PartName) => {
+  if (databaseUrl) return true;
+  log(`bench: skipping ${p}: DATABASE_URL is not set`);
+  return false;
+};
+
+async function withSmallDatabase<T>(suffix: string, fn: (url: string) => Promise<T>): Promise<T> {
+  const name = `authz_bench_${process.pid}_${suffix}`;
+  const url = await createDatabase(databaseUrl as string, name);
+  try {
+    await migrateDatabase(url);
+    await loadDatasetIntoPostgres(url, datasetShape(smallScale));
+    return await fn(url);
+  } finally {
+    await dropDatabase(databaseUrl as string, name);
+  }
+}
 
 if (wants("stacks")) {
-  const rows = await runServerStacks();
-  process.stdout.write(`## Server stack for gRPC\n\n${formatServerStacks(rows)}\n\n`);
+  const shape = { clients: 10, streams: 10 };
+  const rows = await runServerStacks({ ...h2, ...shape, h2load: h2loadBin, log });
+  await save("stacks", { rows, ...h2, command: h2loadCommand(h2.requests, shape) });
 }
-const engineParts = ENGINE_PARTS.filter((p) => wants("engine") || only.includes(p));
-if (engineParts.length > 0) {
-  const r = await runEngineBench({ parts: engineParts });
-  process.stdout.write(`## Decision engine\n\n${formatEngineBench(r)}\n`);
+
+if (wants("grpc") && needsDb("grpc")) {
+  const data = await runGrpcCompare({ databaseUrl: databaseUrl as string, redisUrl, smallScale, ...h2, clients: 10, streams: 10, h2load: h2loadBin, log });
+  await save("grpc", data);
 }
+
 if (wants("ratelimit")) {
-  const rows = await runRateLimitBench();
-  process.stdout.write(`## Rate limits\n\n${formatRateLimitBench(rows)}\n`);
+  const rows = await runRateLimitBench({ ...rlOpts, redisUrl, h2load: h2loadBin });
+  await save("ratelimit", { rows, ...rlOpts, algorithm: env["BENCH_RL_ALGORITHM"] ?? "sliding_window" });
 }
+
+if (wants("lag") && needsDb("lag")) {
+  const data = await withSmallDatabase("lag", (url) => benchLag(url, datasetShape(smallScale), lagWrites, log));
+  await save("lag", { ...data, smallScale });
+}
+
+if (wants("engine") || wants("casbin")) {
+  const engineScales = wants("engine") ? scales : [...new Set([...casbinScales.template, ...casbinScales["per-org"]])].sort((a, b) => a - b);
+  const points: ScalePoint[] = [];
+  const casbinRows: CasbinRow[] = [];
+  const engineSkipped: string[] = [];
+  const casbinSkipped: string[] = [];
+  let casbinUnfiltered: CasbinPart["unfiltered"];
+  for (const scale of engineScales) {
+    const counts = rowCounts(datasetShape(scale));
+    log(`bench: engine at scale ${scale} (${counts.role_assignments} assignments)`);
+    const arg: InprocArg = { scale, checks, latencyChecks: checks, edits: 200 };
+    const ip = await runPhase<InprocResult>("inproc", arg, heapMb, PHASE_TIMEOUT);
+    const { sampleDecisions, ...inproc } = ip;
+    const point: ScalePoint = { scale, counts, inproc };
+    if (wants("engine") && pgScales.includes(scale)) {
+      if (!databaseUrl) engineSkipped.push(`cold load from Postgres at ${counts.role_assignments} assignments: DATABASE_URL is not set.`);
+      else {
+        const name = `authz_bench_${process.pid}_load`;
+        const url = await createDatabase(databaseUrl, name);
+        try {
+          const migrateMs = await migrateDatabase(url);
+          const loader = await loadDatasetIntoPostgres(url, datasetShape(scale), log);
+          const pg = await runPhase<Omit<PgLoadResult, "migrateMs" | "loader">>("pgload", { url, scale } satisfies PgLoadArg, heapMb, PHASE_TIMEOUT);
+          point.pg = { ...pg, migrateMs, loader };
+        } finally {
+          await dropDatabase(databaseUrl, name);
+        }
+      }
+    } else if (wants("engine")) {
+      engineSkipped.push(`cold load from Postgres at ${counts.role_assignments.toLocaleString("en-US")} assignments (not in BENCH_PG_SCALES).`);
+    }
+    points.push(point);
+    if (wants("casbin")) {
+      for (const variant of CASBIN_VARIANTS) {
+        if (!casbinScales[variant].includes(scale)) continue;
+        const carg: CasbinPhaseArg = { scale, variant, maxChecks: 2_000_000, maxMs: casbinMs, engineDecisions: sampleDecisions, sampleN: SAMPLE_DECISIONS };
+        const r = await runPhase<CasbinPhaseResult>("casbin", carg, heapMb, PHASE_TIMEOUT);
+        if (variant === "template" && scale === Math.min(...casbinScales.template) && casbinUnfiltered === undefined) {
+          // The same once more without the loader's three filters: every disagreement must be one of them.
+          const u = await runPhase<CasbinPhaseResult>("casbin", { ...carg, maxMs: Math.min(casbinMs, 2000), keepUnsupported: true }, heapMb, PHASE_TIMEOUT);
+          if (u.unfiltered) casbinUnfiltered = { assignments: u.assignments, compared: u.compared, ...u.unfiltered };
+        }
+        casbinRows.push({
+          ...r,
+          engine: {
+            checksPerSec: median(inproc.checks.rounds.map((x) => x.engine.opsPerSec)),
+            p50Us: inproc.checks.engineLatency.p50Ns / 1000,
+            p99Us: inproc.checks.engineLatency.p99Ns / 1000,
+            buildMs: inproc.buildMs,
+            heapUsed: inproc.after.heapUsed,
+            heapDelta: inproc.after.heapUsed - inproc.before.heapUsed,
+            rss: inproc.after.rss,
+            maxRss: inproc.maxRss,
+          },
+        });
+      }
+    }
+  }
+  if (wants("casbin")) {
+    const perOrgMax = Math.max(0, ...casbinScales["per-org"]);
+    const larger = engineScales.filter((s) => s > perOrgMax);
+    for (const s of larger) {
+      const n = rowCounts(datasetShape(s)).role_assignments;
+      const x = casbinRows.filter((r) => r.variant === "per-org").sort((a, b) => b.assignments - a.assignments)[0];
+      const perLine = x ? x.p50Us / x.load.p : NaN; // the median check is denied: it reads every p line
+      casbinSkipped.push(
+        `casbin with per-organization policies at ${n.toLocaleString("en-US")} assignments: casbin evaluates the matcher once per p line for every check that is not allowed early, ` +
+          `so a check costs time in proportion to the organizations (${x ? `${perLine.toFixed(2)} µs per p line for the median check measured at ${x.assignments.toLocaleString("en-US")} assignments: about ${((perLine * rowCounts(datasetShape(s)).role_permissions) / 1e6).toFixed(2)} s per check here` : "see the smaller sizes"}).`,
+      );
+    }
+    await save("casbin", { rows: casbinRows, budgetMs: casbinMs, skipped: casbinSkipped, ...(casbinUnfiltered ? { unfiltered: casbinUnfiltered } : {}) });
+  }
+  if (wants("engine")) await save("engine", { points, skipped: engineSkipped });
+}
+
+log(`bench: finished in ${((performance.now() - startedAt) / 60_000).toFixed(1)} min`);

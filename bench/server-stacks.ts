@@ -260,7 +260,7 @@ interface ServerChild {
   stop(): Promise<void>;
 }
 
-function startServerChild(id: StackId, cpuProfDir: string | undefined): Promise<ServerChild> {
+export function startServerChild(id: StackId, cpuProfDir: string | undefined): Promise<ServerChild> {
   const script = fileURLToPath(import.meta.url);
   const execArgv = cpuProfDir
     ? ["--cpu-prof", "--cpu-prof-dir", cpuProfDir, "--cpu-prof-name", `${id}-${Date.now()}.cpuprofile`]
@@ -297,7 +297,7 @@ function startServerChild(id: StackId, cpuProfDir: string | undefined): Promise<
 }
 
 /** A real gRPC client call (grpc-js, same protobuf-es serializers): must decode to SERVING with status OK. */
-function verifyWithGrpcClient(port: number): Promise<void> {
+export function verifyWithGrpcClient(port: number): Promise<void> {
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   return new Promise<void>((resolve, reject) => {
     let response: HealthCheckResponse | undefined;
@@ -341,7 +341,7 @@ function verifyWithGrpcClient(port: number): Promise<void> {
 }
 
 /** A raw HTTP/2 request with exactly the headers and body h2load sends; checks body and trailers. */
-function verifyRawLikeH2load(port: number, frame: Buffer): Promise<void> {
+export function verifyRawLikeH2load(port: number, frame: Buffer): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const session = http2.connect(`http://127.0.0.1:${port}`);
     const timer = setTimeout(() => {

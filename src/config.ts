@@ -70,6 +70,10 @@ export interface Config {
   readonly meshConfigFile: string | undefined;
   /** Base URL published in /.well-known/authzen-configuration; undefined = the request's scheme and Host. */
   readonly authzenBaseUrl: string | undefined;
+  /** How long change-log rows are kept (replicas further behind reload a snapshot). */
+  readonly changeLogRetentionHours: number;
+  /** How long a write's idempotency key replays its first answer. */
+  readonly idempotencyRetentionHours: number;
   /** Non-fatal findings (unknown AUTHZ_* names), logged at start-up. */
   readonly warnings: readonly string[];
 }
@@ -119,6 +123,8 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
   { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
   { name: "AUTHZ_OTLP_ENDPOINT", default: "(unset: no tracing)", meaning: "OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318/v1/traces (OTEL_EXPORTER_OTLP_ENDPOINT is honoured too)." },
+  { name: "AUTHZ_CHANGE_LOG_RETENTION_HOURS", default: "168", meaning: "Change-log rows older than this are deleted; a replica further behind reloads a snapshot." },
+  { name: "AUTHZ_IDEMPOTENCY_RETENTION_HOURS", default: "24", meaning: "How long an idempotency key of a write replays its first answer." },
   { name: "AUTHZ_TRANSFER_TTL_SECONDS", default: "604800", meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides)." },
   { name: "AUTHZ_TRANSFER_SWEEP_MS", default: "60000", meaning: "How often pending ownership transfers past their expiry are recorded as expired." },
   { name: "AUTHZ_MESH_CONFIG", default: "(unset: built-in defaults)", meaning: "JSON file mapping Envoy ext_authz requests (routes, subject sources, rate limits) and ShouldRateLimit descriptors to decisions (docs/mesh.md)." },
@@ -264,6 +270,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     redisKeyPrefix,
     transferTtlSeconds: int("AUTHZ_TRANSFER_TTL_SECONDS", 604_800, 1, 31_536_000),
     transferSweepMs: int("AUTHZ_TRANSFER_SWEEP_MS", 60_000, 100, 86_400_000),
+    changeLogRetentionHours: int("AUTHZ_CHANGE_LOG_RETENTION_HOURS", 168, 1, 87_600),
+    idempotencyRetentionHours: int("AUTHZ_IDEMPOTENCY_RETENTION_HOURS", 24, 1, 87_600),
     authRequired: bool("AUTHZ_AUTH", databaseUrl !== undefined || read("DATABASE_URL") !== undefined),
     apiKeysFile: read("AUTHZ_API_KEYS_FILE"),
     jwt: {

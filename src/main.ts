@@ -28,6 +28,7 @@ import { type ChangeFeed, startChangeFeed } from "./store/change-feed.js";
 import { importDocument } from "./store/import.js";
 import { type LiveEngine, startLiveEngine } from "./store/live-engine.js";
 import { expirePendingTransfers } from "./store/ownership.js";
+import { pruneHistory } from "./store/retention.js";
 import { createRateLimitService } from "./rpc/rate-limit-handlers.js";
 import { migrate } from "./store/migrate.js";
 import { openDatabase } from "./store/open.js";
@@ -219,11 +220,19 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     feed = await startChangeFeed(db, logger.child({ module: "change-feed" }), config.revisionPollMs);
     live = await startLiveEngine(db, feed, logger.child({ module: "engine" }));
     const sweepDb = db;
+    let sweeps = 0;
     sweeper = setInterval(() => {
       expirePendingTransfers(sweepDb).then(
         (n) => n > 0 && log.info({ expired: n }, "pending ownership transfers expired"),
         (err: unknown) => log.warn({ err }, "ownership transfer expiry sweep failed"),
       );
+      // History retention, about every ten sweeps (every ten minutes by default).
+      if (sweeps++ % 10 === 0) {
+        pruneHistory(sweepDb, { changeLogHours: config.changeLogRetentionHours, idempotencyHours: config.idempotencyRetentionHours }).then(
+          (n) => (n.changes > 0 || n.idempotency > 0) && log.info(n, "old change-log rows and idempotency records deleted"),
+          (err: unknown) => log.warn({ err }, "history retention sweep failed"),
+        );
+      }
     }, config.transferSweepMs);
     sweeper.unref();
     log.info({ revision: live.current().revision.toString() }, "following the change log");

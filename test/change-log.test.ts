@@ -118,3 +118,39 @@ describe("change feed", () => {
     }
   });
 });
+
+describe("change-log retention", () => {
+  it("a replica the pruned log no longer reaches reloads a snapshot instead of replaying, and loses nothing", async () => {
+    const { startLiveEngine } = await import("../src/store/live-engine.js");
+    const { readLatestRevision } = await import("../src/store/change-feed.js");
+    const { pruneHistory } = await import("../src/store/retention.js");
+    // A feed that stays silent: the replica only catches up when asked.
+    let head = await readLatestRevision(t.client);
+    const quiet = {
+      get revision() {
+        return head;
+      },
+      stats: { reconnects: 0, catchUps: 0, notifications: 0 },
+      onAdvance: () => () => {},
+      fetchLatest: async () => (head = await readLatestRevision(t.client)),
+      waitFor: async () => head,
+      stop: async () => {},
+    };
+    const live = await startLiveEngine(t.client, quiet, createLogger("silent"));
+    try {
+      expect(live.stats.loads).toBe(1);
+      await t.raw`insert into users (id, locked) values ('f3000000-0000-4000-8000-000000000001', true)`;
+      await t.raw`insert into staff (logical_key) values ('staff:after-prune')`;
+      const pruned = await pruneHistory(t.client, { changeLogHours: 0, idempotencyHours: 0 });
+      expect(pruned.changes).toBeGreaterThan(0);
+      const engine = await live.fullyConsistent(5000);
+      expect(live.stats.loads).toBe(2);
+      expect(engine.check({ type: "user", id: "f3000000-0000-4000-8000-000000000001" }, "x", { type: "tenant", id: "f0000000-0000-4000-8000-000000000001" }, Date.now()).reason).toBe(
+        "PERMISSION_NOT_FOUND",
+      );
+      expect(engine.revision).toBe(await readLatestRevision(t.client));
+    } finally {
+      live.stop();
+    }
+  });
+});

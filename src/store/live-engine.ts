@@ -51,17 +51,26 @@ export async function loadSnapshot(db: SqlClient): Promise<Engine> {
   );
 }
 
-async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigint; changes: Change[] | "too many" }> {
+async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigint; changes: Change[] | "too many" | "pruned" }> {
   return db.readWriteTx(
     async (tx) => {
       const [h] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
       const head = BigInt(h?.revision ?? "0");
       if (head <= after) return { head, changes: [] };
-      const rows = await tx.query<{ table_name: string; op: Change["op"]; old_row: Record<string, unknown> | null; new_row: Record<string, unknown> | null }>(
-        `select table_name, op, old_row, new_row from authz_changes
+      const rows = await tx.query<{
+        revision: string;
+        table_name: string;
+        op: Change["op"];
+        old_row: Record<string, unknown> | null;
+        new_row: Record<string, unknown> | null;
+      }>(
+        `select revision::text as revision, table_name, op, old_row, new_row from authz_changes
           where revision > $1::text::bigint and revision <= $2::text::bigint order by id limit ${MAX_CATCH_UP_ROWS + 1}`,
         [after.toString(), head.toString()],
       );
+      // Every revision has at least one row, so a missing next revision means
+      // the log was pruned past this replica: only a snapshot can catch up.
+      if (rows.length === 0 || BigInt((rows[0] as { revision: string }).revision) !== after + 1n) return { head, changes: "pruned" };
       if (rows.length > MAX_CATCH_UP_ROWS) return { head, changes: "too many" };
       return { head, changes: rows.map((r) => ({ table: r.table_name, op: r.op, oldRow: r.old_row, newRow: r.new_row })) };
     },
@@ -88,8 +97,11 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
   const catchUp = async (): Promise<void> => {
     const { head, changes } = await fetchChanges(db, engine.revision);
     if (head <= engine.revision) return;
-    if (changes === "too many") {
-      logger.warn({ from: engine.revision.toString(), to: head.toString() }, "change backlog too large; reloading a snapshot");
+    if (changes === "too many" || changes === "pruned") {
+      logger.warn(
+        { from: engine.revision.toString(), to: head.toString(), why: changes },
+        changes === "pruned" ? "the change log no longer reaches back to this replica; reloading a snapshot" : "change backlog too large; reloading a snapshot",
+      );
       engine = await load();
       return;
     }

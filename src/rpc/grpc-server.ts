@@ -6,7 +6,7 @@ import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
 import { codeName, type PublicError, statusDetailsBin, toPublicError } from "./errors.js";
-import type { CallContext, ServiceBinding } from "./handler-types.js";
+import { type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
 
 /**
  * gRPC on the fast path: a @grpc/grpc-js server whose (de)serializers are the
@@ -60,8 +60,6 @@ function contextFor(
   };
 }
 
-const isThenable = (v: unknown): v is PromiseLike<unknown> =>
-  typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
 
 function toServiceError(e: PublicError): Partial<grpc.StatusObject> {
   const md = new grpc.Metadata();

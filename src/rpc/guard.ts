@@ -1,12 +1,10 @@
 import { type Authenticator, authorize } from "../auth/authenticator.js";
 import { scopeFor } from "../auth/caller.js";
 import { AuthzError } from "../errors.js";
-import type { CallContext, ServiceBinding } from "./handler-types.js";
+import { type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
-const isThenable = (v: unknown): v is PromiseLike<unknown> =>
-  typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
 
 /**
  * Wraps every handler that needs a scope: authenticate (UNAUTHENTICATED),

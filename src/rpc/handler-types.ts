@@ -56,3 +56,7 @@ export interface ServiceBinding<S extends DescService = DescService> {
 export function bind<S extends DescService>(service: S, handlers: ServiceHandlers<S>): ServiceBinding {
   return { service, handlers } as unknown as ServiceBinding;
 }
+
+/** Whether a handler's result is a promise (sync results skip the microtask). */
+export const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";

@@ -604,9 +604,10 @@ export class Engine implements RatePolicyLookup {
     const place = this.#place(resource);
     if (!place) return { allowed: false, reason: "RESOURCE_NOT_FOUND" };
     const org = place.orgId === null ? undefined : this.#orgs.get(place.orgId);
-    const orgPerm = org?.permsByKey.get(permission);
-    const globalPerm = this.#globalPerms.get(permission);
-    if (!orgPerm && !globalPerm) return { allowed: false, reason: "PERMISSION_NOT_FOUND" };
+    // The permission is matched by key in the resource's organization first, then
+    // among global ones; a role must hold the matched permission (docs/data-model.md).
+    const matched = org?.permsByKey.get(permission) ?? this.#globalPerms.get(permission);
+    if (!matched) return { allowed: false, reason: "PERMISSION_NOT_FOUND" };
     const cannot = this.#cannotAct(subject, now);
     if (cannot) return { allowed: false, reason: cannot };
     if (!place.active) return { allowed: false, reason: "RESOURCE_INACTIVE" };
@@ -618,7 +619,7 @@ export class Engine implements RatePolicyLookup {
           if (a.validUntil !== null && a.validUntil <= now) continue;
           if (!covers(a, place)) continue;
           const role = this.#roles.get(a.roleId);
-          if (role && this.#holds(role, place, orgPerm, globalPerm)) return GRANTED;
+          if (role && holds(role, place, matched)) return GRANTED;
         }
       }
       return NO_GRANT;
@@ -626,21 +627,11 @@ export class Engine implements RatePolicyLookup {
     for (const g of this.#grantsOf(subject, now)) {
       if (!covers(g, place)) continue;
       const role = this.#roles.get(g.roleId);
-      if (!role) continue;
-      const viaOrg = orgPerm !== undefined && role.orgId !== null && role.orgId === place.orgId && hasBit(role.orgBits, orgPerm.bit);
-      const viaGlobal = !viaOrg && globalPerm !== undefined && hasBit(role.globalBits, globalPerm.bit);
-      if (viaOrg || viaGlobal) {
-        if (!explain) return GRANTED;
-        return { allowed: true, reason: "GRANTED", steps: this.#path(g, role, (viaOrg ? orgPerm : globalPerm) as Perm) };
-      }
+      if (!role || !holds(role, place, matched)) continue;
+      if (!explain) return GRANTED;
+      return { allowed: true, reason: "GRANTED", steps: this.#path(g, role, matched) };
     }
     return NO_GRANT;
-  }
-
-  /** Whether a role (with its closure) holds the permission on the place. */
-  #holds(role: Role, place: Place, orgPerm: Perm | undefined, globalPerm: Perm | undefined): boolean {
-    if (orgPerm !== undefined && role.orgId !== null && role.orgId === place.orgId && hasBit(role.orgBits, orgPerm.bit)) return true;
-    return globalPerm !== undefined && hasBit(role.globalBits, globalPerm.bit);
   }
 
   /** assignment/membership → role → inherited roles → the role holding the permission → permission. */
@@ -723,10 +714,12 @@ export class Engine implements RatePolicyLookup {
       }
       const org = s.place.orgId ? this.#orgs.get(s.place.orgId) : undefined;
       const perms = new Set<string>();
-      for (const role of held) {
+      // An inactive avatar denies everything: its entry lists the roles held there, no permissions.
+      for (const role of s.place.active ? held : []) {
         for (const bit of eachBit(role.globalBits)) {
           const p = this.#permByBit(null, bit);
-          if (p) perms.add(p.key);
+          // A global permission whose key the organization defines itself is not the matched one there.
+          if (p && !org?.permsByKey.has(p.key)) perms.add(p.key);
         }
         if (org && role.orgId === org.row.id) {
           for (const bit of eachBit(role.orgBits)) {
@@ -735,10 +728,9 @@ export class Engine implements RatePolicyLookup {
           }
         }
       }
+      // The primary role: a user's place in the organization names it, and the user holds it there. No guessing otherwise.
       const primaryId = subject.type === "user" && s.type === "organization" ? this.#primaryRoles.get(subject.id)?.get(s.id as string) : undefined;
-      const primary =
-        (primaryId ? held.find((r) => r.id === primaryId) : undefined) ??
-        [...held].sort((a, b) => b.closure.length - a.closure.length || cmp(a.key, b.key))[0];
+      const primary = primaryId ? held.find((r) => r.id === primaryId) : undefined;
       entries.push({
         sortKey: `${s.place.orgId ?? ""}|${s.type === "avatar" ? 1 : 0}|${s.id ?? ""}|${s.type}`,
         scope: s.type === "global" ? undefined : { type: s.type as ResourceRef["type"], id: s.id as string },
@@ -759,6 +751,16 @@ export class Engine implements RatePolicyLookup {
   #permByBit(org: Org | null | undefined, bit: number): Perm | undefined {
     return (org ? org.permsByBit : this.#globalPermsByBit).get(bit);
   }}
+
+/**
+ * The grant rule, used by Check, explain and List: a role (with its closure)
+ * holds the matched permission on the place. An organization's permission is
+ * held only by that organization's roles; a global one by any role's closure.
+ */
+function holds(role: Role, place: Place, matched: Perm): boolean {
+  if (matched.orgId === null) return hasBit(role.globalBits, matched.bit);
+  return role.orgId !== null && role.orgId === place.orgId && matched.orgId === place.orgId && hasBit(role.orgBits, matched.bit);
+}
 
 const GRANTED: Decision = Object.freeze({ allowed: true, reason: "GRANTED" });
 const NO_GRANT: Decision = Object.freeze({ allowed: false, reason: "NO_GRANT" });

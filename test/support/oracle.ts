@@ -200,15 +200,20 @@ grant_permissions (subject_type, subject_id, scope_type, scope_id, permission_ke
 
 -- Rule 6, decided: every (subject, resource, permission key) that some grant
 -- allows. A grant covers a resource when its scope is global or one of the
--- resource's ancestors, and the permission must be the resource
--- organization's or global. (Computed for all subjects, not per check: one
--- hash join with the checks then answers them all.)
+-- resource's ancestors, and the granted permission must be *the matched*
+-- one: the resource organization's permission with that key when the
+-- organization defines one, otherwise the global permission with that key.
+-- (Computed for all subjects, not per check: one hash join with the checks
+-- then answers them all.)
 allowed (subject_type, subject_id, resource_type, resource_id, permission_key) as (
   select distinct gp.subject_type, gp.subject_id, a.resource_type, a.resource_id, gp.permission_key
   from grant_permissions gp
   join ancestors a on a.scope_type = gp.scope_type and a.scope_id = gp.scope_id
   join resources r on r.resource_type = a.resource_type and r.resource_id = a.resource_id
-  where gp.permission_org is null or gp.permission_org = r.organization_id
+  where gp.permission_org = r.organization_id
+     or (gp.permission_org is null
+         and not exists (select 1 from permissions own
+                         where own.organization_id = r.organization_id and own.key = gp.permission_key))
 )
 
 -- The decision: the first rule that applies, in precedence order. Allowed

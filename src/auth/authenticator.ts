@@ -63,11 +63,4 @@ export function authorize(caller: Caller, path: string): void {
   });
 }
 
-/** PERMISSION_DENIED when a tenant-bound caller reaches data of another tenant (or global data). */
-export function confine(caller: Caller | undefined, tenantId: string | null, what: string): void {
-  if (!caller?.tenantId) return;
-  if (tenantId === caller.tenantId) return;
-  throw new AuthzError("PERMISSION_DENIED", `this credential is bound to tenant ${caller.tenantId} and cannot reach ${what}`, {
-    reason: "OTHER_TENANT",
-  });
-}
+export { confine } from "../tenancy.js";

@@ -1,15 +1,14 @@
 // ManageRateLimits: an atomic batch of policy and assignment changes, in
-// domain types, following src/store/manage-roles.ts: validation before the
-// transaction, the writers' lock (authz_revision) first, idempotency keys,
-// an expected_revision precondition, values passed as text and cast in SQL,
-// database refusals mapped to domain errors. The engine sees the result
-// through the change log like every other write.
+// domain types, run through the one write pipeline (src/store/write-pipeline.ts:
+// lock, idempotency, confinement, expected_revision, one error mapping).
+// The engine sees the result through the change log like every other write.
 
-import { createHash } from "node:crypto";
 import { FAILURE_MODES, type FailureMode, RATE_LIMIT_ALGORITHMS, RATE_LIMIT_SCOPES, type RateLimitAlgorithm, type RateLimitScope } from "../engine/rate-limit-policies.js";
 import { AuthzError, invalidArgument } from "../errors.js";
-import { type SqlClient, SqlError, type SqlQuerier } from "../store/sql.js";
-import { UUID } from "../validation.js";
+import type { SqlClient, SqlQuerier } from "../store/sql.js";
+import type { WriteConfinement } from "../store/tenant-lookup.js";
+import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "../store/write-pipeline.js";
+import { expectedRevision, idempotencyKey, MAX_TEXT_BYTES, optional, text, uuid } from "../validation.js";
 
 export interface PolicyFields {
   scope?: RateLimitScope;
@@ -38,10 +37,7 @@ export interface ManageRateLimitsResult {
 }
 
 export const MAX_MUTATIONS = 1000;
-const MAX_IDEMPOTENCY_KEY_BYTES = 128;
-const IDEMPOTENCY_SCOPE = "ManageRateLimits";
 const NAME = /^[A-Za-z0-9._:-]{1,128}$/;
-const REVISION = /^\d{1,20}$/;
 const MAX_LIMIT = 2_147_483_647;
 const MAX_WINDOW_SEC = 31_536_000;
 
@@ -82,14 +78,14 @@ function validateMutation(m: RateLimitMutation, i: number): RateLimitMutation {
       const windowSec = intIn(m.windowSec, 1, MAX_WINDOW_SEC, `${p}.window_sec`);
       const algorithm = oneOf(RATE_LIMIT_ALGORITHMS, m.algorithm, `${p}.algorithm`);
       const failureMode = oneOf(FAILURE_MODES, m.failureMode, `${p}.failure_mode`);
-      if (m.description !== undefined && typeof m.description !== "string") throw invalidArgument(`${p}.description must be a string`, `${p}.description`);
+      const description = text(m.description, `${p}.description`, MAX_TEXT_BYTES);
       if (m.shadow !== undefined && typeof m.shadow !== "boolean") throw invalidArgument(`${p}.shadow must be true or false`, `${p}.shadow`);
       return {
         ...out,
         ...(scope ? { scope } : {}),
         ...(limitCount ? { limitCount } : {}),
         ...(windowSec ? { windowSec } : {}),
-        ...(m.description !== undefined ? { description: m.description } : {}),
+        ...optional("description", description),
         ...(algorithm ? { algorithm } : {}),
         ...(failureMode ? { failureMode } : {}),
         ...(m.shadow !== undefined ? { shadow: m.shadow } : {}),
@@ -102,8 +98,7 @@ function validateMutation(m: RateLimitMutation, i: number): RateLimitMutation {
       const s = m.subject;
       if (typeof s !== "object" || s === null) throw invalidArgument(`${p}.subject is required`, `${p}.subject`);
       if (s.type !== "user" && s.type !== "organization") throw invalidArgument(`${p}.subject.type must be "user" or "organization"`, `${p}.subject.type`);
-      if (typeof s.id !== "string" || !UUID.test(s.id)) throw invalidArgument(`${p}.subject.id must be a UUID`, `${p}.subject.id`);
-      return { kind: m.kind, policy: name(m.policy, `${p}.policy`), subject: { type: s.type, id: s.id.toLowerCase() } };
+      return { kind: m.kind, policy: name(m.policy, `${p}.policy`), subject: { type: s.type, id: uuid(s.id, `${p}.subject.id`) } };
     }
   }
 }
@@ -112,43 +107,15 @@ export function validateManageRateLimits(input: ManageRateLimitsInput): ManageRa
   if (!Array.isArray(input.mutations) || input.mutations.length === 0 || input.mutations.length > MAX_MUTATIONS) {
     throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
   }
-  const out: ManageRateLimitsInput = { mutations: input.mutations.map(validateMutation) };
-  if (input.idempotencyKey !== undefined && input.idempotencyKey !== "") {
-    if (Buffer.byteLength(input.idempotencyKey, "utf8") > MAX_IDEMPOTENCY_KEY_BYTES) {
-      throw invalidArgument(`idempotency_key must be at most ${MAX_IDEMPOTENCY_KEY_BYTES} bytes`, "idempotency_key");
-    }
-    out.idempotencyKey = input.idempotencyKey;
-  }
-  if (input.expectedRevision !== undefined && input.expectedRevision !== "") {
-    if (!REVISION.test(input.expectedRevision)) {
-      throw invalidArgument("expected_revision must be a revision (a decimal number) returned by an earlier call", "expected_revision");
-    }
-    out.expectedRevision = BigInt(input.expectedRevision).toString();
-  }
-  return out;
+  return {
+    mutations: input.mutations.map(validateMutation),
+    ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)),
+    ...optional("expectedRevision", expectedRevision(input.expectedRevision)),
+  };
 }
 
-/** JSON with sorted keys: equal requests hash equal. */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (typeof v === "object" && v !== null) {
-    const entries = Object.entries(v)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(",")}}`;
-  }
-  return JSON.stringify(v ?? null);
-}
-
-class MutationError extends Error {
-  constructor(
-    readonly code: "NOT_FOUND" | "FAILED_PRECONDITION" | "INVALID_ARGUMENT",
-    message: string,
-    readonly reason?: string,
-  ) {
-    super(message);
-  }
-}
+const refusal = (code: "NOT_FOUND" | "FAILED_PRECONDITION" | "INVALID_ARGUMENT", message: string, reason?: string): AuthzError =>
+  new AuthzError(code, message, reason ? { reason } : {});
 
 type PolicyRow = {
   id: number;
@@ -184,7 +151,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
         const missing = (["scope", "limitCount", "windowSec"] as const).filter((f) => m[f] === undefined);
         if (missing.length > 0) {
           const snake = { scope: "scope", limitCount: "limit_count", windowSec: "window_sec" } as const;
-          throw new MutationError("INVALID_ARGUMENT", `${p}: a new policy needs ${missing.map((f) => `${p}.${snake[f]}`).join(", ")}`);
+          throw refusal("INVALID_ARGUMENT", `${p}: a new policy needs ${missing.map((f) => `${p}.${snake[f]}`).join(", ")}`);
         }
         const rows = await tx.query<{ id: number }>(
           `insert into rate_limit_policies (name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
@@ -211,7 +178,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
         );
         const misfit = held.find((h) => !fits(next.scope, h.holder as "user" | "organization"));
         if (misfit || (next.scope === "key" && held.length > 0)) {
-          throw new MutationError(
+          throw refusal(
             "FAILED_PRECONDITION",
             `${p}.scope: policy "${m.name}" is assigned to ${held.map((h) => `${h.n} ${h.holder}(s)`).join(" and ")}; scope ${next.scope} does not fit them (unassign first)`,
             "SCOPE_MISMATCH",
@@ -237,7 +204,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
     case "assign":
     case "unassign": {
       const policy = await policyByName(tx, m.policy);
-      if (!policy) throw new MutationError("NOT_FOUND", `${p}.policy: rate-limit policy "${m.policy}" not found`, "POLICY_NOT_FOUND");
+      if (!policy) throw refusal("NOT_FOUND", `${p}.policy: rate-limit policy "${m.policy}" not found`, "POLICY_NOT_FOUND");
       const holder = m.subject.type as "user" | "organization";
       const column = holder === "user" ? "user_id" : "org_id";
       if (m.kind === "unassign") {
@@ -248,7 +215,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
         return { policyId: policy.id, changed: rows.length > 0 };
       }
       if (!fits(policy.scope, holder)) {
-        throw new MutationError(
+        throw refusal(
           "FAILED_PRECONDITION",
           `${p}: policy "${policy.name}" has scope ${policy.scope} and cannot be assigned to ${holder === "user" ? "a user" : "an organization"}` +
             (policy.scope === "key" ? " (key policies are used by name)" : ""),
@@ -256,7 +223,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
         );
       }
       const exists = await tx.query(`select 1 from ${holder === "user" ? "users" : "organizations"} where id = $1::text::uuid`, [m.subject.id]);
-      if (exists.length === 0) throw new MutationError("NOT_FOUND", `${p}.subject: ${holder} ${m.subject.id} not found`);
+      if (exists.length === 0) throw refusal("NOT_FOUND", `${p}.subject: ${holder} ${m.subject.id} not found`);
       const rows = await tx.query(
         `insert into rate_limit_assignments (policy_id, ${column}) values ($1::text::integer, $2::text::uuid)
            on conflict on constraint rate_limit_assignments_unique do nothing returning id`,
@@ -267,78 +234,34 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
   }
 }
 
-function fromSqlError(err: SqlError, where: string): AuthzError | SqlError {
-  switch (err.code) {
-    case "23503":
-      return new AuthzError("NOT_FOUND", `${where}: refers to a record that does not exist`, { cause: err });
-    case "23505":
-      return new AuthzError("ALREADY_EXISTS", `${where}: conflicts with an existing record${err.constraint ? ` (${err.constraint})` : ""}`, { cause: err });
-    case "23514":
-      return new AuthzError("FAILED_PRECONDITION", `${where}: violates the rule ${err.constraint ?? "of the data model"}`, { cause: err });
-    case "40001":
-    case "40P01":
-      return new AuthzError("ABORTED", "concurrent write, retry", { cause: err });
-    default:
-      return err;
-  }
+/**
+ * Confinement: policies are global rows, so a tenant-bound caller may not
+ * create, change or delete them; it may assign them only to organizations of
+ * its tenant (a user belongs to no tenant).
+ */
+async function confineMutation(c: WriteConfinement, m: RateLimitMutation, i: number): Promise<void> {
+  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  if (m.kind === "upsertPolicy" || m.kind === "deletePolicy") return c.global(`${p}: rate-limit policy "${m.name}" (policies are global)`);
+  if (m.subject.type === "organization") return c.organization(m.subject.id, `${p}.subject: organization ${m.subject.id}`);
+  return c.global(`${p}.subject: user ${m.subject.id} (users belong to no tenant)`);
 }
 
 /** Applies the batch atomically; returns the revision it committed at and one result per mutation. */
-export async function manageRateLimits(db: SqlClient, raw: ManageRateLimitsInput): Promise<ManageRateLimitsResult> {
+export async function manageRateLimits(db: SqlClient, raw: ManageRateLimitsInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRateLimitsResult> {
   const input = validateManageRateLimits(raw);
-  const hash =
-    input.idempotencyKey !== undefined
-      ? createHash("sha256").update(canonicalJson({ mutations: input.mutations, expectedRevision: input.expectedRevision ?? null })).digest("hex")
-      : "";
-  try {
-    return await db.readWriteTx(async (tx) => {
-      const locked = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision for update");
-      const current = (locked[0] as { revision: string }).revision;
-      if (input.idempotencyKey !== undefined) {
-        const stored = await tx.query<{ request_hash: string; response: string }>(
-          "select request_hash, response::text as response from authz_idempotency where scope = $1::text and key = $2::text",
-          [IDEMPOTENCY_SCOPE, input.idempotencyKey],
-        );
-        const first = stored[0];
-        if (first) {
-          if (first.request_hash !== hash) {
-            throw new AuthzError("ALREADY_EXISTS", "idempotency_key was already used with a different request", { reason: "IDEMPOTENCY_KEY_REUSED" });
-          }
-          return JSON.parse(first.response) as ManageRateLimitsResult;
-        }
-      }
-      if (input.expectedRevision !== undefined && input.expectedRevision !== current) {
-        throw new AuthzError("FAILED_PRECONDITION", `expected_revision ${input.expectedRevision} is not the newest revision ${current}; nothing was written`, {
-          reason: "REVISION_MOVED",
-          metadata: { expected_revision: input.expectedRevision, revision: current },
-        });
-      }
+  const { revision, value } = await runWrite(db, caller, {
+    rpc: "ManageRateLimits",
+    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
+    idempotencyKey: input.idempotencyKey,
+    expectedRevision: input.expectedRevision,
+    async confine(c) {
+      for (const [i, m] of input.mutations.entries()) await confineMutation(c, m, i);
+    },
+    async apply({ tx }) {
       const results: ManageRateLimitsResult["results"] = [];
-      for (const [i, m] of input.mutations.entries()) {
-        try {
-          results.push(await apply(tx, m, i));
-        } catch (err) {
-          if (err instanceof MutationError) {
-            throw new AuthzError(err.code, err.message, { metadata: { mutation_index: String(i) }, ...(err.reason ? { reason: err.reason } : {}) });
-          }
-          if (err instanceof SqlError) throw fromSqlError(err, `mutations[${i}].${FIELD[m.kind]}`);
-          throw err;
-        }
-      }
-      const after = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const result: ManageRateLimitsResult = { revision: (after[0] as { revision: string }).revision, results };
-      if (input.idempotencyKey !== undefined) {
-        await tx.query("insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)", [
-          IDEMPOTENCY_SCOPE,
-          input.idempotencyKey,
-          hash,
-          JSON.stringify(result),
-        ]);
-      }
-      return result;
-    });
-  } catch (err) {
-    if (err instanceof SqlError) throw fromSqlError(err, "the batch");
-    throw err;
-  }
+      for (const [i, m] of input.mutations.entries()) results.push(await atMutation(i, FIELD[m.kind], () => apply(tx, m, i)));
+      return results;
+    },
+  });
+  return { revision, results: value };
 }

@@ -16,7 +16,7 @@ import { invalidArgument } from "../errors.js";
 import { MAX_MUTATIONS, type Mutation, type RoleRefInput, type ScopeInput, type SubjectInput, manageRoles } from "../store/manage-roles.js";
 import type { SqlClient } from "../store/sql.js";
 import type { CallContext } from "./handler-types.js";
-import { dbFor } from "./tenancy.js";
+import { writeCaller } from "./tenancy.js";
 
 const MUTATION_CASES = "upsert_role, delete_role, upsert_permission, delete_permission, grant_permission, revoke_permission, add_inheritance, remove_inheritance, assign_role, unassign_role";
 
@@ -115,11 +115,11 @@ export function manageRolesHandler(
 ): (req: ManageRolesRequest, ctx: CallContext) => Promise<MessageInitShape<typeof ManageRolesResponseSchema>> {
   return async (req, ctx) => {
     if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-    const result = await manageRoles(dbFor(db, ctx), {
+    const result = await manageRoles(db(), {
       mutations: req.mutations.map(mutationFrom),
       ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
       ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-    });
+    }, writeCaller(ctx));
     return { revision: result.revision, results: result.results.map((r) => ({ id: r.id, changed: r.changed })) };
   };
 }

@@ -24,9 +24,10 @@ import {
   transferOwnership,
 } from "../store/ownership.js";
 import type { SqlClient } from "../store/sql.js";
-import { confine } from "../auth/authenticator.js";
+import { rowTenant } from "../store/tenant-lookup.js";
+import { confineRow } from "../tenancy.js";
 import type { ServiceHandlers } from "./handler-types.js";
-import { dbFor } from "./tenancy.js";
+import { writeCaller } from "./tenancy.js";
 import { UUID } from "../validation.js";
 
 
@@ -95,7 +96,7 @@ export function ownershipHandlers(db: () => SqlClient, options: OwnershipHandler
   return {
     async transferOwnership(req, ctx) {
       const result = await transferOwnership(
-        dbFor(db, ctx),
+        db(),
         {
           avatarId: req.avatarId,
           fromMembershipId: req.fromMembershipId,
@@ -105,26 +106,22 @@ export function ownershipHandlers(db: () => SqlClient, options: OwnershipHandler
           ...(req.requestTtl ? { requestTtlMs: durationMs(req.requestTtl) } : {}),
         },
         { defaultRequestTtlMs: options.defaultRequestTtlMs },
+        writeCaller(ctx),
       );
       return resultMessage(result);
     },
     async acceptOwnershipTransfer(req, ctx) {
-      return resultMessage(await acceptOwnershipTransfer(dbFor(db, ctx), actionInput(req)));
+      return resultMessage(await acceptOwnershipTransfer(db(), actionInput(req), writeCaller(ctx)));
     },
     async declineOwnershipTransfer(req, ctx) {
-      return resultMessage(await declineOwnershipTransfer(dbFor(db, ctx), actionInput(req)));
+      return resultMessage(await declineOwnershipTransfer(db(), actionInput(req), writeCaller(ctx)));
     },
     async cancelOwnershipTransfer(req, ctx) {
-      return resultMessage(await cancelOwnershipTransfer(dbFor(db, ctx), actionInput(req)));
+      return resultMessage(await cancelOwnershipTransfer(db(), actionInput(req), writeCaller(ctx)));
     },
     async listOwnershipTransfers(req, ctx) {
-      const tenant = ctx.caller?.tenantId;
-      if (tenant && UUID.test(req.avatarId)) {
-        const [row] = await db().query<{ tenant: string | null }>(
-          "select authz_org_tenant(organization_id)::text as tenant from avatars where id = $1::text::uuid",
-          [req.avatarId],
-        );
-        if (row) confine(ctx.caller, row.tenant, `avatar ${req.avatarId}`);
+      if (ctx.caller?.tenantId && UUID.test(req.avatarId)) {
+        confineRow(ctx.caller, await rowTenant(db(), "avatars", req.avatarId.toLowerCase()), `avatar ${req.avatarId}`, "denied");
       }
       const page = await listOwnershipTransfers(db(), {
         avatarId: req.avatarId,

@@ -36,7 +36,7 @@ import type { RateLimitStore, StoreState } from "../ratelimit/store.js";
 import type { SqlClient } from "../store/sql.js";
 import { UUID } from "../validation.js";
 import { stateFor, toFreshness } from "./consistency.js";
-import { confineRead, dbFor, type TenantLookup } from "./tenancy.js";
+import { confineRead, type TenantLookup, writeCaller } from "./tenancy.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 
 /** The policies as of some revision (the Engine is one). */
@@ -218,11 +218,11 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
 
     async manageRateLimits(req, ctx) {
       if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-      const result = await manageRateLimits(dbFor(deps.db, ctx), {
+      const result = await manageRateLimits(deps.db(), {
         mutations: req.mutations.map(mutationFrom),
         ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
         ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-      });
+      }, writeCaller(ctx));
       return { revision: result.revision, results: result.results.map((r) => ({ policyId: r.policyId, changed: r.changed })) };
     },
 

@@ -1,13 +1,13 @@
 // ManageRoles: an atomic batch of role, permission, grant, inheritance and
-// assignment changes, in domain types. The transaction takes the writers'
-// lock (the authz_revision row) before anything else, so batches serialize:
-// expected_revision, idempotency and cycle checks cannot race another batch.
+// assignment changes, in domain types, run through the one write pipeline
+// (write-pipeline.ts: lock, idempotency, confinement, expected_revision).
 // rpc/admin-handlers.ts translates the generated messages to and from these types.
 
-import { createHash } from "node:crypto";
 import { AuthzError, invalidArgument } from "../errors.js";
-import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
-import { UUID } from "../validation.js";
+import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid, expectedRevision, idempotencyKey } from "../validation.js";
+import type { SqlClient, SqlQuerier } from "./sql.js";
+import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
+import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "./write-pipeline.js";
 
 /** A role (or permission) by UUID, or by key within its organization (null = global). */
 export type RoleRefInput = { id: string } | { organizationId: string | null; key: string };
@@ -83,10 +83,6 @@ export interface ManageRolesResult {
 }
 
 export const MAX_MUTATIONS = 1000;
-export const MAX_IDEMPOTENCY_KEY_BYTES = 128;
-const IDEMPOTENCY_SCOPE = "ManageRoles";
-const KEY = /^[A-Za-z0-9._:-]{1,128}$/;
-const REVISION = /^\d{1,20}$/;
 
 /** The proto field name of each mutation kind, for messages that name a field path. */
 const FIELD: Record<Mutation["kind"], string> = {
@@ -108,27 +104,7 @@ const FIELD: Record<Mutation["kind"], string> = {
 // is computed over.
 // ---------------------------------------------------------------------------
 
-function uuid(v: unknown, path: string): string {
-  if (typeof v !== "string" || !UUID.test(v)) throw invalidArgument(`${path} must be a UUID in canonical text form`, path);
-  return v.toLowerCase();
-}
-
-function key(v: unknown, path: string): string {
-  if (typeof v !== "string" || !KEY.test(v)) {
-    throw invalidArgument(`${path} must be 1 to 128 characters of letters, digits and "._:-"`, path);
-  }
-  return v;
-}
-
-function optionalText(v: unknown, path: string): string | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== "string") throw invalidArgument(`${path} must be a string`, path);
-  return v;
-}
-
-function orgId(v: unknown, path: string): string | null {
-  return v === null || v === undefined || v === "" ? null : uuid(v, path);
-}
+const orgId = (v: unknown, path: string): string | null => optionalUuid(v, path);
 
 function ref(r: unknown, path: string): RoleRefInput {
   if (typeof r !== "object" || r === null) throw invalidArgument(`${path} is required`, path);
@@ -159,11 +135,6 @@ function scope(s: unknown, path: string): ScopeInput | null {
   return { type: type as ScopeType, id: uuid(id, `${path}.id`) };
 }
 
-/** `{ [k]: v }`, or nothing when v is undefined (keeps absent fields absent, not undefined). */
-function optional<K extends string, V>(k: K, v: V | undefined): { [P in K]?: V } {
-  return (v === undefined ? {} : { [k]: v }) as { [P in K]?: V };
-}
-
 function validateMutation(m: Mutation, i: number): Mutation {
   if (typeof m !== "object" || m === null || !Object.hasOwn(FIELD, m.kind)) {
     throw invalidArgument(`mutations[${i}] must set exactly one change (${Object.values(FIELD).join(", ")})`, `mutations[${i}]`);
@@ -175,11 +146,11 @@ function validateMutation(m: Mutation, i: number): Mutation {
       const common = {
         organizationId: orgId(m.organizationId, `${p}.key.organization_id`),
         key: key(m.key, `${p}.key.key`),
-        ...optional("description", optionalText(m.description, `${p}.description`)),
+        ...optional("description", text(m.description, `${p}.description`, MAX_TEXT_BYTES)),
         ...optional("id", m.id === undefined || m.id === "" ? undefined : uuid(m.id, `${p}.id`)),
       };
       if (m.kind === "upsertPermission") return { kind: m.kind, ...common };
-      const name = optionalText(m.name, `${p}.name`);
+      const name = text(m.name, `${p}.name`, MAX_NAME_BYTES);
       return { kind: m.kind, ...common, ...optional("name", name === "" ? undefined : name) };
     }
     case "deleteRole":
@@ -216,59 +187,20 @@ export function validateManageRoles(input: ManageRolesInput): ManageRolesInput {
   if (!Array.isArray(input.mutations) || input.mutations.length === 0 || input.mutations.length > MAX_MUTATIONS) {
     throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
   }
-  const out: ManageRolesInput = { mutations: input.mutations.map(validateMutation) };
-  if (input.idempotencyKey !== undefined && input.idempotencyKey !== "") {
-    if (typeof input.idempotencyKey !== "string" || Buffer.byteLength(input.idempotencyKey, "utf8") > MAX_IDEMPOTENCY_KEY_BYTES) {
-      throw invalidArgument(`idempotency_key must be at most ${MAX_IDEMPOTENCY_KEY_BYTES} bytes`, "idempotency_key");
-    }
-    out.idempotencyKey = input.idempotencyKey;
-  }
-  if (input.expectedRevision !== undefined && input.expectedRevision !== "") {
-    if (typeof input.expectedRevision !== "string" || !REVISION.test(input.expectedRevision)) {
-      throw invalidArgument("expected_revision must be a revision (a decimal number) returned by an earlier call", "expected_revision");
-    }
-    out.expectedRevision = BigInt(input.expectedRevision).toString();
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Idempotency
-// ---------------------------------------------------------------------------
-
-/** JSON with sorted keys, undefined left out and dates as ISO strings: equal requests, equal text. */
-function canonicalJson(v: unknown): string {
-  if (v instanceof Date) return JSON.stringify(v.toISOString());
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (typeof v === "object" && v !== null) {
-    const entries = Object.entries(v)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(",")}}`;
-  }
-  return JSON.stringify(v ?? null);
-}
-
-function requestHash(input: ManageRolesInput): string {
-  return createHash("sha256")
-    .update(canonicalJson({ mutations: input.mutations, expectedRevision: input.expectedRevision ?? null }))
-    .digest("hex");
+  return {
+    mutations: input.mutations.map(validateMutation),
+    ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)),
+    ...optional("expectedRevision", expectedRevision(input.expectedRevision)),
+  };
 }
 
 // ---------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------
 
-/** A refusal found while applying one mutation; gets the mutation's index prefixed. */
-class MutationError extends Error {
-  constructor(
-    readonly code: "NOT_FOUND" | "ALREADY_EXISTS" | "FAILED_PRECONDITION",
-    message: string,
-    readonly reason?: string,
-  ) {
-    super(message);
-  }
-}
+/** A refusal found while applying one mutation (the pipeline adds the mutation's index). */
+const refusal = (code: "NOT_FOUND" | "ALREADY_EXISTS" | "FAILED_PRECONDITION", message: string, reason?: string): AuthzError =>
+  new AuthzError(code, message, reason ? { reason } : {});
 
 interface Resolved {
   id: string;
@@ -301,7 +233,7 @@ async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRe
 
 async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
   const found = await resolve(tx, kind === "role" ? "roles" : "permissions", r);
-  if (!found) throw new MutationError("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
+  if (!found) throw refusal("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
   return found;
 }
 
@@ -321,13 +253,13 @@ async function upsertRecord(
   if (m.id !== undefined) {
     const byId = rows.find((r) => r.id === m.id);
     if (byId && byId !== same) {
-      throw new MutationError(
+      throw refusal(
         "ALREADY_EXISTS",
         `${field}.id: ${kind} ${m.id} already exists as ${describeResolved(kind, { id: byId.id, organizationId: byId.organization_id, key: byId.key })}`,
       );
     }
     if (same && same.id !== m.id) {
-      throw new MutationError("ALREADY_EXISTS", `${field}.id: ${describeResolved(kind, { id: same.id, organizationId: m.organizationId, key: m.key })} already exists with id ${same.id}, not ${m.id}`);
+      throw refusal("ALREADY_EXISTS", `${field}.id: ${describeResolved(kind, { id: same.id, organizationId: m.organizationId, key: m.key })} already exists with id ${same.id}, not ${m.id}`);
     }
   }
   // Absent fields (null here) keep their value on an existing record.
@@ -401,7 +333,7 @@ const SCOPE_TABLE: Record<ScopeType, string> = { tenant: "tenants", organization
 
 async function mustExist(tx: SqlQuerier, table: string, id: string, what: string): Promise<void> {
   const rows = await tx.query(`select 1 from ${table} where id = $1::text::uuid`, [id]);
-  if (rows.length === 0) throw new MutationError("NOT_FOUND", `${what} not found`);
+  if (rows.length === 0) throw refusal("NOT_FOUND", `${what} not found`);
 }
 
 const scopeParams = (s: ScopeInput | null): [string, string | null] => (s === null ? ["global", null] : [s.type, s.id]);
@@ -435,7 +367,7 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
         return { id: "", changed: rows.length > 0 };
       }
       if (perm.organizationId !== null && perm.organizationId !== role.organizationId) {
-        throw new MutationError(
+        throw refusal(
           "FAILED_PRECONDITION",
           `${p}: ${describeResolved("role", role)} cannot hold ${describeResolved("permission", perm)}: a role holds only permissions of its own organization or global ones`,
           "CROSS_ORGANIZATION",
@@ -460,7 +392,7 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
         return { id: "", changed: rows.length > 0 };
       }
       if (parent.organizationId !== null && parent.organizationId !== role.organizationId) {
-        throw new MutationError(
+        throw refusal(
           "FAILED_PRECONDITION",
           `${p}: ${describeResolved("role", role)} cannot inherit ${describeResolved("role", parent)}: a role inherits only roles of its own organization or global ones`,
           "CROSS_ORGANIZATION",
@@ -476,7 +408,7 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
       if (path) {
         const cycle = [...path, parent.id];
         const keys = await roleKeys(tx, cycle);
-        throw new MutationError(
+        throw refusal(
           "FAILED_PRECONDITION",
           `${p}: role inheritance would form a cycle: ${cycle.map((id) => keys.get(id) ?? id).join(" → ")}`,
           "INHERITANCE_CYCLE",
@@ -530,138 +462,96 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
 }
 
 // ---------------------------------------------------------------------------
-// Database refusals → domain errors, never SQL text
+// Confinement: every row a mutation refers to, for a tenant-bound caller
 // ---------------------------------------------------------------------------
 
-/** Rules enforced by triggers whose messages are plain sentences fit for callers. */
-const TRIGGER_RULES = new Set([
-  "roles_builtin",
-  "roles_organization_fixed",
-  "permissions_organization_fixed",
-  "role_permissions_same_organization",
-  "role_inheritance_same_organization",
-  "role_inheritance_acyclic",
-  "role_assignments_scope_in_role_organization",
-]);
+const TABLE = { role: "roles", permission: "permissions" } as const;
 
-const MISSING: Record<string, string> = {
-  roles_organization_id_fkey: "the organization does not exist",
-  permissions_organization_id_fkey: "the organization does not exist",
-  role_assignments_user_id_fkey: "the subject user does not exist",
-  role_assignments_account_id_fkey: "the subject account does not exist",
-  role_assignments_principal_id_fkey: "the subject principal does not exist",
-  role_assignments_staff_id_fkey: "the subject staff member does not exist",
-  role_assignments_tenant_scope_id_fkey: "the scope tenant does not exist",
-  role_assignments_organization_scope_id_fkey: "the scope organization does not exist",
-  role_assignments_avatar_scope_id_fkey: "the scope avatar does not exist",
-  role_assignments_role_id_fkey: "the role does not exist",
-  role_permissions_role_id_fkey: "the role does not exist",
-  role_permissions_permission_id_fkey: "the permission does not exist",
-  role_inheritance_role_id_fkey: "the role does not exist",
-  role_inheritance_parent_role_id_fkey: "the parent role does not exist",
-};
+/** A role or permission reference: by id (the row's tenant) or by key (its organization's tenant; null = global). */
+async function confineRef(
+  c: WriteConfinement,
+  kind: "role" | "permission",
+  r: RoleRefInput,
+  what: string,
+  global: "allowed" | "denied",
+): Promise<void> {
+  if ("id" in r) {
+    await (global === "allowed" ? c.ownOrGlobal(TABLE[kind], r.id, what) : c.own(TABLE[kind], r.id, what));
+  } else if (r.organizationId !== null) {
+    await c.organization(r.organizationId, what);
+  } else if (global === "denied") {
+    c.global(what);
+  }
+}
 
-/** Maps a database error to an AuthzError; `where` names the mutation ("mutations[3].assign_role") or the batch. */
-function fromSqlError(err: SqlError, where: string): AuthzError | SqlError {
-  const c = err.constraint;
-  switch (err.code) {
-    case "23503":
-      return new AuthzError("NOT_FOUND", `${where}: ${(c && MISSING[c]) ?? "refers to a record that does not exist"}`, { cause: err });
-    case "23505":
-      return new AuthzError("ALREADY_EXISTS", `${where}: conflicts with an existing record${c ? ` (${c})` : ""}`, { cause: err });
-    case "23514":
-    case "23P01": {
-      const reason = c === "role_inheritance_acyclic" ? "INHERITANCE_CYCLE" : undefined;
-      const text = c && TRIGGER_RULES.has(c) ? err.message : `violates the rule ${c ?? "of the data model"}`;
-      return new AuthzError("FAILED_PRECONDITION", `${where}: ${text}`, { cause: err, ...(reason ? { reason } : {}) });
+const SUBJECT_TENANT_TABLE: Partial<Record<SubjectType, TenantTable>> = { account: "accounts", principal: "principals" };
+const SCOPE_TENANT_TABLE: Record<ScopeType, TenantTable> = { tenant: "tenants", organization: "organizations", avatar: "avatars" };
+
+/** An assignment's subject, role and scope: the scope and a tenant-owned subject in the tenant; a global role only on them. */
+async function confineAssignment(c: WriteConfinement, m: { subject: SubjectInput; role: RoleRefInput; scope: ScopeInput | null }, p: string): Promise<void> {
+  if (m.scope === null) c.global(`${p}.scope: the global scope`);
+  else await c.own(SCOPE_TENANT_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
+  const subjectTable = SUBJECT_TENANT_TABLE[m.subject.type as SubjectType];
+  if (subjectTable) await c.own(subjectTable, m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
+  await confineRef(c, "role", m.role, `${p}.role: ${describeRef("role", m.role)}`, "allowed");
+}
+
+async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Promise<void> {
+  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  switch (m.kind) {
+    case "upsertRole":
+    case "upsertPermission": {
+      const kind = m.kind === "upsertRole" ? "role" : "permission";
+      if (m.organizationId === null) c.global(`${p}: a global ${kind}`);
+      else await c.organization(m.organizationId, `${p}.key.organization_id: organization ${m.organizationId}`);
+      if (m.id !== undefined) await c.own(TABLE[kind], m.id, `${p}.id: ${kind} ${m.id}`);
+      return;
     }
-    case "40001":
-    case "40P01":
-      return new AuthzError("ABORTED", "concurrent write, retry", { cause: err });
-    case "22P02":
-    case "22007":
-    case "22008":
-      return new AuthzError("INVALID_ARGUMENT", `${where}: a value has the wrong form`, { cause: err });
-    default:
-      // Anything else (connection lost, a bug) stays unknown: INTERNAL for the caller, logged with the request id.
-      return err;
+    case "deleteRole":
+      return confineRef(c, "role", m.role, `${p}: ${describeRef("role", m.role)}`, "denied");
+    case "deletePermission":
+      return confineRef(c, "permission", m.permission, `${p}: ${describeRef("permission", m.permission)}`, "denied");
+    case "grantPermission":
+    case "revokePermission":
+      await confineRef(c, "role", m.role, `${p}.role: ${describeRef("role", m.role)}`, "denied");
+      return confineRef(c, "permission", m.permission, `${p}.permission: ${describeRef("permission", m.permission)}`, "allowed");
+    case "addInheritance":
+    case "removeInheritance":
+      await confineRef(c, "role", m.role, `${p}.role: ${describeRef("role", m.role)}`, "denied");
+      return confineRef(c, "role", m.parent, `${p}.parent: ${describeRef("role", m.parent)}`, "allowed");
+    case "assignRole":
+      return confineAssignment(c, m, p);
+    case "unassignRole":
+      if ("assignmentId" in m) return c.own("role_assignments", m.assignmentId, `${p}.assignment_id: assignment ${m.assignmentId}`);
+      return confineAssignment(c, m, p);
   }
 }
 
 // ---------------------------------------------------------------------------
-// The transaction
+// The batch
 // ---------------------------------------------------------------------------
 
 /**
  * Applies the batch atomically: every mutation or none. Returns the revision
  * the batch committed at (unchanged when nothing changed) and one result per
- * mutation. With an idempotency key, a retry of the same batch returns the
- * first response without writing.
+ * mutation. With an idempotency key, a retry of the same batch by the same
+ * caller returns the first response without writing.
  */
-export async function manageRoles(db: SqlClient, raw: ManageRolesInput): Promise<ManageRolesResult> {
+export async function manageRoles(db: SqlClient, raw: ManageRolesInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRolesResult> {
   const input = validateManageRoles(raw);
-  const hash = input.idempotencyKey !== undefined ? requestHash(input) : "";
-  try {
-    return await db.readWriteTx(async (tx) => {
-      // The writers' lock first: batches (and every other tracked write) serialize behind it until commit.
-      const locked = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision for update");
-      const current = (locked[0] as { revision: string }).revision;
-
-      // A replay is answered before the precondition: the first attempt already moved the revision.
-      if (input.idempotencyKey !== undefined) {
-        const stored = await tx.query<{ request_hash: string; response: string }>(
-          "select request_hash, response::text as response from authz_idempotency where scope = $1::text and key = $2::text",
-          [IDEMPOTENCY_SCOPE, input.idempotencyKey],
-        );
-        const first = stored[0];
-        if (first) {
-          if (first.request_hash !== hash) {
-            throw new AuthzError("ALREADY_EXISTS", "idempotency_key was already used with a different request", {
-              reason: "IDEMPOTENCY_KEY_REUSED",
-            });
-          }
-          return JSON.parse(first.response) as ManageRolesResult;
-        }
-      }
-
-      if (input.expectedRevision !== undefined && input.expectedRevision !== current) {
-        throw new AuthzError(
-          "FAILED_PRECONDITION",
-          `expected_revision ${input.expectedRevision} is not the newest revision ${current}; nothing was written`,
-          { reason: "REVISION_MOVED", metadata: { expected_revision: input.expectedRevision, revision: current } },
-        );
-      }
-
+  const { revision, value } = await runWrite(db, caller, {
+    rpc: "ManageRoles",
+    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
+    idempotencyKey: input.idempotencyKey,
+    expectedRevision: input.expectedRevision,
+    async confine(c) {
+      for (const [i, m] of input.mutations.entries()) await confineMutation(c, m, i);
+    },
+    async apply({ tx }) {
       const results: MutationResult[] = [];
-      for (const [i, m] of input.mutations.entries()) {
-        try {
-          results.push(await apply(tx, m, i));
-        } catch (err) {
-          if (err instanceof MutationError) {
-            throw new AuthzError(err.code, err.message, {
-              metadata: { mutation_index: String(i) },
-              ...(err.reason ? { reason: err.reason } : {}),
-            });
-          }
-          if (err instanceof SqlError) throw fromSqlError(err, `mutations[${i}].${FIELD[m.kind]}`);
-          throw err;
-        }
-      }
-
-      const after = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const result: ManageRolesResult = { revision: (after[0] as { revision: string }).revision, results };
-      if (input.idempotencyKey !== undefined) {
-        await tx.query(
-          "insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)",
-          [IDEMPOTENCY_SCOPE, input.idempotencyKey, hash, JSON.stringify(result)],
-        );
-      }
-      return result;
-    });
-  } catch (err) {
-    // Failures outside a mutation: the lock or idempotency statements, or the deferred inheritance check at commit
-    // (a backstop: the cycle and organization checks above run first).
-    if (err instanceof SqlError) throw fromSqlError(err, "the batch");
-    throw err;
-  }
+      for (const [i, m] of input.mutations.entries()) results.push(await atMutation(i, FIELD[m.kind], () => apply(tx, m, i)));
+      return results;
+    },
+  });
+  return { revision, results: value };
 }

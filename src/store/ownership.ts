@@ -2,19 +2,20 @@
 // TransferOwnership (immediate, or a pending request), Accept/Decline/Cancel
 // of a pending request, the history listing and the expiry sweep.
 //
-// Every write runs in one transaction whose first statement takes the
-// writers' lock (the authz_revision row), like ManageRoles, then locks the
-// avatar row: all authz writers take locks in the same order, so they
-// serialize without deadlocks, and every rule below is checked against data
-// no other writer can change before this transaction commits. The database
-// enforces the invariant too (migration 0003: avatars_exactly_one_owner).
+// Every write runs through the one write pipeline (write-pipeline.ts: the
+// writers' lock, idempotency, confinement), then locks the avatar row: all
+// authz writers take locks in the same order, so they serialize without
+// deadlocks, and every rule below is checked against data no other writer
+// can change before this transaction commits. The database enforces the
+// invariant too (migration 0003: avatars_exactly_one_owner).
 // rpc/ownership-handlers.ts translates the generated messages; docs/ownership.md
 // describes the behaviour for callers.
 
-import { createHash } from "node:crypto";
 import { AuthzError, invalidArgument } from "../errors.js";
-import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
-import { UUID } from "../validation.js";
+import { idempotencyKey, optional, UUID, uuid } from "../validation.js";
+import type { SqlClient, SqlQuerier } from "./sql.js";
+import type { WriteConfinement } from "./tenant-lookup.js";
+import { CommittedRefusal, idempotencyScope, INTERNAL_WRITER, runWrite, type WriteCaller } from "./write-pipeline.js";
 
 export const TRANSFER_STATUSES = ["pending", "completed", "declined", "cancelled", "expired"] as const;
 export type TransferStatus = (typeof TRANSFER_STATUSES)[number];
@@ -75,7 +76,6 @@ export interface ListTransfersResult {
   nextPageToken: string;
 }
 
-export const MAX_IDEMPOTENCY_KEY_BYTES = 128;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
 export const MAX_REQUEST_TTL_MS = 365 * 24 * 3600 * 1000;
@@ -88,19 +88,6 @@ const iso = (expr: string): string => `to_char((${expr}) at time zone 'UTC', 'YY
 // ---------------------------------------------------------------------------
 // Validation
 // ---------------------------------------------------------------------------
-
-function uuid(v: unknown, field: string): string {
-  if (typeof v !== "string" || !UUID.test(v)) throw invalidArgument(`${field} must be a UUID in canonical text form`, field);
-  return v.toLowerCase();
-}
-
-function idempotencyKey(v: unknown): string | undefined {
-  if (v === undefined || v === "") return undefined;
-  if (typeof v !== "string" || Buffer.byteLength(v, "utf8") > MAX_IDEMPOTENCY_KEY_BYTES) {
-    throw invalidArgument(`idempotency_key must be at most ${MAX_IDEMPOTENCY_KEY_BYTES} bytes`, "idempotency_key");
-  }
-  return v;
-}
 
 /** Checks and normalizes a TransferOwnership input; throws INVALID_ARGUMENT naming the field. */
 export function validateTransferOwnership(input: TransferOwnershipInput): TransferOwnershipInput & { mode: TransferMode } {
@@ -125,20 +112,18 @@ export function validateTransferOwnership(input: TransferOwnershipInput): Transf
     }
     requestTtlMs = Math.round(ttl);
   }
-  const key = idempotencyKey(input.idempotencyKey);
   return {
     avatarId,
     fromMembershipId,
     toMembershipId,
     mode,
-    ...(key !== undefined ? { idempotencyKey: key } : {}),
-    ...(requestTtlMs !== undefined ? { requestTtlMs } : {}),
+    ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)),
+    ...optional("requestTtlMs", requestTtlMs),
   };
 }
 
 function validateAction(input: TransferActionInput): TransferActionInput {
-  const key = idempotencyKey(input.idempotencyKey);
-  return { transferId: uuid(input.transferId, "transfer_id"), ...(key !== undefined ? { idempotencyKey: key } : {}) };
+  return { transferId: uuid(input.transferId, "transfer_id"), ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)) };
 }
 
 // ---------------------------------------------------------------------------
@@ -180,26 +165,19 @@ function toTransfer(r: TransferRow): OwnershipTransfer {
   };
 }
 
-/** The JSON kept in authz_idempotency, and back. */
-function storedResult(r: TransferResult): string {
-  return JSON.stringify(r);
-}
-function loadResult(json: string): TransferResult {
-  const v = JSON.parse(json) as { revision: string; transfer: Record<string, unknown> };
-  const t = v.transfer;
+/** A transfer from its stored JSON (authz_idempotency), dates revived. */
+function reviveTransfer(stored: unknown): OwnershipTransfer {
+  const t = stored as Record<string, unknown>;
   const d = (x: unknown): Date | null => (typeof x === "string" ? new Date(x) : null);
   return {
-    revision: v.revision,
-    transfer: {
-      id: String(t.id),
-      avatarId: String(t.avatarId),
-      fromMembershipId: String(t.fromMembershipId),
-      toMembershipId: String(t.toMembershipId),
-      status: t.status as TransferStatus,
-      occurredAt: d(t.occurredAt),
-      createdAt: d(t.createdAt) as Date,
-      expiresAt: d(t.expiresAt),
-    },
+    id: String(t.id),
+    avatarId: String(t.avatarId),
+    fromMembershipId: String(t.fromMembershipId),
+    toMembershipId: String(t.toMembershipId),
+    status: t.status as TransferStatus,
+    occurredAt: d(t.occurredAt),
+    createdAt: d(t.createdAt) as Date,
+    expiresAt: d(t.expiresAt),
   };
 }
 
@@ -344,106 +322,33 @@ async function closePending(tx: SqlQuerier, avatarId: string, now: string, other
 }
 
 // ---------------------------------------------------------------------------
-// The writers' transaction
+// The writes, through the pipeline
 // ---------------------------------------------------------------------------
 
-interface Idempotency {
-  scope: string;
-  key: string;
-  hash: string;
+interface TransferWrite {
+  rpc: string;
+  request: unknown;
+  idempotencyKey: string | undefined;
+  confine(c: WriteConfinement): Promise<void>;
+  body(tx: SqlQuerier, now: string): Promise<OwnershipTransfer | CommittedRefusal>;
 }
 
-const hashOf = (v: unknown): string => createHash("sha256").update(JSON.stringify(v)).digest("hex");
-
-/** A refusal that is returned after its transaction commits (e.g. recording that a request expired). */
-class CommittedRefusal {
-  constructor(readonly error: AuthzError) {}
+/** Runs one transfer write: the pipeline's lock, idempotency and confinement, then body with the transaction's "now". */
+async function writeTransfer(db: SqlClient, caller: WriteCaller, w: TransferWrite): Promise<TransferResult> {
+  const { revision, value } = await runWrite(db, caller, {
+    rpc: w.rpc,
+    request: w.request,
+    idempotencyKey: w.idempotencyKey,
+    confine: (c) => w.confine(c),
+    apply: async ({ tx, now }) => w.body(tx, await now()),
+    revive: reviveTransfer,
+  });
+  return { transfer: value, revision };
 }
 
-/**
- * Runs body in one transaction: the writers' lock first, then the idempotency
- * lookup, then body with the transaction's "now" (taken after the lock, so it
- * follows commit order). The result is recorded under the idempotency key.
- */
-async function writerTx(
-  db: SqlClient,
-  idem: Idempotency | undefined,
-  body: (tx: SqlQuerier, now: string) => Promise<OwnershipTransfer | CommittedRefusal>,
-): Promise<TransferResult> {
-  let outcome: TransferResult | CommittedRefusal;
-  try {
-    outcome = await db.readWriteTx(async (tx) => {
-      // The writers' lock first: every authz writer takes it before any other lock, so they serialize without deadlocks.
-      await tx.query("select revision::text as revision from authz_revision for update");
-      if (idem) {
-        const stored = await tx.query<{ request_hash: string; response: string }>(
-          "select request_hash, response::text as response from authz_idempotency where scope = $1::text and key = $2::text",
-          [idem.scope, idem.key],
-        );
-        const first = stored[0];
-        if (first) {
-          if (first.request_hash !== idem.hash) {
-            throw new AuthzError("ALREADY_EXISTS", "idempotency_key was already used with a different request", { reason: "IDEMPOTENCY_KEY_REUSED" });
-          }
-          return loadResult(first.response);
-        }
-      }
-      const [clock] = await tx.query<{ now: string }>(`select ${iso("clock_timestamp()")} as now`);
-      const now = (clock as { now: string }).now;
-      const done = await body(tx, now);
-      if (done instanceof CommittedRefusal) return done;
-      const after = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const result: TransferResult = { transfer: done, revision: (after[0] as { revision: string }).revision };
-      if (idem) {
-        await tx.query(
-          "insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)",
-          [idem.scope, idem.key, idem.hash, storedResult(result)],
-        );
-      }
-      return result;
-    });
-  } catch (err) {
-    if (err instanceof SqlError) throw fromSqlError(err);
-    throw err;
-  }
-  if (outcome instanceof CommittedRefusal) throw outcome.error;
-  return outcome;
-}
-
-/** Database refusals → domain errors, never SQL text. With the writers' lock held, the integrity errors are backstops. */
-function fromSqlError(err: SqlError): AuthzError | SqlError {
-  const c = err.constraint;
-  switch (err.code) {
-    case "40001":
-    case "40P01":
-      return new AuthzError("ABORTED", "concurrent write, retry", { cause: err });
-    case "23505":
-      if (c === "ownership_transfers_idempotency_key") {
-        return new AuthzError("ALREADY_EXISTS", "idempotency_key was already used for another transfer of this avatar", {
-          cause: err,
-          reason: "IDEMPOTENCY_KEY_REUSED",
-        });
-      }
-      // memberships_one_active_owner, ownership_transfers_one_pending: a concurrent change outside this service.
-      return new AuthzError("ABORTED", "the avatar's ownership changed concurrently, retry", { cause: err });
-    case "23514":
-      if (c === "avatars_exactly_one_owner") {
-        return new AuthzError("FAILED_PRECONDITION", "the change would leave an active avatar without exactly one owner", {
-          cause: err,
-          reason: "OWNER_INVARIANT",
-        });
-      }
-      return new AuthzError("FAILED_PRECONDITION", `violates the rule ${c ?? "of the data model"}`, { cause: err });
-    case "23503":
-      return new AuthzError("NOT_FOUND", "refers to a record that does not exist", { cause: err });
-    case "22P02":
-    case "22007":
-    case "22008":
-      return new AuthzError("INVALID_ARGUMENT", "a value has the wrong form", { cause: err });
-    default:
-      return err;
-  }
-}
+/** The value kept in ownership_transfers.idempotency_key: the caller's key within its own scope. */
+const storedKey = (caller: WriteCaller, rpc: string, key: string | undefined): string | null =>
+  key === undefined ? null : `${idempotencyScope(rpc, caller).split(":")[1]}:${key}`;
 
 async function insertTransfer(
   tx: SqlQuerier,
@@ -471,39 +376,55 @@ async function insertTransfer(
  * request of the avatar), or records a pending request the target accepts
  * later (request mode). One transaction; nothing is written on a refusal.
  */
-export async function transferOwnership(db: SqlClient, raw: TransferOwnershipInput, options: TransferOwnershipOptions): Promise<TransferResult> {
+export async function transferOwnership(
+  db: SqlClient,
+  raw: TransferOwnershipInput,
+  options: TransferOwnershipOptions,
+  caller: WriteCaller = INTERNAL_WRITER,
+): Promise<TransferResult> {
   const input = validateTransferOwnership(raw);
   const ttlMs = input.requestTtlMs ?? options.defaultRequestTtlMs;
-  const idem: Idempotency | undefined =
-    input.idempotencyKey === undefined
-      ? undefined
-      : {
-          scope: "TransferOwnership",
-          key: input.idempotencyKey,
-          hash: hashOf([input.avatarId, input.fromMembershipId, input.toMembershipId, input.mode, input.requestTtlMs ?? null]),
-        };
-  return writerTx(db, idem, async (tx, now) => {
-    await lockActiveAvatar(tx, input.avatarId);
-    await checkFrom(tx, input.avatarId, input.fromMembershipId, "STALE_OWNER");
-    await checkTarget(tx, input.avatarId, input.toMembershipId, now);
-    const common = { avatarId: input.avatarId, fromId: input.fromMembershipId, toId: input.toMembershipId, now, key: input.idempotencyKey ?? null };
-    if (input.mode === "immediate") {
-      await closePending(tx, input.avatarId, now, "cancelled");
-      await moveOwnership(tx, input.fromMembershipId, input.toMembershipId);
-      return insertTransfer(tx, { ...common, status: "completed", expiresAt: null });
-    }
-    const open = await closePending(tx, input.avatarId, now, null);
-    if (open) {
-      throw refuse(`avatar ${input.avatarId} already has a pending transfer ${open.id}; accept, decline or cancel it first`, "TRANSFER_PENDING", {
-        transfer_id: open.id,
-      });
-    }
-    const [exp] = await tx.query<{ t: string }>(
-      `select ${iso("$1::text::timestamptz + $2::text::bigint * interval '1 millisecond'")} as t`,
-      [now, String(ttlMs)],
-    );
-    return insertTransfer(tx, { ...common, status: "pending", expiresAt: (exp as { t: string }).t });
+  const rpc = "TransferOwnership";
+  return writeTransfer(db, caller, {
+    rpc,
+    request: [input.avatarId, input.fromMembershipId, input.toMembershipId, input.mode, input.requestTtlMs ?? null],
+    idempotencyKey: input.idempotencyKey,
+    async confine(c) {
+      await c.own("avatars", input.avatarId, `avatar_id: avatar ${input.avatarId}`);
+      await c.own("memberships", input.fromMembershipId, `from_membership_id: membership ${input.fromMembershipId}`);
+      await c.own("memberships", input.toMembershipId, `to_membership_id: membership ${input.toMembershipId}`);
+    },
+    body: (tx, now) => transferBody(tx, input, ttlMs, now, storedKey(caller, rpc, input.idempotencyKey)),
   });
+}
+
+async function transferBody(
+  tx: SqlQuerier,
+  input: ReturnType<typeof validateTransferOwnership>,
+  ttlMs: number,
+  now: string,
+  key: string | null,
+): Promise<OwnershipTransfer> {
+  await lockActiveAvatar(tx, input.avatarId);
+  await checkFrom(tx, input.avatarId, input.fromMembershipId, "STALE_OWNER");
+  await checkTarget(tx, input.avatarId, input.toMembershipId, now);
+  const common = { avatarId: input.avatarId, fromId: input.fromMembershipId, toId: input.toMembershipId, now, key };
+  if (input.mode === "immediate") {
+    await closePending(tx, input.avatarId, now, "cancelled");
+    await moveOwnership(tx, input.fromMembershipId, input.toMembershipId);
+    return insertTransfer(tx, { ...common, status: "completed", expiresAt: null });
+  }
+  const open = await closePending(tx, input.avatarId, now, null);
+  if (open) {
+    throw refuse(`avatar ${input.avatarId} already has a pending transfer ${open.id}; accept, decline or cancel it first`, "TRANSFER_PENDING", {
+      transfer_id: open.id,
+    });
+  }
+  const [exp] = await tx.query<{ t: string }>(
+    `select ${iso("$1::text::timestamptz + $2::text::bigint * interval '1 millisecond'")} as t`,
+    [now, String(ttlMs)],
+  );
+  return insertTransfer(tx, { ...common, status: "pending", expiresAt: (exp as { t: string }).t });
 }
 
 // ---------------------------------------------------------------------------
@@ -513,57 +434,67 @@ export async function transferOwnership(db: SqlClient, raw: TransferOwnershipInp
 type Action = "accept" | "decline" | "cancel";
 const SCOPE: Record<Action, string> = { accept: "AcceptOwnershipTransfer", decline: "DeclineOwnershipTransfer", cancel: "CancelOwnershipTransfer" };
 
-async function act(db: SqlClient, action: Action, raw: TransferActionInput): Promise<TransferResult> {
+async function act(db: SqlClient, action: Action, raw: TransferActionInput, caller: WriteCaller): Promise<TransferResult> {
   const input = validateAction(raw);
-  const idem = input.idempotencyKey === undefined ? undefined : { scope: SCOPE[action], key: input.idempotencyKey, hash: hashOf([input.transferId]) };
-  return writerTx(db, idem, async (tx, now) => {
-    const rows = await tx.query<TransferRow>(
-      `select ${TRANSFER_COLUMNS}, expires_at is not null and expires_at <= $2::text::timestamptz as lapsed
-         from ownership_transfers where id = $1::text::uuid`,
-      [input.transferId, now],
-    );
-    const t = rows[0];
-    if (!t) {
-      throw new AuthzError("NOT_FOUND", `transfer ${input.transferId} not found`, {
-        reason: "TRANSFER_NOT_FOUND",
-        metadata: { field: "transfer_id" },
-      });
-    }
-    const meta = { transfer_id: t.id, status: t.status };
-    if (t.status === "expired") throw refuse(`transfer ${t.id} expired at ${t.expires_at ?? "?"}`, "TRANSFER_EXPIRED", meta);
-    if (t.status !== "pending") throw refuse(`transfer ${t.id} is ${t.status}, not pending`, "TRANSFER_NOT_PENDING", meta);
-    if (t.lapsed) {
-      // Its time is up: record that (committed), then refuse.
-      await tx.query("update ownership_transfers set status = 'expired', occurred_at = expires_at where id = $1::text::uuid", [t.id]);
-      return new CommittedRefusal(refuse(`transfer ${t.id} expired at ${t.expires_at ?? "?"}`, "TRANSFER_EXPIRED", { ...meta, status: "expired" }));
-    }
-    let status: TransferStatus;
-    if (action === "accept") {
-      await lockActiveAvatar(tx, t.avatar_id);
-      await checkFrom(tx, t.avatar_id, t.from_membership_id, "OWNER_CHANGED");
-      await checkTarget(tx, t.avatar_id, t.to_membership_id, now);
-      await moveOwnership(tx, t.from_membership_id, t.to_membership_id);
-      status = "completed";
-    } else {
-      // Same lock order as every other transfer writer (revision, then avatar), even though only the transfer row changes.
-      await tx.query("select 1 from avatars where id = $1::text::uuid for update", [t.avatar_id]);
-      status = action === "decline" ? "declined" : "cancelled";
-    }
-    const updated = await tx.query<TransferRow>(
-      `update ownership_transfers set status = $2::text, occurred_at = $3::text::timestamptz
-        where id = $1::text::uuid returning ${TRANSFER_COLUMNS}`,
-      [t.id, status, now],
-    );
-    return toTransfer(updated[0] as TransferRow);
+  return writeTransfer(db, caller, {
+    rpc: SCOPE[action],
+    request: [input.transferId],
+    idempotencyKey: input.idempotencyKey,
+    confine: (c) => c.own("ownership_transfers", input.transferId, `transfer_id: transfer ${input.transferId}`),
+    body: (tx, now) => actBody(tx, action, input.transferId, now),
   });
 }
 
+async function actBody(tx: SqlQuerier, action: Action, transferId: string, now: string): Promise<OwnershipTransfer | CommittedRefusal> {
+  const rows = await tx.query<TransferRow>(
+    `select ${TRANSFER_COLUMNS}, expires_at is not null and expires_at <= $2::text::timestamptz as lapsed
+       from ownership_transfers where id = $1::text::uuid`,
+    [transferId, now],
+  );
+  const t = rows[0];
+  if (!t) {
+    throw new AuthzError("NOT_FOUND", `transfer ${transferId} not found`, {
+      reason: "TRANSFER_NOT_FOUND",
+      metadata: { field: "transfer_id" },
+    });
+  }
+  const meta = { transfer_id: t.id, status: t.status };
+  if (t.status === "expired") throw refuse(`transfer ${t.id} expired at ${t.expires_at ?? "?"}`, "TRANSFER_EXPIRED", meta);
+  if (t.status !== "pending") throw refuse(`transfer ${t.id} is ${t.status}, not pending`, "TRANSFER_NOT_PENDING", meta);
+  if (t.lapsed) {
+    // Its time is up: record that (committed), then refuse.
+    await tx.query("update ownership_transfers set status = 'expired', occurred_at = expires_at where id = $1::text::uuid", [t.id]);
+    return new CommittedRefusal(refuse(`transfer ${t.id} expired at ${t.expires_at ?? "?"}`, "TRANSFER_EXPIRED", { ...meta, status: "expired" }));
+  }
+  let status: TransferStatus;
+  if (action === "accept") {
+    await lockActiveAvatar(tx, t.avatar_id);
+    await checkFrom(tx, t.avatar_id, t.from_membership_id, "OWNER_CHANGED");
+    await checkTarget(tx, t.avatar_id, t.to_membership_id, now);
+    await moveOwnership(tx, t.from_membership_id, t.to_membership_id);
+    status = "completed";
+  } else {
+    // Same lock order as every other transfer writer (revision, then avatar), even though only the transfer row changes.
+    await tx.query("select 1 from avatars where id = $1::text::uuid for update", [t.avatar_id]);
+    status = action === "decline" ? "declined" : "cancelled";
+  }
+  const updated = await tx.query<TransferRow>(
+    `update ownership_transfers set status = $2::text, occurred_at = $3::text::timestamptz
+      where id = $1::text::uuid returning ${TRANSFER_COLUMNS}`,
+    [t.id, status, now],
+  );
+  return toTransfer(updated[0] as TransferRow);
+}
+
 /** The target accepts a pending transfer: ownership moves (status completed). */
-export const acceptOwnershipTransfer = (db: SqlClient, input: TransferActionInput): Promise<TransferResult> => act(db, "accept", input);
+export const acceptOwnershipTransfer = (db: SqlClient, input: TransferActionInput, caller: WriteCaller = INTERNAL_WRITER): Promise<TransferResult> =>
+  act(db, "accept", input, caller);
 /** The target declines a pending transfer (status declined); ownership stays. */
-export const declineOwnershipTransfer = (db: SqlClient, input: TransferActionInput): Promise<TransferResult> => act(db, "decline", input);
+export const declineOwnershipTransfer = (db: SqlClient, input: TransferActionInput, caller: WriteCaller = INTERNAL_WRITER): Promise<TransferResult> =>
+  act(db, "decline", input, caller);
 /** The owner cancels a pending transfer (status cancelled); ownership stays. */
-export const cancelOwnershipTransfer = (db: SqlClient, input: TransferActionInput): Promise<TransferResult> => act(db, "cancel", input);
+export const cancelOwnershipTransfer = (db: SqlClient, input: TransferActionInput, caller: WriteCaller = INTERNAL_WRITER): Promise<TransferResult> =>
+  act(db, "cancel", input, caller);
 
 // ---------------------------------------------------------------------------
 // Expiry sweep
@@ -580,16 +511,15 @@ export async function expirePendingTransfers(db: SqlClient, now?: Date): Promise
   const due = `status = 'pending' and expires_at <= coalesce($1::text::timestamptz, clock_timestamp())`;
   const any = await db.query(`select 1 from ownership_transfers where ${due} limit 1`, [at]);
   if (any.length === 0) return 0;
-  try {
-    return await db.readWriteTx(async (tx) => {
-      await tx.query("select revision::text as revision from authz_revision for update");
+  const { value } = await runWrite(db, INTERNAL_WRITER, {
+    rpc: "ExpireTransfers",
+    request: null,
+    async apply({ tx }) {
       const rows = await tx.query(`update ownership_transfers set status = 'expired', occurred_at = expires_at where ${due} returning id`, [at]);
       return rows.length;
-    });
-  } catch (err) {
-    if (err instanceof SqlError) throw fromSqlError(err);
-    throw err;
-  }
+    },
+  });
+  return value;
 }
 
 // ---------------------------------------------------------------------------

@@ -35,8 +35,7 @@ describe("embedded default (no DATABASE_URL, no REDIS_URL)", () => {
   it("in-process LISTEN/NOTIFY: a write advances the change feed", async () => {
     const before = app.feed().revision;
     await app.db().query("insert into staff (logical_key) values ('staff:embedded-test')");
-    const end = Date.now() + 5000;
-    while (app.feed().revision === before && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    await app.feed().waitFor(before + 1n, 5000);
     expect(app.feed().revision).toBe(before + 1n);
   });
 });
@@ -64,11 +63,12 @@ describe("the built server process", () => {
     const end = Date.now() + 30_000;
     while (!out.includes('"msg":"SERVING"') && Date.now() < end && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
     expect(out).toContain('"msg":"SERVING"');
-    const started = Date.now();
     child.kill("SIGTERM");
     const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    // Exit code 0 and "stopped" come only from the graceful path; the hard bound exits 1 with
+    // "shutdown bound exceeded" (src/main.ts), so these say the drain finished within the bound.
     expect(code).toBe(0);
-    expect(Date.now() - started).toBeLessThan(10_000);
     expect(out).toContain('"msg":"stopped"');
+    expect(out).not.toContain("shutdown bound exceeded");
   }, 40_000);
 });

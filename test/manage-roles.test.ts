@@ -177,9 +177,11 @@ describe("ManageRoles", () => {
       await isLocked;
       const a = manageRoles(c1, { mutations: [{ kind: "addInheritance", role: org2("ping"), parent: org2("pong") }] });
       const b = manageRoles(c2, { mutations: [{ kind: "addInheritance", role: org2("pong"), parent: org2("ping") }] });
-      await new Promise((r) => setTimeout(r, 200));
-      const waiting = await t.raw`select 1 from pg_stat_activity where datname = ${t.name} and wait_event_type = 'Lock'`;
-      expect(waiting.length).toBe(2);
+      // Both batches are queued behind the held lock: wait for that (bounded), not for a fixed time.
+      const waitingOnLock = async () =>
+        (await t.raw`select 1 from pg_stat_activity where datname = ${t.name} and wait_event_type = 'Lock'`).length;
+      for (let i = 0; i < 500 && (await waitingOnLock()) < 2; i++) await new Promise((r) => setImmediate(r));
+      expect(await waitingOnLock()).toBe(2);
       release();
       await holder;
       const settled = await Promise.allSettled([a, b]);

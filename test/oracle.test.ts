@@ -86,6 +86,5 @@ describe("random datasets, changes and checks", () => {
     expect(byReason.size).toBeGreaterThanOrEqual(6);
     expect(answers.some((a) => a.allowed)).toBe(true);
     expect(answers.some((a) => !a.allowed)).toBe(true);
-    for (const a of answers) expect(a.allowed).toBe(a.reason === "GRANTED");
   });
 });

@@ -55,7 +55,7 @@ describe("engine vs oracle", () => {
       try {
         for (let round = 0; round < ROUNDS; round++) {
           const changes = round === 0 ? [] : await randomChanges(r, t.raw, 15, data.now);
-          const [head] = await t.raw<{ revision: string }[]>`select revision::text as revision from authz_revision`;
+          const [head] = await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`;
           // Follow the change log as a server does (notifications, with a bounded wait).
           const engine = await live.atLeast(BigInt(head?.revision ?? "0"), 5000);
           // Every other round decides exactly at a timestamp the data holds (an

@@ -31,7 +31,7 @@ afterAll(async () => {
 });
 
 const revision = async (): Promise<bigint> =>
-  BigInt((await t.raw<{ revision: string }[]>`select revision::text as revision from authz_revision`)[0]?.revision ?? "-1");
+  BigInt((await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`)[0]?.revision ?? "-1");
 
 const run = (mutations: Mutation[], extra: Omit<ManageRolesInput, "mutations"> = {}) => manageRoles(t.client, { mutations, ...extra });
 
@@ -164,13 +164,13 @@ describe("ManageRoles", () => {
     const c1 = createPostgresClient({ url: t.url, poolMax: 1, logger: createLogger("silent") });
     const c2 = createPostgresClient({ url: t.url, poolMax: 1, logger: createLogger("silent") });
     try {
-      // Hold the writers' lock so that both batches are queued behind it before either runs.
+      // Hold the organization's role-graph lock so that both batches are queued behind it before either checks for a cycle.
       let release = (): void => {};
       const held = new Promise<void>((r) => (release = r));
       let locked = (): void => {};
       const isLocked = new Promise<void>((r) => (locked = r));
       const holder = t.raw.begin(async (tx) => {
-        await tx`select revision from authz_revision for update`;
+        await tx`select authz_lock_role_graph(${ORG2}::uuid)`;
         locked();
         await held;
       });

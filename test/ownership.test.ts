@@ -97,7 +97,7 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------
 
 const revision = async (): Promise<bigint> =>
-  BigInt((await t.raw<{ revision: string }[]>`select revision::text as revision from authz_revision`)[0]?.revision ?? "-1");
+  BigInt((await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`)[0]?.revision ?? "-1");
 
 const ownerOf = async (avatar: string, sql: postgres.Sql = t.raw): Promise<string[]> =>
   (await sql<{ id: string }[]>`select id::text as id from memberships where avatar_id = ${avatar} and owner and active`).map((r) => r.id);

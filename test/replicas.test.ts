@@ -121,7 +121,7 @@ describe("two replicas on one database", () => {
         expect(killed.length).toBeGreaterThanOrEqual(2);
       }
     }
-    const [head] = await t.raw<{ revision: string }[]>`select revision::text as revision from authz_revision`;
+    const [head] = await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`;
     const target = BigInt(head?.revision ?? "0");
     await until(() => apps.every((a) => a.live().current().revision >= target), 10_000);
     apps.forEach((a, i) => expect(a.feed().stats.reconnects, `replica ${i} reconnected`).toBeGreaterThanOrEqual((before[i] ?? 0) + 2));

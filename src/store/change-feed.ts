@@ -28,8 +28,9 @@ export interface ChangeFeed {
   stop(): Promise<void>;
 }
 
+/** The newest committed revision, numbering committed writes that have none yet (authz_stamp, migration 0008). */
 export async function readLatestRevision(db: SqlQuerier): Promise<bigint> {
-  const rows = await db.query<{ revision: string }>("select revision::text as revision from authz_revision");
+  const rows = await db.query<{ revision: string }>("select authz_stamp()::text as revision");
   const r = rows[0];
   if (!r) throw new Error("authz_revision is empty: migrations incomplete");
   return BigInt(r.revision);

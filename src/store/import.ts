@@ -465,9 +465,12 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
   const sections: Record<string, SectionCounts> = {};
   const DRY_RUN = Symbol("dry run");
   let summary: ImportSummary | undefined;
+  const before = await readLatestRevision(db);
+  let xid: string | null = null;
   try {
     await db.readWriteTx(async (tx) => {
-      const before = await readLatestRevision(tx);
+      // The import numbers its own transaction after commit (authz_stamp, migration 0008).
+      await tx.query("select set_config('authz.self_stamp', 'on', true)");
       // Inheritance cycles are checked per statement, so a refusal names its record.
       // Whole-avatar rules (exactly one owner) can only hold once every record
       // is in: they are checked below, after the last record.
@@ -485,8 +488,11 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
       await tx.query(
         "select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))",
       );
-      const after = await readLatestRevision(tx);
-      summary = { revisionBefore: before.toString(), revisionAfter: after.toString(), sections, dryRun: options.dryRun === true };
+      const [tx_] = await tx.query<{ xid: string | null }>(
+        "select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid",
+      );
+      xid = tx_?.xid ?? null;
+      summary = { revisionBefore: before.toString(), revisionAfter: before.toString(), sections, dryRun: options.dryRun === true };
       try {
         // Run the remaining deferred checks now, inside the import, so a
         // refusal is an ImportError (and --dry-run reports it too).
@@ -498,6 +504,12 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
     });
   } catch (err) {
     if (err !== DRY_RUN) throw err;
+    return summary as ImportSummary;
   }
-  return summary as ImportSummary;
+  const done = summary as ImportSummary;
+  if (xid !== null) {
+    const [row] = await db.query<{ revision: string }>("select authz_stamp($1::text::xid8)::text as revision", [xid]);
+    done.revisionAfter = row?.revision ?? done.revisionAfter;
+  }
+  return done;
 }

@@ -65,7 +65,7 @@ async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigin
         new_row: Record<string, unknown> | null;
       }>(
         `select revision::text as revision, table_name, op, old_row, new_row from authz_changes
-          where revision > $1::text::bigint and revision <= $2::text::bigint order by id limit ${MAX_CATCH_UP_ROWS + 1}`,
+          where revision > $1::text::bigint and revision <= $2::text::bigint order by authz_changes.revision, authz_changes.id limit ${MAX_CATCH_UP_ROWS + 1}`,
         [after.toString(), head.toString()],
       );
       // Every revision has at least one row, so a missing next revision means

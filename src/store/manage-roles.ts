@@ -398,12 +398,13 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
           "CROSS_ORGANIZATION",
         );
       }
+      // The organization's role graph is locked until commit: no concurrent write can add the other half of a cycle.
       const existing = await tx.query(
-        "select 1 from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid",
-        [role.id, parent.id],
+        `select authz_lock_role_graph($3::text::uuid),
+                exists (select 1 from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid) as present`,
+        [role.id, parent.id, role.organizationId],
       );
-      if (existing.length > 0) return { id: "", changed: false };
-      // The batch holds the writers' lock, so no other batch can add the other half of a cycle meanwhile.
+      if ((existing[0] as { present: boolean }).present) return { id: "", changed: false };
       const path = await inheritancePath(tx, parent.id, role.id);
       if (path) {
         const cycle = [...path, parent.id];

@@ -331,16 +331,26 @@ interface TransferWrite {
   idempotencyKey: string | undefined;
   confine(c: WriteConfinement): Promise<void>;
   body(tx: SqlQuerier, now: string): Promise<OwnershipTransfer | CommittedRefusal>;
+  /** An avatar to lock (for update) before the transaction reads its clock. */
+  lockFirst?: string;
 }
 
-/** Runs one transfer write: the pipeline's lock, idempotency and confinement, then body with the transaction's "now". */
+/**
+ * Runs one transfer write: the pipeline's idempotency and confinement, then
+ * body with the transaction's "now". With lockFirst, the avatar row is locked
+ * before the clock is read, so the transfers of one avatar are created in
+ * the order they commit (keyset pagination of its history relies on it).
+ */
 async function writeTransfer(db: SqlClient, caller: WriteCaller, w: TransferWrite): Promise<TransferResult> {
   const { revision, value } = await runWrite(db, caller, {
     rpc: w.rpc,
     request: w.request,
     idempotencyKey: w.idempotencyKey,
     confine: (c) => w.confine(c),
-    apply: async ({ tx, now }) => w.body(tx, await now()),
+    async apply({ tx, now }) {
+      if (w.lockFirst !== undefined) await tx.query("select 1 from avatars where id = $1::text::uuid for update", [w.lockFirst]);
+      return w.body(tx, await now());
+    },
     revive: reviveTransfer,
   });
   return { transfer: value, revision };
@@ -395,6 +405,7 @@ export async function transferOwnership(
       await c.own("memberships", input.toMembershipId, `to_membership_id: membership ${input.toMembershipId}`);
     },
     body: (tx, now) => transferBody(tx, input, ttlMs, now, storedKey(caller, rpc, input.idempotencyKey)),
+    lockFirst: input.avatarId,
   });
 }
 

@@ -7,7 +7,8 @@ import type { SqlClient } from "./sql.js";
  */
 export async function pruneHistory(db: SqlClient, opts: { changeLogHours: number; idempotencyHours: number }): Promise<{ changes: number; idempotency: number }> {
   const changes = await db.query(
-    "delete from authz_changes where changed_at < now() - make_interval(hours => $1::text::int) returning 1",
+    // Unnumbered rows are kept whatever their age: their writes have no revision yet.
+    "delete from authz_changes where revision is not null and changed_at < now() - make_interval(hours => $1::text::int) returning 1",
     [String(opts.changeLogHours)],
   );
   const idempotency = await db.query(

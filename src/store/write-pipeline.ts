@@ -3,16 +3,22 @@
 // confinement pass and its mutations; the pipeline runs them in one
 // transaction, in this order:
 //
-//   1. the writers' lock (revision order, see docs/data-model.md);
-//   2. the idempotency record, scoped to the caller (and its tenant): a retry
-//      of the same request returns the first answer, a different request
-//      under the same key is ALREADY_EXISTS;
+//   1. the writer marks the transaction as numbering itself (no NOTIFY
+//      'pending'); with expected_revision it takes the writers' lock
+//      exclusively, so no other write is in flight, and numbers what has
+//      committed before comparing;
+//   2. the idempotency record, scoped to the caller (and its tenant), under
+//      a lock on that key: a retry of the same request returns the first
+//      answer, a different request under the same key is ALREADY_EXISTS;
 //   3. confinement: a tenant-bound caller's references are checked before
 //      any mutation runs, so no error can name another tenant's rows;
 //   4. expected_revision;
 //   5. the mutations;
 //   6. the database's tenancy backstop (authz_assert_tenant) for bound callers;
-//   7. the revision the write committed at, and the idempotency record.
+//   7. the idempotency record; commit;
+//   8. after commit, authz_stamp() numbers the transaction: that revision is
+//      returned (read-your-writes). Writers never wait for each other on one
+//      lock row (migration 0008, docs/data-model.md "Change log").
 //
 // Database refusals become domain errors through one mapping (write-errors.ts).
 
@@ -88,22 +94,39 @@ export function idempotencyScope(rpc: string, caller: WriteCaller): string {
 
 const ISO_NOW = `to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
+/** What the idempotency record keeps: the writer's value and how to find its revision again. */
 interface Stored {
-  revision: string;
+  /** The writing transaction (when it changed something): its revision is authz_stamp(xid). */
+  xid: string | null;
+  /** The revision, when known before commit (expected_revision writes) or when nothing changed. */
+  revision: string | null;
   value: unknown;
 }
 
+const lockKey = (s: string) => `hashtextextended(${s}, 0)`;
+
 async function replay(tx: SqlQuerier, scope: string, key: string, hash: string): Promise<Stored | undefined> {
+  // One request per key at a time: a concurrent duplicate waits here and then finds the first one's record.
   const rows = await tx.query<{ request_hash: string; response: string }>(
-    "select request_hash, response::text as response from authz_idempotency where scope = $1::text and key = $2::text",
+    `select pg_advisory_xact_lock(${lockKey("$1::text || ':' || $2::text")}),
+            (select request_hash from authz_idempotency where scope = $1::text and key = $2::text) as request_hash,
+            (select response::text from authz_idempotency where scope = $1::text and key = $2::text) as response`,
     [scope, key],
   );
   const first = rows[0];
-  if (!first) return undefined;
+  if (!first || first.request_hash === null) return undefined;
   if (first.request_hash !== hash) {
     throw new AuthzError("ALREADY_EXISTS", "idempotency_key was already used with a different request", { reason: "IDEMPOTENCY_KEY_REUSED" });
   }
   return JSON.parse(first.response) as Stored;
+}
+
+/** The revision of a stored write: numbered now if no stamp did it yet. */
+async function storedRevision(db: SqlQuerier, stored: Stored): Promise<string> {
+  if (stored.revision !== null) return stored.revision;
+  const [row] = await db.query<{ revision: string | null }>("select authz_stamp($1::text::xid8)::text as revision", [stored.xid]);
+  if (row?.revision) return row.revision;
+  return ((await db.query<{ revision: string }>("select revision::text as revision from authz_revision"))[0] as { revision: string }).revision;
 }
 
 async function assertTenant(tx: SqlQuerier, tenantId: string): Promise<void> {
@@ -129,6 +152,38 @@ function checkExpected(expected: string | undefined, current: string): void {
 }
 
 /**
+ * Opens the write: marks it as numbering itself. With a precondition, it
+ * also waits until no other write is in flight (the writers' lock,
+ * exclusive), numbers everything committed, and returns that newest revision.
+ */
+async function open(tx: SqlQuerier, exclusive: boolean): Promise<string | undefined> {
+  if (!exclusive) {
+    await tx.query("select set_config('authz.self_stamp', 'on', true)");
+    return undefined;
+  }
+  const [row] = await tx.query<{ head: string }>(
+    `select pg_advisory_xact_lock(authz_writer_lock_key()), set_config('authz.self_stamp', 'on', true),
+            set_config('authz.tx_open', 'on', true), authz_stamp()::text as head`,
+  );
+  return (row as { head: string }).head;
+}
+
+/** Before commit: the transaction's id when it changed something, and the newest revision (for a no-op). */
+async function closing(tx: SqlQuerier, exclusive: boolean): Promise<{ xid: string | null; revision: string | null }> {
+  if (exclusive) {
+    // No other write is in flight: the transaction numbers itself now (its own revision, or the head when it changed nothing).
+    const [row] = await tx.query<{ revision: string }>("select coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())::text as revision");
+    return { xid: null, revision: (row as { revision: string }).revision };
+  }
+  const [row] = await tx.query<{ xid: string | null; head: string }>(
+    `select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid,
+            (select revision::text from authz_revision) as head`,
+  );
+  const r = row as { xid: string | null; head: string };
+  return r.xid === null ? { xid: null, revision: r.head } : { xid: r.xid, revision: null };
+}
+
+/**
  * Runs one write atomically: every mutation or none. Returns the revision
  * it committed at and the writer's result; replays the first answer for a
  * repeated idempotency key.
@@ -137,17 +192,21 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
   const scope = idempotencyScope(plan.rpc, caller);
   const hash = plan.idempotencyKey === undefined ? "" : sha256(canonicalJson(plan.request));
   const revive = plan.revive ?? ((v: unknown) => v as R);
-  let outcome: WriteOutcome<R> | CommittedRefusal;
+  const exclusive = plan.expectedRevision !== undefined;
+  let outcome: Stored | CommittedRefusal;
+  let replayed = false;
   try {
     outcome = await db.readWriteTx(async (tx) => {
-      const [locked] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision for update");
-      const current = (locked as { revision: string }).revision;
+      const head = await open(tx, exclusive);
       if (plan.idempotencyKey !== undefined) {
         const first = await replay(tx, scope, plan.idempotencyKey, hash);
-        if (first) return { revision: first.revision, value: revive(first.value) };
+        if (first) {
+          replayed = true;
+          return first;
+        }
       }
       if (caller.tenantId && plan.confine) await plan.confine(new WriteConfinement(tx, caller));
-      checkExpected(plan.expectedRevision, current);
+      if (head !== undefined) checkExpected(plan.expectedRevision, head);
       let now: string | undefined;
       const value = await plan.apply({
         tx,
@@ -158,22 +217,23 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
       });
       if (value instanceof CommittedRefusal) return value;
       if (caller.tenantId) await assertTenant(tx, caller.tenantId);
-      const [after] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const result: WriteOutcome<R> = { revision: (after as { revision: string }).revision, value };
+      const stored: Stored = { ...(await closing(tx, exclusive)), value };
       if (plan.idempotencyKey !== undefined) {
         await tx.query(
           "insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)",
-          [scope, plan.idempotencyKey, hash, JSON.stringify(result)],
+          [scope, plan.idempotencyKey, hash, JSON.stringify(stored)],
         );
       }
-      return result;
+      return stored;
     });
   } catch (err) {
     // Failures outside a mutation: the lock or idempotency statements, or a deferred check at commit.
     throw err instanceof SqlError ? fromSqlError(err, "the write") : err;
   }
   if (outcome instanceof CommittedRefusal) throw outcome.error;
-  return outcome;
+  // Committed: number it (read-your-writes). A lost connection here leaves the write committed; a retry
+  // with the same idempotency key returns it.
+  return { revision: await storedRevision(db, outcome), value: replayed ? revive(outcome.value) : (outcome.value as R) };
 }
 
 /**

@@ -8,8 +8,8 @@
 -- Now writers do not touch authz_revision. Each change row records the
 -- writing transaction's id (xid) and no revision. A revision is handed out
 -- after commit by authz_stamp(), which numbers the committed, not yet
--- numbered transactions, one revision each, under the authz_revision row
--- lock (held only by stampers, for one short statement). So:
+-- numbered transactions, one revision each, under an advisory lock held only
+-- by stampers, for one short statement. So:
 --   * revisions stay gap-free and every committed write gets exactly one;
 --   * a revision, once handed out, never changes and nothing is ever numbered
 --     below it: replaying "revision > R" never misses a later commit;
@@ -42,6 +42,10 @@ create index authz_changes_pending_idx on authz_changes (id) where revision is n
 -- The advisory lock every tracked writer holds (shared) from its first change to its end.
 create function authz_writer_lock_key() returns bigint
 language sql immutable as $$ select 7306354296385593601::bigint $$;
+
+-- The advisory lock stampers take (one numbering at a time).
+create function authz_stamp_lock_key() returns bigint
+language sql immutable as $$ select 7306354296385593602::bigint $$;
 
 -- The advisory lock of one organization's role graph (null: the global roles).
 create function authz_lock_role_graph(org uuid) returns void
@@ -88,7 +92,15 @@ begin
     select revision into head from authz_revision;
     return head;
   end if;
-  select revision into head from authz_revision for update;
+  -- One stamper at a time. An advisory lock, not the authz_revision row lock: waiting for
+  -- it writes nothing, so a caller whose transaction the previous stamper numbered
+  -- returns without a commit of its own to flush.
+  perform pg_advisory_xact_lock(authz_stamp_lock_key());
+  if tx is not null then
+    select revision into mine from authz_changes where xid = tx limit 1;
+    if mine is not null then return mine; end if;
+  end if;
+  select revision into head from authz_revision;
   with pending as (
     select xid, max(id) as last_id from authz_changes where revision is null group by xid
   ), numbers as (
@@ -109,6 +121,26 @@ begin
     return mine;
   end if;
   return head;
+end $$;
+
+-- Called by a writer as the last statement before its commit: when no other
+-- stamper is at work, the transaction numbers itself (and whatever committed
+-- before it) now, so its commit is the only one to flush; otherwise it
+-- returns null and the writer calls authz_stamp(its xid) after commit.
+-- Safe: nothing can commit in between and need a lower number, because the
+-- stamp lock is held until this commit, and a transaction that commits
+-- meanwhile cannot have written anything this one read.
+create function authz_try_stamp_self() returns bigint
+language plpgsql as $$
+begin
+  if pg_current_xact_id_if_assigned() is null
+     or not exists (select 1 from authz_changes where xid = pg_current_xact_id()) then
+    return null;
+  end if;
+  if not pg_try_advisory_xact_lock(authz_stamp_lock_key()) then
+    return null;
+  end if;
+  return authz_stamp(pg_current_xact_id());
 end $$;
 
 -- The rows this transaction changed, for the tenancy backstop.

@@ -15,10 +15,12 @@
 //   4. expected_revision;
 //   5. the mutations;
 //   6. the database's tenancy backstop (authz_assert_tenant) for bound callers;
-//   7. the idempotency record; commit;
-//   8. after commit, authz_stamp() numbers the transaction: that revision is
-//      returned (read-your-writes). Writers never wait for each other on one
-//      lock row (migration 0008, docs/data-model.md "Change log").
+//   7. the transaction numbers itself when no other stamper is at work
+//      (authz_try_stamp_self), the idempotency record; commit;
+//   8. otherwise, after commit, authz_stamp(xid) numbers it (with whatever
+//      else committed meanwhile, in one batch). That revision is returned
+//      (read-your-writes). Writers never wait for each other on one lock row
+//      (migration 0008, docs/data-model.md "Change log").
 //
 // Database refusals become domain errors through one mapping (write-errors.ts).
 
@@ -156,31 +158,28 @@ function checkExpected(expected: string | undefined, current: string): void {
  * also waits until no other write is in flight (the writers' lock,
  * exclusive), numbers everything committed, and returns that newest revision.
  */
-async function open(tx: SqlQuerier, exclusive: boolean): Promise<string | undefined> {
+async function open(tx: SqlQuerier, exclusive: boolean): Promise<{ head: string | undefined; xid: string }> {
   if (!exclusive) {
-    await tx.query("select set_config('authz.self_stamp', 'on', true)");
-    return undefined;
+    const [row] = await tx.query<{ xid: string }>("select set_config('authz.self_stamp', 'on', true), pg_current_xact_id()::text as xid");
+    return { head: undefined, xid: (row as { xid: string }).xid };
   }
   const [row] = await tx.query<{ head: string }>(
     `select pg_advisory_xact_lock(authz_writer_lock_key()), set_config('authz.self_stamp', 'on', true),
             set_config('authz.tx_open', 'on', true), authz_stamp()::text as head`,
   );
-  return (row as { head: string }).head;
+  return { head: (row as { head: string }).head, xid: "" };
 }
 
-/** Before commit: the transaction's id when it changed something, and the newest revision (for a no-op). */
-async function closing(tx: SqlQuerier, exclusive: boolean): Promise<{ xid: string | null; revision: string | null }> {
-  if (exclusive) {
-    // No other write is in flight: the transaction numbers itself now (its own revision, or the head when it changed nothing).
-    const [row] = await tx.query<{ revision: string }>("select coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())::text as revision");
-    return { xid: null, revision: (row as { revision: string }).revision };
-  }
-  const [row] = await tx.query<{ xid: string | null; head: string }>(
-    `select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid,
-            (select revision::text from authz_revision) as head`,
-  );
-  const r = row as { xid: string | null; head: string };
-  return r.xid === null ? { xid: null, revision: r.head } : { xid: r.xid, revision: null };
+/** Before commit: the transaction's own revision when no other stamper is at work (null otherwise, or when it changed nothing). */
+async function tryNumberItself(tx: SqlQuerier): Promise<string | null> {
+  const [row] = await tx.query<{ revision: string | null }>("select authz_try_stamp_self()::text as revision");
+  return row?.revision ?? null;
+}
+
+/** Before commit, with a precondition: no other write is in flight, so the transaction numbers itself now. */
+async function numberItself(tx: SqlQuerier): Promise<string> {
+  const [row] = await tx.query<{ revision: string }>("select coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())::text as revision");
+  return (row as { revision: string }).revision;
 }
 
 /**
@@ -197,7 +196,7 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
   let replayed = false;
   try {
     outcome = await db.readWriteTx(async (tx) => {
-      const head = await open(tx, exclusive);
+      const { head, xid } = await open(tx, exclusive);
       if (plan.idempotencyKey !== undefined) {
         const first = await replay(tx, scope, plan.idempotencyKey, hash);
         if (first) {
@@ -217,7 +216,10 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
       });
       if (value instanceof CommittedRefusal) return value;
       if (caller.tenantId) await assertTenant(tx, caller.tenantId);
-      const stored: Stored = { ...(await closing(tx, exclusive)), value };
+      // With a precondition, or when no other stamper is at work, the transaction numbers itself before
+      // commit; else after commit: authz_stamp(xid), or the head if nothing changed.
+      const own = exclusive ? await numberItself(tx) : await tryNumberItself(tx);
+      const stored: Stored = own !== null ? { xid: null, revision: own, value } : { xid, revision: null, value };
       if (plan.idempotencyKey !== undefined) {
         await tx.query(
           "insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)",

@@ -7,6 +7,9 @@ export const CHANGE_CHANNEL = "authz_changes";
 /** Poll interval while the listener is down: the replica learns of new revisions this fast without notifications. */
 export const FAST_POLL_MS = 200;
 
+/** A read of the newest revision slower than this counts as failed (the next poll tries again). */
+const READ_TIMEOUT_MS = 2000;
+
 export interface ChangeFeedStats {
   reconnects: number;
   catchUps: number;
@@ -74,7 +77,15 @@ export async function startChangeFeed(db: SqlClient, logger: Logger, pollMs: num
   /** Reads the newest revision; a success confirms the feed as of the moment the read started. */
   const confirm = async (): Promise<bigint> => {
     const started = Date.now();
-    const latest = await readLatestRevision(db);
+    let timer: NodeJS.Timeout | undefined;
+    const read = readLatestRevision(db);
+    read.catch(() => {});
+    const latest = await Promise.race([
+      read,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
+      }),
+    ]).finally(() => clearTimeout(timer));
     confirmedAt = Math.max(confirmedAt, started);
     lastPollOk = true;
     advance(latest);

@@ -22,6 +22,23 @@ export interface LiveEngineStats {
   staleReads: number;
 }
 
+/** First and longest bound on one change-log catch-up (it doubles after each timeout). */
+const CATCH_UP_TIMEOUT_MS = 1000;
+const CATCH_UP_TIMEOUT_MAX_MS = 60_000;
+
+/** Rejects when p has not settled within ms (p itself is left to finish, its outcome ignored). */
+function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new Error(`catch-up did not finish within ${ms} ms`));
+    }, ms);
+  });
+  p.catch(() => {});
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** First and longest wait before a failed catch-up is retried. */
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 1000;
@@ -119,8 +136,13 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
   let behindSince: number | undefined;
   let staleEpisode = false;
 
+  let slowCatchUps = 0;
   const catchUp = async (): Promise<void> => {
-    const { head, changes } = await fetchChanges(db, engine.revision);
+    // Bounded: a catch-up stuck on a broken connection must not hold every later one.
+    // The bound doubles after each timeout, so a large backlog still gets through.
+    const boundMs = Math.min(CATCH_UP_TIMEOUT_MAX_MS, CATCH_UP_TIMEOUT_MS * 2 ** slowCatchUps);
+    const { head, changes } = await withTimeout(fetchChanges(db, engine.revision), boundMs, () => slowCatchUps++);
+    slowCatchUps = 0;
     if (head <= engine.revision) return;
     if (changes === "too many" || changes === "pruned") {
       logger.warn(

@@ -6,15 +6,19 @@ import { type Isolation, type SqlClient, type SqlQuerier } from "./sql.js";
 
 type Sql = postgres.Sql | postgres.TransactionSql;
 
+/** The server ends a transaction idle (waiting for its client) for longer than this. */
+export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000;
+
 /** Longest one connection attempt may take (postgres.js' default is 30 s). */
 export const CONNECT_TIMEOUT_S = 5;
 
 /**
- * Delay before a connection that failed is tried again, in seconds:
- * 50 ms doubling up to 1 s. postgres.js' default grows to 20 s, which would
- * keep the service down long after the database is back.
+ * Delay before a connection that failed is tried again, in seconds: at once,
+ * then 25 ms doubling up to 250 ms. postgres.js counts failures across the
+ * pool until a connection succeeds, and its default grows to 20 s, which kept
+ * replicas stale and the service down long after the database was back.
  */
-export const reconnectBackoff = (attempt: number): number => Math.min(1, 0.05 * 2 ** Math.max(0, attempt - 1));
+export const reconnectBackoff = (failures: number): number => (failures <= 1 ? 0 : Math.min(0.25, 0.025 * 2 ** (failures - 2)));
 
 function querier(sql: Sql, reach: Reachability): SqlQuerier {
   return {
@@ -55,7 +59,12 @@ export function createPostgresClient(opts: PostgresClientOptions): SqlClient {
     connect_timeout: CONNECT_TIMEOUT_S,
     backoff: reconnectBackoff,
     onnotice: () => {},
-    connection: { application_name: opts.applicationName ?? "authz" },
+    connection: {
+      application_name: opts.applicationName ?? "authz",
+      // A safety net: a transaction whose client stopped talking (a connection wedged by a
+      // driver fault) is ended by the server, releasing its locks (the writers' row lock).
+      idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    },
   };
   const sql = postgres(opts.url, {
     ...common,

@@ -73,10 +73,12 @@ export function createPostgresListener(
     attempt ??= (async () => {
       try {
         const names = [...channels.keys()];
+        // Those who join meanwhile are told by listen() itself.
+        const told = [...channels.values()].flatMap((subs) => [...subs]);
         if (names.length) await conn.unsafe(names.map((c) => `listen ${quote(c)}`).join("; ")).simple();
         failures = 0;
         listening = true;
-        for (const subs of channels.values()) for (const s of subs) s.onListen();
+        for (const s of told) s.onListen();
       } catch (err) {
         reach.report(err);
         failures++;
@@ -96,19 +98,30 @@ export function createPostgresListener(
       const isNew = !channels.has(channel);
       channels.set(channel, subs);
       subs.add(sub);
-      if (isNew || !listening) {
-        // A LISTEN that includes this channel; the first one must work (start-up waits
-        // for it), later losses are retried in the background.
-        if (attempt) await attempt.catch(() => {});
-        try {
-          await subscribeAll();
-        } catch (err) {
-          subs.delete(sub);
-          if (subs.size === 0) channels.delete(channel);
+      const forget = () => {
+        subs.delete(sub);
+        if (subs.size === 0 && channels.get(channel) === subs) channels.delete(channel);
+      };
+      if (!listening && attempt) await attempt.catch(() => {});
+      if (!listening) {
+        // LISTEN on every channel, this one included; the first one must work (start-up
+        // waits for it), later losses are retried in the background.
+        await subscribeAll().catch((err: unknown) => {
+          forget();
           throw err;
-        }
+        });
+      } else if (isNew) {
+        // Already listening on other channels: add this one, and tell only its subscriber.
+        await conn
+          .unsafe(`listen ${quote(channel)}`)
+          .simple()
+          .catch((err: unknown) => {
+            forget();
+            throw err;
+          });
+        sub.onListen();
       } else {
-        onListen();
+        sub.onListen();
       }
       return {
         async unlisten() {

@@ -7,7 +7,7 @@ import { type Isolation, type SqlClient, type SqlQuerier } from "./sql.js";
 type Sql = postgres.Sql | postgres.TransactionSql;
 
 /** The server ends a transaction idle (waiting for its client) for longer than this. */
-export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000;
+export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 5_000;
 
 /** Longest one connection attempt may take (postgres.js' default is 30 s). */
 export const CONNECT_TIMEOUT_S = 5;

@@ -89,9 +89,10 @@ const CONNECTION_CODES = new Set([
 /**
  * SQLSTATEs of a connection-level failure: class 08 (connection exception),
  * 57P01–57P03 (terminated by an administrator, crash, cannot connect now),
- * 53300 (too many connections).
+ * 53300 (too many connections), 25P03 (the server ended a transaction left
+ * idle: idle_in_transaction_session_timeout).
  */
-const CONNECTION_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300)$/;
+const CONNECTION_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300|25P03)$/;
 
 /** Whether err means the database connection failed (the statement may never have run, or its outcome is unknown). */
 export function isConnectionFailure(err: unknown): boolean {

@@ -11,7 +11,9 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 # ---- build: full dependency tree + TypeScript compile -----------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
+# patches/ before npm ci: its postinstall applies them (patch-package).
 COPY package.json package-lock.json ./
+COPY patches ./patches
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY . .
 RUN npm run build
@@ -22,7 +24,11 @@ RUN npm run build
 FROM ${NODE_IMAGE} AS prod-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --no-audit --no-fund
+COPY patches ./patches
+# Install scripts stay on: the root package's postinstall patches postgres.js
+# (patches/, docs/faults.md), and the grep makes the build fail without it.
+RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --no-audit --no-fund \
+ && test "$(cat node_modules/postgres/src/connection.js node_modules/postgres/src/index.js | grep -c 'authz patch')" -ge 6
 
 # ---- runtime -----------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime

@@ -3,7 +3,10 @@
 # copy what the Dockerfile's runtime stage copies into a temporary directory,
 # install production dependencies only (npm ci --omit=dev), start the server
 # from there with a read-only view of its files, and wait for SERVING.
-# Proves the shipped server runs without any dev dependency.
+# Proves the shipped server runs without any dev dependency, and that the
+# install applied patches/ to postgres.js (the root package's postinstall runs
+# patch-package, a production dependency, so install scripts must not be
+# ignored here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,9 +15,15 @@ work=$(mktemp -d)
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cp package.json package-lock.json "$work/"
-cp -r dist migrations proto "$work/"
+cp -r dist migrations proto patches "$work/"
 mkdir -p "$work/examples" && cp examples/demo.json "$work/examples/"
-(cd "$work" && npm ci --omit=dev --no-audit --no-fund --ignore-scripts >/dev/null)
+(cd "$work" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
+patched=$(cat "$work/node_modules/postgres/src/connection.js" "$work/node_modules/postgres/src/index.js" | grep -c "authz patch" || true)
+if [ "${patched:-0}" -lt 6 ]; then
+  echo "production install did not apply patches/postgres+*.patch (found ${patched:-0} of 6 patched places)" >&2
+  exit 1
+fi
+echo "production install: postgres.js patched ($patched places)"
 if [ -d "$work/node_modules/vitest" ] || [ -d "$work/node_modules/typescript" ] || [ -d "$work/node_modules/@bufbuild/buf" ]; then
   echo "production install contains dev dependencies" >&2
   exit 1

@@ -19,8 +19,10 @@ export interface Config {
   readonly embeddedImportFile: string | undefined;
   readonly databasePoolMax: number;
   readonly shutdownTimeoutMs: number;
-  /** How often the change feed asks the database for its newest revision, as a safety net. */
+  /** How often the change feed asks the database for its newest revision, as a safety net (while the listener is up). */
   readonly revisionPollMs: number;
+  /** Staleness bound: beyond it token-less reads are counted and logged, and decision services report NOT_SERVING. */
+  readonly maxStalenessMs: number;
   /** REDIS_URL is a seed node of a Redis Cluster (ioredis Cluster) rather than a single Redis. */
   readonly redisCluster: boolean;
   /** Longest a rate-limit decision waits for Redis before its policy's failure mode answers. */
@@ -99,7 +101,8 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_EMBEDDED_IMPORT", default: "examples/demo.json", meaning: "Embedded mode only: JSON file imported at start-up; 'none' imports nothing." },
   { name: "AUTHZ_DATABASE_POOL_MAX", default: "10", meaning: "Maximum Postgres connections per process." },
   { name: "AUTHZ_SHUTDOWN_TIMEOUT_MS", default: "10000", meaning: "Bound on graceful shutdown after SIGTERM." },
-  { name: "AUTHZ_REVISION_POLL_MS", default: "5000", meaning: "Safety poll of the newest revision, in case a notification was missed." },
+  { name: "AUTHZ_REVISION_POLL_MS", default: "1000", meaning: "Safety poll of the newest revision while the change listener is up (every 200 ms while it is down)." },
+  { name: "AUTHZ_MAX_STALENESS_MS", default: "5000", meaning: "Staleness bound: an engine not confirmed fresh for longer turns the decision services NOT_SERVING; token-less reads it still answers are counted and logged." },
   { name: "AUTHZ_REDIS_CLUSTER", default: "false", meaning: "true: REDIS_URL is one seed node of a Redis Cluster (the others are discovered)." },
   { name: "AUTHZ_REDIS_COMMAND_TIMEOUT_MS", default: "50", meaning: "Longest a rate-limit decision waits for Redis; then the policy's failure mode answers." },
   { name: "AUTHZ_REDIS_CONNECT_TIMEOUT_MS", default: "1000", meaning: "Longest one (re)connection attempt to Redis may take; reconnection never stops." },
@@ -261,7 +264,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     embeddedImportFile: importRaw.toLowerCase() === "none" ? undefined : importRaw,
     databasePoolMax: int("AUTHZ_DATABASE_POOL_MAX", 10, 1, 1000),
     shutdownTimeoutMs: int("AUTHZ_SHUTDOWN_TIMEOUT_MS", 10_000, 100, 600_000),
-    revisionPollMs: int("AUTHZ_REVISION_POLL_MS", 5_000, 50, 3_600_000),
+    revisionPollMs: int("AUTHZ_REVISION_POLL_MS", 1_000, 50, 3_600_000),
+    maxStalenessMs: int("AUTHZ_MAX_STALENESS_MS", 5_000, 100, 3_600_000),
     redisCluster,
     redisCommandTimeoutMs: int("AUTHZ_REDIS_COMMAND_TIMEOUT_MS", 50, 1, 60_000),
     redisConnectTimeoutMs: int("AUTHZ_REDIS_CONNECT_TIMEOUT_MS", 1_000, 10, 60_000),

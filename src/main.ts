@@ -18,7 +18,7 @@ import { callerFromCertificate, loadMtlsIdentities } from "./auth/mtls.js";
 import { createGrpcServer, listenGrpc, type PeerIdentity, type TlsFiles } from "./rpc/grpc-server.js";
 import { guard } from "./rpc/guard.js";
 import { addReflection } from "./rpc/reflection.js";
-import { HealthState, ServingStatus } from "./rpc/health.js";
+import { deriveHealth, HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
 import { createBindings, SERVED_SERVICES } from "./rpc/services.js";
 import type { DecisionEvent } from "./rpc/permission-handlers.js";
@@ -31,10 +31,14 @@ import { expirePendingTransfers } from "./store/ownership.js";
 import { pruneHistory } from "./store/retention.js";
 import { createRateLimitService } from "./rpc/rate-limit-handlers.js";
 import { migrate } from "./store/migrate.js";
+import { checkPostgresDriver } from "./store/driver-check.js";
 import { openDatabase } from "./store/open.js";
 import type { SqlClient } from "./store/sql.js";
 
 const VERSION: string = (JSON.parse(readFileSync(projectPath("package.json"), "utf8")) as { version: string }).version;
+
+/** How often health is re-derived from the data path (staleness grows with time, not with events). */
+const HEALTH_TICK_MS = 100;
 
 function notReady(): never {
   throw unavailable("authz is starting: the store is not loaded yet; retry shortly");
@@ -145,14 +149,46 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
   });
   metrics.attach({
-    engineRevision: () => live?.current().revision,
+    engineRevision: () => live?.revision,
     databaseRevision: () => feed?.revision,
     listener: () => feed?.stats,
+    listening: () => feed?.listening,
     engine: () => live?.stats,
+    engineStalenessMs: () => live?.stalenessMs(),
+    maxStalenessMs: () => config.maxStalenessMs,
+    databaseReachable: () => db?.reachable,
+    apiKeysLoaded: () => (config.authRequired ? keys.loaded : undefined),
     serving: () => health.serving,
     rateLimitStore: () => rateLimit.redisState(),
   });
   let stopping = false;
+  let started = false;
+  let healthTicker: NodeJS.Timeout | undefined;
+  /** Re-derives every service's status from the data path (database, engine staleness, credentials); logs each change. */
+  const updateHealth = (): void => {
+    const next = deriveHealth(
+      health.entries().map(([name]) => name),
+      {
+        started: () => started && !stopping,
+        databaseReachable: () => db?.reachable ?? false,
+        stalenessMs: () => live?.stalenessMs() ?? Number.POSITIVE_INFINITY,
+        maxStalenessMs: config.maxStalenessMs,
+        credentialsLoaded: () => !config.authRequired || keys.loaded,
+      },
+    );
+    const changed = health.apply(next);
+    if (changed.length === 0) return;
+    const statusOf = (name: string) => ServingStatus[health.get(name) ?? ServingStatus.SERVICE_UNKNOWN];
+    log.warn(
+      {
+        changed: Object.fromEntries(changed.map((name) => [name || "(server)", statusOf(name)])),
+        databaseReachable: db?.reachable ?? false,
+        stalenessMs: live?.stalenessMs(),
+        apiKeysLoaded: keys.loaded,
+      },
+      `health: ${statusOf("")}`,
+    );
+  };
   let sweeper: NodeJS.Timeout | undefined;
   let resolveReady: () => void = () => {};
   let rejectReady: (e: unknown) => void = () => {};
@@ -192,6 +228,15 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
         tenantClaim: config.jwt.tenantClaim,
       });
     }
+    if (config.databaseUrl) {
+      const driver = checkPostgresDriver();
+      if (!driver.patched) {
+        throw new Error(
+          `postgres.js at ${driver.file} lacks the patch in patches/ (a terminated backend could crash the process); ` +
+            "install with npm ci (its postinstall runs patch-package), or run npx patch-package",
+        );
+      }
+    }
     let attempt = 0;
     for (;;) {
       try {
@@ -216,9 +261,11 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       const summary = await importDocument(db, JSON.parse(await readFile(file, "utf8")));
       log.info({ file: config.embeddedImportFile, revision: summary.revisionAfter }, "embedded database loaded with demo data");
     }
-    await keys.attach(db);
+    // Keys load in the background with retries: health stays NOT_SERVING until they are loaded.
+    keys.attach(db);
     feed = await startChangeFeed(db, logger.child({ module: "change-feed" }), config.revisionPollMs);
-    live = await startLiveEngine(db, feed, logger.child({ module: "engine" }));
+    live = await startLiveEngine(db, feed, logger.child({ module: "engine" }), { maxStalenessMs: config.maxStalenessMs });
+    db.onReachability(() => updateHealth());
     const sweepDb = db;
     let sweeps = 0;
     sweeper = setInterval(() => {
@@ -235,7 +282,11 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       }
     }, config.transferSweepMs);
     sweeper.unref();
-    log.info({ revision: live.current().revision.toString() }, "following the change log");
+    log.info({ revision: live.revision.toString() }, "following the change log");
+    if (config.authRequired && !keys.loaded) {
+      log.info("waiting for the API keys to load before turning SERVING");
+      await keys.whenLoaded();
+    }
   };
 
   return {
@@ -256,8 +307,11 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       bringUp().then(
         () => {
           if (stopping) return;
-          health.setAll(ServingStatus.SERVING);
-          log.info("SERVING");
+          started = true;
+          healthTicker = setInterval(updateHealth, HEALTH_TICK_MS);
+          healthTicker.unref();
+          updateHealth();
+          log.info({ serving: health.serving }, health.serving ? "SERVING" : "started; NOT_SERVING until every signal is healthy");
           resolveReady();
         },
         (err) => {
@@ -282,6 +336,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     async stop() {
       if (stopping) return;
       stopping = true;
+      clearInterval(healthTicker);
       health.setAll(ServingStatus.NOT_SERVING);
       log.info("shutting down: NOT_SERVING, draining calls");
       const bound = config.shutdownTimeoutMs;

@@ -1,13 +1,24 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
+const flag = (b: boolean | undefined): number | undefined => (b === undefined ? undefined : b ? 1 : 0);
+
 /** What the metrics read from the running service when scraped. */
 export interface MetricSources {
   /** Revision of the engine answering calls, or undefined before it is loaded. */
   engineRevision(): bigint | undefined;
   /** Newest revision the change feed knows the database has committed. */
   databaseRevision(): bigint | undefined;
-  listener(): { reconnects: number; catchUps: number; notifications: number } | undefined;
-  engine(): { loads: number; catchUps: number; changesApplied: number } | undefined;
+  listener(): { reconnects: number; catchUps: number; notifications: number; listenerLosses: number; pollFailures: number } | undefined;
+  /** Whether the change listener's LISTEN is active. */
+  listening(): boolean | undefined;
+  engine(): { loads: number; catchUps: number; changesApplied: number; catchUpFailures: number; staleReads: number } | undefined;
+  /** How long ago the engine was last known to hold the newest revision. */
+  engineStalenessMs(): number | undefined;
+  maxStalenessMs(): number | undefined;
+  /** Whether the database answered the last attempt to reach it. */
+  databaseReachable(): boolean | undefined;
+  /** Whether API keys are loaded (undefined when authentication is off). */
+  apiKeysLoaded(): boolean | undefined;
   serving(): boolean;
   /** The rate-limit store: "up", "down", "breaker_open" or "embedded". */
   rateLimitStore(): string | undefined;
@@ -109,6 +120,31 @@ export class Metrics {
     mirror("authz_engine_catchups_total", "Change-log replays applied to the engine.", (s) => s.engine()?.catchUps);
     mirror("authz_engine_changes_applied_total", "Change-log rows applied incrementally.", (s) => s.engine()?.changesApplied);
     mirror("authz_engine_loads_total", "Full snapshot loads of the engine.", (s) => s.engine()?.loads);
+    mirror("authz_engine_catchup_failures_total", "Change-log catch-ups that failed (each is retried with backoff).", (s) => s.engine()?.catchUpFailures);
+    mirror(
+      "authz_engine_stale_reads_total",
+      "Token-less reads answered while the engine was staler than AUTHZ_MAX_STALENESS_MS.",
+      (s) => s.engine()?.staleReads,
+    );
+    mirror(
+      "authz_engine_staleness_seconds",
+      "How long ago the engine was last known to hold the database's newest revision (0 while notifications flow).",
+      (s) => {
+        const ms = s.engineStalenessMs();
+        return ms === undefined ? undefined : ms / 1000;
+      },
+    );
+    mirror("authz_engine_max_staleness_seconds", "The staleness bound (AUTHZ_MAX_STALENESS_MS): beyond it decisions report NOT_SERVING.", (s) => {
+      const ms = s.maxStalenessMs();
+      return ms === undefined ? undefined : ms / 1000;
+    });
+    mirror("authz_listener_up", "1 while the change listener's LISTEN is active.", (s) => flag(s.listening()));
+    mirror("authz_listener_losses_total", "Times the change listener's connection was lost.", (s) => s.listener()?.listenerLosses);
+    mirror("authz_listener_poll_failures_total", "Reads of the newest revision that failed.", (s) => s.listener()?.pollFailures);
+    mirror("authz_database_reachable", "1 while the database answers; 0 while statements are refused at once and a probe waits for it.", (s) =>
+      flag(s.databaseReachable()),
+    );
+    mirror("authz_api_keys_loaded", "1 once the API keys are loaded (absent when authentication is off).", (s) => flag(s.apiKeysLoaded()));
   }
 
   attach(sources: MetricSources): void {

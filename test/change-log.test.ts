@@ -205,7 +205,9 @@ describe("change-log retention", () => {
       get revision() {
         return head;
       },
-      stats: { reconnects: 0, catchUps: 0, notifications: 0 },
+      stats: { reconnects: 0, catchUps: 0, notifications: 0, listenerLosses: 0, pollFailures: 0 },
+      listening: true,
+      stalenessMs: () => 0,
       onAdvance: () => () => {},
       fetchLatest: async () => (head = await readLatestRevision(t.client)),
       waitFor: async () => head,

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { AuthzError } from "../errors.js";
 import type { SqlQuerier } from "../store/sql.js";
 import { type Caller, parseScopes, type Scope, SCOPES } from "./caller.js";
 
@@ -66,6 +67,12 @@ export async function readApiKeyTable(db: SqlQuerier): Promise<ApiKeyRecord[]> {
 /** The keys currently valid, by id. Replaced wholesale on reload. */
 export class ApiKeyRing {
   #byId = new Map<string, { record: ApiKeyRecord; hash: Buffer; caller: Caller }>();
+  #complete = false;
+
+  /** Every key source has been read: from now on an unknown key is invalid rather than not loaded yet. */
+  markComplete(): void {
+    this.#complete = true;
+  }
 
   replace(records: Iterable<ApiKeyRecord>): void {
     const next = new Map<string, { record: ApiKeyRecord; hash: Buffer; caller: Caller }>();
@@ -83,7 +90,11 @@ export class ApiKeyRing {
     return this.#byId.size;
   }
 
-  /** The caller for a presented key, or undefined when it is not a valid, unrevoked key. */
+  /**
+   * The caller for a presented key, or undefined when it is not a valid,
+   * unrevoked key. Before the ring is complete, a well-formed key it does not
+   * know is UNAVAILABLE (API_KEYS_NOT_LOADED): it may be valid.
+   */
   verify(presented: string): Caller | undefined {
     const m = KEY_FORMAT.exec(presented);
     if (!m) return undefined;
@@ -91,6 +102,10 @@ export class ApiKeyRing {
     const got = Buffer.from(hashSecret(m[2] as string), "hex");
     // Compare even when the id is unknown, so timing does not tell which ids exist.
     const want = entry?.hash ?? Buffer.alloc(32);
-    return timingSafeEqual(got, want) && entry ? entry.caller : undefined;
+    if (timingSafeEqual(got, want) && entry) return entry.caller;
+    if (!this.#complete) {
+      throw new AuthzError("UNAVAILABLE", "API keys are still loading on this replica; retry shortly", { reason: "API_KEYS_NOT_LOADED" });
+    }
+    return undefined;
   }
 }

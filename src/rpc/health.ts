@@ -33,6 +33,24 @@ export class HealthState {
     if (changed) for (const wake of [...this.#watchers]) wake();
   }
 
+  /** Sets each listed service's status; returns the services whose status changed. */
+  apply(statuses: ReadonlyMap<string, Status>): string[] {
+    const changed: string[] = [];
+    for (const [k, v] of statuses) {
+      if (this.#status.has(k) && this.#status.get(k) !== v) {
+        this.#status.set(k, v);
+        changed.push(k);
+      }
+    }
+    if (changed.length) for (const wake of [...this.#watchers]) wake();
+    return changed;
+  }
+
+  /** Every service (and the server, "") with its status. */
+  entries(): Array<[string, Status]> {
+    return [...this.#status];
+  }
+
   get serving(): boolean {
     return this.#status.get("") === Status.SERVING;
   }
@@ -70,4 +88,38 @@ export function healthHandlers(state: HealthState): ServiceHandlers<typeof Healt
       for await (const status of state.watch(req.service, ctx.signal)) yield { status };
     },
   };
+}
+
+/** What readiness follows, read on every health tick. */
+export interface HealthSignals {
+  /** Start-up finished (database reached, migrated, engine loaded) and no shutdown began. */
+  started(): boolean;
+  /** The database answers (writes need it). */
+  databaseReachable(): boolean;
+  /** How long ago the engine was last known to hold the newest revision, and the bound. */
+  stalenessMs(): number;
+  readonly maxStalenessMs: number;
+  /** Every credential source is loaded (API keys), so a valid credential is never refused. */
+  credentialsLoaded(): boolean;
+}
+
+/** Services that write to the database: NOT_SERVING as soon as it is unreachable. */
+export const WRITE_SERVICES: readonly string[] = ["authz.v1.AdminService"];
+
+/**
+ * The status of each service and of the server (""): decisions (and the
+ * overall status, /readyz) are SERVING while the engine is within its
+ * staleness bound and credentials are loaded; writers additionally need the
+ * database to answer. Before start-up and after SIGTERM everything is NOT_SERVING.
+ */
+export function deriveHealth(services: Iterable<string>, s: HealthSignals): Map<string, Status> {
+  const started = s.started();
+  const decisions = started && s.credentialsLoaded() && s.stalenessMs() <= s.maxStalenessMs;
+  const writes = decisions && s.databaseReachable();
+  const out = new Map<string, Status>();
+  for (const name of services) {
+    const ok = WRITE_SERVICES.includes(name) ? writes : decisions;
+    out.set(name, ok ? Status.SERVING : Status.NOT_SERVING);
+  }
+  return out;
 }

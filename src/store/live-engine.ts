@@ -16,21 +16,54 @@ export interface LiveEngineStats {
   catchUps: number;
   changesApplied: number;
   lastLoadMs: number;
+  /** Catch-ups that failed (each is retried with backoff while the engine is behind). */
+  catchUpFailures: number;
+  /** Token-less reads answered while the engine was staler than the bound (each also logged). */
+  staleReads: number;
 }
+
+/** First and longest bound on one change-log catch-up (it doubles after each timeout). */
+const CATCH_UP_TIMEOUT_MS = 1000;
+const CATCH_UP_TIMEOUT_MAX_MS = 60_000;
+
+/** Rejects when p has not settled within ms (p itself is left to finish, its outcome ignored). */
+function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new Error(`catch-up did not finish within ${ms} ms`));
+    }, ms);
+  });
+  p.catch(() => {});
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** First and longest wait before a failed catch-up is retried. */
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 1000;
 
 /**
  * The engine kept fresh: loaded from a consistent snapshot, then advanced by
  * replaying the change log (revision > applied) whenever the change feed
- * reports a newer revision. Callers ask for an engine at least as fresh as
- * they need; it never hands out an older one.
+ * reports a newer revision; a failed catch-up is retried with backoff until
+ * the engine reaches the feed. Callers ask for an engine at least as fresh as
+ * they need; it never hands out an older one. Token-less reads get the
+ * current engine; when it is staler than the bound (AUTHZ_MAX_STALENESS_MS)
+ * that is counted and logged.
  */
 export interface LiveEngine {
   /** The current engine (minimize_latency). */
   current(): Engine;
-  /** An engine at revision >= `revision`, waiting at most `timeoutMs`. */
+  /** The revision of the current engine (no stale-read accounting: for metrics and logs). */
+  readonly revision: bigint;
+  /** An engine at revision >= `revision`, waiting at most `timeoutMs`; INVALID_ARGUMENT at once for a revision the database has not reached. */
   atLeast(revision: bigint, timeoutMs: number): Promise<Engine>;
   /** An engine that includes every write committed before this call. */
   fullyConsistent(timeoutMs: number): Promise<Engine>;
+  /** How long ago the current engine was last known to hold the database's newest revision. */
+  stalenessMs(now?: number): number;
+  readonly maxStalenessMs: number;
   readonly stats: Readonly<LiveEngineStats>;
   stop(): void;
 }
@@ -78,8 +111,16 @@ async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigin
   );
 }
 
-export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger): Promise<LiveEngine> {
-  const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0 };
+/** AUTHZ_MAX_STALENESS_MS's default. */
+export const DEFAULT_MAX_STALENESS_MS = 5000;
+
+export interface LiveEngineOptions {
+  /** Token-less reads from an engine staler than this are counted and logged (AUTHZ_MAX_STALENESS_MS). */
+  maxStalenessMs: number;
+}
+
+export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger, opts: LiveEngineOptions = { maxStalenessMs: DEFAULT_MAX_STALENESS_MS }): Promise<LiveEngine> {
+  const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0, catchUpFailures: 0, staleReads: 0 };
   const load = async (): Promise<Engine> => {
     const started = Date.now();
     const e = await loadSnapshot(db);
@@ -90,12 +131,18 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
   };
   let engine = await load();
   const waiters = new Set<() => void>();
-  let running: Promise<void> | undefined;
-  let again = false;
   let stopped = false;
+  /** When the engine was last known to hold the newest revision, while it is behind the feed. */
+  let behindSince: number | undefined;
+  let staleEpisode = false;
 
+  let slowCatchUps = 0;
   const catchUp = async (): Promise<void> => {
-    const { head, changes } = await fetchChanges(db, engine.revision);
+    // Bounded: a catch-up stuck on a broken connection must not hold every later one.
+    // The bound doubles after each timeout, so a large backlog still gets through.
+    const boundMs = Math.min(CATCH_UP_TIMEOUT_MAX_MS, CATCH_UP_TIMEOUT_MS * 2 ** slowCatchUps);
+    const { head, changes } = await withTimeout(fetchChanges(db, engine.revision), boundMs, () => slowCatchUps++);
+    slowCatchUps = 0;
     if (head <= engine.revision) return;
     if (changes === "too many" || changes === "pruned") {
       logger.warn(
@@ -117,32 +164,29 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     stats.changesApplied += changes.length;
   };
 
-  /** Runs catch-ups one at a time; a request during a run schedules exactly one more. */
-  const refresh = (): Promise<void> => {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false;
-          await catchUp();
-        } while (again && !stopped);
-      } catch (err) {
-        logger.warn({ err }, "engine catch-up failed; the next notification or poll retries");
-      } finally {
-        running = undefined;
-        for (const wake of [...waiters]) wake();
-      }
-    })();
-    return running;
-  };
+  const refresh = createRefresher(catchUp, {
+    behind: () => !stopped && engine.revision < feed.revision,
+    onFailure: (err, retryInMs) => {
+      stats.catchUpFailures++;
+      logger.warn({ err: (err as Error).message, retryInMs, at: engine.revision.toString(), target: feed.revision.toString() }, "engine catch-up failed; retrying");
+    },
+    onSettled: () => {
+      if (engine.revision >= feed.revision) behindSince = undefined;
+      for (const wake of [...waiters]) wake();
+    },
+  });
 
   const unsubscribe = feed.onAdvance((r) => {
-    if (r > engine.revision) void refresh();
+    if (r <= engine.revision) return;
+    behindSince ??= Date.now() - feed.stalenessMs();
+    void refresh();
   });
   if (feed.revision > engine.revision) await refresh();
+
+  const stalenessMs = (now = Date.now()): number => {
+    const fromFeed = feed.stalenessMs(now);
+    return behindSince === undefined ? fromFeed : Math.max(fromFeed, now - behindSince);
+  };
 
   const waitFor = (revision: bigint, ms: number): Promise<void> =>
     new Promise((resolve) => {
@@ -164,6 +208,7 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     try {
       return await feed.fetchLatest();
     } catch (err) {
+      if (err instanceof AuthzError) throw err;
       throw new AuthzError("UNAVAILABLE", "the database cannot be reached to confirm freshness; retry, or use minimize_latency", {
         reason: "DATABASE_UNAVAILABLE",
         cause: err,
@@ -173,35 +218,106 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
 
   const atLeast = async (revision: bigint, timeoutMs: number): Promise<Engine> => {
     if (engine.revision >= revision) return engine;
-    // Give the listener a moment (half the budget), then catch up ourselves.
-    await waitFor(revision, Math.max(1, Math.floor(timeoutMs / 2)));
-    if (engine.revision >= revision) return engine;
-    await refresh();
-    if (engine.revision >= revision) return engine;
-    const head = await latest();
-    if (revision > head) {
-      throw new AuthzError("INVALID_ARGUMENT", `revision ${revision} is newer than this deployment's newest revision ${head}`, {
-        reason: "UNKNOWN_REVISION",
-        metadata: { field: "consistency.at_least_as_fresh" },
-      });
+    // A token beyond what the feed knows: ask the database's newest revision
+    // (one cheap read) and refuse at once when the token is beyond it too.
+    if (revision > feed.revision) {
+      const head = await latest();
+      if (revision > head) {
+        throw new AuthzError("INVALID_ARGUMENT", `revision ${revision} is newer than this deployment's newest revision ${head}`, {
+          reason: "UNKNOWN_REVISION",
+          metadata: { field: "consistency.at_least_as_fresh" },
+        });
+      }
     }
-    await waitFor(revision, Math.max(1, Math.floor(timeoutMs / 2)));
+    // The database has it: catch up from the change log, bounded by the budget.
+    void refresh();
+    await waitFor(revision, timeoutMs);
     if (engine.revision >= revision) return engine;
     throw new AuthzError("UNAVAILABLE", `could not reach revision ${revision} within ${timeoutMs} ms (at ${engine.revision}); retry`, {
       reason: "NOT_FRESH_ENOUGH",
     });
   };
 
+  const current = (): Engine => {
+    const age = stalenessMs();
+    if (age > opts.maxStalenessMs) {
+      stats.staleReads++;
+      if (!staleEpisode) {
+        staleEpisode = true;
+        logger.warn(
+          { stalenessMs: age, boundMs: opts.maxStalenessMs, revision: engine.revision.toString(), listening: feed.listening },
+          "answering token-less reads from an engine staler than AUTHZ_MAX_STALENESS_MS (counted in authz_engine_stale_reads_total)",
+        );
+      }
+    } else if (staleEpisode) {
+      staleEpisode = false;
+      logger.info({ stalenessMs: age, staleReads: stats.staleReads }, "engine within its staleness bound again");
+    }
+    return engine;
+  };
+
   return {
-    current: () => engine,
+    current,
+    get revision() {
+      return engine.revision;
+    },
     atLeast,
     async fullyConsistent(timeoutMs) {
       return atLeast(await latest(), timeoutMs);
     },
+    stalenessMs,
+    maxStalenessMs: opts.maxStalenessMs,
     stats,
     stop() {
       stopped = true;
       unsubscribe();
     },
   };
+}
+
+/**
+ * Runs catch-ups one at a time: a request during a run schedules exactly one
+ * more. A run that fails is retried with backoff (50 ms doubling to 1 s) for
+ * as long as `behind()` holds, so a failure is never waiting for the next
+ * notification, which may not come.
+ */
+function createRefresher(
+  catchUp: () => Promise<void>,
+  hooks: { behind(): boolean; onFailure(err: unknown, retryInMs: number): void; onSettled(): void },
+): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  let again = false;
+  let failures = 0;
+  let retry: NodeJS.Timeout | undefined;
+  const refresh = (): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    clearTimeout(retry);
+    retry = undefined;
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await catchUp();
+        } while (again && hooks.behind());
+        failures = 0;
+      } catch (err) {
+        failures++;
+        const wait = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
+        hooks.onFailure(err, wait);
+        retry = setTimeout(() => {
+          retry = undefined;
+          if (hooks.behind()) void refresh();
+        }, wait);
+        retry.unref();
+      } finally {
+        running = undefined;
+        hooks.onSettled();
+      }
+    })();
+    return running;
+  };
+  return refresh;
 }

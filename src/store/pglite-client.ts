@@ -1,6 +1,6 @@
 import { PGlite, type Transaction } from "@electric-sql/pglite";
 import type { Isolation, SqlClient, SqlQuerier } from "./sql.js";
-import { toSqlError } from "./sql.js";
+import { toStoreError } from "./sql.js";
 
 function querier(db: PGlite | Transaction): SqlQuerier {
   return {
@@ -8,14 +8,14 @@ function querier(db: PGlite | Transaction): SqlQuerier {
       try {
         return (await db.query(text, params as unknown[])).rows as never[];
       } catch (err) {
-        throw toSqlError(err);
+        throw toStoreError(err);
       }
     },
     async exec(text) {
       try {
         await db.exec(text);
       } catch (err) {
-        throw toSqlError(err);
+        throw toStoreError(err);
       }
     },
     async each(text, batchSize, onBatch) {
@@ -44,7 +44,7 @@ export async function createPgliteClient(dataDir?: string): Promise<SqlClient> {
           return fn(querier(tx));
         });
       } catch (err) {
-        throw toSqlError(err);
+        throw toStoreError(err);
       }
     },
     async listen(channel, onNotify, onListen) {
@@ -52,6 +52,9 @@ export async function createPgliteClient(dataDir?: string): Promise<SqlClient> {
       onListen();
       return { unlisten: () => unsub() };
     },
+    // In process: reachable for as long as the process runs.
+    reachable: true,
+    onReachability: () => () => {},
     async close() {
       await db.close();
     },

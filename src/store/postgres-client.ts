@@ -1,33 +1,41 @@
 import postgres from "postgres";
 import type { Logger } from "../logger.js";
-import { type Isolation, type SqlClient, type SqlQuerier, toSqlError } from "./sql.js";
+import { createPostgresListener } from "./postgres-listener.js";
+import { Reachability } from "./reachability.js";
+import { type Isolation, type SqlClient, type SqlQuerier } from "./sql.js";
 
 type Sql = postgres.Sql | postgres.TransactionSql;
 
-function querier(sql: Sql): SqlQuerier {
+/** The server ends a transaction idle (waiting for its client) for longer than this. */
+export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 5_000;
+
+/** Longest one connection attempt may take (postgres.js' default is 30 s). */
+export const CONNECT_TIMEOUT_S = 5;
+
+/**
+ * Delay before a connection that failed is tried again, in seconds: at once,
+ * then 25 ms doubling up to 250 ms. postgres.js counts failures across the
+ * pool until a connection succeeds, and its default grows to 20 s, which kept
+ * replicas stale and the service down long after the database was back.
+ */
+export const reconnectBackoff = (failures: number): number => (failures <= 1 ? 0 : Math.min(0.25, 0.025 * 2 ** (failures - 2)));
+
+function querier(sql: Sql, reach: Reachability): SqlQuerier {
   return {
-    async query(text, params = []) {
-      try {
-        return (await sql.unsafe(text, params as postgres.ParameterOrJSON<never>[])) as unknown as never[];
-      } catch (err) {
-        throw toSqlError(err);
-      }
+    query(text, params = []) {
+      return reach.guard(async () => (await sql.unsafe(text, params as postgres.ParameterOrJSON<never>[])) as unknown as never[]);
     },
-    async exec(text) {
-      try {
+    exec(text) {
+      return reach.guard(async () => {
         await sql.unsafe(text).simple();
-      } catch (err) {
-        throw toSqlError(err);
-      }
+      });
     },
-    async each(text, batchSize, onBatch) {
-      try {
+    each(text, batchSize, onBatch) {
+      return reach.guard(async () => {
         await sql.unsafe(text).cursor(batchSize, (rows) => {
           onBatch(rows as unknown as never[]);
         });
-      } catch (err) {
-        throw toSqlError(err);
-      }
+      });
     },
   };
 }
@@ -40,33 +48,49 @@ export interface PostgresClientOptions {
   applicationName?: string;
 }
 
+/**
+ * A postgres.js pool behind the SqlClient surface. Connection failures reject
+ * with UNAVAILABLE (DATABASE_UNAVAILABLE); while the database is known to be
+ * unreachable every statement is refused at once and a probe watches for its
+ * return. LISTEN runs on a connection of its own (postgres-listener.ts).
+ */
 export function createPostgresClient(opts: PostgresClientOptions): SqlClient {
+  const common = {
+    connect_timeout: CONNECT_TIMEOUT_S,
+    backoff: reconnectBackoff,
+    onnotice: () => {},
+    connection: {
+      application_name: opts.applicationName ?? "authz",
+      // A safety net: a transaction whose client stopped talking (a connection wedged by a
+      // driver fault) is ended by the server, releasing its locks (the writers' row lock).
+      idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    },
+  };
   const sql = postgres(opts.url, {
+    ...common,
     max: opts.poolMax,
     idle_timeout: 60,
-    connect_timeout: 10,
-    onnotice: () => {},
-    connection: { application_name: opts.applicationName ?? "authz" },
     // Keep int8 as text: revisions are compared as bigint, never as float.
     types: {},
   });
-  const base = querier(sql);
+  const reach = new Reachability(() => sql`select 1`, opts.logger);
+  const listener = createPostgresListener(opts.url, common, reach, opts.logger);
+  const base = querier(sql, reach);
   return {
     kind: "postgres",
     ...base,
-    async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T> {
-      try {
-        const mode = options?.isolation ? `isolation level ${options.isolation}` : "";
-        return (await sql.begin(mode, (tx) => fn(querier(tx)))) as T;
-      } catch (err) {
-        throw toSqlError(err);
-      }
+    readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T> {
+      const mode = options?.isolation ? `isolation level ${options.isolation}` : "";
+      return reach.guard(async () => (await sql.begin(mode, (tx) => fn(querier(tx, reach)))) as T);
     },
-    async listen(channel, onNotify, onListen) {
-      const sub = await sql.listen(channel, (payload) => onNotify(payload), onListen);
-      return { unlisten: () => sub.unlisten() };
+    listen: listener.listen,
+    get reachable() {
+      return reach.up;
     },
+    onReachability: (fn) => reach.subscribe(fn),
     async close() {
+      reach.close();
+      await listener.close();
       await sql.end({ timeout: 5 });
     },
   };

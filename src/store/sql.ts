@@ -1,6 +1,11 @@
 // The small SQL surface the rest of the service needs, implemented by a
 // postgres.js pool (real Postgres) and by PGlite (embedded development mode).
 // Numbers that may exceed 2^53 (revisions) are selected as text by callers.
+// A statement that fails because the connection failed (refused, reset,
+// terminated, timed out) rejects with AuthzError UNAVAILABLE
+// (DATABASE_UNAVAILABLE), so every caller maps it right without knowing SQL.
+
+import { AuthzError } from "../errors.js";
 
 export type Row = Record<string, unknown>;
 
@@ -23,10 +28,14 @@ export interface SqlClient extends SqlQuerier {
    * before any notification sent after that point: the hook for catching up on
    * notifications lost while nobody listened.
    */
-  listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<{ unlisten(): Promise<void> }>;
+  listen(channel: string, onNotify: (payload: string) => void, onListen: () => void, onLost?: () => void): Promise<{ unlisten(): Promise<void> }>;
   close(): Promise<void>;
   /** "postgres" or "pglite", for logs and health. */
   readonly kind: "postgres" | "pglite";
+  /** Whether the database answered the last attempt to reach it (false: statements are refused at once). */
+  readonly reachable: boolean;
+  /** Subscribes to changes of `reachable`; returns the unsubscribe function. */
+  onReachability(fn: (reachable: boolean) => void): () => void;
 }
 
 /** A database error reduced to what callers may inspect; never shown to API callers as is. */
@@ -49,4 +58,62 @@ export function toSqlError(err: unknown): unknown {
   if (typeof e.code !== "string" || !/^[0-9A-Z]{5}$/.test(e.code)) return err;
   const str = (v: unknown) => (typeof v === "string" ? v : undefined);
   return new SqlError(String(e.message ?? "database error"), e.code, str(e.constraint_name) ?? str(e.constraint), str(e.detail));
+}
+
+/** The reason of every UNAVAILABLE that a lost, refused or timed-out database connection causes. */
+export const DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE";
+
+export const databaseUnavailable = (cause?: unknown): AuthzError =>
+  new AuthzError("UNAVAILABLE", "the database cannot be reached; retry with backoff (a write: with the same idempotency_key, it may have been applied)", {
+    reason: DATABASE_UNAVAILABLE,
+    cause,
+  });
+
+/** Client-side codes (postgres.js and Node's net) of a connection that failed, as opposed to a statement. */
+const CONNECTION_CODES = new Set([
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECTION_ENDED",
+  "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+
+/**
+ * SQLSTATEs of a connection-level failure: class 08 (connection exception),
+ * 57P01–57P03 (terminated by an administrator, crash, cannot connect now),
+ * 53300 (too many connections), 25P03 (the server ended a transaction left
+ * idle: idle_in_transaction_session_timeout).
+ */
+const CONNECTION_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300|25P03)$/;
+
+/** Whether err means the database connection failed (the statement may never have run, or its outcome is unknown). */
+export function isConnectionFailure(err: unknown): boolean {
+  if (typeof err !== "object" || err === null) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== "string") return false;
+  return CONNECTION_CODES.has(code) || CONNECTION_SQLSTATE.test(code);
+}
+
+/** Failures that say the server cannot be reached at all (not just one connection lost). */
+const UNREACHABLE = new Set(["CONNECT_TIMEOUT", "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "57P03", "08001", "08004"]);
+
+export function isUnreachable(err: unknown): boolean {
+  const cause = err instanceof AuthzError ? err.cause : err;
+  const code = typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined;
+  return typeof code === "string" && UNREACHABLE.has(code);
+}
+
+/** What a failed statement rejects with: UNAVAILABLE for a failed connection, SqlError for a statement error, else as is. */
+export function toStoreError(err: unknown): unknown {
+  if (err instanceof AuthzError) return err;
+  if (isConnectionFailure(err)) return databaseUnavailable(err);
+  return toSqlError(err);
 }

@@ -1,0 +1,282 @@
+// The state one snapshot reads: structure-of-arrays columns (paged,
+// copy-on-write; see paged.ts) indexed by the dense ids of interner.ts, a
+// few scalars, and the rate-limit policies. A fork shares every page with
+// its parent and copies a page the first time it writes to it.
+//
+// Relations are lists threaded through the columns: doubly linked where a
+// list can be long and a member must leave in O(1) (grants per subject and
+// per scope, memberships per principal and per avatar, principals per
+// account, organizations per tenant, avatars per organization), singly
+// linked with a free list for the short per-role and per-user ones (direct
+// permissions, inheritance edges, a user's places). -1 ends a list.
+
+import { KeyInterner, UuidInterner, WordArena } from "./interner.js";
+import { F64, I32, nextGeneration, Obj, U8 } from "./paged.js";
+import { PolicyIndex } from "./rate-limit-policies.js";
+
+// Subject kinds and scope kinds, as stored.
+export const SK_USER = 0;
+export const SK_ACCOUNT = 1;
+export const SK_PRINCIPAL = 2;
+export const SK_STAFF = 3;
+export const SC_GLOBAL = 0;
+export const SC_TENANT = 1;
+export const SC_ORG = 2;
+export const SC_AVATAR = 3;
+
+// Flag bits.
+export const EXISTS = 1;
+export const ACTIVE = 2;
+export const LOCKED = 4;
+export const ENABLED = 8;
+export const OWNER = 16;
+export const STAFF_SUBJECT = 32;
+/** Assignments: in the subject and scope lists (active, with a known subject and scope kind). */
+export const LINKED = 64;
+
+/** Interners and arenas every snapshot of one lineage shares (append-only). */
+export interface Shared {
+  readonly users: UuidInterner;
+  readonly staff: UuidInterner;
+  readonly accounts: UuidInterner;
+  readonly principals: UuidInterner;
+  readonly tenants: UuidInterner;
+  readonly orgs: UuidInterner;
+  readonly avatars: UuidInterner;
+  readonly roles: UuidInterner;
+  readonly perms: UuidInterner;
+  readonly assignments: UuidInterner;
+  readonly memberships: UuidInterner;
+  /** Permission keys, role keys, role names. */
+  readonly keys: KeyInterner;
+  readonly arena: WordArena;
+}
+
+export function createShared(): Shared {
+  const u = () => new UuidInterner();
+  return {
+    users: u(),
+    staff: u(),
+    accounts: u(),
+    principals: u(),
+    tenants: u(),
+    orgs: u(),
+    avatars: u(),
+    roles: u(),
+    perms: u(),
+    assignments: u(),
+    memberships: u(),
+    keys: new KeyInterner(),
+    arena: new WordArena(),
+  };
+}
+
+function makeColumns(g: number) {
+  const link = () => new I32(-1, g);
+  return {
+    // users: flags, grant list, places (user_organizations records)
+    uFlags: new U8(g),
+    uGrants: link(),
+    uPlaces: link(),
+    sFlags: new U8(g),
+    sGrants: link(),
+    // accounts
+    acFlags: new U8(g),
+    acOrg: link(),
+    acGrants: link(),
+    acPrincipals: link(),
+    // principals
+    prFlags: new U8(g),
+    prAccount: link(),
+    prSubject: link(),
+    prAccepted: new F64(g),
+    prUntil: new F64(g),
+    prGrants: link(),
+    prMembers: link(),
+    prNext: link(),
+    prPrev: link(),
+    // tenants
+    tFlags: new U8(g),
+    tScope: link(),
+    tOrgs: link(),
+    // organizations
+    oFlags: new U8(g),
+    oTenant: link(),
+    oName: new Obj<string>("", g),
+    oSlug: new Obj<string | null>(null, g),
+    oStructure: new Obj<string>("", g),
+    oScope: link(),
+    oAvatars: link(),
+    oNext: link(),
+    oPrev: link(),
+    /** Sorted [keyId, perm, keyId, perm, ...] of the organization's permissions; replaced, never mutated. */
+    oPerms: new Obj<readonly number[]>(EMPTY, g),
+    oNextBit: new I32(0, g),
+    // avatars
+    avFlags: new U8(g),
+    avOrg: link(),
+    avScope: link(),
+    avMembers: link(),
+    avNext: link(),
+    avPrev: link(),
+    // roles: key and name are key ids; closures are arena offsets (0 = empty)
+    rFlags: new U8(g),
+    rOrg: link(),
+    rKey: link(),
+    rName: link(),
+    rDirect: link(),
+    rParents: link(),
+    rChildren: link(),
+    rOrgBits: new I32(0, g),
+    rGlobBits: new I32(0, g),
+    // role_permissions records, in the role's list
+    rpRole: link(),
+    rpPerm: link(),
+    rpNext: link(),
+    // role_inheritance records, in the child's parent list and the parent's child list
+    eChild: link(),
+    eParent: link(),
+    eNextOfChild: link(),
+    eNextOfParent: link(),
+    // permissions
+    pFlags: new U8(g),
+    pOrg: link(),
+    pKey: link(),
+    pBit: link(),
+    /** Global permissions by key id and by bit. */
+    gPermByKey: link(),
+    gPermByBit: link(),
+    /** Index 0: the list of global-scope grants. */
+    gScope: link(),
+    // assignments: meta = flags | subject kind << 8 is too wide for u8, so kinds get their own byte
+    aFlags: new U8(g),
+    aKinds: new U8(g),
+    aSubj: link(),
+    aRole: link(),
+    aScope: link(),
+    aUntil: new F64(g),
+    aNextS: link(),
+    aPrevS: link(),
+    aNextC: link(),
+    aPrevC: link(),
+    // memberships
+    mFlags: new U8(g),
+    mPrincipal: link(),
+    mAvatar: link(),
+    mAccepted: new F64(g),
+    mUntil: new F64(g),
+    mNextP: link(),
+    mPrevP: link(),
+    mNextA: link(),
+    mPrevA: link(),
+    // user_organizations records
+    plOrg: link(),
+    plRole: link(),
+    plNext: link(),
+  };
+}
+
+const EMPTY: readonly number[] = Object.freeze([]);
+
+export type Columns = ReturnType<typeof makeColumns>;
+
+/** Counters and list heads that are not per entity. */
+export interface Scalars {
+  globalNextBit: number;
+  /** Record pools: next unused index and free-list head. */
+  rpTop: number;
+  rpFree: number;
+  eTop: number;
+  eFree: number;
+  plTop: number;
+  plFree: number;
+  /** The built-in global roles (by key), -1 when absent. */
+  builtinMember: number;
+  builtinOwner: number;
+  roles: number;
+  perms: number;
+  assignments: number;
+  memberships: number;
+  /** Subjects with at least one grant in their list. */
+  subjects: number;
+}
+
+export interface State {
+  readonly shared: Shared;
+  readonly c: Columns;
+  readonly n: Scalars;
+  readonly policies: PolicyIndex;
+}
+
+export function createState(shared: Shared = createShared()): State {
+  const g = nextGeneration();
+  return {
+    shared,
+    c: makeColumns(g),
+    n: {
+      globalNextBit: 0,
+      rpTop: 0,
+      rpFree: -1,
+      eTop: 0,
+      eFree: -1,
+      plTop: 0,
+      plFree: -1,
+      builtinMember: -1,
+      builtinOwner: -1,
+      roles: 0,
+      perms: 0,
+      assignments: 0,
+      memberships: 0,
+      subjects: 0,
+    },
+    policies: new PolicyIndex(),
+  };
+}
+
+/** A writable copy of `s` that shares every page with it (directories copied, pages on first write). */
+export function forkState(s: State): State {
+  const g = nextGeneration();
+  const out: Record<string, unknown> = {};
+  for (const [k, col] of Object.entries(s.c)) out[k] = (col as { fork(g: number): unknown }).fork(g);
+  return { shared: s.shared, c: out as Columns, n: { ...s.n }, policies: s.policies.fork() };
+}
+
+/** Allocates a record from a pool (free list first). */
+export function allocRecord(n: Scalars, pool: "rp" | "e" | "pl", next: I32): number {
+  const freeKey = `${pool}Free` as const;
+  const topKey = `${pool}Top` as const;
+  const free = n[freeKey];
+  if (free >= 0) {
+    n[freeKey] = next.get(free);
+    return free;
+  }
+  return n[topKey]++;
+}
+
+export function freeRecord(n: Scalars, pool: "rp" | "e" | "pl", next: I32, rec: number): void {
+  const freeKey = `${pool}Free` as const;
+  next.set(rec, n[freeKey]);
+  n[freeKey] = rec;
+}
+
+/** Puts `item` at the front of the doubly linked list of `owner`. */
+export function linkFront(head: I32, owner: number, next: I32, prev: I32, item: number): void {
+  const h = head.get(owner);
+  next.set(item, h);
+  prev.set(item, -1);
+  if (h >= 0) prev.set(h, item);
+  head.set(owner, item);
+}
+
+/** Takes `item` out of the doubly linked list of `owner` in O(1). */
+export function unlink(head: I32, owner: number, next: I32, prev: I32, item: number): void {
+  const n = next.get(item);
+  const p = prev.get(item);
+  if (p >= 0) next.set(p, n);
+  else head.set(owner, n);
+  if (n >= 0) prev.set(n, p);
+  next.set(item, -1);
+  prev.set(item, -1);
+}
+
+export { F64, I32, Obj, U8 };

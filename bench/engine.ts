@@ -49,7 +49,7 @@ import { CheckRequestSchema, CheckResponseSchema } from "../gen/authz/v1/permiss
 import type { CheckResponse } from "../gen/authz/v1/permission_service_pb.js";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { mintApiKey } from "../src/auth/api-keys.js";
-import { buildEngine, type Engine, type EngineStats } from "../src/engine/engine.js";
+import { buildEngine, type EngineStats } from "./legacy-engine.js";
 import type { Change } from "../src/engine/rows.js";
 import { createLogger } from "../src/logger.js";
 import { startChangeFeed } from "../src/store/change-feed.js";
@@ -483,7 +483,7 @@ async function phasePgLoad(arg: PgLoadArg): Promise<Omit<PgLoadResult, "migrateM
     gc();
     const before = process.memoryUsage();
     const t0 = performance.now();
-    const engine: Engine = await loadSnapshot(db);
+    const engine = await loadSnapshot(db);
     const loadMs = performance.now() - t0;
     gc();
     const after = process.memoryUsage();

@@ -1,4 +1,4 @@
-import { Engine, NeedsReload } from "../engine/engine.js";
+import { NeedsReload, type Snapshot, SnapshotBuilder } from "../engine/snapshot.js";
 import { type Change, FOLLOWED_TABLES, SNAPSHOT_COLUMNS } from "../engine/rows.js";
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -26,26 +26,25 @@ export interface LiveEngineStats {
  */
 export interface LiveEngine {
   /** The current engine (minimize_latency). */
-  current(): Engine;
+  current(): Snapshot;
   /** An engine at revision >= `revision`, waiting at most `timeoutMs`. */
-  atLeast(revision: bigint, timeoutMs: number): Promise<Engine>;
+  atLeast(revision: bigint, timeoutMs: number): Promise<Snapshot>;
   /** An engine that includes every write committed before this call. */
-  fullyConsistent(timeoutMs: number): Promise<Engine>;
+  fullyConsistent(timeoutMs: number): Promise<Snapshot>;
   readonly stats: Readonly<LiveEngineStats>;
   stop(): void;
 }
 
-/** Loads the followed tables in one repeatable-read snapshot, streaming rows into a new engine. */
-export async function loadSnapshot(db: SqlClient): Promise<Engine> {
+/** Loads the followed tables in one repeatable-read snapshot, streaming rows into a new engine snapshot. */
+export async function loadSnapshot(db: SqlClient): Promise<Snapshot> {
   return db.readWriteTx(
     async (tx) => {
       const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const engine = new Engine(BigInt(head?.revision ?? "0"));
+      const builder = new SnapshotBuilder();
       for (const t of FOLLOWED_TABLES) {
-        await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => engine.load(t, rows));
+        await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => builder.load(t, rows));
       }
-      engine.close();
-      return engine;
+      return builder.build(BigInt(head?.revision ?? "0"));
     },
     { isolation: "repeatable read" },
   );
@@ -80,7 +79,7 @@ async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigin
 
 export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger): Promise<LiveEngine> {
   const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0 };
-  const load = async (): Promise<Engine> => {
+  const load = async (): Promise<Snapshot> => {
     const started = Date.now();
     const e = await loadSnapshot(db);
     stats.loads++;
@@ -105,11 +104,12 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
       engine = await load();
       return;
     }
+    // The next snapshot is published only when apply succeeded; the last good one serves meanwhile.
     try {
-      engine.apply(changes, head);
+      engine = engine.apply(changes, head);
     } catch (err) {
-      if (!(err instanceof NeedsReload)) throw err;
-      logger.info({ why: err.message }, "reloading a snapshot");
+      if (err instanceof NeedsReload) logger.info({ why: err.message }, "reloading a snapshot");
+      else logger.warn({ err }, "applying the change log failed; reloading a snapshot");
       engine = await load();
       return;
     }
@@ -171,7 +171,7 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     }
   };
 
-  const atLeast = async (revision: bigint, timeoutMs: number): Promise<Engine> => {
+  const atLeast = async (revision: bigint, timeoutMs: number): Promise<Snapshot> => {
     if (engine.revision >= revision) return engine;
     // Give the listener a moment (half the budget), then catch up ourselves.
     await waitFor(revision, Math.max(1, Math.floor(timeoutMs / 2)));

@@ -3,10 +3,9 @@
 // scratch, and every outcome without explain is a frozen constant. Explain
 // runs the very same search and then builds the path.
 
-import { membershipInForce, scopeKindOf } from "./grant-index.js";
+import { membershipInForce, scopeKey } from "./grant-index.js";
 import {
   cannotAct,
-  covers,
   holds,
   matchPermission,
   place,
@@ -16,7 +15,7 @@ import {
   subjectInterner,
   subjectKind,
 } from "./places.js";
-import { EXISTS, OWNER, SC_AVATAR, SK_PRINCIPAL, type State } from "./state.js";
+import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_PRINCIPAL, type State } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
 const DECISIONS = new Map<Reason, Decision>(REASONS.map((r) => [r, Object.freeze({ allowed: r === "GRANTED", reason: r })]));
@@ -75,13 +74,16 @@ export function findGrant(st: State, kind: number, s: number, matched: number, n
 
 function assignmentGrant(st: State, head: number, matched: number, now: number): boolean {
   const c = st.c;
+  // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
+  const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
+  const o = place.org >= 0 ? scopeKey(SC_ORG, place.org) : -2;
+  const av = place.avatar >= 0 ? scopeKey(SC_AVATAR, place.avatar) : -2;
   for (let a = head; a >= 0; a = c.aNextS.get(a)) {
+    const key = c.aScope.get(a);
+    if (key !== o && key !== 0 && key !== t && key !== av) continue;
     if (c.aUntil.get(a) <= now) continue;
-    const ck = scopeKindOf(c.aKinds.get(a));
-    const scope = c.aScope.get(a);
-    if (!covers(ck, scope, place)) continue;
     const role = c.aRole.get(a);
-    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", a, role, ck, scope);
+    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", a, role, key & 3, key >> 2);
   }
   return false;
 }

@@ -16,6 +16,8 @@ const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINIT
 export const UNKNOWN_KIND = 7;
 export const subjectKindOf = (kinds: number): number => kinds & 7;
 export const scopeKindOf = (kinds: number): number => (kinds >>> 3) & 7;
+/** aScope packs the scope id and kind into one int (id << 2 | kind): a grant's coverage is one read and a compare. */
+export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
 export function grantHead(st: State, kind: number): I32 {
   const c = st.c;
@@ -40,7 +42,7 @@ export function upsertAssignment(st: State, raw: Raw): void {
   c.aKinds.set(a, (sk < 0 ? UNKNOWN_KIND : sk) | ((ck < 0 ? UNKNOWN_KIND : ck) << 3));
   c.aSubj.set(a, s);
   c.aRole.set(a, st.shared.roles.intern(row.roleId));
-  c.aScope.set(a, scope);
+  c.aScope.set(a, ck < 0 ? -1 : scopeKey(ck, scope));
   c.aUntil.set(a, time(row.validUntil));
   const linked = row.active && sk >= 0 && ck >= 0;
   c.aFlags.set(a, EXISTS | (linked ? LINKED : 0));
@@ -65,7 +67,7 @@ function removeAssignmentAt(st: State, a: number): void {
     const s = c.aSubj.get(a);
     unlink(heads, s, c.aNextS, c.aPrevS, a);
     if (heads.get(s) < 0) st.n.subjects--;
-    unlink(scopeHead(st, scopeKindOf(kinds)), c.aScope.get(a), c.aNextC, c.aPrevC, a);
+    unlink(scopeHead(st, scopeKindOf(kinds)), c.aScope.get(a) >> 2, c.aNextC, c.aPrevC, a);
   }
   c.aFlags.set(a, 0);
   st.n.assignments--;

@@ -16,28 +16,39 @@ for (let i = 0; i < 6; i++) {
 }
 const scratch = new Uint32Array(4);
 
+/** Eight hex digits from position i as a u32 (bit 31 of `bad` set on a non-hex character). */
+let bad = 0;
+function hex8(s: string, i: number): number {
+  let v = 0;
+  for (let k = i; k < i + 8; k++) {
+    const c = s.charCodeAt(k);
+    const h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  return v >>> 0;
+}
+
+function hex4(s: string, i: number): number {
+  let v = 0;
+  for (let k = i; k < i + 4; k++) {
+    const c = s.charCodeAt(k);
+    const h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  return v;
+}
+
 /** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. */
 function parse(s: string): boolean {
-  if (s.length !== 36) return false;
-  let word = 0;
-  let acc = 0;
-  let nibbles = 0;
-  for (let i = 0; i < 36; i++) {
-    const c = s.charCodeAt(i);
-    if (i === 8 || i === 13 || i === 18 || i === 23) {
-      if (c !== 45) return false;
-      continue;
-    }
-    const v = c < 128 ? (HEX[c] as number) : -1;
-    if (v < 0) return false;
-    acc = (acc << 4) | v;
-    if (++nibbles === 8) {
-      scratch[word++] = acc >>> 0;
-      acc = 0;
-      nibbles = 0;
-    }
-  }
-  return true;
+  if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
+  bad = 0;
+  scratch[0] = hex8(s, 0);
+  scratch[1] = ((hex4(s, 9) << 16) | hex4(s, 14)) >>> 0;
+  scratch[2] = ((hex4(s, 19) << 16) | hex4(s, 24)) >>> 0;
+  scratch[3] = hex8(s, 28);
+  return bad >= 0;
 }
 
 const hash = (a: number, b: number, c: number, d: number): number => {

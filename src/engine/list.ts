@@ -24,7 +24,7 @@ export function grantsOf(st: State, kind: number, s: number, now: number): HeldG
   const fromAssignments = (head: number) => {
     for (let a = head; a >= 0; a = c.aNextS.get(a)) {
       if (c.aUntil.get(a) <= now) continue;
-      out.push({ kind: "ASSIGNMENT", id: a, role: c.aRole.get(a), scopeKind: scopeKindOf(c.aKinds.get(a)), scope: c.aScope.get(a) });
+      out.push({ kind: "ASSIGNMENT", id: a, role: c.aRole.get(a), scopeKind: scopeKindOf(c.aKinds.get(a)), scope: c.aScope.get(a) >> 2 });
     }
   };
   fromAssignments(grantHead(st, kind).get(s));

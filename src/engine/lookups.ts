@@ -51,7 +51,7 @@ export function* lookupSubjects(st: State, permission: string, resource: Resourc
   if (at.avatar >= 0) scopes.push([SC_AVATAR, at.avatar]);
   for (const [kind, scope] of scopes) {
     for (let a = scopeHead(st, kind).get(scope); a >= 0; a = c.aNextC.get(a)) {
-      if (c.aUntil.get(a) <= now || !covers(scopeKindOf(c.aKinds.get(a)), c.aScope.get(a), at)) continue;
+      if (c.aUntil.get(a) <= now || !covers(scopeKindOf(c.aKinds.get(a)), c.aScope.get(a) >> 2, at)) continue;
       const role = c.aRole.get(a);
       if (!holds(st, role, at, matched)) continue;
       const sk = subjectKindOf(c.aKinds.get(a));

@@ -27,7 +27,7 @@ import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
-import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, type State } from "./state.js";
+import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, sealState, type State } from "./state.js";
 import type { Decision, Listing, ResourceRef, ResourceType, SubjectRef } from "./types.js";
 
 /** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE): reload from the database. */
@@ -182,6 +182,7 @@ export class Snapshot implements RatePolicyLookup {
     const w = new Writer(forkState(this.#st));
     for (const c of changes) w.change(c);
     w.roles.close();
+    sealState(w.st);
     return new Snapshot(w.st, revision > this.revision ? revision : this.revision);
   }
 }
@@ -201,6 +202,7 @@ export class SnapshotBuilder {
     this.#w = undefined;
     w.roles.markAll();
     w.roles.close();
+    sealState(w.st);
     return new Snapshot(w.st, revision);
   }
 

@@ -11,7 +11,7 @@
 // permissions, inheritance edges, a user's places). -1 ends a list.
 
 import { KeyInterner, UuidInterner, WordArena } from "./interner.js";
-import { F64, I32, nextGeneration, Obj, U8 } from "./paged.js";
+import { F64, I32, Obj, U8 } from "./paged.js";
 import { PolicyIndex } from "./rate-limit-policies.js";
 
 // Subject kinds and scope kinds, as stored.
@@ -71,64 +71,64 @@ export function createShared(): Shared {
   };
 }
 
-function makeColumns(g: number) {
-  const link = () => new I32(-1, g);
+function makeColumns() {
+  const link = () => new I32(-1);
   return {
     // users: flags, grant list, places (user_organizations records)
-    uFlags: new U8(g),
+    uFlags: new U8(),
     uGrants: link(),
     uPlaces: link(),
-    sFlags: new U8(g),
+    sFlags: new U8(),
     sGrants: link(),
     // accounts
-    acFlags: new U8(g),
+    acFlags: new U8(),
     acOrg: link(),
     acGrants: link(),
     acPrincipals: link(),
     // principals
-    prFlags: new U8(g),
+    prFlags: new U8(),
     prAccount: link(),
     prSubject: link(),
-    prAccepted: new F64(g),
-    prUntil: new F64(g),
+    prAccepted: new F64(),
+    prUntil: new F64(),
     prGrants: link(),
     prMembers: link(),
     prNext: link(),
     prPrev: link(),
     // tenants
-    tFlags: new U8(g),
+    tFlags: new U8(),
     tScope: link(),
     tOrgs: link(),
     // organizations
-    oFlags: new U8(g),
+    oFlags: new U8(),
     oTenant: link(),
-    oName: new Obj<string>("", g),
-    oSlug: new Obj<string | null>(null, g),
-    oStructure: new Obj<string>("", g),
+    oName: new Obj<string>(""),
+    oSlug: new Obj<string | null>(null),
+    oStructure: new Obj<string>(""),
     oScope: link(),
     oAvatars: link(),
     oNext: link(),
     oPrev: link(),
     /** Sorted [keyId, perm, keyId, perm, ...] of the organization's permissions; replaced, never mutated. */
-    oPerms: new Obj<readonly number[]>(EMPTY, g),
-    oNextBit: new I32(0, g),
+    oPerms: new Obj<readonly number[]>(EMPTY),
+    oNextBit: new I32(0),
     // avatars
-    avFlags: new U8(g),
+    avFlags: new U8(),
     avOrg: link(),
     avScope: link(),
     avMembers: link(),
     avNext: link(),
     avPrev: link(),
     // roles: key and name are key ids; closures are arena offsets (0 = empty)
-    rFlags: new U8(g),
+    rFlags: new U8(),
     rOrg: link(),
     rKey: link(),
     rName: link(),
     rDirect: link(),
     rParents: link(),
     rChildren: link(),
-    rOrgBits: new I32(0, g),
-    rGlobBits: new I32(0, g),
+    rOrgBits: new I32(0),
+    rGlobBits: new I32(0),
     // role_permissions records, in the role's list
     rpRole: link(),
     rpPerm: link(),
@@ -139,7 +139,7 @@ function makeColumns(g: number) {
     eNextOfChild: link(),
     eNextOfParent: link(),
     // permissions
-    pFlags: new U8(g),
+    pFlags: new U8(),
     pOrg: link(),
     pKey: link(),
     pBit: link(),
@@ -149,22 +149,22 @@ function makeColumns(g: number) {
     /** Index 0: the list of global-scope grants. */
     gScope: link(),
     // assignments: meta = flags | subject kind << 8 is too wide for u8, so kinds get their own byte
-    aFlags: new U8(g),
-    aKinds: new U8(g),
+    aFlags: new U8(),
+    aKinds: new U8(),
     aSubj: link(),
     aRole: link(),
     aScope: link(),
-    aUntil: new F64(g),
+    aUntil: new F64(),
     aNextS: link(),
     aPrevS: link(),
     aNextC: link(),
     aPrevC: link(),
     // memberships
-    mFlags: new U8(g),
+    mFlags: new U8(),
     mPrincipal: link(),
     mAvatar: link(),
-    mAccepted: new F64(g),
-    mUntil: new F64(g),
+    mAccepted: new F64(),
+    mUntil: new F64(),
     mNextP: link(),
     mPrevP: link(),
     mNextA: link(),
@@ -209,10 +209,9 @@ export interface State {
 }
 
 export function createState(shared: Shared = createShared()): State {
-  const g = nextGeneration();
   return {
     shared,
-    c: makeColumns(g),
+    c: makeColumns(),
     n: {
       globalNextBit: 0,
       rpTop: 0,
@@ -233,12 +232,16 @@ export function createState(shared: Shared = createShared()): State {
   };
 }
 
-/** A writable copy of `s` that shares every page with it (directories copied, pages on first write). */
+/** A writable copy of `s` that shares everything with it (a column copies its directory on its first write, a page on its first write). */
 export function forkState(s: State): State {
-  const g = nextGeneration();
   const out: Record<string, unknown> = {};
-  for (const [k, col] of Object.entries(s.c)) out[k] = (col as { fork(g: number): unknown }).fork(g);
+  for (const k in s.c) out[k] = (s.c[k as keyof Columns] as { fork(): unknown }).fork();
   return { shared: s.shared, c: out as Columns, n: { ...s.n }, policies: s.policies.fork() };
+}
+
+/** Ends writing to a state: from now on it is a published snapshot's, read-only. */
+export function sealState(s: State): void {
+  for (const k in s.c) (s.c[k as keyof Columns] as { seal(): void }).seal();
 }
 
 /** Allocates a record from a pool (free list first). */

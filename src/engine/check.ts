@@ -78,12 +78,12 @@ function assignmentGrant(st: State, head: number, matched: number, now: number):
   const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
   const o = place.org >= 0 ? scopeKey(SC_ORG, place.org) : -2;
   const av = place.avatar >= 0 ? scopeKey(SC_AVATAR, place.avatar) : -2;
-  for (let a = head; a >= 0; a = c.aNextS.get(a)) {
-    const key = c.aScope.get(a);
+  for (let r = head; r >= 0; r = c.gNext.get(r)) {
+    const key = c.gScope.get(r);
     if (key !== o && key !== 0 && key !== t && key !== av) continue;
-    if (c.aUntil.get(a) <= now) continue;
-    const role = c.aRole.get(a);
-    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", a, role, key & 3, key >> 2);
+    if (c.gUntil.get(r) <= now) continue;
+    const role = c.gRole.get(r);
+    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", c.gAssign.get(r), role, key & 3, key >> 2);
   }
   return false;
 }

@@ -7,7 +7,7 @@
 
 import { resourceInterner, scopeKind, subjectInterner, subjectKind } from "./places.js";
 import { NORMALIZE } from "./rows.js";
-import { ACTIVE, EXISTS, type I32, LINKED, linkFront, OWNER, SC_GLOBAL, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, unlink } from "./state.js";
+import { ACTIVE, allocRecord, EXISTS, F64, freeRecord, I32, LINKED, linkFront, OWNER, SC_GLOBAL, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF, SK_USER, type State, unlink } from "./state.js";
 
 type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
@@ -16,7 +16,7 @@ const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINIT
 export const UNKNOWN_KIND = 7;
 export const subjectKindOf = (kinds: number): number => kinds & 7;
 export const scopeKindOf = (kinds: number): number => (kinds >>> 3) & 7;
-/** aScope packs the scope id and kind into one int (id << 2 | kind): a grant's coverage is one read and a compare. */
+/** gScope packs the scope id and kind into one int (id << 2 | kind): a grant's coverage is one read and a compare. */
 export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
 export function grantHead(st: State, kind: number): I32 {
@@ -26,7 +26,7 @@ export function grantHead(st: State, kind: number): I32 {
 
 export function scopeHead(st: State, kind: number): I32 {
   const c = st.c;
-  return kind === SC_GLOBAL ? c.gScope : kind === SC_TENANT ? c.tScope : kind === SC_ORG ? c.oScope : c.avScope;
+  return kind === SC_GLOBAL ? c.globalScope : kind === SC_TENANT ? c.tScope : kind === SC_ORG ? c.oScope : c.avScope;
 }
 
 export function upsertAssignment(st: State, raw: Raw): void {
@@ -39,18 +39,22 @@ export function upsertAssignment(st: State, raw: Raw): void {
   if (ck > SC_GLOBAL && row.scopeId === null) ck = -1; // a scoped grant with no scope covers nothing
   const s = sk < 0 ? -1 : subjectInterner(st, sk).intern(row.subjectId);
   const scope = ck < 0 ? -1 : ck === SC_GLOBAL ? 0 : resourceInterner(st, ck).intern(row.scopeId as string);
+  const role = st.shared.roles.intern(row.roleId);
   c.aKinds.set(a, (sk < 0 ? UNKNOWN_KIND : sk) | ((ck < 0 ? UNKNOWN_KIND : ck) << 3));
   c.aSubj.set(a, s);
-  c.aRole.set(a, st.shared.roles.intern(row.roleId));
-  c.aScope.set(a, ck < 0 ? -1 : scopeKey(ck, scope));
-  c.aUntil.set(a, time(row.validUntil));
   const linked = row.active && sk >= 0 && ck >= 0;
   c.aFlags.set(a, EXISTS | (linked ? LINKED : 0));
   st.n.assignments++;
   if (!linked) return;
+  const r = allocRecord(st.n, "g", c.gNext);
+  c.gScope.set(r, scopeKey(ck, scope));
+  c.gRole.set(r, role);
+  c.gUntil.set(r, time(row.validUntil));
+  c.gAssign.set(r, a);
+  c.aRec.set(a, r);
   const heads = grantHead(st, sk);
   if (heads.get(s) < 0) st.n.subjects++;
-  linkFront(heads, s, c.aNextS, c.aPrevS, a);
+  linkFront(heads, s, c.gNext, c.gPrev, r);
   linkFront(scopeHead(st, ck), scope, c.aNextC, c.aPrevC, a);
 }
 
@@ -65,12 +69,49 @@ function removeAssignmentAt(st: State, a: number): void {
     const kinds = c.aKinds.get(a);
     const heads = grantHead(st, subjectKindOf(kinds));
     const s = c.aSubj.get(a);
-    unlink(heads, s, c.aNextS, c.aPrevS, a);
+    const r = c.aRec.get(a);
+    unlink(scopeHead(st, scopeKindOf(kinds)), c.gScope.get(r) >> 2, c.aNextC, c.aPrevC, a);
+    unlink(heads, s, c.gNext, c.gPrev, r);
     if (heads.get(s) < 0) st.n.subjects--;
-    unlink(scopeHead(st, scopeKindOf(kinds)), c.aScope.get(a) >> 2, c.aNextC, c.aPrevC, a);
+    freeRecord(st.n, "g", c.gNext, r);
+    c.aRec.set(a, -1);
   }
   c.aFlags.set(a, 0);
   st.n.assignments--;
+}
+
+/**
+ * Lays every subject's grant records side by side, in subject order (a
+ * build's rows arrive interleaved: a user's five assignments would sit on
+ * five different pages). Run once by the builder, which owns every page.
+ */
+export function compactGrants(st: State): void {
+  const c = st.c;
+  const old = { scope: c.gScope, role: c.gRole, until: c.gUntil, assign: c.gAssign, next: c.gNext };
+  const next = { scope: new I32(-1), role: new I32(-1), until: new F64(), assign: new I32(-1), next: new I32(-1), prev: new I32(-1) };
+  let top = 0;
+  for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
+    const heads = grantHead(st, kind);
+    const count = subjectInterner(st, kind).count;
+    for (let s = 0; s < count; s++) {
+      let prev = -1;
+      for (let r = heads.get(s); r >= 0; r = old.next.get(r)) {
+        const n = top++;
+        next.scope.set(n, old.scope.get(r));
+        next.role.set(n, old.role.get(r));
+        next.until.set(n, old.until.get(r));
+        next.assign.set(n, old.assign.get(r));
+        next.prev.set(n, prev);
+        c.aRec.set(old.assign.get(r), n);
+        if (prev >= 0) next.next.set(prev, n);
+        else heads.set(s, n);
+        prev = n;
+      }
+    }
+  }
+  Object.assign(c, { gScope: next.scope, gRole: next.role, gUntil: next.until, gAssign: next.assign, gNext: next.next, gPrev: next.prev });
+  st.n.gTop = top;
+  st.n.gFree = -1;
 }
 
 export function upsertMembership(st: State, raw: Raw): void {

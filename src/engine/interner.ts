@@ -8,7 +8,7 @@
 // index (a Map<string, number> costs ~100 bytes an entry). find() parses the
 // text into a scratch array and allocates nothing.
 
-const HEX = new Int8Array(128).fill(-1);
+const HEX = new Int32Array(128).fill(-1);
 for (let i = 0; i < 10; i++) HEX[48 + i] = i;
 for (let i = 0; i < 6; i++) {
   HEX[97 + i] = 10 + i;
@@ -16,38 +16,22 @@ for (let i = 0; i < 6; i++) {
 }
 const scratch = new Uint32Array(4);
 
-/** Eight hex digits from position i as a u32 (bit 31 of `bad` set on a non-hex character). */
-let bad = 0;
-function hex8(s: string, i: number): number {
-  let v = 0;
-  for (let k = i; k < i + 8; k++) {
-    const c = s.charCodeAt(k);
-    const h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
-    v = (v << 4) | h;
-  }
-  return v >>> 0;
-}
-
-function hex4(s: string, i: number): number {
-  let v = 0;
-  for (let k = i; k < i + 4; k++) {
-    const c = s.charCodeAt(k);
-    const h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
-    v = (v << 4) | h;
-  }
-  return v;
-}
-
-/** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. */
+/** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. Locals only: this runs twice per Check. */
 function parse(s: string): boolean {
   if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
-  bad = 0;
-  scratch[0] = hex8(s, 0);
-  scratch[1] = ((hex4(s, 9) << 16) | hex4(s, 14)) >>> 0;
-  scratch[2] = ((hex4(s, 19) << 16) | hex4(s, 24)) >>> 0;
-  scratch[3] = hex8(s, 28);
+  let bad = 0; // goes negative on a character that is not a hex digit
+  let v = 0;
+  for (let k = 0; k < 36; k++) {
+    if (k === 8 || k === 13 || k === 18 || k === 23) continue;
+    const c = s.charCodeAt(k);
+    const h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+    if (k === 7) scratch[0] = v;
+    else if (k === 17) scratch[1] = v;
+    else if (k === 27) scratch[2] = v;
+    else if (k === 35) scratch[3] = v;
+  }
   return bad >= 0;
 }
 

@@ -22,9 +22,10 @@ export function grantsOf(st: State, kind: number, s: number, now: number): HeldG
   const c = st.c;
   const out: HeldGrant[] = [];
   const fromAssignments = (head: number) => {
-    for (let a = head; a >= 0; a = c.aNextS.get(a)) {
-      if (c.aUntil.get(a) <= now) continue;
-      out.push({ kind: "ASSIGNMENT", id: a, role: c.aRole.get(a), scopeKind: scopeKindOf(c.aKinds.get(a)), scope: c.aScope.get(a) >> 2 });
+    for (let r = head; r >= 0; r = c.gNext.get(r)) {
+      if (c.gUntil.get(r) <= now) continue;
+      const key = c.gScope.get(r);
+      out.push({ kind: "ASSIGNMENT", id: c.gAssign.get(r), role: c.gRole.get(r), scopeKind: key & 3, scope: key >> 2 });
     }
   };
   fromAssignments(grantHead(st, kind).get(s));

@@ -51,8 +51,9 @@ export function* lookupSubjects(st: State, permission: string, resource: Resourc
   if (at.avatar >= 0) scopes.push([SC_AVATAR, at.avatar]);
   for (const [kind, scope] of scopes) {
     for (let a = scopeHead(st, kind).get(scope); a >= 0; a = c.aNextC.get(a)) {
-      if (c.aUntil.get(a) <= now || !covers(scopeKindOf(c.aKinds.get(a)), c.aScope.get(a) >> 2, at)) continue;
-      const role = c.aRole.get(a);
+      const rec = c.aRec.get(a);
+      if (c.gUntil.get(rec) <= now || !covers(scopeKindOf(c.aKinds.get(a)), c.gScope.get(rec) >> 2, at)) continue;
+      const role = c.gRole.get(rec);
       if (!holds(st, role, at, matched)) continue;
       const sk = subjectKindOf(c.aKinds.get(a));
       const s = c.aSubj.get(a);

@@ -220,11 +220,12 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
  * organization's roles there; a global one by any role's closure.
  */
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
-  const c = st.c;
-  if ((c.rFlags.get(role) & EXISTS) === 0) return false;
-  const permOrg = c.pOrg.get(matched);
-  const bit = c.pBit.get(matched);
-  if (permOrg < 0) return hasBit(st.shared.arena.words, c.rGlobBits.get(role), bit);
-  const roleOrg = c.rOrg.get(role);
-  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, c.rOrgBits.get(role), bit);
+  const hot = st.c.rHot;
+  const r = role * 4;
+  if (hot.get(r) === 0) return false;
+  const permOrg = st.c.pHot.get(matched * 2);
+  const bit = st.c.pHot.get(matched * 2 + 1);
+  if (permOrg < 0) return hasBit(st.shared.arena.words, hot.get(r + 3), bit);
+  const roleOrg = hot.get(r + 1);
+  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, hot.get(r + 2), bit);
 }

@@ -64,6 +64,8 @@ export class RoleGraphWriter {
     }
     c.rOrgBits.set(r, store(st, orgWords));
     c.rGlobBits.set(r, store(st, globWords));
+    c.rHot.set(r * 4 + 2, c.rOrgBits.get(r));
+    c.rHot.set(r * 4 + 3, c.rGlobBits.get(r));
     this.#dirty.delete(r);
     visiting.delete(r);
   }
@@ -82,6 +84,8 @@ export class RoleGraphWriter {
     } else {
       c.rFlags.set(r, EXISTS);
       c.rOrg.set(r, row.organizationId === null ? -1 : st.shared.orgs.intern(row.organizationId));
+      c.rHot.set(r * 4, 1);
+      c.rHot.set(r * 4 + 1, c.rOrg.get(r));
       st.n.roles++;
       this.markDirty(r);
     }
@@ -100,6 +104,7 @@ export class RoleGraphWriter {
     if (r < 0 || (c.rFlags.get(r) & EXISTS) === 0) return;
     this.#forgetBuiltin(r);
     c.rFlags.set(r, 0);
+    c.rHot.set(r * 4, 0);
     st.n.roles--;
     this.#dirty.delete(r);
     for (let e = c.rChildren.get(r); e >= 0; e = c.eNextOfParent.get(e)) this.markDirty(c.eChild.get(e));
@@ -137,6 +142,8 @@ export class RoleGraphWriter {
     c.pOrg.set(p, org);
     c.pKey.set(p, key);
     c.pBit.set(p, bit);
+    c.pHot.set(p * 2, org);
+    c.pHot.set(p * 2 + 1, bit);
     if (org < 0) c.gPermByBit.set(bit, p);
     mapKey(st, p);
     st.n.perms++;

@@ -202,6 +202,7 @@ export class SnapshotBuilder {
     this.#w = undefined;
     w.roles.markAll();
     w.roles.close();
+    grants.compactGrants(w.st);
     sealState(w.st);
     return new Snapshot(w.st, revision);
   }

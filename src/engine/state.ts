@@ -129,6 +129,8 @@ function makeColumns() {
     rChildren: link(),
     rOrgBits: new I32(0),
     rGlobBits: new I32(0),
+    /** What the grant rule reads of a role, side by side (one cache line): [exists, org, orgBits, globBits] at 4r. */
+    rHot: new I32(0),
     // role_permissions records, in the role's list
     rpRole: link(),
     rpPerm: link(),
@@ -143,22 +145,28 @@ function makeColumns() {
     pOrg: link(),
     pKey: link(),
     pBit: link(),
+    /** What the grant rule reads of a permission: [org, bit] at 2p. */
+    pHot: new I32(0),
     /** Global permissions by key id and by bit. */
     gPermByKey: link(),
     gPermByBit: link(),
     /** Index 0: the list of global-scope grants. */
-    gScope: link(),
-    // assignments: meta = flags | subject kind << 8 is too wide for u8, so kinds get their own byte
+    globalScope: link(),
+    // assignments: flags, subject and scope kinds, subject, its grant record, the scope list
     aFlags: new U8(),
     aKinds: new U8(),
     aSubj: link(),
-    aRole: link(),
-    aScope: link(),
-    aUntil: new F64(),
-    aNextS: link(),
-    aPrevS: link(),
+    aRec: link(),
     aNextC: link(),
     aPrevC: link(),
+    // grant records: what Check reads of an active assignment, in the subject's list. A build
+    // lays each subject's records side by side (compactGrants), so a Check reads a few cache lines.
+    gScope: link(),
+    gRole: link(),
+    gUntil: new F64(),
+    gAssign: link(),
+    gNext: link(),
+    gPrev: link(),
     // memberships
     mFlags: new U8(),
     mPrincipal: link(),
@@ -190,6 +198,8 @@ export interface Scalars {
   eFree: number;
   plTop: number;
   plFree: number;
+  gTop: number;
+  gFree: number;
   /** The built-in global roles (by key), -1 when absent. */
   builtinMember: number;
   builtinOwner: number;
@@ -220,6 +230,8 @@ export function createState(shared: Shared = createShared()): State {
       eFree: -1,
       plTop: 0,
       plFree: -1,
+      gTop: 0,
+      gFree: -1,
       builtinMember: -1,
       builtinOwner: -1,
       roles: 0,
@@ -245,7 +257,7 @@ export function sealState(s: State): void {
 }
 
 /** Allocates a record from a pool (free list first). */
-export function allocRecord(n: Scalars, pool: "rp" | "e" | "pl", next: I32): number {
+export function allocRecord(n: Scalars, pool: "rp" | "e" | "pl" | "g", next: I32): number {
   const freeKey = `${pool}Free` as const;
   const topKey = `${pool}Top` as const;
   const free = n[freeKey];
@@ -256,7 +268,7 @@ export function allocRecord(n: Scalars, pool: "rp" | "e" | "pl", next: I32): num
   return n[topKey]++;
 }
 
-export function freeRecord(n: Scalars, pool: "rp" | "e" | "pl", next: I32, rec: number): void {
+export function freeRecord(n: Scalars, pool: "rp" | "e" | "pl" | "g", next: I32, rec: number): void {
   const freeKey = `${pool}Free` as const;
   next.set(rec, n[freeKey]);
   n[freeKey] = rec;

@@ -54,7 +54,8 @@ export function upsertAssignment(st: State, raw: Raw): void {
   c.aRec.set(a, r);
   const heads = grantHead(st, sk);
   if (heads.get(s) < 0) st.n.subjects++;
-  linkFront(heads, s, c.gNext, c.gPrev, r);
+  c.gNext.set(r, heads.get(s));
+  heads.set(s, r);
   linkFront(scopeHead(st, ck), scope, c.aNextC, c.aPrevC, a);
 }
 
@@ -71,7 +72,11 @@ function removeAssignmentAt(st: State, a: number): void {
     const s = c.aSubj.get(a);
     const r = c.aRec.get(a);
     unlink(scopeHead(st, scopeKindOf(kinds)), c.gScope.get(r) >> 2, c.aNextC, c.aPrevC, a);
-    unlink(heads, s, c.gNext, c.gPrev, r);
+    // A subject's list is short and singly linked: find the record's predecessor.
+    let prev = -1;
+    for (let x = heads.get(s); x >= 0 && x !== r; x = c.gNext.get(x)) prev = x;
+    if (prev >= 0) c.gNext.set(prev, c.gNext.get(r));
+    else heads.set(s, c.gNext.get(r));
     if (heads.get(s) < 0) st.n.subjects--;
     freeRecord(st.n, "g", c.gNext, r);
     c.aRec.set(a, -1);
@@ -88,7 +93,7 @@ function removeAssignmentAt(st: State, a: number): void {
 export function compactGrants(st: State): void {
   const c = st.c;
   const old = { scope: c.gScope, role: c.gRole, until: c.gUntil, assign: c.gAssign, next: c.gNext };
-  const next = { scope: new I32(-1), role: new I32(-1), until: new F64(), assign: new I32(-1), next: new I32(-1), prev: new I32(-1) };
+  const next = { scope: new I32(-1), role: new I32(-1), until: new F64(), assign: new I32(-1), next: new I32(-1) };
   let top = 0;
   for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
     const heads = grantHead(st, kind);
@@ -101,7 +106,6 @@ export function compactGrants(st: State): void {
         next.role.set(n, old.role.get(r));
         next.until.set(n, old.until.get(r));
         next.assign.set(n, old.assign.get(r));
-        next.prev.set(n, prev);
         c.aRec.set(old.assign.get(r), n);
         if (prev >= 0) next.next.set(prev, n);
         else heads.set(s, n);
@@ -109,7 +113,7 @@ export function compactGrants(st: State): void {
       }
     }
   }
-  Object.assign(c, { gScope: next.scope, gRole: next.role, gUntil: next.until, gAssign: next.assign, gNext: next.next, gPrev: next.prev });
+  Object.assign(c, { gScope: next.scope, gRole: next.role, gUntil: next.until, gAssign: next.assign, gNext: next.next });
   st.n.gTop = top;
   st.n.gFree = -1;
 }

@@ -169,6 +169,11 @@ export class WordArena {
   words = new Uint32Array(1 << 16);
   top = 1; // offset 0 = the empty set
 
+  /** Drops the unused tail (after a build); the next alloc grows it again. */
+  trim(): void {
+    this.words = this.words.slice(0, this.top);
+  }
+
   alloc(n: number): number {
     if (this.top + n > this.words.length) {
       let size = this.words.length * 2;

@@ -5,6 +5,7 @@
 import { scopeRefOf } from "./check.js";
 import { grantHead, membershipInForce, scopeKindOf } from "./grant-index.js";
 import { cannotAct, covers, hasBit, type Place, place, resolveById, resolvePlace, subjectExists, subjectInterner, subjectKind } from "./places.js";
+import { readPairs } from "./role-graph.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_GLOBAL, SC_ORG, SK_PRINCIPAL, SK_USER, type State } from "./state.js";
 import type { Listing, ResourceRef, ScopeEntry, SubjectRef } from "./types.js";
 
@@ -142,11 +143,11 @@ function permissionKeys(st: State, held: number[], org: number): string[] {
   const sh = st.shared;
   const words = sh.arena.words;
   const out = new Set<string>();
-  const orgPairs = org >= 0 ? c.oPerms.get(org) : [];
+  const orgPairs = org >= 0 ? readPairs(st, c.oPerms.get(org)) : [];
   const orgKeys = new Set<number>();
   for (let i = 0; i < orgPairs.length; i += 2) orgKeys.add(orgPairs[i] as number);
   for (const role of held) {
-    const glob = c.rGlobBits.get(role);
+    const glob = c.rHot.get(role * 4 + 3);
     for (let bit = 0; bit < st.n.globalNextBit; bit++) {
       if (!hasBit(words, glob, bit)) continue;
       const p = c.gPermByBit.get(bit);
@@ -154,10 +155,10 @@ function permissionKeys(st: State, held: number[], org: number): string[] {
       if (p >= 0 && !orgKeys.has(c.pKey.get(p))) out.add(sh.keys.key(c.pKey.get(p)));
     }
     if (org >= 0 && c.rOrg.get(role) === org) {
-      const bits = c.rOrgBits.get(role);
+      const bits = c.rHot.get(role * 4 + 2);
       for (let i = 0; i < orgPairs.length; i += 2) {
         const p = orgPairs[i + 1] as number;
-        if (hasBit(words, bits, c.pBit.get(p))) out.add(sh.keys.key(orgPairs[i] as number));
+        if (hasBit(words, bits, c.pHot.get(p * 2 + 1))) out.add(sh.keys.key(orgPairs[i] as number));
       }
     }
   }

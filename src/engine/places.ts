@@ -141,20 +141,21 @@ export function matchPermission(st: State, keyId: number, org: number): number {
   if (keyId < 0) return -1;
   const c = st.c;
   if (org >= 0 && (c.oFlags.get(org) & EXISTS) !== 0) {
-    const p = orgPermission(c.oPerms.get(org), keyId);
+    const p = orgPermission(st.shared.arena.words, c.oPerms.get(org), keyId);
     if (p >= 0) return p;
   }
   return c.gPermByKey.get(keyId);
 }
 
-/** Binary search of an organization's sorted [keyId, perm, ...] pairs. */
-export function orgPermission(pairs: readonly number[], keyId: number): number {
+/** Binary search of an organization's sorted [keyId, perm] pairs, stored in the arena at `off` as [count, pairs...]. */
+export function orgPermission(words: Uint32Array, off: number, keyId: number): number {
+  if (off === 0) return -1;
   let lo = 0;
-  let hi = (pairs.length >>> 1) - 1;
+  let hi = (words[off] as number) - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1;
-    const k = pairs[mid * 2] as number;
-    if (k === keyId) return pairs[mid * 2 + 1] as number;
+    const k = words[off + 1 + mid * 2] as number;
+    if (k === keyId) return words[off + 2 + mid * 2] as number;
     if (k < keyId) lo = mid + 1;
     else hi = mid - 1;
   }

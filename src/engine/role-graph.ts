@@ -14,8 +14,53 @@ type Raw = Record<string, unknown>;
 /** Roles whose closure must be recomputed before the state is published. */
 export class RoleGraphWriter {
   readonly #dirty = new Set<number>();
+  /** While building: organizations' permission pairs, written to the arena once at the end (no copy per insert). */
+  #pending: Map<number, number[]> | undefined;
 
-  constructor(readonly st: State) {}
+  constructor(
+    readonly st: State,
+    building = false,
+  ) {
+    if (building) this.#pending = new Map();
+  }
+
+  /** Writes what the build kept aside; the writer then works as for an apply. */
+  finishBuild(): void {
+    for (const [org, pairs] of this.#pending ?? []) this.st.c.oPerms.set(org, writePairs(this.st, pairs));
+    this.#pending = undefined;
+  }
+
+  #pairs(org: number): number[] {
+    return this.#pending?.get(org) ?? readPairs(this.st, this.st.c.oPerms.get(org));
+  }
+
+  #setPairs(org: number, pairs: number[]): void {
+    if (this.#pending) this.#pending.set(org, pairs);
+    else this.st.c.oPerms.set(org, writePairs(this.st, pairs));
+  }
+
+  /** Points the permission's key at it (in its organization, or globally); the latest writer wins, as in the log. */
+  #mapKey(p: number): void {
+    const c = this.st.c;
+    const org = c.pHot.get(p * 2);
+    const key = c.pKey.get(p);
+    if (org < 0) c.gPermByKey.set(key, p);
+    else this.#setPairs(org, withPair(this.#pairs(org), key, p));
+  }
+
+  /** Forgets the permission's key, if the key still points at it. */
+  #unmapKey(p: number): void {
+    const c = this.st.c;
+    const org = c.pHot.get(p * 2);
+    const key = c.pKey.get(p);
+    if (org < 0) {
+      if (c.gPermByKey.get(key) === p) c.gPermByKey.set(key, -1);
+      return;
+    }
+    const pairs = this.#pairs(org);
+    const i = pairIndex(pairs, key);
+    if (i >= 0 && pairs[i * 2 + 1] === p) this.#setPairs(org, [...pairs.slice(0, i * 2), ...pairs.slice(i * 2 + 2)]);
+  }
 
   markDirty(role: number): void {
     if (this.#dirty.has(role)) return;
@@ -50,22 +95,20 @@ export class RoleGraphWriter {
     for (let rp = c.rDirect.get(r); rp >= 0; rp = c.rpNext.get(rp)) {
       const p = c.rpPerm.get(rp);
       if ((c.pFlags.get(p) & EXISTS) === 0) continue;
-      const permOrg = c.pOrg.get(p);
-      if (permOrg < 0) setBit(globWords, c.pBit.get(p));
-      else if (permOrg === org) setBit(orgWords, c.pBit.get(p));
+      const permOrg = c.pHot.get(p * 2);
+      if (permOrg < 0) setBit(globWords, c.pHot.get(p * 2 + 1));
+      else if (permOrg === org) setBit(orgWords, c.pHot.get(p * 2 + 1));
     }
     const words = st.shared.arena;
     for (let e = c.rParents.get(r); e >= 0; e = c.eNextOfChild.get(e)) {
       const parent = c.eParent.get(e);
       if ((c.rFlags.get(parent) & EXISTS) === 0) continue;
       this.#closeRole(parent, visiting);
-      orInto(globWords, words.words, c.rGlobBits.get(parent));
-      if (org >= 0 && c.rOrg.get(parent) === org) orInto(orgWords, words.words, c.rOrgBits.get(parent));
+      orInto(globWords, words.words, c.rHot.get(parent * 4 + 3));
+      if (org >= 0 && c.rOrg.get(parent) === org) orInto(orgWords, words.words, c.rHot.get(parent * 4 + 2));
     }
-    c.rOrgBits.set(r, store(st, orgWords));
-    c.rGlobBits.set(r, store(st, globWords));
-    c.rHot.set(r * 4 + 2, c.rOrgBits.get(r));
-    c.rHot.set(r * 4 + 3, c.rGlobBits.get(r));
+    c.rHot.set(r * 4 + 2, store(st, orgWords));
+    c.rHot.set(r * 4 + 3, store(st, globWords));
     this.#dirty.delete(r);
     visiting.delete(r);
   }
@@ -126,9 +169,9 @@ export class RoleGraphWriter {
     const key = st.shared.keys.intern(row.key);
     if ((c.pFlags.get(p) & EXISTS) !== 0) {
       if (c.pKey.get(p) !== key) {
-        unmapKey(st, p);
+        this.#unmapKey(p);
         c.pKey.set(p, key);
-        mapKey(st, p);
+        this.#mapKey(p);
       }
       return;
     }
@@ -139,13 +182,11 @@ export class RoleGraphWriter {
       c.oNextBit.set(org, bit + 1);
     }
     c.pFlags.set(p, EXISTS);
-    c.pOrg.set(p, org);
     c.pKey.set(p, key);
-    c.pBit.set(p, bit);
     c.pHot.set(p * 2, org);
     c.pHot.set(p * 2 + 1, bit);
     if (org < 0) c.gPermByBit.set(bit, p);
-    mapKey(st, p);
+    this.#mapKey(p);
     st.n.perms++;
   }
 
@@ -155,8 +196,8 @@ export class RoleGraphWriter {
     const c = st.c;
     const p = st.shared.perms.find(String(raw.id));
     if (p < 0 || (c.pFlags.get(p) & EXISTS) === 0) return;
-    unmapKey(st, p);
-    if (c.pOrg.get(p) < 0) c.gPermByBit.set(c.pBit.get(p), -1);
+    this.#unmapKey(p);
+    if (c.pHot.get(p * 2) < 0) c.gPermByBit.set(c.pHot.get(p * 2 + 1), -1);
     c.pFlags.set(p, 0);
     st.n.perms--;
   }
@@ -169,7 +210,6 @@ export class RoleGraphWriter {
     const p = st.shared.perms.intern(row.permissionId);
     for (let rp = c.rDirect.get(r); rp >= 0; rp = c.rpNext.get(rp)) if (c.rpPerm.get(rp) === p) return;
     const rec = allocRecord(st.n, "rp", c.rpNext);
-    c.rpRole.set(rec, r);
     c.rpPerm.set(rec, p);
     c.rpNext.set(rec, c.rDirect.get(r));
     c.rDirect.set(r, rec);
@@ -243,27 +283,21 @@ export class RoleGraphWriter {
   }
 }
 
-/** Points the permission's key at it (in its organization, or globally); the latest writer wins, as in the log. */
-function mapKey(st: State, p: number): void {
-  const c = st.c;
-  const org = c.pOrg.get(p);
-  const key = c.pKey.get(p);
-  if (org < 0) c.gPermByKey.set(key, p);
-  else c.oPerms.set(org, withPair(c.oPerms.get(org), key, p));
+/** An organization's [keyId, perm] pairs as stored in the arena at `off` ([count, pairs...]). */
+export function readPairs(st: State, off: number): number[] {
+  if (off === 0) return [];
+  const words = st.shared.arena.words;
+  return Array.from(words.subarray(off + 1, off + 1 + (words[off] as number) * 2));
 }
 
-/** Forgets the permission's key, if the key still points at it. */
-function unmapKey(st: State, p: number): void {
-  const c = st.c;
-  const org = c.pOrg.get(p);
-  const key = c.pKey.get(p);
-  if (org < 0) {
-    if (c.gPermByKey.get(key) === p) c.gPermByKey.set(key, -1);
-    return;
-  }
-  const pairs = c.oPerms.get(org);
-  const i = pairIndex(pairs, key);
-  if (i >= 0 && pairs[i * 2 + 1] === p) c.oPerms.set(org, [...pairs.slice(0, i * 2), ...pairs.slice(i * 2 + 2)]);
+/** Writes pairs to fresh arena words; 0 for none. An insert or rename writes a new copy: the old one stays for older snapshots. */
+function writePairs(st: State, pairs: readonly number[]): number {
+  if (pairs.length === 0) return 0;
+  const arena = st.shared.arena;
+  const off = arena.alloc(pairs.length + 1);
+  arena.words[off] = pairs.length / 2;
+  for (let i = 0; i < pairs.length; i++) arena.words[off + 1 + i] = pairs[i] as number;
+  return off;
 }
 
 function pairIndex(pairs: readonly number[], key: number): number {
@@ -272,7 +306,7 @@ function pairIndex(pairs: readonly number[], key: number): number {
 }
 
 /** A new sorted pair array with key → p set. */
-function withPair(pairs: readonly number[], key: number, p: number): readonly number[] {
+function withPair(pairs: readonly number[], key: number, p: number): number[] {
   const out: number[] = [];
   let placed = false;
   for (let i = 0; i < pairs.length; i += 2) {

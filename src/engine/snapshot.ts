@@ -25,6 +25,8 @@ import { list } from "./list.js";
 import { lookupResources, lookupSubjects, type SubjectGrant } from "./lookups.js";
 import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
+import { UuidInterner } from "./interner.js";
+import { pagedBytes } from "./paged.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
 import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, sealState, type State } from "./state.js";
@@ -46,8 +48,11 @@ type Raw = Record<string, unknown>;
 /** Writes rows into one (fresh or forked) state; closes dirty roles on finish(). */
 class Writer {
   readonly roles: RoleGraphWriter;
-  constructor(readonly st: State) {
-    this.roles = new RoleGraphWriter(st);
+  constructor(
+    readonly st: State,
+    building = false,
+  ) {
+    this.roles = new RoleGraphWriter(st, building);
   }
 
   upsert(table: FollowedTable, raw: Raw): void {
@@ -168,6 +173,16 @@ export class Snapshot implements RatePolicyLookup {
     return this.#st.policies.ratePoliciesFor(subject, organizationId);
   }
 
+  /** Bytes held per column and per interner (pages only; shared pages count in every snapshot that holds them). */
+  memory(): Record<string, number> {
+    const st = this.#st;
+    const out: Record<string, number> = {};
+    for (const [k, col] of Object.entries(st.c)) out[k] = pagedBytes(col);
+    for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner) out[`interner.${k}`] = v.bytes;
+    out.arena = st.shared.arena.words.byteLength;
+    return out;
+  }
+
   stats(): EngineStats {
     const n = this.#st.n;
     return { roles: n.roles, permissions: n.perms, assignments: n.assignments, memberships: n.memberships, subjects: n.subjects };
@@ -189,7 +204,7 @@ export class Snapshot implements RatePolicyLookup {
 
 /** Builds the first snapshot from full tables, streamed table by table (rows as the normalizers in rows.ts accept them). */
 export class SnapshotBuilder {
-  #w: Writer | undefined = new Writer(createState());
+  #w: Writer | undefined = new Writer(createState(), true);
 
   load(table: FollowedTable, rows: Iterable<Raw>): void {
     const w = this.#writer();
@@ -200,8 +215,10 @@ export class SnapshotBuilder {
   build(revision: bigint): Snapshot {
     const w = this.#writer();
     this.#w = undefined;
+    w.roles.finishBuild();
     w.roles.markAll();
     w.roles.close();
+    w.st.shared.arena.trim();
     grants.compactGrants(w.st);
     sealState(w.st);
     return new Snapshot(w.st, revision);

@@ -109,8 +109,8 @@ function makeColumns() {
     oAvatars: link(),
     oNext: link(),
     oPrev: link(),
-    /** Sorted [keyId, perm, keyId, perm, ...] of the organization's permissions; replaced, never mutated. */
-    oPerms: new Obj<readonly number[]>(EMPTY),
+    /** Arena offset of the organization's permissions as sorted [keyId, perm] pairs (0: none); rewritten, never mutated. */
+    oPerms: new I32(0),
     oNextBit: new I32(0),
     // avatars
     avFlags: new U8(),
@@ -127,12 +127,10 @@ function makeColumns() {
     rDirect: link(),
     rParents: link(),
     rChildren: link(),
-    rOrgBits: new I32(0),
-    rGlobBits: new I32(0),
-    /** What the grant rule reads of a role, side by side (one cache line): [exists, org, orgBits, globBits] at 4r. */
+    /** What the grant rule reads of a role, side by side (one cache line): [exists, org, orgBits, globBits] at 4r,
+     *  the closure's two bitsets as arena offsets (0: empty). */
     rHot: new I32(0),
     // role_permissions records, in the role's list
-    rpRole: link(),
     rpPerm: link(),
     rpNext: link(),
     // role_inheritance records, in the child's parent list and the parent's child list
@@ -142,10 +140,8 @@ function makeColumns() {
     eNextOfParent: link(),
     // permissions
     pFlags: new U8(),
-    pOrg: link(),
     pKey: link(),
-    pBit: link(),
-    /** What the grant rule reads of a permission: [org, bit] at 2p. */
+    /** A permission's organization (-1: global) and bit in its numbering: [org, bit] at 2p. */
     pHot: new I32(0),
     /** Global permissions by key id and by bit. */
     gPermByKey: link(),
@@ -166,7 +162,6 @@ function makeColumns() {
     gUntil: new F64(),
     gAssign: link(),
     gNext: link(),
-    gPrev: link(),
     // memberships
     mFlags: new U8(),
     mPrincipal: link(),
@@ -184,7 +179,6 @@ function makeColumns() {
   };
 }
 
-const EMPTY: readonly number[] = Object.freeze([]);
 
 export type Columns = ReturnType<typeof makeColumns>;
 

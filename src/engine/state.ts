@@ -250,22 +250,23 @@ export function sealState(s: State): void {
   for (const k in s.c) (s.c[k as keyof Columns] as { seal(): void }).seal();
 }
 
+type Pool = "rp" | "e" | "pl" | "g";
+const FREE = { rp: "rpFree", e: "eFree", pl: "plFree", g: "gFree" } as const;
+const TOP = { rp: "rpTop", e: "eTop", pl: "plTop", g: "gTop" } as const;
+
 /** Allocates a record from a pool (free list first). */
-export function allocRecord(n: Scalars, pool: "rp" | "e" | "pl" | "g", next: I32): number {
-  const freeKey = `${pool}Free` as const;
-  const topKey = `${pool}Top` as const;
-  const free = n[freeKey];
+export function allocRecord(n: Scalars, pool: Pool, next: I32): number {
+  const free = n[FREE[pool]];
   if (free >= 0) {
-    n[freeKey] = next.get(free);
+    n[FREE[pool]] = next.get(free);
     return free;
   }
-  return n[topKey]++;
+  return n[TOP[pool]]++;
 }
 
-export function freeRecord(n: Scalars, pool: "rp" | "e" | "pl" | "g", next: I32, rec: number): void {
-  const freeKey = `${pool}Free` as const;
-  next.set(rec, n[freeKey]);
-  n[freeKey] = rec;
+export function freeRecord(n: Scalars, pool: Pool, next: I32, rec: number): void {
+  next.set(rec, n[FREE[pool]]);
+  n[FREE[pool]] = rec;
 }
 
 /** Puts `item` at the front of the doubly linked list of `owner`. */

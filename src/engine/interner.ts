@@ -44,6 +44,7 @@ const hash = (a: number, b: number, c: number, d: number): number => {
 };
 
 const HEXCHARS = "0123456789abcdef";
+const BYTE_HEX = Array.from({ length: 256 }, (_, i) => `${HEXCHARS[i >>> 4]}${HEXCHARS[i & 15]}`);
 
 const WPAGE_SHIFT = 12; // ids per page of words: 4096 (64 KiB)
 const WPAGE_MASK = (1 << WPAGE_SHIFT) - 1;
@@ -81,17 +82,17 @@ export class UuidInterner {
 
   /** The canonical lower-case text of an id. */
   uuid(id: number): string {
-    let s = "";
     const page = this.#pages[id >>> WPAGE_SHIFT] as Uint32Array;
-    for (let w = 0; w < 4; w++) {
-      const v = page[(id & WPAGE_MASK) * 4 + w] as number;
-      for (let n = 7; n >= 0; n--) {
-        s += HEXCHARS[(v >>> (n * 4)) & 15];
-        const pos = w * 8 + (7 - n);
-        if (pos === 7 || pos === 11 || pos === 15 || pos === 19) s += "-";
-      }
-    }
-    return s;
+    const o = (id & WPAGE_MASK) * 4;
+    const a = page[o] as number;
+    const b = page[o + 1] as number;
+    const c = page[o + 2] as number;
+    const d = page[o + 3] as number;
+    const x = (v: number, shift: number) => BYTE_HEX[(v >>> shift) & 255] as string;
+    return (
+      `${x(a, 24)}${x(a, 16)}${x(a, 8)}${x(a, 0)}-${x(b, 24)}${x(b, 16)}-${x(b, 8)}${x(b, 0)}-` +
+      `${x(c, 24)}${x(c, 16)}-${x(c, 8)}${x(c, 0)}${x(d, 24)}${x(d, 16)}${x(d, 8)}${x(d, 0)}`
+    );
   }
 
   /** Bytes held (words and index). */

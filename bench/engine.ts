@@ -1,7 +1,7 @@
 // Decision-engine benchmark (issue 3). One run measures, on the synthetic
 // dataset of bench/dataset.ts:
 //
-//   inproc  build time and memory of buildEngine from generated rows; Check
+//   inproc  build time and memory of buildSnapshot from generated rows; Check
 //           throughput and latency against a Map.get + bit test floor; the
 //           time apply() takes to re-close roles after one role edit; and
 //           ListPermissions (engine.list) time for a few users.
@@ -49,7 +49,7 @@ import { CheckRequestSchema, CheckResponseSchema } from "../gen/authz/v1/permiss
 import type { CheckResponse } from "../gen/authz/v1/permission_service_pb.js";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { mintApiKey } from "../src/auth/api-keys.js";
-import { buildEngine, type Engine, type EngineStats } from "../src/engine/engine.js";
+import { buildSnapshot, type EngineStats } from "../src/engine/snapshot.js";
 import type { Change } from "../src/engine/rows.js";
 import { createLogger } from "../src/logger.js";
 import { startChangeFeed } from "../src/store/change-feed.js";
@@ -295,7 +295,7 @@ function phaseInproc(arg: InprocArg): InprocResult {
   gc();
   const before = process.memoryUsage();
   t = performance.now();
-  const engine = buildEngine(0n, datasetTables(shape));
+  let engine = buildSnapshot(0n, datasetTables(shape));
   const buildMs = performance.now() - t;
   gc();
   const after = process.memoryUsage();
@@ -392,7 +392,7 @@ function phaseInproc(arg: InprocArg): InprocResult {
   const samples = { rpInsert: [] as number[], rpDelete: [] as number[], edgeDelete: [] as number[], edgeInsert: [] as number[] };
   const timedApply = (changes: Change[], into: number[]): void => {
     const t0 = process.hrtime.bigint();
-    engine.apply(changes, rev++);
+    engine = engine.apply(changes, rev++);
     into.push(Number(process.hrtime.bigint() - t0) / 1e3);
   };
   // Verification on one real query: a non-owner's org.delete on its own organization turns allowed by the grant on viewer.
@@ -483,7 +483,7 @@ async function phasePgLoad(arg: PgLoadArg): Promise<Omit<PgLoadResult, "migrateM
     gc();
     const before = process.memoryUsage();
     const t0 = performance.now();
-    const engine: Engine = await loadSnapshot(db);
+    const engine = await loadSnapshot(db);
     const loadMs = performance.now() - t0;
     gc();
     const after = process.memoryUsage();

@@ -7,7 +7,8 @@
 //   grpc       bare http2 vs the authz server's Health, Check and ConsumeRateLimit, one h2load setting
 //   ratelimit  ConsumeRateLimit vs raw EVALSHA vs rate-limiter-flexible (bench/ratelimit.ts)
 //   lag        write -> visible on two replicas
-//   engine     the scale curve: buildEngine, Check, cold loadSnapshot at each size
+//   engine     the scale curve: buildSnapshot, Check, cold loadSnapshot at each size; then engine v2
+//              against the old engine and a Map.get + bit-test floor (bench/engine-v2.ts)
 //   casbin     node-casbin on the same datasets and checks (runs the engine at those sizes too)
 // A run of some parts keeps the other parts' last results (docs/bench/results.json).
 //
@@ -32,7 +33,7 @@
 //   H2LOAD                h2load binary (default /usr/bin/h2load)
 //   BENCH_RENDER_ONLY=1   measure nothing: rewrite benchmarks.md and the charts from results.json
 
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
@@ -50,6 +51,7 @@ import {
   migrateDatabase,
   runPhase,
 } from "./engine.js";
+import { formatCompare, runEngineV2Compare } from "./engine-v2.js";
 import { runGrpcCompare } from "./grpc-compare.js";
 import { runRateLimitBench } from "./ratelimit.js";
 import {
@@ -289,6 +291,14 @@ if (wants("engine") || wants("casbin")) {
     await save("casbin", { rows: casbinRows, budgetMs: casbinMs, skipped: casbinSkipped, ...(casbinUnfiltered ? { unfiltered: casbinUnfiltered } : {}) });
   }
   if (wants("engine")) await save("engine", { points, skipped: engineSkipped });
+  if (wants("engine")) {
+    // Engine v2 against the engine it replaced and the floor, at the same scales (bench/engine-v2.ts).
+    const rows = await runEngineV2Compare({ scales, checks, edits: 200, engines: ["legacy", "v2"], heapMb, log });
+    const md = formatCompare(rows);
+    mkdirSync(path.join(docsDir, "bench"), { recursive: true });
+    writeFileSync(path.join(docsDir, "bench", "engine-v2.md"), `${md}\n`);
+    log(`bench: engine v2 vs the old engine and the floor (also in ${path.join(docsDir, "bench", "engine-v2.md")}):\n${md}`);
+  }
 }
 
 log(`bench: finished in ${((performance.now() - startedAt) / 60_000).toFixed(1)} min`);

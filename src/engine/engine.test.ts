@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildEngine, Engine } from "./engine.js";
+import { buildSnapshot } from "./snapshot.js";
 import type { Change } from "./rows.js";
 
 // A small hand-made dataset: one tenant, two organizations, a role chain
@@ -29,7 +29,7 @@ const NOW = Date.parse("2026-06-01T00:00:00Z");
 const iso = (ms: number) => new Date(ms).toISOString();
 
 function dataset() {
-  return buildEngine(7n, {
+  return buildSnapshot(7n, {
     tenants: [{ id: T }],
     organizations: [
       { id: A, tenant_id: T, name: "A", slug: "a", role_structure: "single_role_in_hierarchy" },
@@ -90,7 +90,7 @@ function dataset() {
 const user = (id: string) => ({ type: "user" as const, id });
 const org = (id: string) => ({ type: "organization" as const, id });
 
-describe("Engine.check", () => {
+describe("Snapshot.check", () => {
   const e = dataset();
 
   it("grants through the inheritance closure, including a global parent role", () => {
@@ -149,7 +149,7 @@ describe("Engine.check", () => {
   });
 });
 
-describe("Engine.apply (incremental)", () => {
+describe("Snapshot.apply (incremental)", () => {
   const change = (table: string, op: Change["op"], oldRow: Record<string, unknown> | null, newRow: Record<string, unknown> | null): Change => ({
     table,
     op,
@@ -158,22 +158,22 @@ describe("Engine.apply (incremental)", () => {
   });
 
   it("re-closes the roles an inheritance edge touches, and those that inherit from them", () => {
-    const e = dataset();
+    let e = dataset();
     expect(e.check(user(BOB), "org.delete", org(A), NOW).allowed).toBe(false);
     // admin now also inherits owner's permission directly: grant org.delete to member, the root of the chain.
-    e.apply([change("role_permissions", "INSERT", null, { role_id: MEMBER, permission_id: P_DELETE })], 8n);
+    e = e.apply([change("role_permissions", "INSERT", null, { role_id: MEMBER, permission_id: P_DELETE })], 8n);
     expect(e.revision).toBe(8n);
     expect(e.check(user(BOB), "org.delete", org(A), NOW).allowed).toBe(true);
     // Removing admin → member cuts bob off from member's permissions, but not alice (owner → admin).
-    e.apply([change("role_inheritance", "DELETE", { role_id: ADMIN, parent_role_id: MEMBER }, null)], 9n);
+    e = e.apply([change("role_inheritance", "DELETE", { role_id: ADMIN, parent_role_id: MEMBER }, null)], 9n);
     expect(e.check(user(BOB), "members.read", org(A), NOW).allowed).toBe(false);
     expect(e.check(user(ALICE), "members.invite", org(A), NOW).allowed).toBe(true);
     expect(e.check(user(ALICE), "members.read", org(A), NOW).allowed).toBe(false);
   });
 
   it("follows a role delete with its cascaded rows, in any log order", () => {
-    const e = dataset();
-    e.apply(
+    let e = dataset();
+    e = e.apply(
       [
         change("role_assignments", "DELETE", { id: "00000000-0000-4000-8000-000000000501", subject_type: "user", subject_id: ALICE, role_id: OWNER, scope_type: "organization", scope_id: A, active: true }, null),
         change("roles", "DELETE", { id: ADMIN, organization_id: A, key: "admin", name: "Admin" }, null),
@@ -189,28 +189,28 @@ describe("Engine.apply (incremental)", () => {
   });
 
   it("renames a permission in place and keeps its grants", () => {
-    const e = dataset();
-    e.apply([change("permissions", "UPDATE", { id: P_INVITE, organization_id: A, key: "members.invite" }, { id: P_INVITE, organization_id: A, key: "members.add" })], 8n);
+    let e = dataset();
+    e = e.apply([change("permissions", "UPDATE", { id: P_INVITE, organization_id: A, key: "members.invite" }, { id: P_INVITE, organization_id: A, key: "members.add" })], 8n);
     expect(e.check(user(BOB), "members.add", org(A), NOW).allowed).toBe(true);
     expect(e.check(user(BOB), "members.invite", org(A), NOW).reason).toBe("PERMISSION_NOT_FOUND");
   });
 
   it("applies subject and assignment updates (lock, deactivate)", () => {
-    const e = dataset();
-    e.apply([change("users", "UPDATE", { id: ALICE, locked: false, enabled: true }, { id: ALICE, locked: true, enabled: true })], 8n);
+    let e = dataset();
+    e = e.apply([change("users", "UPDATE", { id: ALICE, locked: false, enabled: true }, { id: ALICE, locked: true, enabled: true })], 8n);
     expect(e.check(user(ALICE), "org.delete", org(A), NOW).reason).toBe("SUBJECT_LOCKED");
     const a = { id: "00000000-0000-4000-8000-000000000502", subject_type: "user", subject_id: BOB, role_id: ADMIN, scope_type: "organization", scope_id: A, active: true, valid_until: null };
-    e.apply([change("role_assignments", "UPDATE", a, { ...a, active: false })], 9n);
+    e = e.apply([change("role_assignments", "UPDATE", a, { ...a, active: false })], 9n);
     expect(e.check(user(BOB), "members.invite", org(A), NOW).reason).toBe("NO_GRANT");
   });
 
   it("asks for a reload on TRUNCATE", () => {
-    const e = new Engine(1n);
+    const e = buildSnapshot(1n, {});
     expect(() => e.apply([change("roles", "TRUNCATE", null, null)], 2n)).toThrow(/truncated/);
   });
 });
 
-describe("Engine.list", () => {
+describe("Snapshot.list", () => {
   it("gives the UserOrganizationInfo shape per scope", () => {
     const e = dataset();
     const l = e.list(user(ALICE), undefined, NOW);
@@ -263,9 +263,9 @@ describe("time boundaries (decided at exactly the stored instant)", () => {
   });
 
   it("a principal is accepted from its accepted_at and expires at its valid_until", () => {
-    const e2 = dataset();
+    let e2 = dataset();
     const row = { id: PRIN, account_id: ACC, subject_type: "user", subject_id: BOB, active: true, accepted_at: iso(NOW), valid_until: iso(NOW + 5000) };
-    e2.apply([{ table: "principals", op: "UPDATE", oldRow: row, newRow: row }], 8n);
+    e2 = e2.apply([{ table: "principals", op: "UPDATE", oldRow: row, newRow: row }], 8n);
     expect(e2.check(p, "members.read", av, NOW - 1).reason).toBe("NOT_ACCEPTED");
     expect(e2.check(p, "members.read", av, NOW).allowed).toBe(true);
     expect(e2.check(p, "members.read", av, NOW + 4999).allowed).toBe(true);
@@ -273,11 +273,11 @@ describe("time boundaries (decided at exactly the stored instant)", () => {
   });
 });
 
-describe("Engine.list after permission churn", () => {
+describe("Snapshot.list after permission churn", () => {
   it("reports a permission added after another was deleted (same count, new bit)", () => {
-    const e = dataset();
+    let e = dataset();
     const P_NEW = "00000000-0000-4000-8000-0000000000e9";
-    e.apply(
+    e = e.apply(
       [
         { table: "role_permissions", op: "DELETE", oldRow: { role_id: OWNER, permission_id: P_DELETE }, newRow: null },
         { table: "permissions", op: "DELETE", oldRow: { id: P_DELETE, organization_id: A, key: "org.delete" }, newRow: null },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildEngine } from "./engine.js";
+import { buildSnapshot } from "./snapshot.js";
 import { GLOBAL_OWNER, PolicyIndex } from "./rate-limit-policies.js";
 
 const U = "00000000-0000-4000-8000-0000000000f1";
@@ -19,7 +19,7 @@ const policyRow = (id: number, name: string, scope: string, extra: Record<string
 
 describe("rate-limit policies in the engine", () => {
   it("loads from a snapshot and resolves a user's and its organization's policies", () => {
-    const e = buildEngine(1n, {
+    const e = buildSnapshot(1n, {
       rate_limit_policies: [policyRow(1, "per-user", "user"), policyRow(2, "per-org", "organization"), policyRow(3, "shared", "global", { shadow: true })],
       // Snapshot rows: ids as text; an assignment may come before its policy is known.
       rate_limit_assignments: [
@@ -42,8 +42,8 @@ describe("rate-limit policies in the engine", () => {
   });
 
   it("follows the change log: insert, rename, unassign, delete; other decisions untouched", () => {
-    const e = buildEngine(1n, {});
-    e.apply(
+    let e = buildSnapshot(1n, {});
+    e = e.apply(
       [
         { table: "rate_limit_policies", op: "INSERT", oldRow: null, newRow: policyRow(1, "a", "user") },
         { table: "rate_limit_assignments", op: "INSERT", oldRow: null, newRow: { id: 5, policy_id: 1, user_id: U, org_id: null } },
@@ -52,13 +52,13 @@ describe("rate-limit policies in the engine", () => {
     );
     expect(e.revision).toBe(2n);
     expect(e.ratePoliciesFor({ type: "user", id: U }).map((a) => a.policy.name)).toEqual(["a"]);
-    e.apply([{ table: "rate_limit_policies", op: "UPDATE", oldRow: policyRow(1, "a", "user"), newRow: policyRow(1, "b", "user", { limit_count: 3 }) }], 3n);
+    e = e.apply([{ table: "rate_limit_policies", op: "UPDATE", oldRow: policyRow(1, "a", "user"), newRow: policyRow(1, "b", "user", { limit_count: 3 }) }], 3n);
     expect(e.ratePolicy("a")).toBeUndefined();
     expect(e.ratePolicy("b")?.limit).toBe(3);
     expect(e.ratePoliciesFor({ type: "user", id: U }).map((a) => a.policy.name)).toEqual(["b"]);
-    e.apply([{ table: "rate_limit_assignments", op: "DELETE", oldRow: { id: 5, policy_id: 1, user_id: U, org_id: null }, newRow: null }], 4n);
+    e = e.apply([{ table: "rate_limit_assignments", op: "DELETE", oldRow: { id: 5, policy_id: 1, user_id: U, org_id: null }, newRow: null }], 4n);
     expect(e.ratePoliciesFor({ type: "user", id: U })).toEqual([]);
-    e.apply([{ table: "rate_limit_policies", op: "DELETE", oldRow: policyRow(1, "b", "user"), newRow: null }], 5n);
+    e = e.apply([{ table: "rate_limit_policies", op: "DELETE", oldRow: policyRow(1, "b", "user"), newRow: null }], 5n);
     expect(e.ratePolicy("b")).toBeUndefined();
     expect(e.stats()).toEqual({ roles: 0, permissions: 0, assignments: 0, memberships: 0, subjects: 0 });
   });

@@ -68,15 +68,96 @@ export function toRatePolicy(row: RateLimitPolicyRow): RatePolicy {
 const byName = (a: AppliedPolicy, b: AppliedPolicy) => (a.policy.name < b.policy.name ? -1 : a.policy.name > b.policy.name ? 1 : 0);
 
 /**
+ * A map that forks in O(1) and copies on write: entries live in up to
+ * SHARDS shards by key hash; a fork shares the shard directory until its
+ * first write, then copies the directory once and each shard it touches
+ * once. (Assignments can be per user: a change must not copy a
+ * million-entry map.)
+ */
+const SHARDS = 1024;
+class CowMap<K extends string | number, V> {
+  #shards: Array<Map<K, V> | undefined>;
+  #owned: Uint8Array | undefined;
+  #size: number;
+
+  constructor(shards: Array<Map<K, V> | undefined> = new Array(SHARDS).fill(undefined), size = 0, owned = true) {
+    this.#shards = shards;
+    this.#size = size;
+    this.#owned = owned ? new Uint8Array(SHARDS).fill(1) : undefined;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  fork(): CowMap<K, V> {
+    this.#owned = undefined; // from now on both sides copy before writing
+    return new CowMap(this.#shards, this.#size, false);
+  }
+
+  get(k: K): V | undefined {
+    return this.#shards[shardOf(k)]?.get(k);
+  }
+
+  set(k: K, v: V): void {
+    const m = this.#writable(shardOf(k));
+    if (!m.has(k)) this.#size++;
+    m.set(k, v);
+  }
+
+  delete(k: K): void {
+    const i = shardOf(k);
+    if (!this.#shards[i]?.has(k)) return;
+    this.#writable(i).delete(k);
+    this.#size--;
+  }
+
+  #writable(i: number): Map<K, V> {
+    if (!this.#owned) {
+      this.#shards = this.#shards.slice();
+      this.#owned = new Uint8Array(SHARDS);
+    }
+    let m = this.#shards[i];
+    if (!m || this.#owned[i] === 0) {
+      m = new Map(m);
+      this.#shards[i] = m;
+      this.#owned[i] = 1;
+    }
+    return m;
+  }
+}
+
+function shardOf(k: string | number): number {
+  if (typeof k === "number") return k & (SHARDS - 1);
+  let h = 0;
+  for (let i = Math.max(0, k.length - 12); i < k.length; i++) h = (Math.imul(h, 31) + k.charCodeAt(i)) | 0;
+  return h & (SHARDS - 1);
+}
+
+/**
  * Policies by id and name, assignments by holder. Rows may arrive in any
  * order (an assignment before its policy): lookups skip what is missing.
+ * fork() gives an independent copy in O(1) that shares everything until it
+ * is written (each snapshot of the engine holds its own fork).
  */
 export class PolicyIndex implements RatePolicyLookup {
-  readonly #byId = new Map<number, RatePolicy>();
-  readonly #byName = new Map<string, RatePolicy>();
-  readonly #assignments = new Map<string, RateLimitAssignmentRow>();
-  /** "user:<uuid>" / "organization:<uuid>" → assignment id → policy id. */
-  readonly #byHolder = new Map<string, Map<string, number>>();
+  readonly #byId: CowMap<number, RatePolicy>;
+  readonly #byName: CowMap<string, RatePolicy>;
+  readonly #assignments: CowMap<string, RateLimitAssignmentRow>;
+  /** "user:<uuid>" / "organization:<uuid>" → assignment id → policy id (inner maps are replaced, never mutated). */
+  readonly #byHolder: CowMap<string, ReadonlyMap<string, number>>;
+
+  constructor(from?: PolicyIndex) {
+    this.#byId = from ? from.#byId.fork() : new CowMap();
+    this.#byName = from ? from.#byName.fork() : new CowMap();
+    this.#assignments = from ? from.#assignments.fork() : new CowMap();
+    this.#byHolder = from ? from.#byHolder.fork() : new CowMap();
+  }
+
+  /** A copy that shares this index's storage until either is written. */
+  fork(): PolicyIndex {
+    return new PolicyIndex(this);
+  }
 
   get size(): { policies: number; assignments: number } {
     return { policies: this.#byId.size, assignments: this.#assignments.size };
@@ -101,9 +182,9 @@ export class PolicyIndex implements RatePolicyLookup {
     const holder = holderKey(row);
     if (!holder) return;
     this.#assignments.set(row.id, row);
-    let m = this.#byHolder.get(holder);
-    if (!m) this.#byHolder.set(holder, (m = new Map()));
+    const m = new Map(this.#byHolder.get(holder));
     m.set(row.id, row.policyId);
+    this.#byHolder.set(holder, m);
   }
 
   removeAssignment(id: string): void {
@@ -111,9 +192,12 @@ export class PolicyIndex implements RatePolicyLookup {
     if (!old) return;
     this.#assignments.delete(id);
     const holder = holderKey(old);
-    const m = holder ? this.#byHolder.get(holder) : undefined;
-    m?.delete(id);
-    if (holder && m && m.size === 0) this.#byHolder.delete(holder);
+    const prev = holder ? this.#byHolder.get(holder) : undefined;
+    if (!holder || !prev) return;
+    const m = new Map(prev);
+    m.delete(id);
+    if (m.size === 0) this.#byHolder.delete(holder);
+    else this.#byHolder.set(holder, m);
   }
 
   ratePolicy(name: string): RatePolicy | undefined {

@@ -15,7 +15,7 @@ import type * as http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { Code } from "@connectrpc/connect";
 import { type Authenticator, authorize } from "../auth/authenticator.js";
-import type { Engine } from "../engine/engine.js";
+import type { Snapshot } from "../engine/snapshot.js";
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { LiveEngine } from "../store/live-engine.js";
@@ -147,7 +147,7 @@ const REASON_NOT_FOUND = { subject: "subject_not_found", resource: "resource_not
  * tenant's data gets PERMISSION_DENIED (thrown).
  */
 export function decide(
-  engine: Engine,
+  engine: Snapshot,
   t: Tuple,
   ctx: CallContext,
   now: number,

@@ -27,7 +27,7 @@ import {
   type RateLimitResponseSchema,
 } from "../../gen/envoy/service/ratelimit/v3/rls_pb.js";
 import type { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.js";
-import type { Engine } from "../engine/engine.js";
+import type { Snapshot } from "../engine/snapshot.js";
 import { type AppliedPolicy, GLOBAL_OWNER, type RatePolicy, type RateSubject } from "../engine/rate-limit-policies.js";
 import type { ResourceRef, SubjectRef } from "../engine/types.js";
 import { AuthzError, invalidArgument } from "../errors.js";
@@ -176,7 +176,7 @@ function rateSubjectFrom(value: string, field: string): RateSubject {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Applied policies of a rate-limit input; a missing policy or a scope mismatch is the mapping's fault. */
-function appliedFor(engine: Engine, input: ConsumeInput): AppliedPolicy[] {
+function appliedFor(engine: Snapshot, input: ConsumeInput): AppliedPolicy[] {
   try {
     return resolvePolicies(engine, input);
   } catch (err) {
@@ -186,7 +186,7 @@ function appliedFor(engine: Engine, input: ConsumeInput): AppliedPolicy[] {
 }
 
 /** A tenant-bound caller may only spend the budgets of organizations in its tenant. */
-function confineRate(ctx: CallContext, engine: Engine, input: ConsumeInput): void {
+function confineRate(ctx: CallContext, engine: Snapshot, input: ConsumeInput): void {
   if (!ctx.caller?.tenantId) return;
   if (input.subject.type === "organization") confineRead(ctx, engine, undefined, { type: "organization", id: input.subject.id });
   if (input.organizationId) confineRead(ctx, engine, undefined, { type: "organization", id: input.organizationId });
@@ -201,7 +201,7 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
   /** Spends a route's rate limit; undefined when allowed (with headers for the response), else the denial. */
   async function spend(
     ctx: CallContext,
-    engine: Engine,
+    engine: Snapshot,
     route: MeshRoute,
     input: TemplateInput,
     meta: JsonObject,
@@ -407,7 +407,7 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
     return undefined;
   }
 
-  function prepare(engine: Engine, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
+  function prepare(engine: Snapshot, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
     const cost = d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
     const plan = planDescriptor(m, d.entries);
     const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;

@@ -11,7 +11,7 @@ import {
   type ListPermissionsResponseSchema,
   PermissionService,
 } from "../../gen/authz/v1/permission_service_pb.js";
-import type { Engine } from "../engine/engine.js";
+import type { Snapshot } from "../engine/snapshot.js";
 import {
   type Decision,
   RESOURCE_TYPES,
@@ -59,7 +59,7 @@ function toPermission(p: string, field: string): string {
 }
 
 /** The engine to answer from (see stateFor). */
-export function engineFor(live: LiveEngine, f: Freshness, ctx: CallContext, maxWaitMs = MAX_FRESHNESS_WAIT_MS): Promise<Engine> | Engine {
+export function engineFor(live: LiveEngine, f: Freshness, ctx: CallContext, maxWaitMs = MAX_FRESHNESS_WAIT_MS): Promise<Snapshot> | Snapshot {
   return stateFor(live, f, ctx, maxWaitMs);
 }
 

@@ -39,7 +39,7 @@ import { stateFor, toFreshness } from "./consistency.js";
 import { confineRead, type TenantLookup, writeCaller } from "./tenancy.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 
-/** The policies as of some revision (the Engine is one). */
+/** The policies as of some revision (a Snapshot is one). */
 export type RatePolicyView = RatePolicyLookup & { readonly revision: bigint } & Partial<TenantLookup>;
 
 /** Where the policies come from (the LiveEngine is one). */

@@ -1,4 +1,4 @@
-import { Engine, NeedsReload } from "../engine/engine.js";
+import { NeedsReload, type Snapshot, SnapshotBuilder } from "../engine/snapshot.js";
 import { type Change, FOLLOWED_TABLES, SNAPSHOT_COLUMNS } from "../engine/rows.js";
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -54,13 +54,13 @@ const RETRY_MAX_MS = 1000;
  */
 export interface LiveEngine {
   /** The current engine (minimize_latency). */
-  current(): Engine;
+  current(): Snapshot;
   /** The revision of the current engine (no stale-read accounting: for metrics and logs). */
   readonly revision: bigint;
   /** An engine at revision >= `revision`, waiting at most `timeoutMs`; INVALID_ARGUMENT at once for a revision the database has not reached. */
-  atLeast(revision: bigint, timeoutMs: number): Promise<Engine>;
+  atLeast(revision: bigint, timeoutMs: number): Promise<Snapshot>;
   /** An engine that includes every write committed before this call. */
-  fullyConsistent(timeoutMs: number): Promise<Engine>;
+  fullyConsistent(timeoutMs: number): Promise<Snapshot>;
   /** How long ago the current engine was last known to hold the database's newest revision. */
   stalenessMs(now?: number): number;
   readonly maxStalenessMs: number;
@@ -68,17 +68,16 @@ export interface LiveEngine {
   stop(): void;
 }
 
-/** Loads the followed tables in one repeatable-read snapshot, streaming rows into a new engine. */
-export async function loadSnapshot(db: SqlClient): Promise<Engine> {
+/** Loads the followed tables in one repeatable-read snapshot, streaming rows into a new engine snapshot. */
+export async function loadSnapshot(db: SqlClient): Promise<Snapshot> {
   return db.readWriteTx(
     async (tx) => {
       const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
-      const engine = new Engine(BigInt(head?.revision ?? "0"));
+      const builder = new SnapshotBuilder();
       for (const t of FOLLOWED_TABLES) {
-        await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => engine.load(t, rows));
+        await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => builder.load(t, rows));
       }
-      engine.close();
-      return engine;
+      return builder.build(BigInt(head?.revision ?? "0"));
     },
     { isolation: "repeatable read" },
   );
@@ -121,7 +120,7 @@ export interface LiveEngineOptions {
 
 export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger, opts: LiveEngineOptions = { maxStalenessMs: DEFAULT_MAX_STALENESS_MS }): Promise<LiveEngine> {
   const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0, catchUpFailures: 0, staleReads: 0 };
-  const load = async (): Promise<Engine> => {
+  const load = async (): Promise<Snapshot> => {
     const started = Date.now();
     const e = await loadSnapshot(db);
     stats.loads++;
@@ -152,11 +151,12 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
       engine = await load();
       return;
     }
+    // The next snapshot is published only when apply succeeded; the last good one serves meanwhile.
     try {
-      engine.apply(changes, head);
+      engine = engine.apply(changes, head);
     } catch (err) {
-      if (!(err instanceof NeedsReload)) throw err;
-      logger.info({ why: err.message }, "reloading a snapshot");
+      if (err instanceof NeedsReload) logger.info({ why: err.message }, "reloading a snapshot");
+      else logger.warn({ err }, "applying the change log failed; reloading a snapshot");
       engine = await load();
       return;
     }
@@ -216,7 +216,7 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     }
   };
 
-  const atLeast = async (revision: bigint, timeoutMs: number): Promise<Engine> => {
+  const atLeast = async (revision: bigint, timeoutMs: number): Promise<Snapshot> => {
     if (engine.revision >= revision) return engine;
     // A token beyond what the feed knows: ask the database's newest revision
     // (one cheap read) and refuse at once when the token is beyond it too.
@@ -238,7 +238,7 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     });
   };
 
-  const current = (): Engine => {
+  const current = (): Snapshot => {
     const age = stalenessMs();
     if (age > opts.maxStalenessMs) {
       stats.staleReads++;

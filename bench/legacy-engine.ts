@@ -1,3 +1,6 @@
+// The shipped engine before v2 (src/engine/snapshot.ts), kept only so that
+// bench/engine.ts can compare the two in one run. Not used by the service.
+
 // The decision engine: pure, no I/O, no clock. It holds the followed tables
 // in memory, keeps each role's closure (every role it inherits, and its
 // permission set as bitsets) precomputed, and indexes grants per subject, so
@@ -5,8 +8,8 @@
 // applied incrementally: only the roles a change touches (and the roles that
 // inherit from them) are closed again.
 
-import { EMPTY_BITS, eachBit, hasBit, or, withBit } from "./bits.js";
-import { type AppliedPolicy, PolicyIndex, type RatePolicy, type RatePolicyLookup, type RateSubject } from "./rate-limit-policies.js";
+import { EMPTY_BITS, eachBit, hasBit, or, withBit } from "./legacy-bits.js";
+import { type AppliedPolicy, PolicyIndex, type RatePolicy, type RatePolicyLookup, type RateSubject } from "../src/engine/rate-limit-policies.js";
 import {
   type AccountRow,
   type AssignmentRow,
@@ -19,7 +22,7 @@ import {
   type OrganizationRow,
   type PrincipalRow,
   type UserRow,
-} from "./rows.js";
+} from "../src/engine/rows.js";
 import {
   AVATAR_MEMBER_ROLE_KEY,
   AVATAR_OWNER_ROLE_KEY,
@@ -30,7 +33,7 @@ import {
   type ScopeEntry,
   type Step,
   type SubjectRef,
-} from "./types.js";
+} from "../src/engine/types.js";
 
 interface Perm {
   id: string;

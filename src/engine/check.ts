@@ -1,0 +1,141 @@
+// Check and its explanation. The fast path allocates nothing: ids are
+// parsed into scratch words, the place and the found grant go to module
+// scratch, and every outcome without explain is a frozen constant. Explain
+// runs the very same search and then builds the path.
+
+import { membershipInForce, scopeKey } from "./grant-index.js";
+import {
+  cannotAct,
+  holds,
+  matchPermission,
+  place,
+  resolvePlace,
+  SCOPE_TYPE_OF,
+  subjectExists,
+  subjectInterner,
+  subjectKind,
+} from "./places.js";
+import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_PRINCIPAL, type State } from "./state.js";
+import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
+
+const DECISIONS = new Map<Reason, Decision>(REASONS.map((r) => [r, Object.freeze({ allowed: r === "GRANTED", reason: r })]));
+export const decisionOf = (r: Reason): Decision => DECISIONS.get(r) as Decision;
+const GRANTED = decisionOf("GRANTED");
+const NO_GRANT = decisionOf("NO_GRANT");
+
+/** The grant the last findGrant() found. */
+export const found = { kind: "ASSIGNMENT" as "ASSIGNMENT" | "MEMBERSHIP", id: -1, role: -1, scopeKind: 0, scope: 0 };
+
+/** Why the subject cannot get a decision before grants are looked at (rules 1-5), with the place resolved; -1 subject on success. */
+function preflight(st: State, subject: SubjectRef, permission: string, resource: ResourceRef, now: number, out: { s: number; kind: number; matched: number }): Reason | undefined {
+  const kind = subjectKind(subject.type);
+  const s = kind < 0 ? -1 : subjectInterner(st, kind).find(subject.id);
+  if (s < 0 || !subjectExists(st, kind, s)) return "SUBJECT_NOT_FOUND";
+  if (!resolvePlace(st, resource.type, resource.id)) return "RESOURCE_NOT_FOUND";
+  const matched = matchPermission(st, st.shared.keys.find(permission), place.org);
+  if (matched < 0) return "PERMISSION_NOT_FOUND";
+  const cannot = cannotAct(st, kind, s, now);
+  if (cannot) return cannot;
+  if (!place.active) return "RESOURCE_INACTIVE";
+  out.s = s;
+  out.kind = kind;
+  out.matched = matched;
+  return undefined;
+}
+
+const pre = { s: -1, kind: -1, matched: -1 };
+
+/** Check(subject, permission, resource) at `now` (epoch ms): the rules of docs/data-model.md, in their order. */
+export function check(st: State, subject: SubjectRef, permission: string, resource: ResourceRef, now: number, explain = false): Decision {
+  const why = preflight(st, subject, permission, resource, now, pre);
+  if (why !== undefined) return decisionOf(why);
+  if (!findGrant(st, pre.kind, pre.s, pre.matched, now)) return NO_GRANT;
+  if (!explain) return GRANTED;
+  return { allowed: true, reason: "GRANTED", steps: explainPath(st, pre.matched) };
+}
+
+/** The first grant of the subject that covers `place` and whose role holds `matched`; written to `found`. */
+export function findGrant(st: State, kind: number, s: number, matched: number, now: number): boolean {
+  const c = st.c;
+  const heads = kind === 0 ? c.uGrants : kind === 1 ? c.acGrants : kind === 2 ? c.prGrants : c.sGrants;
+  if (assignmentGrant(st, heads.get(s), matched, now)) return true;
+  if (kind !== SK_PRINCIPAL) return false;
+  if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), matched, now)) return true;
+  if (place.avatar < 0) return false;
+  const member = st.n.builtinMember;
+  const owner = st.n.builtinOwner;
+  for (let m = c.prMembers.get(s); m >= 0; m = c.mNextP.get(m)) {
+    if (c.mAvatar.get(m) !== place.avatar || !membershipInForce(st, m, now)) continue;
+    if (member >= 0 && holds(st, member, place, matched)) return setFound("MEMBERSHIP", m, member, SC_AVATAR, place.avatar);
+    if (owner >= 0 && (c.mFlags.get(m) & OWNER) !== 0 && holds(st, owner, place, matched)) return setFound("MEMBERSHIP", m, owner, SC_AVATAR, place.avatar);
+  }
+  return false;
+}
+
+function assignmentGrant(st: State, head: number, matched: number, now: number): boolean {
+  const c = st.c;
+  // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
+  const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
+  const o = place.org >= 0 ? scopeKey(SC_ORG, place.org) : -2;
+  const av = place.avatar >= 0 ? scopeKey(SC_AVATAR, place.avatar) : -2;
+  for (let r = head; r >= 0; r = c.gNext.get(r)) {
+    const key = c.gScope.get(r);
+    if (key !== o && key !== 0 && key !== t && key !== av) continue;
+    if (c.gUntil.get(r) <= now) continue;
+    const role = c.gRole.get(r);
+    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", c.gAssign.get(r), role, key & 3, key >> 2);
+  }
+  return false;
+}
+
+function setFound(kind: "ASSIGNMENT" | "MEMBERSHIP", id: number, role: number, scopeKind: number, scope: number): true {
+  found.kind = kind;
+  found.id = id;
+  found.role = role;
+  found.scopeKind = scopeKind;
+  found.scope = scope;
+  return true;
+}
+
+/** A grant's scope as a ResourceRef (undefined for a global grant). */
+export function scopeRefOf(st: State, kind: number, scope: number): ResourceRef | undefined {
+  if (kind === 0 || scope < 0) return undefined;
+  const s = st.shared;
+  const interner = kind === 1 ? s.tenants : kind === 2 ? s.orgs : s.avatars;
+  return { type: SCOPE_TYPE_OF[kind] as ResourceType, id: interner.uuid(scope) };
+}
+
+/** assignment/membership → role → inherited roles → the role holding the permission → permission. */
+function explainPath(st: State, matched: number): Step[] {
+  const c = st.c;
+  const sh = st.shared;
+  const scope = scopeRefOf(st, found.scopeKind, found.scope);
+  const grantId = (found.kind === "ASSIGNMENT" ? sh.assignments : sh.memberships).uuid(found.id);
+  const role = found.role;
+  const steps: Step[] = [{ kind: found.kind, id: grantId, ...(scope ? { scope } : {}) }, roleStep("ROLE", st, role)];
+  // Breadth-first over parents to the nearest role that holds the permission directly.
+  const prev = new Map<number, number>([[role, -1]]);
+  const queue = [role];
+  let at: number | undefined;
+  for (let i = 0; i < queue.length && at === undefined; i++) {
+    const r = queue[i] as number;
+    for (let rp = c.rDirect.get(r); rp >= 0; rp = c.rpNext.get(rp)) if (c.rpPerm.get(rp) === matched) at = r;
+    if (at !== undefined) break;
+    for (let e = c.rParents.get(r); e >= 0; e = c.eNextOfChild.get(e)) {
+      const p = c.eParent.get(e);
+      if ((c.rFlags.get(p) & EXISTS) !== 0 && !prev.has(p)) {
+        prev.set(p, r);
+        queue.push(p);
+      }
+    }
+  }
+  const chain: number[] = [];
+  for (let r = at; r !== undefined && r !== role && r >= 0; r = prev.get(r)) chain.unshift(r);
+  for (const r of chain) steps.push(roleStep("INHERITED_ROLE", st, r));
+  steps.push({ kind: "PERMISSION", id: sh.perms.uuid(matched), key: sh.keys.key(c.pKey.get(matched)) });
+  return steps;
+}
+
+function roleStep(kind: "ROLE" | "INHERITED_ROLE", st: State, r: number): Step {
+  return { kind, id: st.shared.roles.uuid(r), key: st.shared.keys.key(st.c.rKey.get(r)) };
+}

@@ -1,0 +1,181 @@
+// Directory rows: tenants, organizations, users, staff, accounts,
+// principals, avatars and user_organizations, written into a (forked)
+// State. Ids are interned on sight, so rows may arrive in any order (an
+// account before its organization); a row's absence is its EXISTS flag.
+
+import { NORMALIZE } from "./rows.js";
+import {
+  ACTIVE,
+  allocRecord,
+  ENABLED,
+  EXISTS,
+  freeRecord,
+  LOCKED,
+  linkFront,
+  STAFF_SUBJECT,
+  type State,
+  unlink,
+} from "./state.js";
+
+type Raw = Record<string, unknown>;
+const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
+
+export function upsertTenant(st: State, raw: Raw): void {
+  const t = st.shared.tenants.intern(NORMALIZE.tenants(raw).id);
+  st.c.tFlags.set(t, EXISTS);
+}
+
+export function removeTenant(st: State, raw: Raw): void {
+  const t = st.shared.tenants.find(String(raw.id));
+  if (t >= 0) st.c.tFlags.set(t, 0);
+}
+
+/** Insert, or update in place (an organization keeps its permissions and their numbering across a rename). */
+export function upsertOrganization(st: State, raw: Raw): void {
+  const c = st.c;
+  const row = NORMALIZE.organizations(raw);
+  const o = st.shared.orgs.intern(row.id);
+  const tenant = row.tenantId === null ? -1 : st.shared.tenants.intern(row.tenantId);
+  const exists = (c.oFlags.get(o) & EXISTS) !== 0;
+  if (exists && c.oTenant.get(o) !== tenant) unlinkOrg(st, o);
+  if (!exists || c.oTenant.get(o) !== tenant) {
+    c.oTenant.set(o, tenant);
+    if (tenant >= 0) linkFront(c.tOrgs, tenant, c.oNext, c.oPrev, o);
+  }
+  c.oFlags.set(o, EXISTS);
+  c.oName.set(o, row.name);
+  c.oSlug.set(o, row.slug);
+  c.oStructure.set(o, row.roleStructure);
+}
+
+function unlinkOrg(st: State, o: number): void {
+  const c = st.c;
+  const tenant = c.oTenant.get(o);
+  if (tenant >= 0) unlink(c.tOrgs, tenant, c.oNext, c.oPrev, o);
+  c.oTenant.set(o, -1);
+}
+
+/** On DELETE only; the rows inside it arrive as deletes of their own. */
+export function removeOrganization(st: State, raw: Raw): void {
+  const o = st.shared.orgs.find(String(raw.id));
+  if (o < 0 || (st.c.oFlags.get(o) & EXISTS) === 0) return;
+  unlinkOrg(st, o);
+  st.c.oFlags.set(o, 0);
+}
+
+export function upsertUser(st: State, raw: Raw): void {
+  const row = NORMALIZE.users(raw);
+  const u = st.shared.users.intern(row.id);
+  st.c.uFlags.set(u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
+}
+
+export function removeUser(st: State, raw: Raw): void {
+  const u = st.shared.users.find(String(raw.id));
+  if (u >= 0) st.c.uFlags.set(u, 0);
+}
+
+export function upsertStaff(st: State, raw: Raw): void {
+  st.c.sFlags.set(st.shared.staff.intern(NORMALIZE.staff(raw).id), EXISTS);
+}
+
+export function removeStaff(st: State, raw: Raw): void {
+  const s = st.shared.staff.find(String(raw.id));
+  if (s >= 0) st.c.sFlags.set(s, 0);
+}
+
+export function upsertAccount(st: State, raw: Raw): void {
+  const row = NORMALIZE.accounts(raw);
+  const a = st.shared.accounts.intern(row.id);
+  st.c.acOrg.set(a, st.shared.orgs.intern(row.organizationId));
+  st.c.acFlags.set(a, EXISTS | (row.active ? ACTIVE : 0));
+}
+
+export function removeAccount(st: State, raw: Raw): void {
+  const a = st.shared.accounts.find(String(raw.id));
+  if (a >= 0) st.c.acFlags.set(a, 0);
+}
+
+export function upsertPrincipal(st: State, raw: Raw): void {
+  const c = st.c;
+  const row = NORMALIZE.principals(raw);
+  const p = st.shared.principals.intern(row.id);
+  if ((c.prFlags.get(p) & EXISTS) !== 0) removePrincipalAt(st, p);
+  const staff = row.subjectType === "staff";
+  const account = st.shared.accounts.intern(row.accountId);
+  c.prFlags.set(p, EXISTS | (row.active ? ACTIVE : 0) | (staff ? STAFF_SUBJECT : 0));
+  c.prAccount.set(p, account);
+  c.prSubject.set(p, (staff ? st.shared.staff : st.shared.users).intern(row.subjectId));
+  c.prAccepted.set(p, time(row.acceptedAt));
+  c.prUntil.set(p, time(row.validUntil));
+  linkFront(c.acPrincipals, account, c.prNext, c.prPrev, p);
+}
+
+export function removePrincipal(st: State, raw: Raw): void {
+  const p = st.shared.principals.find(String(raw.id));
+  if (p >= 0 && (st.c.prFlags.get(p) & EXISTS) !== 0) removePrincipalAt(st, p);
+}
+
+function removePrincipalAt(st: State, p: number): void {
+  const c = st.c;
+  unlink(c.acPrincipals, c.prAccount.get(p), c.prNext, c.prPrev, p);
+  c.prFlags.set(p, 0);
+}
+
+export function upsertAvatar(st: State, raw: Raw): void {
+  const c = st.c;
+  const row = NORMALIZE.avatars(raw);
+  const a = st.shared.avatars.intern(row.id);
+  if ((c.avFlags.get(a) & EXISTS) !== 0) removeAvatarAt(st, a);
+  const o = st.shared.orgs.intern(row.organizationId);
+  c.avOrg.set(a, o);
+  c.avFlags.set(a, EXISTS | (row.active ? ACTIVE : 0));
+  linkFront(c.oAvatars, o, c.avNext, c.avPrev, a);
+}
+
+export function removeAvatar(st: State, raw: Raw): void {
+  const a = st.shared.avatars.find(String(raw.id));
+  if (a >= 0 && (st.c.avFlags.get(a) & EXISTS) !== 0) removeAvatarAt(st, a);
+}
+
+function removeAvatarAt(st: State, a: number): void {
+  const c = st.c;
+  unlink(c.oAvatars, c.avOrg.get(a), c.avNext, c.avPrev, a);
+  c.avFlags.set(a, 0);
+}
+
+/** A user's place in an organization (and its primary role): one record per (user, organization). */
+export function upsertUserOrganization(st: State, raw: Raw): void {
+  const c = st.c;
+  const row = NORMALIZE.user_organizations(raw);
+  const u = st.shared.users.intern(row.userId);
+  const o = st.shared.orgs.intern(row.organizationId);
+  const role = row.primaryRoleId === null ? -1 : st.shared.roles.intern(row.primaryRoleId);
+  for (let r = c.uPlaces.get(u); r >= 0; r = c.plNext.get(r)) {
+    if (c.plOrg.get(r) === o) {
+      c.plRole.set(r, role);
+      return;
+    }
+  }
+  const r = allocRecord(st.n, "pl", c.plNext);
+  c.plOrg.set(r, o);
+  c.plRole.set(r, role);
+  c.plNext.set(r, c.uPlaces.get(u));
+  c.uPlaces.set(u, r);
+}
+
+export function removeUserOrganization(st: State, raw: Raw): void {
+  const c = st.c;
+  const row = NORMALIZE.user_organizations(raw);
+  const u = st.shared.users.find(row.userId);
+  const o = st.shared.orgs.find(row.organizationId);
+  if (u < 0 || o < 0) return;
+  let prev = -1;
+  for (let r = c.uPlaces.get(u); r >= 0; prev = r, r = c.plNext.get(r)) {
+    if (c.plOrg.get(r) !== o) continue;
+    const next = c.plNext.get(r);
+    if (prev >= 0) c.plNext.set(prev, next);
+    else c.uPlaces.set(u, next);
+    freeRecord(st.n, "pl", c.plNext, r);
+    return;
+  }
+}

@@ -1,0 +1,190 @@
+// Interning: UUIDs and keys to dense ints, append-only and shared by every
+// snapshot. An id interned after a snapshot was built is past that
+// snapshot's columns, so it reads as "not found" there; a failed apply may
+// leave ids interned that no snapshot uses, which costs a few bytes and
+// nothing else.
+//
+// UUIDs are held as 4 x u32 in one typed array with an open-addressing
+// index (a Map<string, number> costs ~100 bytes an entry). find() parses the
+// text into a scratch array and allocates nothing.
+
+const HEX = new Int32Array(128).fill(-1);
+for (let i = 0; i < 10; i++) HEX[48 + i] = i;
+for (let i = 0; i < 6; i++) {
+  HEX[97 + i] = 10 + i;
+  HEX[65 + i] = 10 + i;
+}
+const scratch = new Uint32Array(4);
+
+/** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. Locals only: this runs twice per Check. */
+function parse(s: string): boolean {
+  if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
+  let bad = 0; // goes negative on a character that is not a hex digit
+  let v = 0;
+  for (let k = 0; k < 36; k++) {
+    if (k === 8 || k === 13 || k === 18 || k === 23) continue;
+    const c = s.charCodeAt(k);
+    const h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+    if (k === 7) scratch[0] = v;
+    else if (k === 17) scratch[1] = v;
+    else if (k === 27) scratch[2] = v;
+    else if (k === 35) scratch[3] = v;
+  }
+  return bad >= 0;
+}
+
+const hash = (a: number, b: number, c: number, d: number): number => {
+  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b);
+  h = Math.imul(h ^ b ^ (h >>> 15), 0xc2b2ae35);
+  h = Math.imul(h ^ c ^ (h >>> 13), 0x85ebca6b);
+  h = Math.imul(h ^ d ^ (h >>> 16), 0xc2b2ae35);
+  return (h ^ (h >>> 15)) >>> 0;
+};
+
+const HEXCHARS = "0123456789abcdef";
+const BYTE_HEX = Array.from({ length: 256 }, (_, i) => `${HEXCHARS[i >>> 4]}${HEXCHARS[i & 15]}`);
+
+const WPAGE_SHIFT = 12; // ids per page of words: 4096 (64 KiB)
+const WPAGE_MASK = (1 << WPAGE_SHIFT) - 1;
+
+export class UuidInterner {
+  /** Pages of 4 words per id: growing never copies what is there. */
+  readonly #pages: Uint32Array[] = [];
+  /** Open addressing: id + 1, 0 = empty. */
+  #slots = new Int32Array(2048);
+  #count = 0;
+
+  /** Ids handed out so far (every snapshot's ids are below this). */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** The id of a UUID, or -1 when it was never interned or is not a UUID. Allocates nothing. */
+  find(uuid: string): number {
+    if (!parse(uuid)) return -1;
+    return this.#probe();
+  }
+
+  /** The id of a UUID, interning it when new. Throws on text that is not a UUID. */
+  intern(uuid: string): number {
+    if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
+    const found = this.#probe();
+    if (found >= 0) return found;
+    if ((this.#count + 1) * 4 > this.#slots.length * 3) this.#rehash(this.#slots.length * 2);
+    const id = this.#count++;
+    if (id >>> WPAGE_SHIFT >= this.#pages.length) this.#pages.push(new Uint32Array(4 << WPAGE_SHIFT));
+    (this.#pages[id >>> WPAGE_SHIFT] as Uint32Array).set(scratch, (id & WPAGE_MASK) * 4);
+    this.#place(id);
+    return id;
+  }
+
+  /** The canonical lower-case text of an id. */
+  uuid(id: number): string {
+    const page = this.#pages[id >>> WPAGE_SHIFT] as Uint32Array;
+    const o = (id & WPAGE_MASK) * 4;
+    const a = page[o] as number;
+    const b = page[o + 1] as number;
+    const c = page[o + 2] as number;
+    const d = page[o + 3] as number;
+    const x = (v: number, shift: number) => BYTE_HEX[(v >>> shift) & 255] as string;
+    return (
+      `${x(a, 24)}${x(a, 16)}${x(a, 8)}${x(a, 0)}-${x(b, 24)}${x(b, 16)}-${x(b, 8)}${x(b, 0)}-` +
+      `${x(c, 24)}${x(c, 16)}-${x(c, 8)}${x(c, 0)}${x(d, 24)}${x(d, 16)}${x(d, 8)}${x(d, 0)}`
+    );
+  }
+
+  /** Bytes held (words and index). */
+  get bytes(): number {
+    return this.#pages.length * (16 << WPAGE_SHIFT) + this.#slots.byteLength;
+  }
+
+  #probe(): number {
+    const a = scratch[0] as number;
+    const b = scratch[1] as number;
+    const c = scratch[2] as number;
+    const d = scratch[3] as number;
+    const mask = this.#slots.length - 1;
+    const pages = this.#pages;
+    for (let i = hash(a, b, c, d) & mask; ; i = (i + 1) & mask) {
+      const s = this.#slots[i] as number;
+      if (s === 0) return -1;
+      const id = s - 1;
+      const w = pages[id >>> WPAGE_SHIFT] as Uint32Array;
+      const o = (id & WPAGE_MASK) * 4;
+      if (w[o] === a && w[o + 1] === b && w[o + 2] === c && w[o + 3] === d) return id;
+    }
+  }
+
+  #place(id: number): void {
+    const w = this.#pages[id >>> WPAGE_SHIFT] as Uint32Array;
+    const o = (id & WPAGE_MASK) * 4;
+    const mask = this.#slots.length - 1;
+    let i = hash(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number) & mask;
+    while (this.#slots[i] !== 0) i = (i + 1) & mask;
+    this.#slots[i] = id + 1;
+  }
+
+  #rehash(size: number): void {
+    this.#slots = new Int32Array(size);
+    for (let id = 0; id < this.#count; id++) this.#place(id);
+  }
+}
+
+/** Strings (permission keys, role keys and names) to dense ids; few distinct values, so a Map is fine. */
+export class KeyInterner {
+  readonly #ids = new Map<string, number>();
+  readonly #keys: string[] = [];
+
+  find(key: string): number {
+    return this.#ids.get(key) ?? -1;
+  }
+
+  intern(key: string): number {
+    let id = this.#ids.get(key);
+    if (id === undefined) {
+      id = this.#keys.length;
+      this.#keys.push(key);
+      this.#ids.set(key, id);
+    }
+    return id;
+  }
+
+  key(id: number): string {
+    return this.#keys[id] ?? "";
+  }
+
+  get count(): number {
+    return this.#keys.length;
+  }
+}
+
+/**
+ * Closure bitsets: an append-only arena of u32 words shared by every
+ * snapshot. A role's bits are written once at fresh offsets and never
+ * changed, so an older snapshot's offsets stay valid. Words left behind by
+ * a re-closure are garbage until the next full load.
+ */
+export class WordArena {
+  words = new Uint32Array(1 << 16);
+  top = 1; // offset 0 = the empty set
+
+  /** Drops the unused tail (after a build); the next alloc grows it again. */
+  trim(): void {
+    this.words = this.words.slice(0, this.top);
+  }
+
+  alloc(n: number): number {
+    if (this.top + n > this.words.length) {
+      let size = this.words.length * 2;
+      while (size < this.top + n) size *= 2;
+      const w = new Uint32Array(size);
+      w.set(this.words.subarray(0, this.top));
+      this.words = w;
+    }
+    const at = this.top;
+    this.top += n;
+    return at;
+  }
+}

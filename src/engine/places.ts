@@ -1,0 +1,232 @@
+// Reads shared by every decision: ids to dense ints, where a resource sits
+// (tenant ⊃ organization ⊃ avatar), whether a subject exists and can act,
+// which permission a key matches, and the grant rule itself. Nothing here
+// allocates: a resolved place is written to the module's scratch `place`.
+
+import type { UuidInterner } from "./interner.js";
+import {
+  ACTIVE,
+  ENABLED,
+  EXISTS,
+  LOCKED,
+  SC_AVATAR,
+  SC_GLOBAL,
+  SC_ORG,
+  SC_TENANT,
+  SK_ACCOUNT,
+  SK_PRINCIPAL,
+  SK_STAFF,
+  SK_USER,
+  STAFF_SUBJECT,
+  type State,
+} from "./state.js";
+import type { Reason, ResourceType, ScopeType, SubjectType } from "./types.js";
+
+/** A resource resolved to its place in the hierarchy (-1: none). */
+export interface Place {
+  tenant: number;
+  org: number;
+  avatar: number;
+  active: boolean;
+}
+
+/** The scratch place the last resolvePlace() wrote. */
+export const place: Place = { tenant: -1, org: -1, avatar: -1, active: true };
+
+export function subjectKind(type: string): number {
+  switch (type) {
+    case "user":
+      return SK_USER;
+    case "account":
+      return SK_ACCOUNT;
+    case "principal":
+      return SK_PRINCIPAL;
+    case "staff":
+      return SK_STAFF;
+    default:
+      return -1;
+  }
+}
+
+export const SUBJECT_TYPE_OF: readonly SubjectType[] = ["user", "account", "principal", "staff"];
+
+export function scopeKind(type: string): number {
+  switch (type) {
+    case "global":
+      return SC_GLOBAL;
+    case "tenant":
+      return SC_TENANT;
+    case "organization":
+      return SC_ORG;
+    case "avatar":
+      return SC_AVATAR;
+    default:
+      return -1;
+  }
+}
+
+export const SCOPE_TYPE_OF: readonly ScopeType[] = ["global", "tenant", "organization", "avatar"];
+
+export function subjectInterner(st: State, kind: number): UuidInterner {
+  const s = st.shared;
+  return kind === SK_USER ? s.users : kind === SK_ACCOUNT ? s.accounts : kind === SK_PRINCIPAL ? s.principals : s.staff;
+}
+
+export function resourceInterner(st: State, kind: number): UuidInterner {
+  const s = st.shared;
+  return kind === SC_TENANT ? s.tenants : kind === SC_ORG ? s.orgs : s.avatars;
+}
+
+export function subjectExists(st: State, kind: number, s: number): boolean {
+  const c = st.c;
+  const flags = kind === SK_USER ? c.uFlags : kind === SK_ACCOUNT ? c.acFlags : kind === SK_PRINCIPAL ? c.prFlags : c.sFlags;
+  return (flags.get(s) & EXISTS) !== 0;
+}
+
+/** Resolves a resource into `place`; false when it does not exist. */
+export function resolvePlace(st: State, type: ResourceType | string, id: string): boolean {
+  const c = st.c;
+  switch (type) {
+    case "tenant": {
+      const t = st.shared.tenants.find(id);
+      if (t < 0 || (c.tFlags.get(t) & EXISTS) === 0) return false;
+      return setPlace(t, -1, -1, true);
+    }
+    case "organization": {
+      const o = st.shared.orgs.find(id);
+      if (o < 0 || (c.oFlags.get(o) & EXISTS) === 0) return false;
+      return setPlace(c.oTenant.get(o), o, -1, true);
+    }
+    case "avatar": {
+      const a = st.shared.avatars.find(id);
+      if (a < 0) return false;
+      return resolveAvatar(st, a);
+    }
+    default:
+      return false;
+  }
+}
+
+/** Resolves an avatar by its dense id. */
+export function resolveAvatar(st: State, a: number): boolean {
+  const c = st.c;
+  const flags = c.avFlags.get(a);
+  if ((flags & EXISTS) === 0) return false;
+  const o = c.avOrg.get(a);
+  const tenant = (c.oFlags.get(o) & EXISTS) !== 0 ? c.oTenant.get(o) : -1;
+  return setPlace(tenant, o, a, (flags & ACTIVE) !== 0);
+}
+
+/** Resolves a resource by kind and dense id (SC_TENANT / SC_ORG / SC_AVATAR). */
+export function resolveById(st: State, kind: number, i: number): boolean {
+  const c = st.c;
+  if (kind === SC_TENANT) return (c.tFlags.get(i) & EXISTS) !== 0 && setPlace(i, -1, -1, true);
+  if (kind === SC_ORG) return (c.oFlags.get(i) & EXISTS) !== 0 && setPlace(c.oTenant.get(i), i, -1, true);
+  return resolveAvatar(st, i);
+}
+
+function setPlace(tenant: number, org: number, avatar: number, active: boolean): true {
+  place.tenant = tenant;
+  place.org = org;
+  place.avatar = avatar;
+  place.active = active;
+  return true;
+}
+
+/**
+ * The permission a key matches on `place`: the organization's own first,
+ * then the global one (docs/data-model.md, rule 3). -1 when none.
+ */
+export function matchPermission(st: State, keyId: number, org: number): number {
+  if (keyId < 0) return -1;
+  const c = st.c;
+  if (org >= 0 && (c.oFlags.get(org) & EXISTS) !== 0) {
+    const p = orgPermission(st.shared.arena.words, c.oPerms.get(org), keyId);
+    if (p >= 0) return p;
+  }
+  return c.gPermByKey.get(keyId);
+}
+
+/** Binary search of an organization's sorted [keyId, perm] pairs, stored in the arena at `off` as [count, pairs...]. */
+export function orgPermission(words: Uint32Array, off: number, keyId: number): number {
+  if (off === 0) return -1;
+  let lo = 0;
+  let hi = (words[off] as number) - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const k = words[off + 1 + mid * 2] as number;
+    if (k === keyId) return words[off + 2 + mid * 2] as number;
+    if (k < keyId) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+function userReason(flags: number): Reason | undefined {
+  if ((flags & EXISTS) === 0) return "SUBJECT_NOT_FOUND";
+  if ((flags & LOCKED) !== 0) return "SUBJECT_LOCKED";
+  if ((flags & ENABLED) === 0) return "SUBJECT_DISABLED";
+  return undefined;
+}
+
+/** Why an existing subject cannot act at `now`, or undefined when it can (rule 1, in the documented order). */
+export function cannotAct(st: State, kind: number, s: number, now: number): Reason | undefined {
+  const c = st.c;
+  switch (kind) {
+    case SK_USER:
+      return userReason(c.uFlags.get(s));
+    case SK_ACCOUNT:
+      return (c.acFlags.get(s) & ACTIVE) !== 0 ? undefined : "ACCOUNT_INACTIVE";
+    case SK_STAFF:
+      return (c.sFlags.get(s) & EXISTS) !== 0 ? undefined : "SUBJECT_NOT_FOUND";
+    default: {
+      const f = c.prFlags.get(s);
+      if ((f & ACTIVE) === 0) return "PRINCIPAL_INACTIVE";
+      if (!(c.prAccepted.get(s) <= now)) return "NOT_ACCEPTED";
+      if (c.prUntil.get(s) <= now) return "PRINCIPAL_EXPIRED";
+      if ((c.acFlags.get(c.prAccount.get(s)) & ACTIVE) === 0) return "ACCOUNT_INACTIVE";
+      const subject = c.prSubject.get(s);
+      if ((f & STAFF_SUBJECT) !== 0) return (c.sFlags.get(subject) & EXISTS) !== 0 ? undefined : "SUBJECT_NOT_FOUND";
+      return userReason(c.uFlags.get(subject));
+    }
+  }
+}
+
+/** Whether a grant made on (scope kind, scope) covers `place`. */
+export function covers(kind: number, scope: number, p: Place): boolean {
+  switch (kind) {
+    case SC_GLOBAL:
+      return true;
+    case SC_TENANT:
+      return scope === p.tenant;
+    case SC_ORG:
+      return scope === p.org;
+    case SC_AVATAR:
+      return scope === p.avatar;
+    default:
+      return false;
+  }
+}
+
+export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
+  if (off === 0) return false;
+  const w = bit >>> 5;
+  return w < (words[off] as number) && ((words[off + 1 + w] as number) & (1 << (bit & 31))) !== 0;
+}
+
+/**
+ * The grant rule, the one place Check, explain, List and the lookups decide
+ * it: an existing role (with its closure) holds the matched permission on
+ * the place. An organization's permission is held only by that
+ * organization's roles there; a global one by any role's closure.
+ */
+export function holds(st: State, role: number, p: Place, matched: number): boolean {
+  const hot = st.c.rHot;
+  const r = role * 4;
+  if (hot.get(r) === 0) return false;
+  const permOrg = st.c.pHot.get(matched * 2);
+  const bit = st.c.pHot.get(matched * 2 + 1);
+  if (permOrg < 0) return hasBit(st.shared.arena.words, hot.get(r + 3), bit);
+  const roleOrg = hot.get(r + 1);
+  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, hot.get(r + 2), bit);
+}

@@ -1,0 +1,241 @@
+// The decision engine, v2: immutable snapshots in a compact layout.
+//
+// A Snapshot is read-only and answers Check, List, the lookups, tenancy and
+// rate-limit policy questions at one revision. apply(changes, revision)
+// returns the next Snapshot and leaves this one exactly as it was: the new
+// one shares every page of storage and copies only the pages the changes
+// touch (plus the page directories, O(n / 4096)). If apply throws, nothing
+// the old snapshot reads was written, so a caller keeps serving it.
+//
+// Layout (one job per module):
+//   paged.ts          paged copy-on-write typed-array columns
+//   interner.ts       UUIDs and keys → dense ints; the closure word arena
+//   state.ts          the columns of every entity, list plumbing, fork
+//   directory-rows.ts tenants, organizations, users, staff, accounts, principals, avatars, places
+//   role-graph.ts     roles, permissions, grants of permissions, inheritance, closures
+//   grant-index.ts    assignments (per subject, per scope), memberships (per principal, per avatar)
+//   places.ts         resolution, "can act", permission matching, the grant rule
+//   check.ts, list.ts, lookups.ts   the decisions
+// Pure: no I/O, no clock, no node:*, no gen/.
+
+import { check } from "./check.js";
+import * as dir from "./directory-rows.js";
+import * as grants from "./grant-index.js";
+import { list } from "./list.js";
+import { lookupResources, lookupSubjects, type SubjectGrant } from "./lookups.js";
+import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
+import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
+import { UuidInterner } from "./interner.js";
+import { pagedBytes } from "./paged.js";
+import { RoleGraphWriter } from "./role-graph.js";
+import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
+import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, sealState, type State } from "./state.js";
+import type { Decision, Listing, ResourceRef, ResourceType, SubjectRef } from "./types.js";
+
+/** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE): reload from the database. */
+export class NeedsReload extends Error {}
+
+export interface EngineStats {
+  roles: number;
+  permissions: number;
+  assignments: number;
+  memberships: number;
+  subjects: number;
+}
+
+type Raw = Record<string, unknown>;
+
+/** Writes rows into one (fresh or forked) state; closes dirty roles on finish(). */
+class Writer {
+  readonly roles: RoleGraphWriter;
+  constructor(
+    readonly st: State,
+    building = false,
+  ) {
+    this.roles = new RoleGraphWriter(st, building);
+  }
+
+  upsert(table: FollowedTable, raw: Raw): void {
+    const { st, roles } = this;
+    switch (table) {
+      case "tenants": return dir.upsertTenant(st, raw);
+      case "organizations": return dir.upsertOrganization(st, raw);
+      case "users": return dir.upsertUser(st, raw);
+      case "staff": return dir.upsertStaff(st, raw);
+      case "accounts": return dir.upsertAccount(st, raw);
+      case "principals": return dir.upsertPrincipal(st, raw);
+      case "avatars": return dir.upsertAvatar(st, raw);
+      case "memberships": return grants.upsertMembership(st, raw);
+      case "roles": return roles.upsertRole(raw);
+      case "permissions": return roles.upsertPermission(raw);
+      case "role_permissions": return roles.upsertRolePermission(raw);
+      case "role_inheritance": return roles.upsertInheritance(raw);
+      case "role_assignments": return grants.upsertAssignment(st, raw);
+      case "user_organizations": return dir.upsertUserOrganization(st, raw);
+      case "rate_limit_policies": return st.policies.upsertPolicy(NORMALIZE.rate_limit_policies(raw));
+      case "rate_limit_assignments": return st.policies.upsertAssignment(NORMALIZE.rate_limit_assignments(raw));
+    }
+  }
+
+  remove(table: FollowedTable, raw: Raw): void {
+    const { st, roles } = this;
+    switch (table) {
+      case "tenants": return dir.removeTenant(st, raw);
+      case "organizations": return dir.removeOrganization(st, raw);
+      case "users": return dir.removeUser(st, raw);
+      case "staff": return dir.removeStaff(st, raw);
+      case "accounts": return dir.removeAccount(st, raw);
+      case "principals": return dir.removePrincipal(st, raw);
+      case "avatars": return dir.removeAvatar(st, raw);
+      case "memberships": return grants.removeMembership(st, raw);
+      case "roles": return roles.removeRole(raw);
+      case "permissions": return roles.removePermission(raw);
+      case "role_permissions": return roles.removeRolePermission(raw);
+      case "role_inheritance": return roles.removeInheritance(raw);
+      case "role_assignments": return grants.removeAssignment(st, raw);
+      case "user_organizations": return dir.removeUserOrganization(st, raw);
+      case "rate_limit_policies": return st.policies.removePolicy(Number(raw.id));
+      case "rate_limit_assignments": return st.policies.removeAssignment(String(raw.id));
+    }
+  }
+
+  /** One change-log row: organizations, roles and permissions update in place (their numbering, edges and grants survive a rename). */
+  change(c: Change): void {
+    if (!(FOLLOWED_TABLES as readonly string[]).includes(c.table)) return;
+    const table = c.table as FollowedTable;
+    if (c.op === "TRUNCATE") throw new NeedsReload(`${c.table} was truncated`);
+    const inPlace = c.op === "UPDATE" && (table === "organizations" || table === "roles" || table === "permissions");
+    if (c.oldRow && (c.op === "DELETE" || (c.op === "UPDATE" && !inPlace))) this.remove(table, c.oldRow);
+    if (c.newRow && (c.op === "INSERT" || c.op === "UPDATE")) this.upsert(table, c.newRow);
+  }
+}
+
+/** A read-only view of the followed tables at one revision. */
+export class Snapshot implements RatePolicyLookup {
+  readonly #st: State;
+  readonly revision: bigint;
+
+  /** @internal Use SnapshotBuilder or apply(). */
+  constructor(st: State, revision: bigint) {
+    this.#st = st;
+    this.revision = revision;
+  }
+
+  /** Check(subject, permission, resource) at `now` (epoch ms); the rules and their order are docs/data-model.md's. */
+  check(subject: SubjectRef, permission: string, resource: ResourceRef, now: number, explain = false): Decision {
+    return check(this.#st, subject, permission, resource, now, explain);
+  }
+
+  /** Everything the subject holds, per scope (ListPermissions); undefined when the subject does not exist. */
+  list(subject: SubjectRef, within: ResourceRef | undefined, now: number): Listing | undefined {
+    return list(this.#st, subject, within, now);
+  }
+
+  /** Every subject for which check(subject, permission, resource, now) would be GRANTED, with a grant that allows it. */
+  lookupSubjects(permission: string, resource: ResourceRef, now: number): Iterable<SubjectGrant> {
+    return lookupSubjects(this.#st, permission, resource, now);
+  }
+
+  /** Every resource of a type on which check(subject, permission, resource, now) would be GRANTED. */
+  lookupResources(subject: SubjectRef, permission: string, resourceType: ResourceType, now: number): Iterable<ResourceRef> {
+    return lookupResources(this.#st, subject, permission, resourceType, now);
+  }
+
+  /** The tenant a resource belongs to: its id, null when it has none, undefined when unknown. */
+  resourceTenant(resource: ResourceRef): string | null | undefined {
+    if (!resolvePlace(this.#st, resource.type, resource.id)) return undefined;
+    return place.tenant >= 0 ? this.#st.shared.tenants.uuid(place.tenant) : null;
+  }
+
+  /** The tenant of an account or principal (null for users and staff, which belong to no tenant); undefined when unknown. */
+  subjectTenant(subject: SubjectRef): string | null | undefined {
+    if (subject.type === "user" || subject.type === "staff") return null;
+    const st = this.#st;
+    const c = st.c;
+    const kind = subjectKind(subject.type);
+    if (kind !== SK_ACCOUNT && kind !== SK_PRINCIPAL) return undefined;
+    const s = subjectInterner(st, kind).find(subject.id);
+    if (s < 0) return undefined;
+    if (kind === SK_PRINCIPAL && (c.prFlags.get(s) & EXISTS) === 0) return undefined;
+    const account = kind === SK_ACCOUNT ? s : c.prAccount.get(s);
+    if ((c.acFlags.get(account) & EXISTS) === 0) return undefined;
+    const org = c.acOrg.get(account);
+    if ((c.oFlags.get(org) & EXISTS) === 0) return null;
+    const t = c.oTenant.get(org);
+    return t >= 0 ? st.shared.tenants.uuid(t) : null;
+  }
+
+  ratePolicy(name: string): RatePolicy | undefined {
+    return this.#st.policies.ratePolicy(name);
+  }
+
+  ratePoliciesFor(subject: RateSubject, organizationId?: string): AppliedPolicy[] {
+    return this.#st.policies.ratePoliciesFor(subject, organizationId);
+  }
+
+  /** Bytes held per column and per interner (pages only; shared pages count in every snapshot that holds them). */
+  memory(): Record<string, number> {
+    const st = this.#st;
+    const out: Record<string, number> = {};
+    for (const [k, col] of Object.entries(st.c)) out[k] = pagedBytes(col);
+    for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner) out[`interner.${k}`] = v.bytes;
+    out.arena = st.shared.arena.words.byteLength;
+    return out;
+  }
+
+  stats(): EngineStats {
+    const n = this.#st.n;
+    return { roles: n.roles, permissions: n.perms, assignments: n.assignments, memberships: n.memberships, subjects: n.subjects };
+  }
+
+  /**
+   * The snapshot after the rows of one or more committed revisions, in log
+   * order. This snapshot is unchanged, whether apply returns or throws
+   * (NeedsReload on TRUNCATE, or anything else).
+   */
+  apply(changes: Iterable<Change>, revision: bigint): Snapshot {
+    const w = new Writer(forkState(this.#st));
+    for (const c of changes) w.change(c);
+    w.roles.close();
+    sealState(w.st);
+    return new Snapshot(w.st, revision > this.revision ? revision : this.revision);
+  }
+}
+
+/** Builds the first snapshot from full tables, streamed table by table (rows as the normalizers in rows.ts accept them). */
+export class SnapshotBuilder {
+  #w: Writer | undefined = new Writer(createState(), true);
+
+  load(table: FollowedTable, rows: Iterable<Raw>): void {
+    const w = this.#writer();
+    for (const r of rows) w.upsert(table, r);
+  }
+
+  /** The snapshot of everything loaded; the builder cannot be used afterwards. */
+  build(revision: bigint): Snapshot {
+    const w = this.#writer();
+    this.#w = undefined;
+    w.roles.finishBuild();
+    w.roles.markAll();
+    w.roles.close();
+    w.st.shared.arena.trim();
+    grants.compactGrants(w.st);
+    sealState(w.st);
+    return new Snapshot(w.st, revision);
+  }
+
+  #writer(): Writer {
+    if (!this.#w) throw new Error("engine: this builder already built its snapshot");
+    return this.#w;
+  }
+}
+
+/** Builds a snapshot from full tables at once (tests, benchmarks). */
+export function buildSnapshot(revision: bigint, tables: Partial<Record<FollowedTable, Iterable<Raw>>>): Snapshot {
+  const b = new SnapshotBuilder();
+  for (const t of FOLLOWED_TABLES) {
+    const rows = tables[t];
+    if (rows) b.load(t, rows);
+  }
+  return b.build(revision);
+}

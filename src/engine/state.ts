@@ -1,0 +1,292 @@
+// The state one snapshot reads: structure-of-arrays columns (paged,
+// copy-on-write; see paged.ts) indexed by the dense ids of interner.ts, a
+// few scalars, and the rate-limit policies. A fork shares every page with
+// its parent and copies a page the first time it writes to it.
+//
+// Relations are lists threaded through the columns: doubly linked where a
+// list can be long and a member must leave in O(1) (grants per subject and
+// per scope, memberships per principal and per avatar, principals per
+// account, organizations per tenant, avatars per organization), singly
+// linked with a free list for the short per-role and per-user ones (direct
+// permissions, inheritance edges, a user's places). -1 ends a list.
+
+import { KeyInterner, UuidInterner, WordArena } from "./interner.js";
+import { F64, I32, Obj, U8 } from "./paged.js";
+import { PolicyIndex } from "./rate-limit-policies.js";
+
+// Subject kinds and scope kinds, as stored.
+export const SK_USER = 0;
+export const SK_ACCOUNT = 1;
+export const SK_PRINCIPAL = 2;
+export const SK_STAFF = 3;
+export const SC_GLOBAL = 0;
+export const SC_TENANT = 1;
+export const SC_ORG = 2;
+export const SC_AVATAR = 3;
+
+// Flag bits.
+export const EXISTS = 1;
+export const ACTIVE = 2;
+export const LOCKED = 4;
+export const ENABLED = 8;
+export const OWNER = 16;
+export const STAFF_SUBJECT = 32;
+/** Assignments: in the subject and scope lists (active, with a known subject and scope kind). */
+export const LINKED = 64;
+
+/** Interners and arenas every snapshot of one lineage shares (append-only). */
+export interface Shared {
+  readonly users: UuidInterner;
+  readonly staff: UuidInterner;
+  readonly accounts: UuidInterner;
+  readonly principals: UuidInterner;
+  readonly tenants: UuidInterner;
+  readonly orgs: UuidInterner;
+  readonly avatars: UuidInterner;
+  readonly roles: UuidInterner;
+  readonly perms: UuidInterner;
+  readonly assignments: UuidInterner;
+  readonly memberships: UuidInterner;
+  /** Permission keys, role keys, role names. */
+  readonly keys: KeyInterner;
+  readonly arena: WordArena;
+}
+
+export function createShared(): Shared {
+  const u = () => new UuidInterner();
+  return {
+    users: u(),
+    staff: u(),
+    accounts: u(),
+    principals: u(),
+    tenants: u(),
+    orgs: u(),
+    avatars: u(),
+    roles: u(),
+    perms: u(),
+    assignments: u(),
+    memberships: u(),
+    keys: new KeyInterner(),
+    arena: new WordArena(),
+  };
+}
+
+function makeColumns() {
+  const link = () => new I32(-1);
+  return {
+    // users: flags, grant list, places (user_organizations records)
+    uFlags: new U8(),
+    uGrants: link(),
+    uPlaces: link(),
+    sFlags: new U8(),
+    sGrants: link(),
+    // accounts
+    acFlags: new U8(),
+    acOrg: link(),
+    acGrants: link(),
+    acPrincipals: link(),
+    // principals
+    prFlags: new U8(),
+    prAccount: link(),
+    prSubject: link(),
+    prAccepted: new F64(),
+    prUntil: new F64(),
+    prGrants: link(),
+    prMembers: link(),
+    prNext: link(),
+    prPrev: link(),
+    // tenants
+    tFlags: new U8(),
+    tScope: link(),
+    tOrgs: link(),
+    // organizations
+    oFlags: new U8(),
+    oTenant: link(),
+    oName: new Obj<string>(""),
+    oSlug: new Obj<string | null>(null),
+    oStructure: new Obj<string>(""),
+    oScope: link(),
+    oAvatars: link(),
+    oNext: link(),
+    oPrev: link(),
+    /** Arena offset of the organization's permissions as sorted [keyId, perm] pairs (0: none); rewritten, never mutated. */
+    oPerms: new I32(0),
+    oNextBit: new I32(0),
+    // avatars
+    avFlags: new U8(),
+    avOrg: link(),
+    avScope: link(),
+    avMembers: link(),
+    avNext: link(),
+    avPrev: link(),
+    // roles: key and name are key ids; closures are arena offsets (0 = empty)
+    rFlags: new U8(),
+    rOrg: link(),
+    rKey: link(),
+    rName: link(),
+    rDirect: link(),
+    rParents: link(),
+    rChildren: link(),
+    /** What the grant rule reads of a role, side by side (one cache line): [exists, org, orgBits, globBits] at 4r,
+     *  the closure's two bitsets as arena offsets (0: empty). */
+    rHot: new I32(0),
+    // role_permissions records, in the role's list
+    rpPerm: link(),
+    rpNext: link(),
+    // role_inheritance records, in the child's parent list and the parent's child list
+    eChild: link(),
+    eParent: link(),
+    eNextOfChild: link(),
+    eNextOfParent: link(),
+    // permissions
+    pFlags: new U8(),
+    pKey: link(),
+    /** A permission's organization (-1: global) and bit in its numbering: [org, bit] at 2p. */
+    pHot: new I32(0),
+    /** Global permissions by key id and by bit. */
+    gPermByKey: link(),
+    gPermByBit: link(),
+    /** Index 0: the list of global-scope grants. */
+    globalScope: link(),
+    // assignments: flags, subject and scope kinds, subject, its grant record, the scope list
+    aFlags: new U8(),
+    aKinds: new U8(),
+    aSubj: link(),
+    aRec: link(),
+    aNextC: link(),
+    aPrevC: link(),
+    // grant records: what Check reads of an active assignment, in the subject's list. A build
+    // lays each subject's records side by side (compactGrants), so a Check reads a few cache lines.
+    gScope: link(),
+    gRole: link(),
+    gUntil: new F64(),
+    gAssign: link(),
+    gNext: link(),
+    // memberships
+    mFlags: new U8(),
+    mPrincipal: link(),
+    mAvatar: link(),
+    mAccepted: new F64(),
+    mUntil: new F64(),
+    mNextP: link(),
+    mPrevP: link(),
+    mNextA: link(),
+    mPrevA: link(),
+    // user_organizations records
+    plOrg: link(),
+    plRole: link(),
+    plNext: link(),
+  };
+}
+
+
+export type Columns = ReturnType<typeof makeColumns>;
+
+/** Counters and list heads that are not per entity. */
+export interface Scalars {
+  globalNextBit: number;
+  /** Record pools: next unused index and free-list head. */
+  rpTop: number;
+  rpFree: number;
+  eTop: number;
+  eFree: number;
+  plTop: number;
+  plFree: number;
+  gTop: number;
+  gFree: number;
+  /** The built-in global roles (by key), -1 when absent. */
+  builtinMember: number;
+  builtinOwner: number;
+  roles: number;
+  perms: number;
+  assignments: number;
+  memberships: number;
+  /** Subjects with at least one grant in their list. */
+  subjects: number;
+}
+
+export interface State {
+  readonly shared: Shared;
+  readonly c: Columns;
+  readonly n: Scalars;
+  readonly policies: PolicyIndex;
+}
+
+export function createState(shared: Shared = createShared()): State {
+  return {
+    shared,
+    c: makeColumns(),
+    n: {
+      globalNextBit: 0,
+      rpTop: 0,
+      rpFree: -1,
+      eTop: 0,
+      eFree: -1,
+      plTop: 0,
+      plFree: -1,
+      gTop: 0,
+      gFree: -1,
+      builtinMember: -1,
+      builtinOwner: -1,
+      roles: 0,
+      perms: 0,
+      assignments: 0,
+      memberships: 0,
+      subjects: 0,
+    },
+    policies: new PolicyIndex(),
+  };
+}
+
+/** A writable copy of `s` that shares everything with it (a column copies its directory on its first write, a page on its first write). */
+export function forkState(s: State): State {
+  const out: Record<string, unknown> = {};
+  for (const k in s.c) out[k] = (s.c[k as keyof Columns] as { fork(): unknown }).fork();
+  return { shared: s.shared, c: out as Columns, n: { ...s.n }, policies: s.policies.fork() };
+}
+
+/** Ends writing to a state: from now on it is a published snapshot's, read-only. */
+export function sealState(s: State): void {
+  for (const k in s.c) (s.c[k as keyof Columns] as { seal(): void }).seal();
+}
+
+type Pool = "rp" | "e" | "pl" | "g";
+const FREE = { rp: "rpFree", e: "eFree", pl: "plFree", g: "gFree" } as const;
+const TOP = { rp: "rpTop", e: "eTop", pl: "plTop", g: "gTop" } as const;
+
+/** Allocates a record from a pool (free list first). */
+export function allocRecord(n: Scalars, pool: Pool, next: I32): number {
+  const free = n[FREE[pool]];
+  if (free >= 0) {
+    n[FREE[pool]] = next.get(free);
+    return free;
+  }
+  return n[TOP[pool]]++;
+}
+
+export function freeRecord(n: Scalars, pool: Pool, next: I32, rec: number): void {
+  next.set(rec, n[FREE[pool]]);
+  n[FREE[pool]] = rec;
+}
+
+/** Puts `item` at the front of the doubly linked list of `owner`. */
+export function linkFront(head: I32, owner: number, next: I32, prev: I32, item: number): void {
+  const h = head.get(owner);
+  next.set(item, h);
+  prev.set(item, -1);
+  if (h >= 0) prev.set(h, item);
+  head.set(owner, item);
+}
+
+/** Takes `item` out of the doubly linked list of `owner` in O(1). */
+export function unlink(head: I32, owner: number, next: I32, prev: I32, item: number): void {
+  const n = next.get(item);
+  const p = prev.get(item);
+  if (p >= 0) next.set(p, n);
+  else head.set(owner, n);
+  if (n >= 0) prev.set(n, p);
+  next.set(item, -1);
+  prev.set(item, -1);
+}
+
+export { F64, I32, Obj, U8 };

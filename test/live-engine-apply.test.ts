@@ -29,7 +29,7 @@ describe("LiveEngine catch-up", () => {
       get revision() {
         return head;
       },
-      stats: { reconnects: 0, catchUps: 0, notifications: 0 },
+      stats: { reconnects: 0, catchUps: 0, notifications: 0, listenerLosses: 0, pollFailures: 0 },
       listening: true,
       stalenessMs: () => 0,
       onAdvance: () => () => {},

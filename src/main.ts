@@ -16,7 +16,7 @@ import { KeySource } from "./auth/key-source.js";
 import { createDecisionLog, DISABLED_DECISION_LOG } from "./decision-log.js";
 import { callerFromCertificate, loadMtlsIdentities } from "./auth/mtls.js";
 import { createGrpcServer, listenGrpc, type PeerIdentity, type TlsFiles } from "./rpc/grpc-server.js";
-import { guard } from "./rpc/guard.js";
+import { createAdmission, guard } from "./rpc/guard.js";
 import { addReflection } from "./rpc/reflection.js";
 import { HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
@@ -92,6 +92,8 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       });
     }
   };
+  // One count of calls in progress for every entry point (RPCs and AuthZEN).
+  const admission = createAdmission(config.maxConcurrentCalls);
   const bindings = guard(
     createBindings(health, {
       onDecision,
@@ -106,7 +108,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       db: () => db ?? notReady(),
     }),
     authenticator,
-    { maxConcurrentCalls: config.maxConcurrentCalls },
+    admission,
   );
   const tls: TlsFiles | undefined = config.tls
     ? {
@@ -141,6 +143,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       maxBodyBytes: config.maxMessageBytes,
       maxWaitMs: config.maxWaitMs,
       peerIdentity,
+      admission,
     }),
     metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
   });

@@ -146,6 +146,14 @@ const isBad = (v: unknown): v is { bad: CheckResponseInit } => typeof v === "obj
 
 const badRequest = (message: string) => denied(400, Code.InvalidArgument, "invalid_request", message);
 
+/**
+ * The answer to a CheckRequest that breaks the input bounds or cannot be
+ * decoded (guard.ts): a 400 denial, not a gRPC error, so that Envoy's
+ * failure_mode_allow can never let such a request through.
+ */
+export const invalidCheckRequest = (e: AuthzError): CheckResponseInit =>
+  denied(400, Code.InvalidArgument, "invalid_request", e.message, [], { reason: e.reason });
+
 function durationOf(us: number): { seconds: bigint; nanos: number } {
   const v = Math.max(0, Math.round(us));
   return { seconds: BigInt(Math.floor(v / 1_000_000)), nanos: (v % 1_000_000) * 1000 };

@@ -167,6 +167,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
 
   const describeBackends = () => {
     for (const w of config.warnings) log.warn(w);
+    for (const w of mesh.warnings) log.warn(w);
     if (config.databaseUrl) log.info({ database: redactUrl(config.databaseUrl) }, "database: PostgreSQL");
     else log.warn("database: EMBEDDED in-process PGlite, in memory; data is lost on exit. For development only: set DATABASE_URL for production");
     if (config.redisUrl) log.info({ redis: redactUrl(config.redisUrl) }, "rate limits: Redis");

@@ -288,7 +288,7 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
       });
       if (resolution.kind === "unknown") {
         if (mesh.unknownRoute === "allow") return allowAnonymous("unknown");
-        return denied(403, Code.PermissionDenied, "unknown_route", `no authz route for ${attrs.method} ${attrs.path.split("?")[0]?.slice(0, 200)}`, [], { route: "unknown" });
+        return denied(403, Code.PermissionDenied, "unknown_route", `no authz route for ${attrs.method.slice(0, 16)} ${attrs.path.split("?")[0]?.slice(0, 200)}`, [], { route: "unknown" });
       }
       const { route, vars } = resolution;
       const routeName = route.name ?? route.path?.source ?? resolution.via;

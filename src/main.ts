@@ -16,7 +16,7 @@ import { KeySource } from "./auth/key-source.js";
 import { createDecisionLog, DISABLED_DECISION_LOG } from "./decision-log.js";
 import { callerFromCertificate, loadMtlsIdentities } from "./auth/mtls.js";
 import { createGrpcServer, listenGrpc, type PeerIdentity, type TlsFiles } from "./rpc/grpc-server.js";
-import { guard } from "./rpc/guard.js";
+import { createAdmission, guard } from "./rpc/guard.js";
 import { addReflection } from "./rpc/reflection.js";
 import { deriveHealth, HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener, type HttpListener, listenHttp } from "./rpc/http-server.js";
@@ -96,6 +96,8 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       });
     }
   };
+  // One count of calls in progress for every entry point (RPCs and AuthZEN).
+  const admission = createAdmission(config.maxConcurrentCalls);
   const bindings = guard(
     createBindings(health, {
       onDecision,
@@ -110,7 +112,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       db: () => db ?? notReady(),
     }),
     authenticator,
-    { maxConcurrentCalls: config.maxConcurrentCalls },
+    admission,
   );
   const tls: TlsFiles | undefined = config.tls
     ? {
@@ -145,6 +147,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       maxBodyBytes: config.maxMessageBytes,
       maxWaitMs: config.maxWaitMs,
       peerIdentity,
+      admission,
     }),
     metrics: { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
   });
@@ -200,6 +203,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
 
   const describeBackends = () => {
     for (const w of config.warnings) log.warn(w);
+    for (const w of mesh.warnings) log.warn(w);
     if (config.databaseUrl) log.info({ database: redactUrl(config.databaseUrl) }, "database: PostgreSQL");
     else log.warn("database: EMBEDDED in-process PGlite, in memory; data is lost on exit. For development only: set DATABASE_URL for production");
     if (config.redisUrl) log.info({ redis: redactUrl(config.redisUrl) }, "rate limits: Redis");

@@ -151,7 +151,15 @@ export class Metrics {
     this.#sources = sources;
   }
 
+  /** Method labels seen so far: a backstop, so that no caller can grow the series without bound. */
+  readonly #methods = new Set<string>();
+
   rpc(method: string, code: string, seconds: number): void {
+    // Callers pass served method paths only; anything past the first 256 distinct values is "unknown".
+    if (!this.#methods.has(method)) {
+      if (this.#methods.size >= 256) method = "unknown";
+      else this.#methods.add(method);
+    }
     this.#rpcTotal.inc({ method, code });
     this.#rpcSeconds.observe({ method, code }, seconds);
   }

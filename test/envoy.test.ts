@@ -17,7 +17,7 @@ import type { Scope } from "../src/auth/caller.js";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/logger.js";
 import { type App, createApp } from "../src/main.js";
-import { parseMeshConfig } from "../src/mesh/config.js";
+import { DEFAULT_MESH_CONFIG, parseMeshConfig } from "../src/mesh/config.js";
 import { projectPath } from "../src/paths.js";
 import { createMemoryStore } from "../src/ratelimit/memory-store.js";
 import { envoyAuthorizationHandlers } from "../src/rpc/envoy-handlers.js";
@@ -43,7 +43,8 @@ const TESS_SPIFFE = "spiffe://cluster.local/ns/ops/sa/support-console";
 const MESH = {
   $comment: "test mapping",
   subject: [
-    { from: "header", header: "x-authz-subject" },
+    // As if Envoy set x-authz-subject itself: the test plays Envoy.
+    { from: "header", header: "x-authz-subject", set_by_sidecar: true },
     { from: "jwt", claim: "sub", type: "user" },
     { from: "peer", principals: { [TESS_SPIFFE]: `staff:${S.tess}` } },
   ],
@@ -272,6 +273,40 @@ describe("Authorization/Check: deny, never a gRPC error", () => {
     expect(r.status?.code).toBe(0);
     expect(r.httpResponse?.case).toBe("okResponse");
     expect((r.httpResponse?.value as { headersToRemove: string[] }).headersToRemove).toEqual(["x-authz-subject"]);
+  });
+
+  it("the default mapping never takes the subject from a header a client can send, only from the JWT jwt_authn verified", async () => {
+    const handlers = envoyAuthorizationHandlers({ live: () => app.live(), store: createMemoryStore(), mesh: DEFAULT_MESH_CONFIG });
+    const ctx = { path: "/envoy.service.auth.v3.Authorization/Check", requestId: "t", header: () => undefined, timeRemainingMs: () => undefined, signal: new AbortController().signal } satisfies CallContext;
+    const contextExtensions = { authz_permission: "members.read", authz_resource: `organization:${O.eng}` };
+    const http = { method: "GET", path: "/anything", headers: { "x-authz-subject": `user:${U.alice}` } };
+    const forged = await handlers.check(create(CheckRequestSchema, { attributes: { contextExtensions, request: { http } } }), ctx);
+    expect(forged.status?.code).toBe(grpc.status.UNAUTHENTICATED);
+    const metadataContext = { filterMetadata: { "envoy.filters.http.jwt_authn": { jwt_payload: { sub: U.alice } } } };
+    const verified = await handlers.check(create(CheckRequestSchema, { attributes: { contextExtensions, metadataContext, request: { http } } }), ctx);
+    expect(verified.status?.code).toBe(0);
+  });
+
+  it("a request past the input bounds, or no CheckRequest at all, is a 400 denial, never a gRPC error that failure_mode_allow would let through", async () => {
+    const big = await check({ path: `/orgs/${O.eng}/members`, headers: { ...as("user", U.alice), "x-big": "a".repeat(70_000) } });
+    expectDenied(big, "BadRequest", grpc.status.INVALID_ARGUMENT, "invalid_request");
+    expect(body(big).message).toBe('attributes.request.http.headers["x-big"] is longer than 65536 bytes');
+    expect(fromStruct(big.dynamic_metadata)).toMatchObject({ decision: "deny", reason: "FIELD_TOO_LONG" });
+    const nul = await check({ path: `/orgs/${O.eng}/members\u0000`, headers: as("user", U.alice) });
+    expectDenied(nul, "BadRequest", grpc.status.INVALID_ARGUMENT, "invalid_request");
+    expect(fromStruct(nul.dynamic_metadata).reason).toBe("INVALID_STRING");
+    // Bytes that do not decode: a truncated field.
+    const method = (protos as unknown as { envoy: { service: { auth: { v3: { Authorization: { service: { Check: grpc.MethodDefinition<unknown, CheckResponse> } } } } } } })
+      .envoy.service.auth.v3.Authorization.service.Check;
+    const garbage = await new Promise<CheckResponse>((resolve, reject) =>
+      authz.makeUnaryRequest(method.path, (b: Buffer) => b, method.responseDeserialize, Buffer.from([0x0a, 0xff]), md(keys.envoy as string), (err, res) =>
+        err ? reject(err) : resolve(res as CheckResponse),
+      ),
+    );
+    expectDenied(garbage, "BadRequest", grpc.status.INVALID_ARGUMENT, "invalid_request");
+    expect(fromStruct(garbage.dynamic_metadata).reason).toBe("MALFORMED_MESSAGE");
+    // Without Envoy's credential, it is still UNAUTHENTICATED first.
+    expect((await failure(check({ path: `/x\u0000` }, null))).code).toBe(grpc.status.UNAUTHENTICATED);
   });
 
   it("a mapping fault (context_extensions naming no route) is a gRPC error, so Envoy's failure mode applies", async () => {

@@ -8,7 +8,7 @@ import { type App, createApp } from "../src/main.js";
 import { projectPath } from "../src/paths.js";
 import { importDocument } from "../src/store/import.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
-import { client, loadProtos } from "./support/grpc-client.js";
+import { client, loadProtos, unary } from "./support/grpc-client.js";
 
 let t: TestDatabase;
 let app: App;
@@ -71,5 +71,42 @@ describe("limits", () => {
     expect(codes.filter((x) => x === 0).length).toBeGreaterThan(0);
     expect(codes.filter((x) => x === grpc.status.RESOURCE_EXHAUSTED).length).toBeGreaterThan(0);
     expect(codes.every((x) => x === 0 || x === grpc.status.RESOURCE_EXHAUSTED)).toBe(true);
+  });
+
+  it("AuthZEN shares AUTHZ_MAX_CONCURRENT_CALLS with the RPCs: with the limit taken by writes, an evaluation is 429 (TOO_MANY_CALLS)", async () => {
+    const admin = client(protos, "authz.v1.AdminService", ports.grpcPort);
+    const checks = client(protos, "authz.v1.PermissionService", ports.grpcPort);
+    const write = (key: string) =>
+      unary(admin, "ManageRoles", { mutations: [{ upsert_role: { key: { organization_id: checkReq.resource.id, key }, name: key } }] });
+    const evaluation = () =>
+      fetch(`http://127.0.0.1:${ports.httpPort}/access/v1/evaluation`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ subject: checkReq.subject, action: { name: checkReq.permission }, resource: checkReq.resource }),
+      });
+    let held: Promise<unknown[]> | undefined;
+    // Hold the writers' lock (the authz_revision row) so that two writes wait on it: both limit slots in use.
+    await t.raw.begin(async (sql) => {
+      await sql`select revision from authz_revision for update`;
+      held = Promise.all([write("held-1"), write("held-2")]);
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const [w] = await sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
+        if ((w?.n ?? 0) >= 2) break;
+        if (Date.now() > deadline) throw new Error("the writes never waited on the lock");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const refused = await evaluation();
+      expect(refused.status).toBe(429);
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/calls, its limit/);
+      expect(await call(checks, checkReq)).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    });
+    await held;
+    // The slots are free again: AuthZEN answers.
+    const ok = await evaluation();
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ decision: true });
+    admin.close();
+    checks.close();
   });
 });

@@ -81,6 +81,8 @@ export interface RateLimitServiceMapping {
 export interface MeshConfig {
   /** Where the file came from ("(built-in defaults)" without one). */
   readonly source: string;
+  /** Settings that work but deserve a warning at start-up (a subject read from a request header). */
+  readonly warnings: readonly string[];
   readonly unknownRoute: "deny" | "allow";
   readonly subject: readonly SubjectSource[];
   /** Value of WWW-Authenticate on a 401. */
@@ -96,6 +98,17 @@ export interface MeshConfig {
 
 export const DEFAULT_SUBJECT_HEADER = "x-authz-subject";
 export const JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn";
+
+/**
+ * The subject without a mapping file: the "sub" claim (a user id) of a JWT
+ * that Envoy's jwt_authn filter verified and put in the request's dynamic
+ * metadata, which a client cannot set. A request header is never a default
+ * source: a client can send any header.
+ */
+export const DEFAULT_SUBJECT_SOURCES = [{ from: "jwt", claim: "sub", type: "user" }] as const;
+
+/** The setting by which a mapping file vouches that Envoy sets a subject header itself and drops a client's copy. */
+export const SET_BY_SIDECAR = "set_by_sidecar";
 
 /** Reads and validates the mapping file (JSON); the built-in defaults when `path` is undefined. ConfigError lists every problem. */
 export function loadMeshConfig(path: string | undefined): MeshConfig {
@@ -115,6 +128,7 @@ const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !
 /** Validates a parsed mapping document; ConfigError lists every problem, each prefixed with `source` and the JSON path. */
 export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
   const problems: string[] = [];
+  const warnings: string[] = [];
   const bad = (at: string, msg: string) => problems.push(`${source}: ${at}: ${msg}`);
   const root: Obj = isObj(doc) ? doc : (bad("$", "must be a JSON object"), {});
   const known = (o: Obj, at: string, keys: readonly string[]) => {
@@ -169,7 +183,23 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
 
   // subject
   const subject: SubjectSource[] = [];
-  const subjectRaw = root["subject"] ?? [{ from: "header", header: DEFAULT_SUBJECT_HEADER }];
+  const subjectRaw = root["subject"] ?? DEFAULT_SUBJECT_SOURCES;
+  /** A source that reads a request header: only with set_by_sidecar, and with a warning. */
+  const headerSource = (s: Obj, at: string, h: string | undefined) => {
+    if (h === undefined) return;
+    if (s[SET_BY_SIDECAR] !== true) {
+      bad(
+        at,
+        `reads the subject from request header ${h}, which any client can send: add "${SET_BY_SIDECAR}": true only once Envoy sets that header ` +
+          "itself from a verified identity and removes any copy the client sent (docs/mesh.md), or read the verified JWT from jwt_authn's metadata instead",
+      );
+      return;
+    }
+    warnings.push(
+      `${source}: ${at}: the subject comes from request header ${h} (${SET_BY_SIDECAR}): authz trusts that Envoy sets it and strips any client copy; ` +
+        "a client that can reach the service around Envoy, or a route where Envoy does not strip it, can act as anyone",
+    );
+  };
   if (!Array.isArray(subjectRaw)) bad("$.subject", "must be an array of subject sources");
   else {
     subjectRaw.forEach((s: unknown, i) => {
@@ -177,15 +207,17 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
       if (!isObj(s)) return void bad(at, "must be an object");
       switch (s["from"]) {
         case "header": {
-          known(s, at, ["from", "header", "type"]);
+          known(s, at, ["from", "header", "type", SET_BY_SIDECAR]);
           const h = header(s, "header", at);
           if (h === undefined && s["header"] === undefined) bad(`${at}.header`, "is required");
+          headerSource(s, at, h);
           subject.push({ from: "header", header: h ?? DEFAULT_SUBJECT_HEADER, type: subjectType(s, at) });
           break;
         }
         case "jwt": {
-          known(s, at, ["from", "claim", "type", "metadata_namespace", "metadata_key", "header"]);
+          known(s, at, ["from", "claim", "type", "metadata_namespace", "metadata_key", "header", SET_BY_SIDECAR]);
           const claim = str(s, "claim", at);
+          const payloadHeader = header(s, "header", at);
           if (claim === undefined && s["claim"] === undefined) bad(`${at}.claim`, "is required (e.g. \"sub\")");
           subject.push({
             from: "jwt",
@@ -193,8 +225,9 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
             type: subjectType(s, at),
             metadataNamespace: str(s, "metadata_namespace", at) ?? JWT_AUTHN_NAMESPACE,
             metadataKey: str(s, "metadata_key", at) ?? "jwt_payload",
-            header: header(s, "header", at),
+            header: payloadHeader,
           });
+          headerSource(s, at, payloadHeader);
           break;
         }
         case "peer": {
@@ -276,6 +309,7 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({
     source,
+    warnings,
     unknownRoute,
     subject,
     wwwAuthenticate,
@@ -352,5 +386,5 @@ function parseRoute(r: Obj, at: string, h: Helpers): MeshRoute | undefined {
   return { name, methods, path, public: isPublic, permission, resource, rateLimit };
 }
 
-/** The mapping with no file: subject from x-authz-subject, no routes (context_extensions only), unknown routes denied. */
+/** The mapping with no file: subject from the JWT jwt_authn verified, no routes (context_extensions only), unknown routes denied. */
 export const DEFAULT_MESH_CONFIG: MeshConfig = parseMeshConfig({}, "(built-in defaults)");

@@ -53,10 +53,25 @@ describe("value templates", () => {
 });
 
 describe("the mapping file", () => {
-  it("has working defaults: subject from x-authz-subject, unknown routes denied", () => {
+  it("has safe defaults: the subject from the JWT jwt_authn verified, never a header a client can send; unknown routes denied", () => {
     expect(DEFAULT_MESH_CONFIG.unknownRoute).toBe("deny");
-    expect(resolveSubject(DEFAULT_MESH_CONFIG, req({ headers: { "x-authz-subject": `user:${USER}` } }))).toMatchObject({ kind: "subject", ref: { type: "user", id: USER } });
+    expect(DEFAULT_MESH_CONFIG.warnings).toEqual([]);
+    const verified = req({ metadata: (ns) => (ns === "envoy.filters.http.jwt_authn" ? { jwt_payload: { sub: USER } } : undefined) });
+    expect(resolveSubject(DEFAULT_MESH_CONFIG, verified)).toMatchObject({ kind: "subject", ref: { type: "user", id: USER }, from: "jwt" });
+    // A client-sent x-authz-subject is no identity at all.
+    expect(resolveSubject(DEFAULT_MESH_CONFIG, req({ headers: { "x-authz-subject": `user:${USER}` } }))).toEqual({ kind: "none" });
     expect(resolveRoute(DEFAULT_MESH_CONFIG, req())).toEqual({ kind: "unknown" });
+  });
+
+  it("a subject read from a request header needs set_by_sidecar: true, and is then a start-up warning", () => {
+    for (const source of [{ from: "header", header: "x-authz-subject" }, { from: "jwt", claim: "sub", header: "x-jwt-payload" }]) {
+      expect(() => parseMeshConfig({ subject: [source] }, "m.json")).toThrow(/\$\.subject\[0\]: reads the subject from request header x-[a-z-]+, which any client can send/);
+      const trusted = parseMeshConfig({ subject: [{ ...source, set_by_sidecar: true }] }, "m.json");
+      expect(trusted.warnings).toHaveLength(1);
+      expect(trusted.warnings[0]).toMatch(/^m\.json: \$\.subject\[0\]: the subject comes from request header x-[a-z-]+ \(set_by_sidecar\)/);
+    }
+    const header = parseMeshConfig({ subject: [{ from: "header", header: "x-authz-user-id", type: "user", set_by_sidecar: true }] }, "t");
+    expect(resolveSubject(header, req({ headers: { "x-authz-user-id": USER } }))).toMatchObject({ kind: "subject", ref: { type: "user", id: USER } });
   });
 
   it("reports every problem at once, with its JSON path", () => {
@@ -138,7 +153,7 @@ describe("subjects", () => {
   const mesh = parseMeshConfig(
     {
       subject: [
-        { from: "jwt", claim: "ctx.user", type: "user", header: "x-jwt-payload" },
+        { from: "jwt", claim: "ctx.user", type: "user", header: "x-jwt-payload", set_by_sidecar: true },
         { from: "jwt", claim: "sub" },
         { from: "peer", principals: { "spiffe://a": `principal:${USER}` } },
       ],

@@ -3,6 +3,9 @@
 // mesh mapping. Pure: strings in, strings out.
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** A template or a piece of one inside an error message: templates can come from a request (context_extensions). */
+const q = (s: string): string => (s.length > 80 ? `${s.slice(0, 80)}…` : s);
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 
 /** One segment of a path template. */
@@ -30,24 +33,24 @@ function segmentsOf(path: string): string[] {
  * "**" (last only) the rest of the path, possibly empty. Throws on a bad template.
  */
 export function compilePath(source: string): PathTemplate {
-  if (!source.startsWith("/")) throw new Error(`path template "${source}" must start with "/"`);
+  if (!source.startsWith("/")) throw new Error(`path template "${q(source)}" must start with "/"`);
   const raw = segmentsOf(source);
   const vars = new Set<string>();
   const segments = raw.map((s, i): Segment => {
     if (s === "**") {
-      if (i !== raw.length - 1) throw new Error(`path template "${source}": "**" may only be the last segment`);
+      if (i !== raw.length - 1) throw new Error(`path template "${q(source)}": "**" may only be the last segment`);
       return { kind: "rest" };
     }
     if (s === "*") return { kind: "any" };
     const m = /^\{([^{}]+)\}$/.exec(s);
     if (m) {
       const name = m[1] as string;
-      if (!NAME.test(name) || name === "subject") throw new Error(`path template "${source}": "{${name}}" is not a usable variable name`);
-      if (vars.has(name)) throw new Error(`path template "${source}": "{${name}}" appears twice`);
+      if (!NAME.test(name) || name === "subject") throw new Error(`path template "${q(source)}": "{${q(name)}}" is not a usable variable name`);
+      if (vars.has(name)) throw new Error(`path template "${q(source)}": "{${q(name)}}" appears twice`);
       vars.add(name);
       return { kind: "var", name };
     }
-    if (/[{}]/.test(s)) throw new Error(`path template "${source}": a variable must be a whole segment, got "${s}"`);
+    if (/[{}]/.test(s)) throw new Error(`path template "${q(source)}": a variable must be a whole segment, got "${q(s)}"`);
     return { kind: "literal", text: s };
   });
   return { source, segments, vars };
@@ -119,17 +122,17 @@ export function compileValue(source: string): ValueTemplate {
       pieces.push({ kind: "subject", part: inner === "subject" ? "whole" : inner === "subject.type" ? "type" : "id" });
     } else if (inner.startsWith("header:")) {
       const name = inner.slice("header:".length).toLowerCase();
-      if (!HEADER_NAME.test(name)) throw new Error(`template "${source}": "{${inner}}" does not name a header`);
+      if (!HEADER_NAME.test(name)) throw new Error(`template "${q(source)}": "{${q(inner)}}" does not name a header`);
       pieces.push({ kind: "header", name });
     } else if (NAME.test(inner)) {
       vars.add(inner);
       pieces.push({ kind: "var", name: inner });
     } else {
-      throw new Error(`template "${source}": "{${inner}}" is not a path variable, {header:<name>}, {subject}, {subject.type} or {subject.id}`);
+      throw new Error(`template "${q(source)}": "{${q(inner)}}" is not a path variable, {header:<name>}, {subject}, {subject.type} or {subject.id}`);
     }
   }
   const rest = source.slice(last);
-  if (/[{}]/.test(rest)) throw new Error(`template "${source}" has an unbalanced brace`);
+  if (/[{}]/.test(rest)) throw new Error(`template "${q(source)}" has an unbalanced brace`);
   if (rest) pieces.push({ kind: "text", text: rest });
   return { source, pieces, vars, usesSubject };
 }

@@ -22,7 +22,9 @@ import type { LiveEngine } from "../store/live-engine.js";
 import type { CallLog } from "./call-log.js";
 import { codeName, toPublicError } from "./errors.js";
 import type { PeerIdentity } from "./grpc-server.js";
+import type { Admission } from "./guard.js";
 import type { CallContext } from "./handler-types.js";
+import { INPUT_LIMITS, JSON_LIMITS, type JsonLimits, jsonFault } from "./input-bounds.js";
 import { type DecisionEvent, engineFor, MAX_BULK_ITEMS, toResource, toSubject } from "./permission-handlers.js";
 import { confineRead } from "./tenancy.js";
 
@@ -34,6 +36,22 @@ export const AUTHZEN_PATHS = {
   evaluations: "/access/v1/evaluations",
   metadata: "/.well-known/authzen-configuration",
 } as const;
+
+/** The call log's (and so the metrics') name for every other /access/v1/ path: never the raw path. */
+export const UNKNOWN_AUTHZEN_PATH = "unknown";
+
+/**
+ * Bounds of an evaluation(s) body: strings of 4 KiB (subject, action,
+ * resource), JSON-ish ones in properties and context; the evaluations array
+ * is counted by parseRequest (MAX_BULK_ITEMS).
+ */
+export const AUTHZEN_BODY_LIMITS: JsonLimits = {
+  stringBytes: INPUT_LIMITS.stringBytes,
+  items: INPUT_LIMITS.jsonItems,
+  depth: INPUT_LIMITS.jsonDepth,
+  within: (key) => (key === "properties" || key === "context" ? JSON_LIMITS : undefined),
+  handlerCounted: new Set(["evaluations"]),
+};
 
 export const EVALUATIONS_SEMANTICS = ["execute_all", "deny_on_first_deny", "permit_on_first_permit"] as const;
 export type EvaluationsSemantic = (typeof EVALUATIONS_SEMANTICS)[number];
@@ -55,6 +73,8 @@ export interface AuthzenDeps {
   maxWaitMs?: number;
   /** Client-certificate identities on a mutual-TLS listener. */
   peerIdentity?: PeerIdentity | undefined;
+  /** The count of calls in progress shared with the RPCs (AUTHZ_MAX_CONCURRENT_CALLS); none = unlimited. */
+  admission?: Admission;
   clock?: () => number;
 }
 
@@ -299,7 +319,12 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
 
   const evaluate = async (req: Req, res: Res, path: string, batch: boolean, started: bigint, rid: string, headers: Record<string, string>) => {
     const ctx = contextFor(req, path, rid);
+    let admitted = false;
     const finish = (status: number, code: string, body: unknown, extra: Record<string, string> = {}) => {
+      if (admitted) {
+        admitted = false;
+        deps.admission?.release();
+      }
       send(res, status, body, { ...headers, ...extra });
       deps.callLog.done(path, rid, code, started);
     };
@@ -319,10 +344,14 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
       let body: unknown;
       try {
         body = JSON.parse(raw.toString("utf8"));
-      } catch (err) {
-        throw new BadRequest(`the body is not valid JSON (${(err as Error).message})`);
+      } catch {
+        throw new BadRequest("the body is not valid JSON");
       }
+      const bad = jsonFault(body, AUTHZEN_BODY_LIMITS);
+      if (bad) throw new BadRequest(bad.message);
       const parsed = parseRequest(body, batch);
+      deps.admission?.admit(path);
+      admitted = true;
       const engine = await engineFor(deps.live(), { kind: "latest" }, ctx, deps.maxWaitMs);
       const now = clock();
       const revision = { "x-authz-revision": engine.revision.toString() };
@@ -349,6 +378,22 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
     }
   };
 
+  /** Any other /access/v1/ path: a credential first, like every route; then 404, logged and counted as "unknown". */
+  const unknownPath = async (req: Req, res: Res, started: bigint, rid: string, headers: Record<string, string>) => {
+    const label = UNKNOWN_AUTHZEN_PATH;
+    try {
+      await deps.authenticator.authenticate(contextFor(req, label, rid));
+    } catch (err) {
+      const e = toPublicError(err, deps.logger, rid, label);
+      const status = HTTP_STATUS[e.code] ?? 500;
+      send(res, status, { error: { status, message: e.message } }, status === 401 ? { ...headers, "www-authenticate": 'Bearer realm="authz"' } : headers);
+      deps.callLog.done(label, rid, codeName(e.code), started);
+      return;
+    }
+    sendError(res, 404, `not an AuthZEN endpoint served here (see ${AUTHZEN_PATHS.metadata})`, headers);
+    deps.callLog.done(label, rid, "NOT_FOUND", started);
+  };
+
   return (req, res) => {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
@@ -372,8 +417,10 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
     }
     const batch = path === AUTHZEN_PATHS.evaluations;
     if (!batch && path !== AUTHZEN_PATHS.evaluation) {
-      sendError(res, 404, `${path} is not an AuthZEN endpoint served here (see ${AUTHZEN_PATHS.metadata})`, headers);
-      deps.callLog.done(path, rid, "NOT_FOUND", started);
+      unknownPath(req, res, started, rid, headers).catch((err: unknown) => {
+        deps.logger.error({ err, rid }, "AuthZEN request failed while answering");
+        if (!res.writableEnded && !res.destroyed) res.destroy();
+      });
       return true;
     }
     if (method !== "POST") {

@@ -146,6 +146,14 @@ const isBad = (v: unknown): v is { bad: CheckResponseInit } => typeof v === "obj
 
 const badRequest = (message: string) => denied(400, Code.InvalidArgument, "invalid_request", message);
 
+/**
+ * The answer to a CheckRequest that breaks the input bounds or cannot be
+ * decoded (guard.ts): a 400 denial, not a gRPC error, so that Envoy's
+ * failure_mode_allow can never let such a request through.
+ */
+export const invalidCheckRequest = (e: AuthzError): CheckResponseInit =>
+  denied(400, Code.InvalidArgument, "invalid_request", e.message, [], { reason: e.reason });
+
 function durationOf(us: number): { seconds: bigint; nanos: number } {
   const v = Math.max(0, Math.round(us));
   return { seconds: BigInt(Math.floor(v / 1_000_000)), nanos: (v % 1_000_000) * 1000 };
@@ -280,7 +288,7 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
       });
       if (resolution.kind === "unknown") {
         if (mesh.unknownRoute === "allow") return allowAnonymous("unknown");
-        return denied(403, Code.PermissionDenied, "unknown_route", `no authz route for ${attrs.method} ${attrs.path.split("?")[0]?.slice(0, 200)}`, [], { route: "unknown" });
+        return denied(403, Code.PermissionDenied, "unknown_route", `no authz route for ${attrs.method.slice(0, 16)} ${attrs.path.split("?")[0]?.slice(0, 200)}`, [], { route: "unknown" });
       }
       const { route, vars } = resolution;
       const routeName = route.name ?? route.path?.source ?? resolution.via;

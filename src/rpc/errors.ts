@@ -22,17 +22,32 @@ const CODE_BY_NAME: Record<string, Code> = Object.fromEntries(
     .map(([k, v]) => [k.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(), v as Code]),
 );
 
+/** Longest message a caller gets: a message that quotes input must never carry all of it (a grpc-message trailer of 64 KB breaks clients). */
+export const MAX_MESSAGE_CHARS = 1024;
+const MAX_METADATA_CHARS = 256;
+
+const bounded = (s: string, max: number): string => (s.length > max ? `${s.slice(0, max)}…` : s);
+
+function boundedMetadata(m: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m)) out[bounded(k, 64)] = bounded(v, MAX_METADATA_CHARS);
+  return out;
+}
+
 /**
  * Maps any thrown value to what the caller sees. Domain errors keep their
  * message; ConnectErrors pass through; everything else is INTERNAL with no
- * detail, and the cause is logged with the request id.
+ * detail, and the cause is logged with the request id. Messages and
+ * metadata are cut to a bounded length whatever they quote.
  */
 export function toPublicError(err: unknown, log: Logger, requestId: string, path: string): PublicError {
   if (err instanceof AuthzError) {
-    return { code: CODE_BY_NAME[err.code] ?? Code.Internal, message: err.message, reason: err.reason, metadata: { ...err.metadata } };
+    const code = CODE_BY_NAME[err.code] ?? Code.Internal;
+    return { code, message: bounded(err.message, MAX_MESSAGE_CHARS), reason: err.reason, metadata: boundedMetadata(err.metadata) };
   }
   if (err instanceof ConnectError) {
-    return { code: err.code, message: err.rawMessage, reason: Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(), metadata: {} };
+    const reason = Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+    return { code: err.code, message: bounded(err.rawMessage, MAX_MESSAGE_CHARS), reason, metadata: {} };
   }
   log.error({ err, requestId, path }, "internal error");
   return { code: Code.Internal, message: `internal error (request id ${requestId})`, reason: "INTERNAL", metadata: { request_id: requestId } };

@@ -2,11 +2,12 @@ import { create, type DescMessage, type DescMethod, fromBinary, toBinary } from 
 import * as grpc from "@grpc/grpc-js";
 import type { PeerCertificate } from "node:tls";
 import type { Caller } from "../auth/caller.js";
-import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
 import { codeName, type PublicError, statusDetailsBin, toPublicError } from "./errors.js";
-import { type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
+import { CHECKS_INPUT, type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
+import { RequestFault, undecodable } from "./input-bounds.js";
+import { scanWire } from "./wire-scan.js";
 
 /**
  * gRPC on the fast path: a @grpc/grpc-js server whose (de)serializers are the
@@ -14,11 +15,6 @@ import { type CallContext, isThenable, type ServiceBinding } from "./handler-typ
  * listener. Measured at ~5x connect-node's throughput for a unary call on
  * this hardware (docs/benchmarks.md).
  */
-
-/** A request that failed to decode; the handler wrapper answers INVALID_ARGUMENT. */
-class Undecodable {
-  constructor(readonly reason: string) {}
-}
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
@@ -75,11 +71,14 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
     requestStream: false,
     responseStream: method.methodKind === "server_streaming",
     requestSerialize: (m) => Buffer.from(toBinary(input, m as never)),
+    // Scanned before decoding: malformed or oversized-in-elements bytes never reach protobuf-es.
     requestDeserialize: (b: Buffer) => {
+      const fault = scanWire(input, b);
+      if (fault) return new RequestFault(undecodable(input.typeName, fault));
       try {
         return fromBinary(input, b);
       } catch (err) {
-        return new Undecodable(err instanceof Error ? err.message : "malformed message");
+        return new RequestFault(undecodable(input.typeName, { reason: "MALFORMED_MESSAGE", message: err instanceof Error ? err.message : "malformed" }));
       }
     },
     responseSerialize: (m) => Buffer.from(toBinary(output, create(output, m as never))),
@@ -104,6 +103,8 @@ export function createGrpcServer(
     for (const method of service.methods) {
       const def = definitionFor(method);
       const handler = (handlers as Record<string, AnyHandler>)[method.localName] as AnyHandler;
+      // A handler that does not check its input (no guard) gets no RequestFault: the listener answers it.
+      const answersFaults = (handler as { [CHECKS_INPUT]?: boolean })[CHECKS_INPUT] !== true;
       definition[method.localName] = def;
       const path = def.path;
       if (method.methodKind === "unary") {
@@ -120,8 +121,8 @@ export function createGrpcServer(
             callLog.done(path, ctx.requestId, codeName(e.code), started, ctx.header);
             callback(toServiceError(e));
           };
-          if (call.request instanceof Undecodable) {
-            fail(invalidArgument(`the request is not a valid ${method.input.typeName} message: ${call.request.reason}`));
+          if (answersFaults && call.request instanceof RequestFault) {
+            fail(call.request.error);
             return;
           }
           let res: unknown;
@@ -144,8 +145,8 @@ export function createGrpcServer(
             callLog.done(path, rid, codeName(e.code), started, ctx.header);
             call.emit("error", toServiceError(e));
           };
-          if (call.request instanceof Undecodable) {
-            fail(invalidArgument(`the request is not a valid ${method.input.typeName} message: ${call.request.reason}`));
+          if (answersFaults && call.request instanceof RequestFault) {
+            fail(call.request.error);
             return;
           }
           void (async () => {

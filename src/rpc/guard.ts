@@ -1,75 +1,119 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import { type Authenticator, authorize } from "../auth/authenticator.js";
 import { scopeFor } from "../auth/caller.js";
 import { AuthzError } from "../errors.js";
-import { type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
+import { CHECKS_INPUT, type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
+import { inputFault, RequestFault } from "./input-bounds.js";
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
+/** Calls in progress, shared by every entry point (RPCs on both listeners and AuthZEN). */
+export interface Admission {
+  /** Counts a call in, or throws RESOURCE_EXHAUSTED (TOO_MANY_CALLS) at the limit. */
+  admit(path: string): void;
+  release(): void;
+}
+
+export function createAdmission(maxConcurrentCalls: number): Admission {
+  let inFlight = 0;
+  return {
+    admit(path) {
+      if (inFlight >= maxConcurrentCalls) {
+        throw new AuthzError("RESOURCE_EXHAUSTED", `the server is handling ${inFlight} calls, its limit; retry with backoff`, {
+          reason: "TOO_MANY_CALLS",
+          metadata: { path },
+        });
+      }
+      inFlight++;
+    },
+    release() {
+      inFlight--;
+    },
+  };
+}
+
+const marked = <T extends object>(f: T): T => Object.assign(f, { [CHECKS_INPUT]: true });
+
+/** The request's violation of the input bounds: undecodable (RequestFault) or out of bounds (input-bounds.ts). */
+function violation(method: DescMethod, req: unknown): AuthzError | undefined {
+  return req instanceof RequestFault ? req.error : inputFault(method.input, req);
+}
+
+function streaming(path: string, method: DescMethod, handler: AnyHandler, auth: Authenticator | undefined, admission: Admission): AnyHandler {
+  return async function* (req: unknown, ctx: CallContext) {
+    if (auth) {
+      const caller = await auth.authenticate(ctx);
+      authorize(caller, path);
+      ctx.caller = caller;
+    }
+    const bad = violation(method, req);
+    if (bad) throw bad;
+    if (!auth) {
+      yield* handler(req, ctx) as AsyncIterable<unknown>;
+      return;
+    }
+    admission.admit(path);
+    try {
+      yield* handler(req, ctx) as AsyncIterable<unknown>;
+    } finally {
+      admission.release();
+    }
+  };
+}
+
+function unary(path: string, method: DescMethod, handler: AnyHandler, auth: Authenticator | undefined, admission: Admission, onInvalid?: (e: AuthzError) => unknown): AnyHandler {
+  const run = (req: unknown, ctx: CallContext): unknown => {
+    const bad = violation(method, req);
+    if (bad) {
+      if (onInvalid) return onInvalid(bad);
+      throw bad;
+    }
+    if (!auth) return handler(req, ctx);
+    admission.admit(path);
+    let out: unknown;
+    try {
+      out = handler(req, ctx);
+    } catch (err) {
+      admission.release();
+      throw err;
+    }
+    if (!isThenable(out)) {
+      admission.release();
+      return out;
+    }
+    return Promise.resolve(out).finally(() => admission.release());
+  };
+  if (!auth) return run;
+  return (req: unknown, ctx: CallContext) => {
+    const c = auth.authenticate(ctx);
+    const authorized = (caller: Awaited<typeof c>) => {
+      authorize(caller, path);
+      ctx.caller = caller;
+      return run(req, ctx);
+    };
+    return isThenable(c) ? c.then(authorized) : authorized(c);
+  };
+}
 
 /**
- * Wraps every handler that needs a scope: authenticate (UNAUTHENTICATED),
- * check the scope (PERMISSION_DENIED), put the caller on the context, then
- * run the handler. Same wrapper for every protocol, since both listeners call
- * these handlers. Public methods (health) pass through untouched.
+ * The edge every RPC passes, whatever protocol carried it: authenticate
+ * (UNAUTHENTICATED), check the scope (PERMISSION_DENIED), put the caller on
+ * the context, check the input bounds (INVALID_ARGUMENT, or the binding's own
+ * answer), count the call in (RESOURCE_EXHAUSTED), then run the handler.
+ * Public methods (health) skip the credential and the count, not the bounds.
  */
-export function guard(bindings: readonly ServiceBinding[], auth: Authenticator, limits: { maxConcurrentCalls: number }): ServiceBinding[] {
-  let inFlight = 0;
-  const admit = (path: string) => {
-    if (inFlight >= limits.maxConcurrentCalls) {
-      throw new AuthzError("RESOURCE_EXHAUSTED", `the server is handling ${inFlight} calls, its limit; retry with backoff`, {
-        reason: "TOO_MANY_CALLS",
-        metadata: { path },
-      });
-    }
-    inFlight++;
-  };
-  const release = () => {
-    inFlight--;
-  };
-  return bindings.map(({ service, handlers }) => {
+export function guard(bindings: readonly ServiceBinding[], auth: Authenticator, admission: Admission): ServiceBinding[] {
+  return bindings.map(({ service, handlers, invalidInput }) => {
     const wrapped: Record<string, AnyHandler> = {};
     for (const method of service.methods) {
       const path = `/${service.typeName}/${method.name}`;
       const handler = (handlers as Record<string, AnyHandler>)[method.localName] as AnyHandler;
-      if (scopeFor(path) === null) {
-        wrapped[method.localName] = handler;
-        continue;
-      }
-      if (method.methodKind === "server_streaming") {
-        wrapped[method.localName] = async function* (req: unknown, ctx: CallContext) {
-          const caller = await auth.authenticate(ctx);
-          authorize(caller, path);
-          ctx.caller = caller;
-          admit(path);
-          try {
-            yield* handler(req, ctx) as AsyncIterable<unknown>;
-          } finally {
-            release();
-          }
-        };
-        continue;
-      }
-      wrapped[method.localName] = (req: unknown, ctx: CallContext) => {
-        const c = auth.authenticate(ctx);
-        const run = (caller: Awaited<typeof c>) => {
-          authorize(caller, path);
-          ctx.caller = caller;
-          admit(path);
-          let out: unknown;
-          try {
-            out = handler(req, ctx);
-          } catch (err) {
-            release();
-            throw err;
-          }
-          if (!isThenable(out)) {
-            release();
-            return out;
-          }
-          return Promise.resolve(out).finally(release);
-        };
-        return isThenable(c) ? c.then(run) : run(c);
-      };
+      const scoped = scopeFor(path) === null ? undefined : auth;
+      wrapped[method.localName] = marked(
+        method.methodKind === "server_streaming"
+          ? streaming(path, method, handler, scoped, admission)
+          : unary(path, method, handler, scoped, admission, invalidInput?.[method.localName]),
+      );
     }
     return { service, handlers: wrapped } as unknown as ServiceBinding;
   });

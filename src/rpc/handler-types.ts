@@ -1,4 +1,5 @@
 import type { Caller } from "../auth/caller.js";
+import type { AuthzError } from "../errors.js";
 import type { DescMethodServerStreaming, DescMethodUnary, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 
 /**
@@ -51,12 +52,25 @@ export type ServiceHandlers<S extends DescService> = {
 export interface ServiceBinding<S extends DescService = DescService> {
   service: S;
   handlers: ServiceHandlers<S>;
+  /**
+   * Per method (local name): the answer to a request that breaks the input
+   * bounds, instead of INVALID_ARGUMENT (Envoy's ext_authz answers a 400
+   * denial, so that Envoy's failure mode never lets a bad request through).
+   */
+  invalidInput?: Readonly<Record<string, (error: AuthzError) => unknown>>;
 }
 
-export function bind<S extends DescService>(service: S, handlers: ServiceHandlers<S>): ServiceBinding {
-  return { service, handlers } as unknown as ServiceBinding;
+export function bind<S extends DescService>(service: S, handlers: ServiceHandlers<S>, opts: Pick<ServiceBinding, "invalidInput"> = {}): ServiceBinding {
+  return { service, handlers, ...opts } as unknown as ServiceBinding;
 }
 
 /** Whether a handler's result is a promise (sync results skip the microtask). */
 export const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
+
+/**
+ * Set on handlers that check their input themselves (every handler guard()
+ * returns): the listeners then hand them an undecodable request as a
+ * RequestFault (input-bounds.ts) instead of answering it on their own.
+ */
+export const CHECKS_INPUT = Symbol("checksInput");

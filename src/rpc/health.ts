@@ -77,11 +77,14 @@ export class HealthState {
   }
 }
 
+/** At most 64 printable ASCII characters of a caller's string, for a message. */
+const printablePrefix = (s: string): string => `${s.slice(0, 64).replace(/[^\x20-\x7e]/g, "?")}${s.length > 64 ? "…" : ""}`;
+
 export function healthHandlers(state: HealthState): ServiceHandlers<typeof Health> {
   return {
     check(req) {
       const status = state.get(req.service);
-      if (status === undefined) throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+      if (status === undefined) throw new ConnectError(`unknown service "${printablePrefix(req.service)}"`, Code.NotFound);
       return { status };
     },
     async *watch(req, ctx) {

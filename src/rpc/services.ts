@@ -9,7 +9,14 @@ import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
 import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
-import { Authorization, ENVOY_SERVICE_NAMES, EnvoyRateLimitService, envoyAuthorizationHandlers, envoyRateLimitHandlers } from "./envoy-handlers.js";
+import {
+  Authorization,
+  ENVOY_SERVICE_NAMES,
+  EnvoyRateLimitService,
+  envoyAuthorizationHandlers,
+  envoyRateLimitHandlers,
+  invalidCheckRequest,
+} from "./envoy-handlers.js";
 import type { MeshConfig } from "../mesh/config.js";
 import type { RateLimitStore } from "../ratelimit/store.js";
 import type { Logger } from "../logger.js";
@@ -66,5 +73,8 @@ function envoyBindings(deps: ServiceDeps): ServiceBinding[] {
     ...(deps.logger ? { logger: deps.logger } : {}),
     ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
   };
-  return [bind(Authorization, envoyAuthorizationHandlers(envoy)), bind(EnvoyRateLimitService, envoyRateLimitHandlers(envoy))];
+  return [
+    bind(Authorization, envoyAuthorizationHandlers(envoy), { invalidInput: { check: invalidCheckRequest } }),
+    bind(EnvoyRateLimitService, envoyRateLimitHandlers(envoy)),
+  ];
 }

@@ -85,9 +85,10 @@ describe("limits", () => {
         body: JSON.stringify({ subject: checkReq.subject, action: { name: checkReq.permission }, resource: checkReq.resource }),
       });
     let held: Promise<unknown[]> | undefined;
-    // Hold the writers' lock (the authz_revision row) so that two writes wait on it: both limit slots in use.
+    // Hold the writers' lock exclusively (as a write with expected_revision does) so that two writes wait on it
+    // at their first change: both limit slots in use.
     await t.raw.begin(async (sql) => {
-      await sql`select revision from authz_revision for update`;
+      await sql`select pg_advisory_xact_lock(authz_writer_lock_key())`;
       held = Promise.all([write("held-1"), write("held-2")]);
       const deadline = Date.now() + 5000;
       for (;;) {

@@ -279,6 +279,8 @@ export function createRateLimitStore(config: Config, logger: Logger): RateLimitS
     cluster: config.redisCluster,
     keyPrefix: config.redisKeyPrefix,
     commandTimeoutMs: config.redisCommandTimeoutMs,
+    maxInFlight: config.redisMaxInFlight,
+    queueTimeoutMs: config.redisQueueTimeoutMs,
     connectTimeoutMs: config.redisConnectTimeoutMs,
     breakerFailures: config.redisBreakerFailures,
     breakerCooldownMs: config.redisBreakerCooldownMs,

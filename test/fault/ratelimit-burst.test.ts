@@ -1,0 +1,180 @@
+// Rate limits under a burst, and when Redis stalls or dies (issue 11, point
+// 6), against the built server as a process of its own (auth on, the default
+// 50 ms AUTHZ_REDIS_COMMAND_TIMEOUT_MS, breaker defaults) and a Redis this
+// file starts for itself on a free loopback port (never the shared one),
+// called over a real gRPC socket as a service in another language would.
+//
+// What the limiter promises (docs/faults-ratelimit.md):
+//   - a burst against a healthy Redis admits exactly the limit, whatever the
+//     algorithm and failure mode: local queueing is not a Redis failure;
+//   - with Redis paused (SIGSTOP) or killed, every call answers by its
+//     policy's failure mode, within the command timeout plus a little.
+import { randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mintApiKey } from "../../src/auth/api-keys.js";
+import { freshDatabase, type TestDatabase } from "../support/db.js";
+import { client, loadProtos } from "../support/grpc-client.js";
+import { type RedisProcess, startRedisServer } from "../support/redis.js";
+import { type ServerProcess, startServerProcess } from "../support/server-process.js";
+
+/** The product default (AUTHZ_REDIS_COMMAND_TIMEOUT_MS unset). */
+const COMMAND_TIMEOUT_MS = 50;
+/** Generous slack for a shared 2-core machine; the measured figures are printed. */
+const SLACK_MS = 250;
+const BURST = 2000;
+const LIMIT = 100;
+const ALGORITHMS = ["fixed_window", "sliding_window", "token_bucket"] as const;
+const MODES = ["open", "closed"] as const;
+const policyName = (a: string, m: string) => `burst-${a.replace("_", "-")}-${m}`;
+
+let t: TestDatabase;
+let redis: RedisProcess;
+let server: ServerProcess;
+let rl: grpc.Client & Record<string, Function>;
+let apiKey: string;
+
+interface Answer {
+  allowed: boolean;
+  source: string;
+  ms: number;
+}
+
+function consumeOnce(policy: string, key: string, deadlineMs = 15_000): Promise<Answer> {
+  const md = new grpc.Metadata();
+  md.set("x-api-key", apiKey);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    rl["ConsumeRateLimit"]?.call(
+      rl,
+      { policy, subject: { type: "key", id: key }, cost: "1" },
+      md,
+      { deadline: Date.now() + deadlineMs },
+      (err: grpc.ServiceError | null, res: { allowed: boolean; source: string }) =>
+        err ? reject(err) : resolve({ allowed: res.allowed, source: res.source.replace("RATE_LIMIT_DECISION_SOURCE_", ""), ms: performance.now() - t0 }),
+    );
+  });
+}
+
+const burst = (policy: string, key: string, n = BURST) => Promise.all(Array.from({ length: n }, () => consumeOnce(policy, key)));
+const max = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
+const count = (as: Answer[], f: (a: Answer) => boolean) => as.filter(f).length;
+const summary = (as: Answer[]) => {
+  const by: Record<string, number> = {};
+  for (const a of as) by[`${a.allowed ? "allowed" : "denied"}/${a.source}`] = (by[`${a.allowed ? "allowed" : "denied"}/${a.source}`] ?? 0) + 1;
+  return JSON.stringify(by);
+};
+const logLines = (msg: string) => server.lines().filter((l) => l.includes(msg));
+
+beforeAll(async () => {
+  t = await freshDatabase();
+  for (const a of ALGORITHMS) {
+    for (const m of MODES) {
+      await t.raw`insert into rate_limit_policies (name, scope, limit_count, window_sec, algorithm, failure_mode)
+                  values (${policyName(a, m)}, 'key', ${LIMIT}, 3600, ${a}, ${m})`;
+    }
+  }
+  const minted = mintApiKey("burst-caller", ["ratelimit"], null);
+  apiKey = minted.key;
+  await t.raw`insert into api_keys (id, name, secret_sha256, scopes, tenant_id)
+              values (${minted.record.id}, 'burst-caller', ${minted.record.secretSha256}, ${minted.record.scopes}, null)`;
+  redis = await startRedisServer();
+  server = await startServerProcess({ DATABASE_URL: t.url, REDIS_URL: redis.url, AUTHZ_AUTH: "on", AUTHZ_REDIS_KEY_PREFIX: `authz:test:burst:${randomUUID()}` });
+  rl = client(loadProtos(), "authz.v1.RateLimitService", server.grpcPort);
+  // Warm the connection and the script cache.
+  expect(await consumeOnce(policyName("fixed_window", "open"), `warm-${randomUUID()}`)).toMatchObject({ allowed: true, source: "STORE" });
+}, 60_000);
+
+afterAll(async () => {
+  rl?.close();
+  await server?.stop();
+  await redis?.stop();
+  await t?.drop();
+});
+
+describe(`${BURST} concurrent ConsumeRateLimit calls on a limit of ${LIMIT}, Redis healthy`, () => {
+  const cases = ALGORITHMS.flatMap((a) => MODES.map((m) => [a, m] as const));
+  it.each(cases)("%s, fail-%s: exactly the limit is admitted, every answer from Redis", async (a, m) => {
+    const answers = await burst(policyName(a, m), `k-${randomUUID()}`);
+    const allowed = count(answers, (x) => x.allowed);
+    console.info(`burst ${a}/${m}: ${summary(answers)}, max latency ${max(answers.map((x) => x.ms)).toFixed(0)} ms`);
+    expect(allowed, summary(answers)).toBe(LIMIT);
+    expect(count(answers, (x) => x.source === "STORE"), summary(answers)).toBe(BURST);
+  }, 60_000);
+
+  it("the circuit breaker never opened and Redis was never reported down", () => {
+    expect(logLines("circuit breaker open")).toEqual([]);
+    expect(logLines("Redis is down")).toEqual([]);
+    expect(server.alive()).toBe(true);
+  });
+});
+
+/** Waits (bounded) until a call is answered by Redis again. */
+async function untilStore(policy: string, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if ((await consumeOnce(policy, `probe-${randomUUID()}`)).source === "STORE") return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`Redis did not answer again within ${ms} ms`);
+}
+
+/** `callers` callers, each making `rounds` calls one after another, on both failure modes. */
+async function stream(callers: number, rounds: number): Promise<Array<Answer & { mode: "open" | "closed" }>> {
+  const out: Array<Answer & { mode: "open" | "closed" }> = [];
+  await Promise.all(
+    Array.from({ length: callers }, async (_, i) => {
+      const mode = i % 2 === 0 ? "open" : "closed";
+      for (let r = 0; r < rounds; r++) out.push({ mode, ...(await consumeOnce(policyName(ALGORITHMS[r % 3] as string, mode), `s-${randomUUID()}`)) });
+    }),
+  );
+  return out;
+}
+
+function expectFailureMode(answers: Array<Answer & { mode: "open" | "closed" }>): void {
+  for (const a of answers) {
+    if (a.mode === "open") expect(a, summary(answers)).toMatchObject({ allowed: true, source: "FAILURE_OPEN" });
+    else expect(a, summary(answers)).toMatchObject({ allowed: false, source: "FAILURE_CLOSED" });
+  }
+}
+
+describe("Redis stalls (SIGSTOP) or dies (SIGKILL)", () => {
+  it("paused: a burst is answered by each policy's failure mode, nothing hangs; calls answer within the command timeout", async () => {
+    redis.pause();
+    try {
+      const [open, closed] = await Promise.all([
+        burst(policyName("sliding_window", "open"), `p-${randomUUID()}`, BURST / 2),
+        burst(policyName("token_bucket", "closed"), `p-${randomUUID()}`, BURST / 2),
+      ]);
+      expectFailureMode([...open.map((a) => ({ ...a, mode: "open" as const })), ...closed.map((a) => ({ ...a, mode: "closed" as const }))]);
+      console.info(`paused burst: max latency ${max([...open, ...closed].map((x) => x.ms)).toFixed(0)} ms`);
+      // Sixteen callers in a loop, as services call: each answer within the timeout (+ slack).
+      const s = await stream(16, 12);
+      expectFailureMode(s);
+      const worst = max(s.map((x) => x.ms));
+      console.info(`paused stream: ${s.length} calls, max latency ${worst.toFixed(1)} ms`);
+      expect(worst).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + SLACK_MS);
+    } finally {
+      redis.resume();
+    }
+    await untilStore(policyName("fixed_window", "closed"), 10_000);
+    expect(server.alive()).toBe(true);
+  }, 60_000);
+
+  it("killed: calls answer by failure mode within the timeout; back on the same port, a burst admits exactly the limit again", async () => {
+    await redis.kill();
+    try {
+      const s = await stream(16, 12);
+      expectFailureMode(s);
+      const worst = max(s.map((x) => x.ms));
+      console.info(`killed stream: ${s.length} calls, max latency ${worst.toFixed(1)} ms`);
+      expect(worst).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + SLACK_MS);
+    } finally {
+      await redis.restart();
+    }
+    await untilStore(policyName("fixed_window", "closed"), 10_000);
+    const answers = await burst(policyName("token_bucket", "closed"), `k-${randomUUID()}`);
+    expect(count(answers, (x) => x.allowed), summary(answers)).toBe(LIMIT);
+    expect(server.alive()).toBe(true);
+  }, 60_000);
+});

@@ -85,7 +85,7 @@ type ScriptClient = (Redis | Cluster) & {
 const REPORT_FIELDS = 8;
 /** A few ms of Redis time at ~10 µs a script: far inside any sensible command timeout. */
 export const DEFAULT_MAX_IN_FLIGHT = 512;
-export const DEFAULT_QUEUE_TIMEOUT_MS = 1000;
+export const DEFAULT_QUEUE_TIMEOUT_MS = 5000;
 
 /** Logs calls that waited too long for a Redis slot: at most once every 10 s, with their number. */
 function overloadLog(log: Logger): () => void {

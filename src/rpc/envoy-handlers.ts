@@ -33,11 +33,11 @@ import type { ResourceRef, SubjectRef } from "../engine/types.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { MeshConfig, MeshRoute } from "../mesh/config.js";
-import { planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
+import { checkDescriptorBounds, planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
 import { type HttpAttributes, MeshMappingError, resolveRoute, resolveSubject } from "../mesh/request.js";
 import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from "../mesh/template.js";
 import { NEVER } from "../ratelimit/algorithms.js";
-import { combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
+import { checkCounterCount, combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
 import type { RateLimitStore } from "../ratelimit/store.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
@@ -370,6 +370,13 @@ type Prepared =
   | { kind: "fail"; policy: RatePolicy }
   | { kind: "applied"; applied: AppliedPolicy[]; cost: number };
 
+/** How many distinct counters the prepared descriptors would touch (bounded per call, like one ConsumeRateLimit). */
+function distinctCounters(prepared: readonly Prepared[]): number {
+  const keys = new Set<string>();
+  for (const p of prepared) if (p.kind === "applied") for (const a of p.applied) keys.add(`${a.policy.id}|${a.owner.type}|${a.owner.id}`);
+  return keys.size;
+}
+
 export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof EnvoyRateLimitService> {
   const { mesh, store } = deps;
   const m = mesh.rateLimitService;
@@ -429,12 +436,14 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
     async shouldRateLimit(req: RateLimitRequest, ctx: CallContext): Promise<MessageInitShape<typeof RateLimitResponseSchema>> {
       type Status = MessageInitShape<typeof RateLimitResponse_DescriptorStatusSchema>;
       const ok: Status = { code: RateLimitResponse_Code.OK };
+      checkDescriptorBounds(req.descriptors);
       if (m.domains && !m.domains.has(req.domain)) {
         return { overallCode: RateLimitResponse_Code.OK, statuses: req.descriptors.map(() => ok) };
       }
       const engine = deps.live().current();
       const requestCost = req.hitsAddend === 0 ? 1 : req.hitsAddend;
       const prepared = req.descriptors.map((d) => prepare(engine, ctx, d, requestCost));
+      checkCounterCount(distinctCounters(prepared));
       // A request denied anyway (a fail-closed policy could not be applied) spends nothing: the others are only read.
       const doomed = prepared.some((p) => p.kind === "fail" && p.policy.failureMode === "closed" && !p.policy.shadow);
 

@@ -39,6 +39,7 @@ import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from ".
 import { NEVER } from "../ratelimit/algorithms.js";
 import { checkCounterCount, combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
 import type { RateLimitStore } from "../ratelimit/store.js";
+import { confineRateCounters, confineRateSubject } from "../ratelimit/tenancy.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
@@ -414,22 +415,42 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
     return undefined;
   }
 
+  /**
+   * What one descriptor spends. A descriptor that cannot be applied answers
+   * by its policy's failure mode (or is ignored); a tenant-bound caller
+   * naming counters outside its tenant fails the whole call (OTHER_TENANT).
+   */
   function prepare(engine: Engine, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
     const cost = d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
     const plan = planDescriptor(m, d.entries);
     const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;
     if (plan.policy !== undefined && !policy) return { kind: "none" };
-    if (policy?.scope === "global") return { kind: "applied", applied: [{ policy, owner: GLOBAL_OWNER }], cost };
-    try {
-      const input = inputFor(plan, policy);
-      if (!input) return { kind: "none" };
-      confineRate(ctx, engine, input);
-      const applied = resolvePolicies(engine, input);
-      return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
-    } catch (err) {
+    const tenant = ctx.caller?.tenantId;
+    if (policy?.scope === "global") {
+      const applied = [{ policy, owner: GLOBAL_OWNER }];
+      confineRateCounters(tenant, engine, undefined, applied);
+      return { kind: "applied", applied, cost };
+    }
+    const unusable = (err: unknown): Prepared => {
       if (!(err instanceof AuthzError)) throw err;
       return policy ? { kind: "fail", policy } : { kind: "none" };
+    };
+    let input: ConsumeInput | undefined;
+    try {
+      input = inputFor(plan, policy);
+    } catch (err) {
+      return unusable(err);
     }
+    if (!input) return { kind: "none" };
+    confineRateSubject(tenant, engine, input);
+    let applied: AppliedPolicy[];
+    try {
+      applied = resolvePolicies(engine, input);
+    } catch (err) {
+      return unusable(err);
+    }
+    confineRateCounters(tenant, engine, input, applied);
+    return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
   }
 
   return {

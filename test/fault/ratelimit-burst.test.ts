@@ -30,8 +30,11 @@ import { type ServerProcess, startServerProcess } from "../support/server-proces
 const COMMAND_TIMEOUT_MS = 50;
 /** The burst tests: above the healthy Redis' worst latency on a busy CI machine (see the head of the file). */
 const BURST_COMMAND_TIMEOUT_MS = 250;
-/** Generous slack for a shared 2-core machine; the measured figures are printed. */
-const SLACK_MS = 250;
+/**
+ * Generous slack for a shared 2-core machine, measured at the client: there, with other test
+ * files running, a call to a healthy Redis took up to ~250 ms end to end. The figures are printed.
+ */
+const SLACK_MS = 500;
 const BURST = 2000;
 const LIMIT = 100;
 const ALGORITHMS = ["fixed_window", "sliding_window", "token_bucket"] as const;
@@ -161,21 +164,25 @@ function expectFailureMode(answers: Array<Answer & { mode: "open" | "closed" }>)
 }
 
 describe("Redis stalls (SIGSTOP) or dies (SIGKILL)", () => {
-  it("paused: a burst is answered by each policy's failure mode, nothing hangs; calls answer within the command timeout", async () => {
+  it("paused: calls answer by failure mode within the command timeout; a burst too, and nothing hangs", async () => {
+    // The same stream against the healthy Redis first: warm code paths, and the figure to compare with.
+    const healthy = await stream(16, 12);
+    console.info(`healthy stream: ${healthy.length} calls, ${summary(healthy)}, max latency ${max(healthy.map((x) => x.ms)).toFixed(1)} ms`);
     redis.pause();
     try {
-      const [open, closed] = await Promise.all([
-        burst(rlFault, policyName("sliding_window", "open"), `p-${randomUUID()}`, BURST / 2),
-        burst(rlFault, policyName("token_bucket", "closed"), `p-${randomUUID()}`, BURST / 2),
-      ]);
-      expectFailureMode([...open.map((a) => ({ ...a, mode: "open" as const })), ...closed.map((a) => ({ ...a, mode: "closed" as const }))]);
-      console.info(`paused burst: max latency ${max([...open, ...closed].map((x) => x.ms)).toFixed(0)} ms`);
       // Sixteen callers in a loop, as services call: each answer within the timeout (+ slack).
       const s = await stream(16, 12);
       expectFailureMode(s);
       const worst = max(s.map((x) => x.ms));
       console.info(`paused stream: ${s.length} calls, max latency ${worst.toFixed(1)} ms`);
       expect(worst).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + SLACK_MS);
+      // A burst: every answer is its policy's failure mode (the client's deadline bounds a hang).
+      const [open, closed] = await Promise.all([
+        burst(rlFault, policyName("sliding_window", "open"), `p-${randomUUID()}`, BURST / 2),
+        burst(rlFault, policyName("token_bucket", "closed"), `p-${randomUUID()}`, BURST / 2),
+      ]);
+      expectFailureMode([...open.map((a) => ({ ...a, mode: "open" as const })), ...closed.map((a) => ({ ...a, mode: "closed" as const }))]);
+      console.info(`paused burst: max latency ${max([...open, ...closed].map((x) => x.ms)).toFixed(0)} ms (the server decoding ${BURST} calls)`);
     } finally {
       redis.resume();
     }

@@ -89,10 +89,12 @@ const logLines = (server: ServerProcess, msg: string) => server.lines().filter((
 
 beforeAll(async () => {
   t = await freshDatabase();
+  // Windows of a day: a burst of a few seconds almost never straddles a fixed window's edge (which would
+  // rightly admit up to twice the limit), and a token bucket refills one unit every 14 minutes.
   for (const a of ALGORITHMS) {
     for (const m of MODES) {
       await t.raw`insert into rate_limit_policies (name, scope, limit_count, window_sec, algorithm, failure_mode)
-                  values (${policyName(a, m)}, 'key', ${LIMIT}, 3600, ${a}, ${m})`;
+                  values (${policyName(a, m)}, 'key', ${LIMIT}, 86400, ${a}, ${m})`;
     }
   }
   const minted = mintApiKey("burst-caller", ["ratelimit"], null);

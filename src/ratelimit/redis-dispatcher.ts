@@ -4,15 +4,18 @@
 //
 //   Redis responsiveness. A command's clock starts when it is sent (handed
 //   to the client, which writes it to the socket at once), not when the call
-//   was made: time spent waiting here for a slot is not Redis' fault. When
-//   the oldest command sent has had no answer for `timeoutMs`, Redis has
-//   stalled (a single Redis answers in order: nothing sent after it can be
-//   answered first), and every call in flight or waiting fails at once with
-//   RedisTimeout.
+//   was made: time spent waiting here for a slot is not Redis' fault. A
+//   command unanswered for `timeoutMs` fails with RedisTimeout, and Redis is
+//   then stalled until it answers anything again (a late answer to a failed
+//   command counts): meanwhile the calls waiting for a slot are not sent
+//   into it, and each fails with RedisTimeout once it has waited
+//   `timeoutMs`. So every call answers within the timeout of when it was
+//   made or sent, whatever Redis does.
 //
 //   Local queueing. A call that waits longer than `queueTimeoutMs` for a
-//   slot fails with QueueTimeout: the process is overloaded, Redis is not
-//   known to be at fault, so the breaker must not count it.
+//   slot (Redis not stalled) fails with QueueTimeout: the process is
+//   overloaded, Redis is not known to be at fault, so the breaker must not
+//   count it.
 //
 // Both are judged one poll phase after their timer fires (setImmediate from
 // the timers phase runs after the poll phase of the same loop iteration),
@@ -108,6 +111,8 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   const waiting = new Fifo();
   let inFlight = 0;
   let queued = 0;
+  /** A command went unanswered for the timeout, and Redis has answered nothing since. */
+  let stalled = false;
   let timer: NodeJS.Timeout | undefined;
   let timerAt = 0;
   let judging = false;
@@ -138,14 +143,16 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   };
 
   function answered(j: Job, err: Error | undefined, value?: unknown): void {
-    // A late answer to a command already failed by a stall finds its slot released.
-    if (!settle(j, err, value)) return;
-    inFlight--;
+    // An answer, even a late one to a command already failed, shows that Redis is back.
+    if (!err) stalled = false;
+    // A command already failed by its deadline has released its slot.
+    if (settle(j, err, value)) inFlight--;
     pump();
   }
 
+  /** Sends waiting calls while slots are free, unless Redis is stalled. */
   function pump(): void {
-    while (inFlight < opts.maxInFlight) {
+    while (!stalled && inFlight < opts.maxInFlight) {
       const j = waiting.shift();
       if (!j) break;
       queued--;
@@ -154,12 +161,15 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
     arm();
   }
 
+  /** How long a call may wait for a slot: the timeout while Redis is stalled, else the queue budget. */
+  const waitBudget = () => (stalled ? Math.min(opts.timeoutMs, opts.queueTimeoutMs) : opts.queueTimeoutMs);
+
   /** Keeps one timer on the earliest deadline: the oldest command sent, or the oldest call waiting. */
   function arm(): void {
     if (judging || closed) return;
     const oldestSent = sent.peek();
     const oldestWaiting = waiting.peek();
-    const at = Math.min(oldestSent ? oldestSent.sentAt + opts.timeoutMs : Infinity, oldestWaiting ? oldestWaiting.queuedAt + opts.queueTimeoutMs : Infinity);
+    const at = Math.min(oldestSent ? oldestSent.sentAt + opts.timeoutMs : Infinity, oldestWaiting ? oldestWaiting.queuedAt + waitBudget() : Infinity);
     if (timer && timerAt <= at) return;
     clearTimeout(timer);
     timer = undefined;
@@ -183,17 +193,17 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   function judge(t: number): void {
     judging = false;
     if (closed) return;
-    const oldest = sent.peek();
-    if (oldest && oldest.sentAt + opts.timeoutMs <= t) {
-      // Redis stalled: nothing sent after the oldest command, or waiting behind it, will be answered sooner.
-      const err = new RedisTimeout(opts.timeoutMs);
-      for (const j of sent.drain()) if (settle(j, err)) inFlight--;
-      for (const j of waiting.drain()) if (settle(j, err)) queued--;
+    // Commands are sent in order, so their deadlines expire in order.
+    for (let j = sent.peek(); j && j.sentAt + opts.timeoutMs <= t; j = sent.peek()) {
+      sent.shift();
+      inFlight--;
+      stalled = true;
+      settle(j, new RedisTimeout(opts.timeoutMs));
     }
-    for (let j = waiting.peek(); j && j.queuedAt + opts.queueTimeoutMs <= t; j = waiting.peek()) {
+    for (let j = waiting.peek(); j && j.queuedAt + waitBudget() <= t; j = waiting.peek()) {
       waiting.shift();
       queued--;
-      settle(j, new QueueTimeout(opts.queueTimeoutMs));
+      settle(j, stalled ? new RedisTimeout(opts.timeoutMs) : new QueueTimeout(opts.queueTimeoutMs));
     }
     pump();
   }

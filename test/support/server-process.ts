@@ -31,9 +31,13 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
   });
   const recent: string[] = [];
   let exit: ServerProcess["exit"];
+  // If the test process goes away first (a hook timed out, the run was stopped), the server goes too.
+  const orphanGuard = () => child.kill("SIGKILL");
+  process.once("exit", orphanGuard);
   const exited = new Promise<void>((resolve) =>
     child.once("exit", (code, signal) => {
       exit = { code, signal };
+      process.off("exit", orphanGuard);
       resolve();
     }),
   );

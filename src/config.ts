@@ -25,8 +25,12 @@ export interface Config {
   readonly maxStalenessMs: number;
   /** REDIS_URL is a seed node of a Redis Cluster (ioredis Cluster) rather than a single Redis. */
   readonly redisCluster: boolean;
-  /** Longest a rate-limit decision waits for Redis before its policy's failure mode answers. */
+  /** Longest Redis may take to answer a rate-limit command, from when it is sent, before its policy's failure mode answers. */
   readonly redisCommandTimeoutMs: number;
+  /** Rate-limit commands sent to Redis and not answered yet, at most; later ones wait in order. */
+  readonly redisMaxInFlight: number;
+  /** Longest a rate-limit decision waits for one of those slots before its failure mode answers. */
+  readonly redisQueueTimeoutMs: number;
   /** Longest a (re)connection to Redis may take. */
   readonly redisConnectTimeoutMs: number;
   /** Consecutive Redis failures that open the circuit breaker. */
@@ -104,7 +108,9 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_REVISION_POLL_MS", default: "1000", meaning: "Safety poll of the newest revision while the change listener is up (every 200 ms while it is down)." },
   { name: "AUTHZ_MAX_STALENESS_MS", default: "5000", meaning: "Staleness bound: an engine not confirmed fresh for longer turns the decision services NOT_SERVING; token-less reads it still answers are counted and logged." },
   { name: "AUTHZ_REDIS_CLUSTER", default: "false", meaning: "true: REDIS_URL is one seed node of a Redis Cluster (the others are discovered)." },
-  { name: "AUTHZ_REDIS_COMMAND_TIMEOUT_MS", default: "50", meaning: "Longest a rate-limit decision waits for Redis; then the policy's failure mode answers." },
+  { name: "AUTHZ_REDIS_COMMAND_TIMEOUT_MS", default: "50", meaning: "Longest Redis may take to answer a rate-limit command, from when it is sent; then the policy's failure mode answers." },
+  { name: "AUTHZ_REDIS_MAX_IN_FLIGHT", default: "512", meaning: "Rate-limit commands sent to Redis and not answered yet, at most; further decisions wait in order." },
+  { name: "AUTHZ_REDIS_QUEUE_TIMEOUT_MS", default: "5000", meaning: "Longest a decision waits for such a slot (local overload, not a Redis failure); then the failure mode answers." },
   { name: "AUTHZ_REDIS_CONNECT_TIMEOUT_MS", default: "1000", meaning: "Longest one (re)connection attempt to Redis may take; reconnection never stops." },
   { name: "AUTHZ_REDIS_BREAKER_FAILURES", default: "5", meaning: "Consecutive Redis failures that open the circuit breaker (calls then skip Redis)." },
   { name: "AUTHZ_REDIS_BREAKER_COOLDOWN_MS", default: "1000", meaning: "How long the open breaker skips Redis before a probe tries it again." },
@@ -268,6 +274,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxStalenessMs: int("AUTHZ_MAX_STALENESS_MS", 5_000, 100, 3_600_000),
     redisCluster,
     redisCommandTimeoutMs: int("AUTHZ_REDIS_COMMAND_TIMEOUT_MS", 50, 1, 60_000),
+    redisMaxInFlight: int("AUTHZ_REDIS_MAX_IN_FLIGHT", 512, 1, 100_000),
+    redisQueueTimeoutMs: int("AUTHZ_REDIS_QUEUE_TIMEOUT_MS", 5_000, 1, 600_000),
     redisConnectTimeoutMs: int("AUTHZ_REDIS_CONNECT_TIMEOUT_MS", 1_000, 10, 60_000),
     redisBreakerFailures: int("AUTHZ_REDIS_BREAKER_FAILURES", 5, 1, 10_000),
     redisBreakerCooldownMs: int("AUTHZ_REDIS_BREAKER_COOLDOWN_MS", 1_000, 10, 600_000),

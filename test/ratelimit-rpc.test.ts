@@ -176,7 +176,15 @@ describe("ConsumeRateLimit with the demo policies", () => {
     await call("ManageRateLimits", {
       mutations: [{ upsert_policy: { name: "burst-100", scope: "key", limit_count: 100, window_sec: 3600, algorithm: "RATE_LIMIT_ALGORITHM_TOKEN_BUCKET" } }],
     }).then((r) => app.live().atLeast(BigInt((r as { revision: string }).revision), 5000));
-    const res = await Promise.all(Array.from({ length: 2000 }, () => consumeCall({ policy: "burst-100", subject: key })));
+    // A deadline for a crowded machine: client and server share this process, and 2000 calls took over 5 s
+    // (the helper's deadline) while other test files ran; a missed deadline also broke the next calls' session.
+    const slow = (req: unknown) =>
+      new Promise<ConsumeResponse>((resolve, reject) =>
+        (rl["ConsumeRateLimit"] as Function).call(rl, req, new grpc.Metadata(), { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null, r: ConsumeResponse) =>
+          err ? reject(err) : resolve(r),
+        ),
+      );
+    const res = await Promise.all(Array.from({ length: 2000 }, () => slow({ policy: "burst-100", subject: key, cost: "1" })));
     expect(res.filter((r) => r.allowed).length).toBe(100);
     expect(res.every((r) => r.source === "RATE_LIMIT_DECISION_SOURCE_STORE")).toBe(true);
   }, 60_000);

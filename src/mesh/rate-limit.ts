@@ -3,12 +3,41 @@
 // a rate-limit answer (Retry-After, RateLimit-Limit/-Remaining/-Reset). Pure.
 
 import type { RateSubjectType } from "../engine/rate-limit-policies.js";
+import { AuthzError } from "../errors.js";
 import type { RateLimitServiceMapping } from "./config.js";
 
 /** A descriptor entry (key, value). */
 export interface DescriptorEntry {
   readonly key: string;
   readonly value: string;
+}
+
+/**
+ * The most descriptors one ShouldRateLimit request may carry, and entries
+ * one descriptor may hold (docs/mesh.md). Envoy sends one descriptor per
+ * rate_limits action of a route, each with a few entries; anything near
+ * these bounds is a misconfiguration or an attack, and one call must not
+ * make one huge Lua call or hold the event loop.
+ */
+export const MAX_DESCRIPTORS = 64;
+export const MAX_DESCRIPTOR_ENTRIES = 32;
+
+/** INVALID_ARGUMENT (TOO_MANY_DESCRIPTORS, TOO_MANY_DESCRIPTOR_ENTRIES) beyond those bounds. */
+export function checkDescriptorBounds(descriptors: ReadonlyArray<{ readonly entries: readonly unknown[] }>): void {
+  if (descriptors.length > MAX_DESCRIPTORS) {
+    throw new AuthzError("INVALID_ARGUMENT", `descriptors holds ${descriptors.length} descriptors; at most ${MAX_DESCRIPTORS} per call`, {
+      reason: "TOO_MANY_DESCRIPTORS",
+      metadata: { field: "descriptors", max: String(MAX_DESCRIPTORS) },
+    });
+  }
+  const i = descriptors.findIndex((d) => d.entries.length > MAX_DESCRIPTOR_ENTRIES);
+  if (i >= 0) {
+    throw new AuthzError(
+      "INVALID_ARGUMENT",
+      `descriptors[${i}] holds ${descriptors[i]?.entries.length} entries; at most ${MAX_DESCRIPTOR_ENTRIES} per descriptor`,
+      { reason: "TOO_MANY_DESCRIPTOR_ENTRIES", metadata: { field: `descriptors[${i}].entries`, max: String(MAX_DESCRIPTOR_ENTRIES) } },
+    );
+  }
 }
 
 /** What one descriptor asks for. */

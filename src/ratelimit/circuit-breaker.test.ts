@@ -31,3 +31,19 @@ describe("CircuitBreaker", () => {
     expect(changes).toEqual(["closed->open", "open->half_open", "half_open->open", "open->half_open", "half_open->closed"]);
   });
 });
+
+describe("CircuitBreaker.release", () => {
+  it("a half-open probe that never reached Redis gives its turn to the next call, without closing or opening", () => {
+    let now = 0;
+    const b = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 100, nowMs: () => now });
+    b.failure();
+    now = 100;
+    expect(b.tryPass()).toBe(true);
+    expect(b.tryPass()).toBe(false);
+    b.release();
+    expect(b.state).toBe("half_open");
+    expect(b.tryPass()).toBe(true);
+    b.success();
+    expect(b.state).toBe("closed");
+  });
+});

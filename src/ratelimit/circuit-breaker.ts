@@ -52,6 +52,15 @@ export class CircuitBreaker {
     return true;
   }
 
+  /**
+   * A call that passed but neither reached Redis nor failed because of it
+   * (it waited too long for a local slot): counts for nothing, but a probe
+   * gives its turn to the next call.
+   */
+  release(): void {
+    this.#probing = false;
+  }
+
   success(): void {
     this.#failures = 0;
     this.#probing = false;

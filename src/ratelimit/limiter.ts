@@ -12,7 +12,7 @@ import {
 } from "../engine/rate-limit-policies.js";
 import { AuthzError } from "../errors.js";
 import { NEVER } from "./algorithms.js";
-import type { Bucket, BucketOutcome, RateLimitStore } from "./store.js";
+import { type Bucket, type BucketOutcome, MAX_COUNTERS_PER_CALL, type RateLimitStore } from "./store.js";
 
 export type DecisionSource = "STORE" | "SHADOW" | "FAILURE_OPEN" | "FAILURE_CLOSED" | "NO_POLICY";
 
@@ -91,12 +91,26 @@ export function bucketFor(a: AppliedPolicy): Bucket {
   };
 }
 
+/** RESOURCE_EXHAUSTED when one call would touch more counters than one Lua call may hold. */
+export function checkCounterCount(n: number): void {
+  if (n <= MAX_COUNTERS_PER_CALL) return;
+  throw new AuthzError("RESOURCE_EXHAUSTED", `this call would touch ${n} rate-limit counters; at most ${MAX_COUNTERS_PER_CALL} per call`, {
+    reason: "TOO_MANY_COUNTERS",
+    metadata: { counters: String(n), max: String(MAX_COUNTERS_PER_CALL) },
+  });
+}
+
 /** Retry-after ordering: NEVER is the longest. */
 const longer = (a: number, b: number) => (a === NEVER ? Number.POSITIVE_INFINITY : a) - (b === NEVER ? Number.POSITIVE_INFINITY : b);
 
-/** Spends `cost` on every applied policy, all or nothing, and combines the answers. Never throws for a store failure. */
+/**
+ * Spends `cost` on every applied policy, all or nothing, and combines the
+ * answers. Never throws for a store failure; RESOURCE_EXHAUSTED (before the
+ * store is touched) beyond MAX_COUNTERS_PER_CALL counters.
+ */
 export async function consume(store: RateLimitStore, applied: readonly AppliedPolicy[], cost: number): Promise<RateDecision> {
   if (applied.length === 0) return { allowed: true, deciding: undefined, source: "NO_POLICY", policies: [] };
+  checkCounterCount(applied.length);
   const outcomes = await store.consume(applied.map(bucketFor), cost);
   const results = applied.map((a, i) => policyResult(a, outcomes[i] as BucketOutcome, cost, store));
   return combine(results);
@@ -170,6 +184,7 @@ export interface CounterView {
 
 /** Reads the counters (a cost-0 evaluation); UNAVAILABLE when the store cannot be reached. */
 export async function readCounters(store: RateLimitStore, applied: readonly AppliedPolicy[]): Promise<CounterView[]> {
+  checkCounterCount(applied.length);
   const outcomes = await store.consume(applied.map(bucketFor), 0);
   return applied.map((a, i) => {
     const o = outcomes[i] as BucketOutcome;

@@ -9,22 +9,48 @@
 // and refunds the owners that spent when another one denied (reserve, then
 // refund; docs/rate-limits.md).
 //
-// Failure: a short command timeout, no offline queue (commands fail at once
-// while disconnected), no replay of unanswered commands after a reconnect,
-// and a circuit breaker that stops trying for a cool-down after repeated
-// failures and probes in the background until Redis answers again.
+// Load: commands go through a dispatcher (redis-dispatcher.ts) that keeps at
+// most `maxInFlight` of them unanswered and times Redis from when a command
+// is sent, so a burst queued in this process is never taken for a slow
+// Redis. ioredis auto-pipelining is off: it keeps one pipeline in flight per
+// connection and holds every later command back until that pipeline's last
+// reply is read, so under load a command waited (and was timed) behind
+// whole pipelines in this process; and it let an oversized call escape as an
+// uncaught TypeError from its nextTick callbacks (issue 11).
+//
+// Failure: the Redis-responsiveness timeout, no offline queue (commands fail
+// at once while disconnected), no replay of unanswered commands after a
+// reconnect, and a circuit breaker that stops trying for a cool-down after
+// repeated Redis failures (never after local queueing) and probes in the
+// background until Redis answers again.
 
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../logger.js";
 import { type BreakerState, CircuitBreaker } from "./circuit-breaker.js";
 import { ALGORITHM_CODE, buildScripts, type Scripts } from "./lua.js";
-import { type Bucket, type BucketOutcome, type BucketReport, bucketKey, gateOpen, hashTag, type RateLimitStore, type StoreState } from "./store.js";
+import { createDispatcher, QueueTimeout } from "./redis-dispatcher.js";
+import {
+  type Bucket,
+  type BucketOutcome,
+  type BucketReport,
+  bucketKey,
+  gateOpen,
+  hashTag,
+  MAX_COUNTERS_PER_CALL,
+  type RateLimitStore,
+  type StoreState,
+} from "./store.js";
 
 export interface RedisStoreOptions {
   url: string;
   cluster: boolean;
   keyPrefix: string;
+  /** Longest Redis may take to answer a command, from when it is sent; then the failure mode answers. */
   commandTimeoutMs: number;
+  /** Commands sent to Redis and not answered yet, at most; later calls wait in order. */
+  maxInFlight?: number;
+  /** Longest a call waits for one of those slots; then the failure mode answers (the breaker does not count it). */
+  queueTimeoutMs?: number;
   connectTimeoutMs: number;
   breakerFailures: number;
   breakerCooldownMs: number;
@@ -57,6 +83,23 @@ type ScriptClient = (Redis | Cluster) & {
 };
 
 const REPORT_FIELDS = 8;
+/** A few ms of Redis time at ~10 µs a script: far inside any sensible command timeout. */
+export const DEFAULT_MAX_IN_FLIGHT = 512;
+export const DEFAULT_QUEUE_TIMEOUT_MS = 5000;
+
+/** Logs calls that waited too long for a Redis slot: at most once every 10 s, with their number. */
+function overloadLog(log: Logger): () => void {
+  let last = 0;
+  let count = 0;
+  return () => {
+    count++;
+    const now = Date.now();
+    if (now - last < 10_000) return;
+    log.warn({ calls: count }, "rate-limit store: calls waited too long for a Redis slot (this process is overloaded); their failure modes answered");
+    last = now;
+    count = 0;
+  };
+}
 
 function connection(url: string): { host: string; port: number; username?: string; password?: string; tls?: object; db: number } {
   const u = new URL(url);
@@ -76,16 +119,17 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
   const scripts: Scripts = buildScripts({ clock: opts.testClockUs ? "argument" : "server" });
   const conn = connection(opts.url);
   // No ioredis commandTimeout: its timer rejects in the timers phase of the
-  // event loop, before a reply already waiting in the socket is read, so any
-  // event-loop lag turned into spurious timeouts (and opened the breaker).
-  // guard() below times out instead, one poll phase later.
+  // event loop, before a reply already waiting in the socket is read, and it
+  // starts when the command is queued, so any event-loop lag turned into
+  // spurious timeouts (and opened the breaker). The dispatcher times out
+  // instead, from when a command is sent and one poll phase later.
   const common: RedisOptions = {
     connectTimeout: opts.connectTimeoutMs,
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
     enableReadyCheck: true,
-    // Single Redis: commands issued in one turn of the event loop go out in one write.
-    enableAutoPipelining: true,
+    // Off: see the head of this file. Each command is written when it is sent.
+    enableAutoPipelining: false,
     ...(conn.username ? { username: conn.username } : {}),
     ...(conn.password ? { password: conn.password } : {}),
     ...(conn.tls ? { tls: conn.tls } : {}),
@@ -101,9 +145,7 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
           retryDelayOnFailover: 50,
           retryDelayOnTryAgain: 50,
           maxRedirections: 4,
-          // No auto-pipelining here: ioredis' cluster auto-pipeline groups by slot and rejects
-          // scripts whose key count comes as the first argument ("slots allocation group").
-          redisOptions: { ...common, enableAutoPipelining: false },
+          redisOptions: common,
         })
       : new Redis({
           ...common,
@@ -148,45 +190,12 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
     },
   });
 
-  // Deadlines. Every call has the same timeout, so deadlines expire in call
-  // order: one queue and one timer for the oldest call, instead of a timer
-  // and a racing promise per call (measurably cheaper at tens of thousands
-  // of calls per second).
-  interface Pending {
-    readonly at: number;
-    settled: boolean;
-    fail(err: Error): void;
-  }
-  let pending: Pending[] = [];
-  let head = 0;
-  let deadlineTimer: NodeJS.Timeout | undefined;
-  const armDeadline = () => {
-    while (head < pending.length && (pending[head] as Pending).settled) head++;
-    if (head > 1024 && head * 2 > pending.length) {
-      pending = pending.slice(head);
-      head = 0;
-    }
-    if (deadlineTimer || head >= pending.length) return;
-    deadlineTimer = setTimeout(expire, Math.max(0, (pending[head] as Pending).at - performance.now()));
-    deadlineTimer.unref();
-  };
-  function expire(): void {
-    // setImmediate: replies that arrived while the event loop was busy are read first.
-    setImmediate(() => {
-      deadlineTimer = undefined;
-      const now = performance.now();
-      while (head < pending.length) {
-        const p = pending[head] as Pending;
-        if (!p.settled && p.at > now) break;
-        head++;
-        if (!p.settled) {
-          p.settled = true;
-          p.fail(new StoreUnavailable(`Redis did not answer within ${opts.commandTimeoutMs} ms`));
-        }
-      }
-      armDeadline();
-    });
-  }
+  const dispatcher = createDispatcher({
+    timeoutMs: opts.commandTimeoutMs,
+    maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+    queueTimeoutMs: opts.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+  });
+  const overload = overloadLog(log);
 
   const succeeded = () => {
     if (!lastOk || breaker.state !== "closed") {
@@ -203,31 +212,27 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
     return err instanceof StoreUnavailable ? err : new StoreUnavailable(`Redis: ${lastError}`, { cause: err });
   };
 
-  /** Runs one Redis call within the timeout, through the breaker; rejects with StoreUnavailable. */
+  /**
+   * Runs one Redis call through the breaker and the dispatcher; rejects with
+   * StoreUnavailable. Redis failures (an error, no answer within the timeout)
+   * count for the breaker; a call that only waited too long here does not.
+   */
   const guard = <T>(fn: () => Promise<T>): Promise<T> => {
     if (!breaker.tryPass()) return Promise.reject(new StoreUnavailable("circuit breaker open: Redis is skipped for a cool-down"));
-    return new Promise<T>((resolve, reject) => {
-      const p: Pending = {
-        at: performance.now() + opts.commandTimeoutMs,
-        settled: false,
-        fail: (err) => reject(failed(err)),
-      };
-      pending.push(p);
-      armDeadline();
-      fn().then(
-        (v) => {
-          if (p.settled) return;
-          p.settled = true;
-          succeeded();
-          resolve(v);
-        },
-        (err: unknown) => {
-          if (p.settled) return;
-          p.settled = true;
-          reject(failed(err));
-        },
-      );
-    });
+    return dispatcher.run(fn).then(
+      (v) => {
+        succeeded();
+        return v;
+      },
+      (err: unknown) => {
+        if (err instanceof QueueTimeout) {
+          breaker.release();
+          overload();
+          throw new StoreUnavailable(err.message, { cause: err });
+        }
+        throw failed(err);
+      },
+    );
   };
 
   /** While the breaker is open, a background PING after each cool-down closes it as soon as Redis answers. */
@@ -253,12 +258,37 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
 
   const clockArgs = (): string[] => (opts.testClockUs ? [String(opts.testClockUs())] : []);
 
+  // Pipelining without auto-pipelining's one-pipeline-at-a-time: the
+  // commands sent in one turn of the event loop are buffered by the socket
+  // (cork) and written together when the turn ends (uncork on nextTick), in
+  // one system call. Single Redis only (a Cluster client has a socket per node).
+  let corked = false;
+  const corkTurn = () => {
+    if (corked || opts.cluster) return;
+    const socket = (client as Redis).stream;
+    if (!socket || client.status !== "ready") return;
+    corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      corked = false;
+      socket.uncork();
+    });
+  };
+
   const runGroup = async (buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]> => {
+    if (buckets.length > MAX_COUNTERS_PER_CALL) {
+      // The limiter refuses such calls first; never send an oversized script.
+      const error = new StoreUnavailable(`a call may touch at most ${MAX_COUNTERS_PER_CALL} counters, got ${buckets.length}`);
+      return buckets.map(() => ({ ok: false, error }));
+    }
     const keys = buckets.map((b) => bucketKey(opts.keyPrefix, b));
     const args: (string | number)[] = [cost];
     for (const b of buckets) args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, b.gating ? 1 : 0);
     try {
-      const raw = (await guard(() => client.rlConsume(keys.length, ...keys, ...args, ...clockArgs()))) as number[];
+      const raw = (await guard(() => {
+        corkTurn();
+        return client.rlConsume(keys.length, ...keys, ...args, ...clockArgs());
+      })) as number[];
       const gate = raw[0] === 1;
       return buckets.map((_, i) => {
         const f = (j: number) => Number(raw[1 + i * REPORT_FIELDS + j]);
@@ -369,7 +399,7 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
     async close() {
       closed = true;
       clearTimeout(probeTimer);
-      clearTimeout(deadlineTimer);
+      dispatcher.close(new StoreUnavailable("the rate-limit store is closed"));
       try {
         await Promise.race([client.quit(), new Promise((r) => setTimeout(r, 500).unref())]);
       } catch {

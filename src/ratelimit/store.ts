@@ -5,6 +5,13 @@
 import type { CounterOwner, RateLimitAlgorithm } from "../engine/rate-limit-policies.js";
 import { ALGORITHM_CODE } from "./lua.js";
 
+/**
+ * The most counters one call may touch (ConsumeRateLimit, GetRateLimitCounters,
+ * one ShouldRateLimit): bounds the size of one Lua call and the time Redis
+ * spends on it.
+ */
+export const MAX_COUNTERS_PER_CALL = 128;
+
 /** One policy's counter for one owner, as a call spends it. */
 export interface Bucket {
   readonly policyId: number;

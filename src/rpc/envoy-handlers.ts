@@ -33,12 +33,13 @@ import type { ResourceRef, SubjectRef } from "../engine/types.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { MeshConfig, MeshRoute } from "../mesh/config.js";
-import { planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
+import { checkDescriptorBounds, planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
 import { type HttpAttributes, MeshMappingError, resolveRoute, resolveSubject } from "../mesh/request.js";
 import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from "../mesh/template.js";
 import { NEVER } from "../ratelimit/algorithms.js";
-import { combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
+import { checkCounterCount, combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
 import type { RateLimitStore } from "../ratelimit/store.js";
+import { confineRateCounters, confineRateSubject } from "../ratelimit/tenancy.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
@@ -193,11 +194,13 @@ function appliedFor(engine: Snapshot, input: ConsumeInput): AppliedPolicy[] {
   }
 }
 
-/** A tenant-bound caller may only spend the budgets of organizations in its tenant. */
-function confineRate(ctx: CallContext, engine: Snapshot, input: ConsumeInput): void {
-  if (!ctx.caller?.tenantId) return;
-  if (input.subject.type === "organization") confineRead(ctx, engine, undefined, { type: "organization", id: input.subject.id });
-  if (input.organizationId) confineRead(ctx, engine, undefined, { type: "organization", id: input.organizationId });
+/** A tenant-bound caller spends only its tenant's counters: the rule of src/ratelimit/tenancy.ts, as for ConsumeRateLimit. */
+function confinedPolicies(ctx: CallContext, engine: Snapshot, input: ConsumeInput): AppliedPolicy[] {
+  const tenant = ctx.caller?.tenantId;
+  confineRateSubject(tenant, engine, input);
+  const applied = appliedFor(engine, input);
+  confineRateCounters(tenant, engine, input, applied);
+  return applied;
 }
 
 export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof Authorization> {
@@ -234,15 +237,16 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
     const subject = orBadRequest(() => rateSubjectFrom(subjectValue, "rate_limit.subject"), badRequest);
     if (isBad(subject)) return { denied: subject.bad };
     const consumeInput: ConsumeInput = { policy: rl.policy, subject, organizationId: subject.type === "user" ? organizationId : undefined };
+    let applied: AppliedPolicy[];
     try {
-      confineRate(ctx, engine, consumeInput);
+      applied = confinedPolicies(ctx, engine, consumeInput);
     } catch (err) {
       if (err instanceof AuthzError && err.code === "PERMISSION_DENIED") {
         return { denied: denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: "OTHER_TENANT" }) };
       }
       throw err;
     }
-    const d = await consume(store, appliedFor(engine, consumeInput), rl.cost);
+    const d = await consume(store, applied, rl.cost);
     deps.onRateLimitDecision?.(d.source.toLowerCase());
     const top = d.deciding;
     if (!d.allowed && top) {
@@ -378,6 +382,13 @@ type Prepared =
   | { kind: "fail"; policy: RatePolicy }
   | { kind: "applied"; applied: AppliedPolicy[]; cost: number };
 
+/** How many distinct counters the prepared descriptors would touch (bounded per call, like one ConsumeRateLimit). */
+function distinctCounters(prepared: readonly Prepared[]): number {
+  const keys = new Set<string>();
+  for (const p of prepared) if (p.kind === "applied") for (const a of p.applied) keys.add(`${a.policy.id}|${a.owner.type}|${a.owner.id}`);
+  return keys.size;
+}
+
 export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof EnvoyRateLimitService> {
   const { mesh, store } = deps;
   const m = mesh.rateLimitService;
@@ -415,34 +426,56 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
     return undefined;
   }
 
+  /**
+   * What one descriptor spends. A descriptor that cannot be applied answers
+   * by its policy's failure mode (or is ignored); a tenant-bound caller
+   * naming counters outside its tenant fails the whole call (OTHER_TENANT).
+   */
   function prepare(engine: Snapshot, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
     const cost = d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
     const plan = planDescriptor(m, d.entries);
     const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;
     if (plan.policy !== undefined && !policy) return { kind: "none" };
-    if (policy?.scope === "global") return { kind: "applied", applied: [{ policy, owner: GLOBAL_OWNER }], cost };
-    try {
-      const input = inputFor(plan, policy);
-      if (!input) return { kind: "none" };
-      confineRate(ctx, engine, input);
-      const applied = resolvePolicies(engine, input);
-      return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
-    } catch (err) {
+    const tenant = ctx.caller?.tenantId;
+    if (policy?.scope === "global") {
+      const applied = [{ policy, owner: GLOBAL_OWNER }];
+      confineRateCounters(tenant, engine, undefined, applied);
+      return { kind: "applied", applied, cost };
+    }
+    const unusable = (err: unknown): Prepared => {
       if (!(err instanceof AuthzError)) throw err;
       return policy ? { kind: "fail", policy } : { kind: "none" };
+    };
+    let input: ConsumeInput | undefined;
+    try {
+      input = inputFor(plan, policy);
+    } catch (err) {
+      return unusable(err);
     }
+    if (!input) return { kind: "none" };
+    confineRateSubject(tenant, engine, input);
+    let applied: AppliedPolicy[];
+    try {
+      applied = resolvePolicies(engine, input);
+    } catch (err) {
+      return unusable(err);
+    }
+    confineRateCounters(tenant, engine, input, applied);
+    return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
   }
 
   return {
     async shouldRateLimit(req: RateLimitRequest, ctx: CallContext): Promise<MessageInitShape<typeof RateLimitResponseSchema>> {
       type Status = MessageInitShape<typeof RateLimitResponse_DescriptorStatusSchema>;
       const ok: Status = { code: RateLimitResponse_Code.OK };
+      checkDescriptorBounds(req.descriptors);
       if (m.domains && !m.domains.has(req.domain)) {
         return { overallCode: RateLimitResponse_Code.OK, statuses: req.descriptors.map(() => ok) };
       }
       const engine = deps.live().current();
       const requestCost = req.hitsAddend === 0 ? 1 : req.hitsAddend;
       const prepared = req.descriptors.map((d) => prepare(engine, ctx, d, requestCost));
+      checkCounterCount(distinctCounters(prepared));
       // A request denied anyway (a fail-closed policy could not be applied) spends nothing: the others are only read.
       const doomed = prepared.some((p) => p.kind === "fail" && p.policy.failureMode === "closed" && !p.policy.shadow);
 

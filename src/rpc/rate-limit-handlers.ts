@@ -17,6 +17,7 @@ import {
 } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import type { Config } from "../config.js";
 import {
+  type AppliedPolicy,
   type CounterOwner,
   type FailureMode,
   RATE_SUBJECT_TYPES,
@@ -33,10 +34,11 @@ import { MAX_MUTATIONS, manageRateLimits, type RateLimitMutation } from "../rate
 import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
 import type { RateLimitStore, StoreState } from "../ratelimit/store.js";
+import { confineRateCounters, confineRateSubject } from "../ratelimit/tenancy.js";
 import type { SqlClient } from "../store/sql.js";
 import { UUID } from "../validation.js";
 import { stateFor, toFreshness } from "./consistency.js";
-import { confineRead, type TenantLookup, writeCaller } from "./tenancy.js";
+import { type TenantLookup, writeCaller } from "./tenancy.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 
 /** The policies as of some revision (a Snapshot is one). */
@@ -182,12 +184,13 @@ export interface RateLimitHandlerDeps {
   onDecision?: (source: string) => void;
 }
 
-/** A tenant-bound caller may only spend or read the budgets of organizations in its tenant. */
-function confineRateSubject(ctx: CallContext, view: RatePolicyView, input: ConsumeInput): void {
-  if (!ctx.caller?.tenantId || !view.resourceTenant) return;
-  const lookup = { resourceTenant: view.resourceTenant.bind(view), subjectTenant: () => null };
-  if (input.subject.type === "organization") confineRead(ctx, lookup, undefined, { type: "organization", id: input.subject.id });
-  if (input.organizationId) confineRead(ctx, lookup, undefined, { type: "organization", id: input.organizationId });
+/** The policies a call spends or reads, confined to the caller's tenant (src/ratelimit/tenancy.ts) before the store is touched. */
+function appliedFor(ctx: CallContext, view: RatePolicyView, input: ConsumeInput): AppliedPolicy[] {
+  const tenant = ctx.caller?.tenantId;
+  confineRateSubject(tenant, view, input);
+  const applied = resolvePolicies(view, input);
+  confineRateCounters(tenant, view, input, applied);
+  return applied;
 }
 
 export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<typeof RateLimitService> {
@@ -197,9 +200,7 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
       const input = toInput(req.policy, req.subject, req.organizationId);
       const cost = toCost(req.cost);
       const view = await policiesFor(deps.policies(), req.consistency, ctx);
-      confineRateSubject(ctx, view, input);
-      const applied = resolvePolicies(view, input);
-      const d = await consume(store, applied, cost);
+      const d = await consume(store, appliedFor(ctx, view, input), cost);
       deps.onDecision?.(d.source.toLowerCase());
       const top = d.deciding;
       return {
@@ -229,8 +230,7 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
     async getRateLimitCounters(req, ctx): Promise<MessageInitShape<typeof GetRateLimitCountersResponseSchema>> {
       const input = toInput(req.policy, req.subject, req.organizationId);
       const view = await policiesFor(deps.policies(), req.consistency, ctx);
-      confineRateSubject(ctx, view, input);
-      const counters = await readCounters(store, resolvePolicies(view, input));
+      const counters = await readCounters(store, appliedFor(ctx, view, input));
       return {
         revision: view.revision.toString(),
         counters: counters.map((c) => ({
@@ -279,6 +279,8 @@ export function createRateLimitStore(config: Config, logger: Logger): RateLimitS
     cluster: config.redisCluster,
     keyPrefix: config.redisKeyPrefix,
     commandTimeoutMs: config.redisCommandTimeoutMs,
+    maxInFlight: config.redisMaxInFlight,
+    queueTimeoutMs: config.redisQueueTimeoutMs,
     connectTimeoutMs: config.redisConnectTimeoutMs,
     breakerFailures: config.redisBreakerFailures,
     breakerCooldownMs: config.redisBreakerCooldownMs,

@@ -128,7 +128,8 @@ class DatasetAdapter implements Adapter {
       }
       const templateSize = [...lines.values()].filter((l) => l[1] === ORG).length;
       for (const [org, n] of perOrg) {
-        if (n !== templateSize) throw new Error(`template variant: organization ${org} has ${n} grants, the template ${templateSize}: organizations differ, use per-org`);
+        if (n !== templateSize)
+          throw new Error(`template variant: organization ${org} has ${n} grants, the template ${templateSize}: organizations differ, use per-org`);
       }
       for (const l of lines.values()) p.push(l);
     }
@@ -302,7 +303,9 @@ export async function casbinPhase(arg: CasbinPhaseArg): Promise<CasbinPhaseResul
     });
     unfiltered = u;
   }
-  log(`${n} checks in ${(checksMs / 1000).toFixed(1)} s: ${(n / (checksMs / 1000)).toFixed(0)}/s, p50 ${pct(50).toFixed(1)} µs; agreement ${agreed}/${decisions.length}`);
+  log(
+    `${n} checks in ${(checksMs / 1000).toFixed(1)} s: ${(n / (checksMs / 1000)).toFixed(0)}/s, p50 ${pct(50).toFixed(1)} µs; agreement ${agreed}/${decisions.length}`,
+  );
   enforcer = undefined;
   return {
     scale: arg.scale,

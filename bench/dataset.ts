@@ -375,9 +375,9 @@ const literalList = (xs: readonly string[]) => `array[${xs.map((x) => `'${x}'`).
 export function loaderStatements(s: DatasetShape): Array<{ table: keyof RowCounts; sql: string }> {
   const { tenants: T, orgs: O, users: U, assignments: A, assignmentsPerUser: APU, stride } = s;
   const globalRoles = GLOBAL_ROLES.map((r, g) => `(${sqlId("globalRole", String(g))}, null::uuid, '${r.key}', '${r.name}')`).join(", ");
-  const globalRolePerms = GLOBAL_ROLES.map((r, g) => `select ${sqlId("globalRole", String(g))}, ${sqlId("globalPerm", "p")} from generate_series(${r.perms[0]}, ${r.perms[1] - 1}) p`).join(
-    " union all ",
-  );
+  const globalRolePerms = GLOBAL_ROLES.map(
+    (r, g) => `select ${sqlId("globalRole", String(g))}, ${sqlId("globalPerm", "p")} from generate_series(${r.perms[0]}, ${r.perms[1] - 1}) p`,
+  ).join(" union all ");
   const globalEdges = GLOBAL_ROLES.slice(1)
     .map((_r, i) => `(${sqlId("globalRole", String(i))}, ${sqlId("globalRole", String(i + 1))})`)
     .join(", ");

@@ -34,7 +34,20 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { buildSnapshot, type Snapshot } from "../src/engine/snapshot.js";
 import type { Change } from "../src/engine/rows.js";
-import { BUILTIN_ROLES, type CheckQuery, datasetShape, datasetTables, globalPermId, makeChecks, orgId, orgPermId, orgRoleId, prng, rowCounts, userId } from "./dataset.js";
+import {
+  BUILTIN_ROLES,
+  type CheckQuery,
+  datasetShape,
+  datasetTables,
+  globalPermId,
+  makeChecks,
+  orgId,
+  orgPermId,
+  orgRoleId,
+  prng,
+  rowCounts,
+  userId,
+} from "./dataset.js";
 import { buildEngine, type Engine as LegacyEngine } from "./legacy-engine.js";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -138,7 +151,14 @@ function withFixture(scale: number): Record<string, Iterable<Row>> {
   const out: Record<string, Iterable<Row>> = { ...base };
   for (const [t, rows] of Object.entries(extra)) {
     const first = base[t];
-    out[t] = first ? { *[Symbol.iterator]() { yield* first; yield* rows; } } : rows;
+    out[t] = first
+      ? {
+          *[Symbol.iterator]() {
+            yield* first;
+            yield* rows;
+          },
+        }
+      : rows;
   }
   return out;
 }
@@ -202,7 +222,9 @@ function phaseCompare(arg: CompareArg): CompareResult {
   const after = used();
   const maxRss = process.resourceUsage().maxRSS * 1024;
   const assignments = rowCounts(shape).role_assignments;
-  log(`generated ${rows} rows in ${(generateMs / 1000).toFixed(1)} s; built in ${(buildMs / 1000).toFixed(1)} s, ${((after.all - before.all) / assignments).toFixed(0)} B/assignment, rss ${(after.rss / 2 ** 20).toFixed(0)} MiB`);
+  log(
+    `generated ${rows} rows in ${(generateMs / 1000).toFixed(1)} s; built in ${(buildMs / 1000).toFixed(1)} s, ${((after.all - before.all) / assignments).toFixed(0)} B/assignment, rss ${(after.rss / 2 ** 20).toFixed(0)} MiB`,
+  );
 
   const now = Date.now();
   const Q = makeChecks(shape, 1 << 16, 42);
@@ -275,7 +297,11 @@ function phaseCompare(arg: CompareArg): CompareResult {
   }
 
   const apply = measureApply(engine, shape.orgs, shape.users, arg.edits);
-  log(`apply p50 ${Object.entries(apply).map(([k, v]) => `${k} ${v.p50.toFixed(0)} µs`).join(", ")}`);
+  log(
+    `apply p50 ${Object.entries(apply)
+      .map(([k, v]) => `${k} ${v.p50.toFixed(0)} µs`)
+      .join(", ")}`,
+  );
   let after2 = 0;
   for (let i = 0; i < 20_000; i++) if (engine.check(Q[i] as CheckQuery, now) !== baseline[i]) after2++;
   if (after2 > 0) throw new Error(`${after2} mismatches after reverting the edits`);
@@ -308,7 +334,14 @@ function phaseCompare(arg: CompareArg): CompareResult {
 function measureApply(engine: Subject, orgs: number, users: number, edits: number): CompareResult["apply"] {
   const rand = prng(99);
   let rev = 1n;
-  const samples: Record<string, number[]> = { "assignment insert": [], "assignment delete": [], "user lock": [], "user unlock": [], "grant on chain root": [], "revoke on chain root": [] };
+  const samples: Record<string, number[]> = {
+    "assignment insert": [],
+    "assignment delete": [],
+    "user lock": [],
+    "user unlock": [],
+    "grant on chain root": [],
+    "revoke on chain root": [],
+  };
   const timed = (kind: string, c: Change) => {
     const t0 = process.hrtime.bigint();
     engine.apply(c, rev++);
@@ -317,7 +350,16 @@ function measureApply(engine: Subject, orgs: number, users: number, edits: numbe
   for (let i = 0; i < edits; i++) {
     const o = Math.floor(rand() * orgs);
     const u = Math.floor(rand() * users);
-    const a = { id: fixtureId("f1000006", i), subject_type: "user", subject_id: userId(u), role_id: orgRoleId(o, 2), scope_type: "organization", scope_id: orgId(o), active: true, valid_until: null };
+    const a = {
+      id: fixtureId("f1000006", i),
+      subject_type: "user",
+      subject_id: userId(u),
+      role_id: orgRoleId(o, 2),
+      scope_type: "organization",
+      scope_id: orgId(o),
+      active: true,
+      valid_until: null,
+    };
     timed("assignment insert", { table: "role_assignments", op: "INSERT", oldRow: null, newRow: a });
     timed("assignment delete", { table: "role_assignments", op: "DELETE", oldRow: a, newRow: null });
     const user = { id: userId(u), locked: u % 97 === 13, enabled: u % 89 !== 7 };
@@ -410,7 +452,9 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
 export function formatCompare(rows: CompareResult[]): string {
   const out: string[] = [];
-  out.push("| assignments | engine | build: wall (CPU) / generating the rows alone | bytes / assignment (heap only) | RSS after build (peak) | checks per CPU-second | floor ops/s | ÷ floor | p50 / p99 | bytes allocated per check | mismatches |");
+  out.push(
+    "| assignments | engine | build: wall (CPU) / generating the rows alone | bytes / assignment (heap only) | RSS after build (peak) | checks per CPU-second | floor ops/s | ÷ floor | p50 / p99 | bytes allocated per check | mismatches |",
+  );
   out.push("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     out.push(
@@ -423,13 +467,16 @@ export function formatCompare(rows: CompareResult[]): string {
   const kinds = Object.keys(rows[0]?.apply ?? {});
   out.push(`| assignments | engine | ${kinds.join(" | ")} |`);
   out.push(`|---|---|${kinds.map(() => "---").join("|")}|`);
-  for (const r of rows) out.push(`| ${int(r.assignments)} | ${r.engine} | ${kinds.map((k) => `${r.apply[k]?.p50.toFixed(0)} / ${r.apply[k]?.p99.toFixed(0)}`).join(" | ")} |`);
+  for (const r of rows)
+    out.push(`| ${int(r.assignments)} | ${r.engine} | ${kinds.map((k) => `${r.apply[k]?.p50.toFixed(0)} / ${r.apply[k]?.p99.toFixed(0)}`).join(" | ")} |`);
   const lk = rows.filter((r) => r.lookups);
   if (lk.length) {
     out.push("");
     out.push("Lookups (v2), median of 7 runs:");
     out.push("");
-    out.push("| assignments | LookupSubjects(doc.read, organization with N grants): first 1000 / whole | subjects found | LookupResources(principal, avatar, 1k memberships): first 1000 / whole | avatars found |");
+    out.push(
+      "| assignments | LookupSubjects(doc.read, organization with N grants): first 1000 / whole | subjects found | LookupResources(principal, avatar, 1k memberships): first 1000 / whole | avatars found |",
+    );
     out.push("|---|---|---|---|---|");
     for (const r of lk) {
       const l = r.lookups as NonNullable<CompareResult["lookups"]>;

@@ -584,7 +584,11 @@ export function runPhase<T>(phase: "inproc" | "pgload" | "casbin", arg: unknown,
 }
 
 /** The authz server (createApp) in a child process; resolves once it serves. */
-export async function startServerChild(url: string, apiKeysFile: string, redisUrl?: string): Promise<{ port: number; httpPort: number; stop(): Promise<void> }> {
+export async function startServerChild(
+  url: string,
+  apiKeysFile: string,
+  redisUrl?: string,
+): Promise<{ port: number; httpPort: number; stop(): Promise<void> }> {
   const child = forkPhase("serve", { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}) } satisfies ServeArg, 1024);
   const exited = new Promise<void>((res) => child.once("exit", () => res()));
   return new Promise((resolve, reject) => {
@@ -663,7 +667,12 @@ export function unaryCall<I extends DescMessage, O extends DescMessage>(
   });
 }
 
-async function benchGrpc(url: string, small: DatasetShape, opts: Required<Pick<EngineBenchOptions, "requests" | "warmup" | "rounds" | "h2load">>, log: (l: string) => void): Promise<GrpcResult> {
+async function benchGrpc(
+  url: string,
+  small: DatasetShape,
+  opts: Required<Pick<EngineBenchOptions, "requests" | "warmup" | "rounds" | "h2load">>,
+  log: (l: string) => void,
+): Promise<GrpcResult> {
   const steal0 = cpuTimes();
   const q = makeChecks(small, 1000, 5).find((c) => c.expected && c.permission === "doc.read");
   if (!q) throw new Error("no allowed check in the small dataset");
@@ -686,8 +695,18 @@ async function benchGrpc(url: string, small: DatasetShape, opts: Required<Pick<E
     if (check.code !== grpc.status.OK || !reply.allowed) throw new Error(`Check: grpc-status ${check.code}, allowed ${reply.allowed}`);
     log(`grpc: verified Check (allowed, revision ${reply.revision}) and Health (SERVING) with a grpc-js client`);
     const targets = {
-      health: { path: HEALTH_PATH, headers: [] as string[], frame: grpcFrame(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, {}))), reply: grpcFrame(toBinary(HealthCheckResponseSchema, health.response)).byteLength },
-      check: { path: CHECK_PATH, headers: [`x-api-key: ${key}`], frame: grpcFrame(toBinary(CheckRequestSchema, checkRequest)), reply: grpcFrame(toBinary(CheckResponseSchema, reply)).byteLength },
+      health: {
+        path: HEALTH_PATH,
+        headers: [] as string[],
+        frame: grpcFrame(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, {}))),
+        reply: grpcFrame(toBinary(HealthCheckResponseSchema, health.response)).byteLength,
+      },
+      check: {
+        path: CHECK_PATH,
+        headers: [`x-api-key: ${key}`],
+        frame: grpcFrame(toBinary(CheckRequestSchema, checkRequest)),
+        reply: grpcFrame(toBinary(CheckResponseSchema, reply)).byteLength,
+      },
     };
     for (const [name, t] of Object.entries(targets)) await writeFile(path.join(dir, `${name}.bin`), t.frame);
     for (let round = 1; round <= opts.rounds; round++) {
@@ -710,7 +729,16 @@ async function benchGrpc(url: string, small: DatasetShape, opts: Required<Pick<E
           if (cols.length >= 3 && cols[1] !== "-1") lat.push(Number(cols[2]));
         }
         lat.sort((a, b) => a - b);
-        const row: GrpcRow = { round, rpc, requests: opts.requests, reqPerSec: r.reqPerSec, meanUs: r.meanUs, p50Us: percentile(lat, 50), p99Us: percentile(lat, 99), ratioVsHealth: NaN };
+        const row: GrpcRow = {
+          round,
+          rpc,
+          requests: opts.requests,
+          reqPerSec: r.reqPerSec,
+          meanUs: r.meanUs,
+          p50Us: percentile(lat, 50),
+          p99Us: percentile(lat, 99),
+          ratioVsHealth: NaN,
+        };
         roundRows.push(row);
         log(`grpc round ${round} ${rpc}: ${int(r.reqPerSec)} req/s, p50 ${fmtUs(row.p50Us)}, p99 ${fmtUs(row.p99Us)}`);
       }
@@ -724,7 +752,10 @@ async function benchGrpc(url: string, small: DatasetShape, opts: Required<Pick<E
     return {
       smallScale: small.scale,
       check: { subject: `user:${q.subject.id}`, permission: q.permission, resource: `organization:${q.resource.id}`, replyBytes: targets.check.reply },
-      command: { health: h2loadCommand(opts.requests, shape, HEALTH_PATH), check: h2loadCommand(opts.requests, shape, CHECK_PATH).replace(" --log-file", " -H 'x-api-key: KEY' --log-file") },
+      command: {
+        health: h2loadCommand(opts.requests, shape, HEALTH_PATH),
+        check: h2loadCommand(opts.requests, shape, CHECK_PATH).replace(" --log-file", " -H 'x-api-key: KEY' --log-file"),
+      },
       rows,
       stealShare: stealSince(steal0),
     };
@@ -811,7 +842,10 @@ function until(pred: () => boolean, timeoutMs: number): Promise<number | undefin
 function partsFromEnv(): EnginePart[] {
   const raw = process.env["BENCH_ONLY"];
   if (!raw || raw.trim() === "") return [...ENGINE_PARTS];
-  const names = raw.split(",").map((s) => s.trim()).filter(Boolean);
+  const names = raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (names.includes("engine")) return [...ENGINE_PARTS];
   return ENGINE_PARTS.filter((p) => names.includes(p));
 }
@@ -824,7 +858,12 @@ export async function runEngineBench(opts: EngineBenchOptions = {}): Promise<Eng
   const parts = [...(opts.parts ?? partsFromEnv())];
   const databaseUrl = opts.databaseUrl ?? process.env["DATABASE_URL"];
   const heapMb = opts.heapMb ?? envInt("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
-  const h2load = { requests: opts.requests ?? envInt("BENCH_REQUESTS", 30000), warmup: opts.warmup ?? envInt("BENCH_WARMUP", 2000), rounds: opts.rounds ?? envInt("BENCH_ROUNDS", 2), h2load: opts.h2load ?? process.env["H2LOAD"] ?? "/usr/bin/h2load" };
+  const h2load = {
+    requests: opts.requests ?? envInt("BENCH_REQUESTS", 30000),
+    warmup: opts.warmup ?? envInt("BENCH_WARMUP", 2000),
+    rounds: opts.rounds ?? envInt("BENCH_ROUNDS", 2),
+    h2load: opts.h2load ?? process.env["H2LOAD"] ?? "/usr/bin/h2load",
+  };
   const result: EngineBenchResult = {
     machine: {
       nproc: os.availableParallelism(),
@@ -842,7 +881,12 @@ export async function runEngineBench(opts: EngineBenchOptions = {}): Promise<Eng
 
   if (parts.includes("inproc")) {
     log(`engine bench: in-process at scale ${scale}`);
-    const arg: InprocArg = { scale, checks: opts.checks ?? envInt("BENCH_CHECKS", 500_000), latencyChecks: opts.latencyChecks ?? envInt("BENCH_CHECKS", 500_000), edits: opts.edits ?? 200 };
+    const arg: InprocArg = {
+      scale,
+      checks: opts.checks ?? envInt("BENCH_CHECKS", 500_000),
+      latencyChecks: opts.latencyChecks ?? envInt("BENCH_CHECKS", 500_000),
+      edits: opts.edits ?? 200,
+    };
     result.inproc = await runPhase<InprocResult>("inproc", arg, heapMb, 30 * 60_000);
   }
 
@@ -922,9 +966,13 @@ export function formatEngineBench(r: EngineBenchResult): string {
     out.push(`| generate the rows only (no engine) | ${secs(ip.generateMs)} | | |`);
     out.push(`| before build (after gc) | | ${mib(ip.before.rss)} | ${mib(ip.before.heapUsed)} |`);
     out.push(`| buildEngine from the generated rows (incl. generation) | ${secs(ip.buildMs)} | ${mib(ip.after.rss)} | ${mib(ip.after.heapUsed)} |`);
-    out.push(`| delta of the build (after gc) | ${secs(ip.buildMs - ip.generateMs)} net of generation | ${mib(ip.after.rss - ip.before.rss)} | ${mib(ip.after.heapUsed - ip.before.heapUsed)} |`);
+    out.push(
+      `| delta of the build (after gc) | ${secs(ip.buildMs - ip.generateMs)} net of generation | ${mib(ip.after.rss - ip.before.rss)} | ${mib(ip.after.heapUsed - ip.before.heapUsed)} |`,
+    );
     out.push("");
-    out.push(`Engine stats: ${int(ip.stats.roles)} roles, ${int(ip.stats.permissions)} permissions, ${int(ip.stats.assignments)} assignments, ${int(ip.stats.subjects)} subjects with active grants. Peak RSS of the process ${mib(ip.maxRss)}. CPU steal during the phase: ${pct(ip.stealShare)}.`);
+    out.push(
+      `Engine stats: ${int(ip.stats.roles)} roles, ${int(ip.stats.permissions)} permissions, ${int(ip.stats.assignments)} assignments, ${int(ip.stats.subjects)} subjects with active grants. Peak RSS of the process ${mib(ip.maxRss)}. CPU steal during the phase: ${pct(ip.stealShare)}.`,
+    );
     out.push("");
     const c = ip.checks;
     out.push(`### Check in process (scale ${ip.scale})`);
@@ -939,7 +987,9 @@ export function formatEngineBench(r: EngineBenchResult): string {
     out.push("");
     out.push("| round | engine.check ops/s | floor ops/s | floor / check |");
     out.push("|---:|---:|---:|---:|");
-    c.rounds.forEach((x, i) => out.push(`| ${i + 1} | ${int(x.engine.opsPerSec)} | ${int(x.floor.opsPerSec)} | ${(x.floor.opsPerSec / x.engine.opsPerSec).toFixed(1)}x |`));
+    c.rounds.forEach((x, i) =>
+      out.push(`| ${i + 1} | ${int(x.engine.opsPerSec)} | ${int(x.floor.opsPerSec)} | ${(x.floor.opsPerSec / x.engine.opsPerSec).toFixed(1)}x |`),
+    );
     out.push(
       `| median | ${int(median(c.rounds.map((x) => x.engine.opsPerSec)))} | ${int(median(c.rounds.map((x) => x.floor.opsPerSec)))} | ` +
         `${median(c.rounds.map((x) => x.floor.opsPerSec / x.engine.opsPerSec)).toFixed(1)}x |`,
@@ -953,13 +1003,18 @@ export function formatEngineBench(r: EngineBenchResult): string {
     out.push("");
     out.push(`### Re-closure after one role edit (scale ${ip.scale})`);
     out.push("");
-    out.push(`\`engine.apply([change], revision)\` on the built engine, each edit on a random organization's chain, timed alone; the grant is removed and the edge restored after each measurement (the check mix still matches afterwards). Verified on one real check: the grant on viewer made a non-owner's \`org.delete\` allowed and its removal denied it again: ${ip.recloseVerified ? "yes" : "NO"}.`);
+    out.push(
+      `\`engine.apply([change], revision)\` on the built engine, each edit on a random organization's chain, timed alone; the grant is removed and the edge restored after each measurement (the check mix still matches afterwards). Verified on one real check: the grant on viewer made a non-owner's \`org.delete\` allowed and its removal denied it again: ${ip.recloseVerified ? "yes" : "NO"}.`,
+    );
     out.push("");
     out.push("| edit | roles re-closed | n | p50 | p99 | max |");
     out.push("|---|---:|---:|---:|---:|---:|");
-    for (const x of ip.reclose) out.push(`| ${x.edit} | ${x.rolesTouched} | ${x.n} | ${x.p50Us.toFixed(1)} µs | ${x.p99Us.toFixed(1)} µs | ${x.maxUs.toFixed(1)} µs |`);
+    for (const x of ip.reclose)
+      out.push(`| ${x.edit} | ${x.rolesTouched} | ${x.n} | ${x.p50Us.toFixed(1)} µs | ${x.p99Us.toFixed(1)} µs | ${x.maxUs.toFixed(1)} µs |`);
     out.push("");
-    out.push(`ListPermissions in process (\`engine.list(user, undefined, now)\`, ${ip.list.n} users, ${ip.list.entries} entries in all, with ${int(ip.list.userOrganizations)} user_organizations rows loaded): median ${ip.list.medianMs.toFixed(2)} ms, max ${ip.list.maxMs.toFixed(2)} ms.`);
+    out.push(
+      `ListPermissions in process (\`engine.list(user, undefined, now)\`, ${ip.list.n} users, ${ip.list.entries} entries in all, with ${int(ip.list.userOrganizations)} user_organizations rows loaded): median ${ip.list.medianMs.toFixed(2)} ms, max ${ip.list.maxMs.toFixed(2)} ms.`,
+    );
     out.push("");
   }
 
@@ -967,7 +1022,9 @@ export function formatEngineBench(r: EngineBenchResult): string {
   if (pg) {
     out.push(`### Cold load from Postgres (scale ${pg.scale})`);
     out.push("");
-    out.push(`Dataset: ${countsLine(pg.counts)}. Fresh database, \`migrate()\` (${secs(pg.migrateMs)}), then the SQL loader (one session, \`session_replication_role = replica\`, secondary indexes built after the insert, \`vacuum analyze\`):`);
+    out.push(
+      `Dataset: ${countsLine(pg.counts)}. Fresh database, \`migrate()\` (${secs(pg.migrateMs)}), then the SQL loader (one session, \`session_replication_role = replica\`, secondary indexes built after the insert, \`vacuum analyze\`):`,
+    );
     out.push("");
     out.push("| loader step | rows | time |");
     out.push("|---|---:|---:|");
@@ -980,7 +1037,9 @@ export function formatEngineBench(r: EngineBenchResult): string {
     out.push(`| after the load (after gc) | ${secs(pg.loadMs)} | ${mib(pg.after.rss)} | ${mib(pg.after.heapUsed)} |`);
     out.push(`| delta | | ${mib(pg.after.rss - pg.before.rss)} (peak ${mib(pg.maxRss - pg.before.rss)}) | ${mib(pg.after.heapUsed - pg.before.heapUsed)} |`);
     out.push("");
-    out.push(`Loaded engine: counts ${pg.statsMatch ? "match" : "DO NOT match"} the generator (${int(pg.stats.roles)} roles, ${int(pg.stats.permissions)} permissions, ${int(pg.stats.assignments)} assignments); ${pg.mismatches} mismatches in ${int(pg.checked)} random checks against the expected decisions. CPU steal during the load: ${pct(pg.stealShare)}.`);
+    out.push(
+      `Loaded engine: counts ${pg.statsMatch ? "match" : "DO NOT match"} the generator (${int(pg.stats.roles)} roles, ${int(pg.stats.permissions)} permissions, ${int(pg.stats.assignments)} assignments); ${pg.mismatches} mismatches in ${int(pg.checked)} random checks against the expected decisions. CPU steal during the load: ${pct(pg.stealShare)}.`,
+    );
     out.push("");
   }
 
@@ -1016,7 +1075,9 @@ export function formatEngineBench(r: EngineBenchResult): string {
       }
     }
     for (const x of gRows) {
-      out.push(`| ${Number.isNaN(x.round) ? "median" : x.round} | ${x.rpc === "health" ? "grpc.health.v1.Health/Check" : "authz.v1.PermissionService/Check"} | ${int(x.reqPerSec)} | ${fmtUs(x.meanUs)} | ${fmtUs(x.p50Us)} | ${fmtUs(x.p99Us)} | ${x.ratioVsHealth.toFixed(2)} |`);
+      out.push(
+        `| ${Number.isNaN(x.round) ? "median" : x.round} | ${x.rpc === "health" ? "grpc.health.v1.Health/Check" : "authz.v1.PermissionService/Check"} | ${int(x.reqPerSec)} | ${fmtUs(x.meanUs)} | ${fmtUs(x.p50Us)} | ${fmtUs(x.p99Us)} | ${x.ratioVsHealth.toFixed(2)} |`,
+      );
     }
     out.push("");
   }
@@ -1035,7 +1096,9 @@ export function formatEngineBench(r: EngineBenchResult): string {
     out.push("| measured from | p50 | p99 | max |");
     out.push("|---|---:|---:|---:|");
     out.push(`| the start of the write | ${l.fromWriteMs.p50.toFixed(2)} ms | ${l.fromWriteMs.p99.toFixed(2)} ms | ${l.fromWriteMs.max.toFixed(2)} ms |`);
-    out.push(`| the commit acknowledged to the writer | ${l.afterAckMs.p50.toFixed(2)} ms | ${l.afterAckMs.p99.toFixed(2)} ms | ${l.afterAckMs.max.toFixed(2)} ms |`);
+    out.push(
+      `| the commit acknowledged to the writer | ${l.afterAckMs.p50.toFixed(2)} ms | ${l.afterAckMs.p99.toFixed(2)} ms | ${l.afterAckMs.max.toFixed(2)} ms |`,
+    );
     out.push("");
   }
   return out.join("\n");

@@ -244,7 +244,9 @@ export async function runGrpcCompare(o: GrpcCompareOptions): Promise<GrpcCompare
           ratioVsHealth: NaN,
         };
         roundRows.push(row);
-        o.log(`grpc round ${round} ${target}: ${r.reqPerSec.toFixed(0)} req/s, p50 ${(row.p50Us / 1000).toFixed(2)} ms, p99 ${(row.p99Us / 1000).toFixed(2)} ms`);
+        o.log(
+          `grpc round ${round} ${target}: ${r.reqPerSec.toFixed(0)} req/s, p50 ${(row.p50Us / 1000).toFixed(2)} ms, p99 ${(row.p99Us / 1000).toFixed(2)} ms`,
+        );
       }
       const b = roundRows.find((x) => x.target === "bare")?.reqPerSec ?? NaN;
       const h = roundRows.find((x) => x.target === "health")?.reqPerSec ?? NaN;
@@ -258,7 +260,10 @@ export async function runGrpcCompare(o: GrpcCompareOptions): Promise<GrpcCompare
       `under load: every reply of bare, Health and Check exactly the verified length; the server's /metrics counted every call OK, every Check allowed and every ConsumeRateLimit decided by the Redis store`,
     );
     const commands = Object.fromEntries(
-      GRPC_TARGETS.map((t) => [t, h2loadCommand(o.requests, shape, targets[t].path).replace(" --log-file", targets[t].headers.length ? " -H 'x-api-key: KEY' --log-file" : " --log-file")]),
+      GRPC_TARGETS.map((t) => [
+        t,
+        h2loadCommand(o.requests, shape, targets[t].path).replace(" --log-file", targets[t].headers.length ? " -H 'x-api-key: KEY' --log-file" : " --log-file"),
+      ]),
     ) as Record<GrpcTarget, string>;
     return {
       smallScale: o.smallScale,

@@ -86,7 +86,17 @@ function algorithmFromEnv(): RateLimitAlgorithm {
 
 function policySource(algorithm: RateLimitAlgorithm): PolicySource {
   const idx = new PolicyIndex();
-  idx.upsertPolicy({ id: POLICY_ID, name: POLICY, scope: "key", limitCount: LIMIT, windowSec: WINDOW_SEC, algorithm, failureMode: "open", shadow: false, description: null });
+  idx.upsertPolicy({
+    id: POLICY_ID,
+    name: POLICY,
+    scope: "key",
+    limitCount: LIMIT,
+    windowSec: WINDOW_SEC,
+    algorithm,
+    failureMode: "open",
+    shadow: false,
+    description: null,
+  });
   const view = { revision: 1n, ratePolicy: (n: string) => idx.ratePolicy(n), ratePoliciesFor: () => [] };
   return { current: () => view, atLeast: async () => view, fullyConsistent: async () => view };
 }
@@ -258,7 +268,8 @@ function verifyOverGrpc(port: number, key: string): Promise<ConsumeRateLimitResp
     c.makeUnaryRequest(PATH, ser, de, { policy: POLICY, subject: { type: "key", id: key }, cost: 1n }, (err, res) => {
       c.close();
       if (err || !res) return reject(err ?? new Error("no response"));
-      if (!res.allowed || res.source !== RateLimitDecisionSource.STORE) return reject(new Error(`unexpected answer ${JSON.stringify({ allowed: res.allowed, source: res.source })}`));
+      if (!res.allowed || res.source !== RateLimitDecisionSource.STORE)
+        return reject(new Error(`unexpected answer ${JSON.stringify({ allowed: res.allowed, source: res.source })}`));
       resolve(res);
     });
   });
@@ -271,7 +282,8 @@ function partsFrom(raw: string | undefined): Part[] {
   if (raw === undefined || raw === "") return [...PARTS];
   const list = raw.split(",").map((p) => p.trim());
   const bad = list.filter((p) => !(PARTS as readonly string[]).includes(p));
-  if (bad.length > 0 || !list.includes("evalsha")) throw new Error(`BENCH_RL_PARTS must list some of ${PARTS.join(", ")}, evalsha included (the baseline), got "${raw}"`);
+  if (bad.length > 0 || !list.includes("evalsha"))
+    throw new Error(`BENCH_RL_PARTS must list some of ${PARTS.join(", ")}, evalsha included (the baseline), got "${raw}"`);
   return PARTS.filter((p) => list.includes(p));
 }
 
@@ -304,7 +316,9 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
   const frameFile = path.join(dir, "frame.bin");
   await writeFile(
     frameFile,
-    grpcFrame(toBinary(ConsumeRateLimitRequestSchema, create(ConsumeRateLimitRequestSchema, { policy: POLICY, subject: { type: "key", id: key("grpc") }, cost: 1n }))),
+    grpcFrame(
+      toBinary(ConsumeRateLimitRequestSchema, create(ConsumeRateLimitRequestSchema, { policy: POLICY, subject: { type: "key", id: key("grpc") }, cost: 1n })),
+    ),
   );
 
   const child = parts.includes("grpc") ? await startChild() : undefined;
@@ -356,7 +370,8 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
           const after = await child.sources();
           const storeAnswers = (after["store"] ?? 0) - (before["store"] ?? 0);
           // h2load sees only HTTP status: every call must also have been decided by the store (not a failure mode).
-          if (storeAnswers !== requests + warmup) throw new Error(`only ${storeAnswers} of ${requests + warmup} calls were decided by Redis: ${JSON.stringify(after)}`);
+          if (storeAnswers !== requests + warmup)
+            throw new Error(`only ${storeAnswers} of ${requests + warmup} calls were decided by Redis: ${JSON.stringify(after)}`);
           const lat: number[] = [];
           for (const line of (await readFile(logFile, "utf8")).split("\n")) {
             const cols = line.split("\t");
@@ -397,7 +412,9 @@ const median = (xs: number[]) => {
 
 export function formatRateLimitBench(rows: RateLimitBenchRow[]): string {
   const head = "| round | path | ops/s | p50 | p99 | ratio vs raw EVALSHA |\n|---:|---|---:|---:|---:|---:|\n";
-  const body = rows.map((r) => `| ${r.round} | ${r.label} | ${r.opsPerSec.toFixed(0)} | ${fmt(r.p50Us)} | ${fmt(r.p99Us)} | ${r.ratioVsEvalsha.toFixed(2)} |`).join("\n");
+  const body = rows
+    .map((r) => `| ${r.round} | ${r.label} | ${r.opsPerSec.toFixed(0)} | ${fmt(r.p50Us)} | ${fmt(r.p99Us)} | ${r.ratioVsEvalsha.toFixed(2)} |`)
+    .join("\n");
   const parts = [...new Set(rows.map((r) => r.part))];
   const med = parts
     .map((p) => {

@@ -111,12 +111,20 @@ const scales = scaleList("BENCH_SCALES", defaultScales).sort((a, b) => a - b);
 const pgScales = scaleList("BENCH_PG_SCALES", scales);
 const casbinScales: Record<CasbinVariant, number[]> = {
   template: scaleList("BENCH_CASBIN_SCALES", scales),
-  "per-org": scaleList("BENCH_CASBIN_PERORG_SCALES", scales.filter((s) => s <= 0.2)),
+  "per-org": scaleList(
+    "BENCH_CASBIN_PERORG_SCALES",
+    scales.filter((s) => s <= 0.2),
+  ),
 };
 const casbinMs = int("BENCH_CASBIN_MS", 10_000, 3_000);
 const checks = int("BENCH_CHECKS", 500_000, 100_000);
 const h2 = { requests: int("BENCH_REQUESTS", 30_000, 5_000), warmup: int("BENCH_WARMUP", 2_000, 500), rounds: int("BENCH_ROUNDS", 2, 1) };
-const rlOpts = { requests: int("BENCH_RL_REQUESTS", 50_000, 10_000), warmup: int("BENCH_RL_WARMUP", 5_000, 1_000), rounds: int("BENCH_RL_ROUNDS", 2, 1), concurrency: int("BENCH_RL_CONCURRENCY", 64, 64) };
+const rlOpts = {
+  requests: int("BENCH_RL_REQUESTS", 50_000, 10_000),
+  warmup: int("BENCH_RL_WARMUP", 5_000, 1_000),
+  rounds: int("BENCH_RL_ROUNDS", 2, 1),
+  concurrency: int("BENCH_RL_CONCURRENCY", 64, 64),
+};
 const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
 const smallScale = Number(env["BENCH_SMALL_SCALE"] ?? 0.001);
 const heapMb = int("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)), Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
@@ -143,13 +151,22 @@ const startedAt = performance.now();
 const settings: Record<string, string> = {};
 for (const [k, v] of Object.entries(env)) if (k.startsWith("BENCH_") && v !== undefined && v !== "") settings[k] = v;
 const run: RunInfo = {
-  id: new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z"),
+  id: new Date()
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "Z"),
   started: new Date().toISOString(),
   quick,
   command:
-    [...Object.entries(settings).map(([k, v]) => `${k}=${v}`), databaseUrl ? `DATABASE_URL=${redact(databaseUrl)}` : "", env["REDIS_URL"] ? `REDIS_URL=${redact(redisUrl)}` : ""]
+    [
+      ...Object.entries(settings).map(([k, v]) => `${k}=${v}`),
+      databaseUrl ? `DATABASE_URL=${redact(databaseUrl)}` : "",
+      env["REDIS_URL"] ? `REDIS_URL=${redact(redisUrl)}` : "",
+    ]
       .filter(Boolean)
-      .join(" ") + (Object.keys(settings).length || databaseUrl ? " " : "") + "npm run bench",
+      .join(" ") +
+    (Object.keys(settings).length || databaseUrl ? " " : "") +
+    "npm run bench",
   settings,
   machine: describeMachine(),
   ...gitInfo(),

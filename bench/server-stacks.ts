@@ -27,12 +27,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 
-import {
-  Health,
-  HealthCheckRequestSchema,
-  HealthCheckResponseSchema,
-  HealthCheckResponse_ServingStatus,
-} from "../gen/grpc/health/v1/health_pb.js";
+import { Health, HealthCheckRequestSchema, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import type { HealthCheckRequest, HealthCheckResponse } from "../gen/grpc/health/v1/health_pb.js";
 
 const CHECK_PATH = "/grpc.health.v1.Health/Check";
@@ -51,7 +46,7 @@ export type StackId = keyof typeof STACKS;
 const ALL_STACKS = Object.keys(STACKS) as StackId[];
 
 function isStackId(s: string): s is StackId {
-  return Object.prototype.hasOwnProperty.call(STACKS, s);
+  return Object.hasOwn(STACKS, s);
 }
 
 // ---------------------------------------------------------------------------
@@ -121,10 +116,7 @@ function startBareHttp2(): Promise<Running> {
   server.on("stream", (stream, headers) => {
     stream.on("error", () => {});
     if (headers[":path"] !== CHECK_PATH) {
-      stream.respond(
-        { ":status": 200, "content-type": "application/grpc", "grpc-status": "12" },
-        { endStream: true },
-      );
+      stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "12" }, { endStream: true });
       stream.resume();
       return;
     }
@@ -262,9 +254,7 @@ interface ServerChild {
 
 export function startServerChild(id: StackId, cpuProfDir: string | undefined): Promise<ServerChild> {
   const script = fileURLToPath(import.meta.url);
-  const execArgv = cpuProfDir
-    ? ["--cpu-prof", "--cpu-prof-dir", cpuProfDir, "--cpu-prof-name", `${id}-${Date.now()}.cpuprofile`]
-    : [];
+  const execArgv = cpuProfDir ? ["--cpu-prof", "--cpu-prof-dir", cpuProfDir, "--cpu-prof-name", `${id}-${Date.now()}.cpuprofile`] : [];
   const child: ChildProcess = fork(script, ["--serve", id], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const exited = new Promise<void>((res) => child.once("exit", () => res()));
   return new Promise((resolve, reject) => {
@@ -313,8 +303,7 @@ export function verifyWithGrpcClient(port: number): Promise<void> {
     const check = (): void => {
       if (response === undefined || statusCode === undefined) return;
       if (statusCode !== grpc.status.OK) finish(new Error(`grpc-status ${statusCode}`));
-      else if (response.status !== HealthCheckResponse_ServingStatus.SERVING)
-        finish(new Error(`status ${response.status}, want SERVING`));
+      else if (response.status !== HealthCheckResponse_ServingStatus.SERVING) finish(new Error(`status ${response.status}, want SERVING`));
       else finish();
     };
     const call = client.makeUnaryRequest<HealthCheckRequest, HealthCheckResponse>(
@@ -383,8 +372,7 @@ export function verifyRawLikeH2load(port: number, frame: Buffer): Promise<void> 
       if (body.length < 5) return reject(new Error(`raw: body ${body.length} bytes`));
       const len = body.readUInt32BE(1);
       const msg = fromBinary(HealthCheckResponseSchema, body.subarray(5, 5 + len));
-      if (msg.status !== HealthCheckResponse_ServingStatus.SERVING)
-        return reject(new Error(`raw: status ${msg.status}`));
+      if (msg.status !== HealthCheckResponse_ServingStatus.SERVING) return reject(new Error(`raw: status ${msg.status}`));
       resolve();
     });
     req.end(frame);
@@ -461,12 +449,18 @@ export function runH2load(
   extraHeaders: readonly string[] = [],
 ): Promise<string> {
   const args = [
-    "-n", String(n),
-    "-c", String(shape.clients),
-    "-m", String(shape.streams),
-    "-d", frameFile,
-    "-H", "content-type: application/grpc",
-    "-H", "te: trailers",
+    "-n",
+    String(n),
+    "-c",
+    String(shape.clients),
+    "-m",
+    String(shape.streams),
+    "-d",
+    frameFile,
+    "-H",
+    "content-type: application/grpc",
+    "-H",
+    "te: trailers",
     ...extraHeaders.flatMap((h) => ["-H", h]),
   ];
   if (logFile) args.push("--log-file", logFile);
@@ -575,8 +569,7 @@ export async function runServerStacks(opts: ServerStacksOptions = {}): Promise<S
           await verifyRawLikeH2load(child.port, frame);
           if (warmup > 0) {
             const w = parseH2load(await runH2load(h2loadBin, child.port, warmup, shape, frameFile, undefined));
-            if (w.succeeded !== warmup || w.status2xx !== warmup)
-              throw new Error(`${stack}: warm-up had failures\n${w.raw}`);
+            if (w.succeeded !== warmup || w.status2xx !== warmup) throw new Error(`${stack}: warm-up had failures\n${w.raw}`);
           }
           const logFile = path.join(dir, `${stack}-${round}.log`);
           const r = parseH2load(await runH2load(h2loadBin, child.port, requests, shape, frameFile, logFile));

@@ -12,7 +12,11 @@ const r1 = (x: number): string => (Math.round(x * 10) / 10).toString();
 export function shortNumber(v: number): string {
   if (!Number.isFinite(v)) return "n/a";
   const a = Math.abs(v);
-  const trim = (x: number, d: number) => x.toFixed(d).replace(/\.0+$/, "").replace(/(\.\d*?)0+$/, "$1");
+  const trim = (x: number, d: number) =>
+    x
+      .toFixed(d)
+      .replace(/\.0+$/, "")
+      .replace(/(\.\d*?)0+$/, "$1");
   if (a >= 1e9) return `${trim(v / 1e9, a >= 1e10 ? 0 : 1)}G`;
   if (a >= 1e6) return `${trim(v / 1e6, a >= 1e7 ? 0 : 1)}M`;
   if (a >= 1e3) return `${trim(v / 1e3, a >= 1e4 ? 0 : 1)}k`;
@@ -164,7 +168,9 @@ export function barChart(o: BarChartOptions): string {
       const x = gx + si * barW;
       const y = scale(axis, v, bottom, top);
       const base = log ? bottom : scale(axis, 0, bottom, top);
-      out.push(`<rect x="${r1(x + 1)}" y="${r1(Math.min(y, base))}" width="${r1(barW - 2)}" height="${r1(Math.abs(base - y))}" fill="${PALETTE[si % PALETTE.length]}"><title>${esc(`${s.name}, ${cat}: ${fmt(v)}`)}</title></rect>`);
+      out.push(
+        `<rect x="${r1(x + 1)}" y="${r1(Math.min(y, base))}" width="${r1(barW - 2)}" height="${r1(Math.abs(base - y))}" fill="${PALETTE[si % PALETTE.length]}"><title>${esc(`${s.name}, ${cat}: ${fmt(v)}`)}</title></rect>`,
+      );
       out.push(`<text x="${r1(x + barW / 2)}" y="${r1(y - 4)}" text-anchor="middle" font-size="${barW < 30 ? 9 : 11}" fill="#222">${esc(fmt(v))}</text>`);
     }
     catLines[ci]?.forEach((line, li) => {
@@ -247,7 +253,9 @@ export function lineChart(o: LineChartOptions): string {
     const pts = s.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && (!yAxis.log || p[1] > 0)).sort((a, b) => a[0] - b[0]);
     if (pts.length === 0) continue;
     const xy = pts.map(([x, y]) => [scale(xAxis, x, left, right), scale(yAxis, y, bottom, top)] as const);
-    out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""} points="${xy.map(([x, y]) => `${r1(x)},${r1(y)}`).join(" ")}"/>`);
+    out.push(
+      `<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""} points="${xy.map(([x, y]) => `${r1(x)},${r1(y)}`).join(" ")}"/>`,
+    );
     xy.forEach(([x, y], i) => {
       const p = pts[i] as [number, number];
       out.push(`<circle cx="${r1(x)}" cy="${r1(y)}" r="3.5" fill="${color}"><title>${esc(`${s.name}: ${xf(p[0])} -> ${yf(p[1])}`)}</title></circle>`);

@@ -81,7 +81,16 @@ export async function runWriteBench(adminUrl: string, opts: { seconds: number; c
     await migrateDatabase(url);
     for (const c of opts.concurrency) {
       const tps = pgbench(url, c, opts.seconds);
-      rows.push({ writer: "pgbench -N", concurrency: c, mutationsPerWrite: 3, writesPerSec: tps, mutationsPerSec: tps * 3, p50Ms: NaN, p99Ms: NaN, vsPgbench: 1 });
+      rows.push({
+        writer: "pgbench -N",
+        concurrency: c,
+        mutationsPerWrite: 3,
+        writesPerSec: tps,
+        mutationsPerSec: tps * 3,
+        p50Ms: NaN,
+        p99Ms: NaN,
+        vsPgbench: 1,
+      });
       for (const batch of [1, 10]) {
         const r = await manageRolesRun(url, c, batch, opts.seconds, `${c}x${batch}`);
         rows.push({
@@ -107,7 +116,9 @@ export function writeBenchTable(rows: readonly WriteBenchRow[]): string {
   const lines = [
     "| writer | concurrent writers | writes/s | mutations/s | p50 ms | p99 ms | writes/s ÷ pgbench -N tps |",
     "|---|---:|---:|---:|---:|---:|---:|",
-    ...rows.map((r) => `| ${r.writer} | ${r.concurrency} | ${f(r.writesPerSec)} | ${f(r.mutationsPerSec)} | ${f(r.p50Ms, 1)} | ${f(r.p99Ms, 1)} | ${f(r.vsPgbench, 2)} |`),
+    ...rows.map(
+      (r) => `| ${r.writer} | ${r.concurrency} | ${f(r.writesPerSec)} | ${f(r.mutationsPerSec)} | ${f(r.p50Ms, 1)} | ${f(r.p99Ms, 1)} | ${f(r.vsPgbench, 2)} |`,
+    ),
   ];
   return lines.join("\n");
 }

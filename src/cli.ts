@@ -125,7 +125,9 @@ async function checkCommand(db: SqlClient, args: string[]): Promise<number> {
   const resource = toResource(resourceRef, "--resource");
   const engine = await loadSnapshot(db);
   const d = engine.check(subject, permission, resource, Date.now(), f.has("explain"));
-  process.stdout.write(`${JSON.stringify({ allowed: d.allowed, reason: d.reason, revision: engine.revision.toString(), ...(d.steps ? { steps: d.steps } : {}) }, null, 2)}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ allowed: d.allowed, reason: d.reason, revision: engine.revision.toString(), ...(d.steps ? { steps: d.steps } : {}) }, null, 2)}\n`,
+  );
   return d.allowed ? 0 : 3;
 }
 
@@ -137,14 +139,19 @@ async function apiKeyCommand(db: SqlClient, args: string[]): Promise<number> {
     if (!name) throw new UsageError("--name NAME is required");
     const scopes = (f.get("scopes") ?? "").split(",").filter(Boolean);
     const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
-    if (scopes.length === 0 || bad.length) throw new UsageError(`--scopes must list some of ${SCOPES.join(", ")}${bad.length ? ` (unknown: ${bad.join(", ")})` : ""}`);
+    if (scopes.length === 0 || bad.length)
+      throw new UsageError(`--scopes must list some of ${SCOPES.join(", ")}${bad.length ? ` (unknown: ${bad.join(", ")})` : ""}`);
     const tenant = f.get("tenant") ?? null;
-    if (tenant !== null && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(tenant)) throw new UsageError("--tenant must be a tenant UUID");
+    if (tenant !== null && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(tenant))
+      throw new UsageError("--tenant must be a tenant UUID");
     const { key, record } = mintApiKey(name, scopes as Scope[], tenant?.toLowerCase() ?? null);
-    await db.query(
-      `insert into api_keys (id, name, secret_sha256, scopes, tenant_id) values ($1, $2, $3, $4::text::text[], $5::text::uuid)`,
-      [record.id, record.name, record.secretSha256, `{${record.scopes.join(",")}}`, record.tenantId],
-    );
+    await db.query(`insert into api_keys (id, name, secret_sha256, scopes, tenant_id) values ($1, $2, $3, $4::text::text[], $5::text::uuid)`, [
+      record.id,
+      record.name,
+      record.secretSha256,
+      `{${record.scopes.join(",")}}`,
+      record.tenantId,
+    ]);
     process.stdout.write(`${JSON.stringify({ id: record.id, name, scopes: record.scopes, tenant_id: record.tenantId, key })}\n`);
     process.stderr.write("authz api-key: store the key now; it is not shown again (only its hash is kept)\n");
     return 0;
@@ -161,9 +168,7 @@ async function apiKeyCommand(db: SqlClient, args: string[]): Promise<number> {
     return 0;
   }
   if (sub === "list") {
-    const rows = await db.query(
-      "select id, name, scopes, tenant_id::text as tenant_id, created_at, revoked_at from api_keys order by created_at, id",
-    );
+    const rows = await db.query("select id, name, scopes, tenant_id::text as tenant_id, created_at, revoked_at from api_keys order by created_at, id");
     process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
     return 0;
   }

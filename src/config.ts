@@ -55,12 +55,14 @@ export interface Config {
     readonly scopeClaim: string;
     readonly tenantClaim: string;
   };
-  readonly tls: {
-    readonly certFile: string;
-    readonly keyFile: string;
-    /** CA bundle that client certificates must chain to; set = mutual TLS required. */
-    readonly clientCaFile: string | undefined;
-  } | undefined;
+  readonly tls:
+    | {
+        readonly certFile: string;
+        readonly keyFile: string;
+        /** CA bundle that client certificates must chain to; set = mutual TLS required. */
+        readonly clientCaFile: string | undefined;
+      }
+    | undefined;
   /** JSON file mapping client-certificate common names to scopes and tenant. */
   readonly mtlsIdentitiesFile: string | undefined;
   readonly maxMessageBytes: number;
@@ -105,17 +107,46 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_EMBEDDED_IMPORT", default: "examples/demo.json", meaning: "Embedded mode only: JSON file imported at start-up; 'none' imports nothing." },
   { name: "AUTHZ_DATABASE_POOL_MAX", default: "10", meaning: "Maximum Postgres connections per process." },
   { name: "AUTHZ_SHUTDOWN_TIMEOUT_MS", default: "10000", meaning: "Bound on graceful shutdown after SIGTERM." },
-  { name: "AUTHZ_REVISION_POLL_MS", default: "1000", meaning: "Safety poll of the newest revision while the change listener is up (every 200 ms while it is down)." },
-  { name: "AUTHZ_MAX_STALENESS_MS", default: "5000", meaning: "Staleness bound: an engine not confirmed fresh for longer turns the decision services NOT_SERVING; token-less reads it still answers are counted and logged." },
+  {
+    name: "AUTHZ_REVISION_POLL_MS",
+    default: "1000",
+    meaning: "Safety poll of the newest revision while the change listener is up (every 200 ms while it is down).",
+  },
+  {
+    name: "AUTHZ_MAX_STALENESS_MS",
+    default: "5000",
+    meaning:
+      "Staleness bound: an engine not confirmed fresh for longer turns the decision services NOT_SERVING; token-less reads it still answers are counted and logged.",
+  },
   { name: "AUTHZ_REDIS_CLUSTER", default: "false", meaning: "true: REDIS_URL is one seed node of a Redis Cluster (the others are discovered)." },
-  { name: "AUTHZ_REDIS_COMMAND_TIMEOUT_MS", default: "50", meaning: "Longest Redis may take to answer a rate-limit command, from when it is sent; then the policy's failure mode answers." },
-  { name: "AUTHZ_REDIS_MAX_IN_FLIGHT", default: "512", meaning: "Rate-limit commands sent to Redis and not answered yet, at most; further decisions wait in order." },
-  { name: "AUTHZ_REDIS_QUEUE_TIMEOUT_MS", default: "5000", meaning: "Longest a decision waits for such a slot (local overload, not a Redis failure); then the failure mode answers." },
+  {
+    name: "AUTHZ_REDIS_COMMAND_TIMEOUT_MS",
+    default: "50",
+    meaning: "Longest Redis may take to answer a rate-limit command, from when it is sent; then the policy's failure mode answers.",
+  },
+  {
+    name: "AUTHZ_REDIS_MAX_IN_FLIGHT",
+    default: "512",
+    meaning: "Rate-limit commands sent to Redis and not answered yet, at most; further decisions wait in order.",
+  },
+  {
+    name: "AUTHZ_REDIS_QUEUE_TIMEOUT_MS",
+    default: "5000",
+    meaning: "Longest a decision waits for such a slot (local overload, not a Redis failure); then the failure mode answers.",
+  },
   { name: "AUTHZ_REDIS_CONNECT_TIMEOUT_MS", default: "1000", meaning: "Longest one (re)connection attempt to Redis may take; reconnection never stops." },
   { name: "AUTHZ_REDIS_BREAKER_FAILURES", default: "5", meaning: "Consecutive Redis failures that open the circuit breaker (calls then skip Redis)." },
   { name: "AUTHZ_REDIS_BREAKER_COOLDOWN_MS", default: "1000", meaning: "How long the open breaker skips Redis before a probe tries it again." },
-  { name: "AUTHZ_AUTH", default: "on with DATABASE_URL, off embedded", meaning: "on: every RPC but health needs a credential with the right scope; off: open (development only, logged loudly)." },
-  { name: "AUTHZ_API_KEYS_FILE", default: "(unset)", meaning: "JSON array of API keys {id, name, sha256, scopes, tenant_id} (hashes only), e.g. a mounted Secret; keys in the api_keys table work too." },
+  {
+    name: "AUTHZ_AUTH",
+    default: "on with DATABASE_URL, off embedded",
+    meaning: "on: every RPC but health needs a credential with the right scope; off: open (development only, logged loudly).",
+  },
+  {
+    name: "AUTHZ_API_KEYS_FILE",
+    default: "(unset)",
+    meaning: "JSON array of API keys {id, name, sha256, scopes, tenant_id} (hashes only), e.g. a mounted Secret; keys in the api_keys table work too.",
+  },
   { name: "AUTHZ_JWT_JWKS_URL", default: "(unset)", meaning: "Verify Bearer JWTs against this JWKS URL." },
   { name: "AUTHZ_JWT_JWKS_FILE", default: "(unset)", meaning: "Verify Bearer JWTs against the keys in this JWKS file." },
   { name: "AUTHZ_JWT_ISSUER", default: "(unset)", meaning: "Required iss claim of JWTs." },
@@ -131,14 +162,34 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_MAX_WAIT_MS", default: "5000", meaning: "Cap on how long a call waits for freshness, whatever deadline the caller set." },
   { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
   { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
-  { name: "AUTHZ_OTLP_ENDPOINT", default: "(unset: no tracing)", meaning: "OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318/v1/traces (OTEL_EXPORTER_OTLP_ENDPOINT is honoured too)." },
-  { name: "AUTHZ_CHANGE_LOG_RETENTION_HOURS", default: "168", meaning: "Change-log rows older than this are deleted; a replica further behind reloads a snapshot." },
+  {
+    name: "AUTHZ_OTLP_ENDPOINT",
+    default: "(unset: no tracing)",
+    meaning: "OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318/v1/traces (OTEL_EXPORTER_OTLP_ENDPOINT is honoured too).",
+  },
+  {
+    name: "AUTHZ_CHANGE_LOG_RETENTION_HOURS",
+    default: "168",
+    meaning: "Change-log rows older than this are deleted; a replica further behind reloads a snapshot.",
+  },
   { name: "AUTHZ_IDEMPOTENCY_RETENTION_HOURS", default: "24", meaning: "How long an idempotency key of a write replays its first answer." },
-  { name: "AUTHZ_TRANSFER_TTL_SECONDS", default: "604800", meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides)." },
+  {
+    name: "AUTHZ_TRANSFER_TTL_SECONDS",
+    default: "604800",
+    meaning: "How long a requested ownership transfer waits for the target before it expires (request_ttl overrides).",
+  },
   { name: "AUTHZ_TRANSFER_SWEEP_MS", default: "60000", meaning: "How often pending ownership transfers past their expiry are recorded as expired." },
-  { name: "AUTHZ_MESH_CONFIG", default: "(unset: built-in defaults)", meaning: "JSON file mapping Envoy ext_authz requests (routes, subject sources, rate limits) and ShouldRateLimit descriptors to decisions (docs/mesh.md)." },
-  { name: "AUTHZ_AUTHZEN_BASE_URL", default: "(unset: from the request's Host)", meaning: "Base URL (https://...) published as policy_decision_point in /.well-known/authzen-configuration." },
-  { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: "Prefix of the rate-limit counter keys in Redis (letters, digits and \"._:-\")." },
+  {
+    name: "AUTHZ_MESH_CONFIG",
+    default: "(unset: built-in defaults)",
+    meaning: "JSON file mapping Envoy ext_authz requests (routes, subject sources, rate limits) and ShouldRateLimit descriptors to decisions (docs/mesh.md).",
+  },
+  {
+    name: "AUTHZ_AUTHZEN_BASE_URL",
+    default: "(unset: from the request's Host)",
+    meaning: "Base URL (https://...) published as policy_decision_point in /.well-known/authzen-configuration.",
+  },
+  { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: 'Prefix of the rate-limit counter keys in Redis (letters, digits and "._:-").' },
 ];
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];

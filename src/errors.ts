@@ -7,7 +7,10 @@ export const ERROR_CATALOGUE = {
   INVALID_ARGUMENT: { grpc: "INVALID_ARGUMENT", doc: "A field is missing, malformed or out of range; the message names it." },
   NOT_FOUND: { grpc: "NOT_FOUND", doc: "A record the call needs (avatar, membership, role, policy) does not exist." },
   ALREADY_EXISTS: { grpc: "ALREADY_EXISTS", doc: "The record exists, or an idempotency key was reused with a different request." },
-  FAILED_PRECONDITION: { grpc: "FAILED_PRECONDITION", doc: "The data is not in the state the call requires (stale owner, expected_revision moved, inactive avatar)." },
+  FAILED_PRECONDITION: {
+    grpc: "FAILED_PRECONDITION",
+    doc: "The data is not in the state the call requires (stale owner, expected_revision moved, inactive avatar).",
+  },
   ABORTED: { grpc: "ABORTED", doc: "A concurrent write won; retrying the call may succeed." },
   UNAVAILABLE: { grpc: "UNAVAILABLE", doc: "A backend (database, cache, Redis) cannot be reached or is not ready yet; retry with backoff." },
   DEADLINE_EXCEEDED: { grpc: "DEADLINE_EXCEEDED", doc: "The call's deadline passed (e.g. waiting for at_least_as_fresh)." },

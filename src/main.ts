@@ -71,9 +71,15 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
   let db: SqlClient | undefined;
   let feed: ChangeFeed | undefined;
   let live: LiveEngine | undefined;
-  const rateLimit = createRateLimitService(config, logger.child({ module: "ratelimit" }), () => live ?? notReady(), () => db ?? notReady(), {
-    onDecision: (source) => metrics.rateLimitSource(source),
-  });
+  const rateLimit = createRateLimitService(
+    config,
+    logger.child({ module: "ratelimit" }),
+    () => live ?? notReady(),
+    () => db ?? notReady(),
+    {
+      onDecision: (source) => metrics.rateLimitSource(source),
+    },
+  );
   const keys = new KeySource(config.apiKeysFile, logger.child({ module: "auth" }));
   let jwt: JwtVerifier | undefined;
   const authenticator = createAuthenticator({ required: config.authRequired, keys: keys.ring, jwt: () => jwt });
@@ -344,10 +350,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
       health.setAll(ServingStatus.NOT_SERVING);
       log.info("shutting down: NOT_SERVING, draining calls");
       const bound = config.shutdownTimeoutMs;
-      const drain = Promise.all([
-        new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())),
-        http.close(),
-      ]);
+      const drain = Promise.all([new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())), http.close()]);
       const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), Math.max(100, bound - 1000)).unref());
       if ((await Promise.race([drain, timer])) === "timeout") {
         log.warn({ boundMs: bound }, "calls still running at the shutdown bound; closing them");

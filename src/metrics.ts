@@ -64,8 +64,7 @@ export class Metrics {
       labelNames: ["policy_source"],
       registers: [this.registry],
     });
-    const self = this;
-    const read = <T>(f: (s: MetricSources) => T | undefined): T | undefined => (self.#sources ? f(self.#sources) : undefined);
+    const read = <T>(f: (s: MetricSources) => T | undefined): T | undefined => (this.#sources ? f(this.#sources) : undefined);
     new Gauge({
       name: "authz_engine_revision",
       help: "Revision of the data the engine answers from.",

@@ -59,7 +59,12 @@ export function confineRow(caller: Pick<Caller, "tenantId"> | undefined, tenant:
  * another tenant (or a resource of no tenant). Subjects without a tenant
  * (users, staff) and unknown records pass.
  */
-export function confineRead(caller: Pick<Caller, "tenantId"> | undefined, lookup: TenantLookup, subject: SubjectRef | undefined, resource: ResourceRef | undefined): void {
+export function confineRead(
+  caller: Pick<Caller, "tenantId"> | undefined,
+  lookup: TenantLookup,
+  subject: SubjectRef | undefined,
+  resource: ResourceRef | undefined,
+): void {
   if (!caller?.tenantId) return;
   if (resource) confineRow(caller, lookup.resourceTenant(resource), `${resource.type} ${resource.id}`, "denied");
   if (subject) confineRow(caller, lookup.subjectTenant(subject), `${subject.type} ${subject.id}`, "allowed");

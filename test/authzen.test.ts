@@ -122,7 +122,12 @@ describe("POST /access/v1/evaluation", () => {
   });
 
   it("missing required entities, bad JSON and a non-object body are 400 with a JSON error", async () => {
-    for (const body of [{ action: { name: "members.read" }, resource: org(O.eng) }, { subject: user(U.alice), resource: org(O.eng) }, { subject: "alice", action: { name: "x" }, resource: org(O.eng) }, [1, 2]]) {
+    for (const body of [
+      { action: { name: "members.read" }, resource: org(O.eng) },
+      { subject: user(U.alice), resource: org(O.eng) },
+      { subject: "alice", action: { name: "x" }, resource: org(O.eng) },
+      [1, 2],
+    ]) {
       const r = await evaluation(body);
       expect(r.status).toBe(400);
       expect(r.headers.get("content-type")).toMatch(/^application\/json/);
@@ -182,7 +187,10 @@ describe("POST /access/v1/evaluations", () => {
   it("permit_on_first_permit stops at the first permit", async () => {
     const r = await evaluations(three("permit_on_first_permit"));
     expect(r.body).toEqual({ evaluations: [{ decision: true }] });
-    const late = await evaluations({ ...three("permit_on_first_permit"), evaluations: [{ resource: org(O.sales) }, { resource: org(O.eng) }, { resource: org(O.sales) }] });
+    const late = await evaluations({
+      ...three("permit_on_first_permit"),
+      evaluations: [{ resource: org(O.sales) }, { resource: org(O.eng) }, { resource: org(O.sales) }],
+    });
     expect((late.body.evaluations as Decision[]).map((d) => d.decision)).toEqual([false, true]);
   });
 
@@ -191,7 +199,11 @@ describe("POST /access/v1/evaluations", () => {
       subject: user(U.carol),
       context: { time: "2024-05-31T15:22-07:00" },
       action: { name: "members.read" },
-      evaluations: [{ resource: org(O.eng) }, { resource: org(O.eng), action: { name: "members.invite" } }, { resource: org(O.eng), subject: user(U.bob), action: { name: "members.invite" } }],
+      evaluations: [
+        { resource: org(O.eng) },
+        { resource: org(O.eng), action: { name: "members.invite" } },
+        { resource: org(O.eng), subject: user(U.bob), action: { name: "members.invite" } },
+      ],
     });
     expect((r.body.evaluations as Decision[]).map((d) => d.decision)).toEqual([true, false, true]);
   });
@@ -207,7 +219,11 @@ describe("POST /access/v1/evaluations", () => {
   });
 
   it("per-evaluation errors are denials with context.error; the rest still run", async () => {
-    const r = await evaluations({ action: { name: "members.read" }, subject: user(U.alice), evaluations: [{ resource: { type: "document", id: "1" } }, { resource: org(O.eng) }] });
+    const r = await evaluations({
+      action: { name: "members.read" },
+      subject: user(U.alice),
+      evaluations: [{ resource: { type: "document", id: "1" } }, { resource: org(O.eng) }],
+    });
     const [first, second] = r.body.evaluations as Decision[];
     expect(first).toMatchObject({ decision: false, context: { reason: "resource_not_found", error: { status: 400 } } });
     expect(second).toEqual({ decision: true });
@@ -231,7 +247,11 @@ describe("POST /access/v1/evaluations", () => {
     expect(semantic.status).toBe(400);
     const notArray = await evaluations({ ...three(), evaluations: { resource: org(O.eng) } });
     expect(notArray.status).toBe(400);
-    const many = await evaluations({ subject: user(U.alice), action: { name: "members.read" }, evaluations: Array.from({ length: 1001 }, () => ({ resource: org(O.eng) })) });
+    const many = await evaluations({
+      subject: user(U.alice),
+      action: { name: "members.read" },
+      evaluations: Array.from({ length: 1001 }, () => ({ resource: org(O.eng) })),
+    });
     expect(many.status).toBe(400);
   });
 });

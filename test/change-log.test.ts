@@ -28,7 +28,11 @@ const pending = async (): Promise<number> => Number((await t.raw<{ n: number }[]
 describe("change log", () => {
   it("a plain SQL write from another client produces a change row, a NOTIFY, and a revision once numbered", async () => {
     const payloads: string[] = [];
-    const sub = await t.client.listen(CHANGE_CHANNEL, (p) => payloads.push(p), () => {});
+    const sub = await t.client.listen(
+      CHANGE_CHANNEL,
+      (p) => payloads.push(p),
+      () => {},
+    );
     const before = await stamp();
     await t.raw`insert into tenants (id, name, slug) values ('f0000000-0000-4000-8000-000000000001', 'T', 't')`;
     // Committed, logged, not numbered yet; listeners are told a write is pending.
@@ -223,9 +227,14 @@ describe("change-log retention", () => {
       expect(pruned.changes).toBeGreaterThan(0);
       const engine = await live.fullyConsistent(5000);
       expect(live.stats.loads).toBe(2);
-      expect(engine.check({ type: "user", id: "f3000000-0000-4000-8000-000000000001" }, "x", { type: "tenant", id: "f0000000-0000-4000-8000-000000000001" }, Date.now()).reason).toBe(
-        "PERMISSION_NOT_FOUND",
-      );
+      expect(
+        engine.check(
+          { type: "user", id: "f3000000-0000-4000-8000-000000000001" },
+          "x",
+          { type: "tenant", id: "f0000000-0000-4000-8000-000000000001" },
+          Date.now(),
+        ).reason,
+      ).toBe("PERMISSION_NOT_FOUND");
       expect(engine.revision).toBe(await readLatestRevision(t.client));
     } finally {
       live.stop();

@@ -24,7 +24,9 @@ interface Fixture {
 }
 
 const DIR = projectPath("test/fixtures/decisions");
-const FILES = readdirSync(DIR).filter((f) => f.endsWith(".json")).sort();
+const FILES = readdirSync(DIR)
+  .filter((f) => f.endsWith(".json"))
+  .sort();
 const protos = loadProtos();
 
 const ref = <T extends SubjectRef | ResourceRef>(s: string): T => {
@@ -86,7 +88,11 @@ describe.each(FILES)("fixture %s", (file) => {
           permission: chk.permission,
           resource: ref(chk.resource),
         });
-        expect({ why: chk.why, allowed: res.allowed, reason: res.reason }).toEqual({ why: chk.why, allowed: chk.allowed, reason: `DECISION_REASON_${chk.reason}` });
+        expect({ why: chk.why, allowed: res.allowed, reason: res.reason }).toEqual({
+          why: chk.why,
+          allowed: chk.allowed,
+          reason: `DECISION_REASON_${chk.reason}`,
+        });
       }
     } finally {
       c.close();

@@ -147,7 +147,8 @@ function authzenBody(r: Rand): string {
 
 async function callAuthzen(r: Rand, cred: Record<string, string>): Promise<[string, Outcome]> {
   const k = r.int(20);
-  if (k === 0) return ["GET /.well-known/authzen-configuration", await httpCall(`${base}/.well-known/authzen-configuration`, "GET", undefined, {}, CLIENT_TIMEOUT_MS)];
+  if (k === 0)
+    return ["GET /.well-known/authzen-configuration", await httpCall(`${base}/.well-known/authzen-configuration`, "GET", undefined, {}, CLIENT_TIMEOUT_MS)];
   if (k === 1) {
     const path = `/access/v1/${r.pick(["search/subject", "x", encodeURIComponent(hostileString(r).replace(/[\ud800-\udfff]/g, "?")).slice(0, 2000)])}`;
     return ["POST /access/v1/<unknown>", await httpCall(`${base}${path}`, "POST", "{}", { "content-type": "application/json", ...cred }, CLIENT_TIMEOUT_MS)];
@@ -260,8 +261,16 @@ describe("fuzz: hostile requests on every protocol", () => {
         `${slow.length} over ${SLOW_MS} ms (AUTHZ_FUZZ_SEED=${SEED} replays)\n${summary(results)}`,
     );
     const errors = log.split("\n").filter((l) => /"level":(50|60)/.test(l));
-    if (errors.length > 0) console.log(`server errors:\n${errors.slice(0, 10).map((l) => l.slice(0, 1500)).join("\n")}`);
-    if (process.env.AUTHZ_FUZZ_VERBOSE) for (const x of results) console.log(`#${x.index} ${x.protocol} ${x.what} → ${x.outcome.code} ${x.outcome.ms.toFixed(0)} ms: ${x.outcome.message.slice(0, 300)}`);
+    if (errors.length > 0)
+      console.log(
+        `server errors:\n${errors
+          .slice(0, 10)
+          .map((l) => l.slice(0, 1500))
+          .join("\n")}`,
+      );
+    if (process.env.AUTHZ_FUZZ_VERBOSE)
+      for (const x of results)
+        console.log(`#${x.index} ${x.protocol} ${x.what} → ${x.outcome.code} ${x.outcome.ms.toFixed(0)} ms: ${x.outcome.message.slice(0, 300)}`);
     const broken = results.filter((x) => /^(INTERNAL|UNKNOWN|CLIENT_TIMEOUT|TRANSPORT_|HTTP_5)/.test(x.outcome.code));
     expect(broken.map((x) => `#${x.index} ${x.protocol} ${x.what} → ${x.outcome.code}: ${x.outcome.message.slice(0, 200)}`).slice(0, 20)).toEqual([]);
     expect(slow.length).toBe(0);

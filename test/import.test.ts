@@ -30,13 +30,16 @@ describe("directory import", () => {
   it("a broken file writes nothing and names the offending record", async () => {
     const doc = demo();
     // A role assignment pointing at a role that does not exist, after many valid records.
-    doc.ROLE_ASSIGNMENT = [...(doc.ROLE_ASSIGNMENT ?? []), {
-      id: "0000ffff-0000-4000-8000-000000000001",
-      account_id: (doc.ACCOUNT?.[0] as { id: string }).id,
-      role_id: "0000ffff-0000-4000-8000-00000000dead",
-      scope_type: "global",
-      scope_id: null,
-    }];
+    doc.ROLE_ASSIGNMENT = [
+      ...(doc.ROLE_ASSIGNMENT ?? []),
+      {
+        id: "0000ffff-0000-4000-8000-000000000001",
+        account_id: (doc.ACCOUNT?.[0] as { id: string } | undefined)?.id,
+        role_id: "0000ffff-0000-4000-8000-00000000dead",
+        scope_type: "global",
+        scope_id: null,
+      },
+    ];
     const before = await counts();
     const err = await importDocument(t.client, doc).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ImportError);

@@ -111,7 +111,10 @@ describe("bodies that do not decode", () => {
     const viaJson = await connectUnary(`${base}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, json, "application/json", auth());
     expect(viaJson).toMatchObject({ code: "INVALID_ARGUMENT", reason: "TOO_MANY_ELEMENTS" });
     // A real call with the most descriptors ShouldRateLimit takes (64, src/mesh/rate-limit.ts) is far under the element limit.
-    const fine = toBinary(RateLimitRequestSchema, create(RateLimitRequestSchema, { domain: "none", descriptors: Array.from({ length: 64 }, () => ({ entries: [{ key: "k", value: "v" }] })) }));
+    const fine = toBinary(
+      RateLimitRequestSchema,
+      create(RateLimitRequestSchema, { domain: "none", descriptors: Array.from({ length: 64 }, () => ({ entries: [{ key: "k", value: "v" }] })) }),
+    );
     expect((await grpcCall(onGrpcPort, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", fine, auth())).code).toBe("OK");
   });
 });
@@ -122,7 +125,10 @@ describe("strings and lists past the bounds", () => {
       ManageRolesRequestSchema,
       create(ManageRolesRequestSchema, {
         mutations: [0, 1, 2, 3].map((i) => ({
-          mutation: { case: "upsertRole" as const, value: { key: { organizationId: O.eng, key: `edge-${i}` }, name: `Edge ${i}`, description: i === 3 ? description : "ok" } },
+          mutation: {
+            case: "upsertRole" as const,
+            value: { key: { organizationId: O.eng, key: `edge-${i}` }, name: `Edge ${i}`, description: i === 3 ? description : "ok" },
+          },
         })),
       }),
     );
@@ -151,7 +157,11 @@ describe("strings and lists past the bounds", () => {
     expect(a).toMatchObject({ code: "INVALID_ARGUMENT", reason: "FIELD_TOO_LONG", metadata: { field: "mutations[3].upsert_role.description" } });
     expect(a.message).not.toContain("é");
     const check = toBinary(CheckRequestSchema, create(CheckRequestSchema, { subject: { type: "user", id: U.alice }, permission: "p".repeat(70_000) }));
-    expect(await grpcCall(onGrpcPort, CHECK, check, auth())).toMatchObject({ code: "INVALID_ARGUMENT", reason: "FIELD_TOO_LONG", message: "permission is longer than 4096 bytes" });
+    expect(await grpcCall(onGrpcPort, CHECK, check, auth())).toMatchObject({
+      code: "INVALID_ARGUMENT",
+      reason: "FIELD_TOO_LONG",
+      message: "permission is longer than 4096 bytes",
+    });
   });
 });
 
@@ -160,7 +170,10 @@ describe("health, public and bounded", () => {
     const c = new grpc.Client(`127.0.0.1:${ports.grpcPort}`, grpc.credentials.createInsecure());
     const huge = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "s".repeat(64 * 1024) }));
     const empty = new Uint8Array(0);
-    const [first, ...rest] = await Promise.all([grpcCall(c, "/grpc.health.v1.Health/Check", huge), ...Array.from({ length: 50 }, () => grpcCall(c, "/grpc.health.v1.Health/Check", empty))]);
+    const [first, ...rest] = await Promise.all([
+      grpcCall(c, "/grpc.health.v1.Health/Check", huge),
+      ...Array.from({ length: 50 }, () => grpcCall(c, "/grpc.health.v1.Health/Check", empty)),
+    ]);
     c.close();
     expect(first).toMatchObject({ code: "INVALID_ARGUMENT", reason: "FIELD_TOO_LONG", message: "service is longer than 4096 bytes" });
     expect(rest.map((a) => a.code)).toEqual(Array.from({ length: 50 }, () => "OK"));
@@ -182,13 +195,19 @@ describe("a body the server answers without reading it all", () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const post = (body: Uint8Array) =>
       new Promise<{ status: number; grpcStatus: string | undefined }>((resolve, reject) => {
-        const req = http.request(`${base}${CHECK}`, { method: "POST", agent, headers: { "content-type": "application/grpc-web+proto", "content-length": body.length, ...auth() } }, (res) => {
-          let text = "";
-          res.on("data", (d: Buffer) => {
-            text += d.toString("latin1");
-          });
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, grpcStatus: /grpc-status: ?(\d+)/.exec(text)?.[1] ?? res.headers["grpc-status"]?.toString() }));
-        });
+        const req = http.request(
+          `${base}${CHECK}`,
+          { method: "POST", agent, headers: { "content-type": "application/grpc-web+proto", "content-length": body.length, ...auth() } },
+          (res) => {
+            let text = "";
+            res.on("data", (d: Buffer) => {
+              text += d.toString("latin1");
+            });
+            res.on("end", () =>
+              resolve({ status: res.statusCode ?? 0, grpcStatus: /grpc-status: ?(\d+)/.exec(text)?.[1] ?? res.headers["grpc-status"]?.toString() }),
+            );
+          },
+        );
         req.setTimeout(10_000, () => req.destroy(new Error("no answer within 10 s")));
         req.on("error", reject);
         req.end(body);

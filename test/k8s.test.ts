@@ -93,6 +93,8 @@ describe("k8s example overlay", () => {
     if (!kubectl) return;
     const out = execFileSync(kubectl, ["kustomize", dirname(join(overlay, "kustomization.yaml"))], { encoding: "utf8" });
     const kinds = parseAllDocuments(out).map((d) => (d.toJS() as Doc).kind);
-    expect(kinds).toEqual(expect.arrayContaining(["Deployment", "Service", "ConfigMap", "Job", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"]));
+    expect(kinds).toEqual(
+      expect.arrayContaining(["Deployment", "Service", "ConfigMap", "Job", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"]),
+    );
   });
 });

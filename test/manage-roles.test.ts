@@ -30,8 +30,7 @@ afterAll(async () => {
   await t?.drop();
 });
 
-const revision = async (): Promise<bigint> =>
-  BigInt((await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`)[0]?.revision ?? "-1");
+const revision = async (): Promise<bigint> => BigInt((await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`)[0]?.revision ?? "-1");
 
 const run = (mutations: Mutation[], extra: Omit<ManageRolesInput, "mutations"> = {}) => manageRoles(t.client, { mutations, ...extra });
 
@@ -178,8 +177,7 @@ describe("ManageRoles", () => {
       const a = manageRoles(c1, { mutations: [{ kind: "addInheritance", role: org2("ping"), parent: org2("pong") }] });
       const b = manageRoles(c2, { mutations: [{ kind: "addInheritance", role: org2("pong"), parent: org2("ping") }] });
       // Both batches are queued behind the held lock: wait for that (bounded), not for a fixed time.
-      const waitingOnLock = async () =>
-        (await t.raw`select 1 from pg_stat_activity where datname = ${t.name} and wait_event_type = 'Lock'`).length;
+      const waitingOnLock = async () => (await t.raw`select 1 from pg_stat_activity where datname = ${t.name} and wait_event_type = 'Lock'`).length;
       for (let i = 0; i < 500 && (await waitingOnLock()) < 2; i++) await new Promise((r) => setImmediate(r));
       expect(await waitingOnLock()).toBe(2);
       release();
@@ -204,9 +202,15 @@ describe("ManageRoles", () => {
     const before = await revision();
     const cases: Array<[Mutation, string]> = [
       [{ kind: "deleteRole", role: org1("nobody") }, `mutations[0].delete_role: role "nobody" of organization ${ORG1} not found`],
-      [{ kind: "deletePermission", permission: { organizationId: null, key: "no.such" } }, `mutations[0].delete_permission: global permission "no.such" not found`],
+      [
+        { kind: "deletePermission", permission: { organizationId: null, key: "no.such" } },
+        `mutations[0].delete_permission: global permission "no.such" not found`,
+      ],
       [{ kind: "grantPermission", role: { id: MISSING }, permission: org1("members.read") }, `mutations[0].grant_permission.role: role ${MISSING} not found`],
-      [{ kind: "addInheritance", role: org1("admin"), parent: org1("ghost") }, `mutations[0].add_inheritance.parent: role "ghost" of organization ${ORG1} not found`],
+      [
+        { kind: "addInheritance", role: org1("admin"), parent: org1("ghost") },
+        `mutations[0].add_inheritance.parent: role "ghost" of organization ${ORG1} not found`,
+      ],
       [
         { kind: "assignRole", subject: { type: "user", id: MISSING }, role: org1("admin"), scope: { type: "organization", id: ORG1 }, validUntil: null },
         `mutations[0].assign_role.subject: user ${MISSING} not found`,
@@ -261,10 +265,7 @@ describe("ManageRoles", () => {
 
   it("applies only at the expected revision", async () => {
     const current = await revision();
-    const e = await refused(
-      run([{ kind: "upsertRole", ...org1("late") }], { expectedRevision: (current - 1n).toString() }),
-      "FAILED_PRECONDITION",
-    );
+    const e = await refused(run([{ kind: "upsertRole", ...org1("late") }], { expectedRevision: (current - 1n).toString() }), "FAILED_PRECONDITION");
     expect(e.reason).toBe("REVISION_MOVED");
     expect(e.message).toContain((current - 1n).toString());
     expect(e.message).toContain(current.toString());
@@ -290,11 +291,19 @@ describe("ManageRoles", () => {
       [{ mutations: [{ kind: "upsertRole", organizationId: null, key: "x".repeat(129) }] }, "mutations[0].upsert_role.key.key must be 1 to 128"],
       [{ mutations: [{ kind: "upsertRole", organizationId: "123", key: "ok" }] }, "mutations[0].upsert_role.key.organization_id must be a UUID"],
       [
-        { mutations: [{ kind: "upsertRole", organizationId: null, key: "ok" }, { kind: "grantPermission", role: org1("a"), permission: { organizationId: ORG1, key: "bad/key" } }] },
+        {
+          mutations: [
+            { kind: "upsertRole", organizationId: null, key: "ok" },
+            { kind: "grantPermission", role: org1("a"), permission: { organizationId: ORG1, key: "bad/key" } },
+          ],
+        },
         "mutations[1].grant_permission.permission.key.key must be 1 to 128",
       ],
       [{ mutations: [assign({ type: "group", id: ALICE })] }, "mutations[0].assign_role.subject.type must be one of user, account, principal, staff"],
-      [{ mutations: [assign({ type: "user", id: ALICE }, { type: "global", id: "" })] }, "mutations[0].assign_role.scope.type must be one of tenant, organization, avatar"],
+      [
+        { mutations: [assign({ type: "user", id: ALICE }, { type: "global", id: "" })] },
+        "mutations[0].assign_role.scope.type must be one of tenant, organization, avatar",
+      ],
       [{ mutations: [assign({ type: "user", id: ALICE }, { type: "avatar", id: "x" })] }, "mutations[0].assign_role.scope.id must be a UUID"],
       [{ mutations: [{ kind: "unassignRole", assignmentId: "1" }] }, "mutations[0].unassign_role.assignment_id must be a UUID"],
       [{ mutations: [{ ...assign({ type: "user", id: ALICE }), validUntil: new Date(Number.NaN) } as Mutation] }, "mutations[0].assign_role.valid_until"],

@@ -28,9 +28,7 @@ describe("migrations", () => {
 
   it("apply exactly once when several replicas start at the same moment", async () => {
     const other = await freshDatabase({ empty: true });
-    const clients = Array.from({ length: 4 }, () =>
-      createPostgresClient({ url: other.url, poolMax: 1, logger: createLogger("silent") }),
-    );
+    const clients = Array.from({ length: 4 }, () => createPostgresClient({ url: other.url, poolMax: 1, logger: createLogger("silent") }));
     try {
       const results = await Promise.all(clients.map((c) => migrate(c)));
       const all = (await loadMigrations()).map((m) => m.name);
@@ -64,22 +62,18 @@ describe("schema invariants", () => {
   });
 
   it("a role key is unique within its organization but not across organizations", async () => {
-    await expect(t.raw`insert into roles (organization_id, key, name) values (${org1}, 'admin', 'Again')`).rejects.toThrow(
-      /roles_organization_key/,
-    );
-    await expect(t.raw`insert into roles (organization_id, key, name) values (null, 'global', 'Again')`).rejects.toThrow(
-      /roles_organization_key/,
-    );
+    await expect(t.raw`insert into roles (organization_id, key, name) values (${org1}, 'admin', 'Again')`).rejects.toThrow(/roles_organization_key/);
+    await expect(t.raw`insert into roles (organization_id, key, name) values (null, 'global', 'Again')`).rejects.toThrow(/roles_organization_key/);
   });
 
   it("no role inherits itself, directly or through a cycle", async () => {
-    await expect(
-      t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000001')`,
-    ).rejects.toThrow(/role_inheritance_not_self/);
+    await expect(t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000001')`).rejects.toThrow(
+      /role_inheritance_not_self/,
+    );
     await t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000002')`;
-    await expect(
-      t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000002', 'b0000000-0000-4000-8000-000000000001')`,
-    ).rejects.toThrow(/would form a cycle/);
+    await expect(t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000002', 'b0000000-0000-4000-8000-000000000001')`).rejects.toThrow(
+      /would form a cycle/,
+    );
   });
 
   it("two concurrent transactions cannot each add half of a cycle", async () => {
@@ -100,13 +94,13 @@ describe("schema invariants", () => {
   });
 
   it("inheritance stays inside one organization or reaches global roles", async () => {
-    await expect(
-      t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000002', 'b0000000-0000-4000-8000-000000000003')`,
-    ).rejects.toThrow(/another organization/);
+    await expect(t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000002', 'b0000000-0000-4000-8000-000000000003')`).rejects.toThrow(
+      /another organization/,
+    );
     await t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000002', 'b0000000-0000-4000-8000-000000000004')`;
-    await expect(
-      t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000004', 'b0000000-0000-4000-8000-000000000003')`,
-    ).rejects.toThrow(/another organization/);
+    await expect(t.raw`insert into role_inheritance values ('b0000000-0000-4000-8000-000000000004', 'b0000000-0000-4000-8000-000000000003')`).rejects.toThrow(
+      /another organization/,
+    );
   });
 
   it("an organization's role is assigned only inside that organization", async () => {
@@ -144,9 +138,7 @@ describe("schema invariants", () => {
         ('d1000000-0000-4000-8000-000000000001', 'e0000000-0000-4000-8000-000000000001', true)`;
     });
     await expect(t.raw`insert into memberships (principal_id, avatar_id, owner) values
-      ('d1000000-0000-4000-8000-000000000002', 'e0000000-0000-4000-8000-000000000001', true)`).rejects.toThrow(
-      /memberships_one_active_owner/,
-    );
+      ('d1000000-0000-4000-8000-000000000002', 'e0000000-0000-4000-8000-000000000001', true)`).rejects.toThrow(/memberships_one_active_owner/);
     // An inactive former owner does not count.
     await t.raw`insert into memberships (principal_id, avatar_id, owner, active) values
       ('d1000000-0000-4000-8000-000000000002', 'e0000000-0000-4000-8000-000000000001', true, false)`;

@@ -22,8 +22,17 @@ describe("oracle on the demo directory", () => {
   it("covers every reason", () => {
     const reasons = new Set(DEMO_DECISIONS.map((d) => d.reason));
     expect([...reasons].sort()).toEqual([
-      "ACCOUNT_INACTIVE", "GRANTED", "NOT_ACCEPTED", "NO_GRANT", "PERMISSION_NOT_FOUND", "PRINCIPAL_EXPIRED",
-      "PRINCIPAL_INACTIVE", "RESOURCE_INACTIVE", "RESOURCE_NOT_FOUND", "SUBJECT_DISABLED", "SUBJECT_LOCKED",
+      "ACCOUNT_INACTIVE",
+      "GRANTED",
+      "NOT_ACCEPTED",
+      "NO_GRANT",
+      "PERMISSION_NOT_FOUND",
+      "PRINCIPAL_EXPIRED",
+      "PRINCIPAL_INACTIVE",
+      "RESOURCE_INACTIVE",
+      "RESOURCE_NOT_FOUND",
+      "SUBJECT_DISABLED",
+      "SUBJECT_LOCKED",
       "SUBJECT_NOT_FOUND",
     ]);
   });
@@ -79,10 +88,7 @@ describe("random datasets, changes and checks", () => {
 
     const byReason = new Map<string, number>();
     for (const a of answers) byReason.set(a.reason, (byReason.get(a.reason) ?? 0) + 1);
-    console.log(
-      `oracle smoke: insert + 50 changes ${setupMs.toFixed(0)} ms, 10k checks ${checkMs.toFixed(0)} ms;`,
-      Object.fromEntries([...byReason].sort()),
-    );
+    console.log(`oracle smoke: insert + 50 changes ${setupMs.toFixed(0)} ms, 10k checks ${checkMs.toFixed(0)} ms;`, Object.fromEntries([...byReason].sort()));
     expect(byReason.size).toBeGreaterThanOrEqual(6);
     expect(answers.some((a) => a.allowed)).toBe(true);
     expect(answers.some((a) => !a.allowed)).toBe(true);

@@ -78,7 +78,10 @@ beforeAll(async () => {
       (${ACCOUNT_INACTIVE_M}, ${ACCOUNT_INACTIVE_P}, ${SALES_DESK}, true, now() - interval '1 day'),
       (${FUTURE_M}, ${ALICE_P}, ${SALES_DESK}, true, now() + interval '1 day')`;
   });
-  app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
+  app = createApp(
+    loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+    createLogger("silent"),
+  );
   port = (await app.listen()).grpcPort;
   await app.ready;
   admin = client(protos, "authz.v1.AdminService", port);
@@ -96,8 +99,7 @@ afterAll(async () => {
 // Helpers
 // ---------------------------------------------------------------------------
 
-const revision = async (): Promise<bigint> =>
-  BigInt((await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`)[0]?.revision ?? "-1");
+const revision = async (): Promise<bigint> => BigInt((await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`)[0]?.revision ?? "-1");
 
 const ownerOf = async (avatar: string, sql: postgres.Sql = t.raw): Promise<string[]> =>
   (await sql<{ id: string }[]>`select id::text as id from memberships where avatar_id = ${avatar} and owner and active`).map((r) => r.id);
@@ -559,9 +561,9 @@ describe("the database keeps exactly one owner per active avatar", () => {
       constraint_name: "avatars_exactly_one_owner",
     });
     await expect(t.raw`delete from memberships where id = ${M(9)}`).rejects.toMatchObject({ constraint_name: "avatars_exactly_one_owner" });
-    await expect(
-      t.raw`insert into avatars (organization_id, handle) values ('00000002-0000-4000-8000-000000000001', 'ownerless')`,
-    ).rejects.toMatchObject({ constraint_name: "avatars_exactly_one_owner" });
+    await expect(t.raw`insert into avatars (organization_id, handle) values ('00000002-0000-4000-8000-000000000001', 'ownerless')`).rejects.toMatchObject({
+      constraint_name: "avatars_exactly_one_owner",
+    });
     await expect(t.raw`update avatars set active = true where id = ${ENG_CHANGELOG}`).resolves.toBeDefined(); // it has its owner
     await t.raw`update avatars set active = false where id = ${ENG_CHANGELOG}`;
     // A second owner is refused at once by the unique index.
@@ -614,7 +616,14 @@ describe("concurrent transfers", () => {
       }
     });
     raceApp = createApp(
-      loadConfig({ DATABASE_URL: r.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0", AUTHZ_DATABASE_POOL_MAX: "10" }),
+      loadConfig({
+        DATABASE_URL: r.url,
+        AUTHZ_AUTH: "off",
+        AUTHZ_HOST: "127.0.0.1",
+        AUTHZ_GRPC_PORT: "0",
+        AUTHZ_HTTP_PORT: "0",
+        AUTHZ_DATABASE_POOL_MAX: "10",
+      }),
       createLogger("silent"),
     );
     const ports = await raceApp.listen();

@@ -28,7 +28,10 @@ let perms: Svc;
 beforeAll(async () => {
   t = await freshDatabase();
   await importDocument(t.client, JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")));
-  app = createApp(loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }), createLogger("silent"));
+  app = createApp(
+    loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+    createLogger("silent"),
+  );
   ({ grpcPort: port, httpPort } = await app.listen());
   await app.ready;
   perms = client(protos, "authz.v1.PermissionService", port);
@@ -107,7 +110,15 @@ describe("CheckBulk", () => {
 });
 
 type Listing = {
-  scopes: Array<{ org_id: string; scope: { type: string; id: string } | null; user_role: string; inherited_user_roles_plus_current_role: string[]; user_permissions: string[]; additional_roles: string[]; url_safe_org_name: string }>;
+  scopes: Array<{
+    org_id: string;
+    scope: { type: string; id: string } | null;
+    user_role: string;
+    inherited_user_roles_plus_current_role: string[];
+    user_permissions: string[];
+    additional_roles: string[];
+    url_safe_org_name: string;
+  }>;
   revision: string;
   next_page_token: string;
   subject_status: string;
@@ -127,7 +138,9 @@ describe("ListPermissions", () => {
   it("a locked user holds nothing and says why; an unknown one is NOT_FOUND", async () => {
     const l = await unary<Listing>(perms, "ListPermissions", { subject: user(DAVE) });
     expect(l).toMatchObject({ subject_status: "DECISION_REASON_SUBJECT_LOCKED", scopes: [] });
-    const err = (await unary(perms, "ListPermissions", { subject: user("00000003-0000-4000-8000-0000000000ff") }).catch((e: unknown) => e)) as grpc.ServiceError;
+    const err = (await unary(perms, "ListPermissions", { subject: user("00000003-0000-4000-8000-0000000000ff") }).catch(
+      (e: unknown) => e,
+    )) as grpc.ServiceError;
     expect(err.code).toBe(grpc.status.NOT_FOUND);
   });
 

@@ -27,11 +27,16 @@ interface Run {
 /** Runs a command without a shell; never rejects, kills it after timeoutMs. */
 function run(file: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(file, args, { cwd: projectPath("."), env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, killSignal: "SIGKILL" }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === "number" ? err.code : null) : 0;
-      const why = err && code === null ? `\n(${err.killed ? `killed after ${opts.timeoutMs ?? 30_000} ms` : err.message})` : "";
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) + why });
-    });
+    execFile(
+      file,
+      args,
+      { cwd: projectPath("."), env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, killSignal: "SIGKILL" },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : null) : 0;
+        const why = err && code === null ? `\n(${err.killed ? `killed after ${opts.timeoutMs ?? 30_000} ms` : err.message})` : "";
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) + why });
+      },
+    );
   });
 }
 
@@ -104,7 +109,9 @@ describe("Python client (clients/python)", () => {
     delete env.AUTHZ_API_KEY;
     const r = await run(PYTHON, [projectPath("clients/python/authz_client.py"), `127.0.0.1:${grpcPort}`], { env, timeoutMs: 45_000 });
     expect(r.code, `authz_client.py exited ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`).toBe(0);
-    expect(r.stdout).toMatch(/^Check: alice members\.read allowed \(ASSIGNMENT:.*ROLE:owner.*PERMISSION:members\.read\); bob org\.delete denied \(DECISION_REASON_NO_GRANT\)/m);
+    expect(r.stdout).toMatch(
+      /^Check: alice members\.read allowed \(ASSIGNMENT:.*ROLE:owner.*PERMISSION:members\.read\); bob org\.delete denied \(DECISION_REASON_NO_GRANT\)/m,
+    );
     expect(r.stdout).toMatch(/^CheckBulk: 3 items -> GRANTED, SUBJECT_LOCKED, error INVALID_ARGUMENT/m);
     expect(r.stdout).toMatch(/^ListPermissions: alice is owner of acme-eng/m);
     expect(r.stdout).toMatch(/^Errors: a bad revision token is INVALID_ARGUMENT, ErrorInfo authz\/\S+/m);

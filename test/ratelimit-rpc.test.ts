@@ -15,7 +15,7 @@ import { projectPath } from "../src/paths.js";
 import { createCallLog } from "../src/rpc/call-log.js";
 import { createGrpcServer, listenGrpc } from "../src/rpc/grpc-server.js";
 import { bind } from "../src/rpc/handler-types.js";
-import { createRateLimitService, type RateLimitService as Service } from "../src/rpc/rate-limit-handlers.js";
+import { createRateLimitService, type RateLimitServing as Service } from "../src/rpc/rate-limit-handlers.js";
 import { importDocument } from "../src/store/import.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { client, loadProtos, unary } from "./support/grpc-client.js";
@@ -55,7 +55,11 @@ interface ConsumeResponse extends Omit<PolicyResult, "counter_subject"> {
 
 const call = <T = ConsumeResponse>(method: string, req: unknown) => unary<T>(rl, method, req);
 const consumeCall = (req: Record<string, unknown>) => call<ConsumeResponse>("ConsumeRateLimit", { cost: "1", ...req });
-const failure = async (p: Promise<unknown>) => (await p.then(() => expect.fail("expected an error"), (e: unknown) => e)) as grpc.ServiceError;
+const failure = async (p: Promise<unknown>) =>
+  (await p.then(
+    () => expect.fail("expected an error"),
+    (e: unknown) => e,
+  )) as grpc.ServiceError;
 const secs = (d: Duration | null) => (d ? Number(d.seconds) + d.nanos / 1e9 : 0);
 
 beforeAll(async () => {
@@ -77,7 +81,13 @@ beforeAll(async () => {
   await app.listen();
   await app.ready;
   const sources: string[] = [];
-  svc = createRateLimitService(config, logger, () => app.live(), () => app.db(), { onDecision: (s) => sources.push(s) });
+  svc = createRateLimitService(
+    config,
+    logger,
+    () => app.live(),
+    () => app.db(),
+    { onDecision: (s) => sources.push(s) },
+  );
   expect(await svc.store.ready(5000)).toBe(true);
   server = createGrpcServer([bind(RateLimitService, svc.handlers)], { logger, callLog: createCallLog(logger), maxMessageBytes: 4 << 20 });
   const port = await listenGrpc(server, "127.0.0.1", 0);
@@ -95,7 +105,14 @@ afterAll(async () => {
 describe("ConsumeRateLimit with the demo policies", () => {
   it("a user's assigned policy: allowed from the store, with limit, remaining, reset_after", async () => {
     const r = await consumeCall({ subject: { type: "user", id: BOB } });
-    expect(r).toMatchObject({ allowed: true, policy: "api-per-user", limit: "100", remaining: "99", source: "RATE_LIMIT_DECISION_SOURCE_STORE", exceeds_limit: false });
+    expect(r).toMatchObject({
+      allowed: true,
+      policy: "api-per-user",
+      limit: "100",
+      remaining: "99",
+      source: "RATE_LIMIT_DECISION_SOURCE_STORE",
+      exceeds_limit: false,
+    });
     expect(secs(r.reset_after)).toBeGreaterThan(0);
     expect(secs(r.reset_after)).toBeLessThanOrEqual(60);
     expect(r.retry_after).toBeNull();
@@ -154,7 +171,10 @@ describe("ConsumeRateLimit with the demo policies", () => {
     // Fixed window: retry exactly when the window resets.
     expect(secs(denied.retry_after)).toBeCloseTo(secs(denied.reset_after), 6);
     expect(secs(denied.retry_after)).toBeLessThanOrEqual(300);
-    const counters = await call<{ counters: Array<{ subject: unknown; count: string; algorithm: string }> }>("GetRateLimitCounters", { policy: "login-attempts", subject: key });
+    const counters = await call<{ counters: Array<{ subject: unknown; count: string; algorithm: string }> }>("GetRateLimitCounters", {
+      policy: "login-attempts",
+      subject: key,
+    });
     expect(counters.counters[0]).toMatchObject({ subject: key, count: "5", algorithm: "RATE_LIMIT_ALGORITHM_FIXED_WINDOW" });
   });
 
@@ -180,8 +200,12 @@ describe("ConsumeRateLimit with the demo policies", () => {
     // (the helper's deadline) while other test files ran; a missed deadline also broke the next calls' session.
     const slow = (req: unknown) =>
       new Promise<ConsumeResponse>((resolve, reject) =>
-        (rl["ConsumeRateLimit"] as Function).call(rl, req, new grpc.Metadata(), { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null, r: ConsumeResponse) =>
-          err ? reject(err) : resolve(r),
+        (rl["ConsumeRateLimit"] as Function).call(
+          rl,
+          req,
+          new grpc.Metadata(),
+          { deadline: Date.now() + 60_000 },
+          (err: grpc.ServiceError | null, r: ConsumeResponse) => (err ? reject(err) : resolve(r)),
         ),
       );
     const res = await Promise.all(Array.from({ length: 2000 }, () => slow({ policy: "burst-100", subject: key, cost: "1" })));
@@ -196,7 +220,12 @@ describe("bad input", () => {
     ["unknown policy", { policy: "no-such-policy", subject: { type: "user", id: BOB } }, grpc.status.NOT_FOUND, /no-such-policy/],
     ["user policy for a key", { policy: "api-per-user", subject: { type: "key", id: "k" } }, grpc.status.INVALID_ARGUMENT, /scope user/],
     ["key policy for a user", { policy: "login-attempts", subject: { type: "user", id: BOB } }, grpc.status.INVALID_ARGUMENT, /scope key/],
-    ["organization policy for a user without organization", { policy: "api-per-org", subject: { type: "user", id: BOB } }, grpc.status.INVALID_ARGUMENT, /organization_id/],
+    [
+      "organization policy for a user without organization",
+      { policy: "api-per-org", subject: { type: "user", id: BOB } },
+      grpc.status.INVALID_ARGUMENT,
+      /organization_id/,
+    ],
     ["no subject", {}, grpc.status.INVALID_ARGUMENT, /subject is required/],
     ["account subject", { subject: { type: "account", id: BOB } }, grpc.status.INVALID_ARGUMENT, /subject.type/],
     ["user id not a UUID", { subject: { type: "user", id: "bob" } }, grpc.status.INVALID_ARGUMENT, /subject.id must be a UUID/],
@@ -215,7 +244,16 @@ describe("ManageRateLimits", () => {
   it("creates, assigns and is consumed at once with the returned revision", async () => {
     const res = await call<{ revision: string; results: Array<{ policy_id: number; changed: boolean }> }>("ManageRateLimits", {
       mutations: [
-        { upsert_policy: { name: "heidi-burst", scope: "user", limit_count: 3, window_sec: 60, algorithm: "RATE_LIMIT_ALGORITHM_TOKEN_BUCKET", failure_mode: "RATE_LIMIT_FAILURE_MODE_CLOSED" } },
+        {
+          upsert_policy: {
+            name: "heidi-burst",
+            scope: "user",
+            limit_count: 3,
+            window_sec: 60,
+            algorithm: "RATE_LIMIT_ALGORITHM_TOKEN_BUCKET",
+            failure_mode: "RATE_LIMIT_FAILURE_MODE_CLOSED",
+          },
+        },
         { assign: { policy: "heidi-burst", subject: { type: "user", id: HEIDI } } },
       ],
       idempotency_key: "heidi-1",
@@ -231,7 +269,16 @@ describe("ManageRateLimits", () => {
     // The same batch again with its key: the first response, nothing written.
     const again = await call<{ revision: string }>("ManageRateLimits", {
       mutations: [
-        { upsert_policy: { name: "heidi-burst", scope: "user", limit_count: 3, window_sec: 60, algorithm: "RATE_LIMIT_ALGORITHM_TOKEN_BUCKET", failure_mode: "RATE_LIMIT_FAILURE_MODE_CLOSED" } },
+        {
+          upsert_policy: {
+            name: "heidi-burst",
+            scope: "user",
+            limit_count: 3,
+            window_sec: 60,
+            algorithm: "RATE_LIMIT_ALGORITHM_TOKEN_BUCKET",
+            failure_mode: "RATE_LIMIT_FAILURE_MODE_CLOSED",
+          },
+        },
         { assign: { policy: "heidi-burst", subject: { type: "user", id: HEIDI } } },
       ],
       idempotency_key: "heidi-1",
@@ -256,7 +303,11 @@ describe("ManageRateLimits", () => {
       [{ assign: { policy: "api-per-user", subject: { type: "organization", id: ENG } } }, grpc.status.FAILED_PRECONDITION, /scope user/],
       [{ assign: { policy: "login-attempts", subject: { type: "user", id: BOB } } }, grpc.status.FAILED_PRECONDITION, /used by name/],
       [{ assign: { policy: "nope", subject: { type: "user", id: BOB } } }, grpc.status.NOT_FOUND, /"nope" not found/],
-      [{ assign: { policy: "api-per-user", subject: { type: "user", id: "00000003-0000-4000-8000-0000000000ff" } } }, grpc.status.NOT_FOUND, /user .* not found/],
+      [
+        { assign: { policy: "api-per-user", subject: { type: "user", id: "00000003-0000-4000-8000-0000000000ff" } } },
+        grpc.status.NOT_FOUND,
+        /user .* not found/,
+      ],
       [{ upsert_policy: { name: "api-per-user", scope: "organization" } }, grpc.status.FAILED_PRECONDITION, /unassign first/],
       [{}, grpc.status.INVALID_ARGUMENT, /exactly one change/],
     ];

@@ -54,7 +54,13 @@ beforeAll(async () => {
   const singlePrefix = `authz:test:${process.pid}:${randomUUID()}`;
   const clusterPrefix = `authz:test:${randomUUID()}`;
   backends.push(
-    { name: "single Redis", perOwnerAtomic: false, store: redisStore(inject("redisUrl"), false, singlePrefix), prefix: singlePrefix, raw: new Redis(inject("redisUrl")) },
+    {
+      name: "single Redis",
+      perOwnerAtomic: false,
+      store: redisStore(inject("redisUrl"), false, singlePrefix),
+      prefix: singlePrefix,
+      raw: new Redis(inject("redisUrl")),
+    },
     {
       name: "Redis Cluster (3 masters)",
       perOwnerAtomic: true,
@@ -109,16 +115,20 @@ describe.each(BACKEND_NAMES.map((name, i) => ({ name, i })))("counter store conf
     expect(be().name).toBe(name);
   });
 
-  it.each(ALGORITHMS)("2000 concurrent consumes against limit 100 allow exactly 100 (%s)", async (algorithm) => {
-    const { store } = be();
-    await awayFromEdge(store, 60, 15_000);
-    const b = bucket(algorithm, 100, 60, user());
-    const results = await Promise.all(Array.from({ length: 2000 }, () => store.consume([b], 1)));
-    const allowed = results.filter(([o]) => ok(o).report.allowed).length;
-    expect(allowed, be().name).toBe(100);
-    const [after] = await store.consume([b], 0);
-    expect(ok(after).report).toMatchObject({ count: 100, remaining: 0 });
-  }, 60_000);
+  it.each(ALGORITHMS)(
+    "2000 concurrent consumes against limit 100 allow exactly 100 (%s)",
+    async (algorithm) => {
+      const { store } = be();
+      await awayFromEdge(store, 60, 15_000);
+      const b = bucket(algorithm, 100, 60, user());
+      const results = await Promise.all(Array.from({ length: 2000 }, () => store.consume([b], 1)));
+      const allowed = results.filter(([o]) => ok(o).report.allowed).length;
+      expect(allowed, be().name).toBe(100);
+      const [after] = await store.consume([b], 0);
+      expect(ok(after).report).toMatchObject({ count: 100, remaining: 0 });
+    },
+    60_000,
+  );
 
   it("all or nothing across several policies: a denial spends none of them", async () => {
     const { store } = be();

@@ -111,7 +111,15 @@ describe("a credential bound to tenant Acme", () => {
     ]);
     // The bucket drains as time passes (16 units a second), so only its identity is checked here.
     expect((await counters("acme", { subject: org(O.eng) })).counters).toMatchObject([{ policy: "api-per-org", limit: "1000" }]);
-    expect(await limit("acme", [descriptor([["organization", O.eng]]), descriptor([["user", U.bob], ["organization", O.eng]])])).toMatchObject({
+    expect(
+      await limit("acme", [
+        descriptor([["organization", O.eng]]),
+        descriptor([
+          ["user", U.bob],
+          ["organization", O.eng],
+        ]),
+      ]),
+    ).toMatchObject({
       overall_code: "OK",
       statuses: [{ code: "OK", current_limit: { name: "api-per-org" } }, { code: "OK" }],
     });
@@ -140,9 +148,21 @@ describe("a credential bound to tenant Acme", () => {
 
   const refusedDescriptors: Array<[string, Array<[string, string]>]> = [
     ["another tenant's organization", [["organization", OTHER_ORG]]],
-    ["an unknown organization", [["policy", "api-per-org"], ["organization", UNKNOWN_ORG]]],
+    [
+      "an unknown organization",
+      [
+        ["policy", "api-per-org"],
+        ["organization", UNKNOWN_ORG],
+      ],
+    ],
     ["a user without an organization", [["user", U.bob]]],
-    ["a key's counter", [["policy", "login-attempts"], ["key", "10.0.0.7"]]],
+    [
+      "a key's counter",
+      [
+        ["policy", "login-attempts"],
+        ["key", "10.0.0.7"],
+      ],
+    ],
     ["a global policy", [["policy", "everyone"]]],
   ];
   it.each(refusedDescriptors)("ShouldRateLimit refuses the whole call for a descriptor naming %s", async (_what, entries) => {
@@ -153,6 +173,16 @@ describe("a credential bound to tenant Acme", () => {
     expect(await consume("unbound", { subject: org(OTHER_ORG) })).toMatchObject({ allowed: true, source: "RATE_LIMIT_DECISION_SOURCE_STORE" });
     expect(await consume("unbound", { policy: "everyone", subject: org(O.eng) })).toMatchObject({ allowed: true });
     expect(await consume("unbound", { subject: user(U.bob) })).toMatchObject({ allowed: true });
-    expect((await limit("unbound", [descriptor([["policy", "everyone"]]), descriptor([["policy", "login-attempts"], ["key", "10.0.0.7"]])])).overall_code).toBe("OK");
+    expect(
+      (
+        await limit("unbound", [
+          descriptor([["policy", "everyone"]]),
+          descriptor([
+            ["policy", "login-attempts"],
+            ["key", "10.0.0.7"],
+          ]),
+        ])
+      ).overall_code,
+    ).toBe("OK");
   });
 });

@@ -227,7 +227,9 @@ describe("gRPC server reflection", () => {
         });
       const list = await ask({ list_services: "" });
       const names = (list.list_services_response.service as Array<{ name: string }>).map((s) => s.name);
-      expect(names).toEqual(expect.arrayContaining(["authz.v1.PermissionService", "authz.v1.AdminService", "authz.v1.RateLimitService", "grpc.health.v1.Health"]));
+      expect(names).toEqual(
+        expect.arrayContaining(["authz.v1.PermissionService", "authz.v1.AdminService", "authz.v1.RateLimitService", "grpc.health.v1.Health"]),
+      );
       const file = await ask({ file_containing_symbol: "authz.v1.PermissionService" });
       expect(file.file_descriptor_response.file_descriptor_proto.length).toBeGreaterThan(0);
       call.end();

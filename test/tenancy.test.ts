@@ -166,7 +166,13 @@ describe("a tenant-bound key cannot grant itself another tenant's access", () =>
     const byId = await manage([{ assign_role: { subject: { type: "principal", id: PA }, role: { id: ADMIN_B }, scope: { type: "organization", id: OB } } }]);
     expectDenied(byId);
     const byKey = await manage([
-      { assign_role: { subject: { type: "principal", id: PA }, role: { key: { organization_id: OB, key: "beta-admin" } }, scope: { type: "organization", id: OB } } },
+      {
+        assign_role: {
+          subject: { type: "principal", id: PA },
+          role: { key: { organization_id: OB, key: "beta-admin" } },
+          scope: { type: "organization", id: OB },
+        },
+      },
     ]);
     expect(byKey.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(await count("select count(*)::int as n from role_assignments")).toBe(before);
@@ -210,7 +216,7 @@ describe("no-op writes and lookups on another tenant's rows are refused, not ans
     expectDenied(await manage([{ unassign_role: { assignment_id: id("b012", 1) } }]));
     const unknown = await manage([{ unassign_role: { assignment_id: id("ffff", 99) } }]);
     expect(unknown.code, unknown.message).toBe(0);
-    expect((unknown.value?.results as Array<{ changed: boolean }>)[0]?.changed).toBe(false);
+    expect((unknown.value?.results as Array<{ changed: boolean }> | undefined)?.[0]?.changed).toBe(false);
   });
 
   it("global roles and permissions can be referred to but not changed", async () => {
@@ -237,7 +243,7 @@ describe("ownership writes are confined", () => {
       keys.root as string,
     );
     expect(pending.code, pending.message).toBe(0);
-    const transferId = (pending.value?.transfer as { id: string }).id;
+    const transferId = (pending.value?.transfer as { id: string } | undefined)?.id ?? "";
     for (const m of ["AcceptOwnershipTransfer", "DeclineOwnershipTransfer", "CancelOwnershipTransfer"]) {
       expectDenied(await call(admin, m, { transfer_id: transferId }, keys.alpha as string));
     }
@@ -249,10 +255,26 @@ describe("ownership writes are confined", () => {
 describe("rate-limit writes are confined", () => {
   const rl = "authz.v1.RateLimitService";
   it("policies are global: a bound key cannot create them; it assigns them to its own organizations only", async () => {
-    expectDenied(await call(rl, "ManageRateLimits", { mutations: [{ upsert_policy: { name: "mine", scope: "organization", limit_count: 5, window_sec: 1 } }] }, keys.alpha as string));
-    expectDenied(await call(rl, "ManageRateLimits", { mutations: [{ assign: { policy: "per-org", subject: { type: "organization", id: OB } } }] }, keys.alpha as string));
-    expectDenied(await call(rl, "ManageRateLimits", { mutations: [{ assign: { policy: "per-org", subject: { type: "user", id: UA } } }] }, keys.alpha as string));
-    const own = await call(rl, "ManageRateLimits", { mutations: [{ assign: { policy: "per-org", subject: { type: "organization", id: OA } } }] }, keys.alpha as string);
+    expectDenied(
+      await call(
+        rl,
+        "ManageRateLimits",
+        { mutations: [{ upsert_policy: { name: "mine", scope: "organization", limit_count: 5, window_sec: 1 } }] },
+        keys.alpha as string,
+      ),
+    );
+    expectDenied(
+      await call(rl, "ManageRateLimits", { mutations: [{ assign: { policy: "per-org", subject: { type: "organization", id: OB } } }] }, keys.alpha as string),
+    );
+    expectDenied(
+      await call(rl, "ManageRateLimits", { mutations: [{ assign: { policy: "per-org", subject: { type: "user", id: UA } } }] }, keys.alpha as string),
+    );
+    const own = await call(
+      rl,
+      "ManageRateLimits",
+      { mutations: [{ assign: { policy: "per-org", subject: { type: "organization", id: OA } } }] },
+      keys.alpha as string,
+    );
     expect(own.code, own.message).toBe(0);
   });
 });

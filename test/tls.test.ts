@@ -73,7 +73,9 @@ afterAll(async () => {
 });
 
 function grpcCheck(creds: grpc.ChannelCredentials): Promise<{ code: number; allowed?: boolean }> {
-  const tree = protos as unknown as { authz: { v1: { PermissionService: new (a: string, c: grpc.ChannelCredentials) => grpc.Client & Record<string, Function> } } };
+  const tree = protos as unknown as {
+    authz: { v1: { PermissionService: new (a: string, c: grpc.ChannelCredentials) => grpc.Client & Record<string, Function> } };
+  };
   const c = new tree.authz.v1.PermissionService(`localhost:${ports.grpcPort}`, creds);
   return new Promise((resolve) => {
     (c.Check as Function).call(c, checkReq, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: { allowed: boolean }) => {
@@ -116,9 +118,7 @@ describe("TLS and mutual TLS", () => {
   });
 
   it("gRPC: a verified but unknown certificate has no identity (UNAUTHENTICATED); no certificate fails the handshake", async () => {
-    expect((await grpcCheck(grpc.credentials.createSsl(pem("ca.pem"), pem("stranger.key"), pem("stranger.pem")))).code).toBe(
-      grpc.status.UNAUTHENTICATED,
-    );
+    expect((await grpcCheck(grpc.credentials.createSsl(pem("ca.pem"), pem("stranger.key"), pem("stranger.pem")))).code).toBe(grpc.status.UNAUTHENTICATED);
     expect((await grpcCheck(grpc.credentials.createSsl(pem("ca.pem")))).code).toBe(grpc.status.UNAVAILABLE);
   });
 

@@ -20,7 +20,9 @@ import { createRand, type Rand } from "./support/fuzz-random.js";
 
 const SEED = process.env.AUTHZ_FUZZ_SEED ? Number(process.env.AUTHZ_FUZZ_SEED) : randomInt(2 ** 31);
 const PER_TYPE = 150;
-const INPUTS: DescMessage[] = [...new Set([PermissionService, AdminService, RateLimitService, Health, Authorization, EnvoyRateLimitService].flatMap((s) => s.methods.map((m) => m.input)))];
+const INPUTS: DescMessage[] = [
+  ...new Set([PermissionService, AdminService, RateLimitService, Health, Authorization, EnvoyRateLimitService].flatMap((s) => s.methods.map((m) => m.input))),
+];
 
 const decodes = (desc: DescMessage, b: Uint8Array) => {
   try {

@@ -15,7 +15,15 @@ export function loadMtlsIdentities(file: string): Map<string, Caller> {
     const scopes = Array.isArray(raw?.scopes) ? raw.scopes.map(String) : [];
     const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
     if (bad.length) throw new Error(`${file} (${cn}): unknown scopes ${bad.join(", ")}`);
-    out.set(cn, Object.freeze({ id: `mtls:${cn}`, kind: "mtls", scopes: parseScopes(scopes), tenantId: typeof raw.tenant_id === "string" ? raw.tenant_id.toLowerCase() : null }));
+    out.set(
+      cn,
+      Object.freeze({
+        id: `mtls:${cn}`,
+        kind: "mtls",
+        scopes: parseScopes(scopes),
+        tenantId: typeof raw.tenant_id === "string" ? raw.tenant_id.toLowerCase() : null,
+      }),
+    );
   }
   return out;
 }

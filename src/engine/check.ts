@@ -4,17 +4,7 @@
 // runs the very same search and then builds the path.
 
 import { membershipInForce, scopeKey } from "./grant-index.js";
-import {
-  cannotAct,
-  holds,
-  matchPermission,
-  place,
-  resolvePlace,
-  SCOPE_TYPE_OF,
-  subjectExists,
-  subjectInterner,
-  subjectKind,
-} from "./places.js";
+import { cannotAct, holds, matchPermission, place, resolvePlace, SCOPE_TYPE_OF, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_PRINCIPAL, type State } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
@@ -27,7 +17,14 @@ const NO_GRANT = decisionOf("NO_GRANT");
 export const found = { kind: "ASSIGNMENT" as "ASSIGNMENT" | "MEMBERSHIP", id: -1, role: -1, scopeKind: 0, scope: 0 };
 
 /** Why the subject cannot get a decision before grants are looked at (rules 1-5), with the place resolved; -1 subject on success. */
-function preflight(st: State, subject: SubjectRef, permission: string, resource: ResourceRef, now: number, out: { s: number; kind: number; matched: number }): Reason | undefined {
+function preflight(
+  st: State,
+  subject: SubjectRef,
+  permission: string,
+  resource: ResourceRef,
+  now: number,
+  out: { s: number; kind: number; matched: number },
+): Reason | undefined {
   const kind = subjectKind(subject.type);
   const s = kind < 0 ? -1 : subjectInterner(st, kind).find(subject.id);
   if (s < 0 || !subjectExists(st, kind, s)) return "SUBJECT_NOT_FOUND";

@@ -4,18 +4,7 @@
 // account before its organization); a row's absence is its EXISTS flag.
 
 import { NORMALIZE } from "./rows.js";
-import {
-  ACTIVE,
-  allocRecord,
-  ENABLED,
-  EXISTS,
-  freeRecord,
-  LOCKED,
-  linkFront,
-  STAFF_SUBJECT,
-  type State,
-  unlink,
-} from "./state.js";
+import { ACTIVE, allocRecord, ENABLED, EXISTS, freeRecord, LOCKED, linkFront, STAFF_SUBJECT, type State, unlink } from "./state.js";
 
 type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);

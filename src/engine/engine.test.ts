@@ -42,12 +42,18 @@ function dataset() {
     ],
     staff: [{ id: STAFF }],
     accounts: [{ id: ACC, organization_id: A, active: true }],
-    principals: [
-      { id: PRIN, account_id: ACC, subject_type: "user", subject_id: BOB, active: true, accepted_at: iso(NOW - 1000), valid_until: null },
-    ],
+    principals: [{ id: PRIN, account_id: ACC, subject_type: "user", subject_id: BOB, active: true, accepted_at: iso(NOW - 1000), valid_until: null }],
     avatars: [{ id: AV, organization_id: A, active: true }],
     memberships: [
-      { id: "00000000-0000-4000-8000-000000000401", principal_id: PRIN, avatar_id: AV, owner: true, active: true, accepted_at: iso(NOW - 1000), valid_until: iso(NOW + 60_000) },
+      {
+        id: "00000000-0000-4000-8000-000000000401",
+        principal_id: PRIN,
+        avatar_id: AV,
+        owner: true,
+        active: true,
+        accepted_at: iso(NOW - 1000),
+        valid_until: iso(NOW + 60_000),
+      },
     ],
     roles: [
       { id: OWNER, organization_id: A, key: "owner", name: "Owner" },
@@ -77,11 +83,56 @@ function dataset() {
       { role_id: MEMBER, parent_role_id: GLOBAL_AUDIT },
     ],
     role_assignments: [
-      { id: "00000000-0000-4000-8000-000000000501", subject_type: "user", subject_id: ALICE, role_id: OWNER, scope_type: "organization", scope_id: A, active: true, valid_until: null },
-      { id: "00000000-0000-4000-8000-000000000502", subject_type: "user", subject_id: BOB, role_id: ADMIN, scope_type: "organization", scope_id: A, active: true, valid_until: iso(NOW + 1000) },
-      { id: "00000000-0000-4000-8000-000000000503", subject_type: "staff", subject_id: STAFF, role_id: GLOBAL_AUDIT, scope_type: "tenant", scope_id: T, active: true, valid_until: null },
-      { id: "00000000-0000-4000-8000-000000000504", subject_type: "user", subject_id: LOCKED, role_id: OWNER, scope_type: "organization", scope_id: A, active: true, valid_until: null },
-      { id: "00000000-0000-4000-8000-000000000505", subject_type: "account", subject_id: ACC, role_id: MEMBER, scope_type: "avatar", scope_id: AV, active: true, valid_until: null },
+      {
+        id: "00000000-0000-4000-8000-000000000501",
+        subject_type: "user",
+        subject_id: ALICE,
+        role_id: OWNER,
+        scope_type: "organization",
+        scope_id: A,
+        active: true,
+        valid_until: null,
+      },
+      {
+        id: "00000000-0000-4000-8000-000000000502",
+        subject_type: "user",
+        subject_id: BOB,
+        role_id: ADMIN,
+        scope_type: "organization",
+        scope_id: A,
+        active: true,
+        valid_until: iso(NOW + 1000),
+      },
+      {
+        id: "00000000-0000-4000-8000-000000000503",
+        subject_type: "staff",
+        subject_id: STAFF,
+        role_id: GLOBAL_AUDIT,
+        scope_type: "tenant",
+        scope_id: T,
+        active: true,
+        valid_until: null,
+      },
+      {
+        id: "00000000-0000-4000-8000-000000000504",
+        subject_type: "user",
+        subject_id: LOCKED,
+        role_id: OWNER,
+        scope_type: "organization",
+        scope_id: A,
+        active: true,
+        valid_until: null,
+      },
+      {
+        id: "00000000-0000-4000-8000-000000000505",
+        subject_type: "account",
+        subject_id: ACC,
+        role_id: MEMBER,
+        scope_type: "avatar",
+        scope_id: AV,
+        active: true,
+        valid_until: null,
+      },
     ],
     user_organizations: [{ user_id: ALICE, organization_id: A, primary_role_id: OWNER }],
   });
@@ -175,7 +226,20 @@ describe("Snapshot.apply (incremental)", () => {
     let e = dataset();
     e = e.apply(
       [
-        change("role_assignments", "DELETE", { id: "00000000-0000-4000-8000-000000000501", subject_type: "user", subject_id: ALICE, role_id: OWNER, scope_type: "organization", scope_id: A, active: true }, null),
+        change(
+          "role_assignments",
+          "DELETE",
+          {
+            id: "00000000-0000-4000-8000-000000000501",
+            subject_type: "user",
+            subject_id: ALICE,
+            role_id: OWNER,
+            scope_type: "organization",
+            scope_id: A,
+            active: true,
+          },
+          null,
+        ),
         change("roles", "DELETE", { id: ADMIN, organization_id: A, key: "admin", name: "Admin" }, null),
         change("role_inheritance", "DELETE", { role_id: OWNER, parent_role_id: ADMIN }, null),
         change("role_inheritance", "DELETE", { role_id: ADMIN, parent_role_id: MEMBER }, null),
@@ -190,7 +254,10 @@ describe("Snapshot.apply (incremental)", () => {
 
   it("renames a permission in place and keeps its grants", () => {
     let e = dataset();
-    e = e.apply([change("permissions", "UPDATE", { id: P_INVITE, organization_id: A, key: "members.invite" }, { id: P_INVITE, organization_id: A, key: "members.add" })], 8n);
+    e = e.apply(
+      [change("permissions", "UPDATE", { id: P_INVITE, organization_id: A, key: "members.invite" }, { id: P_INVITE, organization_id: A, key: "members.add" })],
+      8n,
+    );
     expect(e.check(user(BOB), "members.add", org(A), NOW).allowed).toBe(true);
     expect(e.check(user(BOB), "members.invite", org(A), NOW).reason).toBe("PERMISSION_NOT_FOUND");
   });
@@ -199,7 +266,16 @@ describe("Snapshot.apply (incremental)", () => {
     let e = dataset();
     e = e.apply([change("users", "UPDATE", { id: ALICE, locked: false, enabled: true }, { id: ALICE, locked: true, enabled: true })], 8n);
     expect(e.check(user(ALICE), "org.delete", org(A), NOW).reason).toBe("SUBJECT_LOCKED");
-    const a = { id: "00000000-0000-4000-8000-000000000502", subject_type: "user", subject_id: BOB, role_id: ADMIN, scope_type: "organization", scope_id: A, active: true, valid_until: null };
+    const a = {
+      id: "00000000-0000-4000-8000-000000000502",
+      subject_type: "user",
+      subject_id: BOB,
+      role_id: ADMIN,
+      scope_type: "organization",
+      scope_id: A,
+      active: true,
+      valid_until: null,
+    };
     e = e.apply([change("role_assignments", "UPDATE", a, { ...a, active: false })], 9n);
     expect(e.check(user(BOB), "members.invite", org(A), NOW).reason).toBe("NO_GRANT");
   });

@@ -7,7 +7,26 @@
 
 import { resourceInterner, scopeKind, subjectInterner, subjectKind } from "./places.js";
 import { NORMALIZE } from "./rows.js";
-import { ACTIVE, allocRecord, EXISTS, F64, freeRecord, I32, LINKED, linkFront, OWNER, SC_GLOBAL, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF, SK_USER, type State, unlink } from "./state.js";
+import {
+  ACTIVE,
+  allocRecord,
+  EXISTS,
+  F64,
+  freeRecord,
+  I32,
+  LINKED,
+  linkFront,
+  OWNER,
+  SC_GLOBAL,
+  SC_ORG,
+  SC_TENANT,
+  SK_ACCOUNT,
+  SK_PRINCIPAL,
+  SK_STAFF,
+  SK_USER,
+  type State,
+  unlink,
+} from "./state.js";
 
 type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);

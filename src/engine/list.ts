@@ -3,7 +3,7 @@
 // returns"). Not on the hot path: it allocates freely.
 
 import { scopeRefOf } from "./check.js";
-import { grantHead, membershipInForce, scopeKindOf } from "./grant-index.js";
+import { grantHead, membershipInForce } from "./grant-index.js";
 import { cannotAct, covers, hasBit, type Place, place, resolveById, resolvePlace, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { readPairs } from "./role-graph.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_GLOBAL, SC_ORG, SK_PRINCIPAL, SK_USER, type State } from "./state.js";

@@ -42,7 +42,13 @@ interface Dataset {
 
 function generate(r: Rng): Dataset {
   const tenants = [0, 1].map(() => ({ id: uuid(1) }));
-  const orgs = [0, 1, 2, 3].map((i) => ({ id: uuid(2), tenant_id: i < 3 ? tenants[i % 2]?.id : null, name: `O${i}`, slug: `o${i}`, role_structure: "multi_role" }));
+  const orgs = [0, 1, 2, 3].map((i) => ({
+    id: uuid(2),
+    tenant_id: i < 3 ? tenants[i % 2]?.id : null,
+    name: `O${i}`,
+    slug: `o${i}`,
+    role_structure: "multi_role",
+  }));
   const users = Array.from({ length: 10 }, () => ({ id: uuid(3), locked: r.chance(0.1), enabled: !r.chance(0.1) }));
   const staff = [{ id: uuid(4) }, { id: uuid(4) }];
   const accounts = Array.from({ length: 3 }, () => ({ id: uuid(5), organization_id: r.pick(orgs).id, active: !r.chance(0.2) }));
@@ -168,13 +174,26 @@ function randomChanges(r: Rng, d: Dataset, n: number): Change[] {
         out.push({ table: "role_assignments", op: "INSERT", oldRow: null, newRow: row });
         break;
       }
-      case 1: remove("role_assignments"); break;
-      case 2: flip("role_assignments", "active"); break;
-      case 3: flip("memberships", r.chance(0.5) ? "owner" : "active"); break;
-      case 4: flip(r.pick(["users", "accounts", "avatars", "principals"]), r.chance(0.5) ? "active" : "locked"); break;
-      case 5: remove("role_inheritance"); break;
-      case 6: remove("role_permissions"); break;
-      default: remove("memberships");
+      case 1:
+        remove("role_assignments");
+        break;
+      case 2:
+        flip("role_assignments", "active");
+        break;
+      case 3:
+        flip("memberships", r.chance(0.5) ? "owner" : "active");
+        break;
+      case 4:
+        flip(r.pick(["users", "accounts", "avatars", "principals"]), r.chance(0.5) ? "active" : "locked");
+        break;
+      case 5:
+        remove("role_inheritance");
+        break;
+      case 6:
+        remove("role_permissions");
+        break;
+      default:
+        remove("memberships");
     }
   }
   return out;
@@ -187,7 +206,10 @@ function compareWithCheck(e: Snapshot, d: Dataset, now: number): number {
   let granted = 0;
   for (const key of KEYS) {
     for (const res of d.resources) {
-      const want = d.subjects.filter((s) => e.check(s, key, res, now).allowed).map(subjectKey).sort();
+      const want = d.subjects
+        .filter((s) => e.check(s, key, res, now).allowed)
+        .map(subjectKey)
+        .sort();
       const got = [...e.lookupSubjects(key, res, now)];
       expect(got.map((g) => subjectKey(g.subject)).sort(), `lookupSubjects(${key}, ${resourceKey(res)})`).toEqual(want);
       for (const g of got) expect(["ASSIGNMENT", "MEMBERSHIP"]).toContain(g.grant.kind);
@@ -195,7 +217,10 @@ function compareWithCheck(e: Snapshot, d: Dataset, now: number): number {
     }
     for (const s of d.subjects) {
       for (const type of ["tenant", "organization", "avatar"] as ResourceType[]) {
-        const want = d.resources.filter((x) => x.type === type && e.check(s, key, x, now).allowed).map(resourceKey).sort();
+        const want = d.resources
+          .filter((x) => x.type === type && e.check(s, key, x, now).allowed)
+          .map(resourceKey)
+          .sort();
         const got = [...e.lookupResources(s, key, type, now)].map(resourceKey).sort();
         expect(got, `lookupResources(${subjectKey(s)}, ${key}, ${type})`).toEqual(want);
       }
@@ -264,10 +289,17 @@ describe("snapshots are immutable", () => {
     const base = buildSnapshot(1n, d.tables);
     const alice = d.subjects[0] as SubjectRef;
     const org = d.resources.find((x) => x.type === "organization") as ResourceRef;
-    const lock = (locked: boolean): Change => ({ table: "users", op: "UPDATE", oldRow: d.tables.users?.[0] as Row, newRow: { ...(d.tables.users?.[0] as Row), locked, enabled: true } });
+    const lock = (locked: boolean): Change => ({
+      table: "users",
+      op: "UPDATE",
+      oldRow: d.tables.users?.[0] as Row,
+      newRow: { ...(d.tables.users?.[0] as Row), locked, enabled: true },
+    });
     const a = base.apply([lock(true)], 2n);
     const b = base.apply([lock(false)], 2n);
-    expect(a.check(alice, KEYS[0] as string, org, NOW).reason).toBe(base.check(alice, KEYS[0] as string, org, NOW).reason === "PERMISSION_NOT_FOUND" ? "PERMISSION_NOT_FOUND" : "SUBJECT_LOCKED");
+    expect(a.check(alice, KEYS[0] as string, org, NOW).reason).toBe(
+      base.check(alice, KEYS[0] as string, org, NOW).reason === "PERMISSION_NOT_FOUND" ? "PERMISSION_NOT_FOUND" : "SUBJECT_LOCKED",
+    );
     expect(b.check(alice, KEYS[0] as string, org, NOW).reason).not.toBe("SUBJECT_LOCKED");
   });
 });

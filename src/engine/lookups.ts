@@ -130,4 +130,3 @@ function* covered(st: State, scopeKind: number, scope: number, want: number): Ge
   }
   if (scopeKind === SC_ORG && want === SC_AVATAR) for (let a = c.oAvatars.get(scope); a >= 0; a = c.avNext.get(a)) yield a;
 }
-

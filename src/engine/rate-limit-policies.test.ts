@@ -30,7 +30,15 @@ describe("rate-limit policies in the engine", () => {
         { id: "14", policy_id: 99, user_id: U, org_id: null },
       ],
     });
-    expect(e.ratePolicy("per-user")).toMatchObject({ id: 1, scope: "user", limit: 10, windowSec: 60, algorithm: "sliding_window", failureMode: "closed", shadow: false });
+    expect(e.ratePolicy("per-user")).toMatchObject({
+      id: 1,
+      scope: "user",
+      limit: 10,
+      windowSec: 60,
+      algorithm: "sliding_window",
+      failureMode: "closed",
+      shadow: false,
+    });
     const applied = e.ratePoliciesFor({ type: "user", id: U }, O);
     expect(applied.map((a) => [a.policy.name, a.owner])).toEqual([
       ["per-user", { type: "user", id: U }],
@@ -65,9 +73,39 @@ describe("rate-limit policies in the engine", () => {
 
   it("keeps the index consistent when a name moves from one policy to another", () => {
     const idx = new PolicyIndex();
-    idx.upsertPolicy({ id: 1, name: "x", scope: "user", limitCount: 1, windowSec: 1, algorithm: "token_bucket", failureMode: "open", shadow: false, description: null });
-    idx.upsertPolicy({ id: 1, name: "y", scope: "user", limitCount: 1, windowSec: 1, algorithm: "token_bucket", failureMode: "open", shadow: false, description: null });
-    idx.upsertPolicy({ id: 2, name: "x", scope: "key", limitCount: 2, windowSec: 1, algorithm: "bogus", failureMode: "bogus", shadow: false, description: null });
+    idx.upsertPolicy({
+      id: 1,
+      name: "x",
+      scope: "user",
+      limitCount: 1,
+      windowSec: 1,
+      algorithm: "token_bucket",
+      failureMode: "open",
+      shadow: false,
+      description: null,
+    });
+    idx.upsertPolicy({
+      id: 1,
+      name: "y",
+      scope: "user",
+      limitCount: 1,
+      windowSec: 1,
+      algorithm: "token_bucket",
+      failureMode: "open",
+      shadow: false,
+      description: null,
+    });
+    idx.upsertPolicy({
+      id: 2,
+      name: "x",
+      scope: "key",
+      limitCount: 2,
+      windowSec: 1,
+      algorithm: "bogus",
+      failureMode: "bogus",
+      shadow: false,
+      description: null,
+    });
     expect(idx.ratePolicy("x")).toMatchObject({ id: 2, algorithm: "fixed_window", failureMode: "open" });
     expect(idx.ratePolicy("y")?.id).toBe(1);
     idx.removePolicy(1);

@@ -58,44 +58,76 @@ class Writer {
   upsert(table: FollowedTable, raw: Raw): void {
     const { st, roles } = this;
     switch (table) {
-      case "tenants": return dir.upsertTenant(st, raw);
-      case "organizations": return dir.upsertOrganization(st, raw);
-      case "users": return dir.upsertUser(st, raw);
-      case "staff": return dir.upsertStaff(st, raw);
-      case "accounts": return dir.upsertAccount(st, raw);
-      case "principals": return dir.upsertPrincipal(st, raw);
-      case "avatars": return dir.upsertAvatar(st, raw);
-      case "memberships": return grants.upsertMembership(st, raw);
-      case "roles": return roles.upsertRole(raw);
-      case "permissions": return roles.upsertPermission(raw);
-      case "role_permissions": return roles.upsertRolePermission(raw);
-      case "role_inheritance": return roles.upsertInheritance(raw);
-      case "role_assignments": return grants.upsertAssignment(st, raw);
-      case "user_organizations": return dir.upsertUserOrganization(st, raw);
-      case "rate_limit_policies": return st.policies.upsertPolicy(NORMALIZE.rate_limit_policies(raw));
-      case "rate_limit_assignments": return st.policies.upsertAssignment(NORMALIZE.rate_limit_assignments(raw));
+      case "tenants":
+        return dir.upsertTenant(st, raw);
+      case "organizations":
+        return dir.upsertOrganization(st, raw);
+      case "users":
+        return dir.upsertUser(st, raw);
+      case "staff":
+        return dir.upsertStaff(st, raw);
+      case "accounts":
+        return dir.upsertAccount(st, raw);
+      case "principals":
+        return dir.upsertPrincipal(st, raw);
+      case "avatars":
+        return dir.upsertAvatar(st, raw);
+      case "memberships":
+        return grants.upsertMembership(st, raw);
+      case "roles":
+        return roles.upsertRole(raw);
+      case "permissions":
+        return roles.upsertPermission(raw);
+      case "role_permissions":
+        return roles.upsertRolePermission(raw);
+      case "role_inheritance":
+        return roles.upsertInheritance(raw);
+      case "role_assignments":
+        return grants.upsertAssignment(st, raw);
+      case "user_organizations":
+        return dir.upsertUserOrganization(st, raw);
+      case "rate_limit_policies":
+        return st.policies.upsertPolicy(NORMALIZE.rate_limit_policies(raw));
+      case "rate_limit_assignments":
+        return st.policies.upsertAssignment(NORMALIZE.rate_limit_assignments(raw));
     }
   }
 
   remove(table: FollowedTable, raw: Raw): void {
     const { st, roles } = this;
     switch (table) {
-      case "tenants": return dir.removeTenant(st, raw);
-      case "organizations": return dir.removeOrganization(st, raw);
-      case "users": return dir.removeUser(st, raw);
-      case "staff": return dir.removeStaff(st, raw);
-      case "accounts": return dir.removeAccount(st, raw);
-      case "principals": return dir.removePrincipal(st, raw);
-      case "avatars": return dir.removeAvatar(st, raw);
-      case "memberships": return grants.removeMembership(st, raw);
-      case "roles": return roles.removeRole(raw);
-      case "permissions": return roles.removePermission(raw);
-      case "role_permissions": return roles.removeRolePermission(raw);
-      case "role_inheritance": return roles.removeInheritance(raw);
-      case "role_assignments": return grants.removeAssignment(st, raw);
-      case "user_organizations": return dir.removeUserOrganization(st, raw);
-      case "rate_limit_policies": return st.policies.removePolicy(Number(raw.id));
-      case "rate_limit_assignments": return st.policies.removeAssignment(String(raw.id));
+      case "tenants":
+        return dir.removeTenant(st, raw);
+      case "organizations":
+        return dir.removeOrganization(st, raw);
+      case "users":
+        return dir.removeUser(st, raw);
+      case "staff":
+        return dir.removeStaff(st, raw);
+      case "accounts":
+        return dir.removeAccount(st, raw);
+      case "principals":
+        return dir.removePrincipal(st, raw);
+      case "avatars":
+        return dir.removeAvatar(st, raw);
+      case "memberships":
+        return grants.removeMembership(st, raw);
+      case "roles":
+        return roles.removeRole(raw);
+      case "permissions":
+        return roles.removePermission(raw);
+      case "role_permissions":
+        return roles.removeRolePermission(raw);
+      case "role_inheritance":
+        return roles.removeInheritance(raw);
+      case "role_assignments":
+        return grants.removeAssignment(st, raw);
+      case "user_organizations":
+        return dir.removeUserOrganization(st, raw);
+      case "rate_limit_policies":
+        return st.policies.removePolicy(Number(raw.id));
+      case "rate_limit_assignments":
+        return st.policies.removeAssignment(String(raw.id));
     }
   }
 

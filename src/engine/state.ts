@@ -179,7 +179,6 @@ function makeColumns() {
   };
 }
 
-
 export type Columns = ReturnType<typeof makeColumns>;
 
 /** Counters and list heads that are not per entity. */

@@ -130,7 +130,8 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
   const problems: string[] = [];
   const warnings: string[] = [];
   const bad = (at: string, msg: string) => problems.push(`${source}: ${at}: ${msg}`);
-  const root: Obj = isObj(doc) ? doc : (bad("$", "must be a JSON object"), {});
+  if (!isObj(doc)) bad("$", "must be a JSON object");
+  const root: Obj = isObj(doc) ? doc : {};
   const known = (o: Obj, at: string, keys: readonly string[]) => {
     for (const k of Object.keys(o)) if (!keys.includes(k)) bad(`${at}.${k}`, `is not a known setting (known: ${keys.join(", ")})`);
   };
@@ -218,7 +219,7 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
           known(s, at, ["from", "claim", "type", "metadata_namespace", "metadata_key", "header", SET_BY_SIDECAR]);
           const claim = str(s, "claim", at);
           const payloadHeader = header(s, "header", at);
-          if (claim === undefined && s["claim"] === undefined) bad(`${at}.claim`, "is required (e.g. \"sub\")");
+          if (claim === undefined && s["claim"] === undefined) bad(`${at}.claim`, 'is required (e.g. "sub")');
           subject.push({
             from: "jwt",
             claim: (claim ?? "sub").split("."),
@@ -234,7 +235,8 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
           known(s, at, ["from", "principals"]);
           const table = s["principals"];
           const principals = new Map<string, { type: string; id: string }>();
-          if (!isObj(table) || Object.keys(table).length === 0) bad(`${at}.principals`, 'must map principals to subjects, e.g. {"spiffe://...": "principal:<uuid>"}');
+          if (!isObj(table) || Object.keys(table).length === 0)
+            bad(`${at}.principals`, 'must map principals to subjects, e.g. {"spiffe://...": "principal:<uuid>"}');
           else {
             for (const [principal, ref] of Object.entries(table)) {
               const r = typeof ref === "string" ? splitRef(ref) : undefined;
@@ -280,7 +282,8 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
   let domains: Set<string> | undefined;
   if (rls["domains"] !== undefined) {
     const d = rls["domains"];
-    if (!Array.isArray(d) || d.length === 0 || !d.every((x) => typeof x === "string" && x !== "")) bad("$.rate_limit_service.domains", "must be a non-empty array of domain names");
+    if (!Array.isArray(d) || d.length === 0 || !d.every((x) => typeof x === "string" && x !== ""))
+      bad("$.rate_limit_service.domains", "must be a non-empty array of domain names");
     else domains = new Set(d as string[]);
   }
   const subjectKeys = new Map<string, RateSubjectType>();
@@ -371,14 +374,18 @@ function parseRoute(r: Obj, at: string, h: Helpers): MeshRoute | undefined {
     const rat = `${at}.rate_limit`;
     if (!isObj(rl)) bad(rat, "must be an object");
     else {
-      for (const k of Object.keys(rl)) if (!["policy", "subject", "organization", "cost"].includes(k)) bad(`${rat}.${k}`, "is not a known setting (known: policy, subject, organization, cost)");
+      for (const k of Object.keys(rl))
+        if (!["policy", "subject", "organization", "cost"].includes(k))
+          bad(`${rat}.${k}`, "is not a known setting (known: policy, subject, organization, cost)");
       const policy = str(rl, "policy", rat);
       if (policy === undefined) bad(`${rat}.policy`, "is required");
       const subject = rl["subject"] === undefined ? compileValue("{subject}") : template(rl, "subject", rat, vars);
       const organization = template(rl, "organization", rat, vars);
       const cost = rl["cost"] ?? 1;
-      if (typeof cost !== "number" || !Number.isInteger(cost) || cost < 0 || cost > MAX_COST) bad(`${rat}.cost`, `must be a whole number between 0 and ${MAX_COST}`);
-      if (isPublic && (subject?.usesSubject || organization?.usesSubject)) bad(rat, "a public route has no subject: count by a header or path variable instead");
+      if (typeof cost !== "number" || !Number.isInteger(cost) || cost < 0 || cost > MAX_COST)
+        bad(`${rat}.cost`, `must be a whole number between 0 and ${MAX_COST}`);
+      if (isPublic && (subject?.usesSubject || organization?.usesSubject))
+        bad(rat, "a public route has no subject: count by a header or path variable instead");
       if (policy !== undefined && subject !== undefined) rateLimit = { policy, subject, organization, cost: typeof cost === "number" ? cost : 1 };
     }
   }

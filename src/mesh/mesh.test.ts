@@ -64,8 +64,13 @@ describe("the mapping file", () => {
   });
 
   it("a subject read from a request header needs set_by_sidecar: true, and is then a start-up warning", () => {
-    for (const source of [{ from: "header", header: "x-authz-subject" }, { from: "jwt", claim: "sub", header: "x-jwt-payload" }]) {
-      expect(() => parseMeshConfig({ subject: [source] }, "m.json")).toThrow(/\$\.subject\[0\]: reads the subject from request header x-[a-z-]+, which any client can send/);
+    for (const source of [
+      { from: "header", header: "x-authz-subject" },
+      { from: "jwt", claim: "sub", header: "x-jwt-payload" },
+    ]) {
+      expect(() => parseMeshConfig({ subject: [source] }, "m.json")).toThrow(
+        /\$\.subject\[0\]: reads the subject from request header x-[a-z-]+, which any client can send/,
+      );
       const trusted = parseMeshConfig({ subject: [{ ...source, set_by_sidecar: true }] }, "m.json");
       expect(trusted.warnings).toHaveLength(1);
       expect(trusted.warnings[0]).toMatch(/^m\.json: \$\.subject\[0\]: the subject comes from request header x-[a-z-]+ \(set_by_sidecar\)/);
@@ -137,13 +142,21 @@ describe("routes", () => {
 
   it("context_extensions pick a named route or describe one inline; bad ones are mapping errors", () => {
     expect(resolveRoute(mesh, req({ contextExtensions: { authz_route: "eng" } }))).toMatchObject({ route: { name: "eng" }, via: "context_extensions" });
-    const inline = resolveRoute(mesh, req({ path: "/x/42", contextExtensions: { authz_permission: "p", authz_resource: "organization:{id}", authz_path: "/x/{id}" } }));
+    const inline = resolveRoute(
+      mesh,
+      req({ path: "/x/42", contextExtensions: { authz_permission: "p", authz_resource: "organization:{id}", authz_path: "/x/{id}" } }),
+    );
     expect(inline).toMatchObject({ kind: "route", vars: { id: "42" }, route: { permission: "p" } });
     expect(() => resolveRoute(mesh, req({ contextExtensions: { authz_route: "nope" } }))).toThrow(MeshMappingError);
     expect(() => resolveRoute(mesh, req({ contextExtensions: { authz_permission: "p" } }))).toThrow(MeshMappingError);
     expect(() => resolveRoute(mesh, req({ contextExtensions: { authz_permission: "p", authz_resource: "organization:{id}" } }))).toThrow(/does not capture/);
     expect(() =>
-      resolveRoute(mesh, req({ contextExtensions: { authz_permission: "p", authz_resource: `organization:${ORG}`, authz_rate_limit_policy: "x", authz_rate_limit_cost: "lots" } })),
+      resolveRoute(
+        mesh,
+        req({
+          contextExtensions: { authz_permission: "p", authz_resource: `organization:${ORG}`, authz_rate_limit_policy: "x", authz_rate_limit_cost: "lots" },
+        }),
+      ),
     ).toThrow(MeshMappingError);
   });
 });
@@ -162,7 +175,11 @@ describe("subjects", () => {
   );
 
   it("tries the sources in order: forwarded JWT payload header, jwt_authn metadata, peer principal", () => {
-    expect(resolveSubject(mesh, req({ headers: { "x-jwt-payload": payload({ ctx: { user: USER } }) } }))).toMatchObject({ kind: "subject", ref: { type: "user", id: USER }, from: "jwt" });
+    expect(resolveSubject(mesh, req({ headers: { "x-jwt-payload": payload({ ctx: { user: USER } }) } }))).toMatchObject({
+      kind: "subject",
+      ref: { type: "user", id: USER },
+      from: "jwt",
+    });
     const meta = req({ metadata: (ns) => (ns === "envoy.filters.http.jwt_authn" ? { jwt_payload: { sub: `staff:${USER}` } } : undefined) });
     expect(resolveSubject(mesh, meta)).toMatchObject({ ref: { type: "staff", id: USER } });
     expect(resolveSubject(mesh, req({ principal: "spiffe://a" }))).toMatchObject({ ref: { type: "principal" }, from: "peer" });
@@ -177,10 +194,21 @@ describe("subjects", () => {
 });
 
 describe("rate-limit helpers", () => {
-  const m = parseMeshConfig({ rate_limit_service: { policy_key: "policy", subject_keys: { user_id: "user", org: "organization", remote_address: "key" } } }, "t").rateLimitService;
+  const m = parseMeshConfig(
+    { rate_limit_service: { policy_key: "policy", subject_keys: { user_id: "user", org: "organization", remote_address: "key" } } },
+    "t",
+  ).rateLimitService;
 
   it("reads a descriptor: the policy entry and the first entry of each subject type", () => {
-    expect(planDescriptor(m, [{ key: "policy", value: "p" }, { key: "user_id", value: "u" }, { key: "org", value: "o" }, { key: "user_id", value: "v" }, { key: "other", value: "x" }])).toEqual({
+    expect(
+      planDescriptor(m, [
+        { key: "policy", value: "p" },
+        { key: "user_id", value: "u" },
+        { key: "org", value: "o" },
+        { key: "user_id", value: "v" },
+        { key: "other", value: "x" },
+      ]),
+    ).toEqual({
       policy: "p",
       subjects: { user: "u", organization: "o" },
     });

@@ -53,14 +53,7 @@ export interface Evaluation {
 }
 
 /** Units over `windowUs` for `limit`, spending `cost` at `nowUs`, from `s` (undefined: empty counter). */
-export function evaluate(
-  algorithm: RateLimitAlgorithm,
-  s: CounterState | undefined,
-  nowUs: number,
-  limit: number,
-  windowUs: number,
-  cost: number,
-): Evaluation {
+export function evaluate(algorithm: RateLimitAlgorithm, s: CounterState | undefined, nowUs: number, limit: number, windowUs: number, cost: number): Evaluation {
   const exceeds = cost > limit;
   switch (algorithm) {
     case "fixed_window": {

@@ -121,7 +121,8 @@ function policyResult(a: AppliedPolicy, o: BucketOutcome, cost: number, store: R
   const exceedsLimit = cost > policy.limit;
   if (o.ok) {
     const r = o.report;
-    if (r.allowed) return { policy, owner, allowed: true, remaining: r.remaining, resetAfterUs: r.resetAfterUs, retryAfterUs: 0, exceedsLimit, source: "STORE" };
+    if (r.allowed)
+      return { policy, owner, allowed: true, remaining: r.remaining, resetAfterUs: r.resetAfterUs, retryAfterUs: 0, exceedsLimit, source: "STORE" };
     return {
       policy,
       owner,

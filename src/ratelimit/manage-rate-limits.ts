@@ -3,7 +3,14 @@
 // lock, idempotency, confinement, expected_revision, one error mapping).
 // The engine sees the result through the change log like every other write.
 
-import { FAILURE_MODES, type FailureMode, RATE_LIMIT_ALGORITHMS, RATE_LIMIT_SCOPES, type RateLimitAlgorithm, type RateLimitScope } from "../engine/rate-limit-policies.js";
+import {
+  FAILURE_MODES,
+  type FailureMode,
+  RATE_LIMIT_ALGORITHMS,
+  RATE_LIMIT_SCOPES,
+  type RateLimitAlgorithm,
+  type RateLimitScope,
+} from "../engine/rate-limit-policies.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import type { SqlClient, SqlQuerier } from "../store/sql.js";
 import type { WriteConfinement } from "../store/tenant-lookup.js";
@@ -157,7 +164,16 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
           `insert into rate_limit_policies (name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
            values ($1::text, $2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
            returning id`,
-          [m.name, m.scope, String(m.limitCount), String(m.windowSec), m.description ?? null, m.algorithm ?? "fixed_window", m.failureMode ?? "open", String(m.shadow ?? false)],
+          [
+            m.name,
+            m.scope,
+            String(m.limitCount),
+            String(m.windowSec),
+            m.description ?? null,
+            m.algorithm ?? "fixed_window",
+            m.failureMode ?? "open",
+            String(m.shadow ?? false),
+          ],
         );
         return { policyId: Number(rows[0]?.id), changed: true };
       }
@@ -193,7 +209,16 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
             and (scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
                 is distinct from ($2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
           returning id`,
-        [String(cur.id), next.scope, String(next.limit_count), String(next.window_sec), next.description, next.algorithm, next.failure_mode, String(next.shadow)],
+        [
+          String(cur.id),
+          next.scope,
+          String(next.limit_count),
+          String(next.window_sec),
+          next.description,
+          next.algorithm,
+          next.failure_mode,
+          String(next.shadow),
+        ],
       );
       return { policyId: cur.id, changed: rows.length > 0 };
     }
@@ -208,10 +233,10 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
       const holder = m.subject.type as "user" | "organization";
       const column = holder === "user" ? "user_id" : "org_id";
       if (m.kind === "unassign") {
-        const rows = await tx.query(
-          `delete from rate_limit_assignments where policy_id = $1::text::integer and ${column} = $2::text::uuid returning id`,
-          [String(policy.id), m.subject.id],
-        );
+        const rows = await tx.query(`delete from rate_limit_assignments where policy_id = $1::text::integer and ${column} = $2::text::uuid returning id`, [
+          String(policy.id),
+          m.subject.id,
+        ]);
         return { policyId: policy.id, changed: rows.length > 0 };
       }
       if (!fits(policy.scope, holder)) {

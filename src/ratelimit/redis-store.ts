@@ -178,7 +178,11 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
     reported = s;
     if (closed) return;
     if (s === "up") log.info({ redis: s, from }, "rate-limit store: Redis is up");
-    else log.warn({ redis: s, from, lastError }, s === "breaker_open" ? "rate-limit store: circuit breaker open, Redis is skipped" : "rate-limit store: Redis is down");
+    else
+      log.warn(
+        { redis: s, from, lastError },
+        s === "breaker_open" ? "rate-limit store: circuit breaker open, Redis is skipped" : "rate-limit store: Redis is down",
+      );
   };
 
   const breaker = new CircuitBreaker({
@@ -364,10 +368,17 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
             );
             for (const i of spent) {
               const o = outcomes[i] as Extract<BucketOutcome, { ok: true }>;
-              outcomes[i] = { ok: true, report: { ...o.report, count: Math.max(0, o.report.count - cost), remaining: Math.min(buckets[i]?.limit ?? 0, o.report.remaining + cost) }, spent: false };
+              outcomes[i] = {
+                ok: true,
+                report: { ...o.report, count: Math.max(0, o.report.count - cost), remaining: Math.min(buckets[i]?.limit ?? 0, o.report.remaining + cost) },
+                spent: false,
+              };
             }
           } catch (err) {
-            log.warn({ err: (err as Error).message, owner: hashTag((buckets[spent[0] as number] as Bucket).owner) }, "rate-limit refund failed: the units stay counted until the window ends");
+            log.warn(
+              { err: (err as Error).message, owner: hashTag((buckets[spent[0] as number] as Bucket).owner) },
+              "rate-limit refund failed: the units stay counted until the window ends",
+            );
           }
         }),
       );

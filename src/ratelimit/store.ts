@@ -40,7 +40,7 @@ export interface BucketReport {
 }
 
 export type BucketOutcome =
-  | { readonly ok: true; readonly report: BucketReport; /** the units were spent (and not refunded) */ readonly spent: boolean }
+  | { readonly ok: true; readonly report: BucketReport /** the units were spent (and not refunded) */; readonly spent: boolean }
   | { readonly ok: false; readonly error: Error };
 
 /** "up", "down", "breaker_open" for Redis; "embedded" for the in-process store. */

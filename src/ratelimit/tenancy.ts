@@ -82,7 +82,8 @@ export function confineRateCounters(
         break;
       case "user":
         // Only with an organization of this tenant as the context (confineRateSubject).
-        if (reach?.subject.type !== "user" || reach.organizationId === undefined) throw denied("a user's counters need organization_id, an organization of this tenant");
+        if (reach?.subject.type !== "user" || reach.organizationId === undefined)
+          throw denied("a user's counters need organization_id, an organization of this tenant");
         break;
     }
   }

@@ -4,13 +4,7 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type {
-  ManageRolesRequest,
-  ManageRolesResponseSchema,
-  PermissionRef,
-  RoleMutation,
-  RoleRef,
-} from "../../gen/authz/v1/admin_service_pb.js";
+import type { ManageRolesRequest, ManageRolesResponseSchema, PermissionRef, RoleMutation, RoleRef } from "../../gen/authz/v1/admin_service_pb.js";
 import type { ResourceRef, SubjectRef } from "../../gen/authz/v1/common_pb.js";
 import { invalidArgument } from "../errors.js";
 import { MAX_MUTATIONS, type Mutation, type RoleRefInput, type ScopeInput, type SubjectInput, manageRoles } from "../store/manage-roles.js";
@@ -18,7 +12,8 @@ import type { SqlClient } from "../store/sql.js";
 import type { CallContext } from "./handler-types.js";
 import { writeCaller } from "./tenancy.js";
 
-const MUTATION_CASES = "upsert_role, delete_role, upsert_permission, delete_permission, grant_permission, revoke_permission, add_inheritance, remove_inheritance, assign_role, unassign_role";
+const MUTATION_CASES =
+  "upsert_role, delete_role, upsert_permission, delete_permission, grant_permission, revoke_permission, add_inheritance, remove_inheritance, assign_role, unassign_role";
 
 function required<T>(v: T | undefined, path: string): T {
   if (v === undefined) throw invalidArgument(`${path} is required`, path);
@@ -115,11 +110,15 @@ export function manageRolesHandler(
 ): (req: ManageRolesRequest, ctx: CallContext) => Promise<MessageInitShape<typeof ManageRolesResponseSchema>> {
   return async (req, ctx) => {
     if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-    const result = await manageRoles(db(), {
-      mutations: req.mutations.map(mutationFrom),
-      ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
-      ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-    }, writeCaller(ctx));
+    const result = await manageRoles(
+      db(),
+      {
+        mutations: req.mutations.map(mutationFrom),
+        ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
+        ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
+      },
+      writeCaller(ctx),
+    );
     return { revision: result.revision, results: result.results.map((r) => ({ id: r.id, changed: r.changed })) };
   };
 }

@@ -16,6 +16,7 @@ import type { TLSSocket } from "node:tls";
 import { Code } from "@connectrpc/connect";
 import { type Authenticator, authorize } from "../auth/authenticator.js";
 import type { Snapshot } from "../engine/snapshot.js";
+import type { ResourceRef, SubjectRef } from "../engine/types.js";
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { LiveEngine } from "../store/live-engine.js";
@@ -175,8 +176,8 @@ export function decide(
   method: DecisionEvent["method"],
 ): AuthzenDecision {
   const refuse = (reason: string, message: string): AuthzenDecision => ({ decision: false, context: { reason, error: { status: 400, message } } });
-  let subject;
-  let resource;
+  let subject: SubjectRef;
+  let resource: ResourceRef;
   try {
     subject = toSubject(t.subject, "subject");
   } catch (err) {
@@ -218,7 +219,14 @@ const HTTP_STATUS: Partial<Record<Code, number>> = {
   [Code.Unavailable]: 503,
   [Code.DeadlineExceeded]: 504,
 };
-const STATUS_NAME: Record<number, string> = { 200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE" };
+const STATUS_NAME: Record<number, string> = {
+  200: "OK",
+  400: "INVALID_ARGUMENT",
+  404: "NOT_FOUND",
+  405: "METHOD_NOT_ALLOWED",
+  413: "PAYLOAD_TOO_LARGE",
+  415: "UNSUPPORTED_MEDIA_TYPE",
+};
 
 const HOST = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/;
 const JSON_TYPE = /^application\/json\s*(;.*)?$/i;
@@ -246,8 +254,7 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
     res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...headers });
     res.end(text);
   };
-  const sendError = (res: Res, status: number, message: string, headers: Record<string, string>) =>
-    send(res, status, { error: { status, message } }, headers);
+  const sendError = (res: Res, status: number, message: string, headers: Record<string, string>) => send(res, status, { error: { status, message } }, headers);
 
   const metadata = (req: Req, res: Res, path: string, started: bigint, rid: string, headers: Record<string, string>) => {
     let base = baseUrl;
@@ -335,7 +342,9 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
       ctx.caller = caller;
       const type = firstHeader(req, "content-type");
       if (!type || !JSON_TYPE.test(type)) {
-        return finish(415, STATUS_NAME[415] as string, { error: { status: 415, message: 'the body must be JSON, sent with "Content-Type: application/json"' } });
+        return finish(415, STATUS_NAME[415] as string, {
+          error: { status: 415, message: 'the body must be JSON, sent with "Content-Type: application/json"' },
+        });
       }
       const raw = await readBody(req);
       if (raw === "too_large") {
@@ -435,4 +444,3 @@ export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolea
     return true;
   };
 }
-

@@ -92,7 +92,8 @@ function jsonFault(data: Uint8Array): WireFault | undefined {
     if (depth > WIRE_LIMITS.depth) return { reason: "TOO_DEEP", message: `the JSON is nested deeper than ${WIRE_LIMITS.depth} levels` };
     const children = Array.isArray(v) ? v : Object.values(v);
     elements += children.length;
-    if (elements > WIRE_LIMITS.elements) return { reason: "TOO_MANY_ELEMENTS", message: `the request holds more than ${WIRE_LIMITS.elements} fields and list items` };
+    if (elements > WIRE_LIMITS.elements)
+      return { reason: "TOO_MANY_ELEMENTS", message: `the request holds more than ${WIRE_LIMITS.elements} fields and list items` };
     for (const c of children) stack.push([c, depth + 1]);
   }
   return undefined;

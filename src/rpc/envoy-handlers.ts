@@ -254,7 +254,14 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
       if (d.source === "FAILURE_CLOSED") {
         const retry = String(Math.max(1, Math.ceil(top.retryAfterUs / 1_000_000)));
         return {
-          denied: denied(503, Code.Unavailable, "rate_limit_unavailable", "the rate limit cannot be checked right now; retry later", [["retry-after", retry]], rmeta),
+          denied: denied(
+            503,
+            Code.Unavailable,
+            "rate_limit_unavailable",
+            "the rate limit cannot be checked right now; retry later",
+            [["retry-after", retry]],
+            rmeta,
+          ),
         };
       }
       return {
@@ -292,7 +299,14 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
       });
       if (resolution.kind === "unknown") {
         if (mesh.unknownRoute === "allow") return allowAnonymous("unknown");
-        return denied(403, Code.PermissionDenied, "unknown_route", `no authz route for ${attrs.method.slice(0, 16)} ${attrs.path.split("?")[0]?.slice(0, 200)}`, [], { route: "unknown" });
+        return denied(
+          403,
+          Code.PermissionDenied,
+          "unknown_route",
+          `no authz route for ${attrs.method.slice(0, 16)} ${attrs.path.split("?")[0]?.slice(0, 200)}`,
+          [],
+          { route: "unknown" },
+        );
       }
       const { route, vars } = resolution;
       const routeName = route.name ?? route.path?.source ?? resolution.via;
@@ -310,7 +324,9 @@ export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandl
 
       const who = resolveSubject(mesh, attrs);
       if (who.kind === "none") {
-        return denied(401, Code.Unauthenticated, "unauthenticated", "this request needs an identity", [["www-authenticate", mesh.wwwAuthenticate]], { route: routeName });
+        return denied(401, Code.Unauthenticated, "unauthenticated", "this request needs an identity", [["www-authenticate", mesh.wwwAuthenticate]], {
+          route: routeName,
+        });
       }
       if (who.kind === "malformed") return badRequest(who.message);
       const subject = orBadRequest<SubjectRef>(() => toSubject(who.ref, "subject"), badRequest);
@@ -432,7 +448,8 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
    * naming counters outside its tenant fails the whole call (OTHER_TENANT).
    */
   function prepare(engine: Snapshot, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
-    const cost = d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
+    const cost =
+      d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
     const plan = planDescriptor(m, d.entries);
     const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;
     if (plan.policy !== undefined && !policy) return { kind: "none" };
@@ -522,7 +539,8 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
         const d = results[i] as RateDecision;
         onSource(d.source.toLowerCase());
         const top = d.deciding as PolicyResult;
-        if (!d.allowed && (worst === undefined || top.retryAfterUs === NEVER || (worst.retryAfterUs !== NEVER && top.retryAfterUs > worst.retryAfterUs))) worst = top;
+        if (!d.allowed && (worst === undefined || top.retryAfterUs === NEVER || (worst.retryAfterUs !== NEVER && top.retryAfterUs > worst.retryAfterUs)))
+          worst = top;
         const counted = top.source === "STORE" || top.source === "SHADOW";
         const untilUs = !d.allowed && top.retryAfterUs > 0 ? top.retryAfterUs : top.resetAfterUs;
         return {

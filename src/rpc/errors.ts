@@ -63,10 +63,7 @@ export function toConnectError(e: PublicError): ConnectError {
 
 /** The google.rpc.Status bytes for the grpc-status-details-bin trailer. */
 export function statusDetailsBin(e: PublicError): Uint8Array {
-  return toBinary(
-    StatusSchema,
-    create(StatusSchema, { code: e.code, message: e.message, details: [anyPack(ErrorInfoSchema, errorInfo(e))] }),
-  );
+  return toBinary(StatusSchema, create(StatusSchema, { code: e.code, message: e.message, details: [anyPack(ErrorInfoSchema, errorInfo(e))] }));
 }
 
 export function codeName(code: Code | 0): string {

@@ -56,7 +56,6 @@ function contextFor(
   };
 }
 
-
 function toServiceError(e: PublicError): Partial<grpc.StatusObject> {
   const md = new grpc.Metadata();
   md.set("grpc-status-details-bin", Buffer.from(statusDetailsBin(e)));
@@ -174,7 +173,6 @@ export function createGrpcServer(
   }
   return server;
 }
-
 
 /** Maps a verified client certificate to a caller (mTLS). */
 export type PeerIdentity = (cert: PeerCertificate | undefined) => Caller | undefined;

@@ -61,7 +61,14 @@ function streaming(path: string, method: DescMethod, handler: AnyHandler, auth: 
   };
 }
 
-function unary(path: string, method: DescMethod, handler: AnyHandler, auth: Authenticator | undefined, admission: Admission, onInvalid?: (e: AuthzError) => unknown): AnyHandler {
+function unary(
+  path: string,
+  method: DescMethod,
+  handler: AnyHandler,
+  auth: Authenticator | undefined,
+  admission: Admission,
+  onInvalid?: (e: AuthzError) => unknown,
+): AnyHandler {
   const run = (req: unknown, ctx: CallContext): unknown => {
     const bad = violation(method, req);
     if (bad) {

@@ -4,15 +4,7 @@ import * as net from "node:net";
 import { Duplex } from "node:stream";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { TLSSocket } from "node:tls";
-import {
-  Code,
-  ConnectError,
-  type ConnectRouter,
-  createConnectRouter,
-  createContextKey,
-  createContextValues,
-  type HandlerContext,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, createConnectRouter, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { createAsyncIterable, type UniversalHandler } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Caller } from "../auth/caller.js";
@@ -128,7 +120,6 @@ export function createHttpListener(
     metrics?: { contentType: string; text(): Promise<string> };
   },
 ): HttpListener {
-  const peerIdentity = deps.peerIdentity;
   const rpc = rpcDispatcher(bindings, deps);
   const handle = (req: NodeReq, res: NodeRes) => {
     releaseUnreadBody(req, res, drainLimit(deps.maxMessageBytes));

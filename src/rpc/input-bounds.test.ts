@@ -56,7 +56,9 @@ describe("decoded requests", () => {
       field: 'attributes.request.http.headers["cookie"]',
     });
     const odd = `x-${"\n".repeat(3)}${"y".repeat(60)}`;
-    expect(fault(inputFault(CheckRequestSchema, http({ [odd]: "\u0000" })))?.field).toBe('attributes.request.http.headers["x-???yyyyyyyyyyyyyyyyyyyyyyyyyyy…"]');
+    expect(fault(inputFault(CheckRequestSchema, http({ [odd]: "\u0000" })))?.field).toBe(
+      'attributes.request.http.headers["x-???yyyyyyyyyyyyyyyyyyyyyyyyyyy…"]',
+    );
     const headers = Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [`h${i}`, "v"]));
     expect(fault(inputFault(CheckRequestSchema, http(headers)))).toMatchObject({ reason: "TOO_MANY_ITEMS", field: "attributes.request.http.headers" });
   });

@@ -173,7 +173,8 @@ function elementCheck(f: DescField, kind: "scalar" | "enum" | "message", scalar:
   const bytes = limitOf(f).bytes ?? INPUT_LIMITS.stringBytes;
   if (kind === "scalar") {
     if (scalar === ScalarType.STRING) return (v, p) => stringFault(v as string, bytes, p);
-    if (scalar === ScalarType.BYTES) return (v, p) => ((v as Uint8Array).length > bytes ? fault("FIELD_TOO_LONG", p, `is longer than ${bytes} bytes`) : undefined);
+    if (scalar === ScalarType.BYTES)
+      return (v, p) => ((v as Uint8Array).length > bytes ? fault("FIELD_TOO_LONG", p, `is longer than ${bytes} bytes`) : undefined);
     return undefined;
   }
   if (kind === "enum" || !message) return undefined;

@@ -4,12 +4,7 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Duration, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import {
-  type AdminService,
-  type OwnershipTransferSchema,
-  TransferMode,
-  TransferStatus,
-} from "../../gen/authz/v1/admin_service_pb.js";
+import { type AdminService, type OwnershipTransferSchema, TransferMode, TransferStatus } from "../../gen/authz/v1/admin_service_pb.js";
 import { invalidArgument } from "../errors.js";
 import {
   acceptOwnershipTransfer,
@@ -29,7 +24,6 @@ import { confineRow } from "../tenancy.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import { writeCaller } from "./tenancy.js";
 import { UUID } from "../validation.js";
-
 
 /** The AdminService methods implemented here; spread them into the AdminService binding. */
 export type OwnershipHandlers = Pick<

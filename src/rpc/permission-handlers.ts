@@ -9,7 +9,7 @@ import {
   ExplanationStepKind,
   type ListPermissionsRequest,
   type ListPermissionsResponseSchema,
-  PermissionService,
+  type PermissionService,
 } from "../../gen/authz/v1/permission_service_pb.js";
 import type { Snapshot } from "../engine/snapshot.js";
 import {
@@ -241,7 +241,9 @@ export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandl
         revision: engine.revision.toString(),
         subjectStatus: REASON[listing.subjectStatus],
         nextPageToken: next
-          ? Buffer.from(JSON.stringify({ o: offset + pageSize, q: query, d: whole, r: token?.r ?? engine.revision.toString() } satisfies PageToken)).toString("base64url")
+          ? Buffer.from(JSON.stringify({ o: offset + pageSize, q: query, d: whole, r: token?.r ?? engine.revision.toString() } satisfies PageToken)).toString(
+              "base64url",
+            )
           : "",
       };
     },

@@ -13,7 +13,7 @@ import {
   RateLimitFailureMode as FailureModeEnum,
   type RateLimitMutation as RateLimitMutationMsg,
   type RateLimitPolicyResultSchema,
-  RateLimitService,
+  type RateLimitService,
 } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import type { Config } from "../config.js";
 import {
@@ -145,7 +145,8 @@ function mutationFrom(m: RateLimitMutationMsg, i: number): RateLimitMutation {
       const v = mu.value;
       const algorithm = ALGORITHM_IN[v.algorithm];
       const failureMode = FAILURE_MODE_IN[v.failureMode];
-      if (v.algorithm !== AlgorithmEnum.UNSPECIFIED && !algorithm) throw invalidArgument(`${p}.upsert_policy.algorithm is not a known algorithm`, `${p}.upsert_policy.algorithm`);
+      if (v.algorithm !== AlgorithmEnum.UNSPECIFIED && !algorithm)
+        throw invalidArgument(`${p}.upsert_policy.algorithm is not a known algorithm`, `${p}.upsert_policy.algorithm`);
       if (v.failureMode !== FailureModeEnum.UNSPECIFIED && !failureMode) {
         throw invalidArgument(`${p}.upsert_policy.failure_mode is not a known failure mode`, `${p}.upsert_policy.failure_mode`);
       }
@@ -219,11 +220,15 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
 
     async manageRateLimits(req, ctx) {
       if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-      const result = await manageRateLimits(deps.db(), {
-        mutations: req.mutations.map(mutationFrom),
-        ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
-        ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-      }, writeCaller(ctx));
+      const result = await manageRateLimits(
+        deps.db(),
+        {
+          mutations: req.mutations.map(mutationFrom),
+          ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
+          ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
+        },
+        writeCaller(ctx),
+      );
       return { revision: result.revision, results: result.results.map((r) => ({ policyId: r.policyId, changed: r.changed })) };
     },
 
@@ -262,7 +267,7 @@ export interface RateLimitHealth {
   lastError?: string;
 }
 
-export interface RateLimitService {
+export interface RateLimitServing {
   handlers: ServiceHandlers<typeof RateLimitService>;
   /** The store's state for health and metrics; logged on change, never per call. */
   redisState(): StoreState;
@@ -299,7 +304,7 @@ export function createRateLimitService(
   policies: () => PolicySource,
   db: () => SqlClient,
   opts: { onDecision?: (source: string) => void; store?: RateLimitStore } = {},
-): RateLimitService {
+): RateLimitServing {
   const store = opts.store ?? createRateLimitStore(config, logger.child({ module: "ratelimit" }));
   return {
     handlers: rateLimitHandlers({ store, policies, db, ...(opts.onDecision ? { onDecision: opts.onDecision } : {}) }),

@@ -50,10 +50,13 @@ export interface ServiceDeps {
 export function createBindings(health: HealthState, deps: ServiceDeps): ServiceBinding[] {
   return [
     bind(Health, healthHandlers(health)),
-    bind(PermissionService, permissionHandlers(deps.live, {
+    bind(
+      PermissionService,
+      permissionHandlers(deps.live, {
         ...(deps.onDecision ? { onDecision: deps.onDecision } : {}),
         ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
-      })),
+      }),
+    ),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),

@@ -63,7 +63,10 @@ describe("scanWire", () => {
     }
     expect(scanWire(ValueSchema, v)?.reason).toBe("TOO_DEEP");
     const bomb = new Uint8Array(2 * (WIRE_LIMITS.elements + 1)).map((_, i) => (i % 2 === 0 ? 0x12 : 0x00));
-    expect(scanWire(RateLimitRequestSchema, bomb)).toEqual({ reason: "TOO_MANY_ELEMENTS", message: `the request holds more than ${WIRE_LIMITS.elements} fields and list items` });
+    expect(scanWire(RateLimitRequestSchema, bomb)).toEqual({
+      reason: "TOO_MANY_ELEMENTS",
+      message: `the request holds more than ${WIRE_LIMITS.elements} fields and list items`,
+    });
     expect(scanWire(RateLimitRequestSchema, bomb.subarray(0, 2 * WIRE_LIMITS.elements))).toBeUndefined();
   });
 });

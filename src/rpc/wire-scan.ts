@@ -155,8 +155,7 @@ class Scan {
     else if (wire === LEN) {
       const n = this.length(end);
       this.pos += n;
-    }
-    else throw malformed(`field ${no} has wire type ${wire}, which is not accepted (groups are not supported)`);
+    } else throw malformed(`field ${no} has wire type ${wire}, which is not accepted (groups are not supported)`);
   }
 
   field(slot: Slot, no: number, wire: number, end: number, depth: number): void {

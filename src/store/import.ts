@@ -77,9 +77,7 @@ function convert(type: FieldType, v: unknown): { ok: true; value: Value | string
         ? { ok: true, value: new Date(v).toISOString() }
         : { ok: false, why: "must be epoch seconds (a whole number) or an ISO-8601 timestamp string" };
     case "text[]":
-      return Array.isArray(v) && v.every((x) => typeof x === "string")
-        ? { ok: true, value: v as string[] }
-        : { ok: false, why: "must be an array of strings" };
+      return Array.isArray(v) && v.every((x) => typeof x === "string") ? { ok: true, value: v as string[] } : { ok: false, why: "must be an array of strings" };
   }
 }
 
@@ -172,7 +170,10 @@ async function upsert(tx: SqlQuerier, u: Upsert): Promise<{ outcome: Outcome; ro
   const text = `insert into ${u.table} (${names.join(", ")}) values (${placeholders.join(", ")})
     on conflict ${u.conflict} ${action}
     returning (xmax = 0) as inserted${u.returning ? `, ${u.returning}` : ""}`;
-  const rows = await tx.query(text, u.cols.map(([, , v]) => v));
+  const rows = await tx.query(
+    text,
+    u.cols.map(([, , v]) => v),
+  );
   const row = rows[0];
   if (!row) return { outcome: "unchanged", row: undefined };
   return { outcome: row.inserted === true ? "inserted" : "updated", row };
@@ -336,7 +337,13 @@ async function writeRecord(tx: SqlQuerier, rec: Validated): Promise<Outcome> {
         const sets = orgCols.slice(1).map(([c], i) => `${c} = $${i + 2}::text`);
         const rows = await tx.query(
           `update organizations set ${sets.join(", ")} where id = $1::uuid
-             and (${orgCols.slice(1).map(([c]) => c).join(", ")}) is distinct from (${orgCols.slice(1).map((_, i) => `$${i + 2}::text`).join(", ")})
+             and (${orgCols
+               .slice(1)
+               .map(([c]) => c)
+               .join(", ")}) is distinct from (${orgCols
+               .slice(1)
+               .map((_, i) => `$${i + 2}::text`)
+               .join(", ")})
            returning id`,
           orgCols.map(([, , x]) => x),
         );
@@ -399,7 +406,9 @@ async function writeRecord(tx: SqlQuerier, rec: Validated): Promise<Outcome> {
       }
       const natural = rec.section === "RateLimitAssignment" ? ["policy_id", "user_id", "org_id"] : ["policy_id", "key_id", "user_id", "org_id", "window_start"];
       const cols = columns(spec, v);
-      for (const c of natural) if (!cols.some(([n]) => n === c)) cols.push([c, c === "policy_id" ? "integer" : c === "key_id" ? "text" : c === "window_start" ? "timestamptz" : "uuid", null]);
+      for (const c of natural)
+        if (!cols.some(([n]) => n === c))
+          cols.push([c, c === "policy_id" ? "integer" : c === "key_id" ? "text" : c === "window_start" ? "timestamptz" : "uuid", null]);
       return (
         await upsert(tx, {
           table: spec.table,
@@ -485,9 +494,7 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
         const c = (sections[rec.section] ??= { inserted: 0, updated: 0, unchanged: 0 });
         c[outcome]++;
       }
-      await tx.query(
-        "select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))",
-      );
+      await tx.query("select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))");
       const [tx_] = await tx.query<{ xid: string | null }>(
         "select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid",
       );

@@ -118,7 +118,12 @@ export interface LiveEngineOptions {
   maxStalenessMs: number;
 }
 
-export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger, opts: LiveEngineOptions = { maxStalenessMs: DEFAULT_MAX_STALENESS_MS }): Promise<LiveEngine> {
+export async function startLiveEngine(
+  db: SqlClient,
+  feed: ChangeFeed,
+  logger: Logger,
+  opts: LiveEngineOptions = { maxStalenessMs: DEFAULT_MAX_STALENESS_MS },
+): Promise<LiveEngine> {
   const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0, catchUpFailures: 0, staleReads: 0 };
   const load = async (): Promise<Snapshot> => {
     const started = Date.now();
@@ -168,7 +173,10 @@ export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: L
     behind: () => !stopped && engine.revision < feed.revision,
     onFailure: (err, retryInMs) => {
       stats.catchUpFailures++;
-      logger.warn({ err: (err as Error).message, retryInMs, at: engine.revision.toString(), target: feed.revision.toString() }, "engine catch-up failed; retrying");
+      logger.warn(
+        { err: (err as Error).message, retryInMs, at: engine.revision.toString(), target: feed.revision.toString() },
+        "engine catch-up failed; retrying",
+      );
     },
     onSettled: () => {
       if (engine.revision >= feed.revision) behindSince = undefined;

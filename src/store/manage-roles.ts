@@ -208,8 +208,6 @@ interface Resolved {
   key: string;
 }
 
-const orgText = (org: string | null): string => (org === null ? "global" : `of organization ${org}`);
-
 function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
   if ("id" in r) return `${kind} ${r.id}`;
   return r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
@@ -259,12 +257,20 @@ async function upsertRecord(
       );
     }
     if (same && same.id !== m.id) {
-      throw refusal("ALREADY_EXISTS", `${field}.id: ${describeResolved(kind, { id: same.id, organizationId: m.organizationId, key: m.key })} already exists with id ${same.id}, not ${m.id}`);
+      throw refusal(
+        "ALREADY_EXISTS",
+        `${field}.id: ${describeResolved(kind, { id: same.id, organizationId: m.organizationId, key: m.key })} already exists with id ${same.id}, not ${m.id}`,
+      );
     }
   }
   // Absent fields (null here) keep their value on an existing record.
   const fields: Array<[string, string | null]> =
-    table === "roles" ? [["name", m.name ?? null], ["description", m.description ?? null]] : [["description", m.description ?? null]];
+    table === "roles"
+      ? [
+          ["name", m.name ?? null],
+          ["description", m.description ?? null],
+        ]
+      : [["description", m.description ?? null]];
   if (same) {
     // "is distinct from" keeps a no-op out of the change log (and reports it unchanged).
     const wanted = fields.map(([c], i) => `coalesce($${i + 2}::text, ${c})`);
@@ -321,10 +327,7 @@ async function inheritancePath(tx: SqlQuerier, from: string, to: string): Promis
 }
 
 async function roleKeys(tx: SqlQuerier, ids: string[]): Promise<Map<string, string>> {
-  const rows = await tx.query<{ id: string; key: string }>(
-    "select id::text as id, key from roles where id = any($1::text::uuid[])",
-    [`{${ids.join(",")}}`],
-  );
+  const rows = await tx.query<{ id: string; key: string }>("select id::text as id, key from roles where id = any($1::text::uuid[])", [`{${ids.join(",")}}`]);
   return new Map(rows.map((r) => [r.id, r.key]));
 }
 
@@ -360,10 +363,10 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
       const role = await mustResolve(tx, "role", m.role, `${p}.role`);
       const perm = await mustResolve(tx, "permission", m.permission, `${p}.permission`);
       if (m.kind === "revokePermission") {
-        const rows = await tx.query(
-          "delete from role_permissions where role_id = $1::text::uuid and permission_id = $2::text::uuid returning id",
-          [role.id, perm.id],
-        );
+        const rows = await tx.query("delete from role_permissions where role_id = $1::text::uuid and permission_id = $2::text::uuid returning id", [
+          role.id,
+          perm.id,
+        ]);
         return { id: "", changed: rows.length > 0 };
       }
       if (perm.organizationId !== null && perm.organizationId !== role.organizationId) {
@@ -385,10 +388,10 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
       const role = await mustResolve(tx, "role", m.role, `${p}.role`);
       const parent = await mustResolve(tx, "role", m.parent, `${p}.parent`);
       if (m.kind === "removeInheritance") {
-        const rows = await tx.query(
-          "delete from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid returning role_id",
-          [role.id, parent.id],
-        );
+        const rows = await tx.query("delete from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid returning role_id", [
+          role.id,
+          parent.id,
+        ]);
         return { id: "", changed: rows.length > 0 };
       }
       if (parent.organizationId !== null && parent.organizationId !== role.organizationId) {
@@ -469,13 +472,7 @@ async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationRe
 const TABLE = { role: "roles", permission: "permissions" } as const;
 
 /** A role or permission reference: by id (the row's tenant) or by key (its organization's tenant; null = global). */
-async function confineRef(
-  c: WriteConfinement,
-  kind: "role" | "permission",
-  r: RoleRefInput,
-  what: string,
-  global: "allowed" | "denied",
-): Promise<void> {
+async function confineRef(c: WriteConfinement, kind: "role" | "permission", r: RoleRefInput, what: string, global: "allowed" | "denied"): Promise<void> {
   if ("id" in r) {
     await (global === "allowed" ? c.ownOrGlobal(TABLE[kind], r.id, what) : c.own(TABLE[kind], r.id, what));
   } else if (r.organizationId !== null) {

@@ -54,9 +54,7 @@ export async function migrate(db: SqlClient, migrations?: Migration[]): Promise<
       checksum   text not null,
       applied_at timestamptz not null default now()
     )`);
-    const rows = await tx.query<{ version: number; name: string; checksum: string }>(
-      "select version, name, checksum from authz_migrations order by version",
-    );
+    const rows = await tx.query<{ version: number; name: string; checksum: string }>("select version, name, checksum from authz_migrations order by version");
     const done = new Map(rows.map((r) => [Number(r.version), r]));
     for (const m of all) {
       const prior = done.get(m.version);

@@ -81,7 +81,6 @@ export const MAX_PAGE_SIZE = 500;
 export const MAX_REQUEST_TTL_MS = 365 * 24 * 3600 * 1000;
 export const MIN_REQUEST_TTL_MS = 1000;
 
-
 /** A timestamp column as UTC ISO-8601 text with microseconds: exact, and parsed the same by every driver. */
 const iso = (expr: string): string => `to_char((${expr}) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
@@ -200,10 +199,7 @@ async function lockActiveAvatar(tx: SqlQuerier, avatarId: string): Promise<void>
 
 /** The avatar's active owner membership (exactly one for an active avatar, by the invariant). */
 async function currentOwner(tx: SqlQuerier, avatarId: string): Promise<string | undefined> {
-  const rows = await tx.query<{ id: string }>(
-    "select id::text as id from memberships where avatar_id = $1::text::uuid and owner and active",
-    [avatarId],
-  );
+  const rows = await tx.query<{ id: string }>("select id::text as id from memberships where avatar_id = $1::text::uuid and owner and active", [avatarId]);
   return rows[0]?.id;
 }
 
@@ -313,11 +309,7 @@ async function closePending(tx: SqlQuerier, avatarId: string, now: string, other
     return undefined;
   }
   if (otherwise === null) return p;
-  await tx.query("update ownership_transfers set status = $2::text, occurred_at = $3::text::timestamptz where id = $1::text::uuid", [
-    p.id,
-    otherwise,
-    now,
-  ]);
+  await tx.query("update ownership_transfers set status = $2::text, occurred_at = $3::text::timestamptz where id = $1::text::uuid", [p.id, otherwise, now]);
   return undefined;
 }
 
@@ -431,10 +423,10 @@ async function transferBody(
       transfer_id: open.id,
     });
   }
-  const [exp] = await tx.query<{ t: string }>(
-    `select ${iso("$1::text::timestamptz + $2::text::bigint * interval '1 millisecond'")} as t`,
-    [now, String(ttlMs)],
-  );
+  const [exp] = await tx.query<{ t: string }>(`select ${iso("$1::text::timestamptz + $2::text::bigint * interval '1 millisecond'")} as t`, [
+    now,
+    String(ttlMs),
+  ]);
   return insertTransfer(tx, { ...common, status: "pending", expiresAt: (exp as { t: string }).t });
 }
 

@@ -2,7 +2,7 @@ import postgres from "postgres";
 import type { Logger } from "../logger.js";
 import { createPostgresListener } from "./postgres-listener.js";
 import { Reachability } from "./reachability.js";
-import { type Isolation, type SqlClient, type SqlQuerier } from "./sql.js";
+import type { Isolation, SqlClient, SqlQuerier } from "./sql.js";
 
 type Sql = postgres.Sql | postgres.TransactionSql;
 

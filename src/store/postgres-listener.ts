@@ -128,7 +128,11 @@ export function createPostgresListener(
           subs.delete(sub);
           if (subs.size > 0 || channels.get(channel) !== subs) return;
           channels.delete(channel);
-          if (listening) await conn.unsafe(`unlisten ${quote(channel)}`).simple().catch(() => {});
+          if (listening)
+            await conn
+              .unsafe(`unlisten ${quote(channel)}`)
+              .simple()
+              .catch(() => {});
         },
       };
     },

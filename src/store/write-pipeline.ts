@@ -221,10 +221,12 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
       const own = exclusive ? await numberItself(tx) : await tryNumberItself(tx);
       const stored: Stored = own !== null ? { xid: null, revision: own, value } : { xid, revision: null, value };
       if (plan.idempotencyKey !== undefined) {
-        await tx.query(
-          "insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)",
-          [scope, plan.idempotencyKey, hash, JSON.stringify(stored)],
-        );
+        await tx.query("insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)", [
+          scope,
+          plan.idempotencyKey,
+          hash,
+          JSON.stringify(stored),
+        ]);
       }
       return stored;
     });

@@ -112,7 +112,12 @@ describe("pg_terminate_backend storm against two replicas", () => {
       const key = `storm.${round}`;
       let res: Outcome<{ revision: string }> | undefined;
       for (let attempt = 0; attempt < 20 && !res?.ok; attempt++) {
-        res = await call<{ revision: string }>(writers[round % 2] as grpc.Client & Record<string, Function>, "ManageRoles", grantRequest(key), WRITE_DEADLINE_MS);
+        res = await call<{ revision: string }>(
+          writers[round % 2] as grpc.Client & Record<string, Function>,
+          "ManageRoles",
+          grantRequest(key),
+          WRITE_DEADLINE_MS,
+        );
         if (!res.ok) failures.push({ kind: "write", outcome: res });
       }
       for (const [i, s] of servers.entries()) expect(s.exited(), `replica ${i} exited in round ${round}:\n${s.output().slice(-3000)}`).toBeUndefined();
@@ -130,7 +135,12 @@ describe("pg_terminate_backend storm against two replicas", () => {
     // After the storm: one more write, visible token-less on every replica within the bound.
     let final: Outcome<{ revision: string }> | undefined;
     for (let attempt = 0; attempt < 20 && !final?.ok; attempt++) {
-      final = await call<{ revision: string }>(writers[0] as grpc.Client & Record<string, Function>, "ManageRoles", grantRequest("storm.final"), WRITE_DEADLINE_MS);
+      final = await call<{ revision: string }>(
+        writers[0] as grpc.Client & Record<string, Function>,
+        "ManageRoles",
+        grantRequest("storm.final"),
+        WRITE_DEADLINE_MS,
+      );
     }
     expect(final?.ok).toBe(true);
     const converge = await Promise.all(
@@ -160,7 +170,10 @@ describe("pg_terminate_backend storm against two replicas", () => {
     // anything else, or more, fails the test.
     const wedged = described.filter((d) => d === "write: DEADLINE_EXCEEDED");
     expect(wedged.length, "writes wedged past their deadline").toBeLessThanOrEqual(1);
-    expect(described.filter((d) => !allowed.has(d) && d !== "write: DEADLINE_EXCEEDED"), "failed calls that should have been UNAVAILABLE").toEqual([]);
+    expect(
+      described.filter((d) => !allowed.has(d) && d !== "write: DEADLINE_EXCEEDED"),
+      "failed calls that should have been UNAVAILABLE",
+    ).toEqual([]);
     expect(killed).toBeGreaterThanOrEqual(ROUNDS * 2);
     console.log(
       `backend-kill storm: ${ROUNDS} rounds, ${killed} backends terminated, both replicas alive; ` +

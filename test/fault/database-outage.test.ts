@@ -69,7 +69,14 @@ function watch(service: string): { events: Array<{ status: string; at: number }>
   const stream = (c.Watch as Function).call(c, { service }) as grpc.ClientReadableStream<{ status: string }>;
   stream.on("data", (m: { status: string }) => events.push({ status: m.status, at: performance.now() }));
   stream.on("error", () => {});
-  return { events, c, cancel: () => (stream.cancel(), c.close()) };
+  return {
+    events,
+    c,
+    cancel: () => {
+      stream.cancel();
+      c.close();
+    },
+  };
 }
 
 const firstAfter = (events: Array<{ status: string; at: number }>, status: string, t: number) => events.find((e) => e.status === status && e.at >= t);

@@ -51,14 +51,18 @@ describe("a replica whose api_keys read fails at start", () => {
       const ports = await app.listen();
       const a = app;
       // Everything else is up: the engine is loaded.
-      await until(() => {
-        try {
-          a.live();
-          return true;
-        } catch {
-          return false;
-        }
-      }, 20_000, "engine loaded");
+      await until(
+        () => {
+          try {
+            a.live();
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        20_000,
+        "engine loaded",
+      );
       const health = client(protos, "grpc.health.v1.Health", ports.grpcPort);
       const perms = client(protos, "authz.v1.PermissionService", ports.grpcPort);
       const checkReq = {
@@ -75,10 +79,14 @@ describe("a replica whose api_keys read fails at start", () => {
 
         const fixed = performance.now();
         await t.raw`alter table api_keys_unreadable rename to api_keys`;
-        await until(async () => {
-          const r = await call<{ status: string }>(health, "Check", { service: "" }, 1000);
-          return r.ok && r.value.status === "SERVING";
-        }, 10_000, "SERVING once the table is readable");
+        await until(
+          async () => {
+            const r = await call<{ status: string }>(health, "Check", { service: "" }, 1000);
+            return r.ok && r.value.status === "SERVING";
+          },
+          10_000,
+          "SERVING once the table is readable",
+        );
         const served = await call<{ allowed: boolean }>(perms, "Check", checkReq, 2000, md(key));
         expect(served.ok, JSON.stringify(served)).toBe(true);
         console.log(`key source: SERVING and the key accepted ${(performance.now() - fixed).toFixed(0)} ms after the table became readable`);

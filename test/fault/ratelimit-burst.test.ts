@@ -111,7 +111,8 @@ beforeAll(async () => {
   rlBurst = client(protos, "authz.v1.RateLimitService", bursting.grpcPort);
   rlFault = client(protos, "authz.v1.RateLimitService", faulty.grpcPort);
   // Warm the connections, the script caches and the code paths (a cold server took longest on the first burst).
-  for (const rl of [rlBurst, rlFault]) expect(await consumeOnce(rl, policyName("fixed_window", "open"), `warm-${randomUUID()}`)).toMatchObject({ allowed: true, source: "STORE" });
+  for (const rl of [rlBurst, rlFault])
+    expect(await consumeOnce(rl, policyName("fixed_window", "open"), `warm-${randomUUID()}`)).toMatchObject({ allowed: true, source: "STORE" });
   await burst(rlBurst, policyName("fixed_window", "open"), `warm-${randomUUID()}`, 200);
 }, 120_000);
 
@@ -125,13 +126,20 @@ afterAll(async () => {
 
 describe(`${BURST} concurrent ConsumeRateLimit calls on a limit of ${LIMIT}, Redis healthy`, () => {
   const cases = ALGORITHMS.flatMap((a) => MODES.map((m) => [a, m] as const));
-  it.each(cases)("%s, fail-%s: exactly the limit is admitted, every answer from Redis", async (a, m) => {
-    const answers = await burst(rlBurst, policyName(a, m), `k-${randomUUID()}`);
-    const allowed = count(answers, (x) => x.allowed);
-    console.info(`burst ${a}/${m}: ${summary(answers)}, max latency ${max(answers.map((x) => x.ms)).toFixed(0)} ms`);
-    expect(allowed, summary(answers)).toBe(LIMIT);
-    expect(count(answers, (x) => x.source === "STORE"), summary(answers)).toBe(BURST);
-  }, 2 * DEADLINE_MS);
+  it.each(cases)(
+    "%s, fail-%s: exactly the limit is admitted, every answer from Redis",
+    async (a, m) => {
+      const answers = await burst(rlBurst, policyName(a, m), `k-${randomUUID()}`);
+      const allowed = count(answers, (x) => x.allowed);
+      console.info(`burst ${a}/${m}: ${summary(answers)}, max latency ${max(answers.map((x) => x.ms)).toFixed(0)} ms`);
+      expect(allowed, summary(answers)).toBe(LIMIT);
+      expect(
+        count(answers, (x) => x.source === "STORE"),
+        summary(answers),
+      ).toBe(BURST);
+    },
+    2 * DEADLINE_MS,
+  );
 
   it("the circuit breaker never opened and Redis was never reported down", () => {
     expect(logLines(bursting, "circuit breaker open")).toEqual([]);
@@ -170,31 +178,35 @@ function expectFailureMode(answers: Array<Answer & { mode: "open" | "closed" }>)
 }
 
 describe("Redis stalls (SIGSTOP) or dies (SIGKILL)", () => {
-  it("paused: calls answer by failure mode within the command timeout; a burst too, and nothing hangs", async () => {
-    // The same stream against the healthy Redis first: warm code paths, and the figure to compare with.
-    const healthy = await stream(16, 12);
-    console.info(`healthy stream: ${healthy.length} calls, ${summary(healthy)}, max latency ${max(healthy.map((x) => x.ms)).toFixed(1)} ms`);
-    redis.pause();
-    try {
-      // Sixteen callers in a loop, as services call: each answer within the timeout (+ slack).
-      const s = await stream(16, 12);
-      expectFailureMode(s);
-      const worst = max(s.map((x) => x.ms));
-      console.info(`paused stream: ${s.length} calls, max latency ${worst.toFixed(1)} ms`);
-      expect(worst).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + SLACK_MS);
-      // A burst: every answer is its policy's failure mode (the client's deadline bounds a hang).
-      const [open, closed] = await Promise.all([
-        burst(rlFault, policyName("sliding_window", "open"), `p-${randomUUID()}`, BURST / 2),
-        burst(rlFault, policyName("token_bucket", "closed"), `p-${randomUUID()}`, BURST / 2),
-      ]);
-      expectFailureMode([...open.map((a) => ({ ...a, mode: "open" as const })), ...closed.map((a) => ({ ...a, mode: "closed" as const }))]);
-      console.info(`paused burst: max latency ${max([...open, ...closed].map((x) => x.ms)).toFixed(0)} ms (the server decoding ${BURST} calls)`);
-    } finally {
-      redis.resume();
-    }
-    await untilStore(policyName("fixed_window", "closed"), 10_000);
-    expect(faulty.alive()).toBe(true);
-  }, 2 * DEADLINE_MS);
+  it(
+    "paused: calls answer by failure mode within the command timeout; a burst too, and nothing hangs",
+    async () => {
+      // The same stream against the healthy Redis first: warm code paths, and the figure to compare with.
+      const healthy = await stream(16, 12);
+      console.info(`healthy stream: ${healthy.length} calls, ${summary(healthy)}, max latency ${max(healthy.map((x) => x.ms)).toFixed(1)} ms`);
+      redis.pause();
+      try {
+        // Sixteen callers in a loop, as services call: each answer within the timeout (+ slack).
+        const s = await stream(16, 12);
+        expectFailureMode(s);
+        const worst = max(s.map((x) => x.ms));
+        console.info(`paused stream: ${s.length} calls, max latency ${worst.toFixed(1)} ms`);
+        expect(worst).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + SLACK_MS);
+        // A burst: every answer is its policy's failure mode (the client's deadline bounds a hang).
+        const [open, closed] = await Promise.all([
+          burst(rlFault, policyName("sliding_window", "open"), `p-${randomUUID()}`, BURST / 2),
+          burst(rlFault, policyName("token_bucket", "closed"), `p-${randomUUID()}`, BURST / 2),
+        ]);
+        expectFailureMode([...open.map((a) => ({ ...a, mode: "open" as const })), ...closed.map((a) => ({ ...a, mode: "closed" as const }))]);
+        console.info(`paused burst: max latency ${max([...open, ...closed].map((x) => x.ms)).toFixed(0)} ms (the server decoding ${BURST} calls)`);
+      } finally {
+        redis.resume();
+      }
+      await untilStore(policyName("fixed_window", "closed"), 10_000);
+      expect(faulty.alive()).toBe(true);
+    },
+    2 * DEADLINE_MS,
+  );
 
   it("killed: calls answer by failure mode within the timeout; back on the same port, Redis answers again", async () => {
     await redis.kill();
@@ -209,7 +221,10 @@ describe("Redis stalls (SIGSTOP) or dies (SIGKILL)", () => {
     }
     await untilStore(policyName("fixed_window", "closed"), 10_000);
     const s = await stream(4, 3);
-    expect(s.every((a) => a.source === "STORE" && a.allowed), summary(s)).toBe(true);
+    expect(
+      s.every((a) => a.source === "STORE" && a.allowed),
+      summary(s),
+    ).toBe(true);
     expect(faulty.alive()).toBe(true);
   }, 60_000);
 });

@@ -33,7 +33,13 @@ let rl: grpc.Client & Record<string, Function>;
 let md: grpc.Metadata;
 
 const limit = (req: Record<string, unknown>) => unary<RateLimitResponse>(rls, "ShouldRateLimit", req, md);
-const loginDescriptors = (n: number) => Array.from({ length: n }, (_, i) => descriptor([["policy", "login-attempts"], ["key", `k-${i}-${randomUUID()}`]]));
+const loginDescriptors = (n: number) =>
+  Array.from({ length: n }, (_, i) =>
+    descriptor([
+      ["policy", "login-attempts"],
+      ["key", `k-${i}-${randomUUID()}`],
+    ]),
+  );
 
 beforeAll(async () => {
   t = await freshDatabase();
@@ -67,23 +73,36 @@ afterAll(async () => {
 describe("ShouldRateLimit: bounded descriptors and entries", () => {
   // Past 50,000 elements the edge's wire scan refuses the message before it is decoded (TOO_MANY_ELEMENTS,
   // docs/limits.md); below that, the descriptor bound answers. Either way: INVALID_ARGUMENT and the process lives.
-  it.each([20_000, 10_000])("%i descriptors: INVALID_ARGUMENT before any work; the process lives and answers the next call", async (n) => {
-    const f = await rejection(limit({ domain: "authz", descriptors: loginDescriptors(n) }));
-    expect(f).toMatchObject({ code: "INVALID_ARGUMENT", domain: "authz" });
-    expect(["TOO_MANY_ELEMENTS", "TOO_MANY_DESCRIPTORS"]).toContain(f.reason);
-    expect(server.alive()).toBe(true);
-    const next = await limit({ domain: "authz", descriptors: loginDescriptors(1) });
-    expect(next).toMatchObject({ overall_code: "OK", statuses: [{ code: "OK", limit_remaining: 4 }] });
-  }, 30_000);
+  it.each([20_000, 10_000])(
+    "%i descriptors: INVALID_ARGUMENT before any work; the process lives and answers the next call",
+    async (n) => {
+      const f = await rejection(limit({ domain: "authz", descriptors: loginDescriptors(n) }));
+      expect(f).toMatchObject({ code: "INVALID_ARGUMENT", domain: "authz" });
+      expect(["TOO_MANY_ELEMENTS", "TOO_MANY_DESCRIPTORS"]).toContain(f.reason);
+      expect(server.alive()).toBe(true);
+      const next = await limit({ domain: "authz", descriptors: loginDescriptors(1) });
+      expect(next).toMatchObject({ overall_code: "OK", statuses: [{ code: "OK", limit_remaining: 4 }] });
+    },
+    30_000,
+  );
 
-  it.each([MAX_DESCRIPTORS + 1, 1000])("%i descriptors: INVALID_ARGUMENT TOO_MANY_DESCRIPTORS; the process lives and answers the next call", async (n) => {
-    const f = await rejection(limit({ domain: "authz", descriptors: loginDescriptors(n) }));
-    expect(f).toMatchObject({ code: "INVALID_ARGUMENT", reason: "TOO_MANY_DESCRIPTORS", domain: "authz", metadata: { field: "descriptors", max: String(MAX_DESCRIPTORS) } });
-    expect(f.message).toContain(`at most ${MAX_DESCRIPTORS} per call`);
-    expect(server.alive()).toBe(true);
-    const next = await limit({ domain: "authz", descriptors: loginDescriptors(1) });
-    expect(next).toMatchObject({ overall_code: "OK", statuses: [{ code: "OK", limit_remaining: 4 }] });
-  }, 30_000);
+  it.each([MAX_DESCRIPTORS + 1, 1000])(
+    "%i descriptors: INVALID_ARGUMENT TOO_MANY_DESCRIPTORS; the process lives and answers the next call",
+    async (n) => {
+      const f = await rejection(limit({ domain: "authz", descriptors: loginDescriptors(n) }));
+      expect(f).toMatchObject({
+        code: "INVALID_ARGUMENT",
+        reason: "TOO_MANY_DESCRIPTORS",
+        domain: "authz",
+        metadata: { field: "descriptors", max: String(MAX_DESCRIPTORS) },
+      });
+      expect(f.message).toContain(`at most ${MAX_DESCRIPTORS} per call`);
+      expect(server.alive()).toBe(true);
+      const next = await limit({ domain: "authz", descriptors: loginDescriptors(1) });
+      expect(next).toMatchObject({ overall_code: "OK", statuses: [{ code: "OK", limit_remaining: 4 }] });
+    },
+    30_000,
+  );
 
   it(`${MAX_DESCRIPTORS} descriptors, the most allowed, are all answered by Redis`, async () => {
     const r = await limit({ domain: "authz", descriptors: loginDescriptors(MAX_DESCRIPTORS) });
@@ -93,7 +112,10 @@ describe("ShouldRateLimit: bounded descriptors and entries", () => {
   });
 
   it(`a descriptor with more than ${MAX_DESCRIPTOR_ENTRIES} entries: INVALID_ARGUMENT TOO_MANY_DESCRIPTOR_ENTRIES naming it`, async () => {
-    const entries: Array<[string, string]> = [["policy", "login-attempts"], ...Array.from({ length: MAX_DESCRIPTOR_ENTRIES }, (_, i): [string, string] => [`x${i}`, "y"])];
+    const entries: Array<[string, string]> = [
+      ["policy", "login-attempts"],
+      ...Array.from({ length: MAX_DESCRIPTOR_ENTRIES }, (_, i): [string, string] => [`x${i}`, "y"]),
+    ];
     const f = await rejection(limit({ domain: "authz", descriptors: [...loginDescriptors(1), descriptor(entries)] }));
     expect(f).toMatchObject({ code: "INVALID_ARGUMENT", reason: "TOO_MANY_DESCRIPTOR_ENTRIES", metadata: { field: "descriptors[1].entries" } });
     expect(server.alive()).toBe(true);
@@ -129,8 +151,19 @@ describe("the Redis store itself", () => {
     });
     try {
       expect(await store.ready(5000)).toBe(true);
-      const bucket = (i: number): Bucket => ({ policyId: 1, algorithm: "fixed_window", limit: 5, windowSec: 60, owner: { type: "key", id: `k${i}` }, gating: true, failClosed: true });
-      const out = await store.consume(Array.from({ length: 20_000 }, (_, i) => bucket(i)), 1);
+      const bucket = (i: number): Bucket => ({
+        policyId: 1,
+        algorithm: "fixed_window",
+        limit: 5,
+        windowSec: 60,
+        owner: { type: "key", id: `k${i}` },
+        gating: true,
+        failClosed: true,
+      });
+      const out = await store.consume(
+        Array.from({ length: 20_000 }, (_, i) => bucket(i)),
+        1,
+      );
       expect(out.every((o) => !o.ok)).toBe(true);
       // The store still works, and its breaker did not count a call it never sent.
       expect(await store.consume([bucket(0)], 1)).toMatchObject([{ ok: true, report: { allowed: true, count: 1 } }]);

@@ -6,7 +6,7 @@
 // token-less reads within AUTHZ_MAX_STALENESS_MS, and a consistency token
 // ahead of the database is refused at once.
 import { readFileSync } from "node:fs";
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";

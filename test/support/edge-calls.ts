@@ -32,18 +32,26 @@ export function grpcCall(c: grpc.Client, path: string, body: Uint8Array, headers
   const md = new grpc.Metadata();
   for (const [k, v] of Object.entries(headers)) md.set(k, v);
   return new Promise((resolve) => {
-    c.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(body), md, { deadline: Date.now() + timeoutMs }, (err) => {
-      if (!err) return resolve({ code: "OK", message: "" });
-      const bin = err.metadata?.get("grpc-status-details-bin")[0] as Buffer | undefined;
-      // grpc-js decodes grpc-message with decodeURI, which leaves %3A, %2B, %2C (connect-node encodes them) as they are.
-      let message = err.details ?? "";
-      try {
-        message = decodeURIComponent(message);
-      } catch {
-        // not percent-encoded
-      }
-      resolve({ code: name(err.code), message, ...fromStatusBin(bin) });
-    });
+    c.makeUnaryRequest(
+      path,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.from(body),
+      md,
+      { deadline: Date.now() + timeoutMs },
+      (err) => {
+        if (!err) return resolve({ code: "OK", message: "" });
+        const bin = err.metadata?.get("grpc-status-details-bin")[0] as Buffer | undefined;
+        // grpc-js decodes grpc-message with decodeURI, which leaves %3A, %2B, %2C (connect-node encodes them) as they are.
+        let message = err.details ?? "";
+        try {
+          message = decodeURIComponent(message);
+        } catch {
+          // not percent-encoded
+        }
+        resolve({ code: name(err.code), message, ...fromStatusBin(bin) });
+      },
+    );
   });
 }
 
@@ -81,7 +89,12 @@ export async function grpcWeb(url: string, body: Uint8Array, headers: Record<str
     const len = new DataView(bytes.buffer, bytes.byteOffset + at + 1, 4).getUint32(0);
     if ((bytes[at] as number) & 0x80) {
       const text = new TextDecoder().decode(bytes.subarray(at + 5, at + 5 + len));
-      fields = Object.fromEntries(text.split("\r\n").filter(Boolean).map((l) => [l.slice(0, l.indexOf(":")).trim().toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
+      fields = Object.fromEntries(
+        text
+          .split("\r\n")
+          .filter(Boolean)
+          .map((l) => [l.slice(0, l.indexOf(":")).trim().toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+      );
     }
     at += 5 + len;
   }

@@ -27,7 +27,11 @@ export function call<T>(
 export function errorReason(err: grpc.ServiceError): string | undefined {
   const bin = err.metadata?.get("grpc-status-details-bin")[0];
   if (!bin) return undefined;
-  const m = /([A-Z][A-Z0-9_]{3,})/.exec(Buffer.from(bin as Buffer).toString("latin1").replace(/[^\x20-\x7e]/g, " "));
+  const m = /([A-Z][A-Z0-9_]{3,})/.exec(
+    Buffer.from(bin as Buffer)
+      .toString("latin1")
+      .replace(/[^\x20-\x7e]/g, " "),
+  );
   return m?.[1];
 }
 

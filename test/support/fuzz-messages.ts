@@ -96,7 +96,10 @@ function messageValue(g: Gen, desc: DescMessage, depth: number, field: string): 
   switch (desc.typeName) {
     case "google.protobuf.Timestamp":
     case "google.protobuf.Duration":
-      return { seconds: r.pick([0n, 1n, -1n, 60n, 253_402_300_800n, -62_135_596_801n, 9_223_372_036_854_775_807n]), nanos: r.pick([0, 1, 999_999_999, -1, 2_000_000_000]) };
+      return {
+        seconds: r.pick([0n, 1n, -1n, 60n, 253_402_300_800n, -62_135_596_801n, 9_223_372_036_854_775_807n]),
+        nanos: r.pick([0, 1, 999_999_999, -1, 2_000_000_000]),
+      };
     case "google.protobuf.Struct":
       return jsonObject(g, depth);
     case "google.protobuf.Value":
@@ -131,7 +134,11 @@ function valueFor(g: Gen, f: DescField, depth: number): unknown {
     case "list": {
       const n = listSize(g, depth);
       const item = () =>
-        f.listKind === "scalar" ? scalar(g, f.scalar, f.name) : f.listKind === "enum" ? g.r.pick(f.enum.values).number : messageValue(g, f.message, depth, f.name);
+        f.listKind === "scalar"
+          ? scalar(g, f.scalar, f.name)
+          : f.listKind === "enum"
+            ? g.r.pick(f.enum.values).number
+            : messageValue(g, f.message, depth, f.name);
       if (n > 100) g.hostile = Math.min(g.hostile, 0.02);
       // The items of a long list are shallow: a list of 1500 items of 1500 items each would take seconds to build.
       const deep = g.shallow;
@@ -145,7 +152,12 @@ function valueFor(g: Gen, f: DescField, depth: number): unknown {
       const n = listSize(g, depth);
       for (let i = 0; i < n; i++) {
         const k = String(f.mapKey === ScalarType.STRING ? stringFor(g, `${f.name}.key`) : scalar(g, f.mapKey, f.name));
-        out[k] = f.mapKind === "scalar" ? scalar(g, f.scalar, f.name, k) : f.mapKind === "enum" ? g.r.pick(f.enum.values).number : messageValue(g, f.message, depth, f.name);
+        out[k] =
+          f.mapKind === "scalar"
+            ? scalar(g, f.scalar, f.name, k)
+            : f.mapKind === "enum"
+              ? g.r.pick(f.enum.values).number
+              : messageValue(g, f.message, depth, f.name);
       }
       return out;
     }
@@ -221,9 +233,9 @@ export function jsonBody(desc: DescMessage, msg: ReturnType<typeof randomMessage
     case 2:
       return text.replace(/"[^"]*"/, '{"a":1}');
     case 3:
-      return text.replace(/:\s*"/, ":12345,\"zz\":\"");
+      return text.replace(/:\s*"/, ':12345,"zz":"');
     case 4:
-      return r.pick(["", "null", "[]", "\"x\"", "{\"\u0000\":1}", "{\"subject\":{\"id\":\"\\u0000\"}}"]);
+      return r.pick(["", "null", "[]", '"x"', '{"\u0000":1}', '{"subject":{"id":"\\u0000"}}']);
     default:
       return text;
   }

@@ -87,7 +87,14 @@ export const FUZZ_MESH = {
   ],
   routes: [
     { name: "members-read", method: ["GET", "HEAD"], path: "/orgs/{org}/members", permission: "members.read", resource: "organization:{org}" },
-    { name: "members-invite", method: "POST", path: "/orgs/{org}/members", permission: "members.invite", resource: "organization:{org}", rate_limit: { policy: "api-per-user", cost: 1 } },
+    {
+      name: "members-invite",
+      method: "POST",
+      path: "/orgs/{org}/members",
+      permission: "members.invite",
+      resource: "organization:{org}",
+      rate_limit: { policy: "api-per-user", cost: 1 },
+    },
     { name: "things", path: "/things/**", permission: "members.read", resource: "{header:x-authz-resource}" },
     { name: "login", method: "POST", path: "/login", public: true, rate_limit: { policy: "login-attempts", subject: "key:login:{header:x-login-email}" } },
     { name: "healthz", path: "/healthz", public: true },

@@ -54,6 +54,7 @@ export function hostileString(r: Rand, base = "x"): string {
     case 5:
       return "\u0001\u0007\u001b[31m\r\n\t\u007f";
     case 6:
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: hostile input on purpose
       return r.pick(["'; drop table roles; --", "%_\\", "(a+)+$", "${jndi:x}", "{{7*7}}", "{header:x}", "{subject}{", "}"]);
     case 7:
       return r.pick(["99999999999999999999999", "-1", "1e309", "NaN", "0x10", "１２３"]);

@@ -50,7 +50,13 @@ const TRANSPORT = (err: unknown, ms: number): Outcome => {
 };
 
 /** Connect unary: 200 is OK; an error's JSON body names its code. */
-export async function connectCall(url: string, body: Uint8Array | string, contentType: string, headers: Record<string, string>, timeoutMs: number): Promise<Outcome> {
+export async function connectCall(
+  url: string,
+  body: Uint8Array | string,
+  contentType: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+): Promise<Outcome> {
   const started = performance.now();
   try {
     const res = await fetch(url, { method: "POST", headers: { "content-type": contentType, ...headers }, body, signal: AbortSignal.timeout(timeoutMs) });

@@ -25,8 +25,6 @@ export function client(tree: grpc.GrpcObject, fqName: string, port: number): grp
 
 export function unary<T>(c: grpc.Client & Record<string, Function>, method: string, req: unknown, md = new grpc.Metadata()): Promise<T> {
   return new Promise((resolve, reject) => {
-    (c[method] as Function).call(c, req, md, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: T) =>
-      err ? reject(err) : resolve(res),
-    );
+    (c[method] as Function).call(c, req, md, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res)));
   });
 }

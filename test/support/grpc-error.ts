@@ -25,7 +25,13 @@ export function grpcFailure(err: unknown): GrpcFailure {
     const status = fromBinary(StatusSchema, bin);
     info = status.details[0] ? anyUnpack(status.details[0], ErrorInfoSchema) : undefined;
   }
-  return { code: grpc.status[e.code] ?? String(e.code), reason: info?.reason ?? "", domain: info?.domain ?? "", metadata: { ...(info?.metadata ?? {}) }, message: e.details };
+  return {
+    code: grpc.status[e.code] ?? String(e.code),
+    reason: info?.reason ?? "",
+    domain: info?.domain ?? "",
+    metadata: { ...(info?.metadata ?? {}) },
+    message: e.details,
+  };
 }
 
 /** The failure of a call that must fail (an answer fails the test). */

@@ -31,11 +31,7 @@ const CHUNK = 5000;
  * most 5000 checks; the answers come back in the order of `checks`. Ids that
  * are not UUIDs, and types that do not exist, are simply not found.
  */
-export async function oracleCheck(
-  sql: postgres.Sql,
-  checks: ReadonlyArray<OracleCheck>,
-  now: Date,
-): Promise<OracleDecision[]> {
+export async function oracleCheck(sql: postgres.Sql, checks: ReadonlyArray<OracleCheck>, now: Date): Promise<OracleDecision[]> {
   const out: OracleDecision[] = [];
   for (let start = 0; start < checks.length; start += CHUNK) {
     const chunk = checks.slice(start, start + CHUNK);

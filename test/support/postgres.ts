@@ -87,7 +87,13 @@ export async function startPostgresServer(): Promise<PostgresServer> {
       process.kill(pid, "SIGKILL");
       // The backends notice the postmaster's death and exit; wait until none answers.
       const end = Date.now() + 20_000;
-      while (Date.now() < end && (await exec("pg_ctl", ["-D", data, "status"]).then(() => true, () => false))) {
+      while (
+        Date.now() < end &&
+        (await exec("pg_ctl", ["-D", data, "status"]).then(
+          () => true,
+          () => false,
+        ))
+      ) {
         await new Promise((r) => setTimeout(r, 50));
       }
       running = false;

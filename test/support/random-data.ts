@@ -74,19 +74,54 @@ const BUILTIN_ROLE_IDS: ReadonlySet<string> = new Set([AVATAR_MEMBER_ROLE_ID, AV
 
 /** Permission keys the generators draw from (orgs and global share some). */
 export const KEY_POOL: readonly string[] = [
-  "doc.read", "doc.write", "doc.delete", "members.read", "members.invite", "members.remove",
-  "billing.read", "billing.manage", "settings.manage", "avatar.view", "avatar.post", "avatar.moderate",
-  "avatar.transfer", "audit.read", "reports.export", "support.read",
+  "doc.read",
+  "doc.write",
+  "doc.delete",
+  "members.read",
+  "members.invite",
+  "members.remove",
+  "billing.read",
+  "billing.manage",
+  "settings.manage",
+  "avatar.view",
+  "avatar.post",
+  "avatar.moderate",
+  "avatar.transfer",
+  "audit.read",
+  "reports.export",
+  "support.read",
 ];
 
 export type SubjectType = "user" | "account" | "principal" | "staff";
 export type ScopeType = "global" | "tenant" | "organization" | "avatar";
 
-export interface TenantRow { id: string; name: string; slug: string }
-export interface OrganizationRow { id: string; tenant_id: string | null; name: string; slug: string }
-export interface UserRow { id: string; email: string; locked: boolean; enabled: boolean }
-export interface StaffRow { id: string; logical_key: string }
-export interface AccountRow { id: string; organization_id: string; email: string; active: boolean }
+export interface TenantRow {
+  id: string;
+  name: string;
+  slug: string;
+}
+export interface OrganizationRow {
+  id: string;
+  tenant_id: string | null;
+  name: string;
+  slug: string;
+}
+export interface UserRow {
+  id: string;
+  email: string;
+  locked: boolean;
+  enabled: boolean;
+}
+export interface StaffRow {
+  id: string;
+  logical_key: string;
+}
+export interface AccountRow {
+  id: string;
+  organization_id: string;
+  email: string;
+  active: boolean;
+}
 export interface PrincipalRow {
   id: string;
   account_id: string;
@@ -96,7 +131,12 @@ export interface PrincipalRow {
   accepted_at: Date | null;
   valid_until: Date | null;
 }
-export interface AvatarRow { id: string; organization_id: string; handle: string; active: boolean }
+export interface AvatarRow {
+  id: string;
+  organization_id: string;
+  handle: string;
+  active: boolean;
+}
 export interface MembershipRow {
   id: string;
   principal_id: string;
@@ -106,10 +146,26 @@ export interface MembershipRow {
   accepted_at: Date | null;
   valid_until: Date | null;
 }
-export interface RoleRow { id: string; organization_id: string | null; key: string; name: string }
-export interface PermissionRow { id: string; organization_id: string | null; key: string }
-export interface RolePermissionRow { id: string; role_id: string; permission_id: string }
-export interface RoleInheritanceRow { role_id: string; parent_role_id: string }
+export interface RoleRow {
+  id: string;
+  organization_id: string | null;
+  key: string;
+  name: string;
+}
+export interface PermissionRow {
+  id: string;
+  organization_id: string | null;
+  key: string;
+}
+export interface RolePermissionRow {
+  id: string;
+  role_id: string;
+  permission_id: string;
+}
+export interface RoleInheritanceRow {
+  role_id: string;
+  parent_role_id: string;
+}
 export interface RoleAssignmentRow {
   id: string;
   subject_type: SubjectType;
@@ -194,7 +250,9 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
   const tag = r.int(0, 0xffffff).toString(16).padStart(6, "0");
 
   const tenants: TenantRow[] = Array.from({ length: n.tenants }, (_, i) => ({
-    id: r.uuid(), name: `Tenant ${i}`, slug: `t${i}-${tag}`,
+    id: r.uuid(),
+    name: `Tenant ${i}`,
+    slug: `t${i}-${tag}`,
   }));
   // Organization 0 has no tenant; the others spread over the tenants (the first ones round-robin).
   const organizations: OrganizationRow[] = Array.from({ length: n.orgs }, (_, i) => ({
@@ -371,8 +429,20 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
   }
 
   return {
-    now, tenants, organizations, users, staff, accounts, principals, avatars, memberships,
-    roles, permissions, role_permissions, role_inheritance, role_assignments,
+    now,
+    tenants,
+    organizations,
+    users,
+    staff,
+    accounts,
+    principals,
+    avatars,
+    memberships,
+    roles,
+    permissions,
+    role_permissions,
+    role_inheritance,
+    role_assignments,
   };
 }
 
@@ -384,9 +454,7 @@ function randomScope(
 ): { scope_type: ScopeType; scope_id: string | null } {
   if (role.organization_id !== null) {
     const own = d.avatars.filter((a) => a.organization_id === role.organization_id);
-    return own.length > 0 && r.bool(0.4)
-      ? { scope_type: "avatar", scope_id: r.pick(own).id }
-      : { scope_type: "organization", scope_id: role.organization_id };
+    return own.length > 0 && r.bool(0.4) ? { scope_type: "avatar", scope_id: r.pick(own).id } : { scope_type: "organization", scope_id: role.organization_id };
   }
   const x = r.next();
   if (x < 0.2) return { scope_type: "global", scope_id: null };
@@ -467,23 +535,27 @@ async function successorOf(r: Rng, sql: postgres.Sql, avatarId: string, except: 
 }
 
 /** Flips a boolean column of a random row. */
-const toggle = (table: string, column: string): Change => async (r, sql) => {
-  const all = await ids(sql, table);
-  if (all.length === 0) return null;
-  const id = r.pick(all);
-  const [row] = await sql.unsafe<{ v: boolean }[]>(`update ${table} set ${column} = not ${column} where id = $1 returning ${column} as v`, [id]);
-  return `${table} ${id}: ${column} := ${String(row?.v)}`;
-};
+const toggle =
+  (table: string, column: string): Change =>
+  async (r, sql) => {
+    const all = await ids(sql, table);
+    if (all.length === 0) return null;
+    const id = r.pick(all);
+    const [row] = await sql.unsafe<{ v: boolean }[]>(`update ${table} set ${column} = not ${column} where id = $1 returning ${column} as v`, [id]);
+    return `${table} ${id}: ${column} := ${String(row?.v)}`;
+  };
 
 /** Sets a timestamp column of a random row to a time around now (or null). */
-const retime = (table: string, column: string, pNull: number): Change => async (r, sql, now) => {
-  const all = await ids(sql, table);
-  if (all.length === 0) return null;
-  const id = r.pick(all);
-  const t = r.bool(pNull) ? null : around(r, now);
-  await sql.unsafe(`update ${table} set ${column} = $2 where id = $1`, [id, t === null ? null : t.toISOString()]);
-  return `${table} ${id}: ${column} := ${iso(t)}`;
-};
+const retime =
+  (table: string, column: string, pNull: number): Change =>
+  async (r, sql, now) => {
+    const all = await ids(sql, table);
+    if (all.length === 0) return null;
+    const id = r.pick(all);
+    const t = r.bool(pNull) ? null : around(r, now);
+    await sql.unsafe(`update ${table} set ${column} = $2 where id = $1`, [id, t === null ? null : t.toISOString()]);
+    return `${table} ${id}: ${column} := ${iso(t)}`;
+  };
 
 const CHANGES: Array<[weight: number, name: string, change: Change]> = [
   [2, "user locked", toggle("users", "locked")],
@@ -492,140 +564,175 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
   [2, "principal active", toggle("principals", "active")],
   [2, "principal accepted_at", retime("principals", "accepted_at", 0.2)],
   [2, "principal valid_until", retime("principals", "valid_until", 0.4)],
-  [2, "avatar active", async (r, sql) => {
-    const all = await ids(sql, "avatars");
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    const [a] = await sql<{ active: boolean }[]>`select active from avatars where id = ${id}`;
-    if (a === undefined) return null;
-    if (a.active) {
-      await sql`update avatars set active = false where id = ${id}`;
-      return `avatars ${id}: active := false`;
-    }
-    // An active avatar needs its one active owner: promote an active member in the same transaction if it has none.
-    if ((await activeOwnerOf(sql, id)) !== undefined) {
-      await sql`update avatars set active = true where id = ${id}`;
-      return `avatars ${id}: active := true`;
-    }
-    const members = await ids(sql, "memberships", `avatar_id = '${id}' and active`);
-    if (members.length === 0) return null;
-    const m = r.pick(members);
-    await sql.begin(async (tx) => {
-      await tx`update memberships set owner = true where id = ${m}`;
-      await tx`update avatars set active = true where id = ${id}`;
-    });
-    return `avatars ${id}: active := true, with membership ${m} made its owner in the same transaction`;
-  }],
+  [
+    2,
+    "avatar active",
+    async (r, sql) => {
+      const all = await ids(sql, "avatars");
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      const [a] = await sql<{ active: boolean }[]>`select active from avatars where id = ${id}`;
+      if (a === undefined) return null;
+      if (a.active) {
+        await sql`update avatars set active = false where id = ${id}`;
+        return `avatars ${id}: active := false`;
+      }
+      // An active avatar needs its one active owner: promote an active member in the same transaction if it has none.
+      if ((await activeOwnerOf(sql, id)) !== undefined) {
+        await sql`update avatars set active = true where id = ${id}`;
+        return `avatars ${id}: active := true`;
+      }
+      const members = await ids(sql, "memberships", `avatar_id = '${id}' and active`);
+      if (members.length === 0) return null;
+      const m = r.pick(members);
+      await sql.begin(async (tx) => {
+        await tx`update memberships set owner = true where id = ${m}`;
+        await tx`update avatars set active = true where id = ${id}`;
+      });
+      return `avatars ${id}: active := true, with membership ${m} made its owner in the same transaction`;
+    },
+  ],
   [2, "membership accepted_at", retime("memberships", "accepted_at", 0.2)],
   [2, "membership valid_until", retime("memberships", "valid_until", 0.4)],
-  [2, "membership active", async (r, sql) => {
-    // Reactivating an owner membership while the avatar has another active owner would be refused: skip those.
-    const all = await ids(sql, "memberships m", `not (not m.active and m.owner and exists (
-      select 1 from memberships o where o.avatar_id = m.avatar_id and o.owner and o.active and o.id <> m.id))`);
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    const m = await membershipOf(sql, id);
-    if (m === undefined) return null;
-    if (m.active && m.owner && m.avatar_active) {
-      // The active owner of an active avatar steps down only with a successor, in the same transaction.
-      const successor = await successorOf(r, sql, m.avatar_id, id);
-      if (successor === undefined) return null;
-      await sql.begin(async (tx) => {
-        await tx`update memberships set active = false where id = ${id}`;
-        await tx`update memberships set owner = true where id = ${successor}`;
-      });
-      return `memberships ${id}: active := false, ownership moved to ${successor} in the same transaction`;
-    }
-    const [row] = await sql<{ v: boolean }[]>`update memberships set active = not active where id = ${id} returning active as v`;
-    return `memberships ${id}: active := ${String(row?.v)}`;
-  }],
-  [2, "membership owner", async (r, sql) => {
-    const all = await ids(sql, "memberships");
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    const m = await membershipOf(sql, id);
-    if (m === undefined) return null;
-    if (m.owner) {
-      if (m.active && m.avatar_active) {
-        // The active avatar keeps one owner: demote, then promote a successor, in one transaction.
+  [
+    2,
+    "membership active",
+    async (r, sql) => {
+      // Reactivating an owner membership while the avatar has another active owner would be refused: skip those.
+      const all = await ids(
+        sql,
+        "memberships m",
+        `not (not m.active and m.owner and exists (
+      select 1 from memberships o where o.avatar_id = m.avatar_id and o.owner and o.active and o.id <> m.id))`,
+      );
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      const m = await membershipOf(sql, id);
+      if (m === undefined) return null;
+      if (m.active && m.owner && m.avatar_active) {
+        // The active owner of an active avatar steps down only with a successor, in the same transaction.
         const successor = await successorOf(r, sql, m.avatar_id, id);
         if (successor === undefined) return null;
         await sql.begin(async (tx) => {
-          await tx`update memberships set owner = false where id = ${id}`;
+          await tx`update memberships set active = false where id = ${id}`;
           await tx`update memberships set owner = true where id = ${successor}`;
         });
-        return `memberships ${id}: owner := false, ownership moved to ${successor} in the same transaction`;
+        return `memberships ${id}: active := false, ownership moved to ${successor} in the same transaction`;
       }
-      await sql`update memberships set owner = false where id = ${id}`;
-      return `memberships ${id}: owner := false`;
-    }
-    if (!m.active) {
-      // An inactive membership holds nothing; flagging it owner does not touch the active owner.
-      await sql`update memberships set owner = true where id = ${id}`;
-      return `memberships ${id}: owner := true (inactive)`;
-    }
-    // Ownership swap: demote the avatar's active owner (if any), then promote, in one transaction.
-    await sql.begin(async (tx) => {
-      await tx`update memberships set owner = false where avatar_id = ${m.avatar_id} and owner and active and id <> ${id}`;
-      await tx`update memberships set owner = true where id = ${id}`;
-    });
-    return `memberships ${id}: owner := true (avatar ${m.avatar_id}'s active owner, if any, demoted in the same transaction)`;
-  }],
-  [2, "membership add", async (r, sql, now) => {
-    const pairs = await sql<{ p: string; a: string }[]>`
+      const [row] = await sql<{ v: boolean }[]>`update memberships set active = not active where id = ${id} returning active as v`;
+      return `memberships ${id}: active := ${String(row?.v)}`;
+    },
+  ],
+  [
+    2,
+    "membership owner",
+    async (r, sql) => {
+      const all = await ids(sql, "memberships");
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      const m = await membershipOf(sql, id);
+      if (m === undefined) return null;
+      if (m.owner) {
+        if (m.active && m.avatar_active) {
+          // The active avatar keeps one owner: demote, then promote a successor, in one transaction.
+          const successor = await successorOf(r, sql, m.avatar_id, id);
+          if (successor === undefined) return null;
+          await sql.begin(async (tx) => {
+            await tx`update memberships set owner = false where id = ${id}`;
+            await tx`update memberships set owner = true where id = ${successor}`;
+          });
+          return `memberships ${id}: owner := false, ownership moved to ${successor} in the same transaction`;
+        }
+        await sql`update memberships set owner = false where id = ${id}`;
+        return `memberships ${id}: owner := false`;
+      }
+      if (!m.active) {
+        // An inactive membership holds nothing; flagging it owner does not touch the active owner.
+        await sql`update memberships set owner = true where id = ${id}`;
+        return `memberships ${id}: owner := true (inactive)`;
+      }
+      // Ownership swap: demote the avatar's active owner (if any), then promote, in one transaction.
+      await sql.begin(async (tx) => {
+        await tx`update memberships set owner = false where avatar_id = ${m.avatar_id} and owner and active and id <> ${id}`;
+        await tx`update memberships set owner = true where id = ${id}`;
+      });
+      return `memberships ${id}: owner := true (avatar ${m.avatar_id}'s active owner, if any, demoted in the same transaction)`;
+    },
+  ],
+  [
+    2,
+    "membership add",
+    async (r, sql, now) => {
+      const pairs = await sql<{ p: string; a: string }[]>`
       select p.id::text as p, a.id::text as a from principals p cross join avatars a
       where not exists (select 1 from memberships m where m.principal_id = p.id and m.avatar_id = a.id)
       order by p.id, a.id`;
-    if (pairs.length === 0) return null;
-    const { p, a } = r.pick(pairs);
-    const id = r.uuid();
-    const accepted = r.bool(0.15) ? null : r.bool(0.7) ? past(r, now) : around(r, now);
-    const until = validUntil(r, now, 0.7);
-    await sql`insert into memberships (id, principal_id, avatar_id, owner, active, accepted_at, valid_until)
+      if (pairs.length === 0) return null;
+      const { p, a } = r.pick(pairs);
+      const id = r.uuid();
+      const accepted = r.bool(0.15) ? null : r.bool(0.7) ? past(r, now) : around(r, now);
+      const until = validUntil(r, now, 0.7);
+      await sql`insert into memberships (id, principal_id, avatar_id, owner, active, accepted_at, valid_until)
               values (${id}, ${p}, ${a}, false, true, ${accepted}, ${until})`;
-    return `memberships ${id}: added principal ${p} on avatar ${a}, accepted_at ${iso(accepted)}, valid_until ${iso(until)}`;
-  }],
-  [1, "membership remove", async (r, sql) => {
-    const all = await ids(sql, "memberships");
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    const m = await membershipOf(sql, id);
-    if (m === undefined) return null;
-    if (m.active && m.owner && m.avatar_active) {
-      const successor = await successorOf(r, sql, m.avatar_id, id);
-      if (successor === undefined) return null;
-      await sql.begin(async (tx) => {
-        await tx`delete from memberships where id = ${id}`;
-        await tx`update memberships set owner = true where id = ${successor}`;
-      });
-      return `memberships ${id}: deleted, ownership moved to ${successor} in the same transaction`;
-    }
-    await sql`delete from memberships where id = ${id}`;
-    return `memberships ${id}: deleted`;
-  }],
-  [3, "role permission add", async (r, sql) => {
-    const pairs = await sql<{ role: string; perm: string }[]>`
+      return `memberships ${id}: added principal ${p} on avatar ${a}, accepted_at ${iso(accepted)}, valid_until ${iso(until)}`;
+    },
+  ],
+  [
+    1,
+    "membership remove",
+    async (r, sql) => {
+      const all = await ids(sql, "memberships");
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      const m = await membershipOf(sql, id);
+      if (m === undefined) return null;
+      if (m.active && m.owner && m.avatar_active) {
+        const successor = await successorOf(r, sql, m.avatar_id, id);
+        if (successor === undefined) return null;
+        await sql.begin(async (tx) => {
+          await tx`delete from memberships where id = ${id}`;
+          await tx`update memberships set owner = true where id = ${successor}`;
+        });
+        return `memberships ${id}: deleted, ownership moved to ${successor} in the same transaction`;
+      }
+      await sql`delete from memberships where id = ${id}`;
+      return `memberships ${id}: deleted`;
+    },
+  ],
+  [
+    3,
+    "role permission add",
+    async (r, sql) => {
+      const pairs = await sql<{ role: string; perm: string }[]>`
       select ro.id::text as role, p.id::text as perm
       from roles ro join permissions p on p.organization_id is null or p.organization_id = ro.organization_id
       where not exists (select 1 from role_permissions rp where rp.role_id = ro.id and rp.permission_id = p.id)
       order by ro.id, p.id`;
-    if (pairs.length === 0) return null;
-    const { role, perm } = r.pick(pairs);
-    await sql`insert into role_permissions (role_id, permission_id) values (${role}, ${perm})`;
-    return `role_permissions: role ${role} += permission ${perm}`;
-  }],
-  [2, "role permission remove", async (r, sql) => {
-    const all = await ids(sql, "role_permissions");
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    const [row] = await sql<{ role: string; perm: string }[]>`
+      if (pairs.length === 0) return null;
+      const { role, perm } = r.pick(pairs);
+      await sql`insert into role_permissions (role_id, permission_id) values (${role}, ${perm})`;
+      return `role_permissions: role ${role} += permission ${perm}`;
+    },
+  ],
+  [
+    2,
+    "role permission remove",
+    async (r, sql) => {
+      const all = await ids(sql, "role_permissions");
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      const [row] = await sql<{ role: string; perm: string }[]>`
       delete from role_permissions where id = ${id} returning role_id::text as role, permission_id::text as perm`;
-    return `role_permissions: role ${row?.role} -= permission ${row?.perm}`;
-  }],
-  [3, "inheritance add", async (r, sql) => {
-    // Candidate edges respect the organization rule; the recursive query drops
-    // those where the parent already (transitively) inherits from the child.
-    const pairs = await sql<{ child: string; parent: string }[]>`
+      return `role_permissions: role ${row?.role} -= permission ${row?.perm}`;
+    },
+  ],
+  [
+    3,
+    "inheritance add",
+    async (r, sql) => {
+      // Candidate edges respect the organization rule; the recursive query drops
+      // those where the parent already (transitively) inherits from the child.
+      const pairs = await sql<{ child: string; parent: string }[]>`
       with recursive reach (role_id, ancestor_id) as (
         select role_id, parent_role_id from role_inheritance
         union
@@ -636,79 +743,102 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
       where not exists (select 1 from role_inheritance ri where ri.role_id = c.id and ri.parent_role_id = p.id)
         and not exists (select 1 from reach where reach.role_id = p.id and reach.ancestor_id = c.id)
       order by c.id, p.id`;
-    if (pairs.length === 0) return null;
-    const { child, parent } = r.pick(pairs);
-    await sql`insert into role_inheritance (role_id, parent_role_id) values (${child}, ${parent})`;
-    return `role_inheritance: role ${child} now inherits ${parent}`;
-  }],
-  [2, "inheritance remove", async (r, sql) => {
-    const edges = await sql<{ child: string; parent: string }[]>`
+      if (pairs.length === 0) return null;
+      const { child, parent } = r.pick(pairs);
+      await sql`insert into role_inheritance (role_id, parent_role_id) values (${child}, ${parent})`;
+      return `role_inheritance: role ${child} now inherits ${parent}`;
+    },
+  ],
+  [
+    2,
+    "inheritance remove",
+    async (r, sql) => {
+      const edges = await sql<{ child: string; parent: string }[]>`
       select role_id::text as child, parent_role_id::text as parent from role_inheritance order by role_id, parent_role_id`;
-    if (edges.length === 0) return null;
-    const { child, parent } = r.pick(edges);
-    await sql`delete from role_inheritance where role_id = ${child} and parent_role_id = ${parent}`;
-    return `role_inheritance: role ${child} no longer inherits ${parent}`;
-  }],
-  [4, "assignment add", async (r, sql, now) => {
-    const subjectType = r.pick(["user", "account", "principal", "staff"] as const);
-    const table = { user: "users", account: "accounts", principal: "principals", staff: "staff" }[subjectType];
-    const subjects = await ids(sql, table);
-    const roles = await sql<{ id: string; organization_id: string | null }[]>`
+      if (edges.length === 0) return null;
+      const { child, parent } = r.pick(edges);
+      await sql`delete from role_inheritance where role_id = ${child} and parent_role_id = ${parent}`;
+      return `role_inheritance: role ${child} no longer inherits ${parent}`;
+    },
+  ],
+  [
+    4,
+    "assignment add",
+    async (r, sql, now) => {
+      const subjectType = r.pick(["user", "account", "principal", "staff"] as const);
+      const table = { user: "users", account: "accounts", principal: "principals", staff: "staff" }[subjectType];
+      const subjects = await ids(sql, table);
+      const roles = await sql<{ id: string; organization_id: string | null }[]>`
       select id::text, organization_id::text from roles order by id`;
-    if (subjects.length === 0 || roles.length === 0) return null;
-    const [tenants, organizations, avatars] = await Promise.all([
-      sql<{ id: string }[]>`select id::text from tenants order by id`,
-      sql<{ id: string }[]>`select id::text from organizations order by id`,
-      sql<{ id: string; organization_id: string }[]>`select id::text, organization_id::text from avatars order by id`,
-    ]);
-    if (organizations.length === 0) return null;
-    const subject = r.pick(subjects);
-    const role = r.pick(roles);
-    const scope = randomScope(r, role, { tenants, organizations, avatars });
-    const until = validUntil(r, now, 0.6);
-    const id = r.uuid();
-    const added = await sql`
+      if (subjects.length === 0 || roles.length === 0) return null;
+      const [tenants, organizations, avatars] = await Promise.all([
+        sql<{ id: string }[]>`select id::text from tenants order by id`,
+        sql<{ id: string }[]>`select id::text from organizations order by id`,
+        sql<{ id: string; organization_id: string }[]>`select id::text, organization_id::text from avatars order by id`,
+      ]);
+      if (organizations.length === 0) return null;
+      const subject = r.pick(subjects);
+      const role = r.pick(roles);
+      const scope = randomScope(r, role, { tenants, organizations, avatars });
+      const until = validUntil(r, now, 0.6);
+      const id = r.uuid();
+      const added = await sql`
       insert into role_assignments (id, subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
       values (${id}, ${subjectType}, ${subject}, ${role.id}, ${scope.scope_type}, ${scope.scope_id}, ${until})
       on conflict on constraint role_assignments_unique do nothing returning id`;
-    const what = `${subjectType} ${subject} role ${role.id} on ${scope.scope_type} ${scope.scope_id ?? ""}`;
-    return added.length === 0 ? `role_assignments: skipped duplicate ${what}` : `role_assignments ${id}: added ${what}, valid_until ${iso(until)}`;
-  }],
-  [2, "assignment remove", async (r, sql) => {
-    const all = await ids(sql, "role_assignments");
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    await sql`delete from role_assignments where id = ${id}`;
-    return `role_assignments ${id}: deleted`;
-  }],
-  [2, "assignment expire", async (r, sql, now) => {
-    const all = await ids(sql, "role_assignments");
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    const t = r.bool(0.5) ? past(r, now) : nearFuture(r, now);
-    await sql`update role_assignments set valid_until = ${t} where id = ${id}`;
-    return `role_assignments ${id}: valid_until := ${iso(t)}`;
-  }],
+      const what = `${subjectType} ${subject} role ${role.id} on ${scope.scope_type} ${scope.scope_id ?? ""}`;
+      return added.length === 0 ? `role_assignments: skipped duplicate ${what}` : `role_assignments ${id}: added ${what}, valid_until ${iso(until)}`;
+    },
+  ],
+  [
+    2,
+    "assignment remove",
+    async (r, sql) => {
+      const all = await ids(sql, "role_assignments");
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      await sql`delete from role_assignments where id = ${id}`;
+      return `role_assignments ${id}: deleted`;
+    },
+  ],
+  [
+    2,
+    "assignment expire",
+    async (r, sql, now) => {
+      const all = await ids(sql, "role_assignments");
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      const t = r.bool(0.5) ? past(r, now) : nearFuture(r, now);
+      await sql`update role_assignments set valid_until = ${t} where id = ${id}`;
+      return `role_assignments ${id}: valid_until := ${iso(t)}`;
+    },
+  ],
   [2, "assignment active", toggle("role_assignments", "active")],
-  [1, "role delete", async (r, sql) => {
-    const all = await ids(sql, "roles", `id not in ('${AVATAR_MEMBER_ROLE_ID}', '${AVATAR_OWNER_ROLE_ID}')`);
-    if (all.length === 0) return null;
-    const id = r.pick(all);
-    await sql`delete from roles where id = ${id}`;
-    return `roles ${id}: deleted (with its grants, edges and assignments)`;
-  }],
-  [1, "permission add", async (r, sql) => {
-    const orgs = await ids(sql, "organizations");
-    const org = orgs.length === 0 || r.bool(0.3) ? null : r.pick(orgs);
-    const key = r.bool(0.8) ? r.pick(KEY_POOL) : `extra.${r.int(0, 9)}`;
-    const id = r.uuid();
-    const added = await sql`
+  [
+    1,
+    "role delete",
+    async (r, sql) => {
+      const all = await ids(sql, "roles", `id not in ('${AVATAR_MEMBER_ROLE_ID}', '${AVATAR_OWNER_ROLE_ID}')`);
+      if (all.length === 0) return null;
+      const id = r.pick(all);
+      await sql`delete from roles where id = ${id}`;
+      return `roles ${id}: deleted (with its grants, edges and assignments)`;
+    },
+  ],
+  [
+    1,
+    "permission add",
+    async (r, sql) => {
+      const orgs = await ids(sql, "organizations");
+      const org = orgs.length === 0 || r.bool(0.3) ? null : r.pick(orgs);
+      const key = r.bool(0.8) ? r.pick(KEY_POOL) : `extra.${r.int(0, 9)}`;
+      const id = r.uuid();
+      const added = await sql`
       insert into permissions (id, organization_id, key) values (${id}, ${org}, ${key})
       on conflict on constraint permissions_organization_key do nothing returning id`;
-    return added.length === 0
-      ? `permissions: skipped existing ${key} of ${org ?? "global"}`
-      : `permissions ${id}: added ${key} of ${org ?? "global"}`;
-  }],
+      return added.length === 0 ? `permissions: skipped existing ${key} of ${org ?? "global"}` : `permissions ${id}: added ${key} of ${org ?? "global"}`;
+    },
+  ],
 ];
 
 const TOTAL_WEIGHT = CHANGES.reduce((s, [w]) => s + w, 0);

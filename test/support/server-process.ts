@@ -62,8 +62,14 @@ export async function startServerProcess(env: Record<string, string>, opts: { re
   const waitForLog = (pattern: RegExp, ms: number): Promise<void> =>
     new Promise((resolve, reject) => {
       const check = () => {
-        if (pattern.test(out)) return done(), resolve();
-        if (exit) return done(), reject(new Error(`server exited (${JSON.stringify(exit)}) before ${pattern}:\n${out.slice(-4000)}`));
+        if (pattern.test(out)) {
+          done();
+          return resolve();
+        }
+        if (exit) {
+          done();
+          return reject(new Error(`server exited (${JSON.stringify(exit)}) before ${pattern}:\n${out.slice(-4000)}`));
+        }
       };
       const timer = setTimeout(() => {
         done();

@@ -11,7 +11,7 @@ import {
   type RateLimitAlgorithm,
   type RateLimitScope,
 } from "../engine/rate-limit-policies.js";
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
 import type { SqlClient, SqlQuerier } from "../store/sql.js";
 import type { WriteConfinement } from "../store/tenant-lookup.js";
 import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "../store/write-pipeline.js";
@@ -121,7 +121,7 @@ export function validateManageRateLimits(input: ManageRateLimitsInput): ManageRa
   };
 }
 
-const refusal = (code: "NOT_FOUND" | "FAILED_PRECONDITION" | "INVALID_ARGUMENT", message: string, reason?: string): AuthzError =>
+const refusal = <C extends "NOT_FOUND" | "FAILED_PRECONDITION" | "INVALID_ARGUMENT">(code: C, message: string, reason?: ReasonOf<C>): AuthzError =>
   new AuthzError(code, message, reason ? { reason } : {});
 
 type PolicyRow = {
@@ -197,7 +197,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
           throw refusal(
             "FAILED_PRECONDITION",
             `${p}.scope: policy "${m.name}" is assigned to ${held.map((h) => `${h.n} ${h.holder}(s)`).join(" and ")}; scope ${next.scope} does not fit them (unassign first)`,
-            "SCOPE_MISMATCH",
+            "POLICY_SCOPE_MISMATCH",
           );
         }
       }
@@ -244,7 +244,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
           "FAILED_PRECONDITION",
           `${p}: policy "${policy.name}" has scope ${policy.scope} and cannot be assigned to ${holder === "user" ? "a user" : "an organization"}` +
             (policy.scope === "key" ? " (key policies are used by name)" : ""),
-          "SCOPE_MISMATCH",
+          "POLICY_SCOPE_MISMATCH",
         );
       }
       const exists = await tx.query(`select 1 from ${holder === "user" ? "users" : "organizations"} where id = $1::text::uuid`, [m.subject.id]);

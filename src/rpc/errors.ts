@@ -3,7 +3,7 @@ import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
-import { AuthzError } from "../errors.js";
+import { AuthzError, isReason, REASONS, type Reason } from "../errors.js";
 import type { Logger } from "../logger.js";
 
 export const ERROR_DOMAIN = "authz";
@@ -12,7 +12,7 @@ export const ERROR_DOMAIN = "authz";
 export interface PublicError {
   code: Code;
   message: string;
-  reason: string;
+  reason: Reason;
   metadata: Record<string, string>;
 }
 
@@ -46,7 +46,9 @@ export function toPublicError(err: unknown, log: Logger, requestId: string, path
     return { code, message: bounded(err.message, MAX_MESSAGE_CHARS), reason: err.reason, metadata: boundedMetadata(err.metadata) };
   }
   if (err instanceof ConnectError) {
-    const reason = Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+    // A failure of the protocol layer itself (a deadline, a cancel, a size limit): its code's generic reason.
+    const name = err.code === Code.Canceled ? "CANCELLED" : codeName(err.code);
+    const reason: Reason = isReason(name) && REASONS[name].code === name ? name : "INTERNAL";
     return { code: err.code, message: bounded(err.rawMessage, MAX_MESSAGE_CHARS), reason, metadata: {} };
   }
   log.error({ err, requestId, path }, "internal error");

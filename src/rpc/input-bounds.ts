@@ -8,7 +8,7 @@
 // echoed (map keys in paths are cut to a short printable prefix).
 
 import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
-import { AuthzError } from "../errors.js";
+import { AuthzError, type ReasonOf } from "../errors.js";
 import { WIRE_LIMITS } from "./wire-scan.js";
 
 /** Default limits (docs/limits.md lists them with the per-field overrides). */
@@ -78,7 +78,7 @@ function render(p: Path): string {
   return out || "(the request)";
 }
 
-function fault(reason: string, p: Path, what: string): AuthzError {
+function fault(reason: ReasonOf<"INVALID_ARGUMENT">, p: Path, what: string): AuthzError {
   const field = render(p);
   return new AuthzError("INVALID_ARGUMENT", `${field} ${what}`, { reason, metadata: { field } });
 }
@@ -282,7 +282,7 @@ export class RequestFault {
 }
 
 /** The error for a request of type `typeName` that cannot be decoded: `why` comes from the decoder, never from the input. */
-export function undecodable(typeName: string, why: { reason: string; message: string }): AuthzError {
+export function undecodable(typeName: string, why: { reason: ReasonOf<"INVALID_ARGUMENT">; message: string }): AuthzError {
   const message = why.message.length > 200 ? `${why.message.slice(0, 200)}…` : why.message;
   return new AuthzError("INVALID_ARGUMENT", `the request is not a valid ${typeName} message: ${message}`, { reason: why.reason });
 }

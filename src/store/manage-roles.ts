@@ -3,7 +3,7 @@
 // (write-pipeline.ts: lock, idempotency, confinement, expected_revision).
 // rpc/admin-handlers.ts translates the generated messages to and from these types.
 
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
 import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid, expectedRevision, idempotencyKey } from "../validation.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
@@ -199,7 +199,7 @@ export function validateManageRoles(input: ManageRolesInput): ManageRolesInput {
 // ---------------------------------------------------------------------------
 
 /** A refusal found while applying one mutation (the pipeline adds the mutation's index). */
-const refusal = (code: "NOT_FOUND" | "ALREADY_EXISTS" | "FAILED_PRECONDITION", message: string, reason?: string): AuthzError =>
+const refusal = <C extends "NOT_FOUND" | "ALREADY_EXISTS" | "FAILED_PRECONDITION">(code: C, message: string, reason?: ReasonOf<C>): AuthzError =>
   new AuthzError(code, message, reason ? { reason } : {});
 
 interface Resolved {

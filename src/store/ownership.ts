@@ -11,7 +11,7 @@
 // rpc/ownership-handlers.ts translates the generated messages; docs/ownership.md
 // describes the behaviour for callers.
 
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
 import { idempotencyKey, optional, UUID, uuid } from "../validation.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { WriteConfinement } from "./tenant-lookup.js";
@@ -184,7 +184,7 @@ function reviveTransfer(stored: unknown): OwnershipTransfer {
 // The rules
 // ---------------------------------------------------------------------------
 
-const refuse = (message: string, reason: string, metadata: Record<string, string> = {}): AuthzError =>
+const refuse = (message: string, reason: ReasonOf<"FAILED_PRECONDITION">, metadata: Record<string, string> = {}): AuthzError =>
   new AuthzError("FAILED_PRECONDITION", message, { reason, metadata });
 
 /** Locks the avatar row (after the writers' lock); NOT_FOUND / FAILED_PRECONDITION unless it exists and is active. */

@@ -3,7 +3,7 @@
 // written for callers pass their message through; everything else is said
 // in our own words.
 
-import { AuthzError } from "../errors.js";
+import { AuthzError, type DomainCode, type ReasonOf } from "../errors.js";
 import type { SqlError } from "./sql.js";
 
 /** Trigger rules (migrations) whose raise messages are plain sentences fit for callers. */
@@ -36,8 +36,11 @@ const MISSING: Record<string, string> = {
   role_inheritance_parent_role_id_fkey: "the parent role does not exist",
 };
 
+/** A constraint's own error: a code with one of its reasons. */
+type Special = { [C in DomainCode]: { code: C; message: string; reason: ReasonOf<C> } }[DomainCode];
+
 /** Constraints with a stable reason of their own. */
-const SPECIAL: Record<string, { code: AuthzError["code"]; message: string; reason: string }> = {
+const SPECIAL: Record<string, Special> = {
   role_inheritance_acyclic: { code: "FAILED_PRECONDITION", message: "", reason: "INHERITANCE_CYCLE" },
   ownership_transfers_idempotency_key: {
     code: "ALREADY_EXISTS",
@@ -62,7 +65,9 @@ const SPECIAL: Record<string, { code: AuthzError["code"]; message: string; reaso
 export function fromSqlError(err: SqlError, where: string): AuthzError | SqlError {
   const c = err.constraint;
   const special = c ? SPECIAL[c] : undefined;
-  if (special && special.message !== "") return new AuthzError(special.code, special.message, { reason: special.reason, cause: err });
+  // The entry pairs its code and reason (Special); the compiler cannot follow that pairing through a union.
+  if (special && special.message !== "")
+    return new AuthzError<DomainCode>(special.code, special.message, { reason: special.reason as ReasonOf<DomainCode>, cause: err });
   switch (err.code) {
     case "23503":
       return new AuthzError("NOT_FOUND", `${where}: ${(c && MISSING[c]) ?? "refers to a record that does not exist"}`, { cause: err });
@@ -71,7 +76,10 @@ export function fromSqlError(err: SqlError, where: string): AuthzError | SqlErro
     case "23514":
     case "23P01": {
       const text = c && TRIGGER_RULES.has(c) ? err.message : `violates the rule ${c ?? "of the data model"}`;
-      return new AuthzError("FAILED_PRECONDITION", `${where}: ${text}`, { cause: err, ...(special ? { reason: special.reason } : {}) });
+      return new AuthzError("FAILED_PRECONDITION", `${where}: ${text}`, {
+        cause: err,
+        ...(special?.code === "FAILED_PRECONDITION" ? { reason: special.reason } : {}),
+      });
     }
     case "42501":
       return new AuthzError("PERMISSION_DENIED", "the credential's tenant cannot change these rows", { reason: "OTHER_TENANT", cause: err });

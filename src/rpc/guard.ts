@@ -9,15 +9,24 @@ type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
 /** Calls in progress, shared by every entry point (RPCs on both listeners and AuthZEN). */
 export interface Admission {
-  /** Counts a call in, or throws RESOURCE_EXHAUSTED (TOO_MANY_CALLS) at the limit. */
+  /** Counts a call in, or throws RESOURCE_EXHAUSTED (TOO_MANY_CALLS) at the limit, UNAVAILABLE once closing. */
   admit(path: string): void;
   release(): void;
+  readonly inFlight: number;
+  /** Refuses every new call (shutdown); resolves once the calls in progress are done, or after boundMs. */
+  drain(boundMs: number): Promise<void>;
 }
 
 export function createAdmission(maxConcurrentCalls: number): Admission {
   let inFlight = 0;
+  let closing = false;
+  let idle: (() => void) | undefined;
   return {
+    get inFlight() {
+      return inFlight;
+    },
     admit(path) {
+      if (closing) throw new AuthzError("UNAVAILABLE", "the server is shutting down; retry on another replica");
       if (inFlight >= maxConcurrentCalls) {
         throw new AuthzError("RESOURCE_EXHAUSTED", `the server is handling ${inFlight} calls, its limit; retry with backoff`, {
           reason: "TOO_MANY_CALLS",
@@ -28,6 +37,19 @@ export function createAdmission(maxConcurrentCalls: number): Admission {
     },
     release() {
       inFlight--;
+      if (inFlight === 0) idle?.();
+    },
+    drain(boundMs) {
+      closing = true;
+      if (inFlight === 0) return Promise.resolve();
+      return new Promise((resolve) => {
+        const timer = setTimeout(resolve, boundMs);
+        timer.unref();
+        idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
     },
   };
 }

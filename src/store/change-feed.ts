@@ -1,7 +1,8 @@
+import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 
-/** The channel the change-log trigger notifies, payload = the new revision. */
+/** The channel the change-log trigger notifies: the newest revision, or "pending" (docs/data-model.md). */
 export const CHANGE_CHANNEL = "authz_changes";
 
 /** Poll interval while the listener is down: the replica learns of new revisions this fast without notifications. */
@@ -52,143 +53,173 @@ export async function readLatestRevision(db: SqlQuerier): Promise<bigint> {
   return BigInt(r.revision);
 }
 
-export async function startChangeFeed(db: SqlClient, logger: Logger, pollMs: number): Promise<ChangeFeed> {
-  let revision = await readLatestRevision(db);
-  let confirmedAt = Date.now();
-  let lastPollOk = true;
-  const listeners = new Set<(r: bigint) => void>();
-  const stats: ChangeFeedStats = { reconnects: 0, catchUps: 0, notifications: 0, listenerLosses: 0, pollFailures: 0 };
-  let listening = false;
-  let listenCount = 0;
-  let stopped = false;
-  let poll: NodeJS.Timeout | undefined;
+/** Rejects when p has not settled within ms. */
+function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => {});
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
-  const advance = (r: bigint): void => {
-    if (r <= revision) return;
-    revision = r;
-    for (const fn of listeners) {
+/** The change feed as a component: built at once, following the database from start() until stop(). */
+export class ChangeFeedFollower implements ChangeFeed {
+  readonly name = "change feed";
+  readonly stats: ChangeFeedStats = { reconnects: 0, catchUps: 0, notifications: 0, listenerLosses: 0, pollFailures: 0 };
+  #revision = 0n;
+  #confirmedAt = Date.now();
+  #lastPollOk = true;
+  #listening = false;
+  #listenCount = 0;
+  #started = false;
+  #stopped = false;
+  #poll: NodeJS.Timeout | undefined;
+  #sub: { unlisten(): Promise<void> } | undefined;
+  readonly #subscribers = new Set<(r: bigint) => void>();
+
+  constructor(
+    private readonly db: SqlClient,
+    private readonly logger: Logger,
+    private readonly pollMs: number,
+  ) {}
+
+  get revision(): bigint {
+    return this.#revision;
+  }
+
+  get listening(): boolean {
+    return this.#listening;
+  }
+
+  /** Reads the newest revision, then listens and polls. */
+  async start(): Promise<void> {
+    this.#revision = await readLatestRevision(this.db);
+    this.#confirmedAt = Date.now();
+    this.#started = true;
+    this.#sub = await this.db.listen(
+      CHANGE_CHANNEL,
+      (payload) => this.#onNotify(payload),
+      () => this.#onListen(),
+      () => this.#onLost(),
+    );
+    this.#schedulePoll();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#poll);
+    this.#subscribers.clear();
+    await this.#sub?.unlisten().catch(() => {});
+  }
+
+  stalenessMs(now = Date.now()): number {
+    if (!this.#started) return Number.POSITIVE_INFINITY;
+    // Notifications flowing and the last poll answered: as fresh as the notification latency.
+    if (this.#listening && this.#lastPollOk) return 0;
+    return Math.max(0, now - this.#confirmedAt);
+  }
+
+  onAdvance(fn: (revision: bigint) => void): () => void {
+    this.#subscribers.add(fn);
+    return () => this.#subscribers.delete(fn);
+  }
+
+  /** Reads the newest revision; a success confirms the feed as of the moment the read started. */
+  async fetchLatest(): Promise<bigint> {
+    if (!this.#started) throw new AuthzError("UNAVAILABLE", "authz is starting: the change feed is not following yet", { reason: "DATABASE_UNAVAILABLE" });
+    const started = Date.now();
+    const latest = await bounded(readLatestRevision(this.db), READ_TIMEOUT_MS);
+    this.#confirmedAt = Math.max(this.#confirmedAt, started);
+    this.#lastPollOk = true;
+    this.#advance(latest);
+    return latest;
+  }
+
+  waitFor(target: bigint, timeoutMs: number): Promise<bigint> {
+    if (this.#revision >= target) return Promise.resolve(this.#revision);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new Error(`revision ${target} not reached within ${timeoutMs} ms (at ${this.#revision})`));
+      }, timeoutMs);
+      const off = this.onAdvance((r) => {
+        if (r < target) return;
+        clearTimeout(timer);
+        off();
+        resolve(r);
+      });
+    });
+  }
+
+  #advance(r: bigint): void {
+    if (r <= this.#revision) return;
+    this.#revision = r;
+    for (const fn of this.#subscribers) {
       try {
         fn(r);
       } catch (err) {
-        logger.error({ err }, "change feed subscriber failed");
+        this.logger.error({ err }, "change feed subscriber failed");
       }
     }
-  };
+  }
 
-  /** Reads the newest revision; a success confirms the feed as of the moment the read started. */
-  const confirm = async (): Promise<bigint> => {
-    const started = Date.now();
-    let timer: NodeJS.Timeout | undefined;
-    const read = readLatestRevision(db);
-    read.catch(() => {});
-    const latest = await Promise.race([
-      read,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
-      }),
-    ]).finally(() => clearTimeout(timer));
-    confirmedAt = Math.max(confirmedAt, started);
-    lastPollOk = true;
-    advance(latest);
-    return latest;
-  };
-
-  const catchUp = async (why: string): Promise<void> => {
-    const before = revision;
+  async #catchUp(why: string): Promise<void> {
+    const before = this.#revision;
     try {
-      await confirm();
-      stats.catchUps++;
-      if (revision > before) logger.info({ from: before.toString(), to: revision.toString(), why }, "change feed caught up");
+      await this.fetchLatest();
+      this.stats.catchUps++;
+      if (this.#revision > before) this.logger.info({ from: before.toString(), to: this.#revision.toString(), why }, "change feed caught up");
     } catch (err) {
-      stats.pollFailures++;
-      lastPollOk = false;
-      if (!stopped) logger.warn({ err: (err as Error).message, why }, "change feed catch-up failed; will retry");
+      this.stats.pollFailures++;
+      this.#lastPollOk = false;
+      if (!this.#stopped) this.logger.warn({ err: (err as Error).message, why }, "change feed catch-up failed; will retry");
     }
-  };
+  }
 
   /** The safety poll, rescheduled after each run: slow while notifications flow, fast while they cannot. */
-  const schedulePoll = (): void => {
-    if (stopped) return;
-    clearTimeout(poll);
-    poll = setTimeout(
-      () => {
-        void catchUp(listening ? "safety poll" : "listener down").finally(schedulePoll);
-      },
-      listening && lastPollOk ? pollMs : Math.min(pollMs, FAST_POLL_MS),
-    );
-    poll.unref();
-  };
+  #schedulePoll(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#poll);
+    const ms = this.#listening && this.#lastPollOk ? this.pollMs : Math.min(this.pollMs, FAST_POLL_MS);
+    this.#poll = setTimeout(() => void this.#catchUp(this.#listening ? "safety poll" : "listener down").finally(() => this.#schedulePoll()), ms);
+    this.#poll.unref();
+  }
 
-  const sub = await db.listen(
-    CHANGE_CHANNEL,
-    (payload) => {
-      stats.notifications++;
-      if (/^\d+$/.test(payload)) advance(BigInt(payload));
-      else void catchUp("unparseable notification");
-    },
-    () => {
-      listenCount++;
-      listening = true;
+  #onNotify(payload: string): void {
+    this.stats.notifications++;
+    // A number is the newest revision; "pending" is a write by another client that this feed numbers (authz_stamp).
+    if (/^\d+$/.test(payload)) this.#advance(BigInt(payload));
+    else void this.#catchUp("a write is pending");
+  }
+
+  #onListen(): void {
+    this.#listenCount++;
+    this.#listening = true;
+    if (this.#listenCount > 1) {
       // Not fresh until the catch-up below has read what was missed while nobody listened.
-      if (listenCount > 1) lastPollOk = false;
-      if (listenCount > 1) {
-        stats.reconnects++;
-        logger.warn({ reconnects: stats.reconnects }, "change listener reconnected; catching up");
-      }
-      void catchUp(listenCount > 1 ? "listener reconnected" : "listener started");
-      schedulePoll();
-    },
-    () => {
-      // From here until the listener is back, notifications are lost: poll fast.
-      // Notifications flowed until now; from here the feed ages until a poll answers.
-      if (listening && lastPollOk) confirmedAt = Date.now();
-      listening = false;
-      stats.listenerLosses++;
-      schedulePoll();
-    },
-  );
-  schedulePoll();
+      this.#lastPollOk = false;
+      this.stats.reconnects++;
+      this.logger.warn({ reconnects: this.stats.reconnects }, "change listener reconnected; catching up");
+    }
+    void this.#catchUp(this.#listenCount > 1 ? "listener reconnected" : "listener started");
+    this.#schedulePoll();
+  }
 
-  const feed: ChangeFeed = {
-    get revision() {
-      return revision;
-    },
-    stats,
-    get listening() {
-      return listening;
-    },
-    stalenessMs(now = Date.now()) {
-      // Notifications flowing and the last poll answered: as fresh as the notification latency.
-      if (listening && lastPollOk) return 0;
-      return Math.max(0, now - confirmedAt);
-    },
-    onAdvance(fn) {
-      listeners.add(fn);
-      return () => listeners.delete(fn);
-    },
-    fetchLatest: confirm,
-    waitFor(target, timeoutMs) {
-      if (revision >= target) return Promise.resolve(revision);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          off();
-          reject(new Error(`revision ${target} not reached within ${timeoutMs} ms (at ${revision})`));
-        }, timeoutMs);
-        const off = feed.onAdvance((r) => {
-          if (r >= target) {
-            clearTimeout(timer);
-            off();
-            resolve(r);
-          }
-        });
-      });
-    },
-    async stop() {
-      stopped = true;
-      clearTimeout(poll);
-      listeners.clear();
-      await sub.unlisten().catch(() => {});
-    },
-  };
+  #onLost(): void {
+    // Notifications flowed until now; from here the feed ages until a poll answers, and polls run fast.
+    if (this.#listening && this.#lastPollOk) this.#confirmedAt = Date.now();
+    this.#listening = false;
+    this.stats.listenerLosses++;
+    this.#schedulePoll();
+  }
+}
+
+/** A change feed that is already following (tests and tools). */
+export async function startChangeFeed(db: SqlClient, logger: Logger, pollMs: number): Promise<ChangeFeedFollower> {
+  const feed = new ChangeFeedFollower(db, logger, pollMs);
+  await feed.start();
   return feed;
 }

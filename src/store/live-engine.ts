@@ -118,118 +118,104 @@ export interface LiveEngineOptions {
   maxStalenessMs: number;
 }
 
-export async function startLiveEngine(
-  db: SqlClient,
-  feed: ChangeFeed,
-  logger: Logger,
-  opts: LiveEngineOptions = { maxStalenessMs: DEFAULT_MAX_STALENESS_MS },
-): Promise<LiveEngine> {
-  const stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0, catchUpFailures: 0, staleReads: 0 };
-  const load = async (): Promise<Snapshot> => {
-    const started = Date.now();
-    const e = await loadSnapshot(db);
-    stats.loads++;
-    stats.lastLoadMs = Date.now() - started;
-    logger.info({ revision: e.revision.toString(), ms: stats.lastLoadMs, ...e.stats() }, "engine loaded");
-    return e;
-  };
-  let engine = await load();
-  const waiters = new Set<() => void>();
-  let stopped = false;
+const starting = () => new AuthzError("UNAVAILABLE", "authz is starting: the engine is not loaded yet; retry shortly");
+
+/**
+ * The live engine as a component: built at once (reads answer UNAVAILABLE
+ * until start() has loaded a snapshot), then following the change feed
+ * until stop(). A catch-up publishes the next snapshot only when its apply
+ * succeeded; otherwise the last good one keeps serving while a snapshot
+ * reloads.
+ */
+export class LiveEngineFollower implements LiveEngine {
+  readonly name = "engine";
+  readonly stats: LiveEngineStats = { loads: 0, catchUps: 0, changesApplied: 0, lastLoadMs: 0, catchUpFailures: 0, staleReads: 0 };
+  readonly maxStalenessMs: number;
+  #engine: Snapshot | undefined;
+  readonly #waiters = new Set<() => void>();
+  #stopped = false;
   /** When the engine was last known to hold the newest revision, while it is behind the feed. */
-  let behindSince: number | undefined;
-  let staleEpisode = false;
+  #behindSince: number | undefined;
+  #staleEpisode = false;
+  #slowCatchUps = 0;
+  #unsubscribe: () => void = () => {};
+  readonly #refresh: () => Promise<void>;
 
-  let slowCatchUps = 0;
-  const catchUp = async (): Promise<void> => {
-    // Bounded: a catch-up stuck on a broken connection must not hold every later one.
-    // The bound doubles after each timeout, so a large backlog still gets through.
-    const boundMs = Math.min(CATCH_UP_TIMEOUT_MAX_MS, CATCH_UP_TIMEOUT_MS * 2 ** slowCatchUps);
-    const { head, changes } = await withTimeout(fetchChanges(db, engine.revision), boundMs, () => slowCatchUps++);
-    slowCatchUps = 0;
-    if (head <= engine.revision) return;
-    if (changes === "too many" || changes === "pruned") {
-      logger.warn(
-        { from: engine.revision.toString(), to: head.toString(), why: changes },
-        changes === "pruned" ? "the change log no longer reaches back to this replica; reloading a snapshot" : "change backlog too large; reloading a snapshot",
-      );
-      engine = await load();
-      return;
-    }
-    // The next snapshot is published only when apply succeeded; the last good one serves meanwhile.
-    try {
-      engine = engine.apply(changes, head);
-    } catch (err) {
-      if (err instanceof NeedsReload) logger.info({ why: err.message }, "reloading a snapshot");
-      else logger.warn({ err }, "applying the change log failed; reloading a snapshot");
-      engine = await load();
-      return;
-    }
-    stats.catchUps++;
-    stats.changesApplied += changes.length;
-  };
-
-  const refresh = createRefresher(catchUp, {
-    behind: () => !stopped && engine.revision < feed.revision,
-    onFailure: (err, retryInMs) => {
-      stats.catchUpFailures++;
-      logger.warn(
-        { err: (err as Error).message, retryInMs, at: engine.revision.toString(), target: feed.revision.toString() },
-        "engine catch-up failed; retrying",
-      );
-    },
-    onSettled: () => {
-      if (engine.revision >= feed.revision) behindSince = undefined;
-      for (const wake of [...waiters]) wake();
-    },
-  });
-
-  const unsubscribe = feed.onAdvance((r) => {
-    if (r <= engine.revision) return;
-    behindSince ??= Date.now() - feed.stalenessMs();
-    void refresh();
-  });
-  if (feed.revision > engine.revision) await refresh();
-
-  const stalenessMs = (now = Date.now()): number => {
-    const fromFeed = feed.stalenessMs(now);
-    return behindSince === undefined ? fromFeed : Math.max(fromFeed, now - behindSince);
-  };
-
-  const waitFor = (revision: bigint, ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      if (engine.revision >= revision) return resolve();
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve();
-      }
-      function check() {
-        if (engine.revision >= revision) done();
-      }
-      waiters.add(check);
+  constructor(
+    private readonly db: SqlClient,
+    private readonly feed: ChangeFeed,
+    private readonly logger: Logger,
+    opts: LiveEngineOptions = { maxStalenessMs: DEFAULT_MAX_STALENESS_MS },
+  ) {
+    this.maxStalenessMs = opts.maxStalenessMs;
+    this.#refresh = createRefresher(() => this.#catchUp(), {
+      behind: () => !this.#stopped && this.#loaded.revision < this.feed.revision,
+      onFailure: (err, retryInMs) => {
+        this.stats.catchUpFailures++;
+        const at = { at: this.#loaded.revision.toString(), target: this.feed.revision.toString() };
+        this.logger.warn({ err: (err as Error).message, retryInMs, ...at }, "engine catch-up failed; retrying");
+      },
+      onSettled: () => {
+        if (this.#loaded.revision >= this.feed.revision) this.#behindSince = undefined;
+        for (const wake of [...this.#waiters]) wake();
+      },
     });
+  }
 
-  /** The database's newest revision; UNAVAILABLE when it cannot be asked. */
-  const latest = async (): Promise<bigint> => {
-    try {
-      return await feed.fetchLatest();
-    } catch (err) {
-      if (err instanceof AuthzError) throw err;
-      throw new AuthzError("UNAVAILABLE", "the database cannot be reached to confirm freshness; retry, or use minimize_latency", {
-        reason: "DATABASE_UNAVAILABLE",
-        cause: err,
-      });
+  get #loaded(): Snapshot {
+    if (!this.#engine) throw starting();
+    return this.#engine;
+  }
+
+  get revision(): bigint {
+    return this.#engine?.revision ?? 0n;
+  }
+
+  async start(): Promise<void> {
+    this.#engine = await this.#load();
+    this.#unsubscribe = this.feed.onAdvance((r) => {
+      if (r <= this.#loaded.revision) return;
+      this.#behindSince ??= Date.now() - this.feed.stalenessMs();
+      void this.#refresh();
+    });
+    if (this.feed.revision > this.#engine.revision) await this.#refresh();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unsubscribe();
+  }
+
+  stalenessMs(now = Date.now()): number {
+    if (!this.#engine) return Number.POSITIVE_INFINITY;
+    const fromFeed = this.feed.stalenessMs(now);
+    return this.#behindSince === undefined ? fromFeed : Math.max(fromFeed, now - this.#behindSince);
+  }
+
+  /** The current snapshot (minimize_latency); a read staler than the bound is counted and logged. */
+  current(): Snapshot {
+    const engine = this.#loaded;
+    const age = this.stalenessMs();
+    if (age > this.maxStalenessMs) {
+      this.stats.staleReads++;
+      if (!this.#staleEpisode) {
+        this.#staleEpisode = true;
+        const at = { stalenessMs: age, boundMs: this.maxStalenessMs, revision: engine.revision.toString(), listening: this.feed.listening };
+        this.logger.warn(at, "answering token-less reads from an engine staler than AUTHZ_MAX_STALENESS_MS (counted in authz_engine_stale_reads_total)");
+      }
+    } else if (this.#staleEpisode) {
+      this.#staleEpisode = false;
+      this.logger.info({ stalenessMs: age, staleReads: this.stats.staleReads }, "engine within its staleness bound again");
     }
-  };
+    return engine;
+  }
 
-  const atLeast = async (revision: bigint, timeoutMs: number): Promise<Snapshot> => {
-    if (engine.revision >= revision) return engine;
+  async atLeast(revision: bigint, timeoutMs: number): Promise<Snapshot> {
+    if (this.#loaded.revision >= revision) return this.#loaded;
     // A token beyond what the feed knows: ask the database's newest revision
     // (one cheap read) and refuse at once when the token is beyond it too.
-    if (revision > feed.revision) {
-      const head = await latest();
+    if (revision > this.feed.revision) {
+      const head = await this.#latest();
       if (revision > head) {
         throw new AuthzError("INVALID_ARGUMENT", `revision ${revision} is newer than this deployment's newest revision ${head}`, {
           reason: "UNKNOWN_REVISION",
@@ -238,49 +224,89 @@ export async function startLiveEngine(
       }
     }
     // The database has it: catch up from the change log, bounded by the budget.
-    void refresh();
-    await waitFor(revision, timeoutMs);
-    if (engine.revision >= revision) return engine;
-    throw new AuthzError("UNAVAILABLE", `could not reach revision ${revision} within ${timeoutMs} ms (at ${engine.revision}); retry`, {
+    void this.#refresh();
+    await this.#waitFor(revision, timeoutMs);
+    if (this.#loaded.revision >= revision) return this.#loaded;
+    throw new AuthzError("UNAVAILABLE", `could not reach revision ${revision} within ${timeoutMs} ms (at ${this.#loaded.revision}); retry`, {
       reason: "NOT_FRESH_ENOUGH",
     });
-  };
+  }
 
-  const current = (): Snapshot => {
-    const age = stalenessMs();
-    if (age > opts.maxStalenessMs) {
-      stats.staleReads++;
-      if (!staleEpisode) {
-        staleEpisode = true;
-        logger.warn(
-          { stalenessMs: age, boundMs: opts.maxStalenessMs, revision: engine.revision.toString(), listening: feed.listening },
-          "answering token-less reads from an engine staler than AUTHZ_MAX_STALENESS_MS (counted in authz_engine_stale_reads_total)",
-        );
-      }
-    } else if (staleEpisode) {
-      staleEpisode = false;
-      logger.info({ stalenessMs: age, staleReads: stats.staleReads }, "engine within its staleness bound again");
+  async fullyConsistent(timeoutMs: number): Promise<Snapshot> {
+    return this.atLeast(await this.#latest(), timeoutMs);
+  }
+
+  async #load(): Promise<Snapshot> {
+    const started = Date.now();
+    const e = await loadSnapshot(this.db);
+    this.stats.loads++;
+    this.stats.lastLoadMs = Date.now() - started;
+    this.logger.info({ revision: e.revision.toString(), ms: this.stats.lastLoadMs, ...e.stats() }, "engine loaded");
+    return e;
+  }
+
+  async #catchUp(): Promise<void> {
+    // Bounded: a catch-up stuck on a broken connection must not hold every later one.
+    // The bound doubles after each timeout, so a large backlog still gets through.
+    const boundMs = Math.min(CATCH_UP_TIMEOUT_MAX_MS, CATCH_UP_TIMEOUT_MS * 2 ** this.#slowCatchUps);
+    const { head, changes } = await withTimeout(fetchChanges(this.db, this.#loaded.revision), boundMs, () => this.#slowCatchUps++);
+    this.#slowCatchUps = 0;
+    if (head <= this.#loaded.revision) return;
+    if (changes === "too many" || changes === "pruned") {
+      const why = changes === "pruned" ? "the change log no longer reaches back to this replica" : "change backlog too large";
+      this.logger.warn({ from: this.#loaded.revision.toString(), to: head.toString(), why: changes }, `${why}; reloading a snapshot`);
+      this.#engine = await this.#load();
+      return;
     }
-    return engine;
-  };
+    // The next snapshot is published only when apply succeeded; the last good one serves meanwhile.
+    try {
+      this.#engine = this.#loaded.apply(changes, head);
+    } catch (err) {
+      if (err instanceof NeedsReload) this.logger.info({ why: err.message }, "reloading a snapshot");
+      else this.logger.warn({ err }, "applying the change log failed; reloading a snapshot");
+      this.#engine = await this.#load();
+      return;
+    }
+    this.stats.catchUps++;
+    this.stats.changesApplied += changes.length;
+  }
 
-  return {
-    current,
-    get revision() {
-      return engine.revision;
-    },
-    atLeast,
-    async fullyConsistent(timeoutMs) {
-      return atLeast(await latest(), timeoutMs);
-    },
-    stalenessMs,
-    maxStalenessMs: opts.maxStalenessMs,
-    stats,
-    stop() {
-      stopped = true;
-      unsubscribe();
-    },
-  };
+  #waitFor(revision: bigint, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#loaded.revision >= revision) return resolve();
+      const check = () => {
+        if (this.#loaded.revision < revision) return;
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(check);
+        resolve();
+      }, ms);
+      this.#waiters.add(check);
+    });
+  }
+
+  /** The database's newest revision; UNAVAILABLE when it cannot be asked. */
+  async #latest(): Promise<bigint> {
+    try {
+      return await this.feed.fetchLatest();
+    } catch (err) {
+      if (err instanceof AuthzError) throw err;
+      throw new AuthzError("UNAVAILABLE", "the database cannot be reached to confirm freshness; retry, or use minimize_latency", {
+        reason: "DATABASE_UNAVAILABLE",
+        cause: err,
+      });
+    }
+  }
+}
+
+/** A live engine that is already loaded and following (tests and tools). */
+export async function startLiveEngine(db: SqlClient, feed: ChangeFeed, logger: Logger, opts?: LiveEngineOptions): Promise<LiveEngineFollower> {
+  const live = new LiveEngineFollower(db, feed, logger, opts);
+  await live.start();
+  return live;
 }
 
 /**

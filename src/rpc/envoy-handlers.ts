@@ -39,7 +39,7 @@ import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from ".
 import { NEVER } from "../ratelimit/algorithms.js";
 import { checkCounterCount, combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
 import type { RateLimitStore } from "../ratelimit/store.js";
-import { confineRateCounters, confineRateSubject } from "../ratelimit/tenancy.js";
+import { confineRateCounters, confineRateSubject } from "../tenancy.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
@@ -194,7 +194,7 @@ function appliedFor(engine: Snapshot, input: ConsumeInput): AppliedPolicy[] {
   }
 }
 
-/** A tenant-bound caller spends only its tenant's counters: the rule of src/ratelimit/tenancy.ts, as for ConsumeRateLimit. */
+/** A tenant-bound caller spends only its tenant's counters: the rule of src/tenancy.ts, as for ConsumeRateLimit. */
 function confinedPolicies(ctx: CallContext, engine: Snapshot, input: ConsumeInput): AppliedPolicy[] {
   const tenant = ctx.caller?.tenantId;
   confineRateSubject(tenant, engine, input);

@@ -34,7 +34,7 @@ import { MAX_MUTATIONS, manageRateLimits, type RateLimitMutation } from "../rate
 import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
 import type { RateLimitStore, StoreState } from "../ratelimit/store.js";
-import { confineRateCounters, confineRateSubject } from "../ratelimit/tenancy.js";
+import { confineRateCounters, confineRateSubject } from "../tenancy.js";
 import type { SqlClient } from "../store/sql.js";
 import { UUID } from "../validation.js";
 import { stateFor, toFreshness } from "./consistency.js";
@@ -185,7 +185,7 @@ export interface RateLimitHandlerDeps {
   onDecision?: (source: string) => void;
 }
 
-/** The policies a call spends or reads, confined to the caller's tenant (src/ratelimit/tenancy.ts) before the store is touched. */
+/** The policies a call spends or reads, confined to the caller's tenant (src/tenancy.ts) before the store is touched. */
 function appliedFor(ctx: CallContext, view: RatePolicyView, input: ConsumeInput): AppliedPolicy[] {
   const tenant = ctx.caller?.tenantId;
   confineRateSubject(tenant, view, input);

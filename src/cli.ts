@@ -7,6 +7,7 @@ import { AuthzError } from "./errors.js";
 import { toResource, toSubject } from "./rpc/permission-handlers.js";
 import { loadSnapshot } from "./store/live-engine.js";
 import type { SqlClient } from "./store/sql.js";
+import { insertApiKey, listApiKeys, revokeApiKey } from "./store/api-key-store.js";
 import { createLogger } from "./logger.js";
 import { runServer } from "./main.js";
 import { ImportError, importDocument } from "./store/import.js";
@@ -145,13 +146,7 @@ async function apiKeyCommand(db: SqlClient, args: string[]): Promise<number> {
     if (tenant !== null && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(tenant))
       throw new UsageError("--tenant must be a tenant UUID");
     const { key, record } = mintApiKey(name, scopes as Scope[], tenant?.toLowerCase() ?? null);
-    await db.query(`insert into api_keys (id, name, secret_sha256, scopes, tenant_id) values ($1, $2, $3, $4::text::text[], $5::text::uuid)`, [
-      record.id,
-      record.name,
-      record.secretSha256,
-      `{${record.scopes.join(",")}}`,
-      record.tenantId,
-    ]);
+    await insertApiKey(db, record);
     process.stdout.write(`${JSON.stringify({ id: record.id, name, scopes: record.scopes, tenant_id: record.tenantId, key })}\n`);
     process.stderr.write("authz api-key: store the key now; it is not shown again (only its hash is kept)\n");
     return 0;
@@ -159,8 +154,7 @@ async function apiKeyCommand(db: SqlClient, args: string[]): Promise<number> {
   if (sub === "revoke") {
     const id = rest.find((a) => !a.startsWith("--"));
     if (!id) throw new UsageError("api-key revoke ID");
-    const rows = await db.query("update api_keys set revoked_at = now() where id = $1 and revoked_at is null returning id", [id]);
-    if (rows.length === 0) {
+    if (!(await revokeApiKey(db, id))) {
       process.stderr.write(`authz api-key: no active key with id ${id}\n`);
       return 1;
     }
@@ -168,8 +162,7 @@ async function apiKeyCommand(db: SqlClient, args: string[]): Promise<number> {
     return 0;
   }
   if (sub === "list") {
-    const rows = await db.query("select id, name, scopes, tenant_id::text as tenant_id, created_at, revoked_at from api_keys order by created_at, id");
-    process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(await listApiKeys(db), null, 2)}\n`);
     return 0;
   }
   throw new UsageError("api-key create | revoke ID | list");

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { AuthzError } from "../errors.js";
+import { readActiveApiKeys } from "../store/api-key-store.js";
 import type { SqlQuerier } from "../store/sql.js";
 import { type Caller, parseScopes, type Scope, SCOPES } from "./caller.js";
 
@@ -58,10 +59,7 @@ export async function readApiKeyFile(path: string): Promise<ApiKeyRecord[]> {
 }
 
 export async function readApiKeyTable(db: SqlQuerier): Promise<ApiKeyRecord[]> {
-  const rows = await db.query<{ id: string; name: string; secret_sha256: string; scopes: string[]; tenant_id: string | null }>(
-    "select id, name, secret_sha256, scopes, tenant_id::text as tenant_id from api_keys where revoked_at is null",
-  );
-  return rows.map((r) => ({ id: r.id, name: r.name, secretSha256: r.secret_sha256, scopes: [...parseScopes(r.scopes)], tenantId: r.tenant_id }));
+  return (await readActiveApiKeys(db)).map((k) => ({ ...k, scopes: [...parseScopes(k.scopes)] }));
 }
 
 /** The keys currently valid, by id. Replaced wholesale on reload. */

@@ -30,7 +30,7 @@ import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { NEVER } from "../ratelimit/algorithms.js";
 import { type ConsumeInput, consume, type DecisionSource, type PolicyResult, readCounters, resolvePolicies } from "../ratelimit/limiter.js";
-import { MAX_MUTATIONS, manageRateLimits, type RateLimitMutation } from "../ratelimit/manage-rate-limits.js";
+import { MAX_MUTATIONS, manageRateLimits, type RateLimitMutation } from "../store/manage-rate-limits.js";
 import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
 import type { RateLimitStore, StoreState } from "../ratelimit/store.js";

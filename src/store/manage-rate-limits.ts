@@ -12,9 +12,9 @@ import {
   type RateLimitScope,
 } from "../engine/rate-limit-policies.js";
 import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
-import type { SqlClient, SqlQuerier } from "../store/sql.js";
-import type { WriteConfinement } from "../store/tenant-lookup.js";
-import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "../store/write-pipeline.js";
+import type { SqlClient, SqlQuerier } from "./sql.js";
+import type { WriteConfinement } from "./tenant-lookup.js";
+import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "./write-pipeline.js";
 import { expectedRevision, idempotencyKey, MAX_TEXT_BYTES, optional, text, uuid } from "../validation.js";
 
 export interface PolicyFields {

@@ -21,7 +21,7 @@
 // principal's memberships in them, and the built-in avatar_member role
 // holding platform.p00.
 //
-// Run:  npm run build && node dist/bench/engine-v2.js
+// Run:  npm run build:bench && node dist/bench/engine-v2.js
 // Env:  BENCH_SCALES  comma-separated scales (default 0.002,0.02,0.2; 1 = 5M assignments)
 //       BENCH_CHECKS  checks per throughput round (default 500000)
 //       BENCH_EDITS   single-change applies per kind (default 200)

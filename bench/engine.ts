@@ -21,7 +21,7 @@
 // (the scale curve) and next to node-casbin (bench/casbin.ts); this file's own
 // entry point still runs the four parts above at one size.
 //
-// Run:  npm run build && node dist/bench/engine.js
+// Run:  npm run build:bench && node dist/bench/engine.js
 // Env:  BENCH_SCALE      (default 1)      dataset scale for inproc (1 = 1M users, 5M assignments)
 //       BENCH_PG_SCALE   (default BENCH_SCALE) dataset scale for the Postgres cold load
 //       BENCH_SMALL_SCALE (default 0.001) dataset of the grpc and lag databases

@@ -20,7 +20,7 @@
 //
 // Parts run interleaved (a, b, c, d, a, b, c, d, ...), each on its own key.
 //
-// Run:  npx tsc -p tsconfig.build.json && node dist/bench/ratelimit.js
+// Run:  npm run build:bench && node dist/bench/ratelimit.js
 // Env:  REDIS_URL            (default redis://127.0.0.1:6379)
 //       BENCH_RL_REQUESTS    (default 50000)  measured calls per part and round
 //       BENCH_RL_WARMUP      (default 5000)

@@ -6,7 +6,7 @@
 // started with `--serve <stack>`), so neither the load generator nor the
 // verification client competes with the server inside one event loop.
 //
-// Run:  npx tsc -p tsconfig.build.json && node dist/bench/server-stacks.js
+// Run:  npm run build:bench && node dist/bench/server-stacks.js
 // Env:  BENCH_REQUESTS (default 30000)   measured requests per run
 //       BENCH_WARMUP   (default 2000)    warm-up requests before each run
 //       BENCH_ROUNDS   (default 2)       interleaved rounds (a,b,c,a,b,c)

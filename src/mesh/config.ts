@@ -9,8 +9,8 @@ import { ConfigError } from "../config.js";
 import { RATE_SUBJECT_TYPES, type RateSubjectType } from "../engine/rate-limit-policies.js";
 import { RESOURCE_TYPES, SUBJECT_TYPES } from "../engine/types.js";
 import { compilePath, compileValue, type PathTemplate, splitRef, type ValueTemplate } from "./template.js";
+import { UUID } from "../validation.js";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 const METHODS = /^[A-Z]+$/;
 const MAX_COST = 1_000_000;

@@ -45,6 +45,7 @@ import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
 import { toRateSubject } from "./rate-limit-handlers.js";
 import { confineRead } from "./tenancy.js";
+import { REVISION, UUID } from "../validation.js";
 
 export { Authorization, EnvoyRateLimitService };
 
@@ -69,7 +70,6 @@ export interface EnvoyHandlerDeps {
   maxWaitMs?: number;
 }
 
-const REVISION = /^\d{1,19}$/;
 const UINT32_MAX = 0xffff_ffff;
 const OVERWRITE = HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD;
 
@@ -181,8 +181,6 @@ function rateSubjectFrom(value: string, field: string): RateSubject {
   if (!r) throw invalidArgument(`${field} must be "type:id" (user, organization or key), got "${value.slice(0, 80)}"`, field);
   return toRateSubject(create(SubjectRefSchema, r), field);
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Applied policies of a rate-limit input; a missing policy or a scope mismatch is the mapping's fault. */
 function appliedFor(engine: Snapshot, input: ConsumeInput): AppliedPolicy[] {

@@ -11,11 +11,11 @@ import {
   type RateLimitAlgorithm,
   type RateLimitScope,
 } from "../engine/rate-limit-policies.js";
-import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { WriteConfinement } from "./tenant-lookup.js";
-import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "./write-pipeline.js";
-import { expectedRevision, idempotencyKey, MAX_TEXT_BYTES, optional, text, uuid } from "../validation.js";
+import { INTERNAL_WRITER, refusal, runBatch, validateBatch, type WriteCaller } from "./write-pipeline.js";
+import { MAX_TEXT_BYTES, optional, text, uuid } from "../validation.js";
 
 export interface PolicyFields {
   scope?: RateLimitScope;
@@ -43,7 +43,7 @@ export interface ManageRateLimitsResult {
   results: Array<{ policyId: number; changed: boolean }>;
 }
 
-export const MAX_MUTATIONS = 1000;
+export { MAX_MUTATIONS } from "./write-pipeline.js";
 const NAME = /^[A-Za-z0-9._:-]{1,128}$/;
 const MAX_LIMIT = 2_147_483_647;
 const MAX_WINDOW_SEC = 31_536_000;
@@ -111,18 +111,8 @@ function validateMutation(m: RateLimitMutation, i: number): RateLimitMutation {
 }
 
 export function validateManageRateLimits(input: ManageRateLimitsInput): ManageRateLimitsInput {
-  if (!Array.isArray(input.mutations) || input.mutations.length === 0 || input.mutations.length > MAX_MUTATIONS) {
-    throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-  }
-  return {
-    mutations: input.mutations.map(validateMutation),
-    ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)),
-    ...optional("expectedRevision", expectedRevision(input.expectedRevision)),
-  };
+  return validateBatch(input, validateMutation);
 }
-
-const refusal = <C extends "NOT_FOUND" | "FAILED_PRECONDITION" | "INVALID_ARGUMENT">(code: C, message: string, reason?: ReasonOf<C>): AuthzError =>
-  new AuthzError(code, message, reason ? { reason } : {});
 
 type PolicyRow = {
   id: number;
@@ -273,20 +263,5 @@ async function confineMutation(c: WriteConfinement, m: RateLimitMutation, i: num
 
 /** Applies the batch atomically; returns the revision it committed at and one result per mutation. */
 export async function manageRateLimits(db: SqlClient, raw: ManageRateLimitsInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRateLimitsResult> {
-  const input = validateManageRateLimits(raw);
-  const { revision, value } = await runWrite(db, caller, {
-    rpc: "ManageRateLimits",
-    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
-    idempotencyKey: input.idempotencyKey,
-    expectedRevision: input.expectedRevision,
-    async confine(c) {
-      for (const [i, m] of input.mutations.entries()) await confineMutation(c, m, i);
-    },
-    async apply({ tx }) {
-      const results: ManageRateLimitsResult["results"] = [];
-      for (const [i, m] of input.mutations.entries()) results.push(await atMutation(i, FIELD[m.kind], () => apply(tx, m, i)));
-      return results;
-    },
-  });
-  return { revision, results: value };
+  return runBatch(db, caller, validateManageRateLimits(raw), { rpc: "ManageRateLimits", field: (m) => FIELD[m.kind], confine: confineMutation, apply });
 }

@@ -3,11 +3,11 @@
 // (write-pipeline.ts: lock, idempotency, confinement, expected_revision).
 // rpc/admin-handlers.ts translates the generated messages to and from these types.
 
-import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
-import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid, expectedRevision, idempotencyKey } from "../validation.js";
+import { invalidArgument } from "../errors.js";
+import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid } from "../validation.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
-import { atMutation, INTERNAL_WRITER, runWrite, type WriteCaller } from "./write-pipeline.js";
+import { INTERNAL_WRITER, refusal, runBatch, validateBatch, type WriteCaller } from "./write-pipeline.js";
 
 /** A role (or permission) by UUID, or by key within its organization (null = global). */
 export type RoleRefInput = { id: string } | { organizationId: string | null; key: string };
@@ -82,7 +82,7 @@ export interface ManageRolesResult {
   results: MutationResult[];
 }
 
-export const MAX_MUTATIONS = 1000;
+export { MAX_MUTATIONS } from "./write-pipeline.js";
 
 /** The proto field name of each mutation kind, for messages that name a field path. */
 const FIELD: Record<Mutation["kind"], string> = {
@@ -184,23 +184,12 @@ function validateMutation(m: Mutation, i: number): Mutation {
 
 /** Checks and normalizes the whole input; throws INVALID_ARGUMENT naming the first bad field. */
 export function validateManageRoles(input: ManageRolesInput): ManageRolesInput {
-  if (!Array.isArray(input.mutations) || input.mutations.length === 0 || input.mutations.length > MAX_MUTATIONS) {
-    throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-  }
-  return {
-    mutations: input.mutations.map(validateMutation),
-    ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)),
-    ...optional("expectedRevision", expectedRevision(input.expectedRevision)),
-  };
+  return validateBatch(input, validateMutation);
 }
 
 // ---------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------
-
-/** A refusal found while applying one mutation (the pipeline adds the mutation's index). */
-const refusal = <C extends "NOT_FOUND" | "ALREADY_EXISTS" | "FAILED_PRECONDITION">(code: C, message: string, reason?: ReasonOf<C>): AuthzError =>
-  new AuthzError(code, message, reason ? { reason } : {});
 
 interface Resolved {
   id: string;
@@ -536,20 +525,5 @@ async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Pro
  * caller returns the first response without writing.
  */
 export async function manageRoles(db: SqlClient, raw: ManageRolesInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRolesResult> {
-  const input = validateManageRoles(raw);
-  const { revision, value } = await runWrite(db, caller, {
-    rpc: "ManageRoles",
-    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
-    idempotencyKey: input.idempotencyKey,
-    expectedRevision: input.expectedRevision,
-    async confine(c) {
-      for (const [i, m] of input.mutations.entries()) await confineMutation(c, m, i);
-    },
-    async apply({ tx }) {
-      const results: MutationResult[] = [];
-      for (const [i, m] of input.mutations.entries()) results.push(await atMutation(i, FIELD[m.kind], () => apply(tx, m, i)));
-      return results;
-    },
-  });
-  return { revision, results: value };
+  return runBatch(db, caller, validateManageRoles(raw), { rpc: "ManageRoles", field: (m) => FIELD[m.kind], confine: confineMutation, apply });
 }

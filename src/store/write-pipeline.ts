@@ -26,7 +26,8 @@
 
 import { createHash } from "node:crypto";
 import type { Caller } from "../auth/caller.js";
-import { AuthzError } from "../errors.js";
+import { AuthzError, type DomainCode, invalidArgument, type ReasonOf } from "../errors.js";
+import { expectedRevision, idempotencyKey, optional } from "../validation.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
 import { WriteConfinement } from "./tenant-lookup.js";
 import { fromSqlError } from "./write-errors.js";
@@ -239,6 +240,64 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
   // with the same idempotency key returns it.
   return { revision: await storedRevision(db, outcome), value: replayed ? revive(outcome.value) : (outcome.value as R) };
 }
+
+/** A batch of mutations as every batch RPC takes it. */
+export interface BatchInput<M> {
+  mutations: M[];
+  idempotencyKey?: string;
+  expectedRevision?: string;
+}
+
+/** At most this many mutations per batch. */
+export const MAX_MUTATIONS = 1000;
+
+/** Checks and normalizes a batch: 1 to max mutations, each through `each`, and the shared fields; INVALID_ARGUMENT naming the first bad field. */
+export function validateBatch<M>(input: BatchInput<M>, each: (m: M, i: number) => M, max = MAX_MUTATIONS): BatchInput<M> {
+  if (!Array.isArray(input.mutations) || input.mutations.length === 0 || input.mutations.length > max) {
+    throw invalidArgument(`mutations must hold 1 to ${max} changes`, "mutations");
+  }
+  return {
+    mutations: input.mutations.map(each),
+    ...optional("idempotencyKey", idempotencyKey(input.idempotencyKey)),
+    ...optional("expectedRevision", expectedRevision(input.expectedRevision)),
+  };
+}
+
+/** What a batch writer supplies: per mutation, its proto field name, the confinement of its references and its apply. */
+export interface BatchWriter<M, R> {
+  readonly rpc: string;
+  field(m: M): string;
+  confine(c: WriteConfinement, m: M, index: number): Promise<void>;
+  apply(tx: SqlQuerier, m: M, index: number): Promise<R>;
+}
+
+/** Runs a validated batch through the pipeline: every mutation or none, one result per mutation. */
+export async function runBatch<M, R>(
+  db: SqlClient,
+  caller: WriteCaller,
+  input: BatchInput<M>,
+  w: BatchWriter<M, R>,
+): Promise<{ revision: string; results: R[] }> {
+  const { revision, value } = await runWrite(db, caller, {
+    rpc: w.rpc,
+    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
+    idempotencyKey: input.idempotencyKey,
+    expectedRevision: input.expectedRevision,
+    async confine(c) {
+      for (const [i, m] of input.mutations.entries()) await w.confine(c, m, i);
+    },
+    async apply({ tx }) {
+      const results: R[] = [];
+      for (const [i, m] of input.mutations.entries()) results.push(await atMutation(i, w.field(m), () => w.apply(tx, m, i)));
+      return results;
+    },
+  });
+  return { revision, results: value };
+}
+
+/** A refusal found while applying one mutation (atMutation adds the mutation's index). */
+export const refusal = <C extends DomainCode>(code: C, message: string, reason?: ReasonOf<C>): AuthzError =>
+  new AuthzError(code, message, reason ? { reason } : {});
 
 /**
  * Runs one mutation of a batch: its refusals carry the mutation's index, and

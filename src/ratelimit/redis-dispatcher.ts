@@ -56,6 +56,8 @@ export interface DispatcherOptions {
 export interface DispatcherStats {
   inFlight: number;
   queued: number;
+  /** Commands handed to Redis since the start. */
+  sent: number;
 }
 
 export interface Dispatcher {
@@ -111,6 +113,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   const waiting = new Fifo();
   let inFlight = 0;
   let queued = 0;
+  let sentTotal = 0;
   /** A command went unanswered for the timeout, and Redis has answered nothing since. */
   let stalled = false;
   let timer: NodeJS.Timeout | undefined;
@@ -129,6 +132,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
   const start = (j: Job) => {
     j.sentAt = now();
     inFlight++;
+    sentTotal++;
     sent.push(j);
     let p: Promise<unknown>;
     try {
@@ -221,7 +225,7 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
         arm();
       });
     },
-    stats: () => ({ inFlight, queued }),
+    stats: () => ({ inFlight, queued, sent: sentTotal }),
     close(err) {
       closed = err;
       clearTimeout(timer);

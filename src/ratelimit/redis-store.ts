@@ -66,6 +66,8 @@ export interface RedisStore extends RateLimitStore {
   readonly breaker: BreakerState;
   /** The last failure's message, for health details. */
   readonly lastError: string | undefined;
+  /** Commands handed to Redis since the start (the breaker's effect is seen as this not growing). */
+  readonly commandsSent: number;
   /** Runs the production consume script once (benchmarks): the raw EVALSHA path. */
   rawConsume(keys: string[], args: (string | number)[]): Promise<unknown>;
 }
@@ -328,6 +330,9 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
     },
     get lastError() {
       return lastError;
+    },
+    get commandsSent() {
+      return dispatcher.stats().sent;
     },
     async consume(buckets, cost) {
       if (buckets.length === 0) return [];

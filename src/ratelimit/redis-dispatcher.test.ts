@@ -41,7 +41,7 @@ describe("Redis dispatcher", () => {
     const d = dispatcher({ maxInFlight: 2 });
     const rs = ["a", "b", "c", "d"].map((n) => track(d, n));
     expect(sent.map((s) => s.name)).toEqual(["a", "b"]);
-    expect(d.stats()).toEqual({ inFlight: 2, queued: 2 });
+    expect(d.stats()).toMatchObject({ inFlight: 2, queued: 2 });
     sent[1]?.answer();
     await vi.advanceTimersByTimeAsync(0);
     expect(sent.map((s) => s.name)).toEqual(["a", "b", "c"]);
@@ -51,7 +51,7 @@ describe("Redis dispatcher", () => {
     sent[3]?.answer();
     await vi.advanceTimersByTimeAsync(0);
     expect(rs.map((r) => r.value)).toEqual(["a", "b", "c", "d"]);
-    expect(d.stats()).toEqual({ inFlight: 0, queued: 0 });
+    expect(d.stats()).toMatchObject({ inFlight: 0, queued: 0 });
   });
 
   it("times Redis from when a command is sent: waiting for a slot does not count", async () => {
@@ -80,7 +80,7 @@ describe("Redis dispatcher", () => {
     sent[1]?.answer();
     await vi.advanceTimersByTimeAsync(0);
     expect(b.value).toBe("b");
-    expect(d.stats()).toEqual({ inFlight: 0, queued: 0 });
+    expect(d.stats()).toMatchObject({ inFlight: 0, queued: 0 });
   });
 
   it("while Redis is stalled, calls waiting for a slot are not sent into it and fail within the timeout; any answer ends the stall", async () => {
@@ -99,7 +99,7 @@ describe("Redis dispatcher", () => {
     expect(e).toEqual({});
     await vi.advanceTimersByTimeAsync(30 + JUDGED);
     expect(e.error).toBeInstanceOf(RedisTimeout);
-    expect(d.stats()).toEqual({ inFlight: 0, queued: 0 });
+    expect(d.stats()).toMatchObject({ inFlight: 0, queued: 0 });
     // A late answer to a failed command shows Redis is back: calls flow again.
     sent[0]?.answer();
     await vi.advanceTimersByTimeAsync(0);

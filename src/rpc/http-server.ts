@@ -263,6 +263,9 @@ function rpcDispatcher(
     readMaxBytes: deps.maxMessageBytes,
     writeMaxBytes: deps.maxMessageBytes,
     acceptCompression: [compressionGzip, compressionBrotli],
+    // Honest JSON: a denied Check says "allowed": false and an exhausted limit "remaining": 0,
+    // instead of leaving out the fields proto3 JSON would omit as defaults.
+    jsonOptions: { alwaysEmitImplicit: true },
   });
   routes(bindings, deps.logger, deps.callLog)(router);
   const byPath = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildSnapshot } from "./snapshot.js";
+import { buildSnapshot, NeedsReload } from "./snapshot.js";
 import type { Change } from "./rows.js";
 
 // A small hand-made dataset: one tenant, two organizations, a role chain
@@ -283,6 +283,11 @@ describe("Snapshot.apply (incremental)", () => {
   it("asks for a reload on TRUNCATE", () => {
     const e = buildSnapshot(1n, {});
     expect(() => e.apply([change("roles", "TRUNCATE", null, null)], 2n)).toThrow(/truncated/);
+  });
+
+  it("asks for a reload on a bulk import's RELOAD row, whatever table it names", () => {
+    const e = buildSnapshot(1n, {});
+    expect(() => e.apply([change("authz_import", "RELOAD", null, { sections: 3 })], 2n)).toThrow(NeedsReload);
   });
 });
 

@@ -205,7 +205,8 @@ export const SNAPSHOT_COLUMNS: Record<FollowedTable, string> = {
 /** One row-level change, as the change log records it. */
 export interface Change {
   readonly table: string;
-  readonly op: "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE";
+  /** RELOAD: a bulk import's one row for all it changed (migration 0009); reload a snapshot. */
+  readonly op: "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE" | "RELOAD";
   readonly oldRow: Raw | null;
   readonly newRow: Raw | null;
 }

@@ -32,7 +32,7 @@ import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./r
 import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, sealState, type State } from "./state.js";
 import type { Decision, Listing, ResourceRef, ResourceType, SubjectRef } from "./types.js";
 
-/** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE): reload from the database. */
+/** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE, a bulk import's RELOAD): reload from the database. */
 export class NeedsReload extends Error {}
 
 export interface EngineStats {
@@ -133,6 +133,8 @@ class Writer {
 
   /** One change-log row: organizations, roles and permissions update in place (their numbering, edges and grants survive a rename). */
   change(c: Change): void {
+    // A bulk import logs one RELOAD row instead of its rows (migration 0009).
+    if (c.op === "RELOAD") throw new NeedsReload("a bulk import changed the data");
     if (!(FOLLOWED_TABLES as readonly string[]).includes(c.table)) return;
     const table = c.table as FollowedTable;
     if (c.op === "TRUNCATE") throw new NeedsReload(`${c.table} was truncated`);

@@ -1,4 +1,13 @@
+// The directory importer: a seed-shaped JSON document (docs/data-model.md,
+// "Import file format") checked whole, then written in one transaction,
+// every section in bulk (import-bulk.ts), deletions first (import-delete.ts).
+// A large import logs one RELOAD change row instead of one per row, so
+// replicas load a snapshot instead of replaying it (migration 0009).
+
 import { readLatestRevision } from "./change-feed.js";
+import { RecordRefused, writeSection } from "./import-bulk.js";
+import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
+import type { Outcome, Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
 import { UUID } from "../validation.js";
@@ -21,6 +30,8 @@ export interface SectionCounts {
   inserted: number;
   updated: number;
   unchanged: number;
+  /** Records with "$delete": true that removed their row (one that named no row counts as unchanged). */
+  deleted: number;
 }
 
 export interface ImportSummary {
@@ -28,24 +39,44 @@ export interface ImportSummary {
   revisionAfter: string;
   sections: Record<string, SectionCounts>;
   dryRun: boolean;
+  /** How the import was logged for replicas: one change row per row, or one RELOAD row. */
+  changeLog: "rows" | "reload";
 }
 
-type Value = string | null;
+/** Where an import is: after each statement, per section and overall. */
+export interface ImportProgress {
+  readonly section: string;
+  /** "delete" while a section's deletions run, "write" while its upserts do. */
+  readonly phase: "delete" | "write";
+  readonly sectionDone: number;
+  readonly sectionTotal: number;
+  readonly done: number;
+  readonly total: number;
+}
+
+export interface ImportOptions {
+  /** Run everything, report, roll back. */
+  dryRun?: boolean;
+  /**
+   * "rows": every changed row is logged (replicas apply it incrementally);
+   * "reload": one RELOAD row (replicas load a snapshot); "auto" (default):
+   * "reload" from RELOAD_THRESHOLD records on.
+   */
+  changeLog?: "rows" | "reload" | "auto";
+  onProgress?: (p: ImportProgress) => void;
+}
+
+/** From this many records on, an import logs one RELOAD row instead of its rows. */
+export const RELOAD_THRESHOLD = 10_000;
+
 type Rec = Record<string, unknown>;
 /** A validated record: seed field → SQL text value (or null). */
 type Clean = Map<string, Value>;
 
 const MAX_PROBLEMS = 50;
 
-const SQL_TYPE: Record<Exclude<FieldType, "text[]">, string> = {
-  uuid: "uuid",
-  text: "text",
-  bool: "boolean",
-  int: "integer",
-  json: "jsonb",
-  ts: "timestamptz",
-  epoch: "timestamptz",
-};
+/** The record field that marks a deletion. */
+export const DELETE_MARKER = "$delete";
 
 function describe(section: string, index: number, spec: SectionSpec, rec: Rec): string {
   const parts = spec.label
@@ -81,12 +112,51 @@ function convert(type: FieldType, v: unknown): { ok: true; value: Value | string
   }
 }
 
-interface Validated {
-  section: string;
-  index: number;
-  label: string;
-  values: Clean;
-  arrays: Map<string, string[]>;
+/** Why RateLimitCounter records are refused (docs/data-model.md, "Rate-limit counters"). */
+export const COUNTERS_REFUSED =
+  "rate-limit counters cannot be imported: live counts are kept by the counter store (Redis or in process), not the database, and a count from elsewhere would be stale by the time it loads; remove the section (authz export writes it only with --counters, for inspection)";
+
+/** The deletion marker: absent or false (an upsert), true (a deletion); a problem otherwise. */
+function deletion(label: string, r: Rec, section: string, problems: string[]): boolean {
+  const m = r[DELETE_MARKER];
+  if (m === undefined || m === false) return false;
+  if (m !== true) problems.push(`${label}: ${DELETE_MARKER} must be true or false`);
+  else if (!(section in DELETE_KEYS)) problems.push(`${label}: ${section} records cannot be deleted`);
+  else {
+    const alternatives = deleteKeyFields(section);
+    if (!alternatives.some((need) => need.every((f) => r[f] !== undefined && r[f] !== null))) {
+      problems.push(`${label}: a deletion needs ${alternatives.map((a) => a.join(" and ")).join(" or ")}`);
+    }
+  }
+  return m === true;
+}
+
+/** Checks one record's fields; returns it validated (problems pushed, never thrown). */
+function validateRecord(section: string, spec: SectionSpec, r: Rec, index: number, problems: string[]): Validated {
+  const label = describe(section, index, spec, r);
+  const del = deletion(label, r, section, problems);
+  const values: Clean = new Map();
+  const arrays = new Map<string, string[]>();
+  for (const k of Object.keys(r)) {
+    if (!(k in spec.fields) && k !== DELETE_MARKER) {
+      problems.push(`${label}: unknown field "${k}" (fields of ${section}: ${Object.keys(spec.fields).join(", ")})`);
+    }
+  }
+  for (const [name, field] of Object.entries(spec.fields) as [string, FieldSpec][]) {
+    const v = r[name];
+    if (v === undefined || (v === null && field.required)) {
+      if (field.required && !del) problems.push(`${label}: ${name} is required`);
+      continue;
+    }
+    const c = convert(field.type, v);
+    if (!c.ok) {
+      problems.push(`${label}: ${name} ${c.why}`);
+      continue;
+    }
+    if (Array.isArray(c.value)) arrays.set(name, c.value);
+    else values.set(name, c.value);
+  }
+  return { section, index, label, values, arrays, del };
 }
 
 /** Checks the document's shape and every field; collects every problem. */
@@ -107,416 +177,118 @@ export function validateDocument(doc: unknown): { records: Validated[]; problems
       problems.push(`section ${section} must be an array of records`);
       continue;
     }
+    if (section === "RateLimitCounter" && list.length > 0) {
+      problems.push(`section RateLimitCounter (${list.length} records): ${COUNTERS_REFUSED}`);
+      continue;
+    }
     list.forEach((rec: unknown, index) => {
-      if (typeof rec !== "object" || rec === null || Array.isArray(rec)) {
-        problems.push(`${section}[${index}]: must be a JSON object`);
-        return;
-      }
-      const r = rec as Rec;
-      const label = describe(section, index, spec, r);
-      const values: Clean = new Map();
-      const arrays = new Map<string, string[]>();
-      for (const k of Object.keys(r)) {
-        if (!(k in spec.fields)) problems.push(`${label}: unknown field "${k}" (fields of ${section}: ${Object.keys(spec.fields).join(", ")})`);
-      }
-      for (const [name, field] of Object.entries(spec.fields) as [string, FieldSpec][]) {
-        const v = r[name];
-        if (v === undefined || (v === null && field.required)) {
-          if (field.required) problems.push(`${label}: ${name} is required`);
-          continue;
-        }
-        const c = convert(field.type, v);
-        if (!c.ok) {
-          problems.push(`${label}: ${name} ${c.why}`);
-          continue;
-        }
-        if (Array.isArray(c.value)) arrays.set(name, c.value);
-        else values.set(name, c.value);
-      }
-      records.push({ section, index, label, values, arrays });
+      if (typeof rec !== "object" || rec === null || Array.isArray(rec)) problems.push(`${section}[${index}]: must be a JSON object`);
+      else records.push(validateRecord(section, spec, rec as Rec, index, problems));
     });
   }
   return { records, problems: problems.slice(0, MAX_PROBLEMS) };
 }
 
-/** A problem found while writing a record: it aborts the import. */
-class RecordError extends Error {}
-
-interface Upsert {
-  table: string;
-  /** column → [sql type, value] */
-  cols: Array<[string, string, Value]>;
-  /** Conflict target, e.g. "(id)" or "on constraint x". */
-  conflict: string;
-  /** Columns never overwritten on conflict (identity, natural keys). */
-  keep?: string[];
-  returning?: string;
-}
-
-type Outcome = "inserted" | "updated" | "unchanged";
-
-async function upsert(tx: SqlQuerier, u: Upsert): Promise<{ outcome: Outcome; row: Record<string, unknown> | undefined }> {
-  const names = u.cols.map(([c]) => c);
-  // Every value travels as text and is cast in SQL, so both drivers (which
-  // serialize typed parameters differently) store exactly the same thing.
-  const placeholders = u.cols.map(([, t], i) => `$${i + 1}::text::${t}`);
-  const keep = new Set(u.keep ?? []);
-  const updatable = names.filter((c) => !keep.has(c));
-  const action =
-    updatable.length === 0
-      ? "do nothing"
-      : `do update set ${updatable.map((c) => `${c} = excluded.${c}`).join(", ")}
-         where (${updatable.map((c) => `${u.table}.${c}`).join(", ")}) is distinct from (${updatable.map((c) => `excluded.${c}`).join(", ")})`;
-  const text = `insert into ${u.table} (${names.join(", ")}) values (${placeholders.join(", ")})
-    on conflict ${u.conflict} ${action}
-    returning (xmax = 0) as inserted${u.returning ? `, ${u.returning}` : ""}`;
-  const rows = await tx.query(
-    text,
-    u.cols.map(([, , v]) => v),
-  );
-  const row = rows[0];
-  if (!row) return { outcome: "unchanged", row: undefined };
-  return { outcome: row.inserted === true ? "inserted" : "updated", row };
-}
-
-/** The record's fields mapped to (column, type, value) through the spec. */
-function columns(spec: SectionSpec, values: Clean, skip: string[] = []): Array<[string, string, Value]> {
-  const out: Array<[string, string, Value]> = [];
-  for (const [name, value] of values) {
-    const field = spec.fields[name];
-    if (!field?.column || field.column.includes(".") || skip.includes(name) || field.type === "text[]") continue;
-    out.push([field.column, SQL_TYPE[field.type], value]);
-  }
+/** Records per section in write order: memberships that give up ownership before those that take it. */
+function bySection(records: Validated[]): Map<string, Validated[]> {
+  const out = new Map<string, Validated[]>();
+  for (const section of Object.keys(SECTIONS)) out.set(section, []);
+  for (const r of records) out.get(r.section)?.push(r);
+  const members = out.get("MEMBERSHIP") as Validated[];
+  const owner = (r: Validated) => (r.values.get("owner") === "true" ? 1 : 0);
+  members.sort((a, b) => owner(a) - owner(b) || a.index - b.index);
   return out;
 }
 
-function keyFromName(name: string): string {
-  const key = name
-    .trim()
-    .toLowerCase()
-    .replace(/[^a-z0-9._:-]+/g, "_")
-    .replace(/^_+|_+$/g, "")
-    .slice(0, 128);
-  if (!key) throw new RecordError(`cannot derive a role key from name "${name}"; give "key"`);
-  return key;
-}
-
-async function one<T>(tx: SqlQuerier, text: string, params: unknown[], missing: string): Promise<T> {
-  const rows = await tx.query(text, params);
-  if (!rows[0]) throw new RecordError(missing);
-  return rows[0] as T;
-}
-
-async function roleOrg(tx: SqlQuerier, roleId: Value): Promise<string | null> {
-  const r = await one<{ organization_id: string | null }>(
-    tx,
-    "select organization_id::text as organization_id from roles where id = $1::uuid",
-    [roleId],
-    `role_id ${roleId} is not a known role`,
-  );
-  return r.organization_id;
-}
-
-async function findRole(tx: SqlQuerier, orgId: Value, keyOrName: string): Promise<string> {
-  const r = await one<{ id: string }>(
-    tx,
-    `select id::text as id from roles
-      where (organization_id = $1::uuid or organization_id is null) and (key = $2 or name = $2)
-      order by organization_id nulls last, (key = $2) desc limit 1`,
-    [orgId, keyOrName],
-    `role "${keyOrName}" is neither a role of organization ${orgId} nor a global role`,
-  );
-  return r.id;
-}
-
-async function writeRecord(tx: SqlQuerier, rec: Validated): Promise<Outcome> {
-  const spec = SECTIONS[rec.section] as SectionSpec;
-  const v = rec.values;
-  const get = (k: string): Value => v.get(k) ?? null;
-  switch (rec.section) {
-    case "TENANT":
-    case "Organization":
-    case "ORGANIZATION":
-    case "User":
-    case "USER":
-    case "STAFF":
-    case "ACCOUNT":
-    case "PRINCIPAL":
-    case "AVATAR":
-    case "MEMBERSHIP":
-    case "Role":
-    case "ROLE":
-    case "Permission":
-    case "OWNERSHIP_TRANSFER": {
-      const cols = columns(spec, v);
-      if (rec.section === "Role" && !v.has("key")) cols.push(["key", "text", keyFromName(get("name") ?? "")]);
-      if (rec.section === "ROLE" && !v.has("name")) cols.push(["name", "text", get("key")]);
-      return (await upsert(tx, { table: spec.table, cols, conflict: "(id)", keep: ["id"] })).outcome;
-    }
-    case "CAPABILITY":
-      return (
-        await upsert(tx, {
-          table: "permissions",
-          cols: columns(spec, v),
-          conflict: "on constraint permissions_organization_key",
-          keep: ["organization_id", "key"],
-        })
-      ).outcome;
-    case "RolePermission":
-    case "RoleInheritance":
-      return (
-        await upsert(tx, {
-          table: spec.table,
-          cols: columns(spec, v),
-          conflict: rec.section === "RolePermission" ? "(role_id, permission_id)" : "(role_id, parent_role_id)",
-          keep: ["role_id", "permission_id", "parent_role_id"],
-        })
-      ).outcome;
-    case "ROLE_PERMISSION": {
-      const org = await roleOrg(tx, get("role_id"));
-      const key = get("capability_key");
-      const perm = await one<{ id: string }>(
-        tx,
-        `select id::text as id from permissions where key = $1 and (organization_id = $2::uuid or organization_id is null)
-          order by organization_id nulls last limit 1`,
-        [key, org],
-        `capability_key "${key}" is not a CAPABILITY (or Permission) of the role's organization, nor a global one`,
-      );
-      return (
-        await upsert(tx, {
-          table: "role_permissions",
-          cols: [
-            ["id", "uuid", get("id")],
-            ["role_id", "uuid", get("role_id")],
-            ["permission_id", "uuid", perm.id],
-          ],
-          conflict: "(role_id, permission_id)",
-          keep: ["id", "role_id", "permission_id"],
-        })
-      ).outcome;
-    }
-    case "UserRole": {
-      // Seed 000 assignments have no scope: a role applies on its own organization.
-      const org = await roleOrg(tx, get("role_id"));
-      const cols = columns(spec, v);
-      cols.push(["subject_type", "text", "user"], ["scope_type", "text", org ? "organization" : "global"], ["scope_id", "uuid", org]);
-      return (
-        await upsert(tx, {
-          table: "role_assignments",
-          cols,
-          conflict: "on constraint role_assignments_unique",
-          keep: ["subject_type", "subject_id", "role_id", "scope_type", "scope_id"],
-        })
-      ).outcome;
-    }
-    case "ROLE_ASSIGNMENT": {
-      const subjectType = get("subject_type") ?? "account";
-      const accountId = get("account_id");
-      const subjectId = get("subject_id");
-      if (accountId !== null && subjectId !== null && accountId !== subjectId) {
-        throw new RecordError("give account_id or subject_type/subject_id, not both");
-      }
-      if (accountId !== null && subjectType !== "account") throw new RecordError("account_id requires subject_type account");
-      if ((accountId ?? subjectId) === null) throw new RecordError("account_id is required");
-      const cols = columns(spec, v, ["account_id", "subject_type", "subject_id"]);
-      cols.push(["subject_type", "text", subjectType], ["subject_id", "uuid", accountId ?? subjectId]);
-      return (await upsert(tx, { table: "role_assignments", cols, conflict: "(id)", keep: ["id"] })).outcome;
-    }
-    case "UserOrganizationInfo": {
-      const orgId = get("org_id");
-      const userId = get("user_id");
-      let changed: Outcome = "unchanged";
-      const note = (o: Outcome) => {
-        if (o === "inserted" && changed === "unchanged") changed = "inserted";
-        else if (o !== "unchanged") changed = changed === "inserted" ? "inserted" : "updated";
-      };
-      const orgCols: Array<[string, string, Value]> = [["id", "uuid", orgId]];
-      if (v.has("url_safe_org_name")) orgCols.push(["slug", "text", get("url_safe_org_name")]);
-      if (v.has("org_role_structure")) orgCols.push(["role_structure", "text", get("org_role_structure")]);
-      if (orgCols.length > 1) {
-        const sets = orgCols.slice(1).map(([c], i) => `${c} = $${i + 2}::text`);
-        const rows = await tx.query(
-          `update organizations set ${sets.join(", ")} where id = $1::uuid
-             and (${orgCols
-               .slice(1)
-               .map(([c]) => c)
-               .join(", ")}) is distinct from (${orgCols
-               .slice(1)
-               .map((_, i) => `$${i + 2}::text`)
-               .join(", ")})
-           returning id`,
-          orgCols.map(([, , x]) => x),
-        );
-        if (rows.length) note("updated");
-        else await one(tx, "select 1 from organizations where id = $1::uuid", [orgId], `org_id ${orgId} is not a known organization`);
-      }
-      const roleKeys = [...(get("user_role") !== null ? [get("user_role") as string] : []), ...(rec.arrays.get("additional_roles") ?? [])];
-      const roleIds: string[] = [];
-      for (const k of roleKeys) roleIds.push(await findRole(tx, orgId, k));
-      const primary = get("user_role") !== null ? (roleIds[0] as string) : null;
-      note(
-        (
-          await upsert(tx, {
-            table: "user_organizations",
-            cols: [
-              ["user_id", "uuid", userId],
-              ["organization_id", "uuid", orgId],
-              ...(v.has("user_role") ? ([["primary_role_id", "uuid", primary]] as Array<[string, string, Value]>) : []),
-            ],
-            conflict: "(user_id, organization_id)",
-            keep: ["user_id", "organization_id"],
-          })
-        ).outcome,
-      );
-      for (const roleId of roleIds) {
-        const org = await roleOrg(tx, roleId);
-        note(
-          (
-            await upsert(tx, {
-              table: "role_assignments",
-              cols: [
-                ["subject_type", "text", "user"],
-                ["subject_id", "uuid", userId],
-                ["role_id", "uuid", roleId],
-                ["scope_type", "text", "organization"],
-                ["scope_id", "uuid", org ?? orgId],
-              ],
-              conflict: "on constraint role_assignments_unique",
-              keep: ["subject_type", "subject_id", "role_id", "scope_type", "scope_id"],
-            })
-          ).outcome,
-        );
-      }
-      return changed;
-    }
-    case "RateLimitPolicy":
-      return (
-        await upsert(tx, {
-          table: "rate_limit_policies",
-          cols: columns(spec, v),
-          conflict: v.has("policy_id") ? "(id)" : "(name)",
-          keep: ["id"],
-        })
-      ).outcome;
-    case "RateLimitAssignment":
-    case "RateLimitCounter": {
-      const targets = ["user_id", "org_id", ...(rec.section === "RateLimitCounter" ? ["key_id"] : [])].filter((k) => get(k) !== null);
-      if (targets.length !== 1) {
-        throw new RecordError(`exactly one of ${rec.section === "RateLimitCounter" ? "key_id, " : ""}user_id, org_id must be given`);
-      }
-      const natural = rec.section === "RateLimitAssignment" ? ["policy_id", "user_id", "org_id"] : ["policy_id", "key_id", "user_id", "org_id", "window_start"];
-      const cols = columns(spec, v);
-      for (const c of natural)
-        if (!cols.some(([n]) => n === c))
-          cols.push([c, c === "policy_id" ? "integer" : c === "key_id" ? "text" : c === "window_start" ? "timestamptz" : "uuid", null]);
-      return (
-        await upsert(tx, {
-          table: spec.table,
-          cols,
-          conflict: `on constraint ${spec.table === "rate_limit_assignments" ? "rate_limit_assignments_unique" : "rate_limit_counters_unique"}`,
-          keep: natural,
-        })
-      ).outcome;
-    }
-    default:
-      throw new RecordError(`section ${rec.section} has no writer`);
+/** Writes every record: deletions children first, then upserts parents first. */
+async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<string, SectionCounts>, onProgress?: (p: ImportProgress) => void) {
+  const total = records.length;
+  let done = 0;
+  const count = (section: string) => (sections[section] ??= { inserted: 0, updated: 0, unchanged: 0, deleted: 0 });
+  const tracker = (section: string, phase: "delete" | "write", sectionTotal: number) => {
+    let sectionDone = 0;
+    return (n: number) => {
+      sectionDone += n;
+      done += n;
+      onProgress?.({ section, phase, sectionDone, sectionTotal, done, total });
+    };
+  };
+  const order = bySection(records);
+  for (const [section, recs] of [...order].reverse()) {
+    const dels = recs.filter((r) => r.del);
+    if (dels.length === 0) continue;
+    const gone = await deleteSection(tx, dels, tracker(section, "delete", dels.length));
+    for (const g of gone) count(section)[g ? "deleted" : "unchanged"]++;
+  }
+  for (const [section, recs] of order) {
+    const ups = recs.filter((r) => !r.del);
+    if (ups.length === 0) continue;
+    const outcomes: Outcome[] = await writeSection(tx, ups, tracker(section, "write", ups.length));
+    for (const o of outcomes) count(section)[o]++;
   }
 }
 
-/** Explains a database refusal in terms of the record, without SQL text. */
-function explain(err: unknown): string {
-  if (err instanceof RecordError) return err.message;
-  if (err instanceof SqlError) {
-    switch (err.code) {
-      case "23503":
-        return `refers to a record that does not exist${err.detail ? `: ${err.detail.replace(/^Key /, "")}` : ""}`;
-      case "23505":
-        return `conflicts with an existing record${err.detail ? `: ${err.detail.replace(/^Key /, "")}` : ""}`;
-      case "23514":
-      case "23P01":
-        // Check constraints name the rule; the triggers' messages are plain sentences.
-        return err.message;
-      case "23502":
-        return `misses a required value (${err.message.replace(/^null value in column "(\w+)".*$/, "$1")})`;
-      case "22P02":
-      case "22007":
-      case "22008":
-        return `has a value of the wrong form (${err.message})`;
-      default:
-        break;
-    }
-  }
-  throw err;
-}
-
-/** Writes memberships that give up ownership before those that take it. */
-function ordered(records: Validated[]): Validated[] {
-  const order = Object.keys(SECTIONS);
-  return [...records].sort((a, b) => {
-    const s = order.indexOf(a.section) - order.indexOf(b.section);
-    if (s !== 0) return s;
-    if (a.section === "MEMBERSHIP") {
-      const ao = a.values.get("owner") === "true" ? 1 : 0;
-      const bo = b.values.get("owner") === "true" ? 1 : 0;
-      if (ao !== bo) return ao - bo;
-    }
-    return a.index - b.index;
-  });
-}
+const changed = (sections: Record<string, SectionCounts>) => Object.values(sections).some((c) => c.inserted + c.updated + c.deleted > 0);
 
 /**
- * Upserts a seed-shaped document in one transaction: everything or nothing.
+ * Writes a seed-shaped document in one transaction: everything or nothing.
  * Re-importing the same document changes nothing (and adds no revision).
  */
-export async function importDocument(db: SqlClient, doc: unknown, options: { dryRun?: boolean } = {}): Promise<ImportSummary> {
+export async function importDocument(db: SqlClient, doc: unknown, options: ImportOptions = {}): Promise<ImportSummary> {
   const { records, problems } = validateDocument(doc);
   if (problems.length > 0) throw new ImportError(problems);
+  const mode = options.changeLog ?? "auto";
+  const changeLog = mode === "reload" || (mode === "auto" && records.length >= RELOAD_THRESHOLD) ? "reload" : "rows";
   const sections: Record<string, SectionCounts> = {};
   const DRY_RUN = Symbol("dry run");
-  let summary: ImportSummary | undefined;
   const before = await readLatestRevision(db);
+  const summary: ImportSummary = { revisionBefore: before.toString(), revisionAfter: before.toString(), sections, dryRun: options.dryRun === true, changeLog };
   let xid: string | null = null;
   try {
     await db.readWriteTx(async (tx) => {
-      // The import numbers its own transaction after commit (authz_stamp, migration 0008).
-      await tx.query("select set_config('authz.self_stamp', 'on', true)");
+      // The import numbers its own transaction after commit (authz_stamp, migration 0008);
+      // a large one logs one RELOAD row instead of its rows (migration 0009).
+      await tx.query("select set_config('authz.self_stamp', 'on', true), set_config('authz.bulk_log', $1::text, true)", [
+        changeLog === "reload" ? "on" : "off",
+      ]);
       // Inheritance cycles are checked per statement, so a refusal names its record.
       // Whole-avatar rules (exactly one owner) can only hold once every record
       // is in: they are checked below, after the last record.
       await tx.query("set constraints role_inheritance_valid immediate");
-      for (const rec of ordered(records)) {
-        let outcome: Outcome;
-        try {
-          outcome = await writeRecord(tx, rec);
-        } catch (err) {
-          throw new ImportError([`${rec.label}: ${explain(err)}`]);
-        }
-        const c = (sections[rec.section] ??= { inserted: 0, updated: 0, unchanged: 0 });
-        c[outcome]++;
+      try {
+        await writeAll(tx, records, sections, options.onProgress);
+      } catch (err) {
+        if (err instanceof RecordRefused) throw new ImportError([err.message]);
+        throw err;
       }
       await tx.query("select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))");
-      const [tx_] = await tx.query<{ xid: string | null }>(
-        "select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid",
-      );
-      xid = tx_?.xid ?? null;
-      summary = { revisionBefore: before.toString(), revisionAfter: before.toString(), sections, dryRun: options.dryRun === true };
+      if (changeLog === "reload" && changed(sections)) await tx.query("select authz_log_reload($1::text::jsonb)", [JSON.stringify({ sections })]);
+      xid = await ownXid(tx);
       try {
         // Run the remaining deferred checks now, inside the import, so a
         // refusal is an ImportError (and --dry-run reports it too).
         await tx.query("set constraints all immediate");
       } catch (err) {
-        throw new ImportError([`the imported records break a rule that spans records: ${explain(err)}`]);
+        if (!(err instanceof SqlError)) throw err;
+        throw new ImportError([`the imported records break a rule that spans records: ${err.message}`]);
       }
       if (options.dryRun) throw DRY_RUN;
     });
   } catch (err) {
     if (err !== DRY_RUN) throw err;
-    return summary as ImportSummary;
+    return summary;
   }
-  const done = summary as ImportSummary;
   if (xid !== null) {
     const [row] = await db.query<{ revision: string }>("select authz_stamp($1::text::xid8)::text as revision", [xid]);
-    done.revisionAfter = row?.revision ?? done.revisionAfter;
+    summary.revisionAfter = row?.revision ?? summary.revisionAfter;
   }
-  return done;
+  return summary;
+}
+
+/** The transaction's id when it logged a change (else null: it changed nothing and takes no revision). */
+async function ownXid(tx: SqlQuerier): Promise<string | null> {
+  const [row] = await tx.query<{ xid: string | null }>(
+    "select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid",
+  );
+  return row?.xid ?? null;
 }

@@ -1,0 +1,259 @@
+// The importer's bulk writer: a section's upserts run up to CHUNK_ROWS rows
+// per statement (insert ... select from a JSON array ... on conflict), not
+// one statement per record. Records that touch the same row twice keep
+// their order: a chunk never holds one row twice, and chunks run in order.
+// A chunk the database refuses is rolled back to its savepoint and run again
+// one upsert at a time, so the error names the record as before.
+
+import {
+  type Col,
+  combine,
+  conflictAction,
+  explain,
+  fetchLookups,
+  isSingleUpsert,
+  type Lookups,
+  type Outcome,
+  placeOrgCols,
+  placeUpserts,
+  RecordError,
+  type Upsert,
+  upsertFor,
+  type Validated,
+  writeRecord,
+  type Value,
+} from "./import-rows.js";
+import { SqlError, type SqlQuerier } from "./sql.js";
+
+/** Rows per bulk statement. */
+export const CHUNK_ROWS = 5000;
+
+/** One upsert and the record it writes. */
+interface Item {
+  rec: Validated;
+  u: Upsert;
+}
+
+/** A refusal naming its record (the importer turns it into an ImportError). */
+export class RecordRefused extends Error {
+  constructor(rec: Validated, err: unknown) {
+    super(`${rec.label}: ${explain(err)}`);
+  }
+}
+
+/** Calls fn, turning a RecordError or a database refusal into RecordRefused naming rec. */
+function naming<T>(rec: Validated, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new RecordRefused(rec, err);
+  }
+}
+
+const signature = (u: Upsert): string => `${u.table} ${u.conflict} ${u.cols.map(([c, t]) => `${c}:${t}`).join(",")}`;
+
+/** The columns of an upsert's conflict target: "(a, b)" or, for a named constraint, the kept natural key. */
+function conflictColumns(u: Upsert): string[] {
+  const m = /^\((.*)\)$/.exec(u.conflict);
+  return m ? (m[1] as string).split(",").map((s) => s.trim()) : u.keep;
+}
+
+/** The row an upsert writes, as its conflict key's values (null as \u0001); bulkUpsert returns the same text. */
+const rowKey = (u: Upsert): string => conflictColumns(u).map((c) => u.cols.find(([n]) => n === c)?.[2] ?? "\u0001").join("|");
+
+/**
+ * Splits items into chunks that one statement can take: one signature
+ * (table, conflict target, columns), no row twice, at most CHUNK_ROWS. When
+ * no row is written twice, items are first grouped by signature.
+ */
+function chunks(items: Item[]): Item[][] {
+  const keys = new Set(items.map((i) => `${i.u.table}|${rowKey(i.u)}`));
+  const targets = new Set(items.map((i) => `${i.u.table} ${i.u.conflict}`));
+  let list = items;
+  if (keys.size === items.length && targets.size <= 1) {
+    const bySig = new Map<string, Item[]>();
+    for (const i of items) {
+      const s = signature(i.u);
+      const g = bySig.get(s);
+      if (g) g.push(i);
+      else bySig.set(s, [i]);
+    }
+    list = [...bySig.values()].flat();
+  }
+  const out: Item[][] = [];
+  let cur: Item[] = [];
+  let sig = "";
+  let seen = new Set<string>();
+  for (const i of list) {
+    const s = signature(i.u);
+    const k = rowKey(i.u);
+    if (cur.length > 0 && (s !== sig || seen.has(k) || cur.length >= CHUNK_ROWS)) {
+      out.push(cur);
+      cur = [];
+      seen = new Set();
+    }
+    cur.push(i);
+    sig = s;
+    seen.add(k);
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+/** One statement for a whole chunk; per row written: its conflict key and whether it was inserted. */
+async function bulkUpsert(tx: SqlQuerier, chunk: Item[]): Promise<Map<string, Outcome>> {
+  const u0 = (chunk[0] as Item).u;
+  const names = u0.cols.map(([c]) => c);
+  const select = u0.cols.map(([, t], i) => `(e.r->>${i})::${t}`);
+  const key = conflictColumns(u0)
+    .map((c) => `coalesce(${u0.table}.${c}::text, chr(1))`)
+    .join(` || '|' || `);
+  const rows = await tx.query<{ k: string; inserted: boolean }>(
+    `insert into ${u0.table} (${names.join(", ")})
+     select ${select.join(", ")} from jsonb_array_elements($1::text::jsonb) with ordinality as e(r, ord) order by e.ord
+     on conflict ${u0.conflict} ${conflictAction(u0.table, names, u0.keep)}
+     returning ${key} as k, (xmax = 0) as inserted`,
+    [JSON.stringify(chunk.map((i) => i.u.cols.map(([, , v]) => v)))],
+  );
+  return new Map(rows.map((r) => [r.k, r.inserted ? "inserted" : "updated"]));
+}
+
+async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
+  const names = u.cols.map(([c]) => c);
+  const rows = await tx.query(
+    `insert into ${u.table} (${names.join(", ")}) values (${u.cols.map(([, t], i) => `$${i + 1}::text::${t}`).join(", ")})
+     on conflict ${u.conflict} ${conflictAction(u.table, names, u.keep)} returning (xmax = 0) as inserted`,
+    u.cols.map(([, , v]) => v),
+  );
+  const row = rows[0];
+  return row ? (row.inserted === true ? "inserted" : "updated") : "unchanged";
+}
+
+/**
+ * Runs a chunk in one statement; when the database refuses it, rolls back to
+ * the savepoint and runs it one upsert at a time, so the refusal names its
+ * record. Returns each item's outcome, in order.
+ */
+async function runChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
+  await tx.query("savepoint authz_import_chunk");
+  try {
+    const written = await bulkUpsert(tx, chunk);
+    await tx.query("release savepoint authz_import_chunk");
+    return chunk.map((i) => written.get(rowKey(i.u)) ?? "unchanged");
+  } catch (err) {
+    if (!(err instanceof SqlError)) throw err;
+    await tx.query("rollback to savepoint authz_import_chunk");
+  }
+  const out: Outcome[] = [];
+  for (const i of chunk) {
+    try {
+      out.push(await oneUpsert(tx, i.u));
+    } catch (err) {
+      throw new RecordRefused(i.rec, err);
+    }
+  }
+  return out;
+}
+
+/** Runs the items in chunks; returns each item's outcome, in the items' order. */
+export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Outcome[]> {
+  const outcome = new Map<Item, Outcome>();
+  for (const chunk of chunks(items)) {
+    const got = await runChunk(tx, chunk);
+    chunk.forEach((i, n) => outcome.set(i, got[n] as Outcome));
+    onRows?.(chunk.length);
+  }
+  return items.map((i) => outcome.get(i) ?? "unchanged");
+}
+
+/**
+ * Writes one section's records (already in write order) in bulk; returns
+ * each record's outcome. RecordRefused names the first record refused.
+ */
+export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Outcome[]> {
+  const l = await fetchLookups(tx, recs);
+  if (recs.length > 0 && isSingleUpsert((recs[0] as Validated).section)) {
+    const items = recs.map((rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) }));
+    return runItems(tx, items, onRows);
+  }
+  return writePlaces(tx, recs, l, onRows);
+}
+
+/**
+ * UserOrganizationInfo in bulk: the organizations' slug and role structure,
+ * then the places, then the grants; a record's outcome combines its rows'.
+ */
+async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void): Promise<Outcome[]> {
+  await tx.query("savepoint authz_import_orgs");
+  let outcomes: Outcome[];
+  try {
+    outcomes = await patchOrganizations(tx, recs);
+    await tx.query("release savepoint authz_import_orgs");
+  } catch (err) {
+    if (!(err instanceof SqlError)) throw err;
+    // An organization field refused (a slug taken, a bad role structure): record by record names it.
+    await tx.query("rollback to savepoint authz_import_orgs");
+    return writeOneByOne(tx, recs, onRows);
+  }
+  const items: Array<Item & { at: number }> = [];
+  recs.forEach((rec, at) => {
+    for (const u of naming(rec, () => placeUpserts(rec, l))) items.push({ rec, u, at });
+  });
+  const got = await runItems(tx, items);
+  items.forEach((i, n) => {
+    outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
+  });
+  onRows?.(recs.length);
+  return outcomes;
+}
+
+async function writeOneByOne(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Outcome[]> {
+  const out: Outcome[] = [];
+  for (const rec of recs) {
+    try {
+      out.push(await writeRecord(tx, rec));
+    } catch (err) {
+      throw new RecordRefused(rec, err);
+    }
+  }
+  onRows?.(recs.length);
+  return out;
+}
+
+/**
+ * Sets the organization fields UserOrganizationInfo records give, one
+ * statement per set of fields; the last record naming an organization wins,
+ * as when written one by one (and is the one counted as updating it).
+ */
+async function patchOrganizations(tx: SqlQuerier, recs: Validated[]): Promise<Outcome[]> {
+  const outcomes: Outcome[] = recs.map(() => "unchanged");
+  const groups = new Map<string, Map<string, { at: number; cols: Col[] }>>();
+  recs.forEach((rec, at) => {
+    const cols = placeOrgCols(rec);
+    if (cols.length === 0) return;
+    const sig = cols.map(([c]) => c).join(",");
+    const g = groups.get(sig) ?? new Map<string, { at: number; cols: Col[] }>();
+    groups.set(sig, g);
+    g.set(rec.values.get("org_id") ?? "", { at, cols });
+  });
+  for (const [sig, byOrg] of groups) {
+    const names = sig.split(",");
+    const entries = [...byOrg.entries()];
+    const rows = await tx.query<{ id: string; found: boolean; changed: boolean }>(
+      `with q as (select (e.r->>0)::uuid as id, ${names.map((_, i) => `e.r->>${i + 1} as v${i}`).join(", ")} from jsonb_array_elements($1::text::jsonb) e(r)),
+            u as (update organizations o set ${names.map((c, i) => `${c} = q.v${i}`).join(", ")} from q
+                   where o.id = q.id and (${names.map((c) => `o.${c}`).join(", ")}) is distinct from (${names.map((_, i) => `q.v${i}`).join(", ")})
+                   returning o.id)
+       select q.id::text as id, exists (select 1 from organizations o where o.id = q.id) as found,
+              exists (select 1 from u where u.id = q.id) as changed from q`,
+      [JSON.stringify(entries.map(([org, { cols }]) => [org, ...cols.map(([, , v]) => v as Value)]))],
+    );
+    for (const r of rows) {
+      const e = byOrg.get(r.id) as { at: number };
+      const rec = recs[e.at] as Validated;
+      if (!r.found) throw new RecordRefused(rec, new RecordError(`org_id ${r.id} is not a known organization`));
+      if (r.changed) outcomes[e.at] = "updated";
+    }
+  }
+  return outcomes;
+}

@@ -28,10 +28,12 @@ import { SqlError, type SqlQuerier } from "./sql.js";
 /** Rows per bulk statement. */
 export const CHUNK_ROWS = 5000;
 
-/** One upsert and the record it writes. */
+/** One upsert and the record it writes (with its signature and row key, computed once). */
 interface Item {
   rec: Validated;
   u: Upsert;
+  sig?: string;
+  key?: string;
 }
 
 /** A refusal naming its record (the importer turns it into an ImportError). */
@@ -59,7 +61,10 @@ function conflictColumns(u: Upsert): string[] {
 }
 
 /** The row an upsert writes, as its conflict key's values (null as \u0001); bulkUpsert returns the same text. */
-const rowKey = (u: Upsert): string => conflictColumns(u).map((c) => u.cols.find(([n]) => n === c)?.[2] ?? "\u0001").join("|");
+const rowKey = (u: Upsert): string =>
+  conflictColumns(u)
+    .map((c) => u.cols.find(([n]) => n === c)?.[2] ?? "\u0001")
+    .join("|");
 
 /**
  * Splits items into chunks that one statement can take: one signature
@@ -67,34 +72,35 @@ const rowKey = (u: Upsert): string => conflictColumns(u).map((c) => u.cols.find(
  * no row is written twice, items are first grouped by signature.
  */
 function chunks(items: Item[]): Item[][] {
-  const keys = new Set(items.map((i) => `${i.u.table}|${rowKey(i.u)}`));
-  const targets = new Set(items.map((i) => `${i.u.table} ${i.u.conflict}`));
+  const keys = new Set<string>();
+  const targets = new Set<string>();
+  for (const i of items) {
+    i.sig = signature(i.u);
+    i.key = rowKey(i.u);
+    keys.add(`${i.u.table}|${i.key}`);
+    targets.add(`${i.u.table} ${i.u.conflict}`);
+  }
   let list = items;
   if (keys.size === items.length && targets.size <= 1) {
     const bySig = new Map<string, Item[]>();
     for (const i of items) {
-      const s = signature(i.u);
-      const g = bySig.get(s);
+      const g = bySig.get(i.sig as string);
       if (g) g.push(i);
-      else bySig.set(s, [i]);
+      else bySig.set(i.sig as string, [i]);
     }
-    list = [...bySig.values()].flat();
+    list = bySig.size === 1 ? items : [...bySig.values()].flat();
   }
   const out: Item[][] = [];
   let cur: Item[] = [];
-  let sig = "";
   let seen = new Set<string>();
   for (const i of list) {
-    const s = signature(i.u);
-    const k = rowKey(i.u);
-    if (cur.length > 0 && (s !== sig || seen.has(k) || cur.length >= CHUNK_ROWS)) {
+    if (cur.length > 0 && (i.sig !== (cur[0] as Item).sig || seen.has(i.key as string) || cur.length >= CHUNK_ROWS)) {
       out.push(cur);
       cur = [];
       seen = new Set();
     }
     cur.push(i);
-    sig = s;
-    seen.add(k);
+    seen.add(i.key as string);
   }
   if (cur.length > 0) out.push(cur);
   return out;
@@ -139,7 +145,7 @@ async function runChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
   try {
     const written = await bulkUpsert(tx, chunk);
     await tx.query("release savepoint authz_import_chunk");
-    return chunk.map((i) => written.get(rowKey(i.u)) ?? "unchanged");
+    return chunk.map((i) => written.get(i.key ?? rowKey(i.u)) ?? "unchanged");
   } catch (err) {
     if (!(err instanceof SqlError)) throw err;
     await tx.query("rollback to savepoint authz_import_chunk");
@@ -195,19 +201,26 @@ async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows
     await tx.query("rollback to savepoint authz_import_orgs");
     return writeOneByOne(tx, recs, onRows);
   }
-  const items: Array<Item & { at: number }> = [];
+  // Places, then grants: each list runs in chunks of one table (the places and grants of one record touch different rows).
+  const places: Array<Item & { at: number }> = [];
+  const grants: Array<Item & { at: number }> = [];
   recs.forEach((rec, at) => {
-    for (const u of naming(rec, () => placeUpserts(rec, l))) items.push({ rec, u, at });
+    const [place, ...roles] = naming(rec, () => placeUpserts(rec, l));
+    places.push({ rec, u: place as Upsert, at });
+    for (const u of roles) grants.push({ rec, u, at });
   });
-  const got = await runItems(tx, items);
-  items.forEach((i, n) => {
-    outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
-  });
+  for (const items of [places, grants]) {
+    const got = await runItems(tx, items);
+    items.forEach((i, n) => {
+      outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
+    });
+  }
   onRows?.(recs.length);
   return outcomes;
 }
 
-async function writeOneByOne(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Outcome[]> {
+/** Writes records one statement at a time (the fallback, and the benchmark's baseline). */
+export async function writeOneByOne(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Outcome[]> {
   const out: Outcome[] = [];
   for (const rec of recs) {
     try {

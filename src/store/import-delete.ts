@@ -78,7 +78,10 @@ export const DELETE_KEYS: Record<string, DeleteKey | ((rec: Validated) => Delete
     ],
   },
   OWNERSHIP_TRANSFER: byId("ownership_transfers", "id"),
-  RateLimitPolicy: (rec) => (rec.values.has("policy_id") ? { table: "rate_limit_policies", keys: [["policy_id", "id", "integer"]] } : { table: "rate_limit_policies", keys: [["name", "name", "text"]] }),
+  RateLimitPolicy: (rec) =>
+    rec.values.has("policy_id")
+      ? { table: "rate_limit_policies", keys: [["policy_id", "id", "integer"]] }
+      : { table: "rate_limit_policies", keys: [["name", "name", "text"]] },
   RateLimitAssignment: {
     table: "rate_limit_assignments",
     keys: [
@@ -97,7 +100,10 @@ export function deleteKeyFields(section: string): string[][] {
   return [k.keys.filter(([, , , nullable]) => !nullable).map(([f]) => f)];
 }
 
-const keyOf = (d: DeleteKey): ((rec: Validated) => string) => (rec) => d.keys.map(([f]) => rec.values.get(f) ?? "\u0001").join("|");
+const keyOf =
+  (d: DeleteKey): ((rec: Validated) => string) =>
+  (rec) =>
+    d.keys.map(([f]) => rec.values.get(f) ?? "\u0001").join("|");
 
 function keySpec(rec: Validated): DeleteKey {
   const k = DELETE_KEYS[rec.section];

@@ -271,16 +271,20 @@ async function resolveByKey(
   pairs: ReadonlyArray<readonly [string | null, Value]>,
 ): Promise<Array<{ org: string | null; k: string; id: string }>> {
   if (pairs.length === 0) return [];
-  const match =
+  // Index lookups, in order of preference (the organization's by key, by name, then a global one likewise).
+  const id =
     what === "permission"
-      ? `select p.id from permissions p where p.key = q.k and (p.organization_id = q.org or p.organization_id is null)
-          order by p.organization_id nulls last limit 1`
-      : `select r.id from roles r where (r.organization_id = q.org or r.organization_id is null) and (r.key = q.k or r.name = q.k)
-          order by r.organization_id nulls last, (r.key = q.k) desc limit 1`;
+      ? `coalesce((select p.id from permissions p where p.organization_id = q.org and p.key = q.k),
+                  (select p.id from permissions p where p.organization_id is null and p.key = q.k))`
+      : `coalesce((select r.id from roles r where r.organization_id = q.org and r.key = q.k),
+                  (select r.id from roles r where r.organization_id = q.org and r.name = q.k order by r.key limit 1),
+                  (select r.id from roles r where r.organization_id is null and r.key = q.k),
+                  (select r.id from roles r where r.organization_id is null and r.name = q.k order by r.key limit 1))`;
   return tx.query<{ org: string | null; k: string; id: string }>(
-    `select q.org::text as org, q.k, m.id::text as id
-       from (select distinct (e.r->>0)::uuid as org, e.r->>1 as k from jsonb_array_elements($1::text::jsonb) e(r)) q
-       cross join lateral (${match}) m`,
+    `select org, k, id from (
+       select q.org::text as org, q.k, (${id})::text as id
+         from (select distinct (e.r->>0)::uuid as org, e.r->>1 as k from jsonb_array_elements($1::text::jsonb) e(r)) q) m
+      where id is not null`,
     [JSON.stringify(pairs)],
   );
 }
@@ -321,7 +325,11 @@ export function placeUpserts(rec: Validated, l: Lookups): Upsert[] {
   const primary = get(rec, "user_role") !== null ? (roleIds[0] as string) : null;
   const place: Upsert = {
     table: "user_organizations",
-    cols: [["user_id", "uuid", userId], ["organization_id", "uuid", orgId], ...(rec.values.has("user_role") ? [["primary_role_id", "uuid", primary] as Col] : [])],
+    cols: [
+      ["user_id", "uuid", userId],
+      ["organization_id", "uuid", orgId],
+      ...(rec.values.has("user_role") ? [["primary_role_id", "uuid", primary] as Col] : []),
+    ],
     conflict: "(user_id, organization_id)",
     keep: ["user_id", "organization_id"],
   };

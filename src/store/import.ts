@@ -5,7 +5,7 @@
 // replicas load a snapshot instead of replaying it (migration 0009).
 
 import { readLatestRevision } from "./change-feed.js";
-import { RecordRefused, writeSection } from "./import-bulk.js";
+import { RecordRefused, writeOneByOne, writeSection } from "./import-bulk.js";
 import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
 import type { Outcome, Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
@@ -64,6 +64,8 @@ export interface ImportOptions {
    */
   changeLog?: "rows" | "reload" | "auto";
   onProgress?: (p: ImportProgress) => void;
+  /** false: one statement per record, as before bulk writing (benchmarks compare the two). Default true. */
+  bulk?: boolean;
 }
 
 /** From this many records on, an import logs one RELOAD row instead of its rows. */
@@ -131,32 +133,54 @@ function deletion(label: string, r: Rec, section: string, problems: string[]): b
   return m === true;
 }
 
+const FIELD_LISTS = new Map(Object.entries(SECTIONS).map(([section, spec]) => [section, Object.entries(spec.fields) as Array<[string, FieldSpec]>]));
+
+const NO_ARRAYS: ReadonlyMap<string, string[]> = new Map();
+
+/** A validated record; its label (for messages) is built only when asked for. */
+class Checked implements Validated {
+  constructor(
+    readonly section: string,
+    readonly index: number,
+    private readonly raw: Rec,
+    readonly values: Clean,
+    readonly arrays: Map<string, string[]>,
+    readonly del: boolean,
+  ) {}
+  get label(): string {
+    return describe(this.section, this.index, SECTIONS[this.section] as SectionSpec, this.raw);
+  }
+}
+
 /** Checks one record's fields; returns it validated (problems pushed, never thrown). */
 function validateRecord(section: string, spec: SectionSpec, r: Rec, index: number, problems: string[]): Validated {
-  const label = describe(section, index, spec, r);
-  const del = deletion(label, r, section, problems);
+  const labelOf = () => describe(section, index, spec, r);
+  const del = r[DELETE_MARKER] === undefined ? false : deletion(labelOf(), r, section, problems);
   const values: Clean = new Map();
-  const arrays = new Map<string, string[]>();
-  for (const k of Object.keys(r)) {
+  let arrays = NO_ARRAYS as Map<string, string[]>;
+  for (const k in r) {
     if (!(k in spec.fields) && k !== DELETE_MARKER) {
-      problems.push(`${label}: unknown field "${k}" (fields of ${section}: ${Object.keys(spec.fields).join(", ")})`);
+      problems.push(`${labelOf()}: unknown field "${k}" (fields of ${section}: ${Object.keys(spec.fields).join(", ")})`);
     }
   }
-  for (const [name, field] of Object.entries(spec.fields) as [string, FieldSpec][]) {
+  for (const [name, field] of FIELD_LISTS.get(section) ?? []) {
     const v = r[name];
     if (v === undefined || (v === null && field.required)) {
-      if (field.required && !del) problems.push(`${label}: ${name} is required`);
+      if (field.required && !del) problems.push(`${labelOf()}: ${name} is required`);
       continue;
     }
     const c = convert(field.type, v);
     if (!c.ok) {
-      problems.push(`${label}: ${name} ${c.why}`);
+      problems.push(`${labelOf()}: ${name} ${c.why}`);
       continue;
     }
-    if (Array.isArray(c.value)) arrays.set(name, c.value);
-    else values.set(name, c.value);
+    if (!Array.isArray(c.value)) values.set(name, c.value);
+    else {
+      if (arrays === NO_ARRAYS) arrays = new Map();
+      arrays.set(name, c.value);
+    }
   }
-  return { section, index, label, values, arrays, del };
+  return new Checked(section, index, r, values, arrays, del);
 }
 
 /** Checks the document's shape and every field; collects every problem. */
@@ -201,7 +225,8 @@ function bySection(records: Validated[]): Map<string, Validated[]> {
 }
 
 /** Writes every record: deletions children first, then upserts parents first. */
-async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<string, SectionCounts>, onProgress?: (p: ImportProgress) => void) {
+async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<string, SectionCounts>, options: ImportOptions) {
+  const onProgress = options.onProgress;
   const total = records.length;
   let done = 0;
   const count = (section: string) => (sections[section] ??= { inserted: 0, updated: 0, unchanged: 0, deleted: 0 });
@@ -223,7 +248,8 @@ async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<s
   for (const [section, recs] of order) {
     const ups = recs.filter((r) => !r.del);
     if (ups.length === 0) continue;
-    const outcomes: Outcome[] = await writeSection(tx, ups, tracker(section, "write", ups.length));
+    const track = tracker(section, "write", ups.length);
+    const outcomes: Outcome[] = options.bulk === false ? await writeOneByOne(tx, ups, track) : await writeSection(tx, ups, track);
     for (const o of outcomes) count(section)[o]++;
   }
 }
@@ -256,7 +282,7 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
       // is in: they are checked below, after the last record.
       await tx.query("set constraints role_inheritance_valid immediate");
       try {
-        await writeAll(tx, records, sections, options.onProgress);
+        await writeAll(tx, records, sections, options);
       } catch (err) {
         if (err instanceof RecordRefused) throw new ImportError([err.message]);
         throw err;

@@ -322,14 +322,13 @@ export function placeUpserts(rec: Validated, l: Lookups): Upsert[] {
     if (id === undefined) throw new RecordError(`role "${k}" is neither a role of organization ${orgId} nor a global role`);
     return id;
   });
-  const primary = get(rec, "user_role") !== null ? (roleIds[0] as string) : null;
+  if (rec.values.has("primary_role_id") && rec.values.has("user_role")) throw new RecordError("give user_role or primary_role_id, not both");
+  // primary_role_id (an extension, what export writes) names the primary role by id and assigns nothing.
+  const primary = rec.values.has("primary_role_id") ? get(rec, "primary_role_id") : get(rec, "user_role") !== null ? (roleIds[0] as string) : null;
+  const setsPrimary = rec.values.has("user_role") || rec.values.has("primary_role_id");
   const place: Upsert = {
     table: "user_organizations",
-    cols: [
-      ["user_id", "uuid", userId],
-      ["organization_id", "uuid", orgId],
-      ...(rec.values.has("user_role") ? [["primary_role_id", "uuid", primary] as Col] : []),
-    ],
+    cols: [["user_id", "uuid", userId], ["organization_id", "uuid", orgId], ...(setsPrimary ? [["primary_role_id", "uuid", primary] as Col] : [])],
     conflict: "(user_id, organization_id)",
     keep: ["user_id", "organization_id"],
   };

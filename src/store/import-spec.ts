@@ -60,7 +60,14 @@ export const SECTIONS: Record<string, SectionSpec> = {
     seed: "003",
     table: "organizations",
     label: ["id"],
-    fields: { id: req("uuid", "id"), tenant_id: f("uuid", "tenant_id"), name: req("text", "name"), slug: f("text", "slug") },
+    fields: {
+      id: req("uuid", "id"),
+      tenant_id: f("uuid", "tenant_id"),
+      name: req("text", "name"),
+      slug: f("text", "slug"),
+      metadata: ext("json", "metadata"),
+      role_structure: ext("text", "role_structure"),
+    },
   },
   User: {
     seed: "000",
@@ -266,6 +273,7 @@ export const SECTIONS: Record<string, SectionSpec> = {
       inherited_user_roles_plus_current_role: f("text[]", undefined, { derived: true }),
       user_permissions: f("text[]", undefined, { derived: true }),
       additional_roles: f("text[]"),
+      primary_role_id: ext("uuid"),
     },
   },
   OWNERSHIP_TRANSFER: {

@@ -10,6 +10,7 @@
 // users and staff its rows refer to, and the rate-limit policies its
 // organizations are assigned.
 
+import { AuthzError } from "../errors.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 
 /** Records per page read from the database. */
@@ -323,7 +324,11 @@ export async function exportDirectory(
   const tenantId = options.tenantId ?? null;
   return db.readWriteTx(
     async (tx) => {
-      const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
+      const [head] = await tx.query<{ revision: string; known: boolean }>(
+        "select revision::text as revision, $1::uuid is null or exists (select 1 from tenants where id = $1::uuid) as known from authz_revision",
+        [tenantId],
+      );
+      if (head && !head.known) throw new AuthzError("NOT_FOUND", `tenant_id ${tenantId} is not a known tenant`, { metadata: { field: "tenant_id" } });
       const revision = head?.revision ?? "0";
       const counts: Record<string, number> = {};
       for (const s of SECTIONS_OUT) {

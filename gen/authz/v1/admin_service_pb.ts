@@ -14,7 +14,78 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file authz/v1/admin_service.proto.
  */
 export const file_authz_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxhdXRoei92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEghhdXRoei52MSJzChJNYW5hZ2VSb2xlc1JlcXVlc3QSKQoJbXV0YXRpb25zGAEgAygLMhYuYXV0aHoudjEuUm9sZU11dGF0aW9uEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSJWChNNYW5hZ2VSb2xlc1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgJEi0KB3Jlc3VsdHMYAiADKAsyHC5hdXRoei52MS5Sb2xlTXV0YXRpb25SZXN1bHQiQgoHUm9sZVJlZhIMCgJpZBgBIAEoCUgAEiIKA2tleRgCIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleUgAQgUKA3JlZiJICg1QZXJtaXNzaW9uUmVmEgwKAmlkGAEgASgJSAASIgoDa2V5GAIgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5SABCBQoDcmVmIjEKCVNjb3BlZEtleRIXCg9vcmdhbml6YXRpb25faWQYASABKAkSCwoDa2V5GAIgASgJIqoECgxSb2xlTXV0YXRpb24SKwoLdXBzZXJ0X3JvbGUYASABKAsyFC5hdXRoei52MS5VcHNlcnRSb2xlSAASKAoLZGVsZXRlX3JvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmSAASNwoRdXBzZXJ0X3Blcm1pc3Npb24YAyABKAsyGi5hdXRoei52MS5VcHNlcnRQZXJtaXNzaW9uSAASNAoRZGVsZXRlX3Blcm1pc3Npb24YBCABKAsyFy5hdXRoei52MS5QZXJtaXNzaW9uUmVmSAASOAoQZ3JhbnRfcGVybWlzc2lvbhgFIAEoCzIcLmF1dGh6LnYxLlJvbGVQZXJtaXNzaW9uRWRnZUgAEjkKEXJldm9rZV9wZXJtaXNzaW9uGAYgASgLMhwuYXV0aHoudjEuUm9sZVBlcm1pc3Npb25FZGdlSAASOAoPYWRkX2luaGVyaXRhbmNlGAcgASgLMh0uYXV0aHoudjEuUm9sZUluaGVyaXRhbmNlRWRnZUgAEjsKEnJlbW92ZV9pbmhlcml0YW5jZRgIIAEoCzIdLmF1dGh6LnYxLlJvbGVJbmhlcml0YW5jZUVkZ2VIABIrCgthc3NpZ25fcm9sZRgJIAEoCzIULmF1dGh6LnYxLkFzc2lnblJvbGVIABIvCg11bmFzc2lnbl9yb2xlGAogASgLMhYuYXV0aHoudjEuVW5hc3NpZ25Sb2xlSABCCgoIbXV0YXRpb24iXQoKVXBzZXJ0Um9sZRIgCgNrZXkYASABKAsyEy5hdXRoei52MS5TY29wZWRLZXkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIKCgJpZBgEIAEoCSJVChBVcHNlcnRQZXJtaXNzaW9uEiAKA2tleRgBIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleRITCgtkZXNjcmlwdGlvbhgCIAEoCRIKCgJpZBgDIAEoCSJiChJSb2xlUGVybWlzc2lvbkVkZ2USHwoEcm9sZRgBIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSKwoKcGVybWlzc2lvbhgCIAEoCzIXLmF1dGh6LnYxLlBlcm1pc3Npb25SZWYiWQoTUm9sZUluaGVyaXRhbmNlRWRnZRIfCgRyb2xlGAEgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIhCgZwYXJlbnQYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmIqsBCgpBc3NpZ25Sb2xlEiUKB3N1YmplY3QYASABKAsyFC5hdXRoei52MS5TdWJqZWN0UmVmEh8KBHJvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmEiQKBXNjb3BlGAMgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSLwoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpMBCgxVbmFzc2lnblJvbGUSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIlCgdzdWJqZWN0GAIgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhIfCgRyb2xlGAMgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIkCgVzY29wZRgEIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmIjEKElJvbGVNdXRhdGlvblJlc3VsdBIKCgJpZBgBIAEoCRIPCgdjaGFuZ2VkGAIgASgIItIBChhUcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QSEQoJYXZhdGFyX2lkGAEgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgCIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAMgASgJEiQKBG1vZGUYBCABKA4yFi5hdXRoei52MS5UcmFuc2Zlck1vZGUSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEi4KC3JlcXVlc3RfdHRsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlwKGVRyYW5zZmVyT3duZXJzaGlwUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSKjAgoRT3duZXJzaGlwVHJhbnNmZXISCgoCaWQYASABKAkSEQoJYXZhdGFyX2lkGAIgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgDIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmF1dGh6LnYxLlRyYW5zZmVyU3RhdHVzEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJOCh5BY2NlcHRPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QSEwoLdHJhbnNmZXJfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJImIKH0FjY2VwdE93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSJPCh9EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJjCiBEZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIk4KHkNhbmNlbE93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBITCgt0cmFuc2Zlcl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiYgofQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIlkKHUxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXF1ZXN0EhEKCWF2YXRhcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJpCh5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVzcG9uc2USLgoJdHJhbnNmZXJzGAEgAygLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKmUKDFRyYW5zZmVyTW9kZRIdChlUUkFOU0ZFUl9NT0RFX1VOU1BFQ0lGSUVEEAASGwoXVFJBTlNGRVJfTU9ERV9JTU1FRElBVEUQARIZChVUUkFOU0ZFUl9NT0RFX1JFUVVFU1QQAirHAQoOVHJhbnNmZXJTdGF0dXMSHwobVFJBTlNGRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXVFJBTlNGRVJfU1RBVFVTX1BFTkRJTkcQARIdChlUUkFOU0ZFUl9TVEFUVVNfQ09NUExFVEVEEAISHAoYVFJBTlNGRVJfU1RBVFVTX0RFQ0xJTkVEEAMSHQoZVFJBTlNGRVJfU1RBVFVTX0NBTkNFTExFRBAEEhsKF1RSQU5TRkVSX1NUQVRVU19FWFBJUkVEEAUy+AQKDEFkbWluU2VydmljZRJKCgtNYW5hZ2VSb2xlcxIcLmF1dGh6LnYxLk1hbmFnZVJvbGVzUmVxdWVzdBodLmF1dGh6LnYxLk1hbmFnZVJvbGVzUmVzcG9uc2USXAoRVHJhbnNmZXJPd25lcnNoaXASIi5hdXRoei52MS5UcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QaIy5hdXRoei52MS5UcmFuc2Zlck93bmVyc2hpcFJlc3BvbnNlEm4KF0FjY2VwdE93bmVyc2hpcFRyYW5zZmVyEiguYXV0aHoudjEuQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GikuYXV0aHoudjEuQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRJxChhEZWNsaW5lT3duZXJzaGlwVHJhbnNmZXISKS5hdXRoei52MS5EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GiouYXV0aHoudjEuRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USbgoXQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXISKC5hdXRoei52MS5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QaKS5hdXRoei52MS5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEmsKFkxpc3RPd25lcnNoaXBUcmFuc2ZlcnMSJy5hdXRoei52MS5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVxdWVzdBooLmF1dGh6LnYxLkxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXNwb25zZWIGcHJvdG8z", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChxhdXRoei92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEghhdXRoei52MSJFChZFeHBvcnREaXJlY3RvcnlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIYChBpbmNsdWRlX2NvdW50ZXJzGAIgASgIIlIKF0V4cG9ydERpcmVjdG9yeVJlc3BvbnNlEg8KB3NlY3Rpb24YASABKAkSFAoMcmVjb3Jkc19qc29uGAIgASgJEhAKCHJldmlzaW9uGAMgASgJInMKEk1hbmFnZVJvbGVzUmVxdWVzdBIpCgltdXRhdGlvbnMYASADKAsyFi5hdXRoei52MS5Sb2xlTXV0YXRpb24SFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgJIlYKE01hbmFnZVJvbGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAkSLQoHcmVzdWx0cxgCIAMoCzIcLmF1dGh6LnYxLlJvbGVNdXRhdGlvblJlc3VsdCJCCgdSb2xlUmVmEgwKAmlkGAEgASgJSAASIgoDa2V5GAIgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5SABCBQoDcmVmIkgKDVBlcm1pc3Npb25SZWYSDAoCaWQYASABKAlIABIiCgNrZXkYAiABKAsyEy5hdXRoei52MS5TY29wZWRLZXlIAEIFCgNyZWYiMQoJU2NvcGVkS2V5EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkiqgQKDFJvbGVNdXRhdGlvbhIrCgt1cHNlcnRfcm9sZRgBIAEoCzIULmF1dGh6LnYxLlVwc2VydFJvbGVIABIoCgtkZWxldGVfcm9sZRgCIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWZIABI3ChF1cHNlcnRfcGVybWlzc2lvbhgDIAEoCzIaLmF1dGh6LnYxLlVwc2VydFBlcm1pc3Npb25IABI0ChFkZWxldGVfcGVybWlzc2lvbhgEIAEoCzIXLmF1dGh6LnYxLlBlcm1pc3Npb25SZWZIABI4ChBncmFudF9wZXJtaXNzaW9uGAUgASgLMhwuYXV0aHoudjEuUm9sZVBlcm1pc3Npb25FZGdlSAASOQoRcmV2b2tlX3Blcm1pc3Npb24YBiABKAsyHC5hdXRoei52MS5Sb2xlUGVybWlzc2lvbkVkZ2VIABI4Cg9hZGRfaW5oZXJpdGFuY2UYByABKAsyHS5hdXRoei52MS5Sb2xlSW5oZXJpdGFuY2VFZGdlSAASOwoScmVtb3ZlX2luaGVyaXRhbmNlGAggASgLMh0uYXV0aHoudjEuUm9sZUluaGVyaXRhbmNlRWRnZUgAEisKC2Fzc2lnbl9yb2xlGAkgASgLMhQuYXV0aHoudjEuQXNzaWduUm9sZUgAEi8KDXVuYXNzaWduX3JvbGUYCiABKAsyFi5hdXRoei52MS5VbmFzc2lnblJvbGVIAEIKCghtdXRhdGlvbiJdCgpVcHNlcnRSb2xlEiAKA2tleRgBIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEgoKAmlkGAQgASgJIlUKEFVwc2VydFBlcm1pc3Npb24SIAoDa2V5GAEgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5EhMKC2Rlc2NyaXB0aW9uGAIgASgJEgoKAmlkGAMgASgJImIKElJvbGVQZXJtaXNzaW9uRWRnZRIfCgRyb2xlGAEgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIrCgpwZXJtaXNzaW9uGAIgASgLMhcuYXV0aHoudjEuUGVybWlzc2lvblJlZiJZChNSb2xlSW5oZXJpdGFuY2VFZGdlEh8KBHJvbGUYASABKAsyES5hdXRoei52MS5Sb2xlUmVmEiEKBnBhcmVudBgCIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYiqwEKCkFzc2lnblJvbGUSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSHwoEcm9sZRgCIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSJAoFc2NvcGUYAyABKAsyFS5hdXRoei52MS5SZXNvdXJjZVJlZhIvCgt2YWxpZF91bnRpbBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikwEKDFVuYXNzaWduUm9sZRIVCg1hc3NpZ25tZW50X2lkGAEgASgJEiUKB3N1YmplY3QYAiABKAsyFC5hdXRoei52MS5TdWJqZWN0UmVmEh8KBHJvbGUYAyABKAsyES5hdXRoei52MS5Sb2xlUmVmEiQKBXNjb3BlGAQgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYiMQoSUm9sZU11dGF0aW9uUmVzdWx0EgoKAmlkGAEgASgJEg8KB2NoYW5nZWQYAiABKAgi0gEKGFRyYW5zZmVyT3duZXJzaGlwUmVxdWVzdBIRCglhdmF0YXJfaWQYASABKAkSGgoSZnJvbV9tZW1iZXJzaGlwX2lkGAIgASgJEhgKEHRvX21lbWJlcnNoaXBfaWQYAyABKAkSJAoEbW9kZRgEIAEoDjIWLmF1dGh6LnYxLlRyYW5zZmVyTW9kZRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSLgoLcmVxdWVzdF90dGwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iXAoZVHJhbnNmZXJPd25lcnNoaXBSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIqMCChFPd25lcnNoaXBUcmFuc2ZlchIKCgJpZBgBIAEoCRIRCglhdmF0YXJfaWQYAiABKAkSGgoSZnJvbV9tZW1iZXJzaGlwX2lkGAMgASgJEhgKEHRvX21lbWJlcnNoaXBfaWQYBCABKAkSKAoGc3RhdHVzGAUgASgOMhguYXV0aHoudjEuVHJhbnNmZXJTdGF0dXMSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk4KHkFjY2VwdE93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBITCgt0cmFuc2Zlcl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiYgofQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIk8KH0RlY2xpbmVPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QSEwoLdHJhbnNmZXJfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJImMKIERlY2xpbmVPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEi0KCHRyYW5zZmVyGAEgASgLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISEAoIcmV2aXNpb24YAiABKAkiTgoeQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJiCh9DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEi0KCHRyYW5zZmVyGAEgASgLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISEAoIcmV2aXNpb24YAiABKAkiWQodTGlzdE93bmVyc2hpcFRyYW5zZmVyc1JlcXVlc3QSEQoJYXZhdGFyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImkKHkxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXNwb25zZRIuCgl0cmFuc2ZlcnMYASADKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqZQoMVHJhbnNmZXJNb2RlEh0KGVRSQU5TRkVSX01PREVfVU5TUEVDSUZJRUQQABIbChdUUkFOU0ZFUl9NT0RFX0lNTUVESUFURRABEhkKFVRSQU5TRkVSX01PREVfUkVRVUVTVBACKscBCg5UcmFuc2ZlclN0YXR1cxIfChtUUkFOU0ZFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdUUkFOU0ZFUl9TVEFUVVNfUEVORElORxABEh0KGVRSQU5TRkVSX1NUQVRVU19DT01QTEVURUQQAhIcChhUUkFOU0ZFUl9TVEFUVVNfREVDTElORUQQAxIdChlUUkFOU0ZFUl9TVEFUVVNfQ0FOQ0VMTEVEEAQSGwoXVFJBTlNGRVJfU1RBVFVTX0VYUElSRUQQBTLSBQoMQWRtaW5TZXJ2aWNlEkoKC01hbmFnZVJvbGVzEhwuYXV0aHoudjEuTWFuYWdlUm9sZXNSZXF1ZXN0Gh0uYXV0aHoudjEuTWFuYWdlUm9sZXNSZXNwb25zZRJcChFUcmFuc2Zlck93bmVyc2hpcBIiLmF1dGh6LnYxLlRyYW5zZmVyT3duZXJzaGlwUmVxdWVzdBojLmF1dGh6LnYxLlRyYW5zZmVyT3duZXJzaGlwUmVzcG9uc2USbgoXQWNjZXB0T3duZXJzaGlwVHJhbnNmZXISKC5hdXRoei52MS5BY2NlcHRPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QaKS5hdXRoei52MS5BY2NlcHRPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEnEKGERlY2xpbmVPd25lcnNoaXBUcmFuc2ZlchIpLmF1dGh6LnYxLkRlY2xpbmVPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QaKi5hdXRoei52MS5EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRJuChdDYW5jZWxPd25lcnNoaXBUcmFuc2ZlchIoLmF1dGh6LnYxLkNhbmNlbE93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBopLmF1dGh6LnYxLkNhbmNlbE93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USawoWTGlzdE93bmVyc2hpcFRyYW5zZmVycxInLmF1dGh6LnYxLkxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXF1ZXN0GiguYXV0aHoudjEuTGlzdE93bmVyc2hpcFRyYW5zZmVyc1Jlc3BvbnNlElgKD0V4cG9ydERpcmVjdG9yeRIgLmF1dGh6LnYxLkV4cG9ydERpcmVjdG9yeVJlcXVlc3QaIS5hdXRoei52MS5FeHBvcnREaXJlY3RvcnlSZXNwb25zZTABYgZwcm90bzM", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * ExportDirectoryRequest chooses what to export.
+ *
+ * @generated from message authz.v1.ExportDirectoryRequest
+ */
+export type ExportDirectoryRequest = Message<"authz.v1.ExportDirectoryRequest"> & {
+  /**
+   * Optional: only this tenant's records (UUID), plus the global roles and
+   * permissions they may refer to and the users and staff they name. A
+   * tenant-bound credential may give only its own tenant; empty means its
+   * own tenant for such a credential, everything otherwise.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Also stream the live rate-limit counters of assigned and global
+   * policies (section RateLimitCounter), read from the counter store. They
+   * are for inspection: the import refuses RateLimitCounter records.
+   *
+   * @generated from field: bool include_counters = 2;
+   */
+  includeCounters: boolean;
+};
+
+/**
+ * Describes the message authz.v1.ExportDirectoryRequest.
+ * Use `create(ExportDirectoryRequestSchema)` to create a new message.
+ */
+export const ExportDirectoryRequestSchema: GenMessage<ExportDirectoryRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 0);
+
+/**
+ * ExportDirectoryResponse is one page of one section of the export.
+ *
+ * @generated from message authz.v1.ExportDirectoryResponse
+ */
+export type ExportDirectoryResponse = Message<"authz.v1.ExportDirectoryResponse"> & {
+  /**
+   * The import-format section the records belong to, e.g. "User" or
+   * "ROLE_ASSIGNMENT". Sections arrive in import order, each in one or more
+   * consecutive messages.
+   *
+   * @generated from field: string section = 1;
+   */
+  section: string;
+
+  /**
+   * The records: a JSON array of at most 1000 objects in the import format
+   * (field names as in the seeds).
+   *
+   * @generated from field: string records_json = 2;
+   */
+  recordsJson: string;
+
+  /**
+   * The revision every record was read at (the same in every message).
+   *
+   * @generated from field: string revision = 3;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.ExportDirectoryResponse.
+ * Use `create(ExportDirectoryResponseSchema)` to create a new message.
+ */
+export const ExportDirectoryResponseSchema: GenMessage<ExportDirectoryResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 1);
 
 /**
  * ManageRolesRequest is an atomic batch of changes.
@@ -52,7 +123,7 @@ export type ManageRolesRequest = Message<"authz.v1.ManageRolesRequest"> & {
  * Use `create(ManageRolesRequestSchema)` to create a new message.
  */
 export const ManageRolesRequestSchema: GenMessage<ManageRolesRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 0);
+  messageDesc(file_authz_v1_admin_service, 2);
 
 /**
  * ManageRolesResponse reports the committed batch.
@@ -80,7 +151,7 @@ export type ManageRolesResponse = Message<"authz.v1.ManageRolesResponse"> & {
  * Use `create(ManageRolesResponseSchema)` to create a new message.
  */
 export const ManageRolesResponseSchema: GenMessage<ManageRolesResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 1);
+  messageDesc(file_authz_v1_admin_service, 3);
 
 /**
  * RoleRef addresses a role by UUID or by key within its organization.
@@ -117,7 +188,7 @@ export type RoleRef = Message<"authz.v1.RoleRef"> & {
  * Use `create(RoleRefSchema)` to create a new message.
  */
 export const RoleRefSchema: GenMessage<RoleRef> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 2);
+  messageDesc(file_authz_v1_admin_service, 4);
 
 /**
  * PermissionRef addresses a permission (capability) by UUID or by key.
@@ -154,7 +225,7 @@ export type PermissionRef = Message<"authz.v1.PermissionRef"> & {
  * Use `create(PermissionRefSchema)` to create a new message.
  */
 export const PermissionRefSchema: GenMessage<PermissionRef> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 3);
+  messageDesc(file_authz_v1_admin_service, 5);
 
 /**
  * ScopedKey is a key unique within one organization, or among global records
@@ -184,7 +255,7 @@ export type ScopedKey = Message<"authz.v1.ScopedKey"> & {
  * Use `create(ScopedKeySchema)` to create a new message.
  */
 export const ScopedKeySchema: GenMessage<ScopedKey> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 4);
+  messageDesc(file_authz_v1_admin_service, 6);
 
 /**
  * RoleMutation is one change of a ManageRoles batch.
@@ -286,7 +357,7 @@ export type RoleMutation = Message<"authz.v1.RoleMutation"> & {
  * Use `create(RoleMutationSchema)` to create a new message.
  */
 export const RoleMutationSchema: GenMessage<RoleMutation> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 5);
+  messageDesc(file_authz_v1_admin_service, 7);
 
 /**
  * UpsertRole creates or updates a role.
@@ -328,7 +399,7 @@ export type UpsertRole = Message<"authz.v1.UpsertRole"> & {
  * Use `create(UpsertRoleSchema)` to create a new message.
  */
 export const UpsertRoleSchema: GenMessage<UpsertRole> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 6);
+  messageDesc(file_authz_v1_admin_service, 8);
 
 /**
  * UpsertPermission creates or updates a permission (capability).
@@ -363,7 +434,7 @@ export type UpsertPermission = Message<"authz.v1.UpsertPermission"> & {
  * Use `create(UpsertPermissionSchema)` to create a new message.
  */
 export const UpsertPermissionSchema: GenMessage<UpsertPermission> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 7);
+  messageDesc(file_authz_v1_admin_service, 9);
 
 /**
  * RolePermissionEdge links a role and a permission. The permission must
@@ -392,7 +463,7 @@ export type RolePermissionEdge = Message<"authz.v1.RolePermissionEdge"> & {
  * Use `create(RolePermissionEdgeSchema)` to create a new message.
  */
 export const RolePermissionEdgeSchema: GenMessage<RolePermissionEdge> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 8);
+  messageDesc(file_authz_v1_admin_service, 10);
 
 /**
  * RoleInheritanceEdge says `role` inherits every permission of `parent`.
@@ -423,7 +494,7 @@ export type RoleInheritanceEdge = Message<"authz.v1.RoleInheritanceEdge"> & {
  * Use `create(RoleInheritanceEdgeSchema)` to create a new message.
  */
 export const RoleInheritanceEdgeSchema: GenMessage<RoleInheritanceEdge> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 9);
+  messageDesc(file_authz_v1_admin_service, 11);
 
 /**
  * AssignRole grants a role to a subject on a scope.
@@ -467,7 +538,7 @@ export type AssignRole = Message<"authz.v1.AssignRole"> & {
  * Use `create(AssignRoleSchema)` to create a new message.
  */
 export const AssignRoleSchema: GenMessage<AssignRole> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 10);
+  messageDesc(file_authz_v1_admin_service, 12);
 
 /**
  * UnassignRole removes a role assignment, by id or by (subject, role, scope).
@@ -509,7 +580,7 @@ export type UnassignRole = Message<"authz.v1.UnassignRole"> & {
  * Use `create(UnassignRoleSchema)` to create a new message.
  */
 export const UnassignRoleSchema: GenMessage<UnassignRole> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 11);
+  messageDesc(file_authz_v1_admin_service, 13);
 
 /**
  * RoleMutationResult reports one mutation.
@@ -538,7 +609,7 @@ export type RoleMutationResult = Message<"authz.v1.RoleMutationResult"> & {
  * Use `create(RoleMutationResultSchema)` to create a new message.
  */
 export const RoleMutationResultSchema: GenMessage<RoleMutationResult> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 12);
+  messageDesc(file_authz_v1_admin_service, 14);
 
 /**
  * TransferOwnershipRequest moves an avatar's ownership.
@@ -598,7 +669,7 @@ export type TransferOwnershipRequest = Message<"authz.v1.TransferOwnershipReques
  * Use `create(TransferOwnershipRequestSchema)` to create a new message.
  */
 export const TransferOwnershipRequestSchema: GenMessage<TransferOwnershipRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 13);
+  messageDesc(file_authz_v1_admin_service, 15);
 
 /**
  * TransferOwnershipResponse returns the transfer record.
@@ -626,7 +697,7 @@ export type TransferOwnershipResponse = Message<"authz.v1.TransferOwnershipRespo
  * Use `create(TransferOwnershipResponseSchema)` to create a new message.
  */
 export const TransferOwnershipResponseSchema: GenMessage<TransferOwnershipResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 14);
+  messageDesc(file_authz_v1_admin_service, 16);
 
 /**
  * OwnershipTransfer is one recorded move of an avatar's ownership
@@ -698,7 +769,7 @@ export type OwnershipTransfer = Message<"authz.v1.OwnershipTransfer"> & {
  * Use `create(OwnershipTransferSchema)` to create a new message.
  */
 export const OwnershipTransferSchema: GenMessage<OwnershipTransfer> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 15);
+  messageDesc(file_authz_v1_admin_service, 17);
 
 /**
  * AcceptOwnershipTransferRequest names the pending transfer to complete.
@@ -728,7 +799,7 @@ export type AcceptOwnershipTransferRequest = Message<"authz.v1.AcceptOwnershipTr
  * Use `create(AcceptOwnershipTransferRequestSchema)` to create a new message.
  */
 export const AcceptOwnershipTransferRequestSchema: GenMessage<AcceptOwnershipTransferRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 16);
+  messageDesc(file_authz_v1_admin_service, 18);
 
 /**
  * AcceptOwnershipTransferResponse returns the completed transfer.
@@ -757,7 +828,7 @@ export type AcceptOwnershipTransferResponse = Message<"authz.v1.AcceptOwnershipT
  * Use `create(AcceptOwnershipTransferResponseSchema)` to create a new message.
  */
 export const AcceptOwnershipTransferResponseSchema: GenMessage<AcceptOwnershipTransferResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 17);
+  messageDesc(file_authz_v1_admin_service, 19);
 
 /**
  * DeclineOwnershipTransferRequest names the pending transfer to decline.
@@ -787,7 +858,7 @@ export type DeclineOwnershipTransferRequest = Message<"authz.v1.DeclineOwnership
  * Use `create(DeclineOwnershipTransferRequestSchema)` to create a new message.
  */
 export const DeclineOwnershipTransferRequestSchema: GenMessage<DeclineOwnershipTransferRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 18);
+  messageDesc(file_authz_v1_admin_service, 20);
 
 /**
  * DeclineOwnershipTransferResponse returns the declined transfer.
@@ -815,7 +886,7 @@ export type DeclineOwnershipTransferResponse = Message<"authz.v1.DeclineOwnershi
  * Use `create(DeclineOwnershipTransferResponseSchema)` to create a new message.
  */
 export const DeclineOwnershipTransferResponseSchema: GenMessage<DeclineOwnershipTransferResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 19);
+  messageDesc(file_authz_v1_admin_service, 21);
 
 /**
  * CancelOwnershipTransferRequest names the pending transfer to cancel.
@@ -845,7 +916,7 @@ export type CancelOwnershipTransferRequest = Message<"authz.v1.CancelOwnershipTr
  * Use `create(CancelOwnershipTransferRequestSchema)` to create a new message.
  */
 export const CancelOwnershipTransferRequestSchema: GenMessage<CancelOwnershipTransferRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 20);
+  messageDesc(file_authz_v1_admin_service, 22);
 
 /**
  * CancelOwnershipTransferResponse returns the cancelled transfer.
@@ -873,7 +944,7 @@ export type CancelOwnershipTransferResponse = Message<"authz.v1.CancelOwnershipT
  * Use `create(CancelOwnershipTransferResponseSchema)` to create a new message.
  */
 export const CancelOwnershipTransferResponseSchema: GenMessage<CancelOwnershipTransferResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 21);
+  messageDesc(file_authz_v1_admin_service, 23);
 
 /**
  * ListOwnershipTransfersRequest asks for one page of an avatar's transfers.
@@ -912,7 +983,7 @@ export type ListOwnershipTransfersRequest = Message<"authz.v1.ListOwnershipTrans
  * Use `create(ListOwnershipTransfersRequestSchema)` to create a new message.
  */
 export const ListOwnershipTransfersRequestSchema: GenMessage<ListOwnershipTransfersRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 22);
+  messageDesc(file_authz_v1_admin_service, 24);
 
 /**
  * ListOwnershipTransfersResponse is one page of transfers.
@@ -942,7 +1013,7 @@ export type ListOwnershipTransfersResponse = Message<"authz.v1.ListOwnershipTran
  * Use `create(ListOwnershipTransfersResponseSchema)` to create a new message.
  */
 export const ListOwnershipTransfersResponseSchema: GenMessage<ListOwnershipTransfersResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 23);
+  messageDesc(file_authz_v1_admin_service, 25);
 
 /**
  * TransferMode says when the ownership moves.
@@ -1113,6 +1184,22 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListOwnershipTransfersRequestSchema;
     output: typeof ListOwnershipTransfersResponseSchema;
+  },
+  /**
+   * ExportDirectory streams the whole directory, or one tenant's part of it,
+   * in the import format of `authz import` (docs/data-model.md, "Import file
+   * format"), every record read at one revision. Concatenating the records
+   * of every message per section gives a document that imports into an
+   * empty database with the same decisions. Reads come from Postgres, not
+   * from the in-memory engine. A tenant-bound credential exports only its
+   * own tenant.
+   *
+   * @generated from rpc authz.v1.AdminService.ExportDirectory
+   */
+  exportDirectory: {
+    methodKind: "server_streaming";
+    input: typeof ExportDirectoryRequestSchema;
+    output: typeof ExportDirectoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authz_v1_admin_service, 0);

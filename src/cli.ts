@@ -13,14 +13,22 @@ import { runServer } from "./main.js";
 import { ImportError, importDocument } from "./store/import.js";
 import { migrate } from "./store/migrate.js";
 import { openDatabase } from "./store/open.js";
+import { ExportUsageError, exportCommand } from "./cli/export.js";
+import { importProgress } from "./cli/import-progress.js";
 
 const USAGE = `usage: authz <command>
 
 commands:
   serve                      run the server (same as npm start)
   migrate                    apply pending database migrations to DATABASE_URL
-  import FILE [--dry-run]    upsert a seed-shaped JSON document into DATABASE_URL,
-                             all or nothing (format: docs/data-model.md)
+  import FILE [--dry-run] [--quiet]
+                             upsert a seed-shaped JSON document into DATABASE_URL,
+                             all or nothing (format: docs/data-model.md); progress on
+                             stderr when it takes over a second, unless --quiet
+  export [--tenant UUID] [--counters]
+                             write the directory (or one tenant's part) from DATABASE_URL
+                             to stdout in the import format; --counters adds the live
+                             rate-limit counters from REDIS_URL
   check --subject TYPE:ID --permission KEY --resource TYPE:ID [--explain]
                              decide one Check from the data in DATABASE_URL
   api-key create --name NAME --scopes check,ratelimit,admin [--tenant UUID]
@@ -41,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
     await runServer();
     return -1;
   }
-  if (!["migrate", "import", "check", "api-key"].includes(command)) {
+  if (!["migrate", "import", "export", "check", "api-key"].includes(command)) {
     process.stderr.write(`authz: unknown command "${command}"\n\n${USAGE}\n`);
     return 2;
   }
@@ -60,11 +68,12 @@ async function main(argv: string[]): Promise<number> {
     }
     if (command === "check") return await checkCommand(db, rest);
     if (command === "api-key") return await apiKeyCommand(db, rest);
+    if (command === "export") return await exportCommand(db, config, logger, rest, writeOut);
     const files = rest.filter((a) => !a.startsWith("--"));
     const flags = rest.filter((a) => a.startsWith("--"));
-    const unknownFlags = flags.filter((f) => f !== "--dry-run");
+    const unknownFlags = flags.filter((f) => f !== "--dry-run" && f !== "--quiet");
     if (files.length !== 1 || unknownFlags.length > 0) {
-      process.stderr.write(`authz import: expected exactly one FILE and optionally --dry-run\n`);
+      process.stderr.write(`authz import: expected exactly one FILE and optionally --dry-run, --quiet\n`);
       return 2;
     }
     const file = files[0] as string;
@@ -75,7 +84,12 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`authz import: cannot read ${file} as JSON: ${(err as Error).message}\n`);
       return 1;
     }
-    const summary = await importDocument(db, doc, { dryRun: flags.includes("--dry-run") });
+    const progress = importProgress({ write: (l) => process.stderr.write(`${l}\n`), now: () => performance.now() });
+    const summary = await importDocument(db, doc, {
+      dryRun: flags.includes("--dry-run"),
+      ...(flags.includes("--quiet") ? {} : { onProgress: progress.update }),
+    });
+    if (!flags.includes("--quiet")) progress.finish();
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
     return 0;
   } catch (err) {
@@ -83,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`authz import: ${err.message}\n`);
       return 1;
     }
-    if (err instanceof UsageError || err instanceof AuthzError) {
+    if (err instanceof UsageError || err instanceof AuthzError || err instanceof ExportUsageError) {
       process.stderr.write(`authz ${command}: ${err.message}\n`);
       return 2;
     }
@@ -92,6 +106,11 @@ async function main(argv: string[]): Promise<number> {
     await db.close();
   }
 }
+
+/** Writes to stdout, waiting while its buffer is full. */
+const writeOut = (s: string): Promise<void> | void => {
+  if (!process.stdout.write(s)) return new Promise((resolve) => process.stdout.once("drain", () => resolve()));
+};
 
 /** --name value pairs; bare flags map to "true". */
 function flags(args: string[]): Map<string, string> {

@@ -2,8 +2,14 @@
 // imported into an empty database decides every random check the same way;
 // importing the export again changes nothing; one tenant's export holds
 // nothing of another tenant. Seeded: set EXPORT_SEED to replay a run.
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ResourceRef, SubjectRef } from "../src/engine/types.js";
+import { projectPath } from "../src/paths.js";
 import { exportDirectory } from "../src/store/export.js";
 import { importDocument } from "../src/store/import.js";
 import { loadSnapshot } from "../src/store/live-engine.js";
@@ -11,6 +17,7 @@ import type { SqlClient } from "../src/store/sql.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { generateDataset, insertDataset, randomChanges, randomChecks, rng } from "./support/random-data.js";
 
+const run = promisify(execFile);
 const SEED = Number(process.env.EXPORT_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const CHECKS = 5000;
 
@@ -98,5 +105,32 @@ describe(`export (seed ${SEED})`, () => {
     // Every principal its memberships name is its own (a membership of another tenant's principal is left out).
     const principals = new Set(((doc.PRINCIPAL ?? []) as Array<{ id: string }>).map((p) => p.id));
     for (const m of (doc.MEMBERSHIP ?? []) as Array<{ principal_id: string }>) expect(principals).toContain(m.principal_id);
+  });
+});
+
+describe("authz export and import (CLI)", () => {
+  it("export to stdout, import of that file with --quiet: nothing on stderr, the JSON summary on stdout; without --quiet stderr holds only progress lines", async () => {
+    const r = rng(SEED + 2);
+    const [source, target] = [await freshDatabase(), await freshDatabase()];
+    dbs.push(source, target);
+    await insertDataset(source.raw, generateDataset(r));
+    const cli = projectPath("dist/src/cli.js");
+    const out = await run("node", [cli, "export"], { env: { ...process.env, DATABASE_URL: source.url }, maxBuffer: 64 << 20 });
+    const doc = JSON.parse(out.stdout) as Record<string, unknown>;
+    expect(doc.$comment).toMatch(/^authz export at revision \d+$/);
+    const file = join(mkdtempSync(join(tmpdir(), "authz-export-")), "export.json");
+    writeFileSync(file, out.stdout);
+    const quiet = await run("node", [cli, "import", file, "--quiet"], { env: { ...process.env, DATABASE_URL: target.url } });
+    expect(quiet.stderr).toBe("");
+    expect(JSON.parse(quiet.stdout)).toMatchObject({ dryRun: false, sections: { ROLE_ASSIGNMENT: { updated: 0, deleted: 0 } } });
+    const loud = await run("node", [cli, "import", file], { env: { ...process.env, DATABASE_URL: target.url } });
+    for (const line of loud.stderr.split("\n").filter(Boolean))
+      expect(line).toMatch(/^authz import: (writing|deleting) .* records\/s|^authz import: \d[\d,]* records imported in/);
+    expect(JSON.parse(loud.stdout)).toMatchObject({ revisionBefore: JSON.parse(loud.stdout).revisionAfter });
+
+    const bad = await run("node", [cli, "export", "--tenant", "nope"], { env: { ...process.env, DATABASE_URL: source.url } }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(bad).toMatchObject({ code: 2 });
   });
 });

@@ -51,7 +51,7 @@ function messages(p: ExportPage, revision: string): Out[] {
 }
 
 /** The counters of the exported assignments (per user and organization) and of global policies. */
-function countersOf(pages: ExportPage[]): AppliedPolicy[] {
+export function countersOf(pages: ExportPage[]): AppliedPolicy[] {
   const policies = new Map<number, ReturnType<typeof toRatePolicy>>();
   for (const r of pages.filter((p) => p.section === "RateLimitPolicy").flatMap((p) => p.records)) {
     const row = r as { policy_id: number; name: string; scope: string; limit_count: number; window_sec: number; algorithm: string; failure_mode: string };
@@ -84,7 +84,7 @@ function countersOf(pages: ExportPage[]): AppliedPolicy[] {
 const iso = (us: number) => new Date(Math.floor(us / 1000)).toISOString();
 
 /** RateLimitCounter records (seed 000 shape) of the live counters that hold something. */
-async function counterPage(store: RateLimitStore, applied: AppliedPolicy[]): Promise<ExportPage> {
+export async function counterPage(store: RateLimitStore, applied: AppliedPolicy[]): Promise<ExportPage> {
   const records: Array<Record<string, unknown>> = [];
   for (let i = 0; i < applied.length; i += MAX_COUNTERS_PER_CALL) {
     for (const c of await readCounters(store, applied.slice(i, i + MAX_COUNTERS_PER_CALL))) {

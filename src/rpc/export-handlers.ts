@@ -8,7 +8,6 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ExportDirectoryRequest, ExportDirectoryResponseSchema } from "../../gen/authz/v1/admin_service_pb.js";
 import { ANONYMOUS } from "../auth/caller.js";
 import { type AppliedPolicy, type CounterOwner, GLOBAL_OWNER, toRatePolicy } from "../engine/rate-limit-policies.js";
-import { AuthzError } from "../errors.js";
 import { readCounters } from "../ratelimit/limiter.js";
 import { MAX_COUNTERS_PER_CALL, type RateLimitStore } from "../ratelimit/store.js";
 import { type ExportPage, exportDirectory } from "../store/export.js";

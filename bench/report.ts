@@ -17,6 +17,7 @@ import { casbinModelText } from "./casbin.js";
 import type { RowCounts, LoadTiming } from "./dataset.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
+import { formatImportBench, type ImportBenchResult } from "./import.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
@@ -153,6 +154,7 @@ export interface LagPart extends LagResult {
 }
 
 export interface Parts {
+  import?: ImportBenchResult;
   grpc?: GrpcCompareResult;
   casbin?: CasbinPart;
   engine?: EnginePart;
@@ -161,7 +163,7 @@ export interface Parts {
   stacks?: StacksPart;
 }
 export type PartName = keyof Parts;
-export const PART_NAMES: PartName[] = ["grpc", "casbin", "engine", "ratelimit", "lag", "stacks"];
+export const PART_NAMES: PartName[] = ["grpc", "casbin", "engine", "ratelimit", "lag", "stacks", "import"];
 
 export interface Results {
   version: 1;
@@ -365,6 +367,12 @@ export function render(r: Results, chartDir: string): Rendered {
   if (l) {
     out.push(
       `| write → visible on a second replica (both replicas), p50 / p99 | ${l.fromWriteMs.p50.toFixed(2)} / ${l.fromWriteMs.p99.toFixed(2)} ms | the write's own round trip (median) | ${l.writeMs.p50.toFixed(2)} ms | ${ratio(l.fromWriteMs.p50 / l.writeMs.p50)} / ${ratio(l.fromWriteMs.p99 / l.writeMs.p50)} |`,
+    );
+  }
+  const im = r.parts.import?.data;
+  if (im) {
+    out.push(
+      `| \`authz import\` in bulk, ${int(im.bulk.records)} records into an empty database | ${int(im.bulk.recordsPerSec)} records/s | one statement per record (the path before), ${int(im.rowByRow.records)} records | ${int(im.rowByRow.recordsPerSec)} records/s | ${ratio(im.bulk.recordsPerSec / im.rowByRow.recordsPerSec)} |`,
     );
   }
   const s = r.parts.stacks?.data;
@@ -745,6 +753,21 @@ export function render(r: Results, chartDir: string): Rendered {
       format: (v) => v.toFixed(2),
     });
     out.push(img("freshness.svg", "write to visible latency"));
+    out.push("");
+  }
+
+  // --- Import ------------------------------------------------------------------------------------
+  if (im) {
+    out.push("### Import: `authz import` in bulk against one statement per record");
+    out.push("");
+    out.push(runLine(runOf("import")));
+    out.push("");
+    out.push(
+      "A generated directory (bench/import.ts) imported with `importDocument`, the code `authz import` runs, into a freshly migrated database; then the same file again; " +
+        "then a smaller file of the same shape one statement per record (the importer before bulk writing) into another fresh database. Times include validating the document and the commit.",
+    );
+    out.push("");
+    out.push(formatImportBench(im));
     out.push("");
   }
 

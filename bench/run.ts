@@ -10,6 +10,7 @@
 //   engine     the scale curve: buildSnapshot, Check, cold loadSnapshot at each size; then engine v2
 //              against the old engine and a Map.get + bit-test floor (bench/engine-v2.ts)
 //   casbin     node-casbin on the same datasets and checks (runs the engine at those sizes too)
+//   import     authz import in bulk (200k records) vs one statement per record (bench/import.ts)
 // A run of some parts keeps the other parts' last results (docs/bench/results.json).
 //
 // Settings:
@@ -26,6 +27,7 @@
 //   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
+//   BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS  records of the import part in bulk and one by one (200000, 10000; quick 20000, 2000)
 //   BENCH_SMALL_SCALE     dataset of the grpc and lag databases (default 0.001)
 //   BENCH_HEAP_MB         heap limit of the child processes (default 70% of RAM, at most 16384)
 //   DATABASE_URL          PostgreSQL superuser connection (grpc, lag, engine's cold loads); parts needing it are skipped without
@@ -53,6 +55,7 @@ import {
 } from "./engine.js";
 import { formatCompare, runEngineV2Compare } from "./engine-v2.js";
 import { runGrpcCompare } from "./grpc-compare.js";
+import { runImportBench } from "./import.js";
 import { runRateLimitBench } from "./ratelimit.js";
 import {
   type CasbinPart,
@@ -126,6 +129,8 @@ const rlOpts = {
   concurrency: int("BENCH_RL_CONCURRENCY", 64, 64),
 };
 const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
+const importRecords = int("BENCH_IMPORT_RECORDS", 200_000, 20_000);
+const importRowRecords = int("BENCH_IMPORT_ROW_RECORDS", 10_000, 2_000);
 const smallScale = Number(env["BENCH_SMALL_SCALE"] ?? 0.001);
 const heapMb = int("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)), Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
 const databaseUrl = env["DATABASE_URL"];
@@ -233,6 +238,10 @@ if (wants("ratelimit")) {
 if (wants("lag") && needsDb("lag")) {
   const data = await withSmallDatabase("lag", (url) => benchLag(url, datasetShape(smallScale), lagWrites, log));
   await save("lag", { ...data, smallScale });
+}
+
+if (wants("import") && needsDb("import")) {
+  await save("import", await runImportBench(databaseUrl as string, importRecords, importRowRecords, log));
 }
 
 if (wants("engine") || wants("casbin")) {

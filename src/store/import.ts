@@ -274,9 +274,8 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
     await db.readWriteTx(async (tx) => {
       // The import numbers its own transaction after commit (authz_stamp, migration 0008);
       // a large one logs one RELOAD row instead of its rows (migration 0009).
-      await tx.query("select set_config('authz.self_stamp', 'on', true), set_config('authz.bulk_log', $1::text, true)", [
-        changeLog === "reload" ? "on" : "off",
-      ]);
+      await tx.query("select set_config('authz.self_stamp', 'on', true)");
+      if (changeLog === "reload") await tx.query("select authz_bulk_begin()");
       // Inheritance cycles are checked per statement, so a refusal names its record.
       // Whole-avatar rules (exactly one owner) can only hold once every record
       // is in: they are checked below, after the last record.

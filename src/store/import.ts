@@ -87,30 +87,48 @@ function describe(section: string, index: number, spec: SectionSpec, rec: Rec): 
   return `${section}[${index}]${parts.length ? ` (${parts.join(", ")})` : ""}`;
 }
 
-function convert(type: FieldType, v: unknown): { ok: true; value: Value | string[] } | { ok: false; why: string } {
-  if (v === null) return { ok: true, value: null };
+/** A value that does not fit its field: why (a class, so a valid value allocates nothing extra). */
+class Invalid {
+  constructor(readonly why: string) {}
+}
+const INVALID = {
+  uuid: new Invalid("must be a UUID"),
+  text: new Invalid("must be a string"),
+  bool: new Invalid("must be true or false"),
+  int: new Invalid("must be a whole number"),
+  json: new Invalid("must be a JSON object"),
+  ts: new Invalid("must be an ISO-8601 timestamp string"),
+  epoch: new Invalid("must be epoch seconds (a whole number) or an ISO-8601 timestamp string"),
+  "text[]": new Invalid("must be an array of strings"),
+} satisfies Record<FieldType, Invalid>;
+
+const isoOf = (v: string): Value | Invalid => {
+  const ms = Date.parse(v);
+  return Number.isNaN(ms) ? INVALID.ts : new Date(ms).toISOString();
+};
+
+/** The field's SQL text (or null, or a text[]), or why it does not fit. */
+function convert(type: FieldType, v: unknown): Value | string[] | Invalid {
+  if (v === null) return null;
   switch (type) {
     case "uuid":
-      return typeof v === "string" && UUID.test(v) ? { ok: true, value: v.toLowerCase() } : { ok: false, why: "must be a UUID" };
+      return typeof v === "string" && UUID.test(v) ? v.toLowerCase() : INVALID.uuid;
     case "text":
-      return typeof v === "string" ? { ok: true, value: v } : { ok: false, why: "must be a string" };
+      return typeof v === "string" ? v : INVALID.text;
     case "bool":
-      return typeof v === "boolean" ? { ok: true, value: String(v) } : { ok: false, why: "must be true or false" };
+      return typeof v === "boolean" ? String(v) : INVALID.bool;
     case "int":
-      return Number.isSafeInteger(v) ? { ok: true, value: String(v) } : { ok: false, why: "must be a whole number" };
+      return Number.isSafeInteger(v) ? String(v) : INVALID.int;
     case "json":
-      return typeof v === "object" && !Array.isArray(v) ? { ok: true, value: JSON.stringify(v) } : { ok: false, why: "must be a JSON object" };
+      return typeof v === "object" && !Array.isArray(v) ? JSON.stringify(v) : INVALID.json;
     case "ts":
-      return typeof v === "string" && !Number.isNaN(Date.parse(v))
-        ? { ok: true, value: new Date(v).toISOString() }
-        : { ok: false, why: "must be an ISO-8601 timestamp string" };
+      return typeof v === "string" ? isoOf(v) : INVALID.ts;
     case "epoch":
-      if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return { ok: true, value: new Date(v * 1000).toISOString() };
-      return typeof v === "string" && !Number.isNaN(Date.parse(v))
-        ? { ok: true, value: new Date(v).toISOString() }
-        : { ok: false, why: "must be epoch seconds (a whole number) or an ISO-8601 timestamp string" };
+      if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return new Date(v * 1000).toISOString();
+      if (typeof v !== "string") return INVALID.epoch;
+      return Number.isNaN(Date.parse(v)) ? INVALID.epoch : isoOf(v);
     case "text[]":
-      return Array.isArray(v) && v.every((x) => typeof x === "string") ? { ok: true, value: v as string[] } : { ok: false, why: "must be an array of strings" };
+      return Array.isArray(v) && v.every((x) => typeof x === "string") ? (v as string[]) : INVALID["text[]"];
   }
 }
 
@@ -170,14 +188,14 @@ function validateRecord(section: string, spec: SectionSpec, r: Rec, index: numbe
       continue;
     }
     const c = convert(field.type, v);
-    if (!c.ok) {
+    if (c instanceof Invalid) {
       problems.push(`${labelOf()}: ${name} ${c.why}`);
       continue;
     }
-    if (!Array.isArray(c.value)) values.set(name, c.value);
+    if (!Array.isArray(c)) values.set(name, c);
     else {
       if (arrays === NO_ARRAYS) arrays = new Map();
-      arrays.set(name, c.value);
+      arrays.set(name, c);
     }
   }
   return new Checked(section, index, r, values, arrays, del);

@@ -5,8 +5,10 @@
 // the same shape one statement per record (the pre-bulk path) in the same run.
 // Run alone: BENCH_ONLY=import npm run bench (BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS).
 
+import { readFileSync } from "node:fs";
 import { createLogger } from "../src/logger.js";
 import { importDocument, type ImportSummary } from "../src/store/import.js";
+import { CHUNK_ROWS } from "../src/store/import-bulk.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import { createDatabase, dropDatabase, migrateDatabase } from "./engine.js";
 
@@ -15,6 +17,8 @@ export interface ImportRun {
   ms: number;
   recordsPerSec: number;
   changeLog: ImportSummary["changeLog"];
+  /** CPU time of this process and of the import's PostgreSQL backend (from /proc; undefined when PostgreSQL is not local). */
+  cpuMs?: { node: number; postgres: number | undefined };
 }
 
 export interface ImportBenchResult {
@@ -25,7 +29,69 @@ export interface ImportBenchResult {
   rowByRow: ImportRun;
   /** Records per section of the bulk file. */
   sections: Record<string, number>;
+  /** PostgreSQL backend CPU per role-assignment row, by how the table is constrained (the importer's statement). */
+  rowCostUs?: Array<{ table: string; rows: number; cpuUsPerRow: number }>;
 }
+
+/**
+ * The same new role assignments inserted, with the importer's statement, into
+ * role_assignments as shipped, with its row triggers off, and into copies with
+ * its indexes only and with nothing: where PostgreSQL's time per row goes.
+ */
+async function rowCosts(url: string, records: number, rows: number): Promise<ImportBenchResult["rowCostUs"]> {
+  const db = createPostgresClient({ url, poolMax: 1, logger: createLogger("silent"), applicationName: "authz-bench-import" });
+  const out: NonNullable<ImportBenchResult["rowCostUs"]> = [];
+  try {
+    const [backend] = await db.query<{ pid: number }>("select pg_backend_pid() as pid");
+    const pid = Number(backend?.pid);
+    // New pairs: each user with role-0 of other organizations (the file assigns role-0 only on the user's own place).
+    const { users, orgs } = benchShape(records);
+    const assignments: string[][] = [];
+    for (let k = 1; assignments.length < 4 * rows && k < orgs; k++) {
+      for (let u = 0; u < users && assignments.length < 4 * rows; u++) assignments.push([id(3, u), id(4, ((u + k) % orgs) * 5)]);
+    }
+    const variants: Array<[string, string, string | undefined]> = [
+      ["role_assignments, as shipped", "role_assignments", undefined],
+      ["role_assignments, row triggers off", "role_assignments", "alter table role_assignments disable trigger user"],
+      [
+        "a copy with its indexes, no foreign keys or triggers",
+        "bench_ra_indexed",
+        "create table bench_ra_indexed (like role_assignments including defaults including indexes)",
+      ],
+      ["a copy without indexes", "bench_ra_bare", "create table bench_ra_bare (like role_assignments including defaults)"],
+    ];
+    for (const [i, [label, table, pre]] of variants.entries()) {
+      const part = assignments.slice(i * rows, (i + 1) * rows);
+      if (part.length < rows) break;
+      await db
+        .readWriteTx(async (tx) => {
+          await tx.query("select set_config('authz.bulk_log', 'on', true)");
+          if (pre) await tx.query(pre);
+          const c0 = processCpuMs(pid);
+          for (let at = 0; at < part.length; at += CHUNK_ROWS) {
+            await tx.query(
+              `insert into ${table} (subject_type, subject_id, role_id, scope_type, scope_id)
+             select 'user', (e.r->>0)::uuid, (e.r->>1)::uuid, 'organization', ro.organization_id
+               from jsonb_array_elements($1::text::jsonb) e(r) join roles ro on ro.id = (e.r->>1)::uuid
+             on conflict do nothing`,
+              [JSON.stringify(part.slice(at, at + CHUNK_ROWS))],
+            );
+          }
+          const c1 = processCpuMs(pid);
+          if (c0 !== undefined && c1 !== undefined) out.push({ table: label, rows: part.length, cpuUsPerRow: ((c1 - c0) * 1000) / part.length });
+          throw new RolledBack();
+        })
+        .catch((err: unknown) => {
+          if (!(err instanceof RolledBack)) throw err;
+        });
+    }
+  } finally {
+    await db.close();
+  }
+  return out;
+}
+
+class RolledBack extends Error {}
 
 const id = (kind: number, i: number): string => `${kind.toString(16).padStart(8, "0")}-0000-4000-8000-${i.toString(16).padStart(12, "0")}`;
 
@@ -35,9 +101,10 @@ const id = (kind: number, i: number): string => `${kind.toString(16).padStart(8,
  * memberships; users with a place in an organization; the rest are role
  * assignments (UserRole).
  */
+const benchShape = (records: number) => ({ orgs: Math.max(1, Math.floor(records / 200)), users: Math.max(1, Math.floor(records / 10)) });
+
 export function importBenchDocument(records: number): Record<string, unknown[]> {
-  const orgs = Math.max(1, Math.floor(records / 200));
-  const users = Math.max(1, Math.floor(records / 10));
+  const { orgs, users } = benchShape(records);
   const doc: Record<string, Array<Record<string, unknown>>> = {
     TENANT: [],
     ORGANIZATION: [],
@@ -97,14 +164,31 @@ export function importBenchDocument(records: number): Record<string, unknown[]> 
 
 const countRecords = (doc: Record<string, unknown[]>): number => Object.values(doc).reduce((n, l) => n + l.length, 0);
 
-async function timedImport(url: string, doc: Record<string, unknown[]>, bulk: boolean): Promise<ImportRun> {
-  const db = createPostgresClient({ url, poolMax: 2, logger: createLogger("silent"), applicationName: "authz-bench-import" });
+/** CPU milliseconds of a local process so far (utime + stime), or undefined when it cannot be read. */
+function processCpuMs(pid: number): number | undefined {
   try {
+    const fields = (readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1] as string).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+async function timedImport(url: string, doc: Record<string, unknown[]>, bulk: boolean): Promise<ImportRun> {
+  // One connection, so the import's PostgreSQL backend is the one whose CPU is read.
+  const db = createPostgresClient({ url, poolMax: 1, logger: createLogger("silent"), applicationName: "authz-bench-import" });
+  try {
+    const [backend] = await db.query<{ pid: number }>("select pg_backend_pid() as pid");
+    const pg0 = processCpuMs(Number(backend?.pid));
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const s = await importDocument(db, doc, { bulk, changeLog: bulk ? "auto" : "rows" });
     const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const pg1 = processCpuMs(Number(backend?.pid));
     const records = countRecords(doc);
-    return { records, ms, recordsPerSec: (records / ms) * 1000, changeLog: s.changeLog };
+    const postgres = pg0 !== undefined && pg1 !== undefined ? pg1 - pg0 : undefined;
+    return { records, ms, recordsPerSec: (records / ms) * 1000, changeLog: s.changeLog, cpuMs: { node: (cpu.user + cpu.system) / 1000, postgres } };
   } finally {
     await db.close();
   }
@@ -121,13 +205,15 @@ export async function runImportBench(adminUrl: string, records: number, rowRecor
     const bulk = await timedImport(url, doc, true);
     log(`import: ${Math.round(bulk.recordsPerSec).toLocaleString("en-US")} records/s; the same file again`);
     const reimport = await timedImport(url, doc, true);
+    log("import: PostgreSQL's CPU per role-assignment row, by constraint");
+    const rowCostUs = await rowCosts(url, records, Math.min(40_000, Math.floor(records / 5)));
     await dropDatabase(adminUrl, name);
     await createDatabase(adminUrl, name);
     await migrateDatabase(url);
     const small = importBenchDocument(rowRecords);
     log(`import: ${countRecords(small).toLocaleString("en-US")} records one statement each`);
     const rowByRow = await timedImport(url, small, false);
-    return { bulk, reimport, rowByRow, sections };
+    return { bulk, reimport, rowByRow, sections, rowCostUs };
   } finally {
     await dropDatabase(adminUrl, name);
   }
@@ -136,11 +222,16 @@ export async function runImportBench(adminUrl: string, records: number, rowRecor
 const int = (n: number): string => Math.round(n).toLocaleString("en-US");
 
 export function formatImportBench(r: ImportBenchResult): string {
+  const cpu = (x: ImportRun) => {
+    const c = x.cpuMs;
+    if (!c || c.postgres === undefined) return "n/a | n/a";
+    return `${(c.node / 1000).toFixed(2)} s + ${(c.postgres / 1000).toFixed(2)} s | ${int(x.records / ((c.node + c.postgres) / 1000))}`;
+  };
   const row = (what: string, x: ImportRun) =>
-    `| ${what} | ${int(x.records)} | ${(x.ms / 1000).toFixed(2)} s | ${int(x.recordsPerSec)} | ${x.changeLog === "reload" ? "one RELOAD row" : "one row per changed row"} |`;
+    `| ${what} | ${int(x.records)} | ${(x.ms / 1000).toFixed(2)} s | ${int(x.recordsPerSec)} | ${cpu(x)} | ${x.changeLog === "reload" ? "one RELOAD row" : "one row per changed row"} |`;
   return [
-    "| import | records | time | records/s | change log |",
-    "|---|---:|---:|---:|---|",
+    "| import | records | time | records/s | CPU: authz + its PostgreSQL backend | records per CPU-second | change log |",
+    "|---|---:|---:|---:|---:|---:|---|",
     row("bulk (authz import), into an empty database", r.bulk),
     row("the same file again (nothing changes)", r.reimport),
     row("one statement per record (before bulk)", r.rowByRow),
@@ -148,5 +239,15 @@ export function formatImportBench(r: ImportBenchResult): string {
     `Bulk ÷ one statement per record: ${(r.bulk.recordsPerSec / r.rowByRow.recordsPerSec).toFixed(1)}x. Records per section: ${Object.entries(r.sections)
       .map(([k, v]) => `${k} ${int(v)}`)
       .join(", ")}.`,
+    ...(r.rowCostUs?.length
+      ? [
+          "",
+          "PostgreSQL backend CPU per new role assignment, the importer's statement, 5,000 rows per statement (rolled back after each):",
+          "",
+          "| into | rows | CPU per row |",
+          "|---|---:|---:|",
+          ...r.rowCostUs.map((x) => `| ${x.table} | ${int(x.rows)} | ${x.cpuUsPerRow.toFixed(1)} µs |`),
+        ]
+      : []),
   ].join("\n");
 }

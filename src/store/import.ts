@@ -10,6 +10,7 @@ import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js"
 import type { Outcome, Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
+import { INTERNAL_WRITER, runWrite } from "./write-pipeline.js";
 import { UUID } from "../validation.js";
 
 /** An import that was refused; nothing was written. Each problem names its record. */
@@ -289,54 +290,50 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
   const mode = options.changeLog ?? "auto";
   const changeLog = mode === "reload" || (mode === "auto" && records.length >= RELOAD_THRESHOLD) ? "reload" : "rows";
   const sections: Record<string, SectionCounts> = {};
-  const DRY_RUN = Symbol("dry run");
-  const before = await readLatestRevision(db);
-  const summary: ImportSummary = { revisionBefore: before.toString(), revisionAfter: before.toString(), sections, dryRun: options.dryRun === true, changeLog };
-  let xid: string | null = null;
+  const before = (await readLatestRevision(db)).toString();
+  const summary: ImportSummary = { revisionBefore: before, revisionAfter: before, sections, dryRun: options.dryRun === true, changeLog };
   try {
-    await db.readWriteTx(async (tx) => {
-      // The import numbers its own transaction after commit (authz_stamp, migration 0008);
-      // a large one logs one RELOAD row instead of its rows (migration 0009).
-      await tx.query("select set_config('authz.self_stamp', 'on', true)");
-      if (changeLog === "reload") await tx.query("select authz_bulk_begin()");
-      // Inheritance cycles are checked per statement, so a refusal names its record.
-      // Whole-avatar rules (exactly one owner) can only hold once every record
-      // is in: they are checked below, after the last record.
-      await tx.query("set constraints role_inheritance_valid immediate");
-      try {
-        await writeAll(tx, records, sections, options);
-      } catch (err) {
-        if (err instanceof RecordRefused) throw new ImportError([err.message]);
-        throw err;
-      }
-      await tx.query("select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))");
-      if (changeLog === "reload" && changed(sections)) await tx.query("select authz_log_reload($1::text::jsonb)", [JSON.stringify({ sections })]);
-      xid = await ownXid(tx);
-      try {
-        // Run the remaining deferred checks now, inside the import, so a
-        // refusal is an ImportError (and --dry-run reports it too).
-        await tx.query("set constraints all immediate");
-      } catch (err) {
-        if (!(err instanceof SqlError)) throw err;
-        throw new ImportError([`the imported records break a rule that spans records: ${err.message}`]);
-      }
-      if (options.dryRun) throw DRY_RUN;
+    // The one write pipeline (numbering, the writers' lock); the importer is an in-process writer.
+    const { revision } = await runWrite(db, INTERNAL_WRITER, {
+      rpc: "import",
+      request: null,
+      apply: ({ tx }) => writeDocument(tx, records, summary, options),
     });
+    summary.revisionAfter = revision;
   } catch (err) {
     if (err !== DRY_RUN) throw err;
-    return summary;
-  }
-  if (xid !== null) {
-    const [row] = await db.query<{ revision: string }>("select authz_stamp($1::text::xid8)::text as revision", [xid]);
-    summary.revisionAfter = row?.revision ?? summary.revisionAfter;
   }
   return summary;
 }
 
-/** The transaction's id when it logged a change (else null: it changed nothing and takes no revision). */
-async function ownXid(tx: SqlQuerier): Promise<string | null> {
-  const [row] = await tx.query<{ xid: string | null }>(
-    "select case when exists (select 1 from authz_changes where xid = pg_current_xact_id()) then pg_current_xact_id()::text end as xid",
-  );
-  return row?.xid ?? null;
+/** Thrown inside the transaction to roll a dry run back. */
+const DRY_RUN = Symbol("dry run");
+
+/** The import's transaction: every record, then the rules that span records; DRY_RUN rolls it back. */
+async function writeDocument(tx: SqlQuerier, records: Validated[], summary: ImportSummary, options: ImportOptions): Promise<void> {
+  // A large import logs one RELOAD row instead of its rows (migration 0009).
+  if (summary.changeLog === "reload") await tx.query("select authz_bulk_begin()");
+  // Inheritance cycles are checked per statement, so a refusal names its record.
+  // Whole-avatar rules (exactly one owner) can only hold once every record
+  // is in: they are checked below, after the last record.
+  await tx.query("set constraints role_inheritance_valid immediate");
+  try {
+    await writeAll(tx, records, summary.sections, options);
+  } catch (err) {
+    if (err instanceof RecordRefused) throw new ImportError([err.message]);
+    throw err;
+  }
+  await tx.query("select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))");
+  if (summary.changeLog === "reload" && changed(summary.sections)) {
+    await tx.query("select authz_log_reload($1::text::jsonb)", [JSON.stringify({ sections: summary.sections })]);
+  }
+  try {
+    // Run the remaining deferred checks now, inside the import, so a
+    // refusal is an ImportError (and --dry-run reports it too).
+    await tx.query("set constraints all immediate");
+  } catch (err) {
+    if (!(err instanceof SqlError)) throw err;
+    throw new ImportError([`the imported records break a rule that spans records: ${err.message}`]);
+  }
+  if (options.dryRun) throw DRY_RUN;
 }

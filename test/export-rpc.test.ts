@@ -15,6 +15,7 @@ import { importDocument } from "../src/store/import.js";
 import { loadSnapshot } from "../src/store/live-engine.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { frame } from "./support/edge-calls.js";
+import { until } from "./support/fault.js";
 import { client, loadProtos, unary } from "./support/grpc-client.js";
 
 const id = (group: string, n: number) => `0000${group}-0000-4000-8000-${String(n).padStart(12, "0")}`;
@@ -215,6 +216,38 @@ describe("ExportDirectory", () => {
     expect((await viaGrpc({}, keys.checker as string)).code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await viaGrpc({ tenant_id: "not-a-uuid" }, keys.root as string)).code).toBe(grpc.status.INVALID_ARGUMENT);
     expect((await viaGrpc({ tenant_id: id("ffff", 9) }, keys.root as string)).code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it("a caller that goes away mid-stream leaves no export transaction open", async () => {
+    // Three pages of users, so the stream is cut while the export still holds its transaction.
+    await t.raw`insert into users (id, email) select gen_random_uuid(), 'bulk' || g || '@example.test' from generate_series(1, 2500) g`;
+    const open = async () =>
+      Number(
+        (
+          await t.raw<{ n: number }[]>`select count(*)::int as n from pg_stat_activity
+           where datname = current_database() and pid <> pg_backend_pid() and state like 'idle in transaction%'`
+        )[0]?.n,
+      );
+    const c = client(protos, "authz.v1.AdminService", ports.grpcPort);
+    const md = new grpc.Metadata();
+    md.set("x-api-key", keys.root as string);
+    const call = (c.ExportDirectory as Function).call(c, {}, md) as grpc.ClientReadableStream<{ section: string }>;
+    const sections: string[] = [];
+    await new Promise<void>((resolve) => {
+      call.on("data", (m: { section: string }) => {
+        sections.push(m.section);
+        if (m.section === "User") {
+          call.cancel();
+          resolve();
+        }
+      });
+      call.on("error", () => resolve());
+    });
+    c.close();
+    expect(sections).toContain("User");
+    await until(async () => (await open()) === 0, 10_000, "no export transaction left open");
+    await t.raw`delete from users where email like 'bulk%@example.test'`;
+    expect((await viaGrpc({}, keys.root as string)).code).toBe(0);
   });
 
   it("with include_counters, writes the live counters (RateLimitCounter), which the import refuses", async () => {

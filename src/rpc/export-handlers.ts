@@ -100,7 +100,7 @@ export async function counterPage(store: RateLimitStore, applied: AppliedPolicy[
  * export waits while a page is unread, and stops (rolling back its read)
  * when the stream is abandoned.
  */
-function pageChannel(run: (onPage: (p: ExportPage, revision: string) => Promise<void>) => Promise<unknown>) {
+export function pageChannel(run: (onPage: (p: ExportPage, revision: string) => Promise<void>) => Promise<unknown>) {
   let pending: { page: ExportPage; revision: string } | undefined;
   let taken: (() => void) | undefined;
   let arrived: (() => void) | undefined;

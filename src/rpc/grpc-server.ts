@@ -86,6 +86,19 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
   };
 }
 
+/** Resolves when a server stream can take more, or the call was cancelled. */
+function drained(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("cancelled", done);
+  });
+}
+
 export function createGrpcServer(
   bindings: readonly ServiceBinding[],
   deps: { logger: Logger; callLog: CallLog; maxMessageBytes: number; peerIdentity?: PeerIdentity },
@@ -152,7 +165,8 @@ export function createGrpcServer(
             try {
               for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
                 if (call.cancelled) break;
-                call.write(msg);
+                // Backpressure: the next message is asked for only once the socket took this one (a slow reader of a large export).
+                if (!call.write(msg)) await drained(call);
               }
               if (call.cancelled) {
                 callLog.done(path, rid, "CANCELLED", started, ctx.header);

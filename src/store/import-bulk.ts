@@ -52,19 +52,36 @@ function naming<T>(rec: Validated, fn: () => T): T {
   }
 }
 
-const signature = (u: Upsert): string => `${u.table} ${u.conflict} ${u.cols.map(([c, t]) => `${c}:${t}`).join(",")}`;
+/** Table, conflict target and columns: upserts of one signature share a statement. */
+function signature(u: Upsert): string {
+  let s = `${u.table} ${u.conflict}`;
+  for (const [c, t] of u.cols) s += ` ${c}:${t}`;
+  return s;
+}
+
+const CONFLICT_COLUMNS = new Map<string, string[]>();
 
 /** The columns of an upsert's conflict target: "(a, b)" or, for a named constraint, the kept natural key. */
 function conflictColumns(u: Upsert): string[] {
+  const cached = CONFLICT_COLUMNS.get(u.conflict);
+  if (cached) return cached;
   const m = /^\((.*)\)$/.exec(u.conflict);
-  return m ? (m[1] as string).split(",").map((s) => s.trim()) : u.keep;
+  const cols = m ? (m[1] as string).split(",").map((x) => x.trim()) : u.keep;
+  CONFLICT_COLUMNS.set(u.conflict, cols);
+  return cols;
 }
 
 /** The row an upsert writes, as its conflict key's values (null as \u0001); bulkUpsert returns the same text. */
-const rowKey = (u: Upsert): string =>
-  conflictColumns(u)
-    .map((c) => u.cols.find(([n]) => n === c)?.[2] ?? "\u0001")
-    .join("|");
+function rowKey(u: Upsert): string {
+  const names = conflictColumns(u);
+  let key = "";
+  for (let i = 0; i < names.length; i++) {
+    let v: Value | undefined;
+    for (const col of u.cols) if (col[0] === names[i]) v = col[2];
+    key += `${i > 0 ? "|" : ""}${v ?? "\u0001"}`;
+  }
+  return key;
+}
 
 /**
  * Splits items into chunks that one statement can take: one signature
@@ -72,16 +89,20 @@ const rowKey = (u: Upsert): string =>
  * no row is written twice, items are first grouped by signature.
  */
 function chunks(items: Item[]): Item[][] {
+  const first = items[0];
+  if (!first) return [];
+  // Grouping by signature is safe when every item writes its own row of one table.
+  let unique = true;
   const keys = new Set<string>();
-  const targets = new Set<string>();
   for (const i of items) {
     i.sig = signature(i.u);
     i.key = rowKey(i.u);
-    keys.add(`${i.u.table}|${i.key}`);
-    targets.add(`${i.u.table} ${i.u.conflict}`);
+    if (!unique) continue;
+    if (i.u.table !== first.u.table || i.u.conflict !== first.u.conflict || keys.has(i.key)) unique = false;
+    else keys.add(i.key);
   }
   let list = items;
-  if (keys.size === items.length && targets.size <= 1) {
+  if (unique) {
     const bySig = new Map<string, Item[]>();
     for (const i of items) {
       const g = bySig.get(i.sig as string);
@@ -94,13 +115,13 @@ function chunks(items: Item[]): Item[][] {
   let cur: Item[] = [];
   let seen = new Set<string>();
   for (const i of list) {
-    if (cur.length > 0 && (i.sig !== (cur[0] as Item).sig || seen.has(i.key as string) || cur.length >= CHUNK_ROWS)) {
+    if (cur.length > 0 && (i.sig !== (cur[0] as Item).sig || cur.length >= CHUNK_ROWS || (!unique && seen.has(i.key as string)))) {
       out.push(cur);
       cur = [];
       seen = new Set();
     }
     cur.push(i);
-    seen.add(i.key as string);
+    if (!unique) seen.add(i.key as string);
   }
   if (cur.length > 0) out.push(cur);
   return out;

@@ -132,5 +132,12 @@ describe("authz export and import (CLI)", () => {
       (e: { code: number; stderr: string }) => e,
     );
     expect(bad).toMatchObject({ code: 2 });
+    const { REDIS_URL: _redis, ...noRedis } = process.env;
+    const noStore = await run("node", [cli, "export", "--counters"], { env: { ...noRedis, DATABASE_URL: source.url } }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(noStore).toMatchObject({ code: 2, stderr: expect.stringMatching(/--counters reads the live counters from Redis: set REDIS_URL/) });
+    const withStore = await run("node", [cli, "export", "--counters"], { env: { ...process.env, DATABASE_URL: source.url }, maxBuffer: 64 << 20 });
+    expect(Object.keys(JSON.parse(withStore.stdout))).toEqual(Object.keys(doc));
   });
 });

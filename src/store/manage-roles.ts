@@ -197,7 +197,7 @@ interface Resolved {
   key: string;
 }
 
-function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
+export function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
   if ("id" in r) return `${kind} ${r.id}`;
   return r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 }
@@ -218,7 +218,7 @@ async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRe
   return row && { id: row.id, organizationId: row.organization_id, key: row.key };
 }
 
-async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
+export async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
   const found = await resolve(tx, kind === "role" ? "roles" : "permissions", r);
   if (!found) throw refusal("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
   return found;

@@ -335,6 +335,26 @@ describe("ManageDirectory writes every entity and the reads give it back", () =>
     expect((await ok(dir("ListOrganizationMembers", { organization_id: O1 }))).members).toEqual([]);
   });
 
+  it("a multi_role organization lets a user hold several roles, and cannot become single_role_in_hierarchy while one does", async () => {
+    await ok(
+      call(
+        "authz.v1.AdminService",
+        "ManageRoles",
+        { mutations: ["ops", "audit"].map((key) => ({ upsert_role: { key: { organization_id: O2, key } } })) },
+        keys.root as string,
+      ),
+    );
+    await ok(manage([{ add_user_to_organization: { user_id: BOB, organization_id: O2, primary_role: { key: { organization_id: O2, key: "ops" } } } }]));
+    const second = await ok(
+      manage([{ set_primary_role: { user_id: BOB, organization_id: O2, primary_role: { key: { organization_id: O2, key: "audit" } } } }]),
+    );
+    const [member] = (await ok(dir("ListOrganizationMembers", { organization_id: O2, ...fresh(second.revision) }))).members;
+    expect(member).toMatchObject({ user_id: BOB, user_role: "audit", additional_roles: ["ops"] });
+    const refused = await manage([{ upsert_organization: { id: O2, role_structure: "single_role_in_hierarchy" } }]);
+    expect(refused.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(refused.message).toContain(`user ${BOB} holds 2 roles ("audit", "ops")`);
+  });
+
   it("lists the rate-limit policies with every field", async () => {
     await t.raw`insert into rate_limit_policies (id, name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
                 values (7, 'per-user', 'user', 10, 60, 'ten a minute', 'token_bucket', 'closed', true)`;

@@ -8,6 +8,7 @@
 import { type DirectoryMutation, FIELD, type ManageDirectoryInput, validateManageDirectory } from "./directory-mutations.js";
 import { applyPlace, confinePlace } from "./directory-places.js";
 import { type Col, contents, type DirectoryResult, deleteRow, mustBeUnique, mustExist, mustOwnNoAvatars, updateExisting, upsertRow } from "./directory-rows.js";
+import { mustHoldSingleRole } from "./role-structure.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { WriteConfinement } from "./tenant-lookup.js";
 import { INTERNAL_WRITER, refusal, runBatch, type WriteCaller } from "./write-pipeline.js";
@@ -53,7 +54,9 @@ async function upsertOrganization(tx: SqlQuerier, m: M<"upsertOrganization">, p:
     ["metadata", m.metadata, "jsonb"],
     ["role_structure", m.roleStructure, "text"],
   ];
-  return upsertRow(tx, "organizations", m.id, cols, ["name"], p);
+  const done = await upsertRow(tx, "organizations", m.id, cols, ["name"], p);
+  if (m.roleStructure === "single_role_in_hierarchy" && done.changed) await mustHoldSingleRole(tx, done.id, `${p}.role_structure`);
+  return done;
 }
 
 async function deleteContainer(tx: SqlQuerier, table: "tenants" | "organizations", m: { id: string; cascade: boolean }, p: string): Promise<DirectoryResult> {

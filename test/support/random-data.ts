@@ -105,6 +105,7 @@ export interface OrganizationRow {
   tenant_id: string | null;
   name: string;
   slug: string;
+  role_structure: "single_role_in_hierarchy" | "multi_role";
 }
 export interface UserRow {
   id: string;
@@ -260,7 +261,10 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
     tenant_id: i === 0 || tenants.length === 0 ? null : (i - 1 < tenants.length ? (tenants[i - 1] as TenantRow) : r.pick(tenants)).id,
     name: `Org ${i}`,
     slug: `o${i}-${tag}`,
+    // Both structures (docs/data-model.md, "Role structure"), without drawing from the generator.
+    role_structure: i % 2 === 0 ? "single_role_in_hierarchy" : "multi_role",
   }));
+  const singleRole = new Set(organizations.filter((o) => o.role_structure === "single_role_in_hierarchy").map((o) => o.id));
   // Some locked, some disabled (the first two for sure).
   const users: UserRow[] = Array.from({ length: n.users }, (_, i) => ({
     id: r.uuid(),
@@ -416,6 +420,11 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
     const scope = randomScope(r, role, { tenants, organizations, avatars });
     const key = `${subject_type}/${subject_id}/${role.id}/${scope.scope_type}/${scope.scope_id ?? ""}`;
     if (seen.has(key)) continue;
+    // The role structure rule: one organization-level role per user in a single_role_in_hierarchy organization.
+    const place = `${subject_id}/${scope.scope_id ?? ""}`;
+    const orgLevel = subject_type === "user" && scope.scope_type === "organization";
+    if (orgLevel && singleRole.has(scope.scope_id ?? "") && seen.has(place)) continue;
+    if (orgLevel) seen.add(place);
     seen.add(key);
     role_assignments.push({
       id: r.uuid(),
@@ -782,6 +791,14 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
       const scope = randomScope(r, role, { tenants, organizations, avatars });
       const until = validUntil(r, now, 0.6);
       const id = r.uuid();
+      if (subjectType === "user" && scope.scope_type === "organization") {
+        // The role structure rule, as every writer keeps it: no second organization-level role in a single-role organization.
+        const [held] = await sql<{ n: number }[]>`
+          select count(*)::int as n from role_assignments ra join organizations o on o.id = ra.scope_id
+           where o.role_structure = 'single_role_in_hierarchy' and ra.subject_type = 'user' and ra.subject_id = ${subject}
+             and ra.scope_type = 'organization' and ra.scope_id = ${scope.scope_id} and ra.role_id <> ${role.id}`;
+        if ((held?.n ?? 0) > 0) return `role_assignments: skipped a second role of user ${subject} in single-role organization ${scope.scope_id}`;
+      }
       const added = await sql`
       insert into role_assignments (id, subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
       values (${id}, ${subjectType}, ${subject}, ${role.id}, ${scope.scope_type}, ${scope.scope_id}, ${until})

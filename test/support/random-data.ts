@@ -2,6 +2,10 @@
 // test of the engine against the SQL oracle (test/support/oracle.ts).
 // Everything here is deterministic from the seed: a failing seed reproduces.
 import type postgres from "postgres";
+import { AuthzError } from "../../src/errors.js";
+import type { DirectoryMutation } from "../../src/store/directory-mutations.js";
+import { manageDirectory } from "../../src/store/directory-writer.js";
+import type { SqlClient } from "../../src/store/sql.js";
 import type { OracleCheck } from "./oracle.js";
 
 // ---------------------------------------------------------------------------
@@ -512,7 +516,7 @@ function insertSql(table: string, rows: ReadonlyArray<Record<string, unknown>>):
 // Random changes
 // ---------------------------------------------------------------------------
 
-type Change = (r: Rng, sql: postgres.Sql, now: Date) => Promise<string | null>;
+type Change = (r: Rng, sql: postgres.Sql, now: Date, db?: SqlClient) => Promise<string | null>;
 
 const iso = (d: Date | null): string => (d === null ? "null" : d.toISOString());
 
@@ -858,6 +862,84 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
   ],
 ];
 
+/**
+ * Changes through ManageDirectory (the writer a calling service uses), when
+ * the caller hands a client: the engine must follow them as it follows SQL.
+ * A refusal by the writer (a rule, a reference gone) is reported as skipped.
+ */
+function viaDirectory(pick: (r: Rng, sql: postgres.Sql, now: Date) => Promise<DirectoryMutation[] | null>): Change {
+  return async (r, sql, now, db) => {
+    if (!db) return null;
+    const mutations = await pick(r, sql, now);
+    if (!mutations) return null;
+    const what = JSON.stringify(mutations);
+    try {
+      const res = await manageDirectory(db, { mutations });
+      return `ManageDirectory ${what}: revision ${res.revision}`;
+    } catch (err) {
+      if (!(err instanceof AuthzError) || err.code === "INVALID_ARGUMENT") throw err;
+      return `ManageDirectory ${what}: skipped, refused (${err.code} ${err.reason})`;
+    }
+  };
+}
+
+const DIRECTORY_CHANGES: Array<[weight: number, name: string, change: Change]> = [
+  [
+    2,
+    "directory user status",
+    viaDirectory(async (r, sql) => {
+      const users = await ids(sql, "users");
+      return users.length === 0 ? null : [{ kind: "setUserStatus", userId: r.pick(users), ...(r.bool() ? { locked: r.bool(0.3) } : { enabled: r.bool(0.7) }) }];
+    }),
+  ],
+  [
+    2,
+    "directory active flag",
+    viaDirectory(async (r, sql) => {
+      const [kind, table] = r.pick([
+        ["setAccountActive", "accounts"],
+        ["setPrincipalActive", "principals"],
+        ["setAvatarActive", "avatars"],
+        ["setMembershipActive", "memberships"],
+      ] as const);
+      const all = await ids(sql, table);
+      return all.length === 0 ? null : [{ kind, id: r.pick(all), active: r.bool(0.7) }];
+    }),
+  ],
+  [
+    2,
+    "directory invite (and accept)",
+    viaDirectory(async (r, sql, now) => {
+      const [avatars, principals] = [await ids(sql, "avatars"), await ids(sql, "principals")];
+      if (avatars.length === 0 || principals.length === 0) return null;
+      const id = r.uuid();
+      const invite: DirectoryMutation = {
+        kind: "inviteMembership",
+        id,
+        avatarId: r.pick(avatars),
+        principalId: r.pick(principals),
+        validUntil: validUntil(r, now, 0.7),
+      };
+      return r.bool(0.7) ? [invite, { kind: "acceptMembership", id, acceptedAt: r.bool(0.8) ? past(r, now) : nearFuture(r, now) }] : [invite];
+    }),
+  ],
+  [
+    1,
+    "directory off-boarding",
+    viaDirectory(async (r, sql) => {
+      const [kind, table] = r.pick([
+        ["deleteUser", "users"],
+        ["deletePrincipal", "principals"],
+        ["revokeMembership", "memberships"],
+      ] as const);
+      const all = await ids(sql, table);
+      return all.length === 0 ? null : [{ kind, id: r.pick(all) }];
+    }),
+  ],
+];
+
+CHANGES.push(...DIRECTORY_CHANGES);
+
 const TOTAL_WEIGHT = CHANGES.reduce((s, [w]) => s + w, 0);
 
 /**
@@ -867,14 +949,14 @@ const TOTAL_WEIGHT = CHANGES.reduce((s, [w]) => s + w, 0);
  * Changes keep every active avatar at exactly one active owner membership
  * (migration 0003): an owner leaves only with a successor in the same transaction.
  */
-export async function randomChanges(r: Rng, sql: postgres.Sql, n: number, now: Date): Promise<string[]> {
+export async function randomChanges(r: Rng, sql: postgres.Sql, n: number, now: Date, db?: SqlClient): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0, guard = 0; i < n && guard < n * 10; guard++) {
     let x = r.next() * TOTAL_WEIGHT;
     const [, name, change] = CHANGES.find(([w]) => (x -= w) < 0) ?? (CHANGES[CHANGES.length - 1] as (typeof CHANGES)[number]);
     let description: string | null;
     try {
-      description = await change(r, sql, now);
+      description = await change(r, sql, now, db);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code !== "string" || !code.startsWith("23")) throw err;

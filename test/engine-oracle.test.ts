@@ -1,7 +1,8 @@
 // The engine against an independent evaluator of the same rules in plain SQL
 // (test/support/oracle.ts), on random datasets and random change sequences
 // (raw SQL and ManageDirectory mutations) that the engine follows
-// incrementally through the change log, exactly as a running server does. Seeded: set ORACLE_SEED to replay a run.
+// incrementally through the change log, exactly as a running server does.
+// Seeded: set ORACLE_SEED to replay a run.
 import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ResourceRef, SubjectRef } from "../src/engine/types.js";

@@ -375,6 +375,134 @@ describe("ManageDirectory writes every entity and the reads give it back", () =>
   });
 });
 
+describe("ManageDirectory deletes every kind of record", () => {
+  const T3 = id("d0a1", 1);
+  const O3 = id("d0a2", 1);
+  const O4 = id("d0a2", 2);
+  const A3 = id("d0a5", 1);
+  const S3 = id("d0a4", 1);
+  const U3 = id("d0a3", 1);
+  const P3O = id("d0a6", 1);
+  const P3U = id("d0a6", 2);
+  const V3 = id("d0a7", 1);
+  const V4 = id("d0a7", 2);
+  const M3A = id("d0a8", 1);
+  const M3B = id("d0a8", 2);
+
+  it("memberships (decline, revoke), avatars, principals, accounts, staff, users; tenants and organizations with and without cascade", async () => {
+    await ok(
+      manage([
+        { upsert_tenant: { id: T3, name: "Hooli", slug: "hooli" } },
+        { upsert_organization: { id: O3, tenant_id: T3, name: "Hooli XYZ" } },
+        { upsert_organization: { id: O4, tenant_id: T3, name: "Hooli Labs" } },
+        { upsert_account: { id: A3, organization_id: O3 } },
+        { upsert_staff: { id: S3, logical_key: "staff:hooli" } },
+        { upsert_user: { id: U3, email: "gavin@hooli.example" } },
+        { upsert_principal: { id: P3O, account_id: A3, subject: { type: "staff", id: S3 }, accepted_at: ts("2024-01-01T00:00:00Z") } },
+        { upsert_principal: { id: P3U, account_id: A3, subject: { type: "user", id: U3 }, accepted_at: ts("2024-01-01T00:00:00Z") } },
+        { create_avatar: { id: V3, organization_id: O3, handle: "hooli-bot", owner_principal_id: P3O } },
+        { create_avatar: { id: V4, organization_id: O4, handle: "labs-bot", owner_principal_id: P3O } },
+        { invite_membership: { id: M3A, avatar_id: V3, principal_id: P3U } },
+        { invite_membership: { id: M3B, avatar_id: V4, principal_id: P3U } },
+        { accept_membership: { id: M3B } },
+      ]),
+    );
+    const accepted = await manage([{ decline_membership: { id: M3B } }]);
+    expect(accepted.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(accepted.message).toContain("revoke");
+    const declined = await ok(manage([{ decline_membership: { id: M3A } }, { revoke_membership: { id: M3B } }]));
+    expect(declined.results.map((r: { changed: boolean }) => r.changed)).toEqual([true, true]);
+    expect((await ok(dir("ListMemberships", { principal_id: P3U, ...fresh(declined.revision) }))).memberships).toEqual([]);
+
+    const notEmpty = await manage([{ delete_tenant: { id: T3 } }]);
+    expect(notEmpty.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(notEmpty.message).toContain("2 organizations");
+    // The account's staff principal owns avatars: refused, naming them.
+    const owning = await manage([{ delete_account: { id: A3 } }]);
+    expect(owning.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(owning.message).toContain(V3);
+
+    const gone = await ok(
+      manage([
+        { delete_avatar: { id: V3 } },
+        { delete_principal: { id: P3U } },
+        { delete_user: { id: U3 } },
+        { delete_organization: { id: O4, cascade: true } },
+        { delete_account: { id: A3 } },
+        { delete_staff: { id: S3 } },
+        { delete_organization: { id: O3 } },
+        { delete_tenant: { id: T3 } },
+      ]),
+    );
+    const at = fresh(gone.revision);
+    for (const [method, req] of [
+      ["GetTenant", { id: T3 }],
+      ["GetOrganization", { id: O3 }],
+      ["GetOrganization", { id: O4 }],
+      ["GetAccount", { id: A3 }],
+      ["GetStaff", { id: S3 }],
+      ["GetUser", { id: U3 }],
+      ["GetPrincipal", { id: P3O }],
+      ["GetPrincipal", { id: P3U }],
+      ["GetAvatar", { id: V3 }],
+      ["GetAvatar", { id: V4 }],
+    ] as const) {
+      expect((await dir(method, { ...req, ...at })).code, `${method} ${JSON.stringify(req)}`).toBe(grpc.status.NOT_FOUND);
+    }
+    expect((await manage([{ delete_avatar: { id: V3 } }])).code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it("a membership named by an ownership transfer can be revoked: the transfer history of that membership goes with it", async () => {
+    const [o6, a6, s6, p6a, p6b, v6, m6a, m6b] = [
+      id("d0c2", 1),
+      id("d0c5", 1),
+      id("d0c4", 1),
+      id("d0c6", 1),
+      id("d0c6", 2),
+      id("d0c7", 1),
+      id("d0c8", 1),
+      id("d0c8", 2),
+    ];
+    await ok(
+      manage([
+        { upsert_organization: { id: o6, name: "Raviga" } },
+        { upsert_account: { id: a6, organization_id: o6 } },
+        { upsert_staff: { id: s6, logical_key: "staff:raviga" } },
+        { upsert_principal: { id: p6a, account_id: a6, subject: { type: "staff", id: s6 }, accepted_at: ts("2024-01-01T00:00:00Z") } },
+        { upsert_principal: { id: p6b, account_id: a6, subject: { type: "user", id: BOB }, accepted_at: ts("2024-01-01T00:00:00Z") } },
+        { create_avatar: { id: v6, organization_id: o6, handle: "raviga-bot", owner_principal_id: p6a, owner_membership_id: m6a } },
+        { invite_membership: { id: m6b, avatar_id: v6, principal_id: p6b } },
+        { accept_membership: { id: m6b, accepted_at: ts("2024-01-02T00:00:00Z") } },
+      ]),
+    );
+    await ok(call("authz.v1.AdminService", "TransferOwnership", { avatar_id: v6, from_membership_id: m6a, to_membership_id: m6b }, keys.root as string));
+    expect(await count(`ownership_transfers where avatar_id = '${v6}'`)).toBe(1);
+    const revoked = await ok(manage([{ revoke_membership: { id: m6a } }]));
+    expect(revoked.results[0].changed).toBe(true);
+    expect(await count(`ownership_transfers where avatar_id = '${v6}'`)).toBe(0);
+    expect((await ok(dir("GetAvatar", { id: v6, ...fresh(revoked.revision) }))).owner.id).toBe(m6b);
+  });
+
+  it("a tenant deleted with cascade takes its organizations, avatars and memberships along", async () => {
+    const [t4, o5, a5, s5, p5, v5] = [id("d0b1", 1), id("d0b2", 1), id("d0b5", 1), id("d0b4", 1), id("d0b6", 1), id("d0b7", 1)];
+    await ok(
+      manage([
+        { upsert_tenant: { id: t4, name: "Pied Piper", slug: "pied-piper" } },
+        { upsert_organization: { id: o5, tenant_id: t4, name: "PP" } },
+        { upsert_account: { id: a5, organization_id: o5 } },
+        { upsert_staff: { id: s5, logical_key: "staff:pp" } },
+        { upsert_principal: { id: p5, account_id: a5, subject: { type: "staff", id: s5 }, accepted_at: ts("2024-01-01T00:00:00Z") } },
+        { create_avatar: { id: v5, organization_id: o5, handle: "pp-bot", owner_principal_id: p5 } },
+      ]),
+    );
+    const res = await ok(manage([{ delete_tenant: { id: t4, cascade: true } }]));
+    expect(res.results[0]).toEqual({ id: t4, changed: true });
+    expect(await count(`memberships where avatar_id = '${v5}'`)).toBe(0);
+    expect(await count(`principals where id = '${p5}'`)).toBe(0);
+    expect(await count(`staff where id = '${s5}'`)).toBe(1);
+  });
+});
+
 describe("ManageDirectory errors", () => {
   it("an unknown reference is NOT_FOUND naming the field, and the failed batch writes nothing", async () => {
     const before = { tenants: await count("tenants"), changes: await count("authz_changes") };

@@ -323,6 +323,12 @@ describe("ManageDirectory writes every entity and the reads give it back", () =>
     expect((await ok(dir("ListUsers", { organization_id: O1 }))).users.map((u: { id: string }) => u.id)).toEqual([BOB]);
     const assignments = await ok(dir("ListAssignments", { subject: { type: "user", id: BOB } }));
     expect(assignments.assignments.map((a: { role_key: string }) => a.role_key)).toEqual(["editor"]);
+    const onOrg = await ok(dir("ListAssignments", { scope: { type: "organization", id: O1 } }));
+    expect(onOrg.assignments).toEqual([
+      expect.objectContaining({ subject: { type: "user", id: BOB }, role_key: "editor", scope: { type: "organization", id: O1 } }),
+    ]);
+    expect((await ok(dir("ListAssignments", { scope: { type: "global", id: "" } }))).assignments).toEqual([]);
+    expect((await dir("ListAssignments", { subject: { type: "group", id: BOB } })).code).toBe(grpc.status.INVALID_ARGUMENT);
     const listed = await ok(dir("ListRoles", { organization_id: O1 }));
     const ed = listed.roles.find((x: { key: string }) => x.key === "editor");
     const vw = listed.roles.find((x: { key: string }) => x.key === "viewer");
@@ -578,6 +584,9 @@ describe("scopes and tenants", () => {
 
   it("a tenant-bound key writes and reads only its tenant's directory", async () => {
     keys.t1 = await addKey("acme-directory", ["directory"], T1);
+    // The server picks a new key up through NOTIFY: wait (bounded) until it is known.
+    const end = Date.now() + 5000;
+    while (Date.now() < end && (await dir("ListTenants", {}, keys.t1)).code === grpc.status.UNAUTHENTICATED) await new Promise((r) => setTimeout(r, 20));
     const own = await manage([{ upsert_account: { organization_id: O1, email: "own@acme.example" } }], keys.t1);
     expect(own.code, own.message).toBe(0);
     const before = await count("accounts");

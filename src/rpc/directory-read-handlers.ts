@@ -4,7 +4,7 @@
 // snapshot, the paging and the tenancy rule.
 
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Consistency } from "../../gen/authz/v1/common_pb.js";
+import type { Consistency, ResourceRef, SubjectRef } from "../../gen/authz/v1/common_pb.js";
 import type { DirectoryService } from "../../gen/authz/v1/directory_service_pb.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import { type EntityName, type Filters, getRecord, listPage, readAt, recordExists } from "../store/directory-reads.js";
@@ -91,6 +91,21 @@ function oneOf<T extends { case: string | undefined; value?: unknown }>(by: T, f
   return { key: by.case, value: by.value };
 }
 
+const ASSIGNMENT_SUBJECTS = ["user", "account", "principal", "staff"];
+const ASSIGNMENT_SCOPES = ["tenant", "organization", "avatar"];
+
+function subjectFilter(s: SubjectRef): Filters<"assignments"> {
+  if (!ASSIGNMENT_SUBJECTS.includes(s.type)) throw invalidArgument(`subject.type must be one of ${ASSIGNMENT_SUBJECTS.join(", ")}`, "subject.type");
+  return { subjectType: s.type, subjectId: uuidField(s.id, "subject.id", true) };
+}
+
+/** A scope, or type "global" (no id) for the global assignments. */
+function scopeFilter(s: ResourceRef): Filters<"assignments"> {
+  if (s.type === "global") return { scopeType: "global" };
+  if (!ASSIGNMENT_SCOPES.includes(s.type)) throw invalidArgument(`scope.type must be one of ${ASSIGNMENT_SCOPES.join(", ")} or global`, "scope.type");
+  return { scopeType: s.type, scopeId: uuidField(s.id, "scope.id", true) };
+}
+
 function entityReads(
   db: () => SqlClient,
 ): Pick<Handlers, "getTenant" | "listTenants" | "getOrganization" | "listOrganizations" | "getUser" | "listUsers" | "getStaff" | "listStaff"> {
@@ -161,6 +176,8 @@ function accountReads(db: () => SqlClient): Pick<Handlers, "getAccount" | "listA
     async listPrincipals(req, ctx) {
       const accountId = uuidField(req.accountId, "account_id");
       if (!accountId && !req.subject) throw invalidArgument("account_id or subject is required", "account_id");
+      if (req.subject && req.subject.type !== "user" && req.subject.type !== "staff")
+        throw invalidArgument("subject.type must be user or staff", "subject.type");
       const filters = {
         accountId,
         ...(req.subject ? { subjectType: req.subject.type, subjectId: uuidField(req.subject.id, "subject.id", true) } : {}),
@@ -226,9 +243,7 @@ function grantReads(db: () => SqlClient): Omit<Handlers, keyof ReturnType<typeof
     },
     async listAssignments(req, ctx) {
       if (!req.subject === !req.scope) throw invalidArgument("exactly one of subject and scope is required", "subject");
-      const filters = req.subject
-        ? { subjectType: req.subject.type, subjectId: uuidField(req.subject.id, "subject.id", true) }
-        : { scopeType: req.scope?.type, scopeId: uuidField(req.scope?.id ?? "", "scope.id", true) };
+      const filters = req.subject ? subjectFilter(req.subject) : scopeFilter(req.scope as ResourceRef);
       const { revision, rows, nextPageToken } = await list(db(), ctx, req, "assignments", filters);
       return { assignments: rows, revision, nextPageToken };
     },
@@ -240,5 +255,5 @@ function grantReads(db: () => SqlClient): Omit<Handlers, keyof ReturnType<typeof
 }
 
 export function directoryReadHandlers(db: () => SqlClient): Handlers {
-  return { ...entityReads(db), ...accountReads(db), ...grantReads(db) } as Handlers;
+  return { ...entityReads(db), ...accountReads(db), ...grantReads(db) } satisfies Handlers;
 }

@@ -3422,7 +3422,8 @@ export type ListAssignmentsRequest = Message<"authz.v1.ListAssignmentsRequest"> 
   subject?: SubjectRef | undefined;
 
   /**
-   * The scope whose assignments to list.
+   * The scope whose assignments to list: a tenant, organization or avatar,
+   * or type "global" (id empty) for the global assignments.
    *
    * @generated from field: authz.v1.ResourceRef scope = 2;
    */

@@ -205,15 +205,20 @@ function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
 const describeResolved = (kind: "role" | "permission", r: Resolved): string =>
   r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 
+/**
+ * The (organization_id, key) match on the unique index: `is not distinct from`
+ * cannot use an index (a scan of every role or permission per lookup), so a
+ * global key (null organization) gets its own `is null` form.
+ */
+function orgKey(org: string | null, key: string, firstParam: number): { sql: string; params: string[] } {
+  if (org === null) return { sql: `organization_id is null and key = $${firstParam}::text`, params: [key] };
+  return { sql: `organization_id = $${firstParam}::text::uuid and key = $${firstParam + 1}::text`, params: [org, key] };
+}
+
 async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRefInput): Promise<Resolved | undefined> {
   const cols = "id::text as id, organization_id::text as organization_id, key";
-  const rows =
-    "id" in r
-      ? await tx.query<{ id: string; organization_id: string | null; key: string }>(`select ${cols} from ${table} where id = $1::text::uuid`, [r.id])
-      : await tx.query<{ id: string; organization_id: string | null; key: string }>(
-          `select ${cols} from ${table} where organization_id is not distinct from $1::text::uuid and key = $2::text`,
-          [r.organizationId, r.key],
-        );
+  const match = "id" in r ? { sql: "id = $1::text::uuid", params: [r.id] } : orgKey(r.organizationId, r.key, 1);
+  const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(`select ${cols} from ${table} where ${match.sql}`, match.params);
   const row = rows[0];
   return row && { id: row.id, organizationId: row.organization_id, key: row.key };
 }
@@ -231,10 +236,10 @@ async function upsertRecord(
   field: string,
 ): Promise<MutationResult> {
   const kind = table === "roles" ? "role" : "permission";
+  const match = orgKey(m.organizationId, m.key, 2);
   const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(
-    `select id::text as id, organization_id::text as organization_id, key from ${table}
-      where id = $1::text::uuid or (organization_id is not distinct from $2::text::uuid and key = $3::text)`,
-    [m.id ?? null, m.organizationId, m.key],
+    `select id::text as id, organization_id::text as organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})`,
+    [m.id ?? null, ...match.params],
   );
   const same = rows.find((r) => r.organization_id === m.organizationId && r.key === m.key);
   if (m.id !== undefined) {

@@ -555,6 +555,18 @@ describe("ManageDirectory errors", () => {
     expect(await count("staff where logical_key = 'staff:once'")).toBe(1);
   });
 
+  it("reads honour the consistency options: a token newer than any handed out is INVALID_ARGUMENT", async () => {
+    const far = await dir("ListTenants", { consistency: { at_least_as_fresh: "999999999" } });
+    expect(far.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(far.message).toContain("newest revision");
+    expect((await dir("ListTenants", { consistency: { at_least_as_fresh: "not-a-revision" } })).code).toBe(grpc.status.INVALID_ARGUMENT);
+    const full = await ok(dir("ListTenants", { consistency: { fully_consistent: true } }));
+    const written = await ok(manage([{ upsert_staff: { logical_key: "staff:consistency" } }]));
+    const after = await ok(dir("GetStaff", { logical_key: "staff:consistency", consistency: { at_least_as_fresh: written.revision } }));
+    expect(BigInt(after.revision)).toBeGreaterThanOrEqual(BigInt(written.revision));
+    expect(BigInt(written.revision)).toBeGreaterThan(BigInt(full.revision));
+  });
+
   it("pages are complete and bound to their request", async () => {
     const users = Array.from({ length: 5 }, (_, i) => ({ upsert_user: { id: id("d00e", i + 1), email: "same@example.com" } }));
     await ok(manage(users));

@@ -123,7 +123,8 @@ function entityReads(
     async getOrganization(req, ctx) {
       const orgId = uuidField(req.id, "id");
       if (!orgId && req.slug === "") throw invalidArgument("id or slug is required", "id");
-      const filters = orgId ? { id: orgId } : { tenantId: uuidField(req.tenantId, "tenant_id") ?? "", slug: req.slug };
+      const tenantId = uuidField(req.tenantId, "tenant_id");
+      const filters = orgId ? { id: orgId } : { ...(tenantId ? { tenantId } : { noTenant: "true" }), slug: req.slug };
       const { revision, row } = await get(db(), ctx, req.consistency, "organizations", filters, `organization ${orgId ?? req.slug}`);
       return { organization: row, revision };
     },
@@ -232,13 +233,13 @@ function grantReads(db: () => SqlClient): Omit<Handlers, keyof ReturnType<typeof
       return { members: rows, revision, nextPageToken };
     },
     async listRoles(req, ctx) {
-      const { revision, rows, nextPageToken } = await list(db(), ctx, req, "roles", { organizationId: uuidField(req.organizationId, "organization_id") ?? "" });
+      const orgId = uuidField(req.organizationId, "organization_id");
+      const { revision, rows, nextPageToken } = await list(db(), ctx, req, "roles", orgId ? { organizationId: orgId } : { global: "true" });
       return { roles: rows, revision, nextPageToken };
     },
     async listPermissionDefinitions(req, ctx) {
-      const { revision, rows, nextPageToken } = await list(db(), ctx, req, "permissions", {
-        organizationId: uuidField(req.organizationId, "organization_id") ?? "",
-      });
+      const orgId = uuidField(req.organizationId, "organization_id");
+      const { revision, rows, nextPageToken } = await list(db(), ctx, req, "permissions", orgId ? { organizationId: orgId } : { global: "true" });
       return { permissions: rows, revision, nextPageToken };
     },
     async listAssignments(req, ctx) {

@@ -120,13 +120,17 @@ export async function deleteRow(tx: SqlQuerier, table: DirectoryTable, id: strin
   return { id, changed: true };
 }
 
-/** Which memberships go with a deleted row (through principals), as a SQL condition on memberships m with $1 = the id. */
+/** Which memberships go with a deleted row (through principals, or avatars for a container), as a SQL condition on memberships m with $1 = the id. */
 const MEMBERSHIPS_OF: Partial<Record<DirectoryTable, string>> = {
   users: "m.principal_id in (select id from principals where user_id = $1::text::uuid)",
   staff: "m.principal_id in (select id from principals where staff_id = $1::text::uuid)",
   accounts: "m.principal_id in (select id from principals where account_id = $1::text::uuid)",
   principals: "m.principal_id = $1::text::uuid",
   memberships: "m.id = $1::text::uuid",
+  organizations:
+    "m.principal_id in (select p.id from principals p join accounts a on a.id = p.account_id where a.organization_id = $1::text::uuid) or m.avatar_id in (select v.id from avatars v where v.organization_id = $1::text::uuid)",
+  tenants: `m.principal_id in (select p.id from principals p join accounts a on a.id = p.account_id join organizations o on o.id = a.organization_id where o.tenant_id = $1::text::uuid)
+            or m.avatar_id in (select v.id from avatars v join organizations o on o.id = v.organization_id where o.tenant_id = $1::text::uuid)`,
 };
 
 /**
@@ -146,7 +150,7 @@ async function dropTransfersOf(tx: SqlQuerier, table: DirectoryTable, id: string
 /** FAILED_PRECONDITION (OWNS_AVATARS) naming the avatars while a principal of the row owns any. */
 export async function mustOwnNoAvatars(tx: SqlQuerier, table: DirectoryTable, id: string, p: string): Promise<void> {
   const cond = MEMBERSHIPS_OF[table];
-  if (!cond || table === "memberships") return;
+  if (!cond || table === "memberships" || table === "organizations" || table === "tenants") return;
   const rows = await tx.query<{ avatar_id: string }>(
     `select m.avatar_id::text as avatar_id from memberships m where m.owner and ${cond} order by m.avatar_id limit 21`,
     [id],

@@ -37,6 +37,9 @@ async function upsertTenant(tx: SqlQuerier, m: M<"upsertTenant">, p: string): Pr
   );
 }
 
+/** Organizations without a tenant count as one group for slugs (migration 0001). */
+const NO_TENANT = "00000000-0000-0000-0000-000000000000";
+
 async function upsertOrganization(tx: SqlQuerier, m: M<"upsertOrganization">, p: string): Promise<DirectoryResult> {
   if (m.tenantId) await mustExist(tx, "tenants", m.tenantId, `${p}.tenant_id`);
   if (m.slug) {
@@ -45,7 +48,9 @@ async function upsertOrganization(tx: SqlQuerier, m: M<"upsertOrganization">, p:
       ? await tx.query<{ tenant_id: string | null }>("select tenant_id::text as tenant_id from organizations where id = $1::text::uuid", [m.id])
       : [];
     const tenant = m.tenantId !== undefined ? m.tenantId : (cur?.tenant_id ?? null);
-    await mustBeUnique(tx, "organizations", "tenant_id is not distinct from $1::text::uuid and slug = $2::text", [tenant, m.slug], m.id, `${p}.slug`, m.slug);
+    // The expression of the unique index organizations_tenant_slug_key, so the index serves the check.
+    const sameTenant = `coalesce(tenant_id, '${NO_TENANT}'::uuid) = coalesce($1::text::uuid, '${NO_TENANT}'::uuid) and slug = $2::text`;
+    await mustBeUnique(tx, "organizations", sameTenant, [tenant, m.slug], m.id, `${p}.slug`, m.slug);
   }
   const cols: Col[] = [
     ["tenant_id", m.tenantId, "uuid"],
@@ -78,7 +83,7 @@ async function deleteContainer(tx: SqlQuerier, table: "tenants" | "organizations
   return deleteRow(tx, table, m.id, p);
 }
 
-/** The avatars of a cascaded delete go first, with their memberships and transfers (transfers do not cascade from memberships). */
+/** The avatars of a cascaded delete go first, with their memberships and transfers, before the owners' principals go. */
 async function ownedAvatarsGo(tx: SqlQuerier, where: string, id: string): Promise<void> {
   await tx.query(`delete from avatars where ${where}`, [id]);
 }

@@ -3573,11 +3573,13 @@ export const ListRateLimitPoliciesResponseSchema: GenMessage<ListRateLimitPolici
  * to no tenant: such a credential reads them but cannot change them).
  *
  * Every read is answered from Postgres (the primary), inside one
- * repeatable-read snapshot taken at exactly the revision it returns, so it
- * honours every Consistency option: the database is always at least as
- * fresh as any revision authz handed out. The in-memory engine holds only
- * the fields decisions need, not the names, emails and metadata these reads
- * return.
+ * repeatable-read snapshot taken at the revision it returns (retaken when a
+ * committed write not yet numbered slipped in; after five such attempts
+ * under a storm of writes, the snapshot may also hold writes numbered just
+ * above it), so it honours every Consistency option: the database is always
+ * at least as fresh as any revision authz handed out. The in-memory engine
+ * holds only the fields decisions need, not the names, emails and metadata
+ * these reads return, so no read is answered from it.
  *
  * @generated from service authz.v1.DirectoryService
  */

@@ -124,6 +124,7 @@ function servers(
       transferTtlMs: config.transferTtlSeconds * 1000,
       live: () => p.live,
       db: () => p.db,
+      feed: () => p.feed,
     }),
     p.authenticator,
     shared.admission,

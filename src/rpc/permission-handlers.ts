@@ -28,6 +28,7 @@ import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { lookupHandlers } from "./lookup-handlers.js";
 import { confineRead } from "./tenancy.js";
 
 export const MAX_BULK_ITEMS = 1000;
@@ -52,7 +53,7 @@ export function toResource(m: Pick<ResourceRefMsg, "type" | "id"> | undefined, f
   return { type: m.type as ResourceType, id: m.id.toLowerCase() };
 }
 
-function toPermission(p: string, field: string): string {
+export function toPermission(p: string, field: string): string {
   if (p.length === 0) throw invalidArgument(`${field} is required`, field);
   if (p.length > 128) throw invalidArgument(`${field} is longer than 128 characters`, field);
   return p;
@@ -159,6 +160,7 @@ export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandl
   const clock = opts.clock ?? Date.now;
   const onDecision = opts.onDecision ?? (() => {});
   return {
+    ...lookupHandlers(live, { clock, ...(opts.maxWaitMs ? { maxWaitMs: opts.maxWaitMs } : {}) }),
     async check(req: CheckRequest, ctx) {
       const subject = toSubject(req.subject, "subject");
       const permission = toPermission(req.permission, "permission");

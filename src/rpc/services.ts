@@ -1,14 +1,17 @@
 import { AdminService } from "../../gen/authz/v1/admin_service_pb.js";
 import { PermissionService } from "../../gen/authz/v1/permission_service_pb.js";
 import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
+import { WatchService } from "../../gen/authz/v1/watch_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { bind, type ServiceBinding, type ServiceHandlers } from "./handler-types.js";
+import type { ChangeFeed } from "../store/change-feed.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
 import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
+import { watchHandlers } from "./watch-handlers.js";
 import {
   Authorization,
   ENVOY_SERVICE_NAMES,
@@ -22,7 +25,7 @@ import type { RateLimitStore } from "../ratelimit/store.js";
 import type { Logger } from "../logger.js";
 
 /** Service names the health service reports on, besides the server as a whole (""). */
-export const SERVED_SERVICES = [PermissionService.typeName, AdminService.typeName, RateLimitService.typeName, ...ENVOY_SERVICE_NAMES];
+export const SERVED_SERVICES = [PermissionService.typeName, WatchService.typeName, AdminService.typeName, RateLimitService.typeName, ...ENVOY_SERVICE_NAMES];
 
 export interface ServiceDeps {
   /** Per decision: metrics and the decision log. */
@@ -33,6 +36,8 @@ export interface ServiceDeps {
   live: () => LiveEngine;
   /** The database; throws UNAVAILABLE until it is reachable. */
   db: () => SqlClient;
+  /** The change feed (Watch follows its revision). */
+  feed: () => ChangeFeed;
   /** Rate-limit handlers (their store lives as long as the app). */
   rateLimit: ServiceHandlers<typeof RateLimitService>;
   /** Default lifetime of a requested ownership transfer. */
@@ -57,6 +62,7 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
         ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
       }),
     ),
+    bind(WatchService, watchHandlers({ db: deps.db, feed: deps.feed, live: deps.live })),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),

@@ -258,7 +258,10 @@ describe("streaming", () => {
     expect(viaConnect.sort()).toEqual([...paged].sort());
 
     const resources: string[] = [];
-    for await (const m of connect.streamLookupResources({ subject: { type: "staff", id: S }, permission: "avatar.transfer", resourceType: "avatar" }, { headers })) {
+    for await (const m of connect.streamLookupResources(
+      { subject: { type: "staff", id: S }, permission: "avatar.transfer", resourceType: "avatar" },
+      { headers },
+    )) {
       resources.push(...m.resources.map((r) => r.id));
     }
     expect(resources.sort()).toEqual([VA, VA2, VB].sort());
@@ -340,7 +343,11 @@ describe("tenancy", () => {
     );
     expect(staffRoot.resources.map((r) => r.id).sort()).toEqual([VA, VA2, VB].sort());
     expect(staffAlpha.resources.map((r) => r.id).sort()).toEqual([VA, VA2].sort());
-    const tenants = await ok<ResourcesPage>("LookupResources", { subject: { type: "staff", id: S }, permission: "avatar.transfer", resource_type: "tenant" }, keys.alpha);
+    const tenants = await ok<ResourcesPage>(
+      "LookupResources",
+      { subject: { type: "staff", id: S }, permission: "avatar.transfer", resource_type: "tenant" },
+      keys.alpha,
+    );
     expect(tenants.resources.every((r) => r.id === TA)).toBe(true);
   });
 });

@@ -46,8 +46,8 @@ async function addKey(name: string, scopes: Scope[], tenant: string | null): Pro
 }
 
 /** A gRPC Watch stream whose messages are collected; wait() resolves when a condition on them holds. */
-function watch(req: Record<string, unknown>, key = keys.root as string) {
-  const c = client(protos, "authz.v1.WatchService", port);
+function watch(req: Record<string, unknown>, key = keys.root as string, onPort = port) {
+  const c = client(protos, "authz.v1.WatchService", onPort);
   const md = new grpc.Metadata();
   md.set("x-api-key", key);
   const msgs: Msg[] = [];
@@ -259,6 +259,23 @@ describe("Watch", () => {
       abort.abort();
     }
     expect(got).toEqual(await logAfter(from, to));
+  });
+
+  it("an open stream ends with UNAVAILABLE and its revision when the server shuts down (the drain does not wait for it)", async () => {
+    const other = createApp(
+      loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "on", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+      createLogger("silent"),
+    );
+    const { grpcPort } = await other.listen();
+    await other.ready;
+    const w = watch({ heartbeat_ms: 60_000 }, keys.root, grpcPort);
+    await w.wait(() => w.msgs.length > 0, "the opening message");
+    const stopped = other.stop();
+    await w.wait(() => w.error !== undefined, "the end of the stream").catch(() => {});
+    await stopped;
+    expect(w.error?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(w.error?.details).toMatch(/resume the watch from revision \d+/);
+    w.close();
   });
 
   it("malformed requests are INVALID_ARGUMENT; a revision beyond the newest too", async () => {

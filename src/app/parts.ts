@@ -125,6 +125,7 @@ function servers(
       live: () => p.live,
       db: () => p.db,
       feed: () => p.feed,
+      closing: shared.admission.closing,
     }),
     p.authenticator,
     shared.admission,

@@ -38,6 +38,8 @@ export interface ServiceDeps {
   db: () => SqlClient;
   /** The change feed (Watch follows its revision). */
   feed: () => ChangeFeed;
+  /** Aborted when the server begins to shut down: Watch streams end (UNAVAILABLE) so the drain need not wait for them. */
+  closing?: AbortSignal;
   /** Rate-limit handlers (their store lives as long as the app). */
   rateLimit: ServiceHandlers<typeof RateLimitService>;
   /** Default lifetime of a requested ownership transfer. */
@@ -62,7 +64,7 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
         ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
       }),
     ),
-    bind(WatchService, watchHandlers({ db: deps.db, feed: deps.feed, live: deps.live })),
+    bind(WatchService, watchHandlers({ db: deps.db, feed: deps.feed, live: deps.live, ...(deps.closing ? { closing: deps.closing } : {}) })),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),

@@ -27,6 +27,8 @@ export interface WatchDeps {
   db: () => SqlClient;
   feed: () => ChangeFeed;
   live: () => LiveEngine;
+  /** Aborted when the server shuts down: open streams end with UNAVAILABLE, to be resumed elsewhere. */
+  closing?: AbortSignal;
 }
 
 interface WatchQuery {
@@ -128,12 +130,13 @@ type Message = MessageInitShape<typeof WatchResponseSchema>;
 /** The stream: an opening heartbeat, then every matching change in log order, heartbeats while idle. */
 async function* follow(q: WatchQuery, deps: WatchDeps, ctx: CallContext): AsyncGenerator<Message> {
   const feed = deps.feed();
+  const ended = deps.closing ? AbortSignal.any([ctx.signal, deps.closing]) : ctx.signal;
   let pos: LogPosition = { revision: await startRevision(feed, q.from) };
   // Every matching change up to `complete` has been sent.
   let complete = pos.revision;
   yield { changes: [], revision: complete.toString() };
   let lastSent = Date.now();
-  while (!ctx.signal.aborted) {
+  while (!ended.aborted) {
     const head = feed.revision;
     const rows = await readChanges(deps.db(), pos, head, WATCH_BATCH + 1);
     const more = rows.length > WATCH_BATCH;
@@ -153,7 +156,12 @@ async function* follow(q: WatchQuery, deps: WatchDeps, ctx: CallContext): AsyncG
       lastSent = Date.now();
     }
     if (more) continue;
-    await advanceOrTimeout(feed, pos.revision, Math.max(0, q.heartbeatMs - (Date.now() - lastSent)), ctx.signal);
+    await advanceOrTimeout(feed, pos.revision, Math.max(0, q.heartbeatMs - (Date.now() - lastSent)), ended);
+  }
+  if (!ctx.signal.aborted) {
+    throw new AuthzError("UNAVAILABLE", `the server is shutting down; resume the watch from revision ${complete} on another replica`, {
+      metadata: { revision: complete.toString() },
+    });
   }
 }
 

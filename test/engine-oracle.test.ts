@@ -20,6 +20,9 @@ const DATASETS = 3;
 const ROUNDS = 6;
 const CHECKS_PER_ROUND = 6000; // 3 datasets x 6 rounds x 6000 = 108k checks
 const OFFSETS_MS = [0, -90_000, 90_000]; // decision times around the dataset's "now"
+const LOOKUP_DATASETS = 2;
+const LOOKUP_ROUNDS = 3;
+const LOOKUPS_PER_ROUND = 150;
 
 const dbs: TestDatabase[] = [];
 afterAll(async () => {
@@ -100,5 +103,78 @@ describe("engine vs oracle", () => {
     console.log(line);
     expect(examples, line).toEqual([]);
     expect(total).toBeGreaterThanOrEqual(100_000);
+  }, 240_000);
+
+  it(`both lookups equal the sets the oracle grants, for random (P, R) and (S, P, type) (seed ${SEED})`, async () => {
+    const r = rng(SEED ^ 0x5eed);
+    const stats = { subjects: 0, resources: 0, mismatches: 0, nonEmpty: 0 };
+    const examples: string[] = [];
+    const started = Date.now();
+    for (let ds = 0; ds < LOOKUP_DATASETS; ds++) {
+      const t = await freshDatabase();
+      dbs.push(t);
+      const data = generateDataset(r);
+      await insertDataset(t.raw, data);
+      const logger = createLogger("silent");
+      const feed = await startChangeFeed(t.client, logger, 60_000);
+      const live = await startLiveEngine(t.client, feed, logger);
+      try {
+        for (let round = 0; round < LOOKUP_ROUNDS; round++) {
+          if (round > 0) await randomChanges(r, t.raw, 15, data.now);
+          const [head] = await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`;
+          const engine = await live.atLeast(BigInt(head?.revision ?? "0"), 5000);
+          const now = new Date(data.now.getTime() + (OFFSETS_MS[round % OFFSETS_MS.length] as number));
+          const everyone = await t.raw<{ type: string; id: string }[]>`
+            select 'user' as type, id::text from users union all select 'account', id::text from accounts
+            union all select 'principal', id::text from principals union all select 'staff', id::text from staff`;
+          const places = await t.raw<{ type: string; id: string }[]>`
+            select 'tenant' as type, id::text from tenants union all select 'organization', id::text from organizations
+            union all select 'avatar', id::text from avatars`;
+          const asked = randomChecks(r, data, LOOKUPS_PER_ROUND);
+          const report = (what: string, got: string[], want: string[]) => {
+            const g = [...got].sort();
+            const w = [...want].sort();
+            if (g.length !== new Set(g).size || JSON.stringify(g) !== JSON.stringify(w)) {
+              stats.mismatches++;
+              if (examples.length < 5)
+                examples.push(`seed ${SEED} dataset ${ds} round ${round}: ${what}: engine=${JSON.stringify(g)} oracle=${JSON.stringify(w)}`);
+            }
+            if (w.length > 0) stats.nonEmpty++;
+          };
+          // LookupSubjects(P, R) against the oracle's Check over every subject.
+          const subjectChecks = asked.flatMap((a) =>
+            everyone.map((s) => ({ subjectType: s.type, subjectId: s.id, permission: a.permission, resourceType: a.resourceType, resourceId: a.resourceId })),
+          );
+          const subjectAnswers = await oracleCheck(t.raw, subjectChecks, now);
+          asked.forEach((a, i) => {
+            const want = everyone.filter((_, j) => subjectAnswers[i * everyone.length + j]?.allowed).map((s) => `${s.type}:${s.id}`);
+            const resource = { type: a.resourceType, id: a.resourceId } as ResourceRef;
+            const got = [...engine.lookupSubjects(a.permission, resource, now.getTime())].map((g) => `${g.subject.type}:${g.subject.id}`);
+            stats.subjects++;
+            report(`LookupSubjects(${a.permission}, ${a.resourceType} ${a.resourceId})`, got, want);
+          });
+          // LookupResources(S, P, type) against the oracle's Check over every resource of the type.
+          const resourceChecks = asked.flatMap((a) =>
+            places.map((p) => ({ subjectType: a.subjectType, subjectId: a.subjectId, permission: a.permission, resourceType: p.type, resourceId: p.id })),
+          );
+          const resourceAnswers = await oracleCheck(t.raw, resourceChecks, now);
+          asked.forEach((a, i) => {
+            const type = a.resourceType as ResourceRef["type"];
+            const want = places.filter((p, j) => p.type === type && resourceAnswers[i * places.length + j]?.allowed).map((p) => `${p.type}:${p.id}`);
+            const subject = { type: a.subjectType, id: a.subjectId } as SubjectRef;
+            const got = [...engine.lookupResources(subject, a.permission, type, now.getTime())].map((x) => `${x.type}:${x.id}`);
+            stats.resources++;
+            report(`LookupResources(${a.subjectType} ${a.subjectId}, ${a.permission}, ${type})`, got, want);
+          });
+        }
+      } finally {
+        live.stop();
+        await feed.stop();
+      }
+    }
+    const line = `lookups vs oracle: ${stats.subjects} LookupSubjects + ${stats.resources} LookupResources (${stats.nonEmpty} non-empty), ${stats.mismatches} mismatches (seed ${SEED}, ${Date.now() - started} ms)`;
+    console.log(line);
+    expect(examples, line).toEqual([]);
+    expect(stats.nonEmpty).toBeGreaterThan((stats.subjects + stats.resources) / 10);
   }, 240_000);
 });

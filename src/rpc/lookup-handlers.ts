@@ -9,8 +9,6 @@ import type { Consistency } from "../../gen/authz/v1/common_pb.js";
 import {
   type LookedUpSubjectSchema,
   LookupGrantKind,
-  type LookupResourcesRequest,
-  type LookupSubjectsRequest,
   type PermissionService,
   type StreamLookupResourcesRequest,
   type StreamLookupSubjectsRequest,
@@ -67,7 +65,9 @@ export interface ResourcesQuery {
   resourceType: ResourceType;
 }
 
-export function subjectsQuery(req: Pick<LookupSubjectsRequest, "permission" | "resource" | "subjectType">): SubjectsQuery {
+type Ref = { type: string; id: string } | undefined;
+
+export function subjectsQuery(req: { permission: string; resource?: Ref; subjectType: string }): SubjectsQuery {
   return {
     permission: toPermission(req.permission, "permission"),
     resource: toResource(req.resource, "resource"),
@@ -75,7 +75,7 @@ export function subjectsQuery(req: Pick<LookupSubjectsRequest, "permission" | "r
   };
 }
 
-export function resourcesQuery(req: Pick<LookupResourcesRequest, "subject" | "permission" | "resourceType">): ResourcesQuery {
+export function resourcesQuery(req: { subject?: Ref; permission: string; resourceType: string }): ResourcesQuery {
   return {
     subject: toSubject(req.subject, "subject"),
     permission: toPermission(req.permission, "permission"),

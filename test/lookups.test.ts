@@ -149,7 +149,7 @@ function stream<T>(method: string, req: unknown, key = keys.root as string): Pro
 
 type Ref = { type: string; id: string };
 type SubjectsPage = { subjects: Array<{ subject: Ref; grant?: { kind: string; id: string; role_id: string } }>; revision: string; next_page_token: string };
-type ResourcesPage = { resources: Ref[]; revision: string; next_page_token: string };
+type ResourcesPage = { resources: Array<{ resource: Ref; grant?: { kind: string; id: string; role_id: string } }>; revision: string; next_page_token: string };
 const key = (r: Ref) => `${r.type}:${r.id}`;
 
 /** Every page of a lookup, following the tokens. */
@@ -212,7 +212,7 @@ describe("LookupSubjects and LookupResources agree with Check", () => {
       for (const permission of PERMISSIONS) {
         for (const type of ["tenant", "organization", "avatar"]) {
           const pages = await allPages<ResourcesPage>("LookupResources", { subject, permission, resource_type: type, page_size: 1 });
-          const got = pages.flatMap((p) => p.resources.map(key));
+          const got = pages.flatMap((p) => p.resources.map((r) => key(r.resource)));
           const want: string[] = [];
           for (const r of RESOURCES) if (r.type === type && (await granted(subject, permission, r))) want.push(key(r));
           expect(got.sort(), `${key(subject)} ${permission} ${type}`).toEqual(want.sort());
@@ -231,6 +231,33 @@ describe("LookupSubjects and LookupResources agree with Check", () => {
     expect(owner?.grant?.kind).toMatch(/MEMBERSHIP|ASSIGNMENT/);
     const bare = await ok<SubjectsPage>("LookupSubjects", { permission: "avatar.transfer", resource: { type: "avatar", id: VA } });
     expect(bare.subjects.every((s) => s.grant === null || s.grant === undefined)).toBe(true);
+  });
+
+  it("LookupResources names a grant when asked: the staff member's global assignment, a principal's membership", async () => {
+    const staff = await ok<ResourcesPage>("LookupResources", {
+      subject: { type: "staff", id: S },
+      permission: "avatar.transfer",
+      resource_type: "avatar",
+      with_grants: true,
+    });
+    expect(staff.resources.map((r) => r.grant)).toEqual(
+      staff.resources.map(() => ({ kind: "LOOKUP_GRANT_KIND_ASSIGNMENT", id: STAFF_GRANT, role_id: AVATAR_OWNER })),
+    );
+    const owner = await ok<ResourcesPage>("LookupResources", {
+      subject: { type: "principal", id: PA2 },
+      permission: "avatar.transfer",
+      resource_type: "avatar",
+      with_grants: true,
+    });
+    expect(owner.resources).toEqual([
+      { resource: { type: "avatar", id: VA2 }, grant: { kind: "LOOKUP_GRANT_KIND_MEMBERSHIP", id: id("a008", 3), role_id: AVATAR_OWNER } },
+    ]);
+    const bare = await ok<ResourcesPage>("LookupResources", {
+      subject: { type: "principal", id: PA2 },
+      permission: "avatar.transfer",
+      resource_type: "avatar",
+    });
+    expect(bare.resources[0]?.grant ?? null).toBeNull();
   });
 
   it("subject_type limits the answer", async () => {
@@ -262,7 +289,7 @@ describe("streaming", () => {
       { subject: { type: "staff", id: S }, permission: "avatar.transfer", resourceType: "avatar" },
       { headers },
     )) {
-      resources.push(...m.resources.map((r) => r.id));
+      resources.push(...m.resources.map((r) => r.resource?.id ?? ""));
     }
     expect(resources.sort()).toEqual([VA, VA2, VB].sort());
     const viaGrpcResources = await stream<ResourcesPage>("StreamLookupResources", {
@@ -270,7 +297,7 @@ describe("streaming", () => {
       permission: "avatar.transfer",
       resource_type: "avatar",
     });
-    expect(viaGrpcResources.flatMap((m) => m.resources.map((r) => r.id)).sort()).toEqual([VA, VA2, VB].sort());
+    expect(viaGrpcResources.flatMap((m) => m.resources.map((r) => r.resource.id)).sort()).toEqual([VA, VA2, VB].sort());
   });
 
   it("an empty answer is one message carrying the revision", async () => {
@@ -341,14 +368,14 @@ describe("tenancy", () => {
       { subject: { type: "staff", id: S }, permission: "avatar.transfer", resource_type: "avatar" },
       keys.alpha,
     );
-    expect(staffRoot.resources.map((r) => r.id).sort()).toEqual([VA, VA2, VB].sort());
-    expect(staffAlpha.resources.map((r) => r.id).sort()).toEqual([VA, VA2].sort());
+    expect(staffRoot.resources.map((r) => r.resource.id).sort()).toEqual([VA, VA2, VB].sort());
+    expect(staffAlpha.resources.map((r) => r.resource.id).sort()).toEqual([VA, VA2].sort());
     const tenants = await ok<ResourcesPage>(
       "LookupResources",
       { subject: { type: "staff", id: S }, permission: "avatar.transfer", resource_type: "tenant" },
       keys.alpha,
     );
-    expect(tenants.resources.every((r) => r.id === TA)).toBe(true);
+    expect(tenants.resources.every((r) => r.resource.id === TA)).toBe(true);
   });
 });
 

@@ -87,7 +87,11 @@ function walkFor(kind: SearchKind, body: Obj): Walk<unknown> {
   }
   if (kind === "resource") {
     const q = resourcesQuery({ subject: entity(body, "subject", true), permission: actionName(body), resourceType: entity(body, "resource", false).type });
-    return { query: ["resource", q], items: (e, ctx, now) => resourcesOf(e, q, ctx, now), result: (r) => ({ ...(r as ResourceRef) }) } as Walk<unknown>;
+    return {
+      query: ["resource", q],
+      items: (e, ctx, now) => resourcesOf(e, q, ctx, now),
+      result: (r) => ({ ...(r as { resource: ResourceRef }).resource }),
+    } as Walk<unknown>;
   }
   const subject = toSubject(entity(body, "subject", true), "subject");
   const resource = toResource(entity(body, "resource", true), "resource");

@@ -7,13 +7,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Consistency } from "../../gen/authz/v1/common_pb.js";
 import {
+  type LookedUpResourceSchema,
   type LookedUpSubjectSchema,
   LookupGrantKind,
   type PermissionService,
   type StreamLookupResourcesRequest,
   type StreamLookupSubjectsRequest,
 } from "../../gen/authz/v1/permission_service_pb.js";
-import type { SubjectGrant } from "../engine/lookups.js";
+import type { ResourceGrant, SubjectGrant } from "../engine/lookups.js";
 import type { Snapshot } from "../engine/snapshot.js";
 import { RESOURCE_TYPES, type ResourceRef, type ResourceType, SUBJECT_TYPES, type SubjectType } from "../engine/types.js";
 import { invalidArgument } from "../errors.js";
@@ -97,30 +98,31 @@ export function subjectsOf(
   };
 }
 
-/** The resources of a lookup the caller may see, in the engine's order. */
+/** The resources of a lookup the caller may see, each with a grant, in the engine's order. */
 export function resourcesOf(
   engine: Snapshot,
   q: ResourcesQuery,
   ctx: CallContext,
   now: number,
-): { all: () => Iterator<ResourceRef>; visible: (r: ResourceRef) => boolean } {
+): { all: () => Iterator<ResourceGrant>; visible: (r: ResourceGrant) => boolean } {
   confineRead(ctx, engine, q.subject, undefined);
   return {
-    all: () => engine.lookupResources(q.subject, q.permission, q.resourceType, now)[Symbol.iterator](),
-    visible: (r) => visibleResource(ctx.caller, engine, r),
+    all: () => engine.lookupResourceGrants(q.subject, q.permission, q.resourceType, now)[Symbol.iterator](),
+    visible: (r) => visibleResource(ctx.caller, engine, r.resource),
   };
 }
 
 const GRANT_KIND = { ASSIGNMENT: LookupGrantKind.ASSIGNMENT, MEMBERSHIP: LookupGrantKind.MEMBERSHIP } as const;
 
+const grantMessage = (g: SubjectGrant["grant"]) => ({ kind: GRANT_KIND[g.kind], id: g.id, roleId: g.roleId });
+
 function subjectMessage(g: SubjectGrant, withGrants: boolean): MessageInitShape<typeof LookedUpSubjectSchema> {
-  return {
-    subject: { type: g.subject.type, id: g.subject.id },
-    ...(withGrants ? { grant: { kind: GRANT_KIND[g.grant.kind], id: g.grant.id, roleId: g.grant.roleId } } : {}),
-  };
+  return { subject: { type: g.subject.type, id: g.subject.id }, ...(withGrants ? { grant: grantMessage(g.grant) } : {}) };
 }
 
-const resourceMessage = (r: ResourceRef) => ({ type: r.type, id: r.id });
+function resourceMessage(r: ResourceGrant, withGrants: boolean): MessageInitShape<typeof LookedUpResourceSchema> {
+  return { resource: { type: r.resource.type, id: r.resource.id }, ...(withGrants ? { grant: grantMessage(r.grant) } : {}) };
+}
 
 /** Batches of at most LOOKUP_STREAM_BATCH visible items; stops when the caller goes away. */
 function* batches<T>(it: Iterator<T>, visible: (x: T) => boolean, signal: AbortSignal): Generator<T[]> {
@@ -181,12 +183,16 @@ export function lookupHandlers(live: () => LiveEngine, opts: LookupOptions = {})
     async lookupResources(req, ctx) {
       const q = resourcesQuery(req);
       const size = pageSizeOf(req.pageSize);
-      const query = lookupDigest(["LookupResources", ctx.caller?.id ?? null, q, size]);
+      const query = lookupDigest(["LookupResources", ctx.caller?.id ?? null, q, req.withGrants, size]);
       const { snapshot, token } = await pageSnapshot(req, query, "LookupResources", ctx);
       const now = token?.n ?? clock();
       const { all, visible } = resourcesOf(snapshot, q, ctx, now);
       const page = pages.page(snapshot, token, query, size, now, all, visible);
-      return { resources: page.items.map(resourceMessage), revision: snapshot.revision.toString(), nextPageToken: page.nextPageToken };
+      return {
+        resources: page.items.map((r) => resourceMessage(r, req.withGrants)),
+        revision: snapshot.revision.toString(),
+        nextPageToken: page.nextPageToken,
+      };
     },
 
     async *streamLookupResources(req: StreamLookupResourcesRequest, ctx) {
@@ -197,7 +203,7 @@ export function lookupHandlers(live: () => LiveEngine, opts: LookupOptions = {})
       let sent = false;
       for (const batch of batches(all(), visible, ctx.signal)) {
         sent = true;
-        yield { resources: batch.map(resourceMessage), revision };
+        yield { resources: batch.map((r) => resourceMessage(r, req.withGrants)), revision };
       }
       if (!sent) yield { resources: [], revision };
     },

@@ -29,7 +29,7 @@ import { confineRead } from "./tenancy.js";
 /** Items per message of a streamed lookup. */
 export const LOOKUP_STREAM_BATCH = 1000;
 
-type LookupMethods = "lookupSubjects" | "streamLookupSubjects" | "lookupResources" | "streamLookupResources";
+export type LookupMethods = "lookupSubjects" | "streamLookupSubjects" | "lookupResources" | "streamLookupResources";
 
 export interface LookupOptions {
   clock?: () => number;

@@ -28,7 +28,7 @@ import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
-import { lookupHandlers } from "./lookup-handlers.js";
+import type { LookupMethods } from "./lookup-handlers.js";
 import { confineRead } from "./tenancy.js";
 
 export const MAX_BULK_ITEMS = 1000;
@@ -156,11 +156,14 @@ export interface PermissionHandlerOptions {
   maxWaitMs?: number;
 }
 
-export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): ServiceHandlers<typeof PermissionService> {
+/** Check, CheckBulk and ListPermissions; the lookups are lookupHandlers' (src/rpc/lookup-handlers.ts). */
+export function permissionHandlers(
+  live: () => LiveEngine,
+  opts: PermissionHandlerOptions = {},
+): Omit<ServiceHandlers<typeof PermissionService>, LookupMethods> {
   const clock = opts.clock ?? Date.now;
   const onDecision = opts.onDecision ?? (() => {});
   return {
-    ...lookupHandlers(live, { clock, ...(opts.maxWaitMs ? { maxWaitMs: opts.maxWaitMs } : {}) }),
     async check(req: CheckRequest, ctx) {
       const subject = toSubject(req.subject, "subject");
       const permission = toPermission(req.permission, "permission");

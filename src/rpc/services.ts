@@ -10,6 +10,7 @@ import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
+import { lookupHandlers } from "./lookup-handlers.js";
 import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
 import { watchHandlers } from "./watch-handlers.js";
 import {
@@ -57,13 +58,13 @@ export interface ServiceDeps {
 export function createBindings(health: HealthState, deps: ServiceDeps): ServiceBinding[] {
   return [
     bind(Health, healthHandlers(health)),
-    bind(
-      PermissionService,
-      permissionHandlers(deps.live, {
+    bind(PermissionService, {
+      ...permissionHandlers(deps.live, {
         ...(deps.onDecision ? { onDecision: deps.onDecision } : {}),
         ...(deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
       }),
-    ),
+      ...lookupHandlers(deps.live, deps.maxWaitMs ? { maxWaitMs: deps.maxWaitMs } : {}),
+    } satisfies ServiceHandlers<typeof PermissionService>),
     bind(WatchService, watchHandlers({ db: deps.db, feed: deps.feed, live: deps.live, ...(deps.closing ? { closing: deps.closing } : {}) })),
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),

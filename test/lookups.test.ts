@@ -344,6 +344,54 @@ describe("paging at one revision", () => {
   });
 });
 
+describe("paging across replicas", () => {
+  it("another replica at the same revision answers the next page; at another revision it is ABORTED (LOOKUP_EXPIRED)", async () => {
+    const other = createApp(
+      loadConfig({ DATABASE_URL: t.url, AUTHZ_AUTH: "on", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+      createLogger("silent"),
+    );
+    const { grpcPort } = await other.listen();
+    await other.ready;
+    const perms2 = client(protos, "authz.v1.PermissionService", grpcPort);
+    const on2 = <T>(req: unknown) =>
+      new Promise<Reply<T>>((resolve) => {
+        const md = new grpc.Metadata();
+        md.set("x-api-key", keys.root as string);
+        (perms2.LookupSubjects as Function).call(perms2, req, md, { deadline: Date.now() + 10_000 }, (err: grpc.ServiceError | null, value: T) =>
+          resolve(err ? { code: err.code, message: err.details } : { code: 0, message: "", value }),
+        );
+      });
+    try {
+      const req = { permission: "avatar.transfer", resource: { type: "avatar", id: VA }, page_size: 1, consistency: { fully_consistent: true } };
+      const first = await ok<SubjectsPage>("LookupSubjects", req);
+      // The other replica at the same revision: it walks to the offset of the token.
+      await on2<SubjectsPage>({ ...req, page_size: 100 });
+      const same = await on2<SubjectsPage>({ ...req, page_token: first.next_page_token });
+      expect(same.code, same.message).toBe(0);
+      expect(same.value?.revision).toBe(first.revision);
+      const mine = await ok<SubjectsPage>("LookupSubjects", { ...req, page_token: first.next_page_token });
+      expect(same.value?.subjects).toEqual(mine.subjects);
+      // A token of a later revision, served first here; then a write moves the other replica on past it.
+      await t.raw`insert into staff (logical_key) values ('staff:replica-probe-1')`;
+      const later = await ok<SubjectsPage>("LookupSubjects", req);
+      expect(BigInt(later.revision)).toBeGreaterThan(BigInt(first.revision));
+      await t.raw`insert into staff (logical_key) values ('staff:replica-probe-2')`;
+      const moved = await on2<SubjectsPage>({ ...req, page_size: 100 });
+      expect(BigInt(moved.value?.revision ?? "0")).toBeGreaterThan(BigInt(later.revision));
+      const expired = await on2<SubjectsPage>({ ...req, page_token: later.next_page_token });
+      expect(expired.code).toBe(grpc.status.ABORTED);
+      expect(expired.message).toMatch(/restart it without a page_token/);
+      // The replica that served the first page still holds its revision.
+      const here = await call<SubjectsPage>("LookupSubjects", { ...req, page_token: later.next_page_token });
+      expect(here.code).toBe(0);
+      expect(here.value?.revision).toBe(later.revision);
+    } finally {
+      perms2.close();
+      await other.stop();
+    }
+  });
+});
+
 describe("tenancy", () => {
   it("a tenant-bound key cannot look up on another tenant's resource or subject", async () => {
     const r1 = await call("LookupSubjects", { permission: "avatar.transfer", resource: { type: "avatar", id: VB } }, keys.alpha);

@@ -185,6 +185,26 @@ describe("Watch", () => {
     }
   });
 
+  it("a revision of 2,500 rows spans messages, in order; the messages before its end carry the revision before it", async () => {
+    const from = await head();
+    const w = watch({ from_revision: from.toString() });
+    try {
+      await t.raw`insert into staff (logical_key) select 'staff:bulk-' || g from generate_series(1, 2500) g`;
+      await t.raw`insert into staff (logical_key) values ('staff:after-bulk')`;
+      const to = await head();
+      await w.wait(reached(w, to), `revision ${to}`);
+      expect(asLog(w.changes())).toEqual(await logAfter(from, to));
+      const bulk = from + 1n;
+      const carrying = w.msgs.filter((m) => m.changes.some((c) => c.revision === bulk.toString()));
+      expect(carrying.length).toBeGreaterThanOrEqual(3);
+      expect(carrying.every((m) => m.changes.length <= 1000)).toBe(true);
+      // Until the revision is complete, a message claims only the revision before it.
+      expect(carrying.slice(0, -1).every((m) => BigInt(m.revision) === from)).toBe(true);
+    } finally {
+      w.close();
+    }
+  });
+
   it("filters by table, tenant and organization; a tenant-bound key sees only its tenant", async () => {
     const from = await head();
     const hb = { from_revision: from.toString(), heartbeat_ms: 200 };

@@ -1,4 +1,4 @@
-// `npm run build:bench && node dist/bench/lookups.js`: the lookups and Watch
+// `npm run bench:lookups`: the lookups and Watch
 // (issue 15), short. On the engine benchmark's synthetic dataset
 // (bench/dataset.ts) at LOOKUP_BENCH_SCALE (default 0.1 = 500k assignments;
 // 1 = the 5M of issue 15, which needs ~4 GB of heap and minutes to build),

@@ -86,7 +86,11 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
   };
 }
 
-/** Resolves when a stream's buffered messages have drained, or the call ended meanwhile. */
+/**
+ * Resolves when a stream's buffered messages have drained, or the call ended
+ * meanwhile. Backpressure: a slow reader holds the stream (a lookup, Watch)
+ * instead of the server buffering all of it.
+ */
 function writable(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
@@ -169,7 +173,6 @@ export function createGrpcServer(
             try {
               for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
                 if (call.cancelled) break;
-                // Backpressure: a slow reader holds the stream (a lookup, Watch) instead of the server buffering all of it.
                 if (!call.write(msg)) await writable(call);
               }
               if (call.cancelled) {

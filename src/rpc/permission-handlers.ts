@@ -157,10 +157,9 @@ export interface PermissionHandlerOptions {
 }
 
 /** Check, CheckBulk and ListPermissions; the lookups are lookupHandlers' (src/rpc/lookup-handlers.ts). */
-export function permissionHandlers(
-  live: () => LiveEngine,
-  opts: PermissionHandlerOptions = {},
-): Omit<ServiceHandlers<typeof PermissionService>, LookupMethods> {
+type CheckHandlers = Omit<ServiceHandlers<typeof PermissionService>, LookupMethods>;
+
+export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): CheckHandlers {
   const clock = opts.clock ?? Date.now;
   const onDecision = opts.onDecision ?? (() => {});
   return {

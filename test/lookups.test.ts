@@ -7,7 +7,14 @@ import * as grpc from "@grpc/grpc-js";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PermissionService } from "../gen/authz/v1/permission_service_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  LookupSubjectsRequestSchema,
+  LookupSubjectsResponseSchema,
+  PermissionService,
+  StreamLookupResourcesRequestSchema,
+  StreamLookupResourcesResponseSchema,
+} from "../gen/authz/v1/permission_service_pb.js";
 import { mintApiKey } from "../src/auth/api-keys.js";
 import type { Scope } from "../src/auth/caller.js";
 import { loadConfig } from "../src/config.js";
@@ -305,6 +312,67 @@ describe("streaming", () => {
     expect(msgs).toHaveLength(1);
     expect(msgs[0]?.subjects).toEqual([]);
     expect(msgs[0]?.revision).toMatch(/^\d+$/);
+  });
+});
+
+/** A gRPC-Web call (binary): its data frames and its grpc-status. */
+async function grpcWebCall(path: string, body: Uint8Array): Promise<{ status: string; frames: Uint8Array[] }> {
+  const framed = new Uint8Array(5 + body.length);
+  new DataView(framed.buffer).setUint32(1, body.length);
+  framed.set(body, 5);
+  const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", "x-api-key": keys.root as string },
+    body: framed,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const frames: Uint8Array[] = [];
+  let status = res.headers.get("grpc-status") ?? "";
+  for (let at = 0; at + 5 <= bytes.length; ) {
+    const len = new DataView(bytes.buffer, bytes.byteOffset + at + 1, 4).getUint32(0);
+    const data = bytes.subarray(at + 5, at + 5 + len);
+    if (((bytes[at] as number) & 0x80) === 0) frames.push(data);
+    else status = /grpc-status:\s*(\d+)/i.exec(new TextDecoder().decode(data))?.[1] ?? status;
+    at += 5 + len;
+  }
+  return { status, frames };
+}
+
+describe("Connect (unary JSON) and gRPC-Web (unary and streaming) give gRPC's answer", () => {
+  it("LookupSubjects and StreamLookupResources", async () => {
+    const req = { permission: "avatar.transfer", resource: { type: "avatar", id: VA } };
+    const viaGrpc = (await ok<SubjectsPage>("LookupSubjects", { ...req, page_size: 100 })).subjects.map((s) => key(s.subject)).sort();
+    expect(viaGrpc.length).toBeGreaterThan(2);
+
+    const res = await fetch(`http://127.0.0.1:${httpPort}/authz.v1.PermissionService/LookupSubjects`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": keys.root as string },
+      body: JSON.stringify({ ...req, pageSize: 100 }),
+    });
+    expect(res.status).toBe(200);
+    const json = (await res.json()) as { subjects: Array<{ subject: Ref }>; nextPageToken: string };
+    expect(json.subjects.map((s) => key(s.subject)).sort()).toEqual(viaGrpc);
+    expect(json.nextPageToken).toBe("");
+
+    const web = await grpcWebCall(
+      "/authz.v1.PermissionService/LookupSubjects",
+      toBinary(LookupSubjectsRequestSchema, create(LookupSubjectsRequestSchema, { ...req, pageSize: 100 })),
+    );
+    expect(web.status).toBe("0");
+    const page = fromBinary(LookupSubjectsResponseSchema, web.frames[0] as Uint8Array);
+    expect(page.subjects.map((s) => `${s.subject?.type}:${s.subject?.id}`).sort()).toEqual(viaGrpc);
+
+    const streamed = await grpcWebCall(
+      "/authz.v1.PermissionService/StreamLookupResources",
+      toBinary(
+        StreamLookupResourcesRequestSchema,
+        create(StreamLookupResourcesRequestSchema, { subject: { type: "staff", id: S }, permission: "avatar.transfer", resourceType: "avatar" }),
+      ),
+    );
+    expect(streamed.status).toBe("0");
+    const ids = streamed.frames.flatMap((f) => fromBinary(StreamLookupResourcesResponseSchema, f).resources.map((r) => r.resource?.id ?? ""));
+    expect(ids.sort()).toEqual([VA, VA2, VB].sort());
   });
 });
 

@@ -14,6 +14,7 @@ export function loadProtos(): grpc.GrpcObject {
       "authz/v1/admin_service.proto",
       "authz/v1/directory_service.proto",
       "authz/v1/rate_limit_service.proto",
+      "authz/v1/watch_service.proto",
     ],
     { includeDirs: [projectPath("proto")], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
   );

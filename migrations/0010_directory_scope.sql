@@ -1,4 +1,4 @@
--- authz 0009: the "directory" scope for API keys. A key with it may call
+-- authz 0010: the "directory" scope for API keys. A key with it may call
 -- DirectoryService (ManageDirectory and the directory reads) without the
 -- broader "admin" scope, which keeps covering DirectoryService too.
 

@@ -235,18 +235,62 @@ async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleR
   return found;
 }
 
-async function upsertRecord(
-  tx: SqlQuerier,
-  table: "roles" | "permissions",
-  m: { organizationId: string | null; key: string; name?: string; description?: string; id?: string },
-  field: string,
-): Promise<MutationResult> {
-  const kind = table === "roles" ? "role" : "permission";
+type UpsertFields = { organizationId: string | null; key: string; name?: string; description?: string; id?: string };
+
+/**
+ * The upsert in one statement, so a batch can send it without waiting for the
+ * mutation before (write-pipeline.ts, BatchWriter.pipelined): the rows that
+ * hold the id or the key; then, unless the id names another row than the key
+ * (refused below), the update of the row with the key (only when a field
+ * changes, so a no-op stays out of the change log) or the insert of a new one.
+ * Parameters: $1 the id (null: generated), $2.. the key match, then the fields.
+ */
+function upsertStatement(table: "roles" | "permissions", m: UpsertFields): { sql: string; params: unknown[] } {
   const match = orgKey(m.organizationId, m.key, 2);
-  const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(
-    `select id::text as id, organization_id::text as organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})`,
-    [m.id ?? null, ...match.params],
-  );
+  const k = 2 + match.params.length; // the key, as text, for a new role's default name
+  // Absent fields (null here) keep their value on an existing record; a new role is named after its key.
+  const fields: Array<[string, string | null]> =
+    table === "roles"
+      ? [
+          ["name", m.name ?? null],
+          ["description", m.description ?? null],
+        ]
+      : [["description", m.description ?? null]];
+  const f = (i: number) => `$${k + 1 + i}::text`;
+  const wanted = fields.map(([c], i) => `coalesce(${f(i)}, t.${c})`);
+  const org = `$${k + 1 + fields.length}::text::uuid`;
+  const isKey = `organization_id is not distinct from ${org} and key = $${k}::text`;
+  const sql = `with found as (
+      select id, organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})
+    ), clash as (
+      select 1 from found where $1::text is not null and (id = $1::text::uuid) <> (${isKey})
+    ), same as (
+      select id from found where ${isKey}
+    ), updated as (
+      update ${table} t set ${fields.map(([c], i) => `${c} = ${wanted[i]}`).join(", ")}
+        from same where t.id = same.id and not exists (select 1 from clash)
+         and (${fields.map(([c]) => `t.${c}`).join(", ")}) is distinct from (${wanted.join(", ")})
+      returning t.id
+    ), inserted as (
+      insert into ${table} (id, organization_id, key, ${fields.map(([c]) => c).join(", ")})
+      select coalesce($1::text::uuid, gen_random_uuid()), ${org}, $${k}::text,
+             ${fields.map(([c], i) => (c === "name" ? `coalesce(${f(i)}, $${k}::text)` : f(i))).join(", ")}
+       where not exists (select 1 from same) and not exists (select 1 from clash)
+      returning id
+    )
+    select id::text as id, organization_id::text as organization_id, key, 'found' as what from found
+    union all select id::text, null, null, 'updated' from updated
+    union all select id::text, null, null, 'inserted' from inserted`;
+  return { sql, params: [m.id ?? null, ...match.params, m.key, ...fields.map(([, v]) => v), m.organizationId] };
+}
+
+type UpsertRow = { id: string; organization_id: string | null; key: string; what: "found" | "updated" | "inserted" };
+
+async function upsertRecord(tx: SqlQuerier, table: "roles" | "permissions", m: UpsertFields, field: string): Promise<MutationResult> {
+  const kind = table === "roles" ? "role" : "permission";
+  const st = upsertStatement(table, m);
+  const out = await tx.query<UpsertRow>(st.sql, st.params);
+  const rows = out.filter((r) => r.what === "found");
   const same = rows.find((r) => r.organization_id === m.organizationId && r.key === m.key);
   if (m.id !== undefined) {
     const byId = rows.find((r) => r.id === m.id);
@@ -263,34 +307,9 @@ async function upsertRecord(
       );
     }
   }
-  // Absent fields (null here) keep their value on an existing record.
-  const fields: Array<[string, string | null]> =
-    table === "roles"
-      ? [
-          ["name", m.name ?? null],
-          ["description", m.description ?? null],
-        ]
-      : [["description", m.description ?? null]];
-  if (same) {
-    // "is distinct from" keeps a no-op out of the change log (and reports it unchanged).
-    const wanted = fields.map(([c], i) => `coalesce($${i + 2}::text, ${c})`);
-    const updated = await tx.query(
-      `update ${table} set ${fields.map(([c], i) => `${c} = ${wanted[i]}`).join(", ")}
-        where id = $1::text::uuid and (${fields.map(([c]) => c).join(", ")}) is distinct from (${wanted.join(", ")})
-        returning id`,
-      [same.id, ...fields.map(([, v]) => v)],
-    );
-    return { id: same.id, changed: updated.length > 0 };
-  }
-  // A new role is named after its key unless a name is given.
-  const inserted = await tx.query<{ id: string }>(
-    `insert into ${table} (id, organization_id, key, ${fields.map(([c]) => c).join(", ")})
-     values (coalesce($1::text::uuid, gen_random_uuid()), $2::text::uuid, $3::text,
-             ${fields.map(([c], i) => (c === "name" ? `coalesce($${i + 4}::text, $3::text)` : `$${i + 4}::text`)).join(", ")})
-     returning id::text as id`,
-    [m.id ?? null, m.organizationId, m.key, ...fields.map(([, v]) => v)],
-  );
-  return { id: (inserted[0] as { id: string }).id, changed: true };
+  if (same) return { id: same.id, changed: out.some((r) => r.what === "updated") };
+  const inserted = out.find((r) => r.what === "inserted");
+  return { id: (inserted as UpsertRow).id, changed: true };
 }
 
 /** The shortest inheritance path from `from` up to `to` (role ids), if `from` already inherits `to`. */
@@ -549,5 +568,12 @@ async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Pro
  * caller returns the first response without writing.
  */
 export async function manageRoles(db: SqlClient, raw: ManageRolesInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRolesResult> {
-  return runBatch(db, caller, validateManageRoles(raw), { rpc: "ManageRoles", field: (m) => FIELD[m.kind], confine: confineMutation, apply });
+  return runBatch(db, caller, validateManageRoles(raw), {
+    rpc: "ManageRoles",
+    field: (m) => FIELD[m.kind],
+    confine: confineMutation,
+    apply,
+    // An upsert is one statement (upsertStatement).
+    pipelined: (m) => m.kind === "upsertRole" || m.kind === "upsertPermission",
+  });
 }

@@ -306,7 +306,22 @@ export interface BatchWriter<M, R> {
    * Absent: every mutation waits for the one before.
    */
   pipelined?(m: M): boolean;
+  /**
+   * Optional set-based apply. Consecutive mutations with the same run key
+   * form a run, which applyRun may apply in one statement; it returns
+   * undefined when it cannot (the run is then applied one by one), else one
+   * outcome per mutation: its result, or the refusal it gets (read in order,
+   * so the first refusal is thrown with its mutation's index). A run must give
+   * the outcomes that applying its mutations one by one would. When its
+   * statement fails in the database, the whole write runs again one mutation
+   * at a time, so the error names its mutation exactly as before.
+   */
+  runKey?(m: M): string | undefined;
+  applyRun?(tx: SqlQuerier, run: ReadonlyArray<{ m: M; index: number }>): Promise<Array<R | AuthzError>> | undefined;
 }
+
+/** A run's statement failed in the database: the write is rolled back and runs again one mutation at a time. */
+class RunFailed extends Error {}
 
 /** Runs a validated batch through the pipeline: every mutation or none, one result per mutation. */
 export async function runBatch<M, R>(
@@ -315,17 +330,50 @@ export async function runBatch<M, R>(
   input: BatchInput<M>,
   w: BatchWriter<M, R>,
 ): Promise<{ revision: string; results: R[] }> {
-  const { revision, value } = await runWrite(db, caller, {
-    rpc: w.rpc,
-    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
-    idempotencyKey: input.idempotencyKey,
-    expectedRevision: input.expectedRevision,
-    async confine(c) {
-      for (const [i, m] of input.mutations.entries()) await w.confine(c, m, i);
-    },
-    apply: ({ tx }) => applyInOrder(tx, input.mutations, w),
+  const once = (runs: boolean) =>
+    runWrite(db, caller, {
+      rpc: w.rpc,
+      request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
+      idempotencyKey: input.idempotencyKey,
+      expectedRevision: input.expectedRevision,
+      async confine(c) {
+        for (const [i, m] of input.mutations.entries()) await w.confine(c, m, i);
+      },
+      apply: ({ tx }) => applyInOrder(tx, input.mutations, w, runs),
+    });
+  let outcome: WriteOutcome<R[]>;
+  try {
+    outcome = await once(w.applyRun !== undefined);
+  } catch (err) {
+    if (!(err instanceof RunFailed)) throw err;
+    outcome = await once(false);
+  }
+  return { revision: outcome.revision, results: outcome.value };
+}
+
+/** The mutations from `start` that share its run key (at least two), or none. */
+function runAt<M, R>(mutations: readonly M[], start: number, w: BatchWriter<M, R>): Array<{ m: M; index: number }> {
+  const key = w.runKey?.(mutations[start] as M);
+  if (key === undefined) return [];
+  let end = start + 1;
+  while (end < mutations.length && w.runKey?.(mutations[end] as M) === key) end++;
+  return end - start < 2 ? [] : mutations.slice(start, end).map((m, k) => ({ m, index: start + k }));
+}
+
+/** Sends a run's statement; its outcomes are read in order (the first refusal thrown with its index). */
+function sendRun<M, R>(tx: SqlQuerier, run: Array<{ m: M; index: number }>, w: BatchWriter<M, R>): Array<Promise<R>> | undefined {
+  const sent = w.applyRun?.(tx, run);
+  if (sent === undefined) return undefined;
+  const failed = sent.catch((err: unknown) => {
+    throw err instanceof SqlError ? new RunFailed("a run of mutations failed in the database", { cause: err }) : err;
   });
-  return { revision, results: value };
+  return run.map(({ m, index }, k) =>
+    atMutation(index, w.field(m), async () => {
+      const outcome = (await failed)[k] as R | AuthzError;
+      if (outcome instanceof AuthzError) throw outcome;
+      return outcome;
+    }),
+  );
 }
 
 /**
@@ -334,23 +382,33 @@ export async function runBatch<M, R>(
  * (a later one's "transaction is aborted" is only its consequence), and the
  * transaction rolls back as it would have without pipelining.
  */
-async function applyInOrder<M, R>(tx: SqlQuerier, mutations: readonly M[], w: BatchWriter<M, R>): Promise<R[]> {
+async function applyInOrder<M, R>(tx: SqlQuerier, mutations: readonly M[], w: BatchWriter<M, R>, runs: boolean): Promise<R[]> {
   const results: R[] = [];
   let sent: Array<Promise<R>> = [];
+  const send = (p: Promise<R>) => {
+    p.catch(() => {}); // read (and thrown) in order by collect; never unhandled
+    sent.push(p);
+  };
   const collect = async () => {
     for (const p of sent) results.push(await p);
     sent = [];
   };
-  for (const [i, m] of mutations.entries()) {
-    const run = () => atMutation(i, w.field(m), () => w.apply(tx, m, i));
+  for (let i = 0; i < mutations.length; i++) {
+    const m = mutations[i] as M;
+    const run = runs ? runAt(mutations, i, w) : [];
+    const many = run.length > 0 ? sendRun(tx, run, w) : undefined;
+    if (many !== undefined) {
+      for (const p of many) send(p);
+      i += run.length - 1;
+      continue;
+    }
+    const one = (k: number) => atMutation(k, w.field(m), () => w.apply(tx, m, k));
     if (w.pipelined?.(m)) {
-      const p = run();
-      p.catch(() => {}); // read (and thrown) in order by collect; never unhandled
-      sent.push(p);
+      send(one(i));
       continue;
     }
     await collect();
-    results.push(await run());
+    results.push(await one(i));
   }
   await collect();
   return results;

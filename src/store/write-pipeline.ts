@@ -16,11 +16,22 @@
 //   5. the mutations;
 //   6. the database's tenancy backstop (authz_assert_tenant) for bound callers;
 //   7. the transaction numbers itself when no other stamper is at work
-//      (authz_try_stamp_self), the idempotency record; commit;
+//      (authz_try_stamp_self) and keeps the idempotency record, in one
+//      statement sent together with COMMIT (finish, SentWithCommit);
 //   8. otherwise, after commit, authz_stamp(xid) numbers it (with whatever
 //      else committed meanwhile, in one batch). That revision is returned
 //      (read-your-writes). Writers never wait for each other on one lock row
 //      (migration 0008, docs/data-model.md "Change log").
+//
+// Round trips are what a write costs under load (the backends of a busy
+// write benchmark mostly wait for their client), so statements whose answer
+// is not needed yet are sent without waiting: step 1 travels with the next
+// statement, step 7 with COMMIT, and a batch's one-statement mutations
+// (BatchWriter.pipelined) back to back; a run of like mutations can be one
+// statement (BatchWriter.runKey/applyRun). The database runs them in order,
+// answers are read in order, so results and the first error are as if each
+// had waited (test/write-runs.test.ts). With postgres.js every statement with
+// parameters is prepared once per connection (postgres-client.ts).
 //
 // Database refusals become domain errors through one mapping (write-errors.ts).
 

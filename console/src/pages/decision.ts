@@ -1,0 +1,106 @@
+// The decision page: pick subject, permission and resource; see allowed or
+// denied with the explain path (assignment → role → inherited roles →
+// permission) or the reason it failed. An allow through an assignment offers
+// to remove that assignment; the decision is then run again at the write's
+// revision, so the operator sees it flip (or find another path).
+
+import { choice, enumName, field, h, show } from "../dom.js";
+import { drawPath, type PathNode } from "../graph.js";
+import { type CheckAnswer, check, type ExplanationStep, manageRoles, type Ref } from "../rpcs.js";
+import { failure, link, params, revisionBadge, runWrite, writeButton } from "../ui.js";
+
+const SUBJECT_TYPES = ["user", "account", "principal", "staff"] as const;
+const RESOURCE_TYPES = ["organization", "avatar", "tenant"] as const;
+
+const short = (id: string) => (id.length > 12 ? `${id.slice(0, 8)}…` : id);
+const scopeText = (s: Ref | undefined) => (s ? `${s.type} ${short(s.id)}` : "global");
+
+function nodeOf(step: ExplanationStep): PathNode {
+  const kind = enumName(step.kind, "EXPLANATION_STEP_KIND_");
+  const tooltip = `${kind} ${step.key ?? ""} ${step.id ?? ""}${step.scope ? ` on ${step.scope.type} ${step.scope.id}` : ""}`;
+  if (kind === "ASSIGNMENT" || kind === "MEMBERSHIP") return { kind, label: `on ${scopeText(step.scope)}`, tooltip };
+  return { kind: kind.replace("_", " "), label: step.key || step.id || "", tooltip };
+}
+
+interface Question {
+  subject: Ref;
+  permission: string;
+  resource: Ref;
+}
+
+function verdict(q: Question, a: CheckAnswer): HTMLElement {
+  const allowed = a.allowed === true;
+  const reason = enumName(a.reason, "DECISION_REASON_");
+  const steps = a.explanation?.steps ?? [];
+  const subjectNode: PathNode = { kind: q.subject.type.toUpperCase(), label: short(q.subject.id), tooltip: `${q.subject.type} ${q.subject.id}` };
+  const nodes = allowed ? [subjectNode, ...steps.map(nodeOf)] : [subjectNode, { kind: "DENIED", label: reason, tooltip: a.explanation?.message ?? reason }];
+  return h(
+    "div",
+    { class: `verdict ${allowed ? "allowed" : "denied"}`, "data-allowed": String(allowed), "data-reason": reason },
+    h("p", {}, h("span", { class: "badge" }, allowed ? "ALLOWED" : "DENIED"), " ", h("code", {}, reason), " ", revisionBadge(a.revision)),
+    h("div", { class: "path-box" }, drawPath(nodes)),
+    h("p", { class: "message" }, a.explanation?.message ?? ""),
+  );
+}
+
+async function decide(out: HTMLElement, q: Question, revision?: string, note?: HTMLElement): Promise<void> {
+  let a: CheckAnswer;
+  try {
+    a = await check(q.subject, q.permission, q.resource, revision);
+  } catch (err) {
+    out.append(failure(err));
+    return;
+  }
+  const actions = h("div", { class: "actions" }, link("subject", { type: q.subject.type, id: q.subject.id }, "Grants of this subject →"));
+  const writeOut = h("div", { class: "write-out" });
+  const assignment = (a.explanation?.steps ?? []).find((s) => s.kind === "EXPLANATION_STEP_KIND_ASSIGNMENT" && s.id);
+  if (a.allowed && assignment?.id) {
+    const id = assignment.id;
+    const button = writeButton("Unassign the granting role", "unassign", () => {
+      button.disabled = true;
+      void runWrite(
+        writeOut,
+        () => manageRoles([{ unassignRole: { assignmentId: id } }]),
+        (rev) => decide(writeOut, q, rev, h("p", { class: "note" }, `The same decision at least as fresh as revision ${rev}:`)),
+      );
+    });
+    actions.prepend(button, " ");
+  }
+  out.append(...(note ? [note] : []), verdict(q, a), actions, writeOut);
+}
+
+export function decisionPage(root: HTMLElement): void {
+  const p = params();
+  const [subjectTypeL, subjectType] = choice("Subject type", "subject-type", SUBJECT_TYPES, p.get("subjectType") ?? "user");
+  const [subjectIdL, subjectId] = field("Subject id", "subject-id", { value: p.get("subjectId") ?? "", placeholder: "UUID" });
+  const [permL, permission] = field("Permission", "permission", { value: p.get("permission") ?? "", placeholder: "e.g. members.read", size: 24 });
+  const [resTypeL, resourceType] = choice("Resource type", "resource-type", RESOURCE_TYPES, p.get("resourceType") ?? "organization");
+  const [resIdL, resourceId] = field("Resource id", "resource-id", { value: p.get("resourceId") ?? "", placeholder: "UUID" });
+  const out = h("section", { id: "decision-result" });
+  const run = (e: Event) => {
+    e.preventDefault();
+    const q = {
+      subject: { type: subjectType.value, id: subjectId.value.trim() },
+      permission: permission.value.trim(),
+      resource: { type: resourceType.value, id: resourceId.value.trim() },
+    };
+    show(out);
+    void decide(out, q);
+  };
+  show(
+    root,
+    h("h2", {}, "Decision"),
+    h("p", { class: "hint" }, "Check with explain: the path that allowed the request, or the first rule that denied it."),
+    h(
+      "form",
+      { id: "decision-form", onsubmit: run },
+      subjectTypeL,
+      subjectIdL,
+      permL,
+      resTypeL,
+      resIdL,
+      h("button", { type: "submit", id: "decide" }, "Decide"),
+    ),
+    out,
+  );
+}

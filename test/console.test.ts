@@ -24,7 +24,7 @@ const CHROMIUM = "/usr/bin/chromium";
 const ENG = "00000002-0000-4000-8000-000000000001";
 const BOB = "00000003-0000-4000-8000-000000000002"; // admin in eng through one assignment
 const BOT = "00000007-0000-4000-8000-000000000001"; // avatar acme-bot, owner membership ...0002
-const SHOTS = process.env.UPDATE_SCREENSHOTS === "1" ? projectPath("docs/console") : mkdtempSync(join(tmpdir(), "authz-console-"));
+const SHOTS = process.env.UPDATE_SCREENSHOTS === "1" ? join(projectPath("docs"), "console") : mkdtempSync(join(tmpdir(), "authz-console-"));
 
 let t: TestDatabase;
 let app: App;

@@ -1,7 +1,7 @@
 // Building DOM without innerHTML: every string from the server becomes a text
 // node or an attribute value, so no data can inject markup.
 
-export type Child = Node | string | number | null | undefined | false;
+export type Child = Node | string | number | null | undefined | false | readonly Child[];
 type Attrs = Record<string, string | number | boolean | undefined | ((e: Event) => void)>;
 
 function fill<E extends Element>(el: E, attrs: Attrs, children: Child[]): E {
@@ -12,7 +12,8 @@ function fill<E extends Element>(el: E, attrs: Attrs, children: Child[]): E {
   }
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
-    el.append(typeof c === "object" ? c : document.createTextNode(String(c)));
+    if (Array.isArray(c)) fill(el, {}, c);
+    else el.append(typeof c === "object" ? (c as Node) : document.createTextNode(String(c)));
   }
   return el;
 }

@@ -4,12 +4,17 @@
 
 import { ApiError, has, loadMethods, signedIn, signIn, signOut } from "./api.js";
 import { h, show } from "./dom.js";
+import { avatarPage } from "./pages/avatar.js";
 import { decisionPage } from "./pages/decision.js";
+import { directoryPage } from "./pages/directory.js";
 import { rateLimitsPage, stopRateLimits } from "./pages/ratelimits.js";
 import { rolesPage } from "./pages/roles.js";
 import { subjectPage } from "./pages/subject.js";
 import { transfersPage } from "./pages/transfers.js";
+import { userPage } from "./pages/user.js";
+import { whoCanPage } from "./pages/whocan.js";
 import { PATHS } from "./rpcs.js";
+import { DIRECTORY_PATHS as D } from "./rpcs-directory.js";
 import { failure, resetReadOnly, submit } from "./ui.js";
 
 interface Page {
@@ -18,10 +23,21 @@ interface Page {
   /** RPC paths the page needs; it is offered only when the server binds them all. */
   needs: readonly string[];
   render(root: HTMLElement): void;
+  /** Reached through links only, not listed in the navigation. */
+  linked?: boolean;
 }
 
 const PAGES: readonly Page[] = [
+  {
+    id: "directory",
+    title: "Directory",
+    needs: [D.listTenants, D.listOrganizations, D.listOrganizationMembers, D.listAvatars, D.getUser],
+    render: directoryPage,
+  },
+  { id: "user", title: "User", needs: [D.getUser, D.manageDirectory], render: userPage, linked: true },
+  { id: "avatar", title: "Avatar", needs: [D.getAvatar, D.listMemberships, D.manageDirectory], render: avatarPage, linked: true },
   { id: "decision", title: "Decision", needs: [PATHS.check], render: decisionPage },
+  { id: "whocan", title: "Who can", needs: [D.lookupSubjects], render: whoCanPage },
   { id: "subject", title: "Grants", needs: [PATHS.listPermissions], render: subjectPage },
   { id: "roles", title: "Roles", needs: [PATHS.listRoles], render: rolesPage },
   { id: "transfers", title: "Transfers", needs: [PATHS.listOwnershipTransfers], render: transfersPage },
@@ -37,17 +53,19 @@ function route(): void {
   stopRateLimits();
   if (!signedIn()) return signInForm();
   const id = location.hash.replace(/^#\/?/, "").split("?")[0] || "decision";
-  const page = available().find((p) => p.id === id) ?? available()[0];
+  const page = available().find((p) => p.id === id) ?? available().find((p) => p.id === "decision") ?? available()[0];
   for (const a of nav.querySelectorAll("a")) a.classList.toggle("current", a.dataset.page === page?.id);
   if (page) page.render(app);
   else show(app, h("p", {}, "This server binds none of the RPCs the console's pages need."));
 }
 
 function navigation(): void {
-  const missing = PAGES.filter((p) => !p.needs.every(has));
+  const missing = PAGES.filter((p) => !p.linked && !p.needs.every(has));
   show(
     nav,
-    ...available().map((p) => h("a", { href: `#/${p.id}`, "data-page": p.id }, p.title)),
+    ...available()
+      .filter((p) => !p.linked)
+      .map((p) => h("a", { href: `#/${p.id}`, "data-page": p.id }, p.title)),
     h(
       "button",
       {

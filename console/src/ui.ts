@@ -78,3 +78,33 @@ export function submit(e: Event, action: () => unknown): void {
   e.preventDefault();
   void action();
 }
+
+/** A table of `header` and `rows`. */
+export function table(cls: string, header: readonly string[], rows: HTMLElement[]): HTMLElement {
+  return h("table", { class: cls }, h("thead", {}, h("tr", {}, ...header.map((t) => h("th", {}, t)))), h("tbody", {}, ...rows));
+}
+
+/**
+ * One server page into `out`, with "Next page" following the server's token
+ * (never more than one page in memory).
+ */
+export async function paged(
+  out: HTMLElement,
+  load: (token?: string) => Promise<{ body: HTMLElement; next?: string | undefined; revision?: string }>,
+  token?: string,
+): Promise<void> {
+  try {
+    const page = await load(token);
+    const next = page.next;
+    show(
+      out,
+      page.revision ? h("p", { class: "hint" }, "Read at ", revisionBadge(page.revision)) : null,
+      page.body,
+      next
+        ? h("button", { type: "button", class: "next-page", onclick: () => void paged(out, load, next) }, "Next page")
+        : h("p", { class: "hint" }, "Last page."),
+    );
+  } catch (err) {
+    show(out, failure(err));
+  }
+}

@@ -77,8 +77,8 @@ export function decisionPage(root: HTMLElement): void {
   const [resTypeL, resourceType] = choice("Resource type", "resource-type", RESOURCE_TYPES, p.get("resourceType") ?? "organization");
   const [resIdL, resourceId] = field("Resource id", "resource-id", { value: p.get("resourceId") ?? "", placeholder: "UUID" });
   const out = h("section", { id: "decision-result" });
-  const run = (e: Event) => {
-    e.preventDefault();
+  const run = (e?: Event) => {
+    e?.preventDefault();
     const q = {
       subject: { type: subjectType.value, id: subjectId.value.trim() },
       permission: permission.value.trim(),
@@ -103,4 +103,6 @@ export function decisionPage(root: HTMLElement): void {
     ),
     out,
   );
+  // Opened from a link (who-can, a user) with the whole question: answer it at once.
+  if (subjectId.value && permission.value && resourceId.value) run();
 }

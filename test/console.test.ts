@@ -3,98 +3,37 @@
 // The console is a plain API client, so what is proven here is that its pages
 // show what the RPCs answer, that its writes report their revision and read
 // back at it, and that a key without the admin scope changes nothing.
-//
-// Screenshots go to a temporary folder; with UPDATE_SCREENSHOTS=1 they
-// replace docs/console/*.png (the README shows two of them).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+// Screenshots: see test/support/console.ts (UPDATE_SCREENSHOTS=1 replaces
+// docs/console/*.png, two of which the README shows).
 import { join } from "node:path";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mintApiKey } from "../src/auth/api-keys.js";
-import type { Scope } from "../src/auth/caller.js";
-import { loadConfig } from "../src/config.js";
-import { createLogger } from "../src/logger.js";
-import { type App, createApp } from "../src/main.js";
-import { projectPath } from "../src/paths.js";
-import { importDocument } from "../src/store/import.js";
-import { freshDatabase, type TestDatabase } from "./support/db.js";
+import { type ConsoleServer, changeCount, decide as decideOn, signedIn as signIn, startConsoleServer } from "./support/console.js";
+import type { Page } from "playwright-core";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ENG = "00000002-0000-4000-8000-000000000001";
 const BOB = "00000003-0000-4000-8000-000000000002"; // admin in eng through one assignment
 const BOT = "00000007-0000-4000-8000-000000000001"; // avatar acme-bot, owner membership ...0002
-const SHOTS = process.env.UPDATE_SCREENSHOTS === "1" ? join(projectPath("docs"), "console") : mkdtempSync(join(tmpdir(), "authz-console-"));
 
-let t: TestDatabase;
-let app: App;
+let s: ConsoleServer;
 let base = "";
-let browser: Browser;
+let SHOTS = "";
 const keys: Record<string, string> = {};
 
-async function addKey(name: string, scopes: Scope[]): Promise<string> {
-  const { key, record } = mintApiKey(name, scopes, null);
-  await t.raw`insert into api_keys (id, name, secret_sha256, scopes, tenant_id) values (${record.id}, ${name}, ${record.secretSha256}, ${record.scopes}, null)`;
-  return key;
-}
-
 beforeAll(async () => {
-  if (!existsSync(projectPath("dist/console/main.js"))) throw new Error("the console is not built: run npm run build");
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`);
-  mkdirSync(SHOTS, { recursive: true });
-  t = await freshDatabase();
-  await importDocument(t.client, JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")));
-  keys.admin = await addKey("operator", ["admin", "check", "ratelimit"]);
-  keys.reader = await addKey("reader", ["check", "ratelimit"]);
-  app = createApp(
-    loadConfig({
-      DATABASE_URL: t.url,
-      REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
-      AUTHZ_REDIS_KEY_PREFIX: `authz:console:${t.name}`,
-      AUTHZ_AUTH: "on",
-      AUTHZ_CONSOLE: "on",
-      AUTHZ_HOST: "127.0.0.1",
-      AUTHZ_GRPC_PORT: "0",
-      AUTHZ_HTTP_PORT: "0",
-    }),
-    createLogger("silent"),
-  );
-  const { httpPort } = await app.listen();
-  await app.ready;
-  base = `http://127.0.0.1:${httpPort}`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
+  s = await startConsoleServer();
+  base = s.base;
+  SHOTS = s.shots;
+  Object.assign(keys, s.keys);
 }, 120_000);
 afterAll(async () => {
-  await browser?.close();
-  await app?.stop();
-  await t?.drop();
+  await s?.close();
 });
 
-/** A fresh browser context (no shared memory with earlier ones), signed in with `key`. */
-async function signedIn(key: string): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 760 } });
-  const page = await context.newPage();
-  await page.goto(`${base}/console/`);
-  await page.fill("#api-key", key);
-  await page.click("#sign-in button[type=submit]");
-  await page.locator('nav a[data-page="decision"]').waitFor();
-  return { context, page };
-}
-
-async function decide(page: Page, subject: string, permission: string, resource: string): Promise<void> {
-  await page.goto(`${base}/console/#/decision`);
-  await page.selectOption("select[name=subject-type]", "user");
-  await page.fill("input[name=subject-id]", subject);
-  await page.fill("input[name=permission]", permission);
-  await page.selectOption("select[name=resource-type]", "organization");
-  await page.fill("input[name=resource-id]", resource);
-  await page.click("#decide");
-  await page.locator("#decision-result > .verdict").waitFor();
-}
-
-const changes = async (): Promise<number> => Number((await t.raw<{ n: string }[]>`select count(*)::text as n from authz_changes`)[0]?.n);
+const signedIn = (key: string) => signIn(s, key);
+const decide = (page: Page, subject: string, permission: string, resource: string) => decideOn(s, page, subject, permission, resource);
+const changes = () => changeCount(s.t);
 const bobsAssignments = async (): Promise<number> =>
-  Number((await t.raw<{ n: string }[]>`select count(*)::text as n from role_assignments where user_id = ${BOB} and scope_id = ${ENG}`)[0]?.n);
+  Number((await s.t.raw<{ n: string }[]>`select count(*)::text as n from role_assignments where user_id = ${BOB} and scope_id = ${ENG}`)[0]?.n);
 
 describe("web console", () => {
   it("is served with a strict content security policy, by exact file name only", async () => {

@@ -13,7 +13,7 @@ function rows(list: Membership[], write: (m: DirectoryMutation) => void): HTMLEl
   return list.map((m) =>
     h(
       "tr",
-      { "data-membership": m.id },
+      { "data-membership": m.id, "data-principal": m.principalId },
       h("td", {}, shortId(m.id)),
       h("td", {}, shortId(m.principalId)),
       h("td", {}, m.owner ? "owner" : ""),

@@ -69,14 +69,24 @@ async function decide(out: HTMLElement, q: Question, revision?: string, note?: H
   out.append(...(note ? [note] : []), verdict(q, a), actions, writeOut);
 }
 
+/** The last question asked (in memory): a link naming only the subject asks it again, e.g. after locking that user. */
+let last: Question | undefined;
+
 export function decisionPage(root: HTMLElement): void {
   const p = params();
+  const again = last && p.get("subjectId") === last.subject.id && !p.get("permission") ? last : undefined;
   const [subjectTypeL, subjectType] = choice("Subject type", "subject-type", SUBJECT_TYPES, p.get("subjectType") ?? "user");
   const [subjectIdL, subjectId] = field("Subject id", "subject-id", { value: p.get("subjectId") ?? "", placeholder: "UUID" });
-  const [permL, permission] = field("Permission", "permission", { value: p.get("permission") ?? "", placeholder: "e.g. members.read", size: 24 });
-  const [resTypeL, resourceType] = choice("Resource type", "resource-type", RESOURCE_TYPES, p.get("resourceType") ?? "organization");
-  const [resIdL, resourceId] = field("Resource id", "resource-id", { value: p.get("resourceId") ?? "", placeholder: "UUID" });
+  const [permL, permission] = field("Permission", "permission", {
+    value: p.get("permission") ?? again?.permission ?? "",
+    placeholder: "e.g. members.read",
+    size: 24,
+  });
+  const [resTypeL, resourceType] = choice("Resource type", "resource-type", RESOURCE_TYPES, p.get("resourceType") ?? again?.resource.type ?? "organization");
+  const [resIdL, resourceId] = field("Resource id", "resource-id", { value: p.get("resourceId") ?? again?.resource.id ?? "", placeholder: "UUID" });
   const out = h("section", { id: "decision-result" });
+  // A link from a write carries its revision: the first answer is at least as fresh as it.
+  let atRevision = p.get("revision") ?? undefined;
   const run = (e?: Event) => {
     e?.preventDefault();
     const q = {
@@ -84,8 +94,10 @@ export function decisionPage(root: HTMLElement): void {
       permission: permission.value.trim(),
       resource: { type: resourceType.value, id: resourceId.value.trim() },
     };
+    last = q;
     show(out);
-    void decide(out, q);
+    void decide(out, q, atRevision);
+    atRevision = undefined;
   };
   show(
     root,

@@ -47,7 +47,7 @@ async function load(out: HTMLElement, actions: HTMLElement, writeOut: HTMLElemen
     " ",
     link("subject", { type: "user", id }, "Grants →"),
     " ",
-    link("decision", { subjectType: "user", subjectId: id }, "Run a decision →"),
+    link("decision", { subjectType: "user", subjectId: id, ...(revision ? { revision } : {}) }, "Run a decision →"),
   );
 }
 

@@ -19,7 +19,7 @@ function record(u: User, revision: string): HTMLElement {
     "div",
     { class: "record", "data-locked": String(u.locked === true), "data-enabled": String(u.enabled === true) },
     h("p", {}, "User ", h("code", {}, u.id), " at ", revisionBadge(revision)),
-    h("table", { class: "record" }, h("tbody", {}, ...rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))))),
+    h("table", { class: "fields" }, h("tbody", {}, ...rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))))),
   );
 }
 

@@ -56,9 +56,10 @@ function readAssets(dir: string): Map<string, Asset> {
   return assets;
 }
 
-function consoleDir(): string | undefined {
+/** The folder of the built console (dist/console unless given), if it holds a build. */
+function consoleDir(given: string | undefined): string | undefined {
   try {
-    const dir = projectPath("dist/console");
+    const dir = given ?? projectPath("dist/console");
     return existsSync(join(dir, "index.html")) ? dir : undefined;
   } catch {
     return undefined;
@@ -77,7 +78,7 @@ function send(res: Res, status: number, type: string, body: string | Buffer, ext
  * RPCs exist.
  */
 export function consoleRoutes(opts: { methods: readonly string[]; logger: Logger; dir?: string }): (req: Req, res: Res) => boolean {
-  const dir = opts.dir ?? consoleDir();
+  const dir = consoleDir(opts.dir);
   const assets = dir ? readAssets(dir) : new Map<string, Asset>();
   if (!dir) opts.logger.warn("AUTHZ_CONSOLE is on but dist/console holds no built console (run npm run build): /console answers 503");
   const methods = Buffer.from(JSON.stringify({ methods: opts.methods }));

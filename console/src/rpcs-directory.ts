@@ -134,3 +134,21 @@ export function lookupSubjects(req: {
 }): Promise<Page & { subjects?: LookedUpSubject[] }> {
   return call(DIRECTORY_PATHS.lookupSubjects, { ...req, withGrants: true });
 }
+
+export interface RateLimitPolicy {
+  id: number;
+  name: string;
+  scope?: string;
+  limitCount?: number;
+  windowSec?: number;
+  description?: string;
+  algorithm?: string;
+  failureMode?: string;
+  shadow?: boolean;
+}
+
+export const LIST_RATE_LIMIT_POLICIES = `${DIR}/ListRateLimitPolicies`;
+
+export function listRateLimitPolicies(pageSize: number, pageToken?: string): Promise<Page & { policies?: RateLimitPolicy[] }> {
+  return call(LIST_RATE_LIMIT_POLICIES, paging(pageSize, pageToken));
+}

@@ -5,6 +5,9 @@
 
 import { field, h, shortId, show } from "../dom.js";
 import { getAvatar, listMemberships, manageDirectory, type DirectoryMutation, type Membership } from "../rpcs-directory.js";
+import { has } from "../api.js";
+import { PATHS } from "../rpcs.js";
+import { history } from "./transfers.js";
 import { failure, link, paged, params, revisionBadge, runWrite, table, writeButton } from "../ui.js";
 
 const PAGE_SIZE = 25;
@@ -35,6 +38,7 @@ export function avatarPage(root: HTMLElement): void {
   const id = params().get("id") ?? "";
   const head = h("section", { id: "avatar" });
   const list = h("section", { id: "memberships" });
+  const transfers = h("section", { id: "avatar-transfers" });
   const writeOut = h("div", { class: "write-out" });
   const [principalL, principal] = field("Principal to invite", "principal-id", { placeholder: "UUID" });
   const write = (m: DirectoryMutation) =>
@@ -85,6 +89,9 @@ export function avatarPage(root: HTMLElement): void {
     ),
     writeOut,
     list,
+    h("h3", {}, "Ownership transfers, newest first"),
+    transfers,
   );
   if (id) void load();
+  if (id && has(PATHS.listOwnershipTransfers)) void history(transfers, id);
 }

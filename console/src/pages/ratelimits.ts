@@ -2,9 +2,11 @@
 // (GetRateLimitCounters, nothing consumed), refreshed on demand or every two
 // seconds while "live" is ticked and the page is open.
 
+import { has } from "../api.js";
 import { choice, enumName, field, h, show } from "../dom.js";
 import { type Counter, getRateLimitCounters } from "../rpcs.js";
-import { failure, params, revisionBadge, submit } from "../ui.js";
+import { LIST_RATE_LIMIT_POLICIES, listRateLimitPolicies } from "../rpcs-directory.js";
+import { failure, paged, params, revisionBadge, submit, table } from "../ui.js";
 
 let timer: ReturnType<typeof setInterval> | undefined;
 
@@ -57,6 +59,36 @@ function counterTable(counters: Counter[]): HTMLElement {
   );
 }
 
+/** The policies themselves (DirectoryService.ListRateLimitPolicies), 50 a page, when the server has the Directory API. */
+function policies(): HTMLElement {
+  const out = h("section", { id: "policies" });
+  if (!has(LIST_RATE_LIMIT_POLICIES)) return out;
+  void paged(out, (token) =>
+    listRateLimitPolicies(50, token).then((p) => ({
+      revision: p.revision,
+      next: p.nextPageToken,
+      body: table(
+        "policies",
+        ["Policy", "Scope", "Limit", "Algorithm", "When Redis is down", "Shadow", "Description"],
+        (p.policies ?? []).map((r) =>
+          h(
+            "tr",
+            { "data-policy": r.name },
+            h("td", {}, h("code", {}, r.name)),
+            h("td", {}, r.scope ?? ""),
+            h("td", {}, `${r.limitCount ?? 0} per ${r.windowSec ?? 0} s`),
+            h("td", {}, r.algorithm ?? ""),
+            h("td", {}, r.failureMode ?? ""),
+            h("td", {}, r.shadow ? "yes" : "no"),
+            h("td", {}, r.description ?? ""),
+          ),
+        ),
+      ),
+    })),
+  );
+  return out;
+}
+
 export function rateLimitsPage(root: HTMLElement): void {
   const p = params();
   const [typeL, type] = choice("Subject type", "subject-type", ["user", "organization", "key"], p.get("type") ?? "user");
@@ -100,5 +132,7 @@ export function rateLimitsPage(root: HTMLElement): void {
       h("label", { class: "inline" }, live, " live (every 2 s)"),
     ),
     out,
+    has(LIST_RATE_LIMIT_POLICIES) ? h("h3", {}, "Policies") : null,
+    policies(),
   );
 }

@@ -34,7 +34,8 @@ function transferTable(list: Transfer[]): HTMLElement {
   );
 }
 
-async function history(out: HTMLElement, avatarId: string, token?: string): Promise<void> {
+/** One page of an avatar's transfers into `out`, newest first (pending ones lead). */
+export async function history(out: HTMLElement, avatarId: string, token?: string): Promise<void> {
   try {
     const page = await listOwnershipTransfers(avatarId, PAGE_SIZE, token);
     const next = page.nextPageToken;

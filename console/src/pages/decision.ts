@@ -4,9 +4,11 @@
 // to remove that assignment; the decision is then run again at the write's
 // revision, so the operator sees it flip (or find another path).
 
+import { has } from "../api.js";
 import { choice, enumName, field, h, show } from "../dom.js";
 import { drawPath, type PathNode } from "../graph.js";
 import { type CheckAnswer, check, type ExplanationStep, manageRoles, type Ref } from "../rpcs.js";
+import { DIRECTORY_PATHS, manageDirectory } from "../rpcs-directory.js";
 import { failure, link, params, revisionBadge, runWrite, writeButton } from "../ui.js";
 
 const SUBJECT_TYPES = ["user", "account", "principal", "staff"] as const;
@@ -43,6 +45,18 @@ function verdict(q: Question, a: CheckAnswer): HTMLElement {
   );
 }
 
+/** The write that removes the grant an allow came through: its assignment, or (with the Directory API) its membership. */
+function undoGrant(steps: ExplanationStep[]): { label: string; action: string; write: () => Promise<{ revision: string }> } | undefined {
+  const grant = steps.find((s) => s.id && (s.kind === "EXPLANATION_STEP_KIND_ASSIGNMENT" || s.kind === "EXPLANATION_STEP_KIND_MEMBERSHIP"));
+  const id = grant?.id;
+  if (!id) return undefined;
+  if (grant.kind === "EXPLANATION_STEP_KIND_ASSIGNMENT") {
+    return { label: "Unassign the granting role", action: "unassign", write: () => manageRoles([{ unassignRole: { assignmentId: id } }]) };
+  }
+  if (!has(DIRECTORY_PATHS.manageDirectory)) return undefined;
+  return { label: "Revoke the granting membership", action: "revoke-membership", write: () => manageDirectory([{ revokeMembership: { id } }]) };
+}
+
 async function decide(out: HTMLElement, q: Question, revision?: string, note?: HTMLElement): Promise<void> {
   let a: CheckAnswer;
   try {
@@ -53,15 +67,12 @@ async function decide(out: HTMLElement, q: Question, revision?: string, note?: H
   }
   const actions = h("div", { class: "actions" }, link("subject", { type: q.subject.type, id: q.subject.id }, "Grants of this subject →"));
   const writeOut = h("div", { class: "write-out" });
-  const assignment = (a.explanation?.steps ?? []).find((s) => s.kind === "EXPLANATION_STEP_KIND_ASSIGNMENT" && s.id);
-  if (a.allowed && assignment?.id) {
-    const id = assignment.id;
-    const button = writeButton("Unassign the granting role", "unassign", () => {
+  const undo = a.allowed ? undoGrant(a.explanation?.steps ?? []) : undefined;
+  if (undo) {
+    const button = writeButton(undo.label, undo.action, () => {
       button.disabled = true;
-      void runWrite(
-        writeOut,
-        () => manageRoles([{ unassignRole: { assignmentId: id } }]),
-        (rev) => decide(writeOut, q, rev, h("p", { class: "note" }, `The same decision at least as fresh as revision ${rev}:`)),
+      void runWrite(writeOut, undo.write, (rev) =>
+        decide(writeOut, q, rev, h("p", { class: "note" }, `The same decision at least as fresh as revision ${rev}:`)),
       );
     });
     actions.prepend(button, " ");

@@ -1,25 +1,25 @@
 // Shared pieces of the pages: error and write-outcome panels, the read-only
-// state a key without the admin scope ends up in, hash-route parameters.
+// state of writes whose scope the key lacks, hash-route parameters.
 
 import { ApiError } from "./api.js";
 import { h, show } from "./dom.js";
 
-let readOnlyBecause: string | undefined;
-
-/** Set once the server refused a write for a missing scope: write buttons are then disabled. */
-export function readOnly(): string | undefined {
-  return readOnlyBecause;
-}
+/** Scopes the server said this key lacks (from a refused write), with the server's message. */
+const missing = new Map<string, string>();
 
 export function resetReadOnly(): void {
-  readOnlyBecause = undefined;
+  missing.clear();
   document.body.classList.remove("read-only");
 }
 
-function markReadOnly(why: string): void {
-  readOnlyBecause = why;
+/** Disables every write button that needs `scope` (and, for "directory", those needing "admin" too: admin covers it). */
+function markMissing(scope: string, why: string): void {
+  missing.set(scope, why);
+  if (scope === "directory") missing.set("admin", why);
   document.body.classList.add("read-only");
-  for (const b of document.querySelectorAll<HTMLButtonElement>("button.write")) b.disabled = true;
+  for (const b of document.querySelectorAll<HTMLButtonElement>("button.write")) {
+    if (missing.has(b.dataset.scope ?? "")) b.disabled = true;
+  }
 }
 
 /** The panel for a failed call: code and message (the server's, which never holds data of other tenants). */
@@ -28,12 +28,13 @@ export function failure(err: unknown): HTMLElement {
   return h("div", { class: "error", role: "alert", "data-code": e.code }, h("strong", {}, e.code.toUpperCase()), " ", e.message);
 }
 
-/** A write button: disabled while the console is read-only. */
-export function writeButton(label: string, action: string, onClick: () => void): HTMLButtonElement {
-  const b = h("button", { type: "button", class: "write", "data-action": action, onclick: onClick }, label);
-  if (readOnlyBecause) {
+/** A write button for a write that needs `scope`: disabled once the server said this key lacks it. */
+export function writeButton(label: string, action: string, onClick: () => void, scope = "admin"): HTMLButtonElement {
+  const b = h("button", { type: "button", class: "write", "data-action": action, "data-scope": scope, onclick: onClick }, label);
+  const why = missing.get(scope);
+  if (why) {
     b.disabled = true;
-    b.title = readOnlyBecause;
+    b.title = why;
   }
   return b;
 }
@@ -41,7 +42,7 @@ export function writeButton(label: string, action: string, onClick: () => void):
 /**
  * Runs a write and reports it in `out`: the revision it committed at, then
  * whatever `readBack(revision)` renders (a read at least as fresh as it). A
- * PERMISSION_DENIED answer turns the console read-only.
+ * refusal for a missing scope disables the writes that need that scope.
  */
 export async function runWrite(out: HTMLElement, write: () => Promise<{ revision: string }>, readBack: (revision: string) => Promise<void>): Promise<void> {
   show(out, h("p", { class: "pending" }, "Writing…"));
@@ -49,7 +50,9 @@ export async function runWrite(out: HTMLElement, write: () => Promise<{ revision
   try {
     revision = (await write()).revision;
   } catch (err) {
-    if (err instanceof ApiError && err.code === "permission_denied") markReadOnly(err.message);
+    // A missing scope makes every write needing it fail alike; another refusal (e.g. another tenant's data) concerns this write only.
+    const scope = err instanceof ApiError && err.code === "permission_denied" ? /needs the "(\w+)" scope/.exec(err.message)?.[1] : undefined;
+    if (scope) markMissing(scope, (err as ApiError).message);
     show(out, failure(err));
     return;
   }

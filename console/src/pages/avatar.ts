@@ -26,9 +26,9 @@ function rows(list: Membership[], write: (m: DirectoryMutation) => void): HTMLEl
       h(
         "td",
         {},
-        m.acceptedAt ? null : writeButton("Accept", "accept", () => write({ acceptMembership: { id: m.id } })),
+        m.acceptedAt ? null : writeButton("Accept", "accept", () => write({ acceptMembership: { id: m.id } }), "directory"),
         " ",
-        m.owner ? null : writeButton("Revoke", "revoke", () => write({ revokeMembership: { id: m.id } })),
+        m.owner ? null : writeButton("Revoke", "revoke", () => write({ revokeMembership: { id: m.id } }), "directory"),
       ),
     ),
   );
@@ -83,9 +83,9 @@ export function avatarPage(root: HTMLElement): void {
     h(
       "fieldset",
       { class: "write-form" },
-      h("legend", {}, "Invite a principal (admin scope)"),
+      h("legend", {}, "Invite a principal (directory or admin scope)"),
       principalL,
-      writeButton("Invite", "invite", () => write({ inviteMembership: { avatarId: id, principalId: principal.value.trim() } })),
+      writeButton("Invite", "invite", () => write({ inviteMembership: { avatarId: id, principalId: principal.value.trim() } }), "directory"),
     ),
     writeOut,
     list,

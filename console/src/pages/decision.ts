@@ -46,15 +46,20 @@ function verdict(q: Question, a: CheckAnswer): HTMLElement {
 }
 
 /** The write that removes the grant an allow came through: its assignment, or (with the Directory API) its membership. */
-function undoGrant(steps: ExplanationStep[]): { label: string; action: string; write: () => Promise<{ revision: string }> } | undefined {
+function undoGrant(steps: ExplanationStep[]): { label: string; action: string; scope: string; write: () => Promise<{ revision: string }> } | undefined {
   const grant = steps.find((s) => s.id && (s.kind === "EXPLANATION_STEP_KIND_ASSIGNMENT" || s.kind === "EXPLANATION_STEP_KIND_MEMBERSHIP"));
   const id = grant?.id;
   if (!id) return undefined;
   if (grant.kind === "EXPLANATION_STEP_KIND_ASSIGNMENT") {
-    return { label: "Unassign the granting role", action: "unassign", write: () => manageRoles([{ unassignRole: { assignmentId: id } }]) };
+    return { label: "Unassign the granting role", action: "unassign", scope: "admin", write: () => manageRoles([{ unassignRole: { assignmentId: id } }]) };
   }
   if (!has(DIRECTORY_PATHS.manageDirectory)) return undefined;
-  return { label: "Revoke the granting membership", action: "revoke-membership", write: () => manageDirectory([{ revokeMembership: { id } }]) };
+  return {
+    label: "Revoke the granting membership",
+    action: "revoke-membership",
+    scope: "directory",
+    write: () => manageDirectory([{ revokeMembership: { id } }]),
+  };
 }
 
 async function decide(out: HTMLElement, q: Question, revision?: string, note?: HTMLElement): Promise<void> {

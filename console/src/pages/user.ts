@@ -41,9 +41,11 @@ async function load(out: HTMLElement, actions: HTMLElement, writeOut: HTMLElemen
     );
   show(
     actions,
-    user.locked ? writeButton("Unlock", "unlock", status({ locked: false })) : writeButton("Lock", "lock", status({ locked: true })),
+    user.locked ? writeButton("Unlock", "unlock", status({ locked: false }), "directory") : writeButton("Lock", "lock", status({ locked: true }), "directory"),
     " ",
-    user.enabled ? writeButton("Disable", "disable", status({ enabled: false })) : writeButton("Enable", "enable", status({ enabled: true })),
+    user.enabled
+      ? writeButton("Disable", "disable", status({ enabled: false }), "directory")
+      : writeButton("Enable", "enable", status({ enabled: true }), "directory"),
     " ",
     link("subject", { type: "user", id }, "Grants →"),
     " ",

@@ -9,7 +9,7 @@ const H = 44;
 const GAP_X = 40;
 const GAP_Y = 56;
 
-const clip = (s: string, n = 23) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+const clip = (s: string, n = 21) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
 function arrowHead(id: string): SVGElement {
   return svg(

@@ -20,7 +20,7 @@ const scopeText = (s: Ref | undefined) => (s ? `${s.type} ${short(s.id)}` : "glo
 function nodeOf(step: ExplanationStep): PathNode {
   const kind = enumName(step.kind, "EXPLANATION_STEP_KIND_");
   const tooltip = `${kind} ${step.key ?? ""} ${step.id ?? ""}${step.scope ? ` on ${step.scope.type} ${step.scope.id}` : ""}`;
-  if (kind === "ASSIGNMENT" || kind === "MEMBERSHIP") return { kind, label: `on ${scopeText(step.scope)}`, tooltip };
+  if (kind === "ASSIGNMENT" || kind === "MEMBERSHIP") return { kind, label: scopeText(step.scope), tooltip };
   return { kind: kind.replace("_", " "), label: step.key || step.id || "", tooltip };
 }
 

@@ -28,6 +28,8 @@ export function scopeFor(path: string): Scope | null {
   if (path === "/.well-known/authzen-configuration") return null;
   if (path.startsWith("/access/v1/")) return "check";
   if (path.startsWith("/authz.v1.PermissionService/")) return "check";
+  // Watch reads what changed (ids only, tenant-confined): a reader's scope.
+  if (path === "/authz.v1.WatchService/Watch") return "check";
   if (path === "/authz.v1.RateLimitService/ConsumeRateLimit" || path === "/authz.v1.RateLimitService/GetRateLimitCounters") return "ratelimit";
   if (path === "/envoy.service.auth.v3.Authorization/Check") return "check";
   if (path === "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit") return "ratelimit";

@@ -88,6 +88,18 @@ describe("console: directory", () => {
     await context.close();
   });
 
+  it("on the decision page, a user's email fills in the subject", async () => {
+    const { context, page } = await signedIn(s, s.keys.admin);
+    await page.goto(`${s.base}/console/#/decision`);
+    await page.fill("input[name=subject-email]", "bob@acme.example");
+    await page.press("input[name=subject-email]", "Tab");
+    await expect.poll(() => page.inputValue("input[name=subject-id]")).toBe(BOB);
+    await page.fill("input[name=subject-email]", "nobody@acme.example");
+    await page.press("input[name=subject-email]", "Tab");
+    await page.locator('#decision-form .error[data-code="not_found"]').waitFor();
+    await context.close();
+  });
+
   it("draws an organization's roles and highlights the closure of a selected role", async () => {
     const { context, page } = await signedIn(s, s.keys.admin);
     await page.goto(`${s.base}/console/#/roles?org=${ENG}`);

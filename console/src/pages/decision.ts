@@ -8,7 +8,7 @@ import { has } from "../api.js";
 import { choice, enumName, field, h, show } from "../dom.js";
 import { drawPath, type PathNode } from "../graph.js";
 import { type CheckAnswer, check, type ExplanationStep, manageRoles, type Ref } from "../rpcs.js";
-import { DIRECTORY_PATHS, manageDirectory } from "../rpcs-directory.js";
+import { DIRECTORY_PATHS, getUser, manageDirectory } from "../rpcs-directory.js";
 import { failure, link, params, revisionBadge, runWrite, writeButton } from "../ui.js";
 
 const SUBJECT_TYPES = ["user", "account", "principal", "staff"] as const;
@@ -85,6 +85,24 @@ async function decide(out: HTMLElement, q: Question, revision?: string, note?: H
   out.append(...(note ? [note] : []), verdict(q, a), actions, writeOut);
 }
 
+/** With the Directory API: an email field that fills the subject with that user's id (asked on the server). */
+function userByEmail(subjectType: HTMLSelectElement, subjectId: HTMLInputElement): HTMLElement | null {
+  if (!has(DIRECTORY_PATHS.getUser)) return null;
+  const [emailL, email] = field("…or the user with email", "subject-email", { placeholder: "name@example.com", size: 24 });
+  const out = h("span", { class: "inline-error" });
+  email.addEventListener("change", async () => {
+    show(out);
+    if (!email.value.trim()) return;
+    try {
+      subjectId.value = (await getUser({ email: email.value.trim() })).user.id;
+      subjectType.value = "user";
+    } catch (err) {
+      show(out, failure(err));
+    }
+  });
+  return h("span", { class: "by-email" }, emailL, out);
+}
+
 /** The last question asked (in memory): a link naming only the subject asks it again, e.g. after locking that user. */
 let last: Question | undefined;
 
@@ -124,6 +142,7 @@ export function decisionPage(root: HTMLElement): void {
       { id: "decision-form", onsubmit: run },
       subjectTypeL,
       subjectIdL,
+      userByEmail(subjectType, subjectId),
       permL,
       resTypeL,
       resIdL,

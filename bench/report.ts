@@ -17,6 +17,7 @@ import { casbinModelText } from "./casbin.js";
 import type { RowCounts, LoadTiming } from "./dataset.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
+import { HOT_TARGET_LABELS, type HotPathResult, hotPathMedians } from "./hot-path.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
@@ -154,6 +155,7 @@ export interface LagPart extends LagResult {
 
 export interface Parts {
   grpc?: GrpcCompareResult;
+  hotpath?: HotPathResult;
   casbin?: CasbinPart;
   engine?: EnginePart;
   ratelimit?: RateLimitPart;
@@ -161,7 +163,7 @@ export interface Parts {
   stacks?: StacksPart;
 }
 export type PartName = keyof Parts;
-export const PART_NAMES: PartName[] = ["grpc", "casbin", "engine", "ratelimit", "lag", "stacks"];
+export const PART_NAMES: PartName[] = ["grpc", "hotpath", "casbin", "engine", "ratelimit", "lag", "stacks"];
 
 export interface Results {
   version: 1;
@@ -222,6 +224,43 @@ const VARIANT_LABEL: Record<CasbinVariant, string> = {
 
 function inprocMedian(ip: Omit<InprocResult, "sampleDecisions">): { engine: number; floor: number } {
   return { engine: median(ip.checks.rounds.map((x) => x.engine.opsPerSec)), floor: median(ip.checks.rounds.map((x) => x.floor.opsPerSec)) };
+}
+
+/** Headline rows of the hot path: Check's server CPU per call against Health and the bare transport. */
+function hotPathHeadline(h: HotPathResult): string[] {
+  const med = hotPathMedians(h.rows);
+  const x = (t: string) => med.find((m) => m.target === t);
+  const bare = x("bare");
+  const health = x("health");
+  const check = x("check");
+  if (!bare || !health || !check) return [];
+  return [
+    `| gRPC Check server CPU per call (log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
+    `| gRPC Check server CPU per call (goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
+    `| gRPC Health server CPU per call | ${usFmt(health.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(health.ratioVsBare)} |`,
+  ];
+}
+
+/** The hot-path section: server CPU per call per round. */
+function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
+  const out = ["### The hot path: server CPU per call (Check, Health, bare http2)", "", runLine(run), ""];
+  out.push(
+    `One run, ${h.rounds} round(s), targets interleaved in each round (bare, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
+      `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped at the default log level (${h.logLevel}; ` +
+      `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
+      `handler writing a canned \`SERVING\` reply. Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
+      `so the load generator's CPU is not in it. Every reply is checked to be exactly the verified reply's length. CPU steal during the part: ${pct(h.stealShare)}.`,
+  );
+  out.push("", "| round | target | server CPU per call | req/s | ratio vs bare http2 | ratio vs Health/Check |", "|---:|---|---:|---:|---:|---:|");
+  for (const x of [...h.rows, ...hotPathMedians(h.rows)]) {
+    out.push(
+      `| ${Number.isNaN(x.round) ? "**median**" : x.round} | ${HOT_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} | ${int(x.reqPerSec)} | ${ratio(x.ratioVsBare)} | ${ratio(x.ratioVsHealth)} |`,
+    );
+  }
+  out.push("", "Commands (PORT and KEY filled in by the benchmark; `frame.bin` is the framed request message):", "", "```");
+  for (const [t, cmd] of Object.entries(h.commands)) out.push(`# ${t}\n${cmd}`);
+  out.push("```", "");
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -301,6 +340,8 @@ export function render(r: Results, chartDir: string): Rendered {
       );
     }
   }
+  const hp = r.parts.hotpath?.data;
+  if (hp) out.push(...hotPathHeadline(hp));
   const c = r.parts.casbin?.data;
   if (c) {
     const scales = [...new Set(c.rows.map((x) => x.assignments))].sort((a, b) => a - b);
@@ -441,6 +482,8 @@ export function render(r: Results, chartDir: string): Rendered {
     out.push(img("grpc-latency.svg", "gRPC latency p50 and p99"));
     out.push("");
   }
+
+  if (hp) out.push(...hotPathSection(hp, runOf("hotpath")));
 
   // --- casbin ---------------------------------------------------------------------
   if (c) {

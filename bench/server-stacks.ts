@@ -249,6 +249,7 @@ async function serveChild(id: string): Promise<void> {
 
 interface ServerChild {
   port: number;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -275,6 +276,7 @@ export function startServerChild(id: StackId, cpuProfDir: string | undefined): P
       }
       resolve({
         port: m.port,
+        pid: child.pid as number,
         stop: async () => {
           if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
           const killer = setTimeout(() => child.kill("SIGKILL"), 5000);

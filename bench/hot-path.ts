@@ -3,6 +3,8 @@
 //   bare    a bare node:http2 server writing a canned gRPC reply (what the transport costs)
 //   health  the authz server's grpc.health.v1.Health/Check (no credential, no work)
 //   check   authz.v1.PermissionService/Check, allowed, API key with the check scope
+//   grpcjs  a plain @grpc/grpc-js server answering Health/Check (what grpc-js alone costs: the floor of
+//           any handler served through it)
 //
 // The authz server is createApp as shipped at the DEFAULT log level (info; the log
 // goes to /dev/null through the shipped pino logger), PostgreSQL behind it,
@@ -31,10 +33,11 @@ import { grpcFrame, h2loadCommand, type LoadShape, median, parseH2load, runH2loa
 const HEALTH_PATH = "/grpc.health.v1.Health/Check";
 const CHECK_PATH = "/authz.v1.PermissionService/Check";
 
-export const HOT_TARGETS = ["bare", "health", "check"] as const;
+export const HOT_TARGETS = ["bare", "grpcjs", "health", "check"] as const;
 export type HotTarget = (typeof HOT_TARGETS)[number];
 export const HOT_TARGET_LABELS: Record<HotTarget, string> = {
   bare: "bare node:http2, canned reply",
+  grpcjs: "plain @grpc/grpc-js Health/Check",
   health: "authz Health/Check",
   check: "authz Check (allowed, API key)",
 };
@@ -119,6 +122,8 @@ async function targetsFor(o: HotPathOptions, url: string, dir: string, stops: Ar
   await writeFile(apiKeysFile, JSON.stringify([{ id: record.id, name: record.name, sha256: record.secretSha256, scopes: record.scopes, tenant_id: null }]));
   const bare = await startStackChild("bare-http2", undefined);
   stops.push(() => bare.stop());
+  const plain = await startStackChild("grpc-js-no-channelz", undefined);
+  stops.push(() => plain.stop());
   const authz = await startAuthzChild(url, apiKeysFile, undefined, "info");
   stops.push(() => authz.stop());
 
@@ -139,6 +144,7 @@ async function targetsFor(o: HotPathOptions, url: string, dir: string, stops: Ar
   const healthFrame = grpcFrame(toBinary(HealthCheckRequestSchema, healthReq));
   return {
     bare: { pid: bare.pid, port: bare.port, path: HEALTH_PATH, headers: [], frameFile: await file("bare", healthFrame), replyBytes: 7 },
+    grpcjs: { pid: plain.pid, port: plain.port, path: HEALTH_PATH, headers: [], frameFile: await file("grpcjs", healthFrame), replyBytes: 7 },
     health: {
       pid: authz.pid,
       port: authz.port,

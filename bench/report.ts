@@ -233,11 +233,17 @@ function hotPathHeadline(h: HotPathResult): string[] {
   const bare = x("bare");
   const health = x("health");
   const check = x("check");
+  const plain = x("grpcjs");
   if (!bare || !health || !check) return [];
   return [
     `| gRPC Check server CPU per call (log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
     `| gRPC Check server CPU per call (goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
     `| gRPC Health server CPU per call | ${usFmt(health.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(health.ratioVsBare)} |`,
+    ...(plain
+      ? [
+          `| plain @grpc/grpc-js Health server CPU per call (the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
+        ]
+      : []),
   ];
 }
 
@@ -245,10 +251,10 @@ function hotPathHeadline(h: HotPathResult): string[] {
 function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   const out = ["### The hot path: server CPU per call (Check, Health, bare http2)", "", runLine(run), ""];
   out.push(
-    `One run, ${h.rounds} round(s), targets interleaved in each round (bare, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
+    `One run, ${h.rounds} round(s), targets interleaved in each round (bare, plain grpc-js, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
       `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped at the default log level (${h.logLevel}; ` +
       `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
-      `handler writing a canned \`SERVING\` reply. Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
+      `handler writing a canned \`SERVING\` reply; the plain grpc-js server is \`@grpc/grpc-js\` with protobuf-es serializers and a handler returning \`SERVING\` (channelz off, as authz). Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
       `so the load generator's CPU is not in it. Every reply is checked to be exactly the verified reply's length. CPU steal during the part: ${pct(h.stealShare)}.`,
   );
   out.push("", "| round | target | server CPU per call | req/s | ratio vs bare http2 | ratio vs Health/Check |", "|---:|---|---:|---:|---:|---:|");

@@ -19,8 +19,16 @@ export interface CallLog {
    * (AUTHZ_RPC_LOG_SAMPLE). `started` is process.hrtime.bigint() or
    * performance.now() at the start of the call.
    */
-  done(path: string, requestId: string | (() => string), code: string, started: bigint | number, header?: (name: string) => string | undefined): void;
+  done(path: string, requestId: RequestIdSource, code: string, started: bigint | number, header?: HeaderSource): void;
 }
+
+/** The request id, or what makes it when asked (a call's context). */
+export type RequestIdSource = string | (() => string) | { readonly requestId: string };
+/** The request's headers, as a lookup function or a call's context. */
+export type HeaderSource = ((name: string) => string | undefined) | { header(name: string): string | undefined };
+
+const ridOf = (r: RequestIdSource): string => (typeof r === "string" ? r : typeof r === "function" ? r() : r.requestId);
+const NO_HEADERS = () => undefined;
 
 export interface CallLogOptions {
   /** Share of successful calls logged at info (default 0: only failed calls, unless debug is on). */
@@ -55,10 +63,12 @@ export function createCallLog(logger: Logger, metrics?: Metrics, tracing: Tracin
     done(path, requestId, code, started, header) {
       const ms = elapsedMs(started);
       metrics?.rpc(path, code, ms / 1000);
-      if (tracing.enabled) tracing.callSpan(path, code, Date.now() - ms, ms, header ?? (() => undefined));
+      if (tracing.enabled) {
+        const h = header === undefined ? NO_HEADERS : typeof header === "function" ? header : (name: string) => header.header(name);
+        tracing.callSpan(path, code, Date.now() - ms, ms, h);
+      }
       if (!logged(code)) return;
-      const rid = typeof requestId === "function" ? requestId() : requestId;
-      logger.info({ rid, method: path, code, ms: Math.round(ms * 1000) / 1000 }, "rpc");
+      logger.info({ rid: ridOf(requestId), method: path, code, ms: Math.round(ms * 1000) / 1000 }, "rpc");
     },
   };
 }

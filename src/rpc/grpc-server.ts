@@ -5,7 +5,7 @@ import type { Caller } from "../auth/caller.js";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
 import { codeName, type PublicError, statusDetailsBin, toPublicError } from "./errors.js";
-import { CHECKS_INPUT, type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
+import { CHECKS_INPUT, type CallContext, encodedOnce, isThenable, type ServiceBinding } from "./handler-types.js";
 import { RequestFault, undecodable } from "./input-bounds.js";
 import { scanWire } from "./wire-scan.js";
 
@@ -96,7 +96,7 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
         return new RequestFault(undecodable(input.typeName, { reason: "MALFORMED_MESSAGE", message: err instanceof Error ? err.message : "malformed" }));
       }
     },
-    responseSerialize: (m) => asBuffer(toBinary(output, create(output, m as never))),
+    responseSerialize: (m) => encodedOnce(m, () => asBuffer(toBinary(output, create(output, m as never)))),
     responseDeserialize: (b: Buffer) => fromBinary(output, b),
     originalName: method.localName,
   };

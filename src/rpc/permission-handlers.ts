@@ -28,7 +28,7 @@ import { AuthzError, invalidArgument } from "../errors.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
-import { type CallContext, isThenable, type ServiceHandlers } from "./handler-types.js";
+import { type CallContext, isThenable, reusable, type ServiceHandlers } from "./handler-types.js";
 import { confineRead } from "./tenancy.js";
 
 export const MAX_BULK_ITEMS = 1000;
@@ -158,16 +158,27 @@ export interface PermissionHandlerOptions {
 
 type Handlers = ServiceHandlers<typeof PermissionService>;
 
-/** The revision as the API writes it, made once per engine revision rather than once per call. */
-function revisionText(): (revision: bigint) => string {
-  let last: bigint | undefined;
-  let text = "";
-  return (revision) => {
-    if (revision !== last) {
-      last = revision;
-      text = revision.toString();
+type CheckAnswer = MessageInitShape<typeof CheckResponseSchema>;
+
+/**
+ * Check's answers without an explanation: one per outcome and revision,
+ * shared by every call that gets it (the listener encodes each once).
+ */
+function checkAnswers(): (revision: bigint, allowed: boolean, reason: Reason) => CheckAnswer {
+  let at: bigint | undefined;
+  let byOutcome = new Map<string, CheckAnswer>();
+  return (revision, allowed, reason) => {
+    if (revision !== at) {
+      at = revision;
+      byOutcome = new Map();
     }
-    return text;
+    const key = allowed ? reason : `!${reason}`;
+    let a = byOutcome.get(key);
+    if (!a) {
+      a = reusable({ allowed, revision: revision.toString(), reason: REASON[reason] });
+      byOutcome.set(key, a);
+    }
+    return a;
   };
 }
 
@@ -175,13 +186,14 @@ function revisionText(): (revision: bigint) => string {
 function checkHandler(live: () => LiveEngine, opts: PermissionHandlerOptions): Handlers["check"] {
   const clock = opts.clock ?? Date.now;
   const onDecision = opts.onDecision;
-  const revision = revisionText();
+  const shared = checkAnswers();
   const answer = (req: CheckRequest, ctx: CallContext, engine: Snapshot, subject: SubjectRef, permission: string, resource: ResourceRef) => {
     confineRead(ctx, engine, subject, resource);
     const d = engine.check(subject, permission, resource, clock(), req.explain);
     onDecision?.({ method: "Check", ctx, subject, permission, resource, decision: d, revision: engine.revision });
-    const out: MessageInitShape<typeof CheckResponseSchema> = { allowed: d.allowed, revision: revision(engine.revision), reason: REASON[d.reason] };
-    if (req.explain) out.explanation = explanation(d, subject, permission, resource);
+    if (!req.explain) return shared(engine.revision, d.allowed, d.reason);
+    const out: CheckAnswer = { allowed: d.allowed, revision: engine.revision.toString(), reason: REASON[d.reason] };
+    out.explanation = explanation(d, subject, permission, resource);
     return out;
   };
   return (req, ctx) => {

@@ -28,6 +28,7 @@ import { HealthCheckRequestSchema, HealthCheckResponseSchema, HealthCheckRespons
 import { mintApiKey } from "../src/auth/api-keys.js";
 import { datasetShape, loadDatasetIntoPostgres, makeChecks } from "./dataset.js";
 import { createDatabase, cpuTimes, dropDatabase, migrateDatabase, startServerChild as startAuthzChild, stealSince, unaryCall } from "./engine.js";
+import { type InprocHotRow, runHotPathInProcess } from "./hot-path-inproc.js";
 import { grpcFrame, h2loadCommand, type LoadShape, median, parseH2load, runH2load, startServerChild as startStackChild } from "./server-stacks.js";
 
 const HEALTH_PATH = "/grpc.health.v1.Health/Check";
@@ -51,6 +52,8 @@ export interface HotPathOptions {
   clients: number;
   streams: number;
   h2load: string;
+  /** Calls per in-process measurement (bench/hot-path-inproc.ts). */
+  inprocCalls: number;
   log: (l: string) => void;
 }
 
@@ -74,6 +77,8 @@ export interface HotPathResult {
   logLevel: "info";
   commands: Record<HotTarget, string>;
   rows: HotPathRow[];
+  /** The same without the transport (bench/hot-path-inproc.ts); absent in results from before it. */
+  inprocess?: { calls: number; rows: InprocHotRow[] };
   stealShare: number;
 }
 
@@ -193,6 +198,8 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
         h2loadCommand(o.requests, shape, targets[t].path).replace(" --log-file LOG", targets[t].headers.length ? " -H 'x-api-key: KEY'" : ""),
       ]),
     ) as Record<HotTarget, string>;
+    const inprocRows = await runHotPathInProcess({ smallScale: o.smallScale, calls: o.inprocCalls, rounds: o.rounds });
+    for (const r of inprocRows) o.log(`hotpath in process round ${r.round} ${r.target}: ${r.cpuUsPerCall.toFixed(2)} µs CPU per call`);
     return {
       smallScale: o.smallScale,
       requests: o.requests,
@@ -202,6 +209,7 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
       logLevel: "info",
       commands,
       rows,
+      inprocess: { calls: o.inprocCalls, rows: inprocRows },
       stealShare: stealSince(steal0),
     };
   } finally {

@@ -18,6 +18,7 @@ import type { RowCounts, LoadTiming } from "./dataset.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
 import { HOT_TARGET_LABELS, type HotPathResult, hotPathMedians } from "./hot-path.js";
+import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
@@ -244,6 +245,17 @@ function hotPathHeadline(h: HotPathResult): string[] {
           `| plain @grpc/grpc-js Health server CPU per call (the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
         ]
       : []),
+    ...inprocHeadline(h),
+  ];
+}
+
+function inprocHeadline(h: HotPathResult): string[] {
+  if (!h.inprocess) return [];
+  const m = inprocMedians(h.inprocess.rows);
+  const x = (t: string) => m.find((r) => r.target === t)?.cpuUsPerCall ?? NaN;
+  return [
+    `| Check in process: decode + guard + handler + encode, CPU per call | ${usFmt(x("check"))} | authz Health the same way | ${usFmt(x("health"))} | ${ratio(x("check") / x("health"))} |`,
+    `| authz Health in process, CPU per call | ${usFmt(x("health"))} | a plain grpc-js handler, the same way | ${usFmt(x("plain"))} | ${ratio(x("health") / x("plain"))} |`,
   ];
 }
 
@@ -266,6 +278,18 @@ function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   out.push("", "Commands (PORT and KEY filled in by the benchmark; `frame.bin` is the framed request message):", "", "```");
   for (const [t, cmd] of Object.entries(h.commands)) out.push(`# ${t}\n${cmd}`);
   out.push("```", "");
+  if (!h.inprocess) return out;
+  out.push(
+    `Without the transport (bench/hot-path-inproc.ts): the method createGrpcServer registers with grpc-js, called in the benchmark's process ${int(h.inprocess.calls)} times per round ` +
+      "with the decoded request and its metadata, request decoding and response encoding included; the parts are the shipped ones assembled as src/app/parts.ts does " +
+      "(log level info to /dev/null, metrics, API key guard), the engine snapshot built from the same generated rows instead of loaded from PostgreSQL.",
+    "",
+    "| round | target | CPU per call |",
+    "|---:|---|---:|",
+  );
+  for (const x of h.inprocess.rows) out.push(`| ${x.round} | ${INPROC_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} |`);
+  for (const x of inprocMedians(h.inprocess.rows)) out.push(`| **median** | ${INPROC_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} |`);
+  out.push("");
   return out;
 }
 

@@ -26,6 +26,7 @@
 //   BENCH_CHECKS          engine checks per throughput round (default 500000, quick 100000)
 //   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
 //   BENCH_HOT_REQUESTS, BENCH_HOT_WARMUP, BENCH_HOT_ROUNDS  h2load runs of hotpath (20000, 3000, 3; quick 10000, 2000, 2)
+//   BENCH_HOT_CALLS       calls per in-process measurement of hotpath (200000; quick 50000)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
 //   BENCH_SMALL_SCALE     dataset of the grpc and lag databases (default 0.001)
@@ -122,7 +123,12 @@ const casbinScales: Record<CasbinVariant, number[]> = {
 const casbinMs = int("BENCH_CASBIN_MS", 10_000, 3_000);
 const checks = int("BENCH_CHECKS", 500_000, 100_000);
 const h2 = { requests: int("BENCH_REQUESTS", 30_000, 5_000), warmup: int("BENCH_WARMUP", 2_000, 500), rounds: int("BENCH_ROUNDS", 2, 1) };
-const hot = { requests: int("BENCH_HOT_REQUESTS", 20_000, 10_000), warmup: int("BENCH_HOT_WARMUP", 3_000, 2_000), rounds: int("BENCH_HOT_ROUNDS", 3, 2) };
+const hot = {
+  requests: int("BENCH_HOT_REQUESTS", 20_000, 10_000),
+  warmup: int("BENCH_HOT_WARMUP", 3_000, 2_000),
+  rounds: int("BENCH_HOT_ROUNDS", 3, 2),
+  inprocCalls: int("BENCH_HOT_CALLS", 200_000, 50_000),
+};
 const rlOpts = {
   requests: int("BENCH_RL_REQUESTS", 50_000, 10_000),
   warmup: int("BENCH_RL_WARMUP", 5_000, 1_000),

@@ -52,13 +52,20 @@ export interface HotPathOptions {
   clients: number;
   streams: number;
   h2load: string;
+  /** Also measured at a fixed rate: requests per second per client (h2load --rps), and requests per run. */
+  fixed?: { rps: number; requests: number };
   /** Calls per in-process measurement (bench/hot-path-inproc.ts). */
   inprocCalls: number;
   log: (l: string) => void;
 }
 
+/** saturated: h2load sends as fast as the server answers; fixed: at a fixed rate (every target the same load). */
+export type HotRegime = "saturated" | "fixed";
+
 export interface HotPathRow {
   round: number;
+  /** Absent in results from before the fixed-rate runs: saturated. */
+  regime?: HotRegime;
   target: HotTarget;
   requests: number;
   /** Server CPU (all threads) per call, microseconds. */
@@ -74,6 +81,7 @@ export interface HotPathResult {
   warmup: number;
   rounds: number;
   shape: LoadShape;
+  fixed?: { rps: number; requests: number };
   logLevel: "info";
   commands: Record<HotTarget, string>;
   rows: HotPathRow[];
@@ -104,20 +112,31 @@ interface Target {
   replyBytes: number;
 }
 
-async function measure(o: HotPathOptions, shape: LoadShape, t: Target, round: number, target: HotTarget): Promise<HotPathRow> {
+async function measure(o: HotPathOptions, shape: LoadShape, t: Target, round: number, target: HotTarget, regime: HotRegime): Promise<HotPathRow> {
+  const n = regime === "fixed" && o.fixed ? o.fixed.requests : o.requests;
   if (o.warmup > 0) {
     const w = parseH2load(await runH2load(o.h2load, t.port, o.warmup, shape, t.frameFile, undefined, t.path, t.headers));
     if (w.succeeded !== o.warmup || w.status2xx !== o.warmup) throw new Error(`${target}: warm-up had failures\n${w.raw}`);
   }
   const cpu0 = processCpuNs(t.pid);
-  const r = parseH2load(await runH2load(o.h2load, t.port, o.requests, shape, t.frameFile, undefined, t.path, t.headers));
+  const r = parseH2load(await runH2load(o.h2load, t.port, n, shape, t.frameFile, undefined, t.path, t.headers));
   const cpuNs = processCpuNs(t.pid) - cpu0;
-  if (r.succeeded !== o.requests || r.status2xx !== o.requests || r.failed !== 0 || r.errored !== 0) throw new Error(`${target}: failures\n${r.raw}`);
+  if (r.succeeded !== n || r.status2xx !== n || r.failed !== 0 || r.errored !== 0) throw new Error(`${target}: failures\n${r.raw}`);
   // Every reply exactly the verified reply's length: no error (trailers-only) reply slipped through.
-  if (r.dataBytes !== o.requests * t.replyBytes) throw new Error(`${target}: ${r.dataBytes} DATA bytes, want ${o.requests * t.replyBytes}\n${r.raw}`);
-  const row = { round, target, requests: o.requests, cpuUsPerCall: cpuNs / 1000 / o.requests, reqPerSec: r.reqPerSec, ratioVsBare: NaN, ratioVsHealth: NaN };
-  o.log(`hotpath round ${round} ${target}: ${row.cpuUsPerCall.toFixed(1)} µs server CPU per call, ${r.reqPerSec.toFixed(0)} req/s`);
+  if (r.dataBytes !== n * t.replyBytes) throw new Error(`${target}: ${r.dataBytes} DATA bytes, want ${n * t.replyBytes}\n${r.raw}`);
+  const row = { round, regime, target, requests: n, cpuUsPerCall: cpuNs / 1000 / n, reqPerSec: r.reqPerSec, ratioVsBare: NaN, ratioVsHealth: NaN };
+  o.log(`hotpath round ${round} ${regime} ${target}: ${row.cpuUsPerCall.toFixed(1)} µs server CPU per call, ${r.reqPerSec.toFixed(0)} req/s`);
   return row;
+}
+
+/** Each row's CPU per call against the bare server's and Health's of the same round and regime. */
+function withRatios(roundRows: HotPathRow[]): void {
+  const bare = roundRows.find((x) => x.target === "bare")?.cpuUsPerCall ?? NaN;
+  const health = roundRows.find((x) => x.target === "health")?.cpuUsPerCall ?? NaN;
+  for (const x of roundRows) {
+    x.ratioVsBare = x.cpuUsPerCall / bare;
+    x.ratioVsHealth = x.cpuUsPerCall / health;
+  }
 }
 
 async function targetsFor(o: HotPathOptions, url: string, dir: string, stops: Array<() => Promise<void>>): Promise<Record<HotTarget, Target>> {
@@ -182,15 +201,13 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
     const targets = await targetsFor(o, url, dir, stops);
     const rows: HotPathRow[] = [];
     for (let round = 1; round <= o.rounds; round++) {
-      const roundRows: HotPathRow[] = [];
-      for (const target of HOT_TARGETS) roundRows.push(await measure(o, shape, targets[target], round, target));
-      const bare = roundRows.find((x) => x.target === "bare")?.cpuUsPerCall ?? NaN;
-      const health = roundRows.find((x) => x.target === "health")?.cpuUsPerCall ?? NaN;
-      for (const x of roundRows) {
-        x.ratioVsBare = x.cpuUsPerCall / bare;
-        x.ratioVsHealth = x.cpuUsPerCall / health;
+      for (const regime of o.fixed ? (["saturated", "fixed"] as const) : (["saturated"] as const)) {
+        const load = regime === "fixed" ? { ...shape, rps: o.fixed?.rps } : shape;
+        const roundRows: HotPathRow[] = [];
+        for (const target of HOT_TARGETS) roundRows.push(await measure(o, load, targets[target], round, target, regime));
+        withRatios(roundRows);
+        rows.push(...roundRows);
       }
-      rows.push(...roundRows);
     }
     const commands = Object.fromEntries(
       HOT_TARGETS.map((t) => [
@@ -206,6 +223,7 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
       warmup: o.warmup,
       rounds: o.rounds,
       shape,
+      ...(o.fixed ? { fixed: o.fixed } : {}),
       logLevel: "info",
       commands,
       rows,
@@ -219,14 +237,15 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
   }
 }
 
-/** Medians over rounds per target (ratios: median of the per-round ratios). */
-export function hotPathMedians(rows: HotPathRow[]): HotPathRow[] {
+/** Medians over rounds per target in one regime (ratios: median of the per-round ratios). */
+export function hotPathMedians(rows: HotPathRow[], regime: HotRegime = "saturated"): HotPathRow[] {
   const out: HotPathRow[] = [];
   for (const target of HOT_TARGETS) {
-    const xs = rows.filter((r) => r.target === target);
+    const xs = rows.filter((r) => r.target === target && (r.regime ?? "saturated") === regime);
     if (xs.length === 0) continue;
     out.push({
       round: NaN,
+      regime,
       target,
       requests: xs[0]?.requests ?? 0,
       cpuUsPerCall: median(xs.map((x) => x.cpuUsPerCall)),

@@ -17,7 +17,7 @@ import { casbinModelText } from "./casbin.js";
 import type { RowCounts, LoadTiming } from "./dataset.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
-import { HOT_TARGET_LABELS, type HotPathResult, hotPathMedians } from "./hot-path.js";
+import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians } from "./hot-path.js";
 import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
@@ -227,26 +227,32 @@ function inprocMedian(ip: Omit<InprocResult, "sampleDecisions">): { engine: numb
   return { engine: median(ip.checks.rounds.map((x) => x.engine.opsPerSec)), floor: median(ip.checks.rounds.map((x) => x.floor.opsPerSec)) };
 }
 
-/** Headline rows of the hot path: Check's server CPU per call against Health and the bare transport. */
+/** How a regime's load is described in the tables. */
+function regimeLabel(h: HotPathResult, regime: HotRegime): string {
+  return regime === "fixed" && h.fixed
+    ? `fixed ${int(h.fixed.rps * h.shape.clients)} req/s`
+    : `h2load ${h.shape.clients}x${h.shape.streams}, as fast as served`;
+}
+
+/** Headline rows of the hot path: Check's server CPU per call against Health and the bare transport, per regime. */
 function hotPathHeadline(h: HotPathResult): string[] {
-  const med = hotPathMedians(h.rows);
-  const x = (t: string) => med.find((m) => m.target === t);
-  const bare = x("bare");
-  const health = x("health");
-  const check = x("check");
-  const plain = x("grpcjs");
-  if (!bare || !health || !check) return [];
-  return [
-    `| gRPC Check server CPU per call (log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
-    `| gRPC Check server CPU per call (goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
-    `| gRPC Health server CPU per call | ${usFmt(health.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(health.ratioVsBare)} |`,
-    ...(plain
-      ? [
-          `| plain @grpc/grpc-js Health server CPU per call (the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
-        ]
-      : []),
-    ...inprocHeadline(h),
-  ];
+  const out: string[] = [];
+  for (const regime of h.fixed ? (["saturated", "fixed"] as const) : (["saturated"] as const)) {
+    const med = hotPathMedians(h.rows, regime);
+    const x = (t: string) => med.find((m) => m.target === t);
+    const [bare, health, check, plain] = [x("bare"), x("health"), x("check"), x("grpcjs")];
+    if (!bare || !health || !check) continue;
+    const load = regimeLabel(h, regime);
+    out.push(
+      `| gRPC Check server CPU per call (${load}; log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
+      `| gRPC Check server CPU per call (${load}; goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
+    );
+    if (plain)
+      out.push(
+        `| plain @grpc/grpc-js Health server CPU per call (${load}; the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
+      );
+  }
+  return [...out, ...inprocHeadline(h)];
 }
 
 function inprocHeadline(h: HotPathResult): string[] {
@@ -267,12 +273,16 @@ function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
       `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped at the default log level (${h.logLevel}; ` +
       `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
       `handler writing a canned \`SERVING\` reply; the plain grpc-js server is \`@grpc/grpc-js\` with protobuf-es serializers and a handler returning \`SERVING\` (channelz off, as authz). Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
-      `so the load generator's CPU is not in it. Every reply is checked to be exactly the verified reply's length. CPU steal during the part: ${pct(h.stealShare)}.`,
+      `so the load generator's CPU is not in it. Every reply is checked to be exactly the verified reply's length. CPU steal during the part: ${pct(h.stealShare)}.` +
+      (h.fixed
+        ? ` Each round also runs every target at a fixed rate (${int(h.fixed.rps)} req/s per connection, ${int(h.fixed.rps * h.shape.clients)} req/s in all, ${int(h.fixed.requests)} measured requests): the same load for every server, so the per-call figures do not depend on how many requests each read of the socket finds, which varies with the machine's load when h2load sends as fast as it is answered.`
+        : ""),
   );
-  out.push("", "| round | target | server CPU per call | req/s | ratio vs bare http2 | ratio vs Health/Check |", "|---:|---|---:|---:|---:|---:|");
-  for (const x of [...h.rows, ...hotPathMedians(h.rows)]) {
+  out.push("", "| round | load | target | server CPU per call | req/s | ratio vs bare http2 | ratio vs Health/Check |", "|---:|---|---|---:|---:|---:|---:|");
+  const medians = [...hotPathMedians(h.rows, "saturated"), ...(h.fixed ? hotPathMedians(h.rows, "fixed") : [])];
+  for (const x of [...h.rows, ...medians]) {
     out.push(
-      `| ${Number.isNaN(x.round) ? "**median**" : x.round} | ${HOT_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} | ${int(x.reqPerSec)} | ${ratio(x.ratioVsBare)} | ${ratio(x.ratioVsHealth)} |`,
+      `| ${Number.isNaN(x.round) ? "**median**" : x.round} | ${regimeLabel(h, x.regime ?? "saturated")} | ${HOT_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} | ${int(x.reqPerSec)} | ${ratio(x.ratioVsBare)} | ${ratio(x.ratioVsHealth)} |`,
     );
   }
   out.push("", "Commands (PORT and KEY filled in by the benchmark; `frame.bin` is the framed request message):", "", "```");

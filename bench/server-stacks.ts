@@ -438,6 +438,8 @@ export function percentile(sorted: number[], p: number): number {
 export interface LoadShape {
   clients: number;
   streams: number;
+  /** Requests per second per client (h2load --rps); unset: as fast as the server answers. */
+  rps?: number;
 }
 
 export function runH2load(
@@ -464,6 +466,7 @@ export function runH2load(
     "-H",
     "te: trailers",
     ...extraHeaders.flatMap((h) => ["-H", h]),
+    ...(shape.rps ? ["--rps", String(shape.rps)] : []),
   ];
   if (logFile) args.push("--log-file", logFile);
   args.push(`http://127.0.0.1:${port}${rpcPath}`);
@@ -488,7 +491,7 @@ export function runH2load(
 
 export function h2loadCommand(n: number, shape: LoadShape, rpcPath: string = CHECK_PATH): string {
   return (
-    `h2load -n ${n} -c ${shape.clients} -m ${shape.streams} -d frame.bin ` +
+    `h2load -n ${n} -c ${shape.clients} -m ${shape.streams}${shape.rps ? ` --rps ${shape.rps}` : ""} -d frame.bin ` +
     `-H 'content-type: application/grpc' -H 'te: trailers' --log-file LOG ` +
     `http://127.0.0.1:PORT${rpcPath}`
   );

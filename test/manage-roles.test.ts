@@ -155,6 +155,35 @@ describe("ManageRoles", () => {
     expect(await revision()).toBe(before);
   });
 
+  it("refuses a grant or an inheritance across organizations (CROSS_ORGANIZATION), naming both records", async () => {
+    const before = await revision();
+    const grant = await refused(
+      run([
+        { kind: "upsertPermission", ...org2("cross.read") },
+        { kind: "grantPermission", role: org1("member"), permission: org2("cross.read") },
+      ]),
+      "FAILED_PRECONDITION",
+    );
+    expect(grant.reason).toBe("CROSS_ORGANIZATION");
+    expect(grant.message).toBe(
+      `mutations[1].grant_permission: role "member" of organization ${ORG1} cannot hold permission "cross.read" of organization ${ORG2}: ` +
+        "a role holds only permissions of its own organization or global ones",
+    );
+    const inherit = await refused(
+      run([
+        { kind: "upsertRole", ...org2("cross-parent") },
+        { kind: "addInheritance", role: org1("member"), parent: org2("cross-parent") },
+      ]),
+      "FAILED_PRECONDITION",
+    );
+    expect(inherit.reason).toBe("CROSS_ORGANIZATION");
+    expect(inherit.message).toBe(
+      `mutations[1].add_inheritance: role "member" of organization ${ORG1} cannot inherit role "cross-parent" of organization ${ORG2}: ` +
+        "a role inherits only roles of its own organization or global ones",
+    );
+    expect(await revision()).toBe(before);
+  });
+
   it("of two concurrent batches that form a cycle only together, exactly one commits", async () => {
     await run([
       { kind: "upsertRole", ...org2("ping") },

@@ -556,9 +556,9 @@ async function childMain(phase: string, rawArg: string): Promise<void> {
   }
 }
 
-function forkPhase(phase: string, arg: unknown, heapMb: number): ChildProcess {
+function forkPhase(phase: string, arg: unknown, heapMb: number | undefined): ChildProcess {
   return fork(THIS_FILE, ["--phase", phase, JSON.stringify(arg)], {
-    execArgv: [`--max-old-space-size=${heapMb}`, "--expose-gc"],
+    execArgv: heapMb === undefined ? [] : [`--max-old-space-size=${heapMb}`, "--expose-gc"],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
 }
@@ -591,8 +591,11 @@ export async function startServerChild(
   apiKeysFile: string,
   redisUrl?: string,
   logLevel?: ServeArg["logLevel"],
+  /** Node as the Dockerfile runs it (no heap flags), rather than with the phases' 1 GiB heap limit and --expose-gc. */
+  asShipped = false,
 ): Promise<{ port: number; httpPort: number; pid: number; stop(): Promise<void> }> {
-  const child = forkPhase("serve", { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}), ...(logLevel ? { logLevel } : {}) } satisfies ServeArg, 1024);
+  const arg = { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}), ...(logLevel ? { logLevel } : {}) } satisfies ServeArg;
+  const child = forkPhase("serve", arg, asShipped ? undefined : 1024);
   const exited = new Promise<void>((res) => child.once("exit", () => res()));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -270,7 +270,7 @@ function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   const out = ["### The hot path: server CPU per call (Check, Health, bare http2)", "", runLine(run), ""];
   out.push(
     `One run, ${h.rounds} round(s), targets interleaved in each round (bare, plain grpc-js, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
-      `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped at the default log level (${h.logLevel}; ` +
+      `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped (node without flags, as the Dockerfile runs it) at the default log level (${h.logLevel}; ` +
       `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
       `handler writing a canned \`SERVING\` reply; the plain grpc-js server is \`@grpc/grpc-js\` with protobuf-es serializers and a handler returning \`SERVING\` (channelz off, as authz). Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
       `so the load generator's CPU is not in it. Every reply is checked to be exactly the verified reply's length. CPU steal during the part: ${pct(h.stealShare)}.` +

@@ -287,6 +287,7 @@ function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   }
   out.push("", "Commands (PORT and KEY filled in by the benchmark; `frame.bin` is the framed request message):", "", "```");
   for (const [t, cmd] of Object.entries(h.commands)) out.push(`# ${t}\n${cmd}`);
+  if (h.fixed) out.push(`# fixed-rate runs: the same with -n ${h.fixed.requests} --rps ${h.fixed.rps}`);
   out.push("```", "");
   if (!h.inprocess) return out;
   out.push(

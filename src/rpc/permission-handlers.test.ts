@@ -108,7 +108,8 @@ describe("Check on the hot path", () => {
       createAuthenticator({ required: true, keys: ring }),
       createAdmission(8),
     );
-    const check = (binding?.handlers as unknown as { check: (req: unknown, c: CallContext) => unknown }).check;
+    if (!binding) throw new Error("guard returned no binding");
+    const check = (binding.handlers as unknown as { check: (req: unknown, c: CallContext) => unknown }).check;
     const c = ctx({ "x-api-key": key });
     const res = check(checkOf(ALICE), c);
     expect(isThenable(res)).toBe(false);

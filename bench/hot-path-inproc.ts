@@ -28,6 +28,7 @@ import { createGrpcServer } from "../src/rpc/grpc-server.js";
 import { createAdmission, guard } from "../src/rpc/guard.js";
 import { bind } from "../src/rpc/handler-types.js";
 import { HealthState, healthHandlers } from "../src/rpc/health.js";
+import { lookupHandlers } from "../src/rpc/lookup-handlers.js";
 import { permissionHandlers } from "../src/rpc/permission-handlers.js";
 import type { LiveEngine } from "../src/store/live-engine.js";
 import { datasetShape, datasetTables, makeChecks } from "./dataset.js";
@@ -89,10 +90,10 @@ async function authzMethods(smallScale: number) {
   const bindings = guard(
     [
       bind(Health, healthHandlers(health)),
-      bind(
-        PermissionService,
-        permissionHandlers(() => live, { onDecision: (e) => metrics.decision(e.method, e.decision.allowed) }),
-      ),
+      bind(PermissionService, {
+        ...permissionHandlers(() => live, { onDecision: (e) => metrics.decision(e.method, e.decision.allowed) }),
+        ...lookupHandlers(() => live),
+      }),
     ],
     createAuthenticator({ required: true, keys: ring }),
     createAdmission(2048),

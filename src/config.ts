@@ -153,7 +153,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_JWT_JWKS_FILE", default: "(unset)", meaning: "Verify Bearer JWTs against the keys in this JWKS file." },
   { name: "AUTHZ_JWT_ISSUER", default: "(unset)", meaning: "Required iss claim of JWTs." },
   { name: "AUTHZ_JWT_AUDIENCE", default: "(unset)", meaning: "Required aud claim of JWTs." },
-  { name: "AUTHZ_JWT_SCOPE_CLAIM", default: "scope", meaning: "JWT claim holding the scopes (check, ratelimit, admin), space-separated or an array." },
+  {
+    name: "AUTHZ_JWT_SCOPE_CLAIM",
+    default: "scope",
+    meaning: "JWT claim holding the scopes (check, ratelimit, admin, directory), space-separated or an array.",
+  },
   { name: "AUTHZ_JWT_TENANT_CLAIM", default: "tenant_id", meaning: "JWT claim binding the caller to one tenant." },
   { name: "AUTHZ_TLS_CERT_FILE", default: "(unset: cleartext)", meaning: "PEM certificate chain for both listeners (with AUTHZ_TLS_KEY_FILE)." },
   { name: "AUTHZ_TLS_KEY_FILE", default: "(unset)", meaning: "PEM private key for AUTHZ_TLS_CERT_FILE." },

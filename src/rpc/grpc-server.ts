@@ -140,7 +140,28 @@ function unaryImplementation(path: string, handler: AnyHandler, answersFaults: b
   };
 }
 
-/** A server-streaming method: writes what the handler yields until it ends or the caller cancels. */
+/**
+ * Resolves when a stream's buffered messages have drained, or the call ended
+ * meanwhile. Backpressure: a slow reader holds the stream (a lookup, Watch)
+ * instead of the server buffering all of it.
+ */
+function writable(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      call.off("close", done);
+      call.off("error", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("cancelled", done);
+    call.on("close", done);
+    call.on("error", done);
+  });
+}
+
+/** A server-streaming method: writes what the handler yields (waiting for drain) until it ends or the caller cancels. */
 function streamingImplementation(
   path: string,
   handler: AnyHandler,
@@ -161,7 +182,7 @@ function streamingImplementation(
       try {
         for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
           if (call.cancelled) break;
-          call.write(msg);
+          if (!call.write(msg)) await writable(call);
         }
         callLog.done(path, ctx.requestId, call.cancelled ? "CANCELLED" : "OK", started, ctx);
         if (!call.cancelled) call.end();

@@ -7,6 +7,7 @@ import { buildSnapshot } from "../engine/snapshot.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import { createAdmission, guard } from "./guard.js";
 import { bind, type CallContext, isThenable } from "./handler-types.js";
+import { lookupHandlers } from "./lookup-handlers.js";
 import { permissionHandlers } from "./permission-handlers.js";
 
 const T = "00000000-0000-4000-8000-0000000000a1";
@@ -104,7 +105,7 @@ describe("Check on the hot path", () => {
     ring.markComplete();
     const state = { current: snapshot(7n, true) };
     const [binding] = guard(
-      [bind(PermissionService, permissionHandlers(liveOver(state)))],
+      [bind(PermissionService, { ...permissionHandlers(liveOver(state)), ...lookupHandlers(liveOver(state)) })],
       createAuthenticator({ required: true, keys: ring }),
       createAdmission(8),
     );

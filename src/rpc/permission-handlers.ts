@@ -29,6 +29,7 @@ import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
 import { type CallContext, isThenable, reusable, type ServiceHandlers } from "./handler-types.js";
+import type { LookupMethods } from "./lookup-handlers.js";
 import { confineRead } from "./tenancy.js";
 
 export const MAX_BULK_ITEMS = 1000;
@@ -53,7 +54,7 @@ export function toResource(m: Pick<ResourceRefMsg, "type" | "id"> | undefined, f
   return { type: m.type as ResourceType, id: m.id.toLowerCase() };
 }
 
-function toPermission(p: string, field: string): string {
+export function toPermission(p: string, field: string): string {
   if (p.length === 0) throw invalidArgument(`${field} is required`, field);
   if (p.length > 128) throw invalidArgument(`${field} is longer than 128 characters`, field);
   return p;
@@ -156,7 +157,8 @@ export interface PermissionHandlerOptions {
   maxWaitMs?: number;
 }
 
-type Handlers = ServiceHandlers<typeof PermissionService>;
+/** Check, CheckBulk and ListPermissions; the lookups are lookupHandlers' (src/rpc/lookup-handlers.ts). */
+type Handlers = Omit<ServiceHandlers<typeof PermissionService>, LookupMethods>;
 
 type CheckAnswer = MessageInitShape<typeof CheckResponseSchema>;
 

@@ -5,6 +5,7 @@
 
 import { invalidArgument } from "../errors.js";
 import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid } from "../validation.js";
+import { enforceRoleStructure } from "./role-structure.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
 import { INTERNAL_WRITER, refusal, runBatch, validateBatch, type WriteCaller } from "./write-pipeline.js";
@@ -61,6 +62,8 @@ export type Mutation =
       /** null = a global assignment. */
       scope: ScopeInput | null;
       validUntil: Date | null;
+      /** Replace the user's organization-level role in a single_role_in_hierarchy organization (role-structure.ts). */
+      replace?: boolean;
     }
   | ({ kind: "unassignRole" } & ({ assignmentId: string } | { subject: SubjectInput; role: RoleRefInput; scope: ScopeInput | null }));
 
@@ -177,6 +180,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
         role: ref(m.role, `${p}.role`),
         scope: scope(m.scope, `${p}.scope`),
         validUntil: v ?? null,
+        ...(m.replace ? { replace: true } : {}),
       };
     }
     case "unassignRole":
@@ -203,7 +207,7 @@ interface Resolved {
 /** The table of each kind of record. */
 const TABLE = { role: "roles", permission: "permissions" } as const;
 
-function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
+export function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
   if ("id" in r) return `${kind} ${r.id}`;
   return r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 }
@@ -229,7 +233,7 @@ async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRe
   return row && { id: row.id, organizationId: row.organization_id, key: row.key };
 }
 
-async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
+export async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
   const found = await resolve(tx, TABLE[kind], r);
   if (!found) throw refusal("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
   return found;
@@ -441,6 +445,9 @@ async function assignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "assignRo
   await mustExist(tx, SUBJECT_TABLE[m.subject.type as SubjectType], m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
   // Checked here because the scope trigger would otherwise report a missing avatar as a scope mismatch.
   if (m.scope) await mustExist(tx, SCOPE_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
+  if (m.subject.type === "user" && m.scope?.type === "organization") {
+    await enforceRoleStructure(tx, { userId: m.subject.id, organizationId: m.scope.id, roleId: role.id, replace: m.replace === true }, p);
+  }
   const [scopeType, scopeId] = scopeParams(m.scope);
   const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
   const rows = await tx.query<{ id: string }>(

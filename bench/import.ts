@@ -124,7 +124,8 @@ export function importBenchDocument(records: number): Record<string, unknown[]> 
   for (let t = 0; t < tenants; t++) push("TENANT", { id: id(1, t), name: `Tenant ${t}`, slug: `tenant-${t}` });
   for (let u = 0; u < users; u++) push("User", { user_id: id(3, u), email: `user${u}@example.test`, locked: false, created_at: 1_700_000_000 + u });
   for (let o = 0; o < orgs; o++) {
-    push("ORGANIZATION", { id: id(2, o), tenant_id: id(1, o % tenants), name: `Org ${o}`, slug: `org-${o}` });
+    // multi_role: users hold several roles per organization (the rest of the file assigns them).
+    push("ORGANIZATION", { id: id(2, o), tenant_id: id(1, o % tenants), name: `Org ${o}`, slug: `org-${o}`, role_structure: "multi_role" });
     for (let p = 0; p < 8; p++) push("Permission", { permission_id: id(5, o * 8 + p), org_id: id(2, o), name: `perm.${p}` });
     for (let r = 0; r < 5; r++) {
       push("Role", { role_id: id(4, o * 5 + r), org_id: id(2, o), name: `Role ${r}`, key: `role-${r}` });

@@ -31,7 +31,7 @@ commands:
                              rate-limit counters from REDIS_URL
   check --subject TYPE:ID --permission KEY --resource TYPE:ID [--explain]
                              decide one Check from the data in DATABASE_URL
-  api-key create --name NAME --scopes check,ratelimit,admin [--tenant UUID]
+  api-key create --name NAME --scopes check,ratelimit,admin,directory [--tenant UUID]
                              create an API key; the key is printed once, only its hash is stored
   api-key revoke ID          revoke an API key (every replica drops it at once)
   api-key list               list API keys (never their secrets)

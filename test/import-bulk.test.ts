@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { projectPath } from "../src/paths.js";
 import { startChangeFeed } from "../src/store/change-feed.js";
+import { readChanges } from "../src/store/change-stream.js";
 import { exportDirectory } from "../src/store/export.js";
 import { ImportError, importDocument } from "../src/store/import.js";
 import { loadSnapshot, startLiveEngine } from "../src/store/live-engine.js";
@@ -136,6 +137,9 @@ describe(`bulk import (seed ${SEED})`, () => {
       const s = await importDocument(t.client, sync, { changeLog: "reload" });
       expect(s.changeLog).toBe("reload");
       expect(await t.raw`select op, table_name from authz_changes where revision = ${s.revisionAfter}`).toEqual([{ op: "RELOAD", table_name: "authz_import" }]);
+      // Watch reads the same row (and hands it to every watcher, whatever its filters).
+      const logged = await readChanges(t.client, { revision: BigInt(s.revisionBefore) }, BigInt(s.revisionAfter), 10);
+      expect(logged).toMatchObject([{ op: "RELOAD", table: "authz_import", tenantId: null }]);
       const engine = await live.atLeast(BigInt(s.revisionAfter), 10_000);
       expect(live.stats.loads).toBe(loadsBefore + 1);
       const fresh = await loadSnapshot(t.client);

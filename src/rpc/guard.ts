@@ -1,5 +1,6 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type Authenticator, authorize } from "../auth/authenticator.js";
+import { type Authenticator, authorize, requireScope } from "../auth/authenticator.js";
+import type { Caller } from "../auth/caller.js";
 import { scopeFor } from "../auth/caller.js";
 import { AuthzError } from "../errors.js";
 import { CHECKS_INPUT, type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
@@ -15,13 +16,17 @@ export interface Admission {
   readonly inFlight: number;
   /** Refuses every new call (shutdown); resolves once the calls in progress are done, or after boundMs. */
   drain(boundMs: number): Promise<void>;
+  /** Aborted when drain() begins: streams that would never end on their own (Watch) end then. */
+  readonly closing: AbortSignal;
 }
 
 export function createAdmission(maxConcurrentCalls: number): Admission {
   let inFlight = 0;
   let closing = false;
   let idle: (() => void) | undefined;
+  const closingNow = new AbortController();
   return {
+    closing: closingNow.signal,
     get inFlight() {
       return inFlight;
     },
@@ -41,6 +46,7 @@ export function createAdmission(maxConcurrentCalls: number): Admission {
     },
     drain(boundMs) {
       closing = true;
+      closingNow.abort();
       if (inFlight === 0) return Promise.resolve();
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, boundMs);
@@ -113,14 +119,16 @@ function unary(
     return Promise.resolve(out).finally(() => admission.release());
   };
   if (!auth) return run;
+  const scope = scopeFor(path);
+  const authorized = (req: unknown, ctx: CallContext, caller: Caller): unknown => {
+    requireScope(caller, scope, path);
+    ctx.caller = caller;
+    return run(req, ctx);
+  };
+  // A synchronous credential (API key, mTLS) runs the handler in the same tick: no promise unless something awaits.
   return (req: unknown, ctx: CallContext) => {
     const c = auth.authenticate(ctx);
-    const authorized = (caller: Awaited<typeof c>) => {
-      authorize(caller, path);
-      ctx.caller = caller;
-      return run(req, ctx);
-    };
-    return isThenable(c) ? c.then(authorized) : authorized(c);
+    return isThenable(c) ? c.then((caller) => authorized(req, ctx, caller)) : authorized(req, ctx, c);
   };
 }
 

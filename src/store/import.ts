@@ -9,6 +9,7 @@ import { RecordRefused, writeOneByOne, writeSection } from "./import-bulk.js";
 import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
 import type { Outcome, Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
+import { describeViolation, singleRoleViolations } from "./role-structure.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
 import { INTERNAL_WRITER, runWrite } from "./write-pipeline.js";
 import { UUID } from "../validation.js";
@@ -335,5 +336,9 @@ async function writeDocument(tx: SqlQuerier, records: Validated[], summary: Impo
     if (!(err instanceof SqlError)) throw err;
     throw new ImportError([`the imported records break a rule that spans records: ${err.message}`]);
   }
+  // The org_role_structure rule (docs/data-model.md, "Role structure") over what the file touched:
+  // found in the transaction's change log, or, for a bulk import that logged no rows, everywhere.
+  const broken = await singleRoleViolations(tx, summary.changeLog === "reload" ? "all" : "changed");
+  if (broken.length > 0) throw new ImportError(broken.map((v) => `the imported records break the role structure rule: ${describeViolation(v)}`));
   if (options.dryRun) throw DRY_RUN;
 }

@@ -3,8 +3,9 @@
 // (write-pipeline.ts: lock, idempotency, confinement, expected_revision).
 // rpc/admin-handlers.ts translates the generated messages to and from these types.
 
-import { invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument } from "../errors.js";
 import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid } from "../validation.js";
+import { enforceRoleStructure } from "./role-structure.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
 import { INTERNAL_WRITER, refusal, runBatch, validateBatch, type WriteCaller } from "./write-pipeline.js";
@@ -61,6 +62,8 @@ export type Mutation =
       /** null = a global assignment. */
       scope: ScopeInput | null;
       validUntil: Date | null;
+      /** Replace the user's organization-level role in a single_role_in_hierarchy organization (role-structure.ts). */
+      replace?: boolean;
     }
   | ({ kind: "unassignRole" } & ({ assignmentId: string } | { subject: SubjectInput; role: RoleRefInput; scope: ScopeInput | null }));
 
@@ -97,6 +100,9 @@ const FIELD: Record<Mutation["kind"], string> = {
   assignRole: "assign_role",
   unassignRole: "unassign_role",
 };
+
+/** Where a mutation's fields are, in messages: mutations[i].<its oneof case>. */
+const pathOf = (m: Mutation, i: number) => `mutations[${i}].${FIELD[m.kind]}`;
 
 // ---------------------------------------------------------------------------
 // Validation: every field is checked (and UUIDs lower-cased) before the
@@ -139,7 +145,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
   if (typeof m !== "object" || m === null || !Object.hasOwn(FIELD, m.kind)) {
     throw invalidArgument(`mutations[${i}] must set exactly one change (${Object.values(FIELD).join(", ")})`, `mutations[${i}]`);
   }
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertRole":
     case "upsertPermission": {
@@ -174,6 +180,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
         role: ref(m.role, `${p}.role`),
         scope: scope(m.scope, `${p}.scope`),
         validUntil: v ?? null,
+        ...(m.replace ? { replace: true } : {}),
       };
     }
     case "unassignRole":
@@ -197,7 +204,10 @@ interface Resolved {
   key: string;
 }
 
-function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
+/** The table of each kind of record. */
+const TABLE = { role: "roles", permission: "permissions" } as const;
+
+export function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
   if ("id" in r) return `${kind} ${r.id}`;
   return r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 }
@@ -205,37 +215,84 @@ function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
 const describeResolved = (kind: "role" | "permission", r: Resolved): string =>
   r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 
+/**
+ * The (organization_id, key) match on the unique index: `is not distinct from`
+ * cannot use an index (a scan of every role or permission per lookup), so a
+ * global key (null organization) gets its own `is null` form.
+ */
+function orgKey(org: string | null, key: string, firstParam: number): { sql: string; params: string[] } {
+  if (org === null) return { sql: `organization_id is null and key = $${firstParam}::text`, params: [key] };
+  return { sql: `organization_id = $${firstParam}::text::uuid and key = $${firstParam + 1}::text`, params: [org, key] };
+}
+
 async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRefInput): Promise<Resolved | undefined> {
   const cols = "id::text as id, organization_id::text as organization_id, key";
-  const rows =
-    "id" in r
-      ? await tx.query<{ id: string; organization_id: string | null; key: string }>(`select ${cols} from ${table} where id = $1::text::uuid`, [r.id])
-      : await tx.query<{ id: string; organization_id: string | null; key: string }>(
-          `select ${cols} from ${table} where organization_id is not distinct from $1::text::uuid and key = $2::text`,
-          [r.organizationId, r.key],
-        );
+  const match = "id" in r ? { sql: "id = $1::text::uuid", params: [r.id] } : orgKey(r.organizationId, r.key, 1);
+  const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(`select ${cols} from ${table} where ${match.sql}`, match.params);
   const row = rows[0];
   return row && { id: row.id, organizationId: row.organization_id, key: row.key };
 }
 
-async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
-  const found = await resolve(tx, kind === "role" ? "roles" : "permissions", r);
+export async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
+  const found = await resolve(tx, TABLE[kind], r);
   if (!found) throw refusal("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
   return found;
 }
 
-async function upsertRecord(
-  tx: SqlQuerier,
-  table: "roles" | "permissions",
-  m: { organizationId: string | null; key: string; name?: string; description?: string; id?: string },
-  field: string,
-): Promise<MutationResult> {
-  const kind = table === "roles" ? "role" : "permission";
-  const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(
-    `select id::text as id, organization_id::text as organization_id, key from ${table}
-      where id = $1::text::uuid or (organization_id is not distinct from $2::text::uuid and key = $3::text)`,
-    [m.id ?? null, m.organizationId, m.key],
-  );
+type UpsertFields = { organizationId: string | null; key: string; name?: string; description?: string; id?: string };
+
+/**
+ * The upsert in one statement, so a batch can send it without waiting for the
+ * mutation before (write-pipeline.ts, BatchWriter.pipelined): the rows that
+ * hold the id or the key; then, unless the id names another row than the key
+ * (refused below), the update of the row with the key (only when a field
+ * changes, so a no-op stays out of the change log) or the insert of a new one.
+ * Parameters: $1 the id (null: generated), $2.. the key match, then the fields.
+ */
+function upsertStatement(table: "roles" | "permissions", m: UpsertFields): { sql: string; params: unknown[] } {
+  const match = orgKey(m.organizationId, m.key, 2);
+  const k = 2 + match.params.length; // the key, as text, for a new role's default name
+  // Absent fields (null here) keep their value on an existing record; a new role is named after its key.
+  const fields: Array<[string, string | null]> =
+    table === "roles"
+      ? [
+          ["name", m.name ?? null],
+          ["description", m.description ?? null],
+        ]
+      : [["description", m.description ?? null]];
+  const f = (i: number) => `$${k + 1 + i}::text`;
+  const wanted = fields.map(([c], i) => `coalesce(${f(i)}, t.${c})`);
+  const org = `$${k + 1 + fields.length}::text::uuid`;
+  const isKey = `organization_id is not distinct from ${org} and key = $${k}::text`;
+  const sql = `with found as (
+      select id, organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})
+    ), clash as (
+      select 1 from found where $1::text is not null and (id = $1::text::uuid) <> (${isKey})
+    ), same as (
+      select id from found where ${isKey}
+    ), updated as (
+      update ${table} t set ${fields.map(([c], i) => `${c} = ${wanted[i]}`).join(", ")}
+        from same where t.id = same.id and not exists (select 1 from clash)
+         and (${fields.map(([c]) => `t.${c}`).join(", ")}) is distinct from (${wanted.join(", ")})
+      returning t.id
+    ), inserted as (
+      insert into ${table} (id, organization_id, key, ${fields.map(([c]) => c).join(", ")})
+      select coalesce($1::text::uuid, gen_random_uuid()), ${org}, $${k}::text,
+             ${fields.map(([c], i) => (c === "name" ? `coalesce(${f(i)}, $${k}::text)` : f(i))).join(", ")}
+       where not exists (select 1 from same) and not exists (select 1 from clash)
+      returning id
+    )
+    select id::text as id, organization_id::text as organization_id, key, 'found' as what from found
+    union all select id::text, null, null, 'updated' from updated
+    union all select id::text, null, null, 'inserted' from inserted`;
+  return { sql, params: [m.id ?? null, ...match.params, m.key, ...fields.map(([, v]) => v), m.organizationId] };
+}
+
+type UpsertRow = { id: string; organization_id: string | null; key: string; what: "found" | "updated" | "inserted"; n?: string };
+
+/** An upsert's result from its statement's rows: the rows that hold its id or key, and what it updated or inserted. */
+function upsertOutcome(kind: "role" | "permission", m: UpsertFields, out: readonly UpsertRow[], field: string): MutationResult {
+  const rows = out.filter((r) => r.what === "found");
   const same = rows.find((r) => r.organization_id === m.organizationId && r.key === m.key);
   if (m.id !== undefined) {
     const byId = rows.find((r) => r.id === m.id);
@@ -252,34 +309,88 @@ async function upsertRecord(
       );
     }
   }
-  // Absent fields (null here) keep their value on an existing record.
-  const fields: Array<[string, string | null]> =
-    table === "roles"
-      ? [
-          ["name", m.name ?? null],
-          ["description", m.description ?? null],
-        ]
-      : [["description", m.description ?? null]];
-  if (same) {
-    // "is distinct from" keeps a no-op out of the change log (and reports it unchanged).
-    const wanted = fields.map(([c], i) => `coalesce($${i + 2}::text, ${c})`);
-    const updated = await tx.query(
-      `update ${table} set ${fields.map(([c], i) => `${c} = ${wanted[i]}`).join(", ")}
-        where id = $1::text::uuid and (${fields.map(([c]) => c).join(", ")}) is distinct from (${wanted.join(", ")})
-        returning id`,
-      [same.id, ...fields.map(([, v]) => v)],
-    );
-    return { id: same.id, changed: updated.length > 0 };
-  }
-  // A new role is named after its key unless a name is given.
-  const inserted = await tx.query<{ id: string }>(
-    `insert into ${table} (id, organization_id, key, ${fields.map(([c]) => c).join(", ")})
-     values (coalesce($1::text::uuid, gen_random_uuid()), $2::text::uuid, $3::text,
-             ${fields.map(([c], i) => (c === "name" ? `coalesce($${i + 4}::text, $3::text)` : `$${i + 4}::text`)).join(", ")})
-     returning id::text as id`,
-    [m.id ?? null, m.organizationId, m.key, ...fields.map(([, v]) => v)],
+  if (same) return { id: same.id, changed: out.some((r) => r.what === "updated") };
+  const inserted = out.find((r) => r.what === "inserted");
+  return { id: (inserted as UpsertRow).id, changed: true };
+}
+
+async function upsertRecord(tx: SqlQuerier, table: "roles" | "permissions", m: UpsertFields, field: string): Promise<MutationResult> {
+  const st = upsertStatement(table, m);
+  return upsertOutcome(table === "roles" ? "role" : "permission", m, await tx.query<UpsertRow>(st.sql, st.params), field);
+}
+
+/**
+ * A run of upserts of one table in one statement: upsertStatement for many
+ * rows at once (the input numbered by n, its position in the run). Only for
+ * runs whose ids and keys are all distinct: then no upsert in the run sees
+ * another's effect, and one statement gives what one at a time would.
+ */
+function upsertRunStatement(table: "roles" | "permissions"): string {
+  const roles = table === "roles";
+  const fields = roles ? ["name", "description"] : ["description"];
+  const wanted = fields.map((c) => `coalesce(i.${c}, t.${c})`);
+  const cols = "id::text as id, organization_id::text as organization_id, key";
+  return `with input as (
+      select u.n, u.id::uuid as id, u.org::uuid as org, u.key, u.name, u.description
+        from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) with ordinality as u(id, org, key, name, description, n)
+    ), found as (
+      select i.n, f.id, f.organization_id, f.key from input i cross join lateral (
+        select ${cols} from ${table} where id = i.id
+        union select ${cols} from ${table} where organization_id = i.org and key = i.key
+        union select ${cols} from ${table} where i.org is null and organization_id is null and key = i.key
+      ) f
+    ), clash as (
+      select distinct f.n from found f join input i using (n)
+       where i.id is not null and (f.id::uuid = i.id) <> (f.organization_id::uuid is not distinct from i.org and f.key = i.key)
+    ), same as (
+      select f.n, f.id::uuid as id from found f join input i using (n) where f.organization_id::uuid is not distinct from i.org and f.key = i.key
+    ), updated as (
+      update ${table} t set ${fields.map((c, k) => `${c} = ${wanted[k]}`).join(", ")}
+        from same join input i using (n)
+       where t.id = same.id and same.n not in (select n from clash)
+         and (${fields.map((c) => `t.${c}`).join(", ")}) is distinct from (${wanted.join(", ")})
+      returning same.n, t.id
+    ), inserted as (
+      insert into ${table} (id, organization_id, key, ${fields.join(", ")})
+      select coalesce(i.id, gen_random_uuid()), i.org, i.key, ${fields.map((c) => (c === "name" ? "coalesce(i.name, i.key)" : `i.${c}`)).join(", ")}
+        from input i
+       where i.n not in (select n from same) and i.n not in (select n from clash)
+       order by i.n
+      returning id, organization_id, key
+    )
+    select n::text, id, organization_id, key, 'found' as what from found
+    union all select n::text, id::text, null, null, 'updated' from updated
+    union all select i.n::text, x.id::text, null, null, 'inserted' from inserted x
+      join input i on i.key = x.key and i.org is not distinct from x.organization_id`;
+}
+
+type UpsertMutation = Extract<Mutation, { kind: "upsertRole" | "upsertPermission" }>;
+
+function applyUpserts(tx: SqlQuerier, run: ReadonlyArray<{ m: Mutation; index: number }>): Promise<Array<MutationResult | AuthzError>> | undefined {
+  const ms = run.map((r) => r.m as UpsertMutation);
+  const keys = new Set(ms.map((m) => `${m.organizationId ?? ""}/${m.key}`));
+  const ids = ms.flatMap((m) => (m.id === undefined ? [] : [m.id]));
+  if (keys.size < ms.length || new Set(ids).size < ids.length) return undefined;
+  const roles = ms[0]?.kind === "upsertRole";
+  const list = (f: (m: UpsertMutation) => string | null | undefined) => ms.map((m) => f(m) ?? null);
+  const sent = tx.query<UpsertRow>(upsertRunStatement(roles ? "roles" : "permissions"), [
+    list((m) => m.id),
+    list((m) => m.organizationId),
+    list((m) => m.key),
+    list((m) => (m.kind === "upsertRole" ? m.name : null)),
+    list((m) => m.description),
+  ]);
+  return sent.then((rows) =>
+    run.map(({ m, index }, k) => {
+      const mine = rows.filter((r) => r.n === String(k + 1));
+      try {
+        return upsertOutcome(roles ? "role" : "permission", m as UpsertMutation, mine, pathOf(m, index));
+      } catch (err) {
+        if (err instanceof AuthzError) return err;
+        throw err;
+      }
+    }),
   );
-  return { id: (inserted[0] as { id: string }).id, changed: true };
 }
 
 /** The shortest inheritance path from `from` up to `to` (role ids), if `from` already inherits `to`. */
@@ -330,135 +441,151 @@ async function mustExist(tx: SqlQuerier, table: string, id: string, what: string
 
 const scopeParams = (s: ScopeInput | null): [string, string | null] => (s === null ? ["global", null] : [s.type, s.id]);
 
+/** The role assignment with this subject, role and scope (parameters $1 to $5). */
+const SAME_ASSIGNMENT = `subject_type = $1::text and subject_id = $2::text::uuid and role_id = $3::text::uuid
+            and scope_type = $4::text and scope_id is not distinct from $5::text::uuid`;
+
 async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationResult> {
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertRole":
       return upsertRecord(tx, "roles", m, p);
     case "upsertPermission":
       return upsertRecord(tx, "permissions", m, p);
-    case "deleteRole": {
-      const role = await mustResolve(tx, "role", m.role, p);
-      const rows = await tx.query("delete from roles where id = $1::text::uuid returning id", [role.id]);
-      return { id: role.id, changed: rows.length > 0 };
-    }
-    case "deletePermission": {
-      const perm = await mustResolve(tx, "permission", m.permission, p);
-      const rows = await tx.query("delete from permissions where id = $1::text::uuid returning id", [perm.id]);
-      return { id: perm.id, changed: rows.length > 0 };
-    }
+    case "deleteRole":
+      return deleteRecord(tx, "role", m.role, p);
+    case "deletePermission":
+      return deleteRecord(tx, "permission", m.permission, p);
     case "grantPermission":
-    case "revokePermission": {
-      const role = await mustResolve(tx, "role", m.role, `${p}.role`);
-      const perm = await mustResolve(tx, "permission", m.permission, `${p}.permission`);
-      if (m.kind === "revokePermission") {
-        const rows = await tx.query("delete from role_permissions where role_id = $1::text::uuid and permission_id = $2::text::uuid returning id", [
-          role.id,
-          perm.id,
-        ]);
-        return { id: "", changed: rows.length > 0 };
-      }
-      if (perm.organizationId !== null && perm.organizationId !== role.organizationId) {
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: ${describeResolved("role", role)} cannot hold ${describeResolved("permission", perm)}: a role holds only permissions of its own organization or global ones`,
-          "CROSS_ORGANIZATION",
-        );
-      }
-      const rows = await tx.query(
-        `insert into role_permissions (role_id, permission_id) values ($1::text::uuid, $2::text::uuid)
-           on conflict (role_id, permission_id) do nothing returning id`,
-        [role.id, perm.id],
-      );
-      return { id: "", changed: rows.length > 0 };
-    }
+    case "revokePermission":
+      return changeGrant(tx, m, p);
     case "addInheritance":
     case "removeInheritance": {
       const role = await mustResolve(tx, "role", m.role, `${p}.role`);
       const parent = await mustResolve(tx, "role", m.parent, `${p}.parent`);
-      if (m.kind === "removeInheritance") {
-        const rows = await tx.query("delete from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid returning role_id", [
-          role.id,
-          parent.id,
-        ]);
-        return { id: "", changed: rows.length > 0 };
-      }
-      if (parent.organizationId !== null && parent.organizationId !== role.organizationId) {
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: ${describeResolved("role", role)} cannot inherit ${describeResolved("role", parent)}: a role inherits only roles of its own organization or global ones`,
-          "CROSS_ORGANIZATION",
-        );
-      }
-      // The organization's role graph is locked until commit: no concurrent write can add the other half of a cycle.
-      const existing = await tx.query(
-        `select authz_lock_role_graph($3::text::uuid),
-                exists (select 1 from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid) as present`,
-        [role.id, parent.id, role.organizationId],
-      );
-      if ((existing[0] as { present: boolean }).present) return { id: "", changed: false };
-      const path = await inheritancePath(tx, parent.id, role.id);
-      if (path) {
-        const cycle = [...path, parent.id];
-        const keys = await roleKeys(tx, cycle);
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: role inheritance would form a cycle: ${cycle.map((id) => keys.get(id) ?? id).join(" → ")}`,
-          "INHERITANCE_CYCLE",
-        );
-      }
-      await tx.query("insert into role_inheritance (role_id, parent_role_id) values ($1::text::uuid, $2::text::uuid)", [role.id, parent.id]);
-      return { id: "", changed: true };
+      if (m.kind === "addInheritance") return addInheritance(tx, role, parent, p);
+      const rows = await tx.query("delete from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid returning role_id", [
+        role.id,
+        parent.id,
+      ]);
+      return { id: "", changed: rows.length > 0 };
     }
-    case "assignRole": {
-      const role = await mustResolve(tx, "role", m.role, `${p}.role`);
-      await mustExist(tx, SUBJECT_TABLE[m.subject.type as SubjectType], m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
-      // Checked here because the scope trigger would otherwise report a missing avatar as a scope mismatch.
-      if (m.scope) await mustExist(tx, SCOPE_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
-      const [scopeType, scopeId] = scopeParams(m.scope);
-      const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
-      const rows = await tx.query<{ id: string }>(
-        `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
-           values ($1::text, $2::text::uuid, $3::text::uuid, $4::text, $5::text::uuid, $6::text::timestamptz)
-         on conflict on constraint role_assignments_unique do update
-           set valid_until = excluded.valid_until, active = true
-           where (role_assignments.valid_until, role_assignments.active) is distinct from (excluded.valid_until, true)
-         returning id::text as id`,
-        [m.subject.type, m.subject.id, role.id, scopeType, scopeId, validUntil],
-      );
-      if (rows[0]) return { id: rows[0].id, changed: true };
-      const same = await tx.query<{ id: string }>(
-        `select id::text as id from role_assignments
-          where subject_type = $1::text and subject_id = $2::text::uuid and role_id = $3::text::uuid
-            and scope_type = $4::text and scope_id is not distinct from $5::text::uuid`,
-        [m.subject.type, m.subject.id, role.id, scopeType, scopeId],
-      );
-      return { id: same[0]?.id ?? "", changed: false };
-    }
-    case "unassignRole": {
-      if ("assignmentId" in m) {
-        const rows = await tx.query("delete from role_assignments where id = $1::text::uuid returning id", [m.assignmentId]);
-        return { id: m.assignmentId, changed: rows.length > 0 };
-      }
-      const role = await mustResolve(tx, "role", m.role, `${p}.role`);
-      const [scopeType, scopeId] = scopeParams(m.scope);
-      const rows = await tx.query<{ id: string }>(
-        `delete from role_assignments
-          where subject_type = $1::text and subject_id = $2::text::uuid and role_id = $3::text::uuid
-            and scope_type = $4::text and scope_id is not distinct from $5::text::uuid
-          returning id::text as id`,
-        [m.subject.type, m.subject.id, role.id, scopeType, scopeId],
-      );
-      return { id: rows[0]?.id ?? "", changed: rows.length > 0 };
-    }
+    case "assignRole":
+      return assignRole(tx, m, p);
+    case "unassignRole":
+      return unassignRole(tx, m, p);
   }
+}
+
+async function deleteRecord(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, p: string): Promise<MutationResult> {
+  const found = await mustResolve(tx, kind, r, p);
+  const rows = await tx.query(`delete from ${TABLE[kind]} where id = $1::text::uuid returning id`, [found.id]);
+  return { id: found.id, changed: rows.length > 0 };
+}
+
+/** A role holds, or inherits, only permissions or roles of its own organization or global ones. */
+function mustFitOrganization(role: Resolved, kind: "role" | "permission", other: Resolved, p: string): void {
+  if (other.organizationId === null || other.organizationId === role.organizationId) return;
+  const verb = kind === "permission" ? "hold" : "inherit";
+  throw refusal(
+    "FAILED_PRECONDITION",
+    `${p}: ${describeResolved("role", role)} cannot ${verb} ${describeResolved(kind, other)}: a role ${verb}s only ${kind}s of its own organization or global ones`,
+    "CROSS_ORGANIZATION",
+  );
+}
+
+async function changeGrant(tx: SqlQuerier, m: Extract<Mutation, { kind: "grantPermission" | "revokePermission" }>, p: string): Promise<MutationResult> {
+  const role = await mustResolve(tx, "role", m.role, `${p}.role`);
+  const perm = await mustResolve(tx, "permission", m.permission, `${p}.permission`);
+  if (m.kind === "revokePermission") {
+    const rows = await tx.query("delete from role_permissions where role_id = $1::text::uuid and permission_id = $2::text::uuid returning id", [
+      role.id,
+      perm.id,
+    ]);
+    return { id: "", changed: rows.length > 0 };
+  }
+  mustFitOrganization(role, "permission", perm, p);
+  const rows = await tx.query(
+    `insert into role_permissions (role_id, permission_id) values ($1::text::uuid, $2::text::uuid)
+       on conflict (role_id, permission_id) do nothing returning id`,
+    [role.id, perm.id],
+  );
+  return { id: "", changed: rows.length > 0 };
+}
+
+async function addInheritance(tx: SqlQuerier, role: Resolved, parent: Resolved, p: string): Promise<MutationResult> {
+  mustFitOrganization(role, "role", parent, p);
+  // The organization's role graph is locked until commit: no concurrent write can add the other half of a cycle.
+  const existing = await tx.query(
+    `select authz_lock_role_graph($3::text::uuid),
+            exists (select 1 from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid) as present`,
+    [role.id, parent.id, role.organizationId],
+  );
+  if ((existing[0] as { present: boolean }).present) return { id: "", changed: false };
+  const path = await inheritancePath(tx, parent.id, role.id);
+  if (path) {
+    const cycle = [...path, parent.id];
+    const keys = await roleKeys(tx, cycle);
+    throw refusal(
+      "FAILED_PRECONDITION",
+      `${p}: role inheritance would form a cycle: ${cycle.map((id) => keys.get(id) ?? id).join(" → ")}`,
+      "INHERITANCE_CYCLE",
+    );
+  }
+  await tx.query("insert into role_inheritance (role_id, parent_role_id) values ($1::text::uuid, $2::text::uuid)", [role.id, parent.id]);
+  return { id: "", changed: true };
+}
+
+async function assignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "assignRole" }>, p: string): Promise<MutationResult> {
+  const role = await mustResolve(tx, "role", m.role, `${p}.role`);
+  await mustExist(tx, SUBJECT_TABLE[m.subject.type as SubjectType], m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
+  // Checked here because the scope trigger would otherwise report a missing avatar as a scope mismatch.
+  if (m.scope) await mustExist(tx, SCOPE_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
+  if (m.subject.type === "user" && m.scope?.type === "organization") {
+    await enforceRoleStructure(tx, { userId: m.subject.id, organizationId: m.scope.id, roleId: role.id, replace: m.replace === true }, p);
+  }
+  const [scopeType, scopeId] = scopeParams(m.scope);
+  const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
+  const rows = await tx.query<{ id: string }>(
+    `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
+       values ($1::text, $2::text::uuid, $3::text::uuid, $4::text, $5::text::uuid, $6::text::timestamptz)
+     on conflict on constraint role_assignments_unique do update
+       set valid_until = excluded.valid_until, active = true
+       where (role_assignments.valid_until, role_assignments.active) is distinct from (excluded.valid_until, true)
+     returning id::text as id`,
+    [m.subject.type, m.subject.id, role.id, scopeType, scopeId, validUntil],
+  );
+  if (rows[0]) return { id: rows[0].id, changed: true };
+  const same = await tx.query<{ id: string }>(`select id::text as id from role_assignments where ${SAME_ASSIGNMENT}`, [
+    m.subject.type,
+    m.subject.id,
+    role.id,
+    scopeType,
+    scopeId,
+  ]);
+  return { id: same[0]?.id ?? "", changed: false };
+}
+
+async function unassignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "unassignRole" }>, p: string): Promise<MutationResult> {
+  if ("assignmentId" in m) {
+    const rows = await tx.query("delete from role_assignments where id = $1::text::uuid returning id", [m.assignmentId]);
+    return { id: m.assignmentId, changed: rows.length > 0 };
+  }
+  const role = await mustResolve(tx, "role", m.role, `${p}.role`);
+  const [scopeType, scopeId] = scopeParams(m.scope);
+  const rows = await tx.query<{ id: string }>(`delete from role_assignments where ${SAME_ASSIGNMENT} returning id::text as id`, [
+    m.subject.type,
+    m.subject.id,
+    role.id,
+    scopeType,
+    scopeId,
+  ]);
+  return { id: rows[0]?.id ?? "", changed: rows.length > 0 };
 }
 
 // ---------------------------------------------------------------------------
 // Confinement: every row a mutation refers to, for a tenant-bound caller
 // ---------------------------------------------------------------------------
-
-const TABLE = { role: "roles", permission: "permissions" } as const;
 
 /** A role or permission reference: by id (the row's tenant) or by key (its organization's tenant; null = global). */
 async function confineRef(c: WriteConfinement, kind: "role" | "permission", r: RoleRefInput, what: string, global: "allowed" | "denied"): Promise<void> {
@@ -484,7 +611,7 @@ async function confineAssignment(c: WriteConfinement, m: { subject: SubjectInput
 }
 
 async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Promise<void> {
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertRole":
     case "upsertPermission": {
@@ -525,5 +652,14 @@ async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Pro
  * caller returns the first response without writing.
  */
 export async function manageRoles(db: SqlClient, raw: ManageRolesInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRolesResult> {
-  return runBatch(db, caller, validateManageRoles(raw), { rpc: "ManageRoles", field: (m) => FIELD[m.kind], confine: confineMutation, apply });
+  return runBatch(db, caller, validateManageRoles(raw), {
+    rpc: "ManageRoles",
+    field: (m) => FIELD[m.kind],
+    confine: confineMutation,
+    apply,
+    // An upsert is one statement (upsertStatement); a run of them, one statement too (upsertRunStatement).
+    pipelined: (m) => m.kind === "upsertRole" || m.kind === "upsertPermission",
+    runKey: (m) => (m.kind === "upsertRole" || m.kind === "upsertPermission" ? m.kind : undefined),
+    applyRun: applyUpserts,
+  });
 }

@@ -3,12 +3,12 @@
 // older than its sources, so `npm ci` (the prepare script) leaves a built
 // service and `npm start` on a built checkout starts at once instead of
 // running tsc every time. Staleness is judged by modification times: the
-// newest file under src/ and gen/ and the build's tsconfig files against the
-// stamp the last successful build wrote. A production install (no src/, or no
-// TypeScript because dev dependencies were omitted) has nothing to build and
-// keeps the dist/ it was shipped with.
+// newest file under src/ and gen/, the tsconfig files and the lockfile against
+// the time the last successful build recorded in dist/.build-stamp. A
+// production install (no src/, or no TypeScript because dev dependencies were
+// omitted) has nothing to build and keeps the dist/ it was shipped with.
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -32,14 +32,14 @@ if (!existsSync(join(root, "src")) || !existsSync(tsc)) {
 }
 const inputs = ["src", "gen", "tsconfig.json", "tsconfig.build.json", "package-lock.json"].map((p) => join(root, p)).filter(existsSync);
 const sourcesAt = Math.max(...inputs.map(newest));
-if (!force && existsSync(stamp) && statSync(stamp).mtimeMs >= sourcesAt) process.exit(0);
+const built = existsSync(stamp) ? Number(readFileSync(stamp, "utf8").trim()) : Number.NaN;
+if (!force && built >= sourcesAt) process.exit(0);
 
 if (!force) process.stderr.write("authz: building dist/ (sources changed since the last build)\n");
 const started = Date.now();
 const r = spawnSync(process.execPath, [tsc, "-p", join(root, "tsconfig.build.json")], { stdio: "inherit" });
 if (r.status !== 0) process.exit(r.status ?? 1);
-// The stamp carries the sources' time, not the clock's: a file saved while tsc
-// ran is newer than the stamp and builds again next time.
-writeFileSync(stamp, `${new Date().toISOString()}\n`);
-utimesSync(stamp, sourcesAt / 1000, sourcesAt / 1000);
+// The stamp holds the newest source's time as read before tsc ran (not the
+// clock's): a file saved while tsc ran is newer and builds again next time.
+writeFileSync(stamp, `${sourcesAt}\n`);
 if (!force) process.stderr.write(`authz: built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);

@@ -15,6 +15,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command:
   import: { summary: "upsert a seed-shaped JSON file into DATABASE_URL, all or nothing", load: () => import("./cli/import.js") },
   "api-key": { summary: "create, revoke, list API keys on DATABASE_URL", load: () => import("./cli/api-key.js") },
   migrate: { summary: "apply pending migrations to DATABASE_URL", load: () => import("./cli/migrate.js") },
+  size: { summary: "pod memory, heap and start-up budget for the expected data (kustomize patch)", load: () => import("./cli/size.js") },
   serve: { summary: "run the server (same as npm start)", load: () => import("./cli/serve.js") },
 };
 

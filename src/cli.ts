@@ -13,7 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command:
   watch: { summary: "(not available yet: needs the Watch RPC)", load: () => import("./cli/watch.js") },
   export: { summary: "(not available yet: needs the Export RPC)", load: () => import("./cli/export.js") },
   import: { summary: "upsert a seed-shaped JSON file into DATABASE_URL, all or nothing", load: () => import("./cli/import.js") },
-  "api-key": { summary: "create, revoke, list API keys on DATABASE_URL", load: () => import("./cli/api-key.js") },
+  "api-key": { summary: "create, revoke, list API keys over gRPC (create --bootstrap: on DATABASE_URL)", load: () => import("./cli/api-key.js") },
   migrate: { summary: "apply pending migrations to DATABASE_URL", load: () => import("./cli/migrate.js") },
   size: { summary: "pod memory, heap and start-up budget for the expected data (kustomize patch)", load: () => import("./cli/size.js") },
   serve: { summary: "run the server (same as npm start)", load: () => import("./cli/serve.js") },
@@ -26,10 +26,10 @@ ${Object.entries(COMMANDS)
   .map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`)
   .join("\n")}
 
-check, list and manage talk to a server over gRPC: --server HOST:PORT (default
-127.0.0.1:50051, the local embedded server; or AUTHZ_SERVER), a credential from
---api-key or AUTHZ_API_KEY, --output json|table. migrate, import and api-key
-work on DATABASE_URL directly.
+check, list, manage and api-key talk to a server over gRPC: --server HOST:PORT
+(default 127.0.0.1:50051, the local embedded server; or AUTHZ_SERVER), a
+credential from --api-key or AUTHZ_API_KEY, --output json|table. migrate,
+import and api-key create --bootstrap work on DATABASE_URL directly.
 
 exit codes: 0 done (check: allowed), 1 denied (check: denied; or the service
 refused the call), 2 usage (or INVALID_ARGUMENT), 3 server unavailable.

@@ -216,8 +216,10 @@ describe("credentials on every protocol", () => {
     };
     expect(await until(OK)).toBe(OK);
     const id = key.split("_")[1] as string;
-    const { stdout } = await run("node", [projectPath("dist/src/cli.js"), "api-key", "revoke", id], { env: { ...process.env, DATABASE_URL: t.url } });
-    expect(JSON.parse(stdout)).toEqual({ revoked: id });
+    const { stdout } = await run("node", [projectPath("dist/src/cli.js"), "api-key", "revoke", id, "--server", `127.0.0.1:${ports.grpcPort}`], {
+      env: { PATH: process.env.PATH, AUTHZ_API_KEY: keys.admin },
+    });
+    expect(JSON.parse(stdout)).toEqual({ revoked: true });
     expect(await until(UNAUTHENTICATED)).toBe(UNAUTHENTICATED);
   });
 });

@@ -134,7 +134,7 @@ scenario(
     const imported = await authz(direct, "import", projectPath("examples/demo.json"));
     expect(imported.code, imported.stderr).toBe(0);
     const key = async (scopes: string) => {
-      const r = await authz(direct, "api-key", "create", "--name", `cli-${scopes}`, "--scopes", scopes);
+      const r = await authz(direct, "api-key", "create", "--bootstrap", "--name", `cli-${scopes}`, "--scopes", scopes);
       expect(r.code, r.stderr).toBe(0);
       return (JSON.parse(r.stdout) as { key: string }).key;
     };
@@ -163,6 +163,32 @@ scenario(
       const refused = await authz({ ...env, AUTHZ_API_KEY: checkKey }, "manage", file);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toMatch(/^authz manage: PERMISSION_DENIED/);
+    });
+
+    it("api-key create, list and revoke go over gRPC; the new key works until it is revoked", async () => {
+      const env = target().env;
+      const made = await authz(env, "api-key", "create", "--name", "cli-made", "--scopes", "check");
+      expect(made.code, made.stderr).toBe(0);
+      const { apiKey, key } = JSON.parse(made.stdout) as { apiKey: { id: string }; key: string };
+      const listed = await authz(env, "api-key", "list", "-o", "table");
+      expect(listed.stdout).toMatch(new RegExp(`^${apiKey.id}\\s+cli-made\\s+check\\s`, "m"));
+      const withNew = { AUTHZ_SERVER: env.AUTHZ_SERVER as string, AUTHZ_API_KEY: key };
+      const checkWith = () => authz(withNew, "check", "--subject", alice, "--permission", "billing.manage", "--resource", ORG);
+      // The server learns of the key through NOTIFY: bounded polling, no fixed sleep.
+      const until = async (want: number) => {
+        const end = Date.now() + 10_000;
+        let r = await checkWith();
+        while (r.code !== want && Date.now() < end) r = await checkWith();
+        return r.code;
+      };
+      expect(await until(0)).toBe(0);
+      const revoked = await authz(env, "api-key", "revoke", apiKey.id);
+      expect(revoked).toMatchObject({ code: 0 });
+      expect(JSON.parse(revoked.stdout)).toEqual({ revoked: true });
+      expect(await until(1)).toBe(1);
+      const missing = await authz(env, "api-key", "revoke", "0123456789abcdef");
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/NOT_FOUND \(API_KEY_NOT_FOUND\)/);
     });
   },
 );

@@ -7,6 +7,7 @@ import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
+import { apiKeyHandlers } from "./api-key-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
 import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
 import {
@@ -60,6 +61,7 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),
+      ...apiKeyHandlers(deps.db),
     } satisfies ServiceHandlers<typeof AdminService>),
     bind(RateLimitService, deps.rateLimit),
     ...envoyBindings(deps),

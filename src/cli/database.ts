@@ -1,8 +1,7 @@
 // The database-direct commands (migrate, import, bootstrap API keys) open
 // DATABASE_URL themselves; everything else goes through a server.
 import type { SqlClient } from "../store/sql.js";
-import type { CliIo } from "./common.js";
-import { UsageError } from "./common.js";
+import { type CliIo, UsageError } from "./common.js";
 
 /** Opens DATABASE_URL for fn and closes it afterwards; a usage error when it is unset. */
 export async function withDatabase<T>(command: string, io: CliIo, fn: (db: SqlClient) => Promise<T>): Promise<T> {

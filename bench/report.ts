@@ -15,6 +15,7 @@ import * as path from "node:path";
 import type { CasbinPhaseResult, CasbinVariant } from "./casbin.js";
 import { casbinModelText } from "./casbin.js";
 import type { RowCounts, LoadTiming } from "./dataset.js";
+import { type DirectoryBenchRow, directoryBenchTable } from "./directory.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
@@ -148,6 +149,12 @@ export interface RateLimitPart {
   algorithm: string;
 }
 
+/** ManageDirectory throughput (bench/directory.ts). */
+export interface DirectoryPart {
+  rows: DirectoryBenchRow[];
+  mutations: number;
+}
+
 export interface LagPart extends LagResult {
   smallScale: number;
 }
@@ -159,9 +166,10 @@ export interface Parts {
   ratelimit?: RateLimitPart;
   lag?: LagPart;
   stacks?: StacksPart;
+  directory?: DirectoryPart;
 }
 export type PartName = keyof Parts;
-export const PART_NAMES: PartName[] = ["grpc", "casbin", "engine", "ratelimit", "lag", "stacks"];
+export const PART_NAMES: PartName[] = ["grpc", "casbin", "engine", "ratelimit", "lag", "stacks", "directory"];
 
 export interface Results {
   version: 1;
@@ -745,6 +753,22 @@ export function render(r: Results, chartDir: string): Rendered {
       format: (v) => v.toFixed(2),
     });
     out.push(img("freshness.svg", "write to visible latency"));
+    out.push("");
+  }
+
+  // --- Directory writes ----------------------------------------------------------------------
+  const dw = r.parts.directory?.data;
+  if (dw) {
+    out.push("### Directory writes: ManageDirectory (issue 14)");
+    out.push("");
+    out.push(runLine(runOf("directory")));
+    out.push("");
+    out.push(
+      `${int(dw.mutations)} mutations of sign-up traffic through the store's one write pipeline on a fresh database (\`bench/directory.ts\`): per sign-up a user, its ` +
+        "principal, the principal accepted, an invitation to an avatar and the invitation accepted. One writer with batches of 1000, and 8 concurrent writers with batches of 10.",
+    );
+    out.push("");
+    out.push(directoryBenchTable(dw.rows));
     out.push("");
   }
 

@@ -10,6 +10,7 @@
 //   engine     the scale curve: buildSnapshot, Check, cold loadSnapshot at each size; then engine v2
 //              against the old engine and a Map.get + bit-test floor (bench/engine-v2.ts)
 //   casbin     node-casbin on the same datasets and checks (runs the engine at those sizes too)
+//   directory  ManageDirectory: 10k mutations of sign-up traffic, mutations/s (bench/directory.ts)
 // A run of some parts keeps the other parts' last results (docs/bench/results.json).
 //
 // Settings:
@@ -26,6 +27,7 @@
 //   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
+//   BENCH_DIRECTORY_MUTATIONS  mutations of the directory part (default 10000, quick 10000)
 //   BENCH_SMALL_SCALE     dataset of the grpc and lag databases (default 0.001)
 //   BENCH_HEAP_MB         heap limit of the child processes (default 70% of RAM, at most 16384)
 //   DATABASE_URL          PostgreSQL superuser connection (grpc, lag, engine's cold loads); parts needing it are skipped without
@@ -52,6 +54,7 @@ import {
   runPhase,
 } from "./engine.js";
 import { formatCompare, runEngineV2Compare } from "./engine-v2.js";
+import { runDirectoryBench } from "./directory.js";
 import { runGrpcCompare } from "./grpc-compare.js";
 import { runRateLimitBench } from "./ratelimit.js";
 import {
@@ -126,6 +129,7 @@ const rlOpts = {
   concurrency: int("BENCH_RL_CONCURRENCY", 64, 64),
 };
 const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
+const directoryMutations = int("BENCH_DIRECTORY_MUTATIONS", 10_000, 10_000);
 const smallScale = Number(env["BENCH_SMALL_SCALE"] ?? 0.001);
 const heapMb = int("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)), Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
 const databaseUrl = env["DATABASE_URL"];
@@ -233,6 +237,11 @@ if (wants("ratelimit")) {
 if (wants("lag") && needsDb("lag")) {
   const data = await withSmallDatabase("lag", (url) => benchLag(url, datasetShape(smallScale), lagWrites, log));
   await save("lag", { ...data, smallScale });
+}
+
+if (wants("directory") && needsDb("directory")) {
+  const rows = await runDirectoryBench(databaseUrl as string, directoryMutations);
+  await save("directory", { rows, mutations: directoryMutations });
 }
 
 if (wants("engine") || wants("casbin")) {

@@ -155,7 +155,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_JWT_JWKS_FILE", default: "(unset)", meaning: "Verify Bearer JWTs against the keys in this JWKS file." },
   { name: "AUTHZ_JWT_ISSUER", default: "(unset)", meaning: "Required iss claim of JWTs." },
   { name: "AUTHZ_JWT_AUDIENCE", default: "(unset)", meaning: "Required aud claim of JWTs." },
-  { name: "AUTHZ_JWT_SCOPE_CLAIM", default: "scope", meaning: "JWT claim holding the scopes (check, ratelimit, admin), space-separated or an array." },
+  {
+    name: "AUTHZ_JWT_SCOPE_CLAIM",
+    default: "scope",
+    meaning: "JWT claim holding the scopes (check, ratelimit, admin, directory), space-separated or an array.",
+  },
   { name: "AUTHZ_JWT_TENANT_CLAIM", default: "tenant_id", meaning: "JWT claim binding the caller to one tenant." },
   { name: "AUTHZ_TLS_CERT_FILE", default: "(unset: cleartext)", meaning: "PEM certificate chain for both listeners (with AUTHZ_TLS_KEY_FILE)." },
   { name: "AUTHZ_TLS_KEY_FILE", default: "(unset)", meaning: "PEM private key for AUTHZ_TLS_CERT_FILE." },
@@ -199,171 +203,217 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 const KNOWN = new Set(CONFIG_VARIABLES.map((v) => v.name));
 
-export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
-  const problems: string[] = [];
-  const read = (name: string): string | undefined => {
-    const v = env[name];
-    return v === undefined || v.trim() === "" ? undefined : v.trim();
-  };
+/** Reads typed values from the environment and collects every problem instead of stopping at the first. */
+class EnvReader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Readonly<Record<string, string | undefined>>) {}
 
-  const url = (name: string, protocols: readonly string[]): string | undefined => {
-    const raw = read(name);
+  read(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  }
+
+  url(name: string, protocols: readonly string[]): string | undefined {
+    const raw = this.read(name);
     if (raw === undefined) return undefined;
     let parsed: URL;
     try {
       parsed = new URL(raw);
     } catch {
       // Never echo the value: it may hold a password.
-      problems.push(`${name} is not a valid URL (expected ${protocols.map((p) => `${p}//...`).join(" or ")})`);
+      this.problems.push(`${name} is not a valid URL (expected ${protocols.map((p) => `${p}//...`).join(" or ")})`);
       return undefined;
     }
     if (!protocols.includes(parsed.protocol)) {
-      problems.push(`${name} must start with ${protocols.map((p) => `${p}//`).join(" or ")}, got ${parsed.protocol}//`);
+      this.problems.push(`${name} must start with ${protocols.map((p) => `${p}//`).join(" or ")}, got ${parsed.protocol}//`);
       return undefined;
     }
     return raw;
-  };
+  }
 
-  const int = (name: string, fallback: number, min: number, max: number): number => {
-    const raw = read(name);
+  int(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.read(name);
     if (raw === undefined) return fallback;
     if (!/^\d+$/.test(raw)) {
-      problems.push(`${name} must be a whole number between ${min} and ${max}, got "${raw}"`);
+      this.problems.push(`${name} must be a whole number between ${min} and ${max}, got "${raw}"`);
       return fallback;
     }
     const n = Number(raw);
     if (n < min || n > max) {
-      problems.push(`${name} must be between ${min} and ${max}, got ${n}`);
+      this.problems.push(`${name} must be between ${min} and ${max}, got ${n}`);
       return fallback;
     }
     return n;
-  };
+  }
 
-  const bool = (name: string, fallback: boolean): boolean => {
-    const raw = read(name);
+  bool(name: string, fallback: boolean): boolean {
+    const raw = this.read(name);
     if (raw === undefined) return fallback;
     const v = raw.toLowerCase();
     if (["1", "true", "yes", "on"].includes(v)) return true;
     if (["0", "false", "no", "off"].includes(v)) return false;
-    problems.push(`${name} must be true or false, got "${raw}"`);
+    this.problems.push(`${name} must be true or false, got "${raw}"`);
     return fallback;
-  };
-
-  const databaseUrl = url("DATABASE_URL", ["postgres:", "postgresql:"]);
-  const redisUrl = url("REDIS_URL", ["redis:", "rediss:"]);
-  // The embedded mode runs with authentication off: on loopback only, unless asked.
-  const host = read("AUTHZ_HOST") ?? (databaseUrl === undefined && read("DATABASE_URL") === undefined ? "127.0.0.1" : "0.0.0.0");
-  const grpcPort = int("AUTHZ_GRPC_PORT", 50051, 0, 65535);
-  const httpPort = int("AUTHZ_HTTP_PORT", 8080, 0, 65535);
-  if (grpcPort !== 0 && grpcPort === httpPort) {
-    problems.push(`AUTHZ_GRPC_PORT and AUTHZ_HTTP_PORT must differ, both are ${grpcPort}`);
-  }
-  const level = (read("AUTHZ_LOG_LEVEL") ?? "info").toLowerCase();
-  if (!LOG_LEVELS.includes(level as LogLevel)) {
-    problems.push(`AUTHZ_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
-  }
-  const importRaw = read("AUTHZ_EMBEDDED_IMPORT") ?? "examples/demo.json";
-  const redisKeyPrefix = read("AUTHZ_REDIS_KEY_PREFIX") ?? "authz:rl";
-  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(redisKeyPrefix)) {
-    problems.push(`AUTHZ_REDIS_KEY_PREFIX must be 1 to 64 letters, digits and "._:-", got "${redisKeyPrefix.slice(0, 80)}"`);
-  }
-  const redisCluster = bool("AUTHZ_REDIS_CLUSTER", false);
-  if (redisCluster && redisUrl === undefined && read("REDIS_URL") === undefined) {
-    problems.push("AUTHZ_REDIS_CLUSTER=true needs REDIS_URL (a seed node of the cluster)");
   }
 
-  const fraction = (name: string, fallback: number): number => {
-    const raw = read(name);
+  fraction(name: string, fallback: number): number {
+    const raw = this.read(name);
     if (raw === undefined) return fallback;
     const n = Number(raw);
     if (!/^(0|1|0?\.\d+|1\.0*)$/.test(raw) || n < 0 || n > 1) {
-      problems.push(`${name} must be a number between 0 and 1, got "${raw}"`);
+      this.problems.push(`${name} must be a number between 0 and 1, got "${raw}"`);
       return fallback;
     }
     return n;
-  };
-  const tlsConfig = (): Config["tls"] => {
-    const certFile = read("AUTHZ_TLS_CERT_FILE");
-    const keyFile = read("AUTHZ_TLS_KEY_FILE");
-    const clientCaFile = read("AUTHZ_TLS_CLIENT_CA_FILE");
-    if (!certFile && !keyFile) {
-      if (clientCaFile) problems.push("AUTHZ_TLS_CLIENT_CA_FILE needs AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE (mutual TLS runs over TLS)");
-      return undefined;
-    }
-    if (!certFile || !keyFile) {
-      problems.push("AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE must be set together");
-      return undefined;
-    }
-    return { certFile, keyFile, clientCaFile };
-  };
-  const otlp = (): string | undefined => {
-    const own = url("AUTHZ_OTLP_ENDPOINT", ["http:", "https:"]);
-    if (own) return own;
-    const std = url("OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]);
-    return std ? `${std.replace(/\/+$/, "")}/v1/traces` : undefined;
-  };
-  const decisionLog = (): string => {
-    const raw = read("AUTHZ_DECISION_LOG") ?? "off";
-    return raw.toLowerCase() === "off" || raw.toLowerCase() === "stdout" ? raw.toLowerCase() : raw;
-  };
-  if (read("AUTHZ_JWT_JWKS_URL") && read("AUTHZ_JWT_JWKS_FILE")) problems.push("set AUTHZ_JWT_JWKS_URL or AUTHZ_JWT_JWKS_FILE, not both");
+  }
+}
 
-  // Unknown AUTHZ_* names are most likely typos; they are reported but not
-  // fatal, because Kubernetes injects AUTHZ_SERVICE_HOST and friends for a
-  // Service named authz.
-  const warnings = Object.keys(env)
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const r = new EnvReader(env);
+  // Sections are read in this order so problems are reported in the order of the variables' importance.
+  const endpoints = readEndpoints(r);
+  const redisNaming = readRedisNaming(r, endpoints.redisUrl);
+  if (r.read("AUTHZ_JWT_JWKS_URL") && r.read("AUTHZ_JWT_JWKS_FILE")) r.problems.push("set AUTHZ_JWT_JWKS_URL or AUTHZ_JWT_JWKS_FILE, not both");
+  const config: Config = {
+    ...endpoints,
+    ...readLifecycle(r),
+    ...redisNaming,
+    ...readRedisTimings(r),
+    ...readRetention(r),
+    ...readAuth(r, endpoints.databaseUrl),
+    ...readLimitsAndTelemetry(r),
+    warnings: unknownSettings(env),
+  };
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return Object.freeze(config);
+}
+
+function readEndpoints(r: EnvReader) {
+  const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]);
+  const redisUrl = r.url("REDIS_URL", ["redis:", "rediss:"]);
+  // The embedded mode runs with authentication off: on loopback only, unless asked.
+  const host = r.read("AUTHZ_HOST") ?? (databaseUrl === undefined && r.read("DATABASE_URL") === undefined ? "127.0.0.1" : "0.0.0.0");
+  const grpcPort = r.int("AUTHZ_GRPC_PORT", 50051, 0, 65535);
+  const httpPort = r.int("AUTHZ_HTTP_PORT", 8080, 0, 65535);
+  if (grpcPort !== 0 && grpcPort === httpPort) {
+    r.problems.push(`AUTHZ_GRPC_PORT and AUTHZ_HTTP_PORT must differ, both are ${grpcPort}`);
+  }
+  const level = (r.read("AUTHZ_LOG_LEVEL") ?? "info").toLowerCase();
+  if (!LOG_LEVELS.includes(level as LogLevel)) {
+    r.problems.push(`AUTHZ_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
+  }
+  const logLevel: LogLevel = LOG_LEVELS.includes(level as LogLevel) ? (level as LogLevel) : "info";
+  return { databaseUrl, redisUrl, host, grpcPort, httpPort, logLevel };
+}
+
+function readRedisNaming(r: EnvReader, redisUrl: string | undefined) {
+  const redisKeyPrefix = r.read("AUTHZ_REDIS_KEY_PREFIX") ?? "authz:rl";
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(redisKeyPrefix)) {
+    r.problems.push(`AUTHZ_REDIS_KEY_PREFIX must be 1 to 64 letters, digits and "._:-", got "${redisKeyPrefix.slice(0, 80)}"`);
+  }
+  const redisCluster = r.bool("AUTHZ_REDIS_CLUSTER", false);
+  if (redisCluster && redisUrl === undefined && r.read("REDIS_URL") === undefined) {
+    r.problems.push("AUTHZ_REDIS_CLUSTER=true needs REDIS_URL (a seed node of the cluster)");
+  }
+  return { redisKeyPrefix, redisCluster };
+}
+
+function readLifecycle(r: EnvReader) {
+  const importRaw = r.read("AUTHZ_EMBEDDED_IMPORT") ?? "examples/demo.json";
+  return {
+    migrate: r.bool("AUTHZ_MIGRATE", true),
+    embeddedImportFile: importRaw.toLowerCase() === "none" ? undefined : importRaw,
+    databasePoolMax: r.int("AUTHZ_DATABASE_POOL_MAX", 10, 1, 1000),
+    shutdownTimeoutMs: r.int("AUTHZ_SHUTDOWN_TIMEOUT_MS", 10_000, 100, 600_000),
+    revisionPollMs: r.int("AUTHZ_REVISION_POLL_MS", 1_000, 50, 3_600_000),
+    maxStalenessMs: r.int("AUTHZ_MAX_STALENESS_MS", 5_000, 100, 3_600_000),
+  };
+}
+
+function readRedisTimings(r: EnvReader) {
+  return {
+    redisCommandTimeoutMs: r.int("AUTHZ_REDIS_COMMAND_TIMEOUT_MS", 50, 1, 60_000),
+    redisMaxInFlight: r.int("AUTHZ_REDIS_MAX_IN_FLIGHT", 512, 1, 100_000),
+    redisQueueTimeoutMs: r.int("AUTHZ_REDIS_QUEUE_TIMEOUT_MS", 5_000, 1, 600_000),
+    redisConnectTimeoutMs: r.int("AUTHZ_REDIS_CONNECT_TIMEOUT_MS", 1_000, 10, 60_000),
+    redisBreakerFailures: r.int("AUTHZ_REDIS_BREAKER_FAILURES", 5, 1, 10_000),
+    redisBreakerCooldownMs: r.int("AUTHZ_REDIS_BREAKER_COOLDOWN_MS", 1_000, 10, 600_000),
+  };
+}
+
+function readRetention(r: EnvReader) {
+  return {
+    transferTtlSeconds: r.int("AUTHZ_TRANSFER_TTL_SECONDS", 604_800, 1, 31_536_000),
+    transferSweepMs: r.int("AUTHZ_TRANSFER_SWEEP_MS", 60_000, 100, 86_400_000),
+    changeLogRetentionHours: r.int("AUTHZ_CHANGE_LOG_RETENTION_HOURS", 168, 1, 87_600),
+    idempotencyRetentionHours: r.int("AUTHZ_IDEMPOTENCY_RETENTION_HOURS", 24, 1, 87_600),
+  };
+}
+
+function readAuth(r: EnvReader, databaseUrl: string | undefined) {
+  return {
+    authRequired: r.bool("AUTHZ_AUTH", databaseUrl !== undefined || r.read("DATABASE_URL") !== undefined),
+    apiKeysFile: r.read("AUTHZ_API_KEYS_FILE"),
+    jwt: {
+      jwksUrl: r.url("AUTHZ_JWT_JWKS_URL", ["https:", "http:"]),
+      jwksFile: r.read("AUTHZ_JWT_JWKS_FILE"),
+      issuer: r.read("AUTHZ_JWT_ISSUER"),
+      audience: r.read("AUTHZ_JWT_AUDIENCE"),
+      scopeClaim: r.read("AUTHZ_JWT_SCOPE_CLAIM") ?? "scope",
+      tenantClaim: r.read("AUTHZ_JWT_TENANT_CLAIM") ?? "tenant_id",
+    },
+    tls: readTls(r),
+    mtlsIdentitiesFile: r.read("AUTHZ_MTLS_IDENTITIES_FILE"),
+  };
+}
+
+function readTls(r: EnvReader): Config["tls"] {
+  const certFile = r.read("AUTHZ_TLS_CERT_FILE");
+  const keyFile = r.read("AUTHZ_TLS_KEY_FILE");
+  const clientCaFile = r.read("AUTHZ_TLS_CLIENT_CA_FILE");
+  if (!certFile && !keyFile) {
+    if (clientCaFile) r.problems.push("AUTHZ_TLS_CLIENT_CA_FILE needs AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE (mutual TLS runs over TLS)");
+    return undefined;
+  }
+  if (!certFile || !keyFile) {
+    r.problems.push("AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE must be set together");
+    return undefined;
+  }
+  return { certFile, keyFile, clientCaFile };
+}
+
+function readLimitsAndTelemetry(r: EnvReader) {
+  return {
+    maxMessageBytes: r.int("AUTHZ_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxConcurrentCalls: r.int("AUTHZ_MAX_CONCURRENT_CALLS", 2048, 1, 1_000_000),
+    maxWaitMs: r.int("AUTHZ_MAX_WAIT_MS", 5_000, 1, 600_000),
+    decisionLog: readDecisionLog(r),
+    decisionLogSample: r.fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
+    otlpTracesEndpoint: readOtlp(r),
+    meshConfigFile: r.read("AUTHZ_MESH_CONFIG"),
+    authzenBaseUrl: r.url("AUTHZ_AUTHZEN_BASE_URL", ["https:", "http:"]),
+  };
+}
+
+function readOtlp(r: EnvReader): string | undefined {
+  const own = r.url("AUTHZ_OTLP_ENDPOINT", ["http:", "https:"]);
+  if (own) return own;
+  const std = r.url("OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]);
+  return std ? `${std.replace(/\/+$/, "")}/v1/traces` : undefined;
+}
+
+function readDecisionLog(r: EnvReader): string {
+  const raw = r.read("AUTHZ_DECISION_LOG") ?? "off";
+  return raw.toLowerCase() === "off" || raw.toLowerCase() === "stdout" ? raw.toLowerCase() : raw;
+}
+
+// Unknown AUTHZ_* names are most likely typos; they are reported but not
+// fatal, because Kubernetes injects AUTHZ_SERVICE_HOST and friends for a
+// Service named authz.
+function unknownSettings(env: Readonly<Record<string, string | undefined>>): string[] {
+  return Object.keys(env)
     .filter((name) => name.startsWith("AUTHZ_") && !KNOWN.has(name) && !/^AUTHZ_(SERVICE|PORT)(_|$)/.test(name))
     .map((name) => `${name} is not a known setting and is ignored`);
-
-  const config: Config = {
-    databaseUrl,
-    redisUrl,
-    host,
-    grpcPort,
-    httpPort,
-    logLevel: LOG_LEVELS.includes(level as LogLevel) ? (level as LogLevel) : "info",
-    migrate: bool("AUTHZ_MIGRATE", true),
-    embeddedImportFile: importRaw.toLowerCase() === "none" ? undefined : importRaw,
-    databasePoolMax: int("AUTHZ_DATABASE_POOL_MAX", 10, 1, 1000),
-    shutdownTimeoutMs: int("AUTHZ_SHUTDOWN_TIMEOUT_MS", 10_000, 100, 600_000),
-    revisionPollMs: int("AUTHZ_REVISION_POLL_MS", 1_000, 50, 3_600_000),
-    maxStalenessMs: int("AUTHZ_MAX_STALENESS_MS", 5_000, 100, 3_600_000),
-    redisCluster,
-    redisCommandTimeoutMs: int("AUTHZ_REDIS_COMMAND_TIMEOUT_MS", 50, 1, 60_000),
-    redisMaxInFlight: int("AUTHZ_REDIS_MAX_IN_FLIGHT", 512, 1, 100_000),
-    redisQueueTimeoutMs: int("AUTHZ_REDIS_QUEUE_TIMEOUT_MS", 5_000, 1, 600_000),
-    redisConnectTimeoutMs: int("AUTHZ_REDIS_CONNECT_TIMEOUT_MS", 1_000, 10, 60_000),
-    redisBreakerFailures: int("AUTHZ_REDIS_BREAKER_FAILURES", 5, 1, 10_000),
-    redisBreakerCooldownMs: int("AUTHZ_REDIS_BREAKER_COOLDOWN_MS", 1_000, 10, 600_000),
-    redisKeyPrefix,
-    transferTtlSeconds: int("AUTHZ_TRANSFER_TTL_SECONDS", 604_800, 1, 31_536_000),
-    transferSweepMs: int("AUTHZ_TRANSFER_SWEEP_MS", 60_000, 100, 86_400_000),
-    changeLogRetentionHours: int("AUTHZ_CHANGE_LOG_RETENTION_HOURS", 168, 1, 87_600),
-    idempotencyRetentionHours: int("AUTHZ_IDEMPOTENCY_RETENTION_HOURS", 24, 1, 87_600),
-    authRequired: bool("AUTHZ_AUTH", databaseUrl !== undefined || read("DATABASE_URL") !== undefined),
-    apiKeysFile: read("AUTHZ_API_KEYS_FILE"),
-    jwt: {
-      jwksUrl: url("AUTHZ_JWT_JWKS_URL", ["https:", "http:"]),
-      jwksFile: read("AUTHZ_JWT_JWKS_FILE"),
-      issuer: read("AUTHZ_JWT_ISSUER"),
-      audience: read("AUTHZ_JWT_AUDIENCE"),
-      scopeClaim: read("AUTHZ_JWT_SCOPE_CLAIM") ?? "scope",
-      tenantClaim: read("AUTHZ_JWT_TENANT_CLAIM") ?? "tenant_id",
-    },
-    tls: tlsConfig(),
-    mtlsIdentitiesFile: read("AUTHZ_MTLS_IDENTITIES_FILE"),
-    maxMessageBytes: int("AUTHZ_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
-    maxConcurrentCalls: int("AUTHZ_MAX_CONCURRENT_CALLS", 2048, 1, 1_000_000),
-    maxWaitMs: int("AUTHZ_MAX_WAIT_MS", 5_000, 1, 600_000),
-    decisionLog: decisionLog(),
-    decisionLogSample: fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
-    otlpTracesEndpoint: otlp(),
-    meshConfigFile: read("AUTHZ_MESH_CONFIG"),
-    authzenBaseUrl: url("AUTHZ_AUTHZEN_BASE_URL", ["https:", "http:"]),
-    warnings,
-  };
-  if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze(config);
 }
 
 /** A connection string with its password replaced, safe to log. */

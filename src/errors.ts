@@ -94,6 +94,24 @@ export const REASONS = {
   TRANSFER_NOT_PENDING: { code: "FAILED_PRECONDITION", meaning: "The transfer is no longer pending (completed, declined or cancelled)." },
   TRANSFER_EXPIRED: { code: "FAILED_PRECONDITION", meaning: "The transfer request expired (recorded as expired)." },
   OWNER_INVARIANT: { code: "FAILED_PRECONDITION", meaning: "The write would leave an active avatar without exactly one owner." },
+  NOT_EMPTY: {
+    code: "FAILED_PRECONDITION",
+    meaning: "A tenant or organization still contains records; delete them first or set cascade. The message says what it holds.",
+  },
+  OWNS_AVATARS: {
+    code: "FAILED_PRECONDITION",
+    meaning: "The user, staff member, account or principal still owns avatars (the message names them); move their ownership first (TransferOwnership).",
+  },
+  OWNER_MEMBERSHIP: { code: "FAILED_PRECONDITION", meaning: "The owner membership cannot be revoked or declined; move the ownership first." },
+  MEMBERSHIP_ACCEPTED: { code: "FAILED_PRECONDITION", meaning: "The invitation was already accepted: revoke the membership instead of declining it." },
+  SINGLE_ROLE: {
+    code: "FAILED_PRECONDITION",
+    meaning: "In a single_role_in_hierarchy organization a user holds one organization-level role; the message names the one it holds. Ask to replace it.",
+  },
+  CHANGES_PRUNED: {
+    code: "FAILED_PRECONDITION",
+    meaning: "Watch: the change log no longer holds the changes after from_revision (pruned by retention); reload the state and watch from its revision.",
+  },
   MESH_MAPPING: {
     code: "FAILED_PRECONDITION",
     meaning: "The mesh mapping cannot turn this Envoy request into a decision (a route needs a value it does not have).",
@@ -102,6 +120,10 @@ export const REASONS = {
   // ABORTED
   ABORTED: { code: "ABORTED", meaning: "A concurrent write won (a serialization failure or deadlock); retry the call." },
   LISTING_CHANGED: { code: "ABORTED", meaning: "What a listing covers changed between its pages; restart without a page_token." },
+  LOOKUP_EXPIRED: {
+    code: "ABORTED",
+    meaning: "A lookup's page_token names a revision this replica no longer holds (unused for a minute, or served elsewhere); restart without a page_token.",
+  },
 
   // UNAVAILABLE
   UNAVAILABLE: { code: "UNAVAILABLE", meaning: "The service is starting, stopping, or a backend cannot be reached; retry with backoff." },

@@ -71,6 +71,34 @@ export function confineRead(
   if (subject) confineRow(caller, lookup.subjectTenant(subject), `${subject.type} ${subject.id}`, "allowed");
 }
 
+/**
+ * What a lookup (LookupSubjects, LookupResources, AuthZEN search) shows a
+ * tenant-bound caller: subjects of its tenant and subjects of no tenant
+ * (users, staff), which it may name in a read; resources of its tenant only.
+ * An unbound caller sees everything.
+ */
+export function visibleSubject(caller: Pick<Caller, "tenantId"> | undefined, lookup: TenantLookup, subject: SubjectRef): boolean {
+  if (!caller?.tenantId) return true;
+  const t = lookup.subjectTenant(subject);
+  return t === null || t === caller.tenantId;
+}
+
+/** See visibleSubject: a tenant-bound caller sees only the resources of its tenant. */
+export function visibleResource(caller: Pick<Caller, "tenantId"> | undefined, lookup: TenantLookup, resource: ResourceRef): boolean {
+  return !caller?.tenantId || lookup.resourceTenant(resource) === caller.tenantId;
+}
+
+/**
+ * The tenant a Watch stream follows: a tenant-bound caller always follows
+ * its own (naming another is PERMISSION_DENIED); an unbound caller follows
+ * the one it names, or all (null).
+ */
+export function watchedTenant(caller: Pick<Caller, "tenantId"> | undefined, requested: string | undefined): string | null {
+  if (!caller?.tenantId) return requested ?? null;
+  if (requested !== undefined && requested !== caller.tenantId) throw otherTenant(caller.tenantId, `tenant ${requested}`);
+  return caller.tenantId;
+}
+
 // ---------------------------------------------------------------------------
 // Rate-limit counters
 // Which rate-limit counters a credential bound to a tenant may spend or read

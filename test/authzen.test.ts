@@ -265,13 +265,132 @@ describe("GET /.well-known/authzen-configuration", () => {
       policy_decision_point: base,
       access_evaluation_endpoint: `${base}/access/v1/evaluation`,
       access_evaluations_endpoint: `${base}/access/v1/evaluations`,
+      search_subject_endpoint: `${base}/access/v1/search/subject`,
+      search_resource_endpoint: `${base}/access/v1/search/resource`,
+      search_action_endpoint: `${base}/access/v1/search/action`,
     });
     const post = await fetch(`${base}/.well-known/authzen-configuration`, { method: "POST" });
     expect(post.status).toBe(405);
   });
 
-  it("search endpoints are not served: 404 (and not advertised)", async () => {
-    const r = await post("/access/v1/search/subject", { subject: { type: "user" }, action: { name: "members.read" }, resource: org(O.eng) });
+  it("other paths under /access/v1/ are 404", async () => {
+    const r = await post("/access/v1/search/everything", { subject: { type: "user" }, action: { name: "members.read" }, resource: org(O.eng) });
     expect(r.status).toBe(404);
+  });
+});
+
+// Search: every answer is compared with evaluations of the same server.
+const DEMO_DOC = JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")) as {
+  Permission: Array<{ name: string }>;
+  CAPABILITY: Array<{ key: string }>;
+};
+const ALL_KEYS = [...new Set([...DEMO_DOC.Permission.map((p) => p.name), ...DEMO_DOC.CAPABILITY.map((c) => c.key)])].sort();
+const search = (kind: string, body: unknown, opts?: Parameters<typeof post>[2]) => post(`/access/v1/search/${kind}`, body, opts);
+type Page = { results: Array<Record<string, string>>; page: { next_token: string; count: number } };
+
+/** Every page of a search, following page.next_token with the same body. */
+async function allResults(kind: string, body: Record<string, unknown>, limit: number) {
+  const out: Array<Record<string, string>> = [];
+  const revisions = new Set<string>();
+  let token = "";
+  do {
+    const r = await search(kind, { ...body, page: { limit, ...(token ? { token } : {}) } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    revisions.add(r.headers.get("x-authz-revision") ?? "");
+    const p = r.body as unknown as Page;
+    expect(p.page.count).toBe(p.results.length);
+    out.push(...p.results);
+    token = p.page.next_token;
+  } while (token);
+  return { out, revisions };
+}
+
+const allowed = async (subject: unknown, name: string, resource: unknown) =>
+  ((await evaluation({ subject, action: { name }, resource })).body as unknown as Decision).decision;
+
+describe("POST /access/v1/search/*", () => {
+  it("subject search: the users an evaluation allows, paged by 2 at one revision", async () => {
+    let nonEmpty = 0;
+    for (const name of ["members.read", "billing.manage", "avatar.view"]) {
+      for (const resource of [org(O.eng), org(O.sales), { type: "avatar", id: A.acmeBot }]) {
+        const { out, revisions } = await allResults("subject", { subject: { type: "user" }, action: { name }, resource }, 2);
+        expect(revisions.size).toBe(1);
+        const want: string[] = [];
+        for (const id of Object.values(U)) if (await allowed(user(id), name, resource)) want.push(id);
+        expect(out.map((x) => `${x.type}:${x.id}`).sort(), `${name} on ${resource.id}`).toEqual(want.map((id) => `user:${id}`).sort());
+        if (want.length > 0) nonEmpty++;
+      }
+    }
+    expect(nonEmpty).toBeGreaterThanOrEqual(3);
+  });
+
+  it("resource search: the organizations and avatars an evaluation allows", async () => {
+    for (const id of [U.alice, U.bob, U.dave]) {
+      for (const name of ["members.read", "avatar.view"]) {
+        for (const type of ["organization", "avatar"]) {
+          const { out } = await allResults("resource", { subject: user(id), action: { name }, resource: { type } }, 1);
+          const candidates = type === "organization" ? Object.values(O) : Object.values(A);
+          const want: string[] = [];
+          for (const rid of candidates) if (await allowed(user(id), name, { type, id: rid })) want.push(rid);
+          expect(out.map((x) => x.id).sort(), `${id} ${name} ${type}`).toEqual(want.sort());
+          expect(out.every((x) => x.type === type)).toBe(true);
+        }
+      }
+    }
+  });
+
+  it("action search: exactly the keys an evaluation allows, sorted", async () => {
+    for (const [subject, resource] of [
+      [user(U.alice), org(O.eng)],
+      [user(U.bob), org(O.sales)],
+      [
+        { type: "principal", id: DEMO.principal.bobEng },
+        { type: "avatar", id: A.acmeBot },
+      ],
+      [user(U.dave), org(O.eng)],
+    ] as const) {
+      const { out } = await allResults("action", { subject, resource }, 3);
+      const want: string[] = [];
+      for (const k of ALL_KEYS) if (await allowed(subject, k, resource)) want.push(k);
+      expect(out.map((x) => x.name)).toEqual(want);
+    }
+    const { out } = await allResults("action", { subject: user(U.alice), resource: org(O.eng) }, 100);
+    expect(out.length).toBeGreaterThan(3);
+  });
+
+  it("malformed searches are 400; a bad token too", async () => {
+    const base = { subject: { type: "user" }, action: { name: "members.read" }, resource: org(O.eng) };
+    for (const body of [
+      { ...base, action: undefined },
+      { ...base, resource: { type: "organization" } },
+      { ...base, subject: { type: "robot" } },
+      { ...base, page: { limit: 0 } },
+      { ...base, page: { limit: 5000 } },
+      { ...base, page: { token: "garbage" } },
+      { ...base, page: "x" },
+      [],
+    ]) {
+      const r = await search("subject", body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect((r.body as { error?: { message?: string } }).error?.message).toBeTruthy();
+    }
+    expect((await search("resource", { subject: user(U.alice), action: { name: "x" }, resource: {} })).status).toBe(400);
+    expect((await search("action", { subject: user(U.alice) })).status).toBe(400);
+    expect((await post("/access/v1/search/subject", base, { headers: { "content-type": "text/plain" } })).status).toBe(415);
+  });
+
+  it("credentials and tenancy as for evaluations: 401, 403 for another tenant's data", async () => {
+    const body = { subject: { type: "user" }, action: { name: "members.read" }, resource: org(O.eng) };
+    expect((await search("subject", body, { key: null })).status).toBe(401);
+    expect((await search("subject", body, { key: keys.limiter })).status).toBe(403);
+    expect((await search("subject", body, { key: keys.other })).status).toBe(403);
+    expect((await search("action", { subject: user(U.alice), resource: org(O.eng) }, { key: keys.other })).status).toBe(403);
+    const none = await search(
+      "resource",
+      { subject: user(U.alice), action: { name: "members.read" }, resource: { type: "organization" } },
+      { key: keys.other },
+    );
+    expect(none.status).toBe(200);
+    expect((none.body as unknown as Page).results).toEqual([]);
   });
 });

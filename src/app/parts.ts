@@ -124,6 +124,8 @@ function servers(
       transferTtlMs: config.transferTtlSeconds * 1000,
       live: () => p.live,
       db: () => p.db,
+      feed: () => p.feed,
+      closing: shared.admission.closing,
     }),
     p.authenticator,
     shared.admission,

@@ -1,7 +1,7 @@
 import { AuthzError } from "../errors.js";
 import type { CallContext } from "../rpc/handler-types.js";
 import { type ApiKeyRing, looksLikeApiKey } from "./api-keys.js";
-import { ANONYMOUS, type Caller, scopeFor } from "./caller.js";
+import { ANONYMOUS, type Caller, holdsScope, scopeFor } from "./caller.js";
 import type { JwtVerifier } from "./jwt.js";
 
 export interface Authenticator {
@@ -56,7 +56,7 @@ export function createAuthenticator(opts: { required: boolean; keys: ApiKeyRing;
 /** PERMISSION_DENIED unless the caller holds the scope the path needs. */
 export function authorize(caller: Caller, path: string): void {
   const scope = scopeFor(path);
-  if (scope === null || caller.scopes.has(scope)) return;
+  if (scope === null || holdsScope(caller.scopes, scope)) return;
   throw new AuthzError("PERMISSION_DENIED", `${path} needs the "${scope}" scope, which this credential does not have`, {
     reason: "MISSING_SCOPE",
     metadata: { scope },

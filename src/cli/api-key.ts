@@ -9,7 +9,7 @@ import { withServer } from "./remote.js";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ADMIN = "authz.v1.AdminService";
 
-const USAGE = `usage: authz api-key create --name NAME --scopes check,ratelimit,admin [--tenant UUID] [connection flags]
+const USAGE = `usage: authz api-key create --name NAME --scopes check,ratelimit,admin,directory [--tenant UUID] [connection flags]
        authz api-key create --bootstrap --name NAME --scopes ... [--tenant UUID]
        authz api-key revoke ID [connection flags]
        authz api-key list [connection flags]
@@ -51,7 +51,7 @@ async function create(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, CREATE_OPTIONS);
   if (!values.name) throw new UsageError("--name NAME is required");
   const scopes = (values.scopes ?? "").split(",").filter(Boolean);
-  if (scopes.length === 0) throw new UsageError("--scopes must list some of check, ratelimit, admin");
+  if (scopes.length === 0) throw new UsageError("--scopes must list some of check, ratelimit, admin, directory");
   const tenant = values.tenant?.toLowerCase() ?? null;
   if (tenant !== null && !UUID.test(tenant)) throw new UsageError("--tenant must be a tenant UUID");
   const done = (code: number) => {

@@ -87,8 +87,18 @@ export function* lookupSubjects(st: State, permission: string, resource: Resourc
 
 const RESOURCE_KIND: Record<ResourceType, number> = { tenant: SC_TENANT, organization: SC_ORG, avatar: SC_AVATAR };
 
+export interface ResourceGrant {
+  readonly resource: ResourceRef;
+  readonly grant: SubjectGrant["grant"];
+}
+
 /** Every resource of `resourceType` on which check(subject, permission, resource, now) is GRANTED, each once. */
 export function* lookupResources(st: State, subject: SubjectRef, permission: string, resourceType: ResourceType, now: number): Generator<ResourceRef> {
+  for (const r of lookupResourceGrants(st, subject, permission, resourceType, now)) yield r.resource;
+}
+
+/** lookupResources, each resource with a grant that allows it (an assignment, or a membership's built-in role). */
+export function* lookupResourceGrants(st: State, subject: SubjectRef, permission: string, resourceType: ResourceType, now: number): Generator<ResourceGrant> {
   const kind = subjectKind(subject.type);
   const s = kind < 0 ? -1 : subjectInterner(st, kind).find(subject.id);
   if (s < 0 || !subjectExists(st, kind, s) || cannotAct(st, kind, s, now) !== undefined) return;
@@ -103,7 +113,8 @@ export function* lookupResources(st: State, subject: SubjectRef, permission: str
       const matched = matchPermission(st, keyId, place.org);
       if (matched < 0 || !covers(g.scopeKind, g.scope, place) || !holds(st, g.role, place, matched)) continue;
       seen.add(r);
-      yield scopeRefOf(st, want, r) as ResourceRef;
+      const id = (g.kind === "ASSIGNMENT" ? st.shared.assignments : st.shared.memberships).uuid(g.id);
+      yield { resource: scopeRefOf(st, want, r) as ResourceRef, grant: { kind: g.kind, id, roleId: st.shared.roles.uuid(g.role) } };
     }
   }
 }

@@ -22,7 +22,7 @@ import { check } from "./check.js";
 import * as dir from "./directory-rows.js";
 import * as grants from "./grant-index.js";
 import { list } from "./list.js";
-import { lookupResources, lookupSubjects, type SubjectGrant } from "./lookups.js";
+import { lookupResourceGrants, lookupResources, lookupSubjects, type ResourceGrant, type SubjectGrant } from "./lookups.js";
 import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
 import { UuidInterner } from "./interner.js";
@@ -171,6 +171,11 @@ export class Snapshot implements RatePolicyLookup {
   /** Every resource of a type on which check(subject, permission, resource, now) would be GRANTED. */
   lookupResources(subject: SubjectRef, permission: string, resourceType: ResourceType, now: number): Iterable<ResourceRef> {
     return lookupResources(this.#st, subject, permission, resourceType, now);
+  }
+
+  /** lookupResources, each resource with a grant that allows it. */
+  lookupResourceGrants(subject: SubjectRef, permission: string, resourceType: ResourceType, now: number): Iterable<ResourceGrant> {
+    return lookupResourceGrants(this.#st, subject, permission, resourceType, now);
   }
 
   /** The tenant a resource belongs to: its id, null when it has none, undefined when unknown. */

@@ -71,8 +71,11 @@ export function createShared(): Shared {
   };
 }
 
-function makeColumns() {
-  const link = () => new I32(-1);
+/** A list head or link column: -1 ends a list. */
+const link = () => new I32(-1);
+
+/** Users, staff, accounts and principals: the subjects a grant can name. */
+function subjectColumns() {
   return {
     // users: flags, grant list, places (user_organizations records)
     uFlags: new U8(),
@@ -95,6 +98,12 @@ function makeColumns() {
     prMembers: link(),
     prNext: link(),
     prPrev: link(),
+  };
+}
+
+/** Tenants, organizations and avatars: the scopes a grant can name. */
+function scopeColumns() {
+  return {
     // tenants
     tFlags: new U8(),
     tScope: link(),
@@ -119,6 +128,12 @@ function makeColumns() {
     avMembers: link(),
     avNext: link(),
     avPrev: link(),
+  };
+}
+
+/** Roles, their permissions and inheritance edges, and the permissions themselves. */
+function roleColumns() {
+  return {
     // roles: key and name are key ids; closures are arena offsets (0 = empty)
     rFlags: new U8(),
     rOrg: link(),
@@ -148,6 +163,12 @@ function makeColumns() {
     gPermByBit: link(),
     /** Index 0: the list of global-scope grants. */
     globalScope: link(),
+  };
+}
+
+/** Assignments, the grant records Check reads, memberships and a user's places. */
+function grantColumns() {
+  return {
     // assignments: flags, subject and scope kinds, subject, its grant record, the scope list
     aFlags: new U8(),
     aKinds: new U8(),
@@ -177,6 +198,10 @@ function makeColumns() {
     plRole: link(),
     plNext: link(),
   };
+}
+
+function makeColumns() {
+  return { ...subjectColumns(), ...scopeColumns(), ...roleColumns(), ...grantColumns() };
 }
 
 export type Columns = ReturnType<typeof makeColumns>;

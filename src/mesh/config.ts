@@ -125,194 +125,116 @@ export function loadMeshConfig(path: string | undefined): MeshConfig {
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 
-/** Validates a parsed mapping document; ConfigError lists every problem, each prefixed with `source` and the JSON path. */
-export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
-  const problems: string[] = [];
-  const warnings: string[] = [];
-  const bad = (at: string, msg: string) => problems.push(`${source}: ${at}: ${msg}`);
-  if (!isObj(doc)) bad("$", "must be a JSON object");
-  const root: Obj = isObj(doc) ? doc : {};
-  const known = (o: Obj, at: string, keys: readonly string[]) => {
-    for (const k of Object.keys(o)) if (!keys.includes(k)) bad(`${at}.${k}`, `is not a known setting (known: ${keys.join(", ")})`);
-  };
-  known(root, "$", ["$comment", "unknown_route", "subject", "www_authenticate", "consistency_header", "ok_headers", "routes", "rate_limit_service"]);
+/** Reads settings out of one mapping document, collecting every problem (prefixed with the source and JSON path) and warning. */
+class MeshReader {
+  readonly problems: string[] = [];
+  readonly warnings: string[] = [];
+  constructor(readonly source: string) {}
 
-  const str = (o: Obj, key: string, at: string): string | undefined => {
+  bad(at: string, msg: string): void {
+    this.problems.push(`${this.source}: ${at}: ${msg}`);
+  }
+
+  known(o: Obj, at: string, keys: readonly string[]): void {
+    for (const k of Object.keys(o)) if (!keys.includes(k)) this.bad(`${at}.${k}`, `is not a known setting (known: ${keys.join(", ")})`);
+  }
+
+  /** The object under `key` ({} when absent; a problem when it is not an object). */
+  section(o: Obj, key: string, at: string): Obj {
+    const v = o[key];
+    if (v !== undefined && !isObj(v)) this.bad(`${at}.${key}`, "must be an object");
+    return isObj(v) ? v : {};
+  }
+
+  str(o: Obj, key: string, at: string): string | undefined {
     const v = o[key];
     if (v === undefined) return undefined;
     if (typeof v !== "string" || v === "") {
-      bad(`${at}.${key}`, "must be a non-empty string");
+      this.bad(`${at}.${key}`, "must be a non-empty string");
       return undefined;
     }
     return v;
-  };
-  const header = (o: Obj, key: string, at: string): string | undefined => {
-    const v = str(o, key, at)?.toLowerCase();
+  }
+
+  header(o: Obj, key: string, at: string): string | undefined {
+    const v = this.str(o, key, at)?.toLowerCase();
     if (v !== undefined && !HEADER_NAME.test(v)) {
-      bad(`${at}.${key}`, `"${v}" is not a header name`);
+      this.bad(`${at}.${key}`, `"${v}" is not a header name`);
       return undefined;
     }
     return v;
-  };
+  }
+
   /** A header name, or null to turn the header off; `fallback` when absent. */
-  const optionalHeader = (o: Obj, key: string, at: string, fallback: string): string | undefined =>
-    o[key] === null ? undefined : (header(o, key, at) ?? fallback);
-  const subjectType = (o: Obj, at: string): string | undefined => {
-    const t = str(o, "type", at);
-    if (t !== undefined && !(SUBJECT_TYPES as readonly string[]).includes(t)) bad(`${at}.type`, `must be one of ${SUBJECT_TYPES.join(", ")}`);
+  optionalHeader(o: Obj, key: string, at: string, fallback: string): string | undefined {
+    return o[key] === null ? undefined : (this.header(o, key, at) ?? fallback);
+  }
+
+  subjectType(o: Obj, at: string): string | undefined {
+    const t = this.str(o, "type", at);
+    if (t !== undefined && !(SUBJECT_TYPES as readonly string[]).includes(t)) this.bad(`${at}.type`, `must be one of ${SUBJECT_TYPES.join(", ")}`);
     return t;
-  };
-  const template = (o: Obj, key: string, at: string, pathVars: ReadonlySet<string> | undefined): ValueTemplate | undefined => {
-    const s = str(o, key, at);
+  }
+
+  template(o: Obj, key: string, at: string, pathVars: ReadonlySet<string> | undefined): ValueTemplate | undefined {
+    const s = this.str(o, key, at);
     if (s === undefined) return undefined;
     try {
       const t = compileValue(s);
       for (const v of t.vars) {
-        if (!pathVars?.has(v)) bad(`${at}.${key}`, `uses {${v}}, which the route's path does not capture`);
+        if (!pathVars?.has(v)) this.bad(`${at}.${key}`, `uses {${v}}, which the route's path does not capture`);
       }
       return t;
     } catch (err) {
-      bad(`${at}.${key}`, (err as Error).message);
+      this.bad(`${at}.${key}`, (err as Error).message);
       return undefined;
     }
-  };
+  }
 
-  // unknown_route
-  const unknownRaw = root["unknown_route"] ?? "deny";
-  if (unknownRaw !== "deny" && unknownRaw !== "allow") bad("$.unknown_route", 'must be "deny" or "allow"');
-  const unknownRoute = unknownRaw === "allow" ? "allow" : "deny";
-
-  // subject
-  const subject: SubjectSource[] = [];
-  const subjectRaw = root["subject"] ?? DEFAULT_SUBJECT_SOURCES;
   /** A source that reads a request header: only with set_by_sidecar, and with a warning. */
-  const headerSource = (s: Obj, at: string, h: string | undefined) => {
+  headerSource(s: Obj, at: string, h: string | undefined): void {
     if (h === undefined) return;
     if (s[SET_BY_SIDECAR] !== true) {
-      bad(
+      this.bad(
         at,
         `reads the subject from request header ${h}, which any client can send: add "${SET_BY_SIDECAR}": true only once Envoy sets that header ` +
           "itself from a verified identity and removes any copy the client sent (docs/mesh.md), or read the verified JWT from jwt_authn's metadata instead",
       );
       return;
     }
-    warnings.push(
-      `${source}: ${at}: the subject comes from request header ${h} (${SET_BY_SIDECAR}): authz trusts that Envoy sets it and strips any client copy; ` +
+    this.warnings.push(
+      `${this.source}: ${at}: the subject comes from request header ${h} (${SET_BY_SIDECAR}): authz trusts that Envoy sets it and strips any client copy; ` +
         "a client that can reach the service around Envoy, or a route where Envoy does not strip it, can act as anyone",
     );
-  };
-  if (!Array.isArray(subjectRaw)) bad("$.subject", "must be an array of subject sources");
-  else {
-    subjectRaw.forEach((s: unknown, i) => {
-      const at = `$.subject[${i}]`;
-      if (!isObj(s)) return void bad(at, "must be an object");
-      switch (s["from"]) {
-        case "header": {
-          known(s, at, ["from", "header", "type", SET_BY_SIDECAR]);
-          const h = header(s, "header", at);
-          if (h === undefined && s["header"] === undefined) bad(`${at}.header`, "is required");
-          headerSource(s, at, h);
-          subject.push({ from: "header", header: h ?? DEFAULT_SUBJECT_HEADER, type: subjectType(s, at) });
-          break;
-        }
-        case "jwt": {
-          known(s, at, ["from", "claim", "type", "metadata_namespace", "metadata_key", "header", SET_BY_SIDECAR]);
-          const claim = str(s, "claim", at);
-          const payloadHeader = header(s, "header", at);
-          if (claim === undefined && s["claim"] === undefined) bad(`${at}.claim`, 'is required (e.g. "sub")');
-          subject.push({
-            from: "jwt",
-            claim: (claim ?? "sub").split("."),
-            type: subjectType(s, at),
-            metadataNamespace: str(s, "metadata_namespace", at) ?? JWT_AUTHN_NAMESPACE,
-            metadataKey: str(s, "metadata_key", at) ?? "jwt_payload",
-            header: payloadHeader,
-          });
-          headerSource(s, at, payloadHeader);
-          break;
-        }
-        case "peer": {
-          known(s, at, ["from", "principals"]);
-          const table = s["principals"];
-          const principals = new Map<string, { type: string; id: string }>();
-          if (!isObj(table) || Object.keys(table).length === 0)
-            bad(`${at}.principals`, 'must map principals to subjects, e.g. {"spiffe://...": "principal:<uuid>"}');
-          else {
-            for (const [principal, ref] of Object.entries(table)) {
-              const r = typeof ref === "string" ? splitRef(ref) : undefined;
-              if (!r || !(SUBJECT_TYPES as readonly string[]).includes(r.type) || !UUID.test(r.id)) {
-                bad(`${at}.principals["${principal}"]`, `must be "type:uuid" with type one of ${SUBJECT_TYPES.join(", ")}`);
-              } else principals.set(principal, { type: r.type, id: r.id.toLowerCase() });
-            }
-          }
-          subject.push({ from: "peer", principals });
-          break;
-        }
-        default:
-          bad(`${at}.from`, 'must be "header", "jwt" or "peer"');
-      }
-    });
   }
+}
 
-  // routes
-  const routes: MeshRoute[] = [];
-  const routesByName = new Map<string, MeshRoute>();
-  const routesRaw = root["routes"] ?? [];
-  if (!Array.isArray(routesRaw)) bad("$.routes", "must be an array of routes");
-  else {
-    routesRaw.forEach((r: unknown, i) => {
-      const at = `$.routes[${i}]`;
-      if (!isObj(r)) return void bad(at, "must be an object");
-      known(r, at, ["$comment", "name", "method", "path", "public", "permission", "resource", "rate_limit"]);
-      const route = parseRoute(r, at, { bad, str, template });
-      if (!route) return;
-      if (route.name !== undefined) {
-        if (routesByName.has(route.name)) bad(`${at}.name`, `"${route.name}" is used by an earlier route`);
-        routesByName.set(route.name, route);
-      }
-      if (route.path === undefined && route.name === undefined) bad(at, "needs a path (table route) or a name (picked by context_extensions authz_route)");
-      routes.push(route);
-    });
-  }
+/** Validates a parsed mapping document; ConfigError lists every problem, each prefixed with `source` and the JSON path. */
+export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
+  const r = new MeshReader(source);
+  if (!isObj(doc)) r.bad("$", "must be a JSON object");
+  const root: Obj = isObj(doc) ? doc : {};
+  r.known(root, "$", ["$comment", "unknown_route", "subject", "www_authenticate", "consistency_header", "ok_headers", "routes", "rate_limit_service"]);
 
-  // rate_limit_service
-  const rls: Obj = isObj(root["rate_limit_service"]) ? root["rate_limit_service"] : {};
-  if (root["rate_limit_service"] !== undefined && !isObj(root["rate_limit_service"])) bad("$.rate_limit_service", "must be an object");
-  known(rls, "$.rate_limit_service", ["domains", "policy_key", "subject_keys"]);
-  let domains: Set<string> | undefined;
-  if (rls["domains"] !== undefined) {
-    const d = rls["domains"];
-    if (!Array.isArray(d) || d.length === 0 || !d.every((x) => typeof x === "string" && x !== ""))
-      bad("$.rate_limit_service.domains", "must be a non-empty array of domain names");
-    else domains = new Set(d as string[]);
-  }
-  const subjectKeys = new Map<string, RateSubjectType>();
-  const keysRaw = rls["subject_keys"] ?? { user: "user", organization: "organization", key: "key" };
-  if (!isObj(keysRaw)) bad("$.rate_limit_service.subject_keys", 'must map descriptor keys to "user", "organization" or "key"');
-  else {
-    for (const [k, t] of Object.entries(keysRaw)) {
-      if (typeof t !== "string" || !(RATE_SUBJECT_TYPES as readonly string[]).includes(t)) {
-        bad(`$.rate_limit_service.subject_keys.${k}`, 'must be "user", "organization" or "key"');
-      } else subjectKeys.set(k, t as RateSubjectType);
-    }
-  }
-  const policyKey = str(rls, "policy_key", "$.rate_limit_service") ?? "policy";
-  if (subjectKeys.has(policyKey)) bad("$.rate_limit_service.policy_key", `"${policyKey}" is also a subject key`);
-
-  const wwwAuthenticate = str(root, "www_authenticate", "$") ?? 'Bearer realm="authz"';
-  const consistencyHeader = optionalHeader(root, "consistency_header", "$", "x-authz-at-least-as-fresh");
-  const okRaw: Obj = isObj(root["ok_headers"]) ? root["ok_headers"] : {};
-  if (root["ok_headers"] !== undefined && !isObj(root["ok_headers"])) bad("$.ok_headers", "must be an object");
-  known(okRaw, "$.ok_headers", ["revision", "subject"]);
+  const unknownRaw = root["unknown_route"] ?? "deny";
+  if (unknownRaw !== "deny" && unknownRaw !== "allow") r.bad("$.unknown_route", 'must be "deny" or "allow"');
+  const unknownRoute = unknownRaw === "allow" ? "allow" : "deny";
+  const subject = parseSubjectSources(r, root["subject"] ?? DEFAULT_SUBJECT_SOURCES);
+  const { routes, routesByName } = parseRoutes(r, root["routes"] ?? []);
+  const rateLimitService = parseRateLimitService(r, r.section(root, "rate_limit_service", "$"));
+  const wwwAuthenticate = r.str(root, "www_authenticate", "$") ?? 'Bearer realm="authz"';
+  const consistencyHeader = r.optionalHeader(root, "consistency_header", "$", "x-authz-at-least-as-fresh");
+  const okRaw = r.section(root, "ok_headers", "$");
+  r.known(okRaw, "$.ok_headers", ["revision", "subject"]);
   const okHeaders = {
-    revision: optionalHeader(okRaw, "revision", "$.ok_headers", "x-authz-revision"),
-    subject: optionalHeader(okRaw, "subject", "$.ok_headers", "x-authz-subject"),
+    revision: r.optionalHeader(okRaw, "revision", "$.ok_headers", "x-authz-revision"),
+    subject: r.optionalHeader(okRaw, "subject", "$.ok_headers", "x-authz-subject"),
   };
 
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
   return Object.freeze({
     source,
-    warnings,
+    warnings: r.warnings,
     unknownRoute,
     subject,
     wwwAuthenticate,
@@ -320,76 +242,182 @@ export function parseMeshConfig(doc: unknown, source: string): MeshConfig {
     okHeaders,
     routes,
     routesByName,
-    rateLimitService: { domains, policyKey, subjectKeys },
+    rateLimitService,
   });
 }
 
-interface Helpers {
-  bad(at: string, msg: string): void;
-  str(o: Obj, key: string, at: string): string | undefined;
-  template(o: Obj, key: string, at: string, pathVars: ReadonlySet<string> | undefined): ValueTemplate | undefined;
+function parseSubjectSources(r: MeshReader, raw: unknown): SubjectSource[] {
+  const subject: SubjectSource[] = [];
+  if (!Array.isArray(raw)) {
+    r.bad("$.subject", "must be an array of subject sources");
+    return subject;
+  }
+  raw.forEach((s: unknown, i) => {
+    const at = `$.subject[${i}]`;
+    if (!isObj(s)) return void r.bad(at, "must be an object");
+    switch (s["from"]) {
+      case "header":
+        subject.push(parseHeaderSource(r, s, at));
+        break;
+      case "jwt":
+        subject.push(parseJwtSource(r, s, at));
+        break;
+      case "peer":
+        subject.push(parsePeerSource(r, s, at));
+        break;
+      default:
+        r.bad(`${at}.from`, 'must be "header", "jwt" or "peer"');
+    }
+  });
+  return subject;
 }
 
-function parseRoute(r: Obj, at: string, h: Helpers): MeshRoute | undefined {
-  const { bad, str, template } = h;
+function parseHeaderSource(r: MeshReader, s: Obj, at: string): SubjectSource {
+  r.known(s, at, ["from", "header", "type", SET_BY_SIDECAR]);
+  const h = r.header(s, "header", at);
+  if (h === undefined && s["header"] === undefined) r.bad(`${at}.header`, "is required");
+  r.headerSource(s, at, h);
+  return { from: "header", header: h ?? DEFAULT_SUBJECT_HEADER, type: r.subjectType(s, at) };
+}
+
+function parseJwtSource(r: MeshReader, s: Obj, at: string): SubjectSource {
+  r.known(s, at, ["from", "claim", "type", "metadata_namespace", "metadata_key", "header", SET_BY_SIDECAR]);
+  const claim = r.str(s, "claim", at);
+  const payloadHeader = r.header(s, "header", at);
+  if (claim === undefined && s["claim"] === undefined) r.bad(`${at}.claim`, 'is required (e.g. "sub")');
+  const source: SubjectSource = {
+    from: "jwt",
+    claim: (claim ?? "sub").split("."),
+    type: r.subjectType(s, at),
+    metadataNamespace: r.str(s, "metadata_namespace", at) ?? JWT_AUTHN_NAMESPACE,
+    metadataKey: r.str(s, "metadata_key", at) ?? "jwt_payload",
+    header: payloadHeader,
+  };
+  r.headerSource(s, at, payloadHeader);
+  return source;
+}
+
+function parsePeerSource(r: MeshReader, s: Obj, at: string): SubjectSource {
+  r.known(s, at, ["from", "principals"]);
+  const table = s["principals"];
+  const principals = new Map<string, { type: string; id: string }>();
+  if (!isObj(table) || Object.keys(table).length === 0) {
+    r.bad(`${at}.principals`, 'must map principals to subjects, e.g. {"spiffe://...": "principal:<uuid>"}');
+    return { from: "peer", principals };
+  }
+  for (const [principal, ref] of Object.entries(table)) {
+    const p = typeof ref === "string" ? splitRef(ref) : undefined;
+    if (!p || !(SUBJECT_TYPES as readonly string[]).includes(p.type) || !UUID.test(p.id)) {
+      r.bad(`${at}.principals["${principal}"]`, `must be "type:uuid" with type one of ${SUBJECT_TYPES.join(", ")}`);
+    } else principals.set(principal, { type: p.type, id: p.id.toLowerCase() });
+  }
+  return { from: "peer", principals };
+}
+
+function parseRoutes(r: MeshReader, raw: unknown): { routes: MeshRoute[]; routesByName: Map<string, MeshRoute> } {
+  const routes: MeshRoute[] = [];
+  const routesByName = new Map<string, MeshRoute>();
+  if (!Array.isArray(raw)) {
+    r.bad("$.routes", "must be an array of routes");
+    return { routes, routesByName };
+  }
+  raw.forEach((o: unknown, i) => {
+    const at = `$.routes[${i}]`;
+    if (!isObj(o)) return void r.bad(at, "must be an object");
+    r.known(o, at, ["$comment", "name", "method", "path", "public", "permission", "resource", "rate_limit"]);
+    const route = parseRoute(o, at, r);
+    if (!route) return;
+    if (route.name !== undefined) {
+      if (routesByName.has(route.name)) r.bad(`${at}.name`, `"${route.name}" is used by an earlier route`);
+      routesByName.set(route.name, route);
+    }
+    if (route.path === undefined && route.name === undefined) r.bad(at, "needs a path (table route) or a name (picked by context_extensions authz_route)");
+    routes.push(route);
+  });
+  return { routes, routesByName };
+}
+
+function parseRateLimitService(r: MeshReader, rls: Obj): RateLimitServiceMapping {
+  r.known(rls, "$.rate_limit_service", ["domains", "policy_key", "subject_keys"]);
+  let domains: Set<string> | undefined;
+  if (rls["domains"] !== undefined) {
+    const d = rls["domains"];
+    if (!Array.isArray(d) || d.length === 0 || !d.every((x) => typeof x === "string" && x !== ""))
+      r.bad("$.rate_limit_service.domains", "must be a non-empty array of domain names");
+    else domains = new Set(d as string[]);
+  }
+  const subjectKeys = new Map<string, RateSubjectType>();
+  const keysRaw = rls["subject_keys"] ?? { user: "user", organization: "organization", key: "key" };
+  if (!isObj(keysRaw)) r.bad("$.rate_limit_service.subject_keys", 'must map descriptor keys to "user", "organization" or "key"');
+  else {
+    for (const [k, t] of Object.entries(keysRaw)) {
+      if (typeof t !== "string" || !(RATE_SUBJECT_TYPES as readonly string[]).includes(t)) {
+        r.bad(`$.rate_limit_service.subject_keys.${k}`, 'must be "user", "organization" or "key"');
+      } else subjectKeys.set(k, t as RateSubjectType);
+    }
+  }
+  const policyKey = r.str(rls, "policy_key", "$.rate_limit_service") ?? "policy";
+  if (subjectKeys.has(policyKey)) r.bad("$.rate_limit_service.policy_key", `"${policyKey}" is also a subject key`);
+  return { domains, policyKey, subjectKeys };
+}
+
+function parseRoute(o: Obj, at: string, r: MeshReader): MeshRoute | undefined {
   let path: PathTemplate | undefined;
-  const pathRaw = str(r, "path", at);
+  const pathRaw = r.str(o, "path", at);
   if (pathRaw !== undefined) {
     try {
       path = compilePath(pathRaw);
     } catch (err) {
-      bad(`${at}.path`, (err as Error).message);
+      r.bad(`${at}.path`, (err as Error).message);
       return undefined;
     }
   }
   let methods: Set<string> | undefined;
-  const m = r["method"];
+  const m = o["method"];
   if (m !== undefined && m !== "*") {
     const list = typeof m === "string" ? [m] : m;
     if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === "string" && METHODS.test(x.toUpperCase()))) {
-      bad(`${at}.method`, 'must be a method ("GET"), a list of methods, or "*"');
+      r.bad(`${at}.method`, 'must be a method ("GET"), a list of methods, or "*"');
     } else methods = new Set(list.map((x: string) => x.toUpperCase()));
   }
-  const isPublic = r["public"] === true;
-  if (r["public"] !== undefined && typeof r["public"] !== "boolean") bad(`${at}.public`, "must be true or false");
-  const permission = str(r, "permission", at);
-  if (permission !== undefined && permission.length > 128) bad(`${at}.permission`, "is longer than 128 characters");
+  const isPublic = o["public"] === true;
+  if (o["public"] !== undefined && typeof o["public"] !== "boolean") r.bad(`${at}.public`, "must be true or false");
+  const permission = r.str(o, "permission", at);
+  if (permission !== undefined && permission.length > 128) r.bad(`${at}.permission`, "is longer than 128 characters");
   const vars = path?.vars;
-  const resource = template(r, "resource", at, vars);
-  if (resource?.usesSubject) bad(`${at}.resource`, "cannot use {subject}");
+  const resource = r.template(o, "resource", at, vars);
+  if (resource?.usesSubject) r.bad(`${at}.resource`, "cannot use {subject}");
   if (!isPublic) {
-    if (permission === undefined && r["permission"] === undefined) bad(`${at}.permission`, "is required unless the route is public");
-    if (resource === undefined && r["resource"] === undefined) bad(`${at}.resource`, 'is required unless the route is public (e.g. "organization:{org}")');
+    if (permission === undefined && o["permission"] === undefined) r.bad(`${at}.permission`, "is required unless the route is public");
+    if (resource === undefined && o["resource"] === undefined) r.bad(`${at}.resource`, 'is required unless the route is public (e.g. "organization:{org}")');
   }
   if (resource) {
     // A literal resource can be checked now.
     const literal = resource.pieces.every((p) => p.kind === "text") ? splitRef(resource.source) : undefined;
     if (literal && (!(RESOURCE_TYPES as readonly string[]).includes(literal.type) || !UUID.test(literal.id))) {
-      bad(`${at}.resource`, `must be "type:id" with type one of ${RESOURCE_TYPES.join(", ")} and a UUID id`);
+      r.bad(`${at}.resource`, `must be "type:id" with type one of ${RESOURCE_TYPES.join(", ")} and a UUID id`);
     }
   }
   let rateLimit: RouteRateLimit | undefined;
-  const rl = r["rate_limit"];
+  const rl = o["rate_limit"];
   if (rl !== undefined) {
     const rat = `${at}.rate_limit`;
-    if (!isObj(rl)) bad(rat, "must be an object");
+    if (!isObj(rl)) r.bad(rat, "must be an object");
     else {
-      for (const k of Object.keys(rl))
-        if (!["policy", "subject", "organization", "cost"].includes(k))
-          bad(`${rat}.${k}`, "is not a known setting (known: policy, subject, organization, cost)");
-      const policy = str(rl, "policy", rat);
-      if (policy === undefined) bad(`${rat}.policy`, "is required");
-      const subject = rl["subject"] === undefined ? compileValue("{subject}") : template(rl, "subject", rat, vars);
-      const organization = template(rl, "organization", rat, vars);
+      r.known(rl, rat, ["policy", "subject", "organization", "cost"]);
+      const policy = r.str(rl, "policy", rat);
+      if (policy === undefined) r.bad(`${rat}.policy`, "is required");
+      const subject = rl["subject"] === undefined ? compileValue("{subject}") : r.template(rl, "subject", rat, vars);
+      const organization = r.template(rl, "organization", rat, vars);
       const cost = rl["cost"] ?? 1;
       if (typeof cost !== "number" || !Number.isInteger(cost) || cost < 0 || cost > MAX_COST)
-        bad(`${rat}.cost`, `must be a whole number between 0 and ${MAX_COST}`);
+        r.bad(`${rat}.cost`, `must be a whole number between 0 and ${MAX_COST}`);
       if (isPublic && (subject?.usesSubject || organization?.usesSubject))
-        bad(rat, "a public route has no subject: count by a header or path variable instead");
+        r.bad(rat, "a public route has no subject: count by a header or path variable instead");
       if (policy !== undefined && subject !== undefined) rateLimit = { policy, subject, organization, cost: typeof cost === "number" ? cost : 1 };
     }
   }
-  const name = str(r, "name", at);
+  const name = r.str(o, "name", at);
   return { name, methods, path, public: isPublic, permission, resource, rateLimit };
 }
 

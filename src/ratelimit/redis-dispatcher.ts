@@ -108,32 +108,68 @@ class Fifo {
 }
 
 export function createDispatcher(opts: DispatcherOptions): Dispatcher {
-  const now = opts.now ?? (() => performance.now());
-  const sent = new Fifo();
-  const waiting = new Fifo();
-  let inFlight = 0;
-  let queued = 0;
-  let sentTotal = 0;
+  return new SlotDispatcher(opts);
+}
+
+/** A job is settled once: by its answer, its deadline or close. Returns whether this call settled it. */
+function settle(j: Job, err: Error | undefined, value?: unknown): boolean {
+  if (j.done) return false;
+  j.done = true;
+  if (err) j.reject(err);
+  else j.resolve(value);
+  return true;
+}
+
+class SlotDispatcher implements Dispatcher {
+  readonly #opts: DispatcherOptions;
+  readonly #now: () => number;
+  readonly #sent = new Fifo();
+  readonly #waiting = new Fifo();
+  #inFlight = 0;
+  #queued = 0;
+  #sentTotal = 0;
   /** A command went unanswered for the timeout, and Redis has answered nothing since. */
-  let stalled = false;
-  let timer: NodeJS.Timeout | undefined;
-  let timerAt = 0;
-  let judging = false;
-  let closed: Error | undefined;
+  #stalled = false;
+  #timer: NodeJS.Timeout | undefined;
+  #timerAt = 0;
+  #judging = false;
+  #closed: Error | undefined;
 
-  const settle = (j: Job, err: Error | undefined, value?: unknown) => {
-    if (j.done) return false;
-    j.done = true;
-    if (err) j.reject(err);
-    else j.resolve(value);
-    return true;
-  };
+  constructor(opts: DispatcherOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? (() => performance.now());
+  }
 
-  const start = (j: Job) => {
-    j.sentAt = now();
-    inFlight++;
-    sentTotal++;
-    sent.push(j);
+  run<T>(send: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    return new Promise<T>((resolve, reject) => {
+      const j: Job = { send, resolve: resolve as (v: unknown) => void, reject, queuedAt: this.#now(), sentAt: 0, done: false };
+      if (this.#inFlight < this.#opts.maxInFlight && this.#queued === 0) this.#start(j);
+      else {
+        this.#waiting.push(j);
+        this.#queued++;
+      }
+      this.#arm();
+    });
+  }
+
+  stats(): DispatcherStats {
+    return { inFlight: this.#inFlight, queued: this.#queued, sent: this.#sentTotal };
+  }
+
+  close(err: Error): void {
+    this.#closed = err;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const j of this.#sent.drain()) if (settle(j, err)) this.#inFlight--;
+    for (const j of this.#waiting.drain()) if (settle(j, err)) this.#queued--;
+  }
+
+  #start(j: Job): void {
+    j.sentAt = this.#now();
+    this.#inFlight++;
+    this.#sentTotal++;
+    this.#sent.push(j);
     let p: Promise<unknown>;
     try {
       p = j.send();
@@ -141,97 +177,80 @@ export function createDispatcher(opts: DispatcherOptions): Dispatcher {
       p = Promise.reject(err);
     }
     p.then(
-      (v) => answered(j, undefined, v),
-      (e: unknown) => answered(j, e instanceof Error ? e : new Error(String(e))),
+      (v) => this.#answered(j, undefined, v),
+      (e: unknown) => this.#answered(j, e instanceof Error ? e : new Error(String(e))),
     );
-  };
+  }
 
-  function answered(j: Job, err: Error | undefined, value?: unknown): void {
+  #answered(j: Job, err: Error | undefined, value?: unknown): void {
     // An answer, even a late one to a command already failed, shows that Redis is back.
-    if (!err) stalled = false;
+    if (!err) this.#stalled = false;
     // A command already failed by its deadline has released its slot.
-    if (settle(j, err, value)) inFlight--;
-    pump();
+    if (settle(j, err, value)) this.#inFlight--;
+    this.#pump();
   }
 
   /** Sends waiting calls while slots are free, unless Redis is stalled. */
-  function pump(): void {
-    while (!stalled && inFlight < opts.maxInFlight) {
-      const j = waiting.shift();
+  #pump(): void {
+    while (!this.#stalled && this.#inFlight < this.#opts.maxInFlight) {
+      const j = this.#waiting.shift();
       if (!j) break;
-      queued--;
-      start(j);
+      this.#queued--;
+      this.#start(j);
     }
-    arm();
+    this.#arm();
   }
 
   /** How long a call may wait for a slot: the timeout while Redis is stalled, else the queue budget. */
-  const waitBudget = () => (stalled ? Math.min(opts.timeoutMs, opts.queueTimeoutMs) : opts.queueTimeoutMs);
+  #waitBudget(): number {
+    return this.#stalled ? Math.min(this.#opts.timeoutMs, this.#opts.queueTimeoutMs) : this.#opts.queueTimeoutMs;
+  }
 
   /** Keeps one timer on the earliest deadline: the oldest command sent, or the oldest call waiting. */
-  function arm(): void {
-    if (judging || closed) return;
-    const oldestSent = sent.peek();
-    const oldestWaiting = waiting.peek();
-    const at = Math.min(oldestSent ? oldestSent.sentAt + opts.timeoutMs : Infinity, oldestWaiting ? oldestWaiting.queuedAt + waitBudget() : Infinity);
-    if (timer && timerAt <= at) return;
-    clearTimeout(timer);
-    timer = undefined;
+  #arm(): void {
+    if (this.#judging || this.#closed) return;
+    const oldestSent = this.#sent.peek();
+    const oldestWaiting = this.#waiting.peek();
+    const at = Math.min(
+      oldestSent ? oldestSent.sentAt + this.#opts.timeoutMs : Infinity,
+      oldestWaiting ? oldestWaiting.queuedAt + this.#waitBudget() : Infinity,
+    );
+    if (this.#timer && this.#timerAt <= at) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (at === Infinity) return;
-    timerAt = at;
-    timer = setTimeout(
+    this.#timerAt = at;
+    this.#timer = setTimeout(
       () => {
-        timer = undefined;
-        judging = true;
+        this.#timer = undefined;
+        this.#judging = true;
         // One poll phase later: replies already in the socket are read first.
         // Only deadlines passed by now are judged then: a command sent during
         // that poll phase has not had a poll phase of its own yet.
-        const firedAt = now();
-        setImmediate(() => judge(firedAt));
+        const firedAt = this.#now();
+        setImmediate(() => this.#judge(firedAt));
       },
-      Math.max(0, at - now()),
+      Math.max(0, at - this.#now()),
     );
-    timer.unref();
+    this.#timer.unref();
   }
 
-  function judge(t: number): void {
-    judging = false;
-    if (closed) return;
+  #judge(t: number): void {
+    this.#judging = false;
+    if (this.#closed) return;
+    const { timeoutMs, queueTimeoutMs } = this.#opts;
     // Commands are sent in order, so their deadlines expire in order.
-    for (let j = sent.peek(); j && j.sentAt + opts.timeoutMs <= t; j = sent.peek()) {
-      sent.shift();
-      inFlight--;
-      stalled = true;
-      settle(j, new RedisTimeout(opts.timeoutMs));
+    for (let j = this.#sent.peek(); j && j.sentAt + timeoutMs <= t; j = this.#sent.peek()) {
+      this.#sent.shift();
+      this.#inFlight--;
+      this.#stalled = true;
+      settle(j, new RedisTimeout(timeoutMs));
     }
-    for (let j = waiting.peek(); j && j.queuedAt + waitBudget() <= t; j = waiting.peek()) {
-      waiting.shift();
-      queued--;
-      settle(j, stalled ? new RedisTimeout(opts.timeoutMs) : new QueueTimeout(opts.queueTimeoutMs));
+    for (let j = this.#waiting.peek(); j && j.queuedAt + this.#waitBudget() <= t; j = this.#waiting.peek()) {
+      this.#waiting.shift();
+      this.#queued--;
+      settle(j, this.#stalled ? new RedisTimeout(timeoutMs) : new QueueTimeout(queueTimeoutMs));
     }
-    pump();
+    this.#pump();
   }
-
-  return {
-    run<T>(send: () => Promise<T>): Promise<T> {
-      if (closed) return Promise.reject(closed);
-      return new Promise<T>((resolve, reject) => {
-        const j: Job = { send, resolve: resolve as (v: unknown) => void, reject, queuedAt: now(), sentAt: 0, done: false };
-        if (inFlight < opts.maxInFlight && queued === 0) start(j);
-        else {
-          waiting.push(j);
-          queued++;
-        }
-        arm();
-      });
-    },
-    stats: () => ({ inFlight, queued, sent: sentTotal }),
-    close(err) {
-      closed = err;
-      clearTimeout(timer);
-      timer = undefined;
-      for (const j of sent.drain()) if (settle(j, err)) inFlight--;
-      for (const j of waiting.drain()) if (settle(j, err)) queued--;
-    },
-  };
 }

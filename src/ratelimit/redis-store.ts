@@ -28,7 +28,7 @@ import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../logger.js";
 import { type BreakerState, CircuitBreaker } from "./circuit-breaker.js";
 import { ALGORITHM_CODE, buildScripts, type Scripts } from "./lua.js";
-import { createDispatcher, QueueTimeout } from "./redis-dispatcher.js";
+import { createDispatcher, type Dispatcher, QueueTimeout } from "./redis-dispatcher.js";
 import {
   type Bucket,
   type BucketOutcome,
@@ -116,9 +116,7 @@ function connection(url: string): { host: string; port: number; username?: strin
   };
 }
 
-export function createRedisStore(opts: RedisStoreOptions): RedisStore {
-  const log = opts.logger;
-  const scripts: Scripts = buildScripts({ clock: opts.testClockUs ? "argument" : "server" });
+function createClient(opts: RedisStoreOptions, scripts: Scripts): ScriptClient {
   const conn = connection(opts.url);
   // No ioredis commandTimeout: its timer rejects in the timers phase of the
   // event loop, before a reply already waiting in the socket is read, and it
@@ -160,140 +158,229 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
   ) as ScriptClient;
   client.defineCommand("rlConsume", { lua: scripts.consume });
   client.defineCommand("rlRefund", { lua: scripts.refund });
+  return client;
+}
 
-  let lastOk = true;
-  let lastError: string | undefined;
-  let reported: StoreState | undefined;
-  let probeTimer: NodeJS.Timeout | undefined;
-  let closed = false;
+/**
+ * The client and its health: every call goes through the breaker and the
+ * dispatcher; a change of state is logged once; while the breaker is open, a
+ * background probe tries Redis after each cool-down.
+ */
+class RedisLink {
+  readonly client: ScriptClient;
+  readonly breaker: CircuitBreaker;
+  readonly dispatcher: Dispatcher;
+  /** The last failure's message, for health details. */
+  lastError: string | undefined;
+  readonly #cluster: boolean;
+  readonly #log: Logger;
+  readonly #overload: () => void;
+  #lastOk = true;
+  #reported: StoreState | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #corked = false;
 
-  const currentState = (): StoreState => {
-    if (breaker.state !== "closed") return "breaker_open";
-    if (client.status !== "ready" || !lastOk) return "down";
+  constructor(opts: RedisStoreOptions, scripts: Scripts) {
+    this.#cluster = opts.cluster;
+    this.#log = opts.logger;
+    this.client = createClient(opts, scripts);
+    this.breaker = new CircuitBreaker({
+      failureThreshold: opts.breakerFailures,
+      cooldownMs: opts.breakerCooldownMs,
+      onChange: (to) => {
+        if (to === "open") this.#scheduleProbe();
+        this.#observe();
+      },
+    });
+    this.dispatcher = createDispatcher({
+      timeoutMs: opts.commandTimeoutMs,
+      maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+      queueTimeoutMs: opts.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+    });
+    this.#overload = overloadLog(this.#log);
+    for (const ev of ["ready", "close", "end", "reconnecting", "node error", "error"]) {
+      this.client.on(ev, (err?: unknown) => {
+        if ((ev === "error" || ev === "node error") && err instanceof Error) this.lastError = err.message;
+        if (ev === "ready") this.#lastOk = true;
+        this.#observe();
+      });
+    }
+  }
+
+  state(): StoreState {
+    if (this.breaker.state !== "closed") return "breaker_open";
+    if (this.client.status !== "ready" || !this.#lastOk) return "down";
     return "up";
-  };
-  /** Logs a change of state once, never per call. */
-  const observe = () => {
-    const s = currentState();
-    if (s === reported) return;
-    const from = reported;
-    reported = s;
-    if (closed) return;
-    if (s === "up") log.info({ redis: s, from }, "rate-limit store: Redis is up");
-    else
-      log.warn(
-        { redis: s, from, lastError },
-        s === "breaker_open" ? "rate-limit store: circuit breaker open, Redis is skipped" : "rate-limit store: Redis is down",
-      );
-  };
-
-  const breaker = new CircuitBreaker({
-    failureThreshold: opts.breakerFailures,
-    cooldownMs: opts.breakerCooldownMs,
-    onChange: (to) => {
-      if (to === "open") scheduleProbe();
-      observe();
-    },
-  });
-
-  const dispatcher = createDispatcher({
-    timeoutMs: opts.commandTimeoutMs,
-    maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
-    queueTimeoutMs: opts.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
-  });
-  const overload = overloadLog(log);
-
-  const succeeded = () => {
-    if (!lastOk || breaker.state !== "closed") {
-      lastOk = true;
-      breaker.success();
-      observe();
-    } else breaker.success();
-  };
-  const failed = (err: unknown): StoreUnavailable => {
-    lastOk = false;
-    lastError = (err as Error).message;
-    breaker.failure();
-    observe();
-    return err instanceof StoreUnavailable ? err : new StoreUnavailable(`Redis: ${lastError}`, { cause: err });
-  };
+  }
 
   /**
    * Runs one Redis call through the breaker and the dispatcher; rejects with
    * StoreUnavailable. Redis failures (an error, no answer within the timeout)
    * count for the breaker; a call that only waited too long here does not.
    */
-  const guard = <T>(fn: () => Promise<T>): Promise<T> => {
-    if (!breaker.tryPass()) return Promise.reject(new StoreUnavailable("circuit breaker open: Redis is skipped for a cool-down"));
-    return dispatcher.run(fn).then(
+  guard<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.breaker.tryPass()) return Promise.reject(new StoreUnavailable("circuit breaker open: Redis is skipped for a cool-down"));
+    return this.dispatcher.run(fn).then(
       (v) => {
-        succeeded();
+        this.#succeeded();
         return v;
       },
       (err: unknown) => {
         if (err instanceof QueueTimeout) {
-          breaker.release();
-          overload();
+          this.breaker.release();
+          this.#overload();
           throw new StoreUnavailable(err.message, { cause: err });
         }
-        throw failed(err);
+        throw this.#failed(err);
       },
     );
-  };
-
-  /** While the breaker is open, a background PING after each cool-down closes it as soon as Redis answers. */
-  function scheduleProbe(): void {
-    if (closed || probeTimer) return;
-    probeTimer = setTimeout(() => {
-      probeTimer = undefined;
-      if (closed || breaker.state === "closed") return;
-      guard(() => client.ping()).catch(() => {
-        /* failure re-opens the breaker, which schedules the next probe */
-      });
-    }, breaker.msUntilProbe() + 1);
-    probeTimer.unref();
   }
-
-  for (const ev of ["ready", "close", "end", "reconnecting", "node error", "error"]) {
-    client.on(ev, (err?: unknown) => {
-      if ((ev === "error" || ev === "node error") && err instanceof Error) lastError = err.message;
-      if (ev === "ready") lastOk = true;
-      observe();
-    });
-  }
-
-  const clockArgs = (): string[] => (opts.testClockUs ? [String(opts.testClockUs())] : []);
 
   // Pipelining without auto-pipelining's one-pipeline-at-a-time: the
   // commands sent in one turn of the event loop are buffered by the socket
   // (cork) and written together when the turn ends (uncork on nextTick), in
   // one system call. Single Redis only (a Cluster client has a socket per node).
-  let corked = false;
-  const corkTurn = () => {
-    if (corked || opts.cluster) return;
-    const socket = (client as Redis).stream;
-    if (!socket || client.status !== "ready") return;
-    corked = true;
+  corkTurn(): void {
+    if (this.#corked || this.#cluster) return;
+    const socket = (this.client as Redis).stream;
+    if (!socket || this.client.status !== "ready") return;
+    this.#corked = true;
     socket.cork();
     process.nextTick(() => {
-      corked = false;
+      this.#corked = false;
       socket.uncork();
     });
-  };
+  }
 
-  const runGroup = async (buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]> => {
+  ready(timeoutMs: number): Promise<boolean> {
+    const client = this.client;
+    if (client.status === "ready") return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (v: boolean) => {
+        clearTimeout(timer);
+        client.off("ready", onReady);
+        resolve(v);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(client.status === "ready"), timeoutMs);
+      timer.unref();
+      client.on("ready", onReady);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#probeTimer);
+    this.dispatcher.close(new StoreUnavailable("the rate-limit store is closed"));
+    try {
+      await Promise.race([this.client.quit(), new Promise((r) => setTimeout(r, 500).unref())]);
+    } catch {
+      // already disconnected
+    }
+    this.client.disconnect();
+  }
+
+  /** Logs a change of state once, never per call. */
+  #observe(): void {
+    const s = this.state();
+    if (s === this.#reported) return;
+    const from = this.#reported;
+    this.#reported = s;
+    if (this.#closed) return;
+    if (s === "up") this.#log.info({ redis: s, from }, "rate-limit store: Redis is up");
+    else
+      this.#log.warn(
+        { redis: s, from, lastError: this.lastError },
+        s === "breaker_open" ? "rate-limit store: circuit breaker open, Redis is skipped" : "rate-limit store: Redis is down",
+      );
+  }
+
+  #succeeded(): void {
+    if (!this.#lastOk || this.breaker.state !== "closed") {
+      this.#lastOk = true;
+      this.breaker.success();
+      this.#observe();
+    } else this.breaker.success();
+  }
+
+  #failed(err: unknown): StoreUnavailable {
+    this.#lastOk = false;
+    this.lastError = (err as Error).message;
+    this.breaker.failure();
+    this.#observe();
+    return err instanceof StoreUnavailable ? err : new StoreUnavailable(`Redis: ${this.lastError}`, { cause: err });
+  }
+
+  /** While the breaker is open, a background PING after each cool-down closes it as soon as Redis answers. */
+  #scheduleProbe(): void {
+    if (this.#closed || this.#probeTimer) return;
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = undefined;
+      if (this.#closed || this.breaker.state === "closed") return;
+      this.guard(() => this.client.ping()).catch(() => {
+        /* failure re-opens the breaker, which schedules the next probe */
+      });
+    }, this.breaker.msUntilProbe() + 1);
+    this.#probeTimer.unref();
+  }
+}
+
+type OkOutcome = Extract<BucketOutcome, { ok: true }>;
+
+/** The counter scripts: one call per owner group, and in a cluster the refunds when another owner denied. */
+class RedisCounters {
+  constructor(
+    private readonly link: RedisLink,
+    private readonly opts: RedisStoreOptions,
+  ) {}
+
+  async consume(buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]> {
+    if (buckets.length === 0) return [];
+    if (!this.opts.cluster) return this.#runGroup(buckets, cost);
+    // One script per owner (one slot each), in parallel.
+    const groups = new Map<string, number[]>();
+    buckets.forEach((b, i) => {
+      const tag = hashTag(b.owner);
+      const g = groups.get(tag);
+      if (g) g.push(i);
+      else groups.set(tag, [i]);
+    });
+    if (groups.size === 1) return this.#runGroup(buckets, cost);
+    const outcomes: BucketOutcome[] = new Array(buckets.length);
+    await Promise.all(
+      [...groups.values()].map(async (idx) => {
+        const res = await this.#runGroup(
+          idx.map((i) => buckets[i] as Bucket),
+          cost,
+        );
+        idx.forEach((i, j) => (outcomes[i] = res[j] as BucketOutcome));
+      }),
+    );
+    if (gateOpen(buckets, outcomes)) return outcomes;
+    // Another owner denied (or is unreachable and fails closed): give back what was spent.
+    await Promise.all([...groups.values()].map((idx) => this.#refundOwner(buckets, outcomes, idx, cost)));
+    return outcomes;
+  }
+
+  /** The script's arguments: the cost, then per bucket its algorithm, limit, window (µs) and `last`; the test clock at the end. */
+  #scriptCall(buckets: readonly Bucket[], cost: number, last: (b: Bucket, i: number) => number): (string | number)[] {
+    const keys = buckets.map((b) => bucketKey(this.opts.keyPrefix, b));
+    const args: (string | number)[] = [cost];
+    buckets.forEach((b, i) => args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, last(b, i)));
+    return [...keys, ...args, ...(this.opts.testClockUs ? [String(this.opts.testClockUs())] : [])];
+  }
+
+  async #runGroup(buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]> {
     if (buckets.length > MAX_COUNTERS_PER_CALL) {
       // The limiter refuses such calls first; never send an oversized script.
       const error = new StoreUnavailable(`a call may touch at most ${MAX_COUNTERS_PER_CALL} counters, got ${buckets.length}`);
       return buckets.map(() => ({ ok: false, error }));
     }
-    const keys = buckets.map((b) => bucketKey(opts.keyPrefix, b));
-    const args: (string | number)[] = [cost];
-    for (const b of buckets) args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, b.gating ? 1 : 0);
     try {
-      const raw = (await guard(() => {
-        corkTurn();
-        return client.rlConsume(keys.length, ...keys, ...args, ...clockArgs());
+      const raw = (await this.link.guard(() => {
+        this.link.corkTurn();
+        return this.link.client.rlConsume(buckets.length, ...this.#scriptCall(buckets, cost, (b) => (b.gating ? 1 : 0)));
       })) as number[];
       const gate = raw[0] === 1;
       return buckets.map((_, i) => {
@@ -314,114 +401,61 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
       const error = err instanceof Error ? err : new Error(String(err));
       return buckets.map(() => ({ ok: false, error }));
     }
-  };
+  }
 
-  const refundGroup = async (buckets: readonly Bucket[], reports: readonly BucketReport[], cost: number): Promise<void> => {
-    const keys = buckets.map((b) => bucketKey(opts.keyPrefix, b));
-    const args: (string | number)[] = [cost];
-    buckets.forEach((b, i) => args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, (reports[i] as BucketReport).windowStartUs));
-    await guard(() => client.rlRefund(keys.length, ...keys, ...args, ...clockArgs()));
-  };
+  /** Gives back what one owner's group (`idx`) spent, and reports those buckets as not spent. */
+  async #refundOwner(buckets: readonly Bucket[], outcomes: BucketOutcome[], idx: readonly number[], cost: number): Promise<void> {
+    const spent = idx.filter((i) => {
+      const o = outcomes[i] as BucketOutcome;
+      return o.ok && o.spent;
+    });
+    if (spent.length === 0) return;
+    const spentBuckets = spent.map((i) => buckets[i] as Bucket);
+    const reports = spent.map((i) => (outcomes[i] as OkOutcome).report);
+    try {
+      await this.link.guard(() =>
+        this.link.client.rlRefund(spentBuckets.length, ...this.#scriptCall(spentBuckets, cost, (_, i) => (reports[i] as BucketReport).windowStartUs)),
+      );
+      for (const i of spent) {
+        const o = outcomes[i] as OkOutcome;
+        outcomes[i] = {
+          ok: true,
+          report: { ...o.report, count: Math.max(0, o.report.count - cost), remaining: Math.min(buckets[i]?.limit ?? 0, o.report.remaining + cost) },
+          spent: false,
+        };
+      }
+    } catch (err) {
+      this.opts.logger.warn(
+        { err: (err as Error).message, owner: hashTag((buckets[spent[0] as number] as Bucket).owner) },
+        "rate-limit refund failed: the units stay counted until the window ends",
+      );
+    }
+  }
+}
 
+export function createRedisStore(opts: RedisStoreOptions): RedisStore {
+  const link = new RedisLink(opts, buildScripts({ clock: opts.testClockUs ? "argument" : "server" }));
+  const counters = new RedisCounters(link, opts);
   return {
     kind: opts.cluster ? "redis-cluster" : "redis",
     get breaker() {
-      return breaker.state;
+      return link.breaker.state;
     },
     get lastError() {
-      return lastError;
+      return link.lastError;
     },
     get commandsSent() {
-      return dispatcher.stats().sent;
+      return link.dispatcher.stats().sent;
     },
-    async consume(buckets, cost) {
-      if (buckets.length === 0) return [];
-      if (!opts.cluster) return runGroup(buckets, cost);
-      // One script per owner (one slot each), in parallel.
-      const groups = new Map<string, number[]>();
-      buckets.forEach((b, i) => {
-        const tag = hashTag(b.owner);
-        const g = groups.get(tag);
-        if (g) g.push(i);
-        else groups.set(tag, [i]);
-      });
-      if (groups.size === 1) return runGroup(buckets, cost);
-      const outcomes: BucketOutcome[] = new Array(buckets.length);
-      await Promise.all(
-        [...groups.values()].map(async (idx) => {
-          const res = await runGroup(
-            idx.map((i) => buckets[i] as Bucket),
-            cost,
-          );
-          idx.forEach((i, j) => (outcomes[i] = res[j] as BucketOutcome));
-        }),
-      );
-      if (gateOpen(buckets, outcomes)) return outcomes;
-      // Another owner denied (or is unreachable and fails closed): give back what was spent.
-      await Promise.all(
-        [...groups.values()].map(async (idx) => {
-          const spent = idx.filter((i) => {
-            const o = outcomes[i] as BucketOutcome;
-            return o.ok && o.spent;
-          });
-          if (spent.length === 0) return;
-          try {
-            await refundGroup(
-              spent.map((i) => buckets[i] as Bucket),
-              spent.map((i) => (outcomes[i] as Extract<BucketOutcome, { ok: true }>).report),
-              cost,
-            );
-            for (const i of spent) {
-              const o = outcomes[i] as Extract<BucketOutcome, { ok: true }>;
-              outcomes[i] = {
-                ok: true,
-                report: { ...o.report, count: Math.max(0, o.report.count - cost), remaining: Math.min(buckets[i]?.limit ?? 0, o.report.remaining + cost) },
-                spent: false,
-              };
-            }
-          } catch (err) {
-            log.warn(
-              { err: (err as Error).message, owner: hashTag((buckets[spent[0] as number] as Bucket).owner) },
-              "rate-limit refund failed: the units stay counted until the window ends",
-            );
-          }
-        }),
-      );
-      return outcomes;
-    },
-    state() {
-      return currentState();
-    },
-    ready(timeoutMs) {
-      if (client.status === "ready") return Promise.resolve(true);
-      return new Promise<boolean>((resolve) => {
-        const done = (v: boolean) => {
-          clearTimeout(timer);
-          client.off("ready", onReady);
-          resolve(v);
-        };
-        const onReady = () => done(true);
-        const timer = setTimeout(() => done(client.status === "ready"), timeoutMs);
-        timer.unref();
-        client.on("ready", onReady);
-      });
-    },
+    consume: (buckets, cost) => counters.consume(buckets, cost),
+    state: () => link.state(),
+    ready: (timeoutMs) => link.ready(timeoutMs),
     failureRetryAfterUs() {
-      return Math.max(breaker.msUntilProbe(), 1000) * 1000;
+      return Math.max(link.breaker.msUntilProbe(), 1000) * 1000;
     },
     rawConsume(keys, args) {
-      return client.rlConsume(keys.length, ...keys, ...args);
+      return link.client.rlConsume(keys.length, ...keys, ...args);
     },
-    async close() {
-      closed = true;
-      clearTimeout(probeTimer);
-      dispatcher.close(new StoreUnavailable("the rate-limit store is closed"));
-      try {
-        await Promise.race([client.quit(), new Promise((r) => setTimeout(r, 500).unref())]);
-      } catch {
-        // already disconnected
-      }
-      client.disconnect();
-    },
+    close: () => link.close(),
   };
 }

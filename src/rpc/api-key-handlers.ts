@@ -6,7 +6,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AdminService, ApiKeySchema } from "../../gen/authz/v1/admin_service_pb.js";
 import { mintApiKey } from "../auth/api-keys.js";
-import { ANONYMOUS, type Scope, SCOPES } from "../auth/caller.js";
+import { ANONYMOUS, holdsScope, type Scope, SCOPES } from "../auth/caller.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import { type ApiKeyRow, createApiKey, listApiKeysPage, revokeApiKeyAs } from "../store/api-key-store.js";
 import type { SqlClient } from "../store/sql.js";
@@ -37,7 +37,7 @@ function scopesFor(raw: readonly string[], ctx: CallContext): Scope[] {
   if (scopes.length === 0) throw invalidArgument(`scopes must list some of ${SCOPES.join(", ")}`, "scopes");
   for (const [i, s] of scopes.entries()) {
     if (!(SCOPES as readonly string[]).includes(s)) throw invalidArgument(`scopes[${i}] must be one of ${SCOPES.join(", ")}`, `scopes[${i}]`);
-    if (!held.has(s as Scope)) {
+    if (!holdsScope(held, s as Scope)) {
       throw new AuthzError("PERMISSION_DENIED", `a new key may carry only scopes this credential holds; it lacks "${s}"`, {
         reason: "SCOPE_NOT_HELD",
         metadata: { scope: s },

@@ -3,6 +3,7 @@
 //   POST /access/v1/evaluation               one decision (as Check)
 //   POST /access/v1/evaluations              many, with defaults and
 //                                            options.evaluations_semantic (as CheckBulk)
+//   POST /access/v1/search/{subject,resource,action}  search (src/rpc/authzen-search.ts)
 //   GET  /.well-known/authzen-configuration  PDP metadata (public)
 // AuthZEN entities map onto ours: subject {type, id} → SubjectRef, action.name →
 // permission, resource {type, id} → ResourceRef; properties and context are
@@ -10,27 +11,24 @@
 // Callers authenticate as for every RPC (API key, JWT or client certificate)
 // and need the "check" scope.
 
-import type * as http from "node:http";
-import type * as http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
-import { Code } from "@connectrpc/connect";
-import { type Authenticator, authorize } from "../auth/authenticator.js";
+import type { Authenticator } from "../auth/authenticator.js";
 import type { Snapshot } from "../engine/snapshot.js";
 import type { ResourceRef, SubjectRef } from "../engine/types.js";
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { LiveEngine } from "../store/live-engine.js";
+import { BadRequest, type Call, contextFor, firstHeader, HTTP_STATUS, jsonCall, type Req, type Res, send, sendError } from "./authzen-http.js";
+import { SEARCH_PATHS, type SearchDeps, search, searchKindOf } from "./authzen-search.js";
 import type { CallLog } from "./call-log.js";
 import { codeName, toPublicError } from "./errors.js";
 import type { PeerIdentity } from "./grpc-server.js";
 import type { Admission } from "./guard.js";
 import type { CallContext } from "./handler-types.js";
-import { INPUT_LIMITS, JSON_LIMITS, type JsonLimits, jsonFault } from "./input-bounds.js";
+import { INPUT_LIMITS, JSON_LIMITS, type JsonLimits } from "./input-bounds.js";
+import { LookupPages } from "./lookup-pages.js";
 import { type DecisionEvent, engineFor, MAX_BULK_ITEMS, toResource, toSubject } from "./permission-handlers.js";
 import { confineRead } from "./tenancy.js";
-
-type Req = http.IncomingMessage | http2.Http2ServerRequest;
-type Res = http.ServerResponse | http2.Http2ServerResponse;
 
 export const AUTHZEN_PATHS = {
   evaluation: "/access/v1/evaluation",
@@ -94,9 +92,6 @@ type PartialTuple = Partial<Tuple>;
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
-
-/** A malformed request body: 400. */
-class BadRequest extends Error {}
 
 /** Reads the optional subject/action/resource/context of one tuple; BadRequest when present but malformed. */
 function readTuple(o: Obj, at: string): PartialTuple {
@@ -210,32 +205,84 @@ export function evaluateAll(tuples: readonly Tuple[], semantic: EvaluationsSeman
   return out;
 }
 
-const HTTP_STATUS: Partial<Record<Code, number>> = {
-  [Code.InvalidArgument]: 400,
-  [Code.Unauthenticated]: 401,
-  [Code.PermissionDenied]: 403,
-  [Code.NotFound]: 404,
-  [Code.ResourceExhausted]: 429,
-  [Code.Unavailable]: 503,
-  [Code.DeadlineExceeded]: 504,
-};
-const STATUS_NAME: Record<number, string> = {
-  200: "OK",
-  400: "INVALID_ARGUMENT",
-  404: "NOT_FOUND",
-  405: "METHOD_NOT_ALLOWED",
-  413: "PAYLOAD_TOO_LARGE",
-  415: "UNSUPPORTED_MEDIA_TYPE",
-};
-
 const HOST = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/;
-const JSON_TYPE = /^application\/json\s*(;.*)?$/i;
 /** A request id the response may echo as is (visible ASCII, bounded). */
 const ECHOABLE = /^[\x21-\x7e]{1,256}$/;
 
-function firstHeader(req: Req, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
+/** GET /.well-known/authzen-configuration: the endpoints, as absolute URLs (public). */
+function metadata(deps: AuthzenDeps, call: Call): void {
+  let base = deps.baseUrl?.replace(/\/+$/, "");
+  if (!base) {
+    const host = firstHeader(call.req, ":authority") ?? firstHeader(call.req, "host");
+    if (!host || !HOST.test(host)) return sendError(deps, call, 400, "INVALID_ARGUMENT", "the request has no usable Host header; set AUTHZ_AUTHZEN_BASE_URL");
+    const encrypted = (call.req.socket as Partial<TLSSocket>).encrypted === true;
+    base = `${encrypted ? "https" : "http"}://${host}`;
+  }
+  send(
+    call.res,
+    200,
+    {
+      policy_decision_point: base,
+      access_evaluation_endpoint: `${base}${AUTHZEN_PATHS.evaluation}`,
+      access_evaluations_endpoint: `${base}${AUTHZEN_PATHS.evaluations}`,
+      search_subject_endpoint: `${base}${SEARCH_PATHS.subject}`,
+      search_resource_endpoint: `${base}${SEARCH_PATHS.resource}`,
+      search_action_endpoint: `${base}${SEARCH_PATHS.action}`,
+    },
+    { ...call.headers, "cache-control": "public, max-age=300" },
+  );
+  deps.callLog.done(call.path, call.rid, "OK", call.started);
+}
+
+/** POST /access/v1/evaluation(s): one decision, or a batch with its semantic, at one revision. */
+function evaluate(deps: AuthzenDeps, call: Call, batch: boolean): Promise<void> {
+  const clock = deps.clock ?? Date.now;
+  const onDecision = deps.onDecision ?? (() => {});
+  return jsonCall(deps, call, AUTHZEN_BODY_LIMITS, async (body, ctx) => {
+    const parsed = parseRequest(body, batch);
+    const engine = await engineFor(deps.live(), { kind: "latest" }, ctx, deps.maxWaitMs);
+    const now = clock();
+    const headers = { "x-authz-revision": engine.revision.toString() };
+    if (parsed.kind === "single") return { body: decide(engine, parsed.tuple, ctx, now, onDecision, "Check"), headers };
+    const evaluations = evaluateAll(parsed.tuples, parsed.semantic, (t) => {
+      try {
+        return decide(engine, t, ctx, now, onDecision, "CheckBulk");
+      } catch (err) {
+        // Per-evaluation failures are denials with context.error (AuthZEN §Errors); the request goes on.
+        if (!(err instanceof AuthzError)) throw err;
+        const status = HTTP_STATUS[toPublicError(err, deps.logger, call.rid, call.path).code] ?? 500;
+        return { decision: false, context: { reason: err.code.toLowerCase(), error: { status, message: err.message } } };
+      }
+    });
+    return { body: { evaluations }, headers };
+  });
+}
+
+/** Any other /access/v1/ path: a credential first, like every route; then 404, logged and counted as "unknown". */
+async function unknownPath(deps: AuthzenDeps, call: Call): Promise<void> {
+  const c = { ...call, path: UNKNOWN_AUTHZEN_PATH };
+  try {
+    await deps.authenticator.authenticate(contextFor(deps, call.req, c.path, call.rid));
+  } catch (err) {
+    const e = toPublicError(err, deps.logger, call.rid, c.path);
+    const status = HTTP_STATUS[e.code] ?? 500;
+    return sendError(deps, c, status, codeName(e.code), e.message, status === 401 ? { "www-authenticate": 'Bearer realm="authz"' } : {});
+  }
+  sendError(deps, c, 404, "NOT_FOUND", `not an AuthZEN endpoint served here (see ${AUTHZEN_PATHS.metadata})`);
+}
+
+/** The answer for a path and method: a function that answers, or undefined for a path that is not AuthZEN's. */
+function route(deps: AuthzenDeps, searches: SearchDeps, path: string, method: string): ((call: Call) => void | Promise<void>) | undefined {
+  const isMeta = path === AUTHZEN_PATHS.metadata;
+  if (!isMeta && !path.startsWith("/access/v1/")) return undefined;
+  const wrongMethod = (allow: string) => (call: Call) => sendError(deps, call, 405, "METHOD_NOT_ALLOWED", `use ${allow.split(",")[0]}`, { allow });
+  if (isMeta) return method === "GET" || method === "HEAD" ? (call) => metadata(deps, call) : wrongMethod("GET, HEAD");
+  const kind = searchKindOf(path);
+  const known = kind !== undefined || path === AUTHZEN_PATHS.evaluation || path === AUTHZEN_PATHS.evaluations;
+  if (!known) return (call) => unknownPath(deps, call);
+  if (method !== "POST") return wrongMethod("POST");
+  if (kind) return (call) => jsonCall(deps, call, AUTHZEN_BODY_LIMITS, (body, ctx) => search(kind, searches, body, ctx));
+  return (call) => evaluate(deps, call, path === AUTHZEN_PATHS.evaluations);
 }
 
 /**
@@ -243,201 +290,19 @@ function firstHeader(req: Req, name: string): string | undefined {
  * it takes the request (the AuthZEN paths), false otherwise.
  */
 export function authzenRoutes(deps: AuthzenDeps): (req: Req, res: Res) => boolean {
-  const clock = deps.clock ?? Date.now;
-  const onDecision = deps.onDecision ?? (() => {});
-  const baseUrl = deps.baseUrl?.replace(/\/+$/, "");
-
-  const send = (res: Res, status: number, body: unknown, headers: Record<string, string>) => {
-    // The client may be gone (a reset HTTP/2 stream): nothing to answer.
-    if (res.writableEnded || res.destroyed) return;
-    const text = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...headers });
-    res.end(text);
-  };
-  const sendError = (res: Res, status: number, message: string, headers: Record<string, string>) => send(res, status, { error: { status, message } }, headers);
-
-  const metadata = (req: Req, res: Res, path: string, started: bigint, rid: string, headers: Record<string, string>) => {
-    let base = baseUrl;
-    if (!base) {
-      const host = firstHeader(req, ":authority") ?? firstHeader(req, "host");
-      if (!host || !HOST.test(host)) {
-        sendError(res, 400, "the request has no usable Host header; set AUTHZ_AUTHZEN_BASE_URL", headers);
-        deps.callLog.done(path, rid, "INVALID_ARGUMENT", started);
-        return;
-      }
-      const encrypted = (req.socket as Partial<TLSSocket>).encrypted === true;
-      base = `${encrypted ? "https" : "http"}://${host}`;
-    }
-    send(
-      res,
-      200,
-      {
-        policy_decision_point: base,
-        access_evaluation_endpoint: `${base}${AUTHZEN_PATHS.evaluation}`,
-        access_evaluations_endpoint: `${base}${AUTHZEN_PATHS.evaluations}`,
-      },
-      { ...headers, "cache-control": "public, max-age=300" },
-    );
-    deps.callLog.done(path, rid, "OK", started);
-  };
-
-  const contextFor = (req: Req, path: string, requestId: string): CallContext => {
-    const controller = new AbortController();
-    req.once("close", () => controller.abort());
-    let peer: CallContext["peerIdentity"];
-    if (deps.peerIdentity) {
-      const sock = req.socket as Partial<TLSSocket>;
-      const cert = typeof sock.getPeerCertificate === "function" && sock.authorized ? sock.getPeerCertificate() : undefined;
-      peer = deps.peerIdentity(cert);
-    }
-    return {
-      path,
-      requestId,
-      header: (name) => firstHeader(req, name),
-      timeRemainingMs: () => undefined,
-      signal: controller.signal,
-      peerIdentity: peer,
-    };
-  };
-
-  const readBody = (req: Req): Promise<Buffer | "too_large"> =>
-    new Promise((resolve, reject) => {
-      const declared = Number(firstHeader(req, "content-length") ?? "0");
-      if (declared > deps.maxBodyBytes) {
-        req.resume();
-        return resolve("too_large");
-      }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let over = false;
-      req.on("data", (c: Buffer) => {
-        if (over) return;
-        size += c.length;
-        if (size > deps.maxBodyBytes) {
-          over = true;
-          chunks.length = 0;
-          return;
-        }
-        chunks.push(c);
-      });
-      req.once("end", () => resolve(over ? "too_large" : Buffer.concat(chunks)));
-      req.once("error", reject);
-    });
-
-  const evaluate = async (req: Req, res: Res, path: string, batch: boolean, started: bigint, rid: string, headers: Record<string, string>) => {
-    const ctx = contextFor(req, path, rid);
-    let admitted = false;
-    const finish = (status: number, code: string, body: unknown, extra: Record<string, string> = {}) => {
-      if (admitted) {
-        admitted = false;
-        deps.admission?.release();
-      }
-      send(res, status, body, { ...headers, ...extra });
-      deps.callLog.done(path, rid, code, started);
-    };
-    try {
-      // Authenticate before reading the body: the same credentials and scope ("check") as Check.
-      const caller = await deps.authenticator.authenticate(ctx);
-      authorize(caller, path);
-      ctx.caller = caller;
-      const type = firstHeader(req, "content-type");
-      if (!type || !JSON_TYPE.test(type)) {
-        return finish(415, STATUS_NAME[415] as string, {
-          error: { status: 415, message: 'the body must be JSON, sent with "Content-Type: application/json"' },
-        });
-      }
-      const raw = await readBody(req);
-      if (raw === "too_large") {
-        return finish(413, STATUS_NAME[413] as string, { error: { status: 413, message: `the body is larger than ${deps.maxBodyBytes} bytes` } });
-      }
-      let body: unknown;
-      try {
-        body = JSON.parse(raw.toString("utf8"));
-      } catch {
-        throw new BadRequest("the body is not valid JSON");
-      }
-      const bad = jsonFault(body, AUTHZEN_BODY_LIMITS);
-      if (bad) throw new BadRequest(bad.message);
-      const parsed = parseRequest(body, batch);
-      deps.admission?.admit(path);
-      admitted = true;
-      const engine = await engineFor(deps.live(), { kind: "latest" }, ctx, deps.maxWaitMs);
-      const now = clock();
-      const revision = { "x-authz-revision": engine.revision.toString() };
-      if (parsed.kind === "single") {
-        return finish(200, "OK", decide(engine, parsed.tuple, ctx, now, onDecision, "Check"), revision);
-      }
-      const evaluations = evaluateAll(parsed.tuples, parsed.semantic, (t) => {
-        try {
-          return decide(engine, t, ctx, now, onDecision, "CheckBulk");
-        } catch (err) {
-          // Per-evaluation failures are denials with context.error (AuthZEN §Errors); the request goes on.
-          if (!(err instanceof AuthzError)) throw err;
-          const status = HTTP_STATUS[toPublicError(err, deps.logger, rid, path).code] ?? 500;
-          return { decision: false, context: { reason: err.code.toLowerCase(), error: { status, message: err.message } } };
-        }
-      });
-      return finish(200, "OK", { evaluations }, revision);
-    } catch (err) {
-      if (err instanceof BadRequest) return finish(400, "INVALID_ARGUMENT", { error: { status: 400, message: err.message } });
-      const e = toPublicError(err, deps.logger, rid, path);
-      const status = HTTP_STATUS[e.code] ?? 500;
-      const extra: Record<string, string> = status === 401 ? { "www-authenticate": 'Bearer realm="authz"' } : {};
-      return finish(status, codeName(e.code), { error: { status, message: e.message } }, extra);
-    }
-  };
-
-  /** Any other /access/v1/ path: a credential first, like every route; then 404, logged and counted as "unknown". */
-  const unknownPath = async (req: Req, res: Res, started: bigint, rid: string, headers: Record<string, string>) => {
-    const label = UNKNOWN_AUTHZEN_PATH;
-    try {
-      await deps.authenticator.authenticate(contextFor(req, label, rid));
-    } catch (err) {
-      const e = toPublicError(err, deps.logger, rid, label);
-      const status = HTTP_STATUS[e.code] ?? 500;
-      send(res, status, { error: { status, message: e.message } }, status === 401 ? { ...headers, "www-authenticate": 'Bearer realm="authz"' } : headers);
-      deps.callLog.done(label, rid, codeName(e.code), started);
-      return;
-    }
-    sendError(res, 404, `not an AuthZEN endpoint served here (see ${AUTHZEN_PATHS.metadata})`, headers);
-    deps.callLog.done(label, rid, "NOT_FOUND", started);
-  };
-
+  const searches: SearchDeps = { live: deps.live, maxWaitMs: deps.maxWaitMs, clock: deps.clock ?? Date.now, pages: new LookupPages(deps.clock ?? Date.now) };
   return (req, res) => {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q >= 0 ? url.slice(0, q) : url;
-    const isMeta = path === AUTHZEN_PATHS.metadata;
-    if (!isMeta && !path.startsWith("/access/v1/")) return false;
-    const started = process.hrtime.bigint();
+    const answer = route(deps, searches, path, req.method ?? "GET");
+    if (!answer) return false;
     const incoming = firstHeader(req, "x-request-id");
     const rid = deps.callLog.requestId(incoming);
     // The spec: a request id sent by the PEP comes back unchanged.
     const headers = { "x-request-id": incoming !== undefined && ECHOABLE.test(incoming) ? incoming : rid };
-    const method = req.method ?? "GET";
-    if (isMeta) {
-      if (method !== "GET" && method !== "HEAD") {
-        sendError(res, 405, "use GET", { ...headers, allow: "GET, HEAD" });
-        deps.callLog.done(path, rid, "METHOD_NOT_ALLOWED", started);
-        return true;
-      }
-      metadata(req, res, path, started, rid, headers);
-      return true;
-    }
-    const batch = path === AUTHZEN_PATHS.evaluations;
-    if (!batch && path !== AUTHZEN_PATHS.evaluation) {
-      unknownPath(req, res, started, rid, headers).catch((err: unknown) => {
-        deps.logger.error({ err, rid }, "AuthZEN request failed while answering");
-        if (!res.writableEnded && !res.destroyed) res.destroy();
-      });
-      return true;
-    }
-    if (method !== "POST") {
-      sendError(res, 405, "use POST", { ...headers, allow: "POST" });
-      deps.callLog.done(path, rid, "METHOD_NOT_ALLOWED", started);
-      return true;
-    }
-    evaluate(req, res, path, batch, started, rid, headers).catch((err: unknown) => {
+    const call: Call = { req, res, path, started: process.hrtime.bigint(), rid, headers };
+    Promise.resolve(answer(call)).catch((err: unknown) => {
       deps.logger.error({ err, rid, path }, "AuthZEN request failed while answering");
       if (!res.writableEnded && !res.destroyed) res.destroy();
     });

@@ -32,15 +32,16 @@ import { type AppliedPolicy, GLOBAL_OWNER, type RatePolicy, type RateSubject } f
 import type { ResourceRef, SubjectRef } from "../engine/types.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { MeshConfig, MeshRoute } from "../mesh/config.js";
-import { checkDescriptorBounds, planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
-import { type HttpAttributes, MeshMappingError, resolveRoute, resolveSubject } from "../mesh/request.js";
+import type { MeshConfig, MeshRoute, RateLimitServiceMapping, RouteRateLimit } from "../mesh/config.js";
+import { checkDescriptorBounds, type DescriptorPlan, planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
+import { type HttpAttributes, MeshMappingError, type RouteResolution, resolveRoute, resolveSubject } from "../mesh/request.js";
 import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from "../mesh/template.js";
 import { NEVER } from "../ratelimit/algorithms.js";
 import { checkCounterCount, combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
 import type { RateLimitStore } from "../ratelimit/store.js";
 import { confineRateCounters, confineRateSubject } from "../tenancy.js";
 import type { LiveEngine } from "../store/live-engine.js";
+import type { Freshness } from "./consistency.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
 import { toRateSubject } from "./rate-limit-handlers.js";
@@ -134,18 +135,36 @@ function faultLogger(logger: Logger | undefined) {
 const mappingFault = (message: string, cause?: unknown) =>
   new AuthzError("FAILED_PRECONDITION", `mesh mapping: ${message}`, { reason: "MESH_MAPPING", ...(cause !== undefined ? { cause } : {}) });
 
-/** Runs `fn`; an INVALID_ARGUMENT it throws (a bad value in the HTTP request) becomes `onInvalid(message)`. */
-function orBadRequest<T>(fn: () => T, onInvalid: (message: string) => CheckResponseInit): T | { bad: CheckResponseInit } {
+/** Runs `fn`; an AuthzError with `code` it throws becomes the denial `onRefused(message)`. */
+function orDenied<T>(
+  fn: () => T,
+  code: "INVALID_ARGUMENT" | "PERMISSION_DENIED",
+  onRefused: (message: string) => CheckResponseInit,
+): T | { bad: CheckResponseInit } {
   try {
     return fn();
   } catch (err) {
-    if (err instanceof AuthzError && err.code === "INVALID_ARGUMENT") return { bad: onInvalid(err.message) };
+    if (err instanceof AuthzError && err.code === code) return { bad: onRefused(err.message) };
     throw err;
   }
 }
+/** Runs `fn`; an INVALID_ARGUMENT it throws (a bad value in the HTTP request) becomes `onInvalid(message)`. */
+const orBadRequest = <T>(fn: () => T, onInvalid: (message: string) => CheckResponseInit) => orDenied(fn, "INVALID_ARGUMENT", onInvalid);
 const isBad = (v: unknown): v is { bad: CheckResponseInit } => typeof v === "object" && v !== null && "bad" in v;
 
 const badRequest = (message: string) => denied(400, Code.InvalidArgument, "invalid_request", message);
+
+/** A 403 denial with the decision's metadata and reason. */
+const forbidden = (meta: JsonObject, reason: string) => denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason });
+
+type OkHttpResponseInit = Extract<NonNullable<CheckResponseInit["httpResponse"]>, { case: "okResponse" }>["value"];
+
+/** An answer that allows the request: what Envoy does to it (`ok`) and the decision's metadata. */
+const allowResponse = (ok: OkHttpResponseInit, dynamicMetadata: JsonObject): CheckResponseInit => ({
+  status: { code: 0 },
+  httpResponse: { case: "okResponse", value: ok },
+  dynamicMetadata,
+});
 
 /**
  * The answer to a CheckRequest that breaks the input bounds or cannot be
@@ -202,190 +221,228 @@ function confinedPolicies(ctx: CallContext, engine: Snapshot, input: ConsumeInpu
 }
 
 export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof Authorization> {
-  const { mesh, store } = deps;
-  const clock = deps.clock ?? Date.now;
-  const onDecision = deps.onDecision ?? (() => {});
-  const fault = faultLogger(deps.logger);
+  const authorizer = new EnvoyAuthorizer(deps);
+  return {
+    check: (req: CheckRequest, ctx: CallContext): Promise<CheckResponseInit> => authorizer.check(req, ctx),
+  } satisfies ServiceHandlers<typeof Authorization>;
+}
 
-  /** Spends a route's rate limit; undefined when allowed (with headers for the response), else the denial. */
-  async function spend(
-    ctx: CallContext,
-    engine: Snapshot,
-    route: MeshRoute,
-    input: TemplateInput,
-    meta: JsonObject,
-  ): Promise<{ denied: CheckResponseInit } | { headers: Headers }> {
-    const rl = route.rateLimit;
-    if (!rl) return { headers: [] };
-    const render = (t: ValueTemplate, what: string): string | CheckResponseInit => {
-      const r = renderValue(t, input);
-      if (r.ok) return r.value;
-      if (r.kind === "header") return badRequest(`${what} needs ${r.missing}`);
-      throw mappingFault(`${what} "${t.source}" needs ${r.missing}, which this route does not provide`);
-    };
-    const subjectValue = render(rl.subject, "the rate-limit subject");
-    if (typeof subjectValue !== "string") return { denied: subjectValue };
-    let organizationId: string | undefined;
-    if (rl.organization) {
-      const o = render(rl.organization, "the rate-limit organization");
-      if (typeof o !== "string") return { denied: o };
-      if (!UUID.test(o)) return { denied: badRequest(`the rate-limit organization must be a UUID, got "${o.slice(0, 60)}"`) };
-      organizationId = o.toLowerCase();
+/** A request matched to a route, with what every step of its decision reads. */
+interface RoutedRequest {
+  readonly ctx: CallContext;
+  readonly attrs: HttpAttributes;
+  readonly route: MeshRoute;
+  readonly vars: Readonly<Record<string, string>>;
+  readonly routeName: string;
+  readonly fresh: Freshness;
+}
+
+type SpendOutcome = { denied: CheckResponseInit } | { headers: Headers };
+
+/** Authorization/Check: route, identity, resource, tenant confinement, decision, then the route's rate limit. */
+class EnvoyAuthorizer {
+  readonly #deps: EnvoyHandlerDeps;
+  readonly #mesh: MeshConfig;
+  readonly #clock: () => number;
+  readonly #onDecision: (e: DecisionEvent) => void;
+  readonly #fault: (message: string) => void;
+
+  constructor(deps: EnvoyHandlerDeps) {
+    this.#deps = deps;
+    this.#mesh = deps.mesh;
+    this.#clock = deps.clock ?? Date.now;
+    this.#onDecision = deps.onDecision ?? (() => {});
+    this.#fault = faultLogger(deps.logger);
+  }
+
+  async check(req: CheckRequest, ctx: CallContext): Promise<CheckResponseInit> {
+    const a = req.attributes;
+    const http = a?.request?.http;
+    if (!a || !http) return badRequest("the check request carries no HTTP request (attributes.request.http)");
+    if (!http.path || !http.method) return badRequest("the check request's HTTP request has no method or path");
+    const attrs = attributesOf(a, http);
+    const resolution = this.#resolveRoute(attrs);
+    if (resolution.kind === "unknown") {
+      if (this.#mesh.unknownRoute === "allow") return this.#allowAnonymous("unknown");
+      return denied(
+        403,
+        Code.PermissionDenied,
+        "unknown_route",
+        `no authz route for ${attrs.method.slice(0, 16)} ${attrs.path.split("?")[0]?.slice(0, 200)}`,
+        [],
+        { route: "unknown" },
+      );
     }
-    const subject = orBadRequest(() => rateSubjectFrom(subjectValue, "rate_limit.subject"), badRequest);
-    if (isBad(subject)) return { denied: subject.bad };
-    const consumeInput: ConsumeInput = { policy: rl.policy, subject, organizationId: subject.type === "user" ? organizationId : undefined };
-    let applied: AppliedPolicy[];
+    const { route, vars } = resolution;
+    const routeName = route.name ?? route.path?.source ?? resolution.via;
+    const fresh = this.#freshness(attrs);
+    if (fresh === undefined) return badRequest(`header ${this.#mesh.consistencyHeader} must be a revision token returned by authz`);
+    const r: RoutedRequest = { ctx, attrs, route, vars, routeName, fresh };
+    return route.public ? this.#checkPublic(r) : this.#checkProtected(r);
+  }
+
+  #resolveRoute(attrs: HttpAttributes): RouteResolution {
     try {
-      applied = confinedPolicies(ctx, engine, consumeInput);
+      return resolveRoute(this.#mesh, attrs);
     } catch (err) {
-      if (err instanceof AuthzError && err.code === "PERMISSION_DENIED") {
-        return { denied: denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: "OTHER_TENANT" }) };
+      if (err instanceof MeshMappingError) {
+        this.#fault(err.message);
+        throw mappingFault(err.message, err);
       }
       throw err;
     }
-    const d = await consume(store, applied, rl.cost);
-    deps.onRateLimitDecision?.(d.source.toLowerCase());
-    const top = d.deciding;
-    if (!d.allowed && top) {
-      const rmeta = { ...meta, rate_limit_policy: top.policy.name, rate_limit_source: d.source };
-      if (d.source === "FAILURE_CLOSED") {
-        const retry = String(Math.max(1, Math.ceil(top.retryAfterUs / 1_000_000)));
-        return {
-          denied: denied(
-            503,
-            Code.Unavailable,
-            "rate_limit_unavailable",
-            "the rate limit cannot be checked right now; retry later",
-            [["retry-after", retry]],
-            rmeta,
-          ),
-        };
-      }
-      return {
-        denied: denied(429, Code.ResourceExhausted, "rate_limited", `rate limit ${top.policy.name} exceeded`, rateLimitHeaders(figures(top), true), rmeta),
-      };
-    }
-    // Allowed: tell the client where it stands (only when a counter answered).
-    return { headers: top && d.source === "STORE" ? rateLimitHeaders(figures(top), false) : [] };
   }
 
-  return {
-    async check(req: CheckRequest, ctx: CallContext): Promise<CheckResponseInit> {
-      const a = req.attributes;
-      const http = a?.request?.http;
-      if (!a || !http) return badRequest("the check request carries no HTTP request (attributes.request.http)");
-      if (!http.path || !http.method) return badRequest("the check request's HTTP request has no method or path");
-      const attrs = attributesOf(a, http);
-      let resolution: ReturnType<typeof resolveRoute>;
-      try {
-        resolution = resolveRoute(mesh, attrs);
-      } catch (err) {
-        if (err instanceof MeshMappingError) {
-          fault(err.message);
-          throw mappingFault(err.message, err);
-        }
-        throw err;
-      }
-      const subjectHeader = mesh.okHeaders.subject;
-      // Upstream must never see a subject header authz did not set.
-      const strip = subjectHeader ? [subjectHeader] : [];
-      const allowAnonymous = (route: string, headers: Headers = []): CheckResponseInit => ({
-        status: { code: 0 },
-        httpResponse: { case: "okResponse", value: { headersToRemove: strip, responseHeadersToAdd: headers.map(headerOption) } },
-        dynamicMetadata: { decision: "allow", route },
-      });
-      if (resolution.kind === "unknown") {
-        if (mesh.unknownRoute === "allow") return allowAnonymous("unknown");
-        return denied(
-          403,
-          Code.PermissionDenied,
-          "unknown_route",
-          `no authz route for ${attrs.method.slice(0, 16)} ${attrs.path.split("?")[0]?.slice(0, 200)}`,
-          [],
-          { route: "unknown" },
-        );
-      }
-      const { route, vars } = resolution;
-      const routeName = route.name ?? route.path?.source ?? resolution.via;
-      const header = attrs.header;
-      const fresh = freshness(attrs);
-      if (fresh === undefined) return badRequest(`header ${mesh.consistencyHeader} must be a revision token returned by authz`);
+  /** Allowed without identity; upstream must never see a subject header authz did not set. */
+  #allowAnonymous(route: string, headers: Headers = []): CheckResponseInit {
+    const subjectHeader = this.#mesh.okHeaders.subject;
+    const strip = subjectHeader ? [subjectHeader] : [];
+    return allowResponse({ headersToRemove: strip, responseHeadersToAdd: headers.map(headerOption) }, { decision: "allow", route });
+  }
 
-      if (route.public) {
-        if (!route.rateLimit) return allowAnonymous(routeName);
-        const engine = await engineFor(deps.live(), fresh, ctx, deps.maxWaitMs);
-        const spent = await spend(ctx, engine, route, { vars, header }, { route: routeName });
-        if ("denied" in spent) return spent.denied;
-        return allowAnonymous(routeName, spent.headers);
-      }
+  async #checkPublic(r: RoutedRequest): Promise<CheckResponseInit> {
+    if (!r.route.rateLimit) return this.#allowAnonymous(r.routeName);
+    const engine = await engineFor(this.#deps.live(), r.fresh, r.ctx, this.#deps.maxWaitMs);
+    const spent = await this.#spend(r, engine, { vars: r.vars, header: r.attrs.header }, { route: r.routeName });
+    if ("denied" in spent) return spent.denied;
+    return this.#allowAnonymous(r.routeName, spent.headers);
+  }
 
-      const who = resolveSubject(mesh, attrs);
-      if (who.kind === "none") {
-        return denied(401, Code.Unauthenticated, "unauthenticated", "this request needs an identity", [["www-authenticate", mesh.wwwAuthenticate]], {
-          route: routeName,
-        });
-      }
-      if (who.kind === "malformed") return badRequest(who.message);
-      const subject = orBadRequest<SubjectRef>(() => toSubject(who.ref, "subject"), badRequest);
-      if (isBad(subject)) return subject.bad;
+  async #checkProtected(r: RoutedRequest): Promise<CheckResponseInit> {
+    const subject = this.#subjectOf(r);
+    if (isBad(subject)) return subject.bad;
+    const resource = this.#resourceOf(r);
+    if (isBad(resource)) return resource.bad;
+    const permission = r.route.permission as string;
+    const engine = await engineFor(this.#deps.live(), r.fresh, r.ctx, this.#deps.maxWaitMs);
 
-      const resourceValue = route.resource ? renderValue(route.resource, { vars, header }) : undefined;
-      if (!resourceValue || !resourceValue.ok) {
-        if (resourceValue?.kind === "header") return badRequest(`the resource needs ${resourceValue.missing}`);
-        const why = resourceValue?.ok === false ? `"${route.resource?.source}" needs ${resourceValue.missing}` : "is not set";
-        fault(`route ${routeName}: the resource ${why}`);
-        throw mappingFault(`route ${routeName}: the resource ${why}`);
-      }
-      const ref = splitRef(resourceValue.value);
-      if (!ref) return badRequest(`the resource must be "type:id", got "${resourceValue.value.slice(0, 80)}"`);
-      const resource = orBadRequest<ResourceRef>(() => toResource(ref, "resource"), badRequest);
-      if (isBad(resource)) return resource.bad;
-      const permission = route.permission as string;
-      const engine = await engineFor(deps.live(), fresh, ctx, deps.maxWaitMs);
+    const meta: JsonObject = {
+      route: r.routeName,
+      subject: `${subject.type}:${subject.id}`,
+      permission,
+      resource: `${resource.type}:${resource.id}`,
+      revision: engine.revision.toString(),
+    };
+    const confined = orDenied(
+      () => confineRead(r.ctx, engine, subject, resource),
+      "PERMISSION_DENIED",
+      () => forbidden(meta, "OTHER_TENANT"),
+    );
+    if (isBad(confined)) return confined.bad;
+    const d = engine.check(subject, permission, resource, this.#clock());
+    this.#onDecision({ method: "Check", ctx: r.ctx, subject, permission, resource, decision: d, revision: engine.revision });
+    if (!d.allowed) return forbidden(meta, d.reason);
 
-      const meta: JsonObject = {
-        route: routeName,
-        subject: `${subject.type}:${subject.id}`,
-        permission,
-        resource: `${resource.type}:${resource.id}`,
-        revision: engine.revision.toString(),
-      };
-      try {
-        confineRead(ctx, engine, subject, resource);
-      } catch (err) {
-        if (err instanceof AuthzError && err.code === "PERMISSION_DENIED") {
-          return denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: "OTHER_TENANT" });
-        }
-        throw err;
-      }
-      const d = engine.check(subject, permission, resource, clock());
-      onDecision({ method: "Check", ctx, subject, permission, resource, decision: d, revision: engine.revision });
-      if (!d.allowed) return denied(403, Code.PermissionDenied, "permission_denied", "forbidden", [], { ...meta, reason: d.reason });
+    const spent = await this.#spend(r, engine, { vars: r.vars, header: r.attrs.header, subject }, meta);
+    if ("denied" in spent) return spent.denied;
+    const upstream: Headers = [];
+    const { revision: revisionHeader, subject: subjectHeader } = this.#mesh.okHeaders;
+    if (revisionHeader) upstream.push([revisionHeader, engine.revision.toString()]);
+    if (subjectHeader) upstream.push([subjectHeader, `${subject.type}:${subject.id}`]);
+    return allowResponse(
+      { headers: upstream.map(headerOption), responseHeadersToAdd: spent.headers.map(headerOption) },
+      { decision: "allow", ...meta, reason: d.reason },
+    );
+  }
 
-      const spent = await spend(ctx, engine, route, { vars, header, subject }, meta);
-      if ("denied" in spent) return spent.denied;
-      const upstream: Headers = [];
-      if (mesh.okHeaders.revision) upstream.push([mesh.okHeaders.revision, engine.revision.toString()]);
-      if (subjectHeader) upstream.push([subjectHeader, `${subject.type}:${subject.id}`]);
-      return {
-        status: { code: 0 },
-        httpResponse: {
-          case: "okResponse",
-          value: { headers: upstream.map(headerOption), responseHeadersToAdd: spent.headers.map(headerOption) },
-        },
-        dynamicMetadata: { decision: "allow", ...meta, reason: d.reason },
-      };
-    },
-  } satisfies ServiceHandlers<typeof Authorization>;
+  /** The request's subject: 401 without one, 400 when it is malformed. */
+  #subjectOf(r: RoutedRequest): SubjectRef | { bad: CheckResponseInit } {
+    const who = resolveSubject(this.#mesh, r.attrs);
+    if (who.kind === "none") {
+      const challenge: Headers = [["www-authenticate", this.#mesh.wwwAuthenticate]];
+      return { bad: denied(401, Code.Unauthenticated, "unauthenticated", "this request needs an identity", challenge, { route: r.routeName }) };
+    }
+    if (who.kind === "malformed") return { bad: badRequest(who.message) };
+    return orBadRequest<SubjectRef>(() => toSubject(who.ref, "subject"), badRequest);
+  }
+
+  /** The route's resource: 400 when the request lacks what it needs, a mapping fault when the route does. */
+  #resourceOf(r: RoutedRequest): ResourceRef | { bad: CheckResponseInit } {
+    const { route, routeName } = r;
+    const resourceValue = route.resource ? renderValue(route.resource, { vars: r.vars, header: r.attrs.header }) : undefined;
+    if (!resourceValue || !resourceValue.ok) {
+      if (resourceValue?.kind === "header") return { bad: badRequest(`the resource needs ${resourceValue.missing}`) };
+      const why = resourceValue?.ok === false ? `"${route.resource?.source}" needs ${resourceValue.missing}` : "is not set";
+      this.#fault(`route ${routeName}: the resource ${why}`);
+      throw mappingFault(`route ${routeName}: the resource ${why}`);
+    }
+    const ref = splitRef(resourceValue.value);
+    if (!ref) return { bad: badRequest(`the resource must be "type:id", got "${resourceValue.value.slice(0, 80)}"`) };
+    return orBadRequest<ResourceRef>(() => toResource(ref, "resource"), badRequest);
+  }
+
+  /** Spends a route's rate limit; headers for the response when allowed, else the denial. */
+  async #spend(r: RoutedRequest, engine: Snapshot, input: TemplateInput, meta: JsonObject): Promise<SpendOutcome> {
+    const rl = r.route.rateLimit;
+    if (!rl) return { headers: [] };
+    const consumeInput = rateInputFor(rl, input);
+    if ("denied" in consumeInput) return consumeInput;
+    const applied = orDenied(
+      () => confinedPolicies(r.ctx, engine, consumeInput),
+      "PERMISSION_DENIED",
+      () => forbidden(meta, "OTHER_TENANT"),
+    );
+    if (isBad(applied)) return { denied: applied.bad };
+    const d = await consume(this.#deps.store, applied, rl.cost);
+    this.#deps.onRateLimitDecision?.(d.source.toLowerCase());
+    return rateLimitAnswer(d, meta);
+  }
 
   /** Freshness the request asks for with the consistency header (a revision token from authz); undefined when malformed. */
-  function freshness(attrs: HttpAttributes): { kind: "latest" } | { kind: "at_least"; revision: bigint } | undefined {
-    const h = mesh.consistencyHeader ? attrs.header(mesh.consistencyHeader)?.trim() : undefined;
+  #freshness(attrs: HttpAttributes): Freshness | undefined {
+    const h = this.#mesh.consistencyHeader ? attrs.header(this.#mesh.consistencyHeader)?.trim() : undefined;
     if (h === undefined || h === "") return { kind: "latest" };
     if (!REVISION.test(h)) return undefined;
     return { kind: "at_least", revision: BigInt(h) };
   }
+}
+
+/** What a route's rate limit counts, rendered from the request; a 400 when the request lacks a value it needs. */
+function rateInputFor(rl: RouteRateLimit, input: TemplateInput): ConsumeInput | { denied: CheckResponseInit } {
+  const render = (t: ValueTemplate, what: string): string | CheckResponseInit => {
+    const r = renderValue(t, input);
+    if (r.ok) return r.value;
+    if (r.kind === "header") return badRequest(`${what} needs ${r.missing}`);
+    throw mappingFault(`${what} "${t.source}" needs ${r.missing}, which this route does not provide`);
+  };
+  const subjectValue = render(rl.subject, "the rate-limit subject");
+  if (typeof subjectValue !== "string") return { denied: subjectValue };
+  let organizationId: string | undefined;
+  if (rl.organization) {
+    const o = render(rl.organization, "the rate-limit organization");
+    if (typeof o !== "string") return { denied: o };
+    if (!UUID.test(o)) return { denied: badRequest(`the rate-limit organization must be a UUID, got "${o.slice(0, 60)}"`) };
+    organizationId = o.toLowerCase();
+  }
+  const subject = orBadRequest(() => rateSubjectFrom(subjectValue, "rate_limit.subject"), badRequest);
+  if (isBad(subject)) return { denied: subject.bad };
+  return { policy: rl.policy, subject, organizationId: subject.type === "user" ? organizationId : undefined };
+}
+
+/** A rate-limit decision as the Check answer: 429 when denied, 503 when the store failed closed, else the headers to send. */
+function rateLimitAnswer(d: RateDecision, meta: JsonObject): SpendOutcome {
+  const top = d.deciding;
+  if (!d.allowed && top) {
+    const rmeta = { ...meta, rate_limit_policy: top.policy.name, rate_limit_source: d.source };
+    if (d.source === "FAILURE_CLOSED") {
+      const retry = String(Math.max(1, Math.ceil(top.retryAfterUs / 1_000_000)));
+      return {
+        denied: denied(
+          503,
+          Code.Unavailable,
+          "rate_limit_unavailable",
+          "the rate limit cannot be checked right now; retry later",
+          [["retry-after", retry]],
+          rmeta,
+        ),
+      };
+    }
+    return {
+      denied: denied(429, Code.ResourceExhausted, "rate_limited", `rate limit ${top.policy.name} exceeded`, rateLimitHeaders(figures(top), true), rmeta),
+    };
+  }
+  // Allowed: tell the client where it stands (only when a counter answered).
+  return { headers: top && d.source === "STORE" ? rateLimitHeaders(figures(top), false) : [] };
 }
 
 /** Per-descriptor preparation for ShouldRateLimit. */
@@ -396,163 +453,180 @@ type Prepared =
   | { kind: "fail"; policy: RatePolicy }
   | { kind: "applied"; applied: AppliedPolicy[]; cost: number };
 
+type DescriptorStatus = MessageInitShape<typeof RateLimitResponse_DescriptorStatusSchema>;
+type RateLimitResponseInit = MessageInitShape<typeof RateLimitResponseSchema>;
+
+/** One counter: a policy and its owner. */
+const counterKey = (a: AppliedPolicy) => `${a.policy.id}|${a.owner.type}|${a.owner.id}`;
+
 /** How many distinct counters the prepared descriptors would touch (bounded per call, like one ConsumeRateLimit). */
 function distinctCounters(prepared: readonly Prepared[]): number {
   const keys = new Set<string>();
-  for (const p of prepared) if (p.kind === "applied") for (const a of p.applied) keys.add(`${a.policy.id}|${a.owner.type}|${a.owner.id}`);
+  for (const p of prepared) if (p.kind === "applied") for (const a of p.applied) keys.add(counterKey(a));
   return keys.size;
 }
 
 export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof EnvoyRateLimitService> {
-  const { mesh, store } = deps;
-  const m = mesh.rateLimitService;
+  const m = deps.mesh.rateLimitService;
   const onSource = deps.onRateLimitDecision ?? (() => {});
-
-  function inputFor(plan: ReturnType<typeof planDescriptor>, policy: RatePolicy | undefined): ConsumeInput | undefined {
-    const s = plan.subjects;
-    const rate = (type: "user" | "organization" | "key", id: string) => toRateSubject(create(SubjectRefSchema, { type, id }), `descriptor ${type}`);
-    const org = (): string | undefined => {
-      if (s.organization === undefined) return undefined;
-      if (!UUID.test(s.organization)) throw invalidArgument(`descriptor organization must be a UUID, got "${s.organization.slice(0, 60)}"`);
-      return s.organization.toLowerCase();
-    };
-    const need = (type: "user" | "organization" | "key"): string => {
-      const v = s[type];
-      if (v === undefined) throw invalidArgument(`policy ${policy?.name} counts by ${type}, and the descriptor has no ${type} entry`);
-      return v;
-    };
-    if (policy) {
-      switch (policy.scope) {
-        case "user":
-          return { policy: policy.name, subject: rate("user", need("user")), organizationId: undefined };
-        case "organization":
-          if (s.organization !== undefined) return { policy: policy.name, subject: rate("organization", s.organization), organizationId: undefined };
-          return { policy: policy.name, subject: rate("organization", need("organization")), organizationId: undefined };
-        case "key":
-          return { policy: policy.name, subject: rate("key", need("key")), organizationId: undefined };
-        case "global":
-          return undefined;
-      }
-    }
-    if (s.user !== undefined) return { policy: undefined, subject: rate("user", s.user), organizationId: org() };
-    if (s.organization !== undefined) return { policy: undefined, subject: rate("organization", s.organization), organizationId: undefined };
-    if (s.key !== undefined) return { policy: undefined, subject: rate("key", s.key), organizationId: undefined };
-    return undefined;
-  }
-
-  /**
-   * What one descriptor spends. A descriptor that cannot be applied answers
-   * by its policy's failure mode (or is ignored); a tenant-bound caller
-   * naming counters outside its tenant fails the whole call (OTHER_TENANT).
-   */
-  function prepare(engine: Snapshot, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
-    const cost =
-      d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
-    const plan = planDescriptor(m, d.entries);
-    const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;
-    if (plan.policy !== undefined && !policy) return { kind: "none" };
-    const tenant = ctx.caller?.tenantId;
-    if (policy?.scope === "global") {
-      const applied = [{ policy, owner: GLOBAL_OWNER }];
-      confineRateCounters(tenant, engine, undefined, applied);
-      return { kind: "applied", applied, cost };
-    }
-    const unusable = (err: unknown): Prepared => {
-      if (!(err instanceof AuthzError)) throw err;
-      return policy ? { kind: "fail", policy } : { kind: "none" };
-    };
-    let input: ConsumeInput | undefined;
-    try {
-      input = inputFor(plan, policy);
-    } catch (err) {
-      return unusable(err);
-    }
-    if (!input) return { kind: "none" };
-    confineRateSubject(tenant, engine, input);
-    let applied: AppliedPolicy[];
-    try {
-      applied = resolvePolicies(engine, input);
-    } catch (err) {
-      return unusable(err);
-    }
-    confineRateCounters(tenant, engine, input, applied);
-    return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
-  }
-
   return {
-    async shouldRateLimit(req: RateLimitRequest, ctx: CallContext): Promise<MessageInitShape<typeof RateLimitResponseSchema>> {
-      type Status = MessageInitShape<typeof RateLimitResponse_DescriptorStatusSchema>;
-      const ok: Status = { code: RateLimitResponse_Code.OK };
+    async shouldRateLimit(req: RateLimitRequest, ctx: CallContext): Promise<RateLimitResponseInit> {
       checkDescriptorBounds(req.descriptors);
       if (m.domains && !m.domains.has(req.domain)) {
+        const ok: DescriptorStatus = { code: RateLimitResponse_Code.OK };
         return { overallCode: RateLimitResponse_Code.OK, statuses: req.descriptors.map(() => ok) };
       }
       const engine = deps.live().current();
       const requestCost = req.hitsAddend === 0 ? 1 : req.hitsAddend;
-      const prepared = req.descriptors.map((d) => prepare(engine, ctx, d, requestCost));
+      const prepared = req.descriptors.map((d) => prepare(m, engine, ctx, d, requestCost));
       checkCounterCount(distinctCounters(prepared));
       // A request denied anyway (a fail-closed policy could not be applied) spends nothing: the others are only read.
       const doomed = prepared.some((p) => p.kind === "fail" && p.policy.failureMode === "closed" && !p.policy.shadow);
-
-      // Descriptors with the same cost are spent together, all or nothing, each distinct counter once.
-      const results: Array<RateDecision | undefined> = new Array(prepared.length);
-      const groups = new Map<number, number[]>();
-      prepared.forEach((p, i) => {
-        if (p.kind !== "applied") return;
-        const g = groups.get(p.cost);
-        if (g) g.push(i);
-        else groups.set(p.cost, [i]);
-      });
-      await Promise.all(
-        [...groups].map(async ([cost, members]) => {
-          const buckets: AppliedPolicy[] = [];
-          const at = new Map<string, number>();
-          const index = members.map((i) =>
-            (prepared[i] as Extract<Prepared, { kind: "applied" }>).applied.map((a) => {
-              const key = `${a.policy.id}|${a.owner.type}|${a.owner.id}`;
-              let k = at.get(key);
-              if (k === undefined) {
-                k = buckets.length;
-                at.set(key, k);
-                buckets.push(a);
-              }
-              return k;
-            }),
-          );
-          const all = await consume(store, buckets, doomed ? 0 : cost);
-          members.forEach((i, j) => {
-            results[i] = combine((index[j] as number[]).map((k) => all.policies[k] as PolicyResult));
-          });
-        }),
-      );
-
-      let worst: PolicyResult | undefined;
-      const statuses = prepared.map((p, i): Status => {
-        if (p.kind === "none") return ok;
-        if (p.kind === "fail") {
-          const closed = p.policy.failureMode === "closed" && !p.policy.shadow;
-          onSource(closed ? "failure_closed" : "failure_open");
-          return { code: closed ? RateLimitResponse_Code.OVER_LIMIT : RateLimitResponse_Code.OK, currentLimit: currentLimit(p.policy) };
-        }
-        const d = results[i] as RateDecision;
-        onSource(d.source.toLowerCase());
-        const top = d.deciding as PolicyResult;
-        if (!d.allowed && (worst === undefined || top.retryAfterUs === NEVER || (worst.retryAfterUs !== NEVER && top.retryAfterUs > worst.retryAfterUs)))
-          worst = top;
-        const counted = top.source === "STORE" || top.source === "SHADOW";
-        const untilUs = !d.allowed && top.retryAfterUs > 0 ? top.retryAfterUs : top.resetAfterUs;
-        return {
-          code: d.allowed ? RateLimitResponse_Code.OK : RateLimitResponse_Code.OVER_LIMIT,
-          currentLimit: currentLimit(top.policy),
-          ...(counted ? { limitRemaining: Math.min(Math.max(0, top.remaining), UINT32_MAX), durationUntilReset: durationOf(untilUs) } : {}),
-        };
-      });
-      const over = statuses.some((s) => s.code === RateLimitResponse_Code.OVER_LIMIT);
-      return {
-        overallCode: over ? RateLimitResponse_Code.OVER_LIMIT : RateLimitResponse_Code.OK,
-        statuses,
-        ...(over && worst ? { responseHeadersToAdd: rateLimitHeaders(figures(worst), true).map(([key, value]) => ({ key, value })) } : {}),
-      };
+      const results = await spendDescriptors(deps.store, prepared, doomed);
+      return rateLimitResponse(prepared, results, onSource);
     },
   } satisfies ServiceHandlers<typeof EnvoyRateLimitService>;
+}
+
+/** The counting input of a descriptor: by its policy's scope when it names one, else by the subject entries it carries. */
+function inputFor(plan: DescriptorPlan, policy: RatePolicy | undefined): ConsumeInput | undefined {
+  const s = plan.subjects;
+  const rate = (type: "user" | "organization" | "key", id: string) => toRateSubject(create(SubjectRefSchema, { type, id }), `descriptor ${type}`);
+  const org = (): string | undefined => {
+    if (s.organization === undefined) return undefined;
+    if (!UUID.test(s.organization)) throw invalidArgument(`descriptor organization must be a UUID, got "${s.organization.slice(0, 60)}"`);
+    return s.organization.toLowerCase();
+  };
+  const need = (type: "user" | "organization" | "key"): string => {
+    const v = s[type];
+    if (v === undefined) throw invalidArgument(`policy ${policy?.name} counts by ${type}, and the descriptor has no ${type} entry`);
+    return v;
+  };
+  if (policy) {
+    switch (policy.scope) {
+      case "user":
+        return { policy: policy.name, subject: rate("user", need("user")), organizationId: undefined };
+      case "organization":
+        if (s.organization !== undefined) return { policy: policy.name, subject: rate("organization", s.organization), organizationId: undefined };
+        return { policy: policy.name, subject: rate("organization", need("organization")), organizationId: undefined };
+      case "key":
+        return { policy: policy.name, subject: rate("key", need("key")), organizationId: undefined };
+      case "global":
+        return undefined;
+    }
+  }
+  if (s.user !== undefined) return { policy: undefined, subject: rate("user", s.user), organizationId: org() };
+  if (s.organization !== undefined) return { policy: undefined, subject: rate("organization", s.organization), organizationId: undefined };
+  if (s.key !== undefined) return { policy: undefined, subject: rate("key", s.key), organizationId: undefined };
+  return undefined;
+}
+
+/**
+ * What one descriptor spends. A descriptor that cannot be applied answers
+ * by its policy's failure mode (or is ignored); a tenant-bound caller
+ * naming counters outside its tenant fails the whole call (OTHER_TENANT).
+ */
+function prepare(m: RateLimitServiceMapping, engine: Snapshot, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
+  const cost =
+    d.hitsAddend !== undefined ? Number(d.hitsAddend > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : d.hitsAddend) : requestCost;
+  const plan = planDescriptor(m, d.entries);
+  const policy = plan.policy !== undefined ? engine.ratePolicy(plan.policy) : undefined;
+  if (plan.policy !== undefined && !policy) return { kind: "none" };
+  const tenant = ctx.caller?.tenantId;
+  if (policy?.scope === "global") {
+    const applied = [{ policy, owner: GLOBAL_OWNER }];
+    confineRateCounters(tenant, engine, undefined, applied);
+    return { kind: "applied", applied, cost };
+  }
+  const unusable = (err: unknown): Prepared => {
+    if (!(err instanceof AuthzError)) throw err;
+    return policy ? { kind: "fail", policy } : { kind: "none" };
+  };
+  let input: ConsumeInput | undefined;
+  try {
+    input = inputFor(plan, policy);
+  } catch (err) {
+    return unusable(err);
+  }
+  if (!input) return { kind: "none" };
+  confineRateSubject(tenant, engine, input);
+  let applied: AppliedPolicy[];
+  try {
+    applied = resolvePolicies(engine, input);
+  } catch (err) {
+    return unusable(err);
+  }
+  confineRateCounters(tenant, engine, input, applied);
+  return applied.length > 0 ? { kind: "applied", applied, cost } : { kind: "none" };
+}
+
+/** Descriptors with the same cost are spent together, all or nothing, each distinct counter once; a decision per applied descriptor. */
+async function spendDescriptors(store: RateLimitStore, prepared: readonly Prepared[], doomed: boolean): Promise<Array<RateDecision | undefined>> {
+  const results: Array<RateDecision | undefined> = new Array(prepared.length);
+  const groups = new Map<number, number[]>();
+  prepared.forEach((p, i) => {
+    if (p.kind !== "applied") return;
+    const g = groups.get(p.cost);
+    if (g) g.push(i);
+    else groups.set(p.cost, [i]);
+  });
+  await Promise.all(
+    [...groups].map(async ([cost, members]) => {
+      const buckets: AppliedPolicy[] = [];
+      const at = new Map<string, number>();
+      const index = members.map((i) =>
+        (prepared[i] as Extract<Prepared, { kind: "applied" }>).applied.map((a) => {
+          const key = counterKey(a);
+          let k = at.get(key);
+          if (k === undefined) {
+            k = buckets.length;
+            at.set(key, k);
+            buckets.push(a);
+          }
+          return k;
+        }),
+      );
+      const all = await consume(store, buckets, doomed ? 0 : cost);
+      members.forEach((i, j) => {
+        results[i] = combine((index[j] as number[]).map((k) => all.policies[k] as PolicyResult));
+      });
+    }),
+  );
+  return results;
+}
+
+/** The ShouldRateLimit answer: a status per descriptor, OVER_LIMIT overall when any is, with the headers of the longest wait. */
+function rateLimitResponse(
+  prepared: readonly Prepared[],
+  results: ReadonlyArray<RateDecision | undefined>,
+  onSource: (source: string) => void,
+): RateLimitResponseInit {
+  const ok: DescriptorStatus = { code: RateLimitResponse_Code.OK };
+  let worst: PolicyResult | undefined;
+  const statuses = prepared.map((p, i): DescriptorStatus => {
+    if (p.kind === "none") return ok;
+    if (p.kind === "fail") {
+      const closed = p.policy.failureMode === "closed" && !p.policy.shadow;
+      onSource(closed ? "failure_closed" : "failure_open");
+      return { code: closed ? RateLimitResponse_Code.OVER_LIMIT : RateLimitResponse_Code.OK, currentLimit: currentLimit(p.policy) };
+    }
+    const d = results[i] as RateDecision;
+    onSource(d.source.toLowerCase());
+    const top = d.deciding as PolicyResult;
+    if (!d.allowed && (worst === undefined || top.retryAfterUs === NEVER || (worst.retryAfterUs !== NEVER && top.retryAfterUs > worst.retryAfterUs)))
+      worst = top;
+    const counted = top.source === "STORE" || top.source === "SHADOW";
+    const untilUs = !d.allowed && top.retryAfterUs > 0 ? top.retryAfterUs : top.resetAfterUs;
+    return {
+      code: d.allowed ? RateLimitResponse_Code.OK : RateLimitResponse_Code.OVER_LIMIT,
+      currentLimit: currentLimit(top.policy),
+      ...(counted ? { limitRemaining: Math.min(Math.max(0, top.remaining), UINT32_MAX), durationUntilReset: durationOf(untilUs) } : {}),
+    };
+  });
+  const over = statuses.some((s) => s.code === RateLimitResponse_Code.OVER_LIMIT);
+  return {
+    overallCode: over ? RateLimitResponse_Code.OVER_LIMIT : RateLimitResponse_Code.OK,
+    statuses,
+    ...(over && worst ? { responseHeadersToAdd: rateLimitHeaders(figures(worst), true).map(([key, value]) => ({ key, value })) } : {}),
+  };
 }

@@ -86,6 +86,27 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
   };
 }
 
+/**
+ * Resolves when a stream's buffered messages have drained, or the call ended
+ * meanwhile. Backpressure: a slow reader holds the stream (a lookup, Watch)
+ * instead of the server buffering all of it.
+ */
+function writable(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      call.off("close", done);
+      call.off("error", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("cancelled", done);
+    call.on("close", done);
+    call.on("error", done);
+  });
+}
+
 export function createGrpcServer(
   bindings: readonly ServiceBinding[],
   deps: { logger: Logger; callLog: CallLog; maxMessageBytes: number; peerIdentity?: PeerIdentity },
@@ -152,7 +173,7 @@ export function createGrpcServer(
             try {
               for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
                 if (call.cancelled) break;
-                call.write(msg);
+                if (!call.write(msg)) await writable(call);
               }
               if (call.cancelled) {
                 callLog.done(path, rid, "CANCELLED", started, ctx.header);

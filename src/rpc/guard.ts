@@ -15,13 +15,17 @@ export interface Admission {
   readonly inFlight: number;
   /** Refuses every new call (shutdown); resolves once the calls in progress are done, or after boundMs. */
   drain(boundMs: number): Promise<void>;
+  /** Aborted when drain() begins: streams that would never end on their own (Watch) end then. */
+  readonly closing: AbortSignal;
 }
 
 export function createAdmission(maxConcurrentCalls: number): Admission {
   let inFlight = 0;
   let closing = false;
   let idle: (() => void) | undefined;
+  const closingNow = new AbortController();
   return {
+    closing: closingNow.signal,
     get inFlight() {
       return inFlight;
     },
@@ -41,6 +45,7 @@ export function createAdmission(maxConcurrentCalls: number): Admission {
     },
     drain(boundMs) {
       closing = true;
+      closingNow.abort();
       if (inFlight === 0) return Promise.resolve();
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, boundMs);

@@ -106,8 +106,8 @@ export interface HealthSignals {
   credentialsLoaded(): boolean;
 }
 
-/** Services that write to the database: NOT_SERVING as soon as it is unreachable. */
-export const WRITE_SERVICES: readonly string[] = ["authz.v1.AdminService"];
+/** Services that need the database on every call (writes; Watch reads the change log): NOT_SERVING as soon as it is unreachable. */
+export const WRITE_SERVICES: readonly string[] = ["authz.v1.AdminService", "authz.v1.WatchService"];
 
 /**
  * The status of each service and of the server (""): decisions (and the

@@ -101,27 +101,32 @@ export interface HttpListener {
   close(): Promise<void>;
 }
 
-export function createHttpListener(
-  bindings: readonly ServiceBinding[],
-  deps: {
-    logger: Logger;
-    callLog: CallLog;
-    isReady: () => boolean;
-    maxMessageBytes: number;
-    /** TLS for the listener (ALPN picks HTTP/2 or HTTP/1.1); cleartext when absent. */
-    tls?: TlsFiles | undefined;
-    peerIdentity?: PeerIdentity | undefined;
-    /**
-     * Plain HTTP routes served before the RPC routes (e.g. the AuthZEN API):
-     * returns true when it took the request.
-     */
-    extraRoutes?: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => boolean;
-    /** GET /metrics in the Prometheus text format. */
-    metrics?: { contentType: string; text(): Promise<string> };
-  },
-): HttpListener {
+export interface HttpListenerDeps {
+  logger: Logger;
+  callLog: CallLog;
+  isReady: () => boolean;
+  maxMessageBytes: number;
+  /** TLS for the listener (ALPN picks HTTP/2 or HTTP/1.1); cleartext when absent. */
+  tls?: TlsFiles | undefined;
+  peerIdentity?: PeerIdentity | undefined;
+  /**
+   * Plain HTTP routes served before the RPC routes (e.g. the AuthZEN API):
+   * returns true when it took the request.
+   */
+  extraRoutes?: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => boolean;
+  /** GET /metrics in the Prometheus text format. */
+  metrics?: { contentType: string; text(): Promise<string> };
+}
+
+export function createHttpListener(bindings: readonly ServiceBinding[], deps: HttpListenerDeps): HttpListener {
+  const handle = requestHandler(bindings, deps);
+  return deps.tls ? tlsListener(deps.tls, handle) : cleartextListener(handle);
+}
+
+/** Every request: health, the extra routes, metrics, then the RPC routes. */
+function requestHandler(bindings: readonly ServiceBinding[], deps: HttpListenerDeps): (req: NodeReq, res: NodeRes) => void {
   const rpc = rpcDispatcher(bindings, deps);
-  const handle = (req: NodeReq, res: NodeRes) => {
+  return (req, res) => {
     releaseUnreadBody(req, res, drainLimit(deps.maxMessageBytes));
     if (req.method === "GET" && (req.url === "/healthz" || req.url === "/readyz")) {
       const ok = req.url === "/healthz" || deps.isReady();
@@ -131,59 +136,69 @@ export function createHttpListener(
     }
     if (deps.extraRoutes?.(req, res)) return;
     if (req.method === "GET" && req.url === "/metrics" && deps.metrics) {
-      const m = deps.metrics;
-      m.text().then(
-        (body) => {
-          res.writeHead(200, { "content-type": m.contentType });
-          res.end(body);
-        },
-        (err: unknown) => {
-          deps.logger.error({ err }, "metrics collection failed");
-          res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
-          res.end("metrics unavailable\n");
-        },
-      );
+      serveMetrics(deps.metrics, res, deps.logger);
       return;
     }
     rpc(req, res);
   };
-  if (deps.tls) {
-    const tls = deps.tls;
-    const secure = http2.createSecureServer(
-      {
-        cert: tls.cert,
-        key: tls.key,
-        allowHTTP1: true,
-        ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
-      },
-      handle,
-    );
-    const tlsSessions = new Set<http2.ServerHttp2Session>();
-    secure.on("session", (s) => {
-      tlsSessions.add(s);
-      s.once("close", () => tlsSessions.delete(s));
-    });
-    return {
-      server: secure,
-      close: () =>
-        new Promise((resolve) => {
-          secure.close(() => resolve());
-          for (const s of tlsSessions) s.close();
-          setTimeout(() => {
-            for (const s of tlsSessions) s.destroy();
-          }, 1000).unref();
-        }),
-    };
-  }
+}
+
+function serveMetrics(m: NonNullable<HttpListenerDeps["metrics"]>, res: NodeRes, logger: Logger): void {
+  m.text().then(
+    (body) => {
+      res.writeHead(200, { "content-type": m.contentType });
+      res.end(body);
+    },
+    (err: unknown) => {
+      logger.error({ err }, "metrics collection failed");
+      res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+      res.end("metrics unavailable\n");
+    },
+  );
+}
+
+/** The open HTTP/2 sessions of `server`, so that close can end them. */
+function trackSessions(server: http2.Http2Server | http2.Http2SecureServer): Set<http2.ServerHttp2Session> {
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  return sessions;
+}
+
+/** TLS: one HTTP/2 server that also speaks HTTP/1.1 (ALPN). */
+function tlsListener(tls: TlsFiles, handle: (req: NodeReq, res: NodeRes) => void): HttpListener {
+  const secure = http2.createSecureServer(
+    {
+      cert: tls.cert,
+      key: tls.key,
+      allowHTTP1: true,
+      ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+    },
+    handle,
+  );
+  const tlsSessions = trackSessions(secure);
+  return {
+    server: secure,
+    close: () =>
+      new Promise((resolve) => {
+        secure.close(() => resolve());
+        for (const s of tlsSessions) s.close();
+        setTimeout(() => {
+          for (const s of tlsSessions) s.destroy();
+        }, 1000).unref();
+      }),
+  };
+}
+
+/** Cleartext: HTTP/1.1 and h2c on one port; the first bytes of a connection decide which server gets it. */
+function cleartextListener(handle: (req: NodeReq, res: NodeRes) => void): HttpListener {
   const h1 = http.createServer(handle);
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({}, handle);
   const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-  });
+  const sessions = trackSessions(h2);
   const PREFACE = Buffer.from("PRI * HTTP/2.0");
   const server = net.createServer((socket) => {
     // As http.createServer does for its own connections: without it, Nagle's algorithm holds back HTTP/2

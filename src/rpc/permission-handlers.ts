@@ -28,6 +28,7 @@ import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import type { LookupMethods } from "./lookup-handlers.js";
 import { confineRead } from "./tenancy.js";
 
 export const MAX_BULK_ITEMS = 1000;
@@ -52,7 +53,7 @@ export function toResource(m: Pick<ResourceRefMsg, "type" | "id"> | undefined, f
   return { type: m.type as ResourceType, id: m.id.toLowerCase() };
 }
 
-function toPermission(p: string, field: string): string {
+export function toPermission(p: string, field: string): string {
   if (p.length === 0) throw invalidArgument(`${field} is required`, field);
   if (p.length > 128) throw invalidArgument(`${field} is longer than 128 characters`, field);
   return p;
@@ -155,7 +156,10 @@ export interface PermissionHandlerOptions {
   maxWaitMs?: number;
 }
 
-export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): ServiceHandlers<typeof PermissionService> {
+/** Check, CheckBulk and ListPermissions; the lookups are lookupHandlers' (src/rpc/lookup-handlers.ts). */
+type CheckHandlers = Omit<ServiceHandlers<typeof PermissionService>, LookupMethods>;
+
+export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): CheckHandlers {
   const clock = opts.clock ?? Date.now;
   const onDecision = opts.onDecision ?? (() => {});
   return {

@@ -55,6 +55,9 @@ const FIELD: Record<RateLimitMutation["kind"], string> = {
   unassign: "unassign",
 };
 
+/** Where a mutation's fields are, in messages: mutations[i].<its oneof case>. */
+const pathOf = (m: RateLimitMutation, i: number) => `mutations[${i}].${FIELD[m.kind]}`;
+
 function name(v: unknown, path: string): string {
   if (typeof v !== "string" || !NAME.test(v)) throw invalidArgument(`${path} must be 1 to 128 characters of letters, digits and "._:-"`, path);
   return v;
@@ -76,7 +79,7 @@ function validateMutation(m: RateLimitMutation, i: number): RateLimitMutation {
   if (typeof m !== "object" || m === null || !Object.hasOwn(FIELD, m.kind)) {
     throw invalidArgument(`mutations[${i}] must set exactly one change (${Object.values(FIELD).join(", ")})`, `mutations[${i}]`);
   }
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertPolicy": {
       const out: RateLimitMutation = { kind: m.kind, name: name(m.name, `${p}.name`) };
@@ -140,113 +143,120 @@ function fits(scope: RateLimitScope, holder: "user" | "organization"): boolean {
 }
 
 async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{ policyId: number; changed: boolean }> {
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertPolicy": {
       const cur = await policyByName(tx, m.name);
-      if (!cur) {
-        const missing = (["scope", "limitCount", "windowSec"] as const).filter((f) => m[f] === undefined);
-        if (missing.length > 0) {
-          const snake = { scope: "scope", limitCount: "limit_count", windowSec: "window_sec" } as const;
-          throw refusal("INVALID_ARGUMENT", `${p}: a new policy needs ${missing.map((f) => `${p}.${snake[f]}`).join(", ")}`);
-        }
-        const rows = await tx.query<{ id: number }>(
-          `insert into rate_limit_policies (name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
-           values ($1::text, $2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
-           returning id`,
-          [
-            m.name,
-            m.scope,
-            String(m.limitCount),
-            String(m.windowSec),
-            m.description ?? null,
-            m.algorithm ?? "fixed_window",
-            m.failureMode ?? "open",
-            String(m.shadow ?? false),
-          ],
-        );
-        return { policyId: Number(rows[0]?.id), changed: true };
-      }
-      const next = {
-        scope: m.scope ?? cur.scope,
-        limit_count: m.limitCount ?? cur.limit_count,
-        window_sec: m.windowSec ?? cur.window_sec,
-        description: m.description ?? cur.description,
-        algorithm: m.algorithm ?? cur.algorithm,
-        failure_mode: m.failureMode ?? cur.failure_mode,
-        shadow: m.shadow ?? cur.shadow,
-      };
-      if (next.scope !== cur.scope) {
-        const held = await tx.query<{ holder: string; n: string }>(
-          `select case when user_id is not null then 'user' else 'organization' end as holder, count(*)::text as n
-             from rate_limit_assignments where policy_id = $1::text::integer group by 1`,
-          [String(cur.id)],
-        );
-        const misfit = held.find((h) => !fits(next.scope, h.holder as "user" | "organization"));
-        if (misfit || (next.scope === "key" && held.length > 0)) {
-          throw refusal(
-            "FAILED_PRECONDITION",
-            `${p}.scope: policy "${m.name}" is assigned to ${held.map((h) => `${h.n} ${h.holder}(s)`).join(" and ")}; scope ${next.scope} does not fit them (unassign first)`,
-            "POLICY_SCOPE_MISMATCH",
-          );
-        }
-      }
-      const rows = await tx.query(
-        `update rate_limit_policies
-            set scope = $2::text, limit_count = $3::text::integer, window_sec = $4::text::integer, description = $5::text,
-                algorithm = $6::text, failure_mode = $7::text, shadow = $8::text::boolean
-          where id = $1::text::integer
-            and (scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
-                is distinct from ($2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
-          returning id`,
-        [
-          String(cur.id),
-          next.scope,
-          String(next.limit_count),
-          String(next.window_sec),
-          next.description,
-          next.algorithm,
-          next.failure_mode,
-          String(next.shadow),
-        ],
-      );
-      return { policyId: cur.id, changed: rows.length > 0 };
+      return cur ? updatePolicy(tx, m, cur, p) : insertPolicy(tx, m, p);
     }
     case "deletePolicy": {
       const rows = await tx.query<{ id: number }>("delete from rate_limit_policies where name = $1::text returning id", [m.name]);
       return { policyId: rows[0] ? Number(rows[0].id) : 0, changed: rows.length > 0 };
     }
     case "assign":
-    case "unassign": {
-      const policy = await policyByName(tx, m.policy);
-      if (!policy) throw refusal("NOT_FOUND", `${p}.policy: rate-limit policy "${m.policy}" not found`, "POLICY_NOT_FOUND");
-      const holder = m.subject.type as "user" | "organization";
-      const column = holder === "user" ? "user_id" : "org_id";
-      if (m.kind === "unassign") {
-        const rows = await tx.query(`delete from rate_limit_assignments where policy_id = $1::text::integer and ${column} = $2::text::uuid returning id`, [
-          String(policy.id),
-          m.subject.id,
-        ]);
-        return { policyId: policy.id, changed: rows.length > 0 };
-      }
-      if (!fits(policy.scope, holder)) {
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: policy "${policy.name}" has scope ${policy.scope} and cannot be assigned to ${holder === "user" ? "a user" : "an organization"}` +
-            (policy.scope === "key" ? " (key policies are used by name)" : ""),
-          "POLICY_SCOPE_MISMATCH",
-        );
-      }
-      const exists = await tx.query(`select 1 from ${holder === "user" ? "users" : "organizations"} where id = $1::text::uuid`, [m.subject.id]);
-      if (exists.length === 0) throw refusal("NOT_FOUND", `${p}.subject: ${holder} ${m.subject.id} not found`);
-      const rows = await tx.query(
-        `insert into rate_limit_assignments (policy_id, ${column}) values ($1::text::integer, $2::text::uuid)
-           on conflict on constraint rate_limit_assignments_unique do nothing returning id`,
-        [String(policy.id), m.subject.id],
-      );
-      return { policyId: policy.id, changed: rows.length > 0 };
-    }
+    case "unassign":
+      return changeAssignment(tx, m, p);
   }
+}
+
+type UpsertPolicy = Extract<RateLimitMutation, { kind: "upsertPolicy" }>;
+type AssignmentChange = Extract<RateLimitMutation, { kind: "assign" | "unassign" }>;
+
+/** A new policy: scope, limit and window are required, the rest default. */
+async function insertPolicy(tx: SqlQuerier, m: UpsertPolicy, p: string): Promise<{ policyId: number; changed: boolean }> {
+  const missing = (["scope", "limitCount", "windowSec"] as const).filter((f) => m[f] === undefined);
+  if (missing.length > 0) {
+    const snake = { scope: "scope", limitCount: "limit_count", windowSec: "window_sec" } as const;
+    throw refusal("INVALID_ARGUMENT", `${p}: a new policy needs ${missing.map((f) => `${p}.${snake[f]}`).join(", ")}`);
+  }
+  const rows = await tx.query<{ id: number }>(
+    `insert into rate_limit_policies (name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
+     values ($1::text, $2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
+     returning id`,
+    [
+      m.name,
+      m.scope,
+      String(m.limitCount),
+      String(m.windowSec),
+      m.description ?? null,
+      m.algorithm ?? "fixed_window",
+      m.failureMode ?? "open",
+      String(m.shadow ?? false),
+    ],
+  );
+  return { policyId: Number(rows[0]?.id), changed: true };
+}
+
+/** An existing policy: the fields the mutation sets change, the others stay; changed only when a value differs. */
+async function updatePolicy(tx: SqlQuerier, m: UpsertPolicy, cur: PolicyRow, p: string): Promise<{ policyId: number; changed: boolean }> {
+  const next = {
+    scope: m.scope ?? cur.scope,
+    limit_count: m.limitCount ?? cur.limit_count,
+    window_sec: m.windowSec ?? cur.window_sec,
+    description: m.description ?? cur.description,
+    algorithm: m.algorithm ?? cur.algorithm,
+    failure_mode: m.failureMode ?? cur.failure_mode,
+    shadow: m.shadow ?? cur.shadow,
+  };
+  if (next.scope !== cur.scope) await checkScopeFitsHolders(tx, cur, next.scope, p);
+  const rows = await tx.query(
+    `update rate_limit_policies
+        set scope = $2::text, limit_count = $3::text::integer, window_sec = $4::text::integer, description = $5::text,
+            algorithm = $6::text, failure_mode = $7::text, shadow = $8::text::boolean
+      where id = $1::text::integer
+        and (scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
+            is distinct from ($2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
+      returning id`,
+    [String(cur.id), next.scope, String(next.limit_count), String(next.window_sec), next.description, next.algorithm, next.failure_mode, String(next.shadow)],
+  );
+  return { policyId: cur.id, changed: rows.length > 0 };
+}
+
+/** A policy's new scope must fit every holder it is assigned to (a key policy has none). */
+async function checkScopeFitsHolders(tx: SqlQuerier, cur: PolicyRow, scope: RateLimitScope, p: string): Promise<void> {
+  const held = await tx.query<{ holder: string; n: string }>(
+    `select case when user_id is not null then 'user' else 'organization' end as holder, count(*)::text as n
+       from rate_limit_assignments where policy_id = $1::text::integer group by 1`,
+    [String(cur.id)],
+  );
+  const misfit = held.find((h) => !fits(scope, h.holder as "user" | "organization"));
+  if (misfit || (scope === "key" && held.length > 0)) {
+    throw refusal(
+      "FAILED_PRECONDITION",
+      `${p}.scope: policy "${cur.name}" is assigned to ${held.map((h) => `${h.n} ${h.holder}(s)`).join(" and ")}; scope ${scope} does not fit them (unassign first)`,
+      "POLICY_SCOPE_MISMATCH",
+    );
+  }
+}
+
+async function changeAssignment(tx: SqlQuerier, m: AssignmentChange, p: string): Promise<{ policyId: number; changed: boolean }> {
+  const policy = await policyByName(tx, m.policy);
+  if (!policy) throw refusal("NOT_FOUND", `${p}.policy: rate-limit policy "${m.policy}" not found`, "POLICY_NOT_FOUND");
+  const holder = m.subject.type as "user" | "organization";
+  const column = holder === "user" ? "user_id" : "org_id";
+  if (m.kind === "unassign") {
+    const rows = await tx.query(`delete from rate_limit_assignments where policy_id = $1::text::integer and ${column} = $2::text::uuid returning id`, [
+      String(policy.id),
+      m.subject.id,
+    ]);
+    return { policyId: policy.id, changed: rows.length > 0 };
+  }
+  if (!fits(policy.scope, holder)) {
+    throw refusal(
+      "FAILED_PRECONDITION",
+      `${p}: policy "${policy.name}" has scope ${policy.scope} and cannot be assigned to ${holder === "user" ? "a user" : "an organization"}` +
+        (policy.scope === "key" ? " (key policies are used by name)" : ""),
+      "POLICY_SCOPE_MISMATCH",
+    );
+  }
+  const exists = await tx.query(`select 1 from ${holder === "user" ? "users" : "organizations"} where id = $1::text::uuid`, [m.subject.id]);
+  if (exists.length === 0) throw refusal("NOT_FOUND", `${p}.subject: ${holder} ${m.subject.id} not found`);
+  const rows = await tx.query(
+    `insert into rate_limit_assignments (policy_id, ${column}) values ($1::text::integer, $2::text::uuid)
+       on conflict on constraint rate_limit_assignments_unique do nothing returning id`,
+    [String(policy.id), m.subject.id],
+  );
+  return { policyId: policy.id, changed: rows.length > 0 };
 }
 
 /**
@@ -255,7 +265,7 @@ async function apply(tx: SqlQuerier, m: RateLimitMutation, i: number): Promise<{
  * its tenant (a user belongs to no tenant).
  */
 async function confineMutation(c: WriteConfinement, m: RateLimitMutation, i: number): Promise<void> {
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   if (m.kind === "upsertPolicy" || m.kind === "deletePolicy") return c.global(`${p}: rate-limit policy "${m.name}" (policies are global)`);
   if (m.subject.type === "organization") return c.organization(m.subject.id, `${p}.subject: organization ${m.subject.id}`);
   return c.global(`${p}.subject: user ${m.subject.id} (users belong to no tenant)`);

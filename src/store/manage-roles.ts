@@ -5,6 +5,7 @@
 
 import { invalidArgument } from "../errors.js";
 import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid } from "../validation.js";
+import { enforceRoleStructure } from "./role-structure.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
 import { INTERNAL_WRITER, refusal, runBatch, validateBatch, type WriteCaller } from "./write-pipeline.js";
@@ -61,6 +62,8 @@ export type Mutation =
       /** null = a global assignment. */
       scope: ScopeInput | null;
       validUntil: Date | null;
+      /** Replace the user's organization-level role in a single_role_in_hierarchy organization (role-structure.ts). */
+      replace?: boolean;
     }
   | ({ kind: "unassignRole" } & ({ assignmentId: string } | { subject: SubjectInput; role: RoleRefInput; scope: ScopeInput | null }));
 
@@ -97,6 +100,9 @@ const FIELD: Record<Mutation["kind"], string> = {
   assignRole: "assign_role",
   unassignRole: "unassign_role",
 };
+
+/** Where a mutation's fields are, in messages: mutations[i].<its oneof case>. */
+const pathOf = (m: Mutation, i: number) => `mutations[${i}].${FIELD[m.kind]}`;
 
 // ---------------------------------------------------------------------------
 // Validation: every field is checked (and UUIDs lower-cased) before the
@@ -139,7 +145,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
   if (typeof m !== "object" || m === null || !Object.hasOwn(FIELD, m.kind)) {
     throw invalidArgument(`mutations[${i}] must set exactly one change (${Object.values(FIELD).join(", ")})`, `mutations[${i}]`);
   }
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertRole":
     case "upsertPermission": {
@@ -174,6 +180,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
         role: ref(m.role, `${p}.role`),
         scope: scope(m.scope, `${p}.scope`),
         validUntil: v ?? null,
+        ...(m.replace ? { replace: true } : {}),
       };
     }
     case "unassignRole":
@@ -197,7 +204,10 @@ interface Resolved {
   key: string;
 }
 
-function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
+/** The table of each kind of record. */
+const TABLE = { role: "roles", permission: "permissions" } as const;
+
+export function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
   if ("id" in r) return `${kind} ${r.id}`;
   return r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 }
@@ -205,21 +215,26 @@ function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
 const describeResolved = (kind: "role" | "permission", r: Resolved): string =>
   r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 
+/**
+ * The (organization_id, key) match on the unique index: `is not distinct from`
+ * cannot use an index (a scan of every role or permission per lookup), so a
+ * global key (null organization) gets its own `is null` form.
+ */
+function orgKey(org: string | null, key: string, firstParam: number): { sql: string; params: string[] } {
+  if (org === null) return { sql: `organization_id is null and key = $${firstParam}::text`, params: [key] };
+  return { sql: `organization_id = $${firstParam}::text::uuid and key = $${firstParam + 1}::text`, params: [org, key] };
+}
+
 async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRefInput): Promise<Resolved | undefined> {
   const cols = "id::text as id, organization_id::text as organization_id, key";
-  const rows =
-    "id" in r
-      ? await tx.query<{ id: string; organization_id: string | null; key: string }>(`select ${cols} from ${table} where id = $1::text::uuid`, [r.id])
-      : await tx.query<{ id: string; organization_id: string | null; key: string }>(
-          `select ${cols} from ${table} where organization_id is not distinct from $1::text::uuid and key = $2::text`,
-          [r.organizationId, r.key],
-        );
+  const match = "id" in r ? { sql: "id = $1::text::uuid", params: [r.id] } : orgKey(r.organizationId, r.key, 1);
+  const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(`select ${cols} from ${table} where ${match.sql}`, match.params);
   const row = rows[0];
   return row && { id: row.id, organizationId: row.organization_id, key: row.key };
 }
 
-async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
-  const found = await resolve(tx, kind === "role" ? "roles" : "permissions", r);
+export async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
+  const found = await resolve(tx, TABLE[kind], r);
   if (!found) throw refusal("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
   return found;
 }
@@ -231,10 +246,10 @@ async function upsertRecord(
   field: string,
 ): Promise<MutationResult> {
   const kind = table === "roles" ? "role" : "permission";
+  const match = orgKey(m.organizationId, m.key, 2);
   const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(
-    `select id::text as id, organization_id::text as organization_id, key from ${table}
-      where id = $1::text::uuid or (organization_id is not distinct from $2::text::uuid and key = $3::text)`,
-    [m.id ?? null, m.organizationId, m.key],
+    `select id::text as id, organization_id::text as organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})`,
+    [m.id ?? null, ...match.params],
   );
   const same = rows.find((r) => r.organization_id === m.organizationId && r.key === m.key);
   if (m.id !== undefined) {
@@ -330,135 +345,151 @@ async function mustExist(tx: SqlQuerier, table: string, id: string, what: string
 
 const scopeParams = (s: ScopeInput | null): [string, string | null] => (s === null ? ["global", null] : [s.type, s.id]);
 
+/** The role assignment with this subject, role and scope (parameters $1 to $5). */
+const SAME_ASSIGNMENT = `subject_type = $1::text and subject_id = $2::text::uuid and role_id = $3::text::uuid
+            and scope_type = $4::text and scope_id is not distinct from $5::text::uuid`;
+
 async function apply(tx: SqlQuerier, m: Mutation, i: number): Promise<MutationResult> {
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertRole":
       return upsertRecord(tx, "roles", m, p);
     case "upsertPermission":
       return upsertRecord(tx, "permissions", m, p);
-    case "deleteRole": {
-      const role = await mustResolve(tx, "role", m.role, p);
-      const rows = await tx.query("delete from roles where id = $1::text::uuid returning id", [role.id]);
-      return { id: role.id, changed: rows.length > 0 };
-    }
-    case "deletePermission": {
-      const perm = await mustResolve(tx, "permission", m.permission, p);
-      const rows = await tx.query("delete from permissions where id = $1::text::uuid returning id", [perm.id]);
-      return { id: perm.id, changed: rows.length > 0 };
-    }
+    case "deleteRole":
+      return deleteRecord(tx, "role", m.role, p);
+    case "deletePermission":
+      return deleteRecord(tx, "permission", m.permission, p);
     case "grantPermission":
-    case "revokePermission": {
-      const role = await mustResolve(tx, "role", m.role, `${p}.role`);
-      const perm = await mustResolve(tx, "permission", m.permission, `${p}.permission`);
-      if (m.kind === "revokePermission") {
-        const rows = await tx.query("delete from role_permissions where role_id = $1::text::uuid and permission_id = $2::text::uuid returning id", [
-          role.id,
-          perm.id,
-        ]);
-        return { id: "", changed: rows.length > 0 };
-      }
-      if (perm.organizationId !== null && perm.organizationId !== role.organizationId) {
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: ${describeResolved("role", role)} cannot hold ${describeResolved("permission", perm)}: a role holds only permissions of its own organization or global ones`,
-          "CROSS_ORGANIZATION",
-        );
-      }
-      const rows = await tx.query(
-        `insert into role_permissions (role_id, permission_id) values ($1::text::uuid, $2::text::uuid)
-           on conflict (role_id, permission_id) do nothing returning id`,
-        [role.id, perm.id],
-      );
-      return { id: "", changed: rows.length > 0 };
-    }
+    case "revokePermission":
+      return changeGrant(tx, m, p);
     case "addInheritance":
     case "removeInheritance": {
       const role = await mustResolve(tx, "role", m.role, `${p}.role`);
       const parent = await mustResolve(tx, "role", m.parent, `${p}.parent`);
-      if (m.kind === "removeInheritance") {
-        const rows = await tx.query("delete from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid returning role_id", [
-          role.id,
-          parent.id,
-        ]);
-        return { id: "", changed: rows.length > 0 };
-      }
-      if (parent.organizationId !== null && parent.organizationId !== role.organizationId) {
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: ${describeResolved("role", role)} cannot inherit ${describeResolved("role", parent)}: a role inherits only roles of its own organization or global ones`,
-          "CROSS_ORGANIZATION",
-        );
-      }
-      // The organization's role graph is locked until commit: no concurrent write can add the other half of a cycle.
-      const existing = await tx.query(
-        `select authz_lock_role_graph($3::text::uuid),
-                exists (select 1 from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid) as present`,
-        [role.id, parent.id, role.organizationId],
-      );
-      if ((existing[0] as { present: boolean }).present) return { id: "", changed: false };
-      const path = await inheritancePath(tx, parent.id, role.id);
-      if (path) {
-        const cycle = [...path, parent.id];
-        const keys = await roleKeys(tx, cycle);
-        throw refusal(
-          "FAILED_PRECONDITION",
-          `${p}: role inheritance would form a cycle: ${cycle.map((id) => keys.get(id) ?? id).join(" → ")}`,
-          "INHERITANCE_CYCLE",
-        );
-      }
-      await tx.query("insert into role_inheritance (role_id, parent_role_id) values ($1::text::uuid, $2::text::uuid)", [role.id, parent.id]);
-      return { id: "", changed: true };
+      if (m.kind === "addInheritance") return addInheritance(tx, role, parent, p);
+      const rows = await tx.query("delete from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid returning role_id", [
+        role.id,
+        parent.id,
+      ]);
+      return { id: "", changed: rows.length > 0 };
     }
-    case "assignRole": {
-      const role = await mustResolve(tx, "role", m.role, `${p}.role`);
-      await mustExist(tx, SUBJECT_TABLE[m.subject.type as SubjectType], m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
-      // Checked here because the scope trigger would otherwise report a missing avatar as a scope mismatch.
-      if (m.scope) await mustExist(tx, SCOPE_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
-      const [scopeType, scopeId] = scopeParams(m.scope);
-      const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
-      const rows = await tx.query<{ id: string }>(
-        `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
-           values ($1::text, $2::text::uuid, $3::text::uuid, $4::text, $5::text::uuid, $6::text::timestamptz)
-         on conflict on constraint role_assignments_unique do update
-           set valid_until = excluded.valid_until, active = true
-           where (role_assignments.valid_until, role_assignments.active) is distinct from (excluded.valid_until, true)
-         returning id::text as id`,
-        [m.subject.type, m.subject.id, role.id, scopeType, scopeId, validUntil],
-      );
-      if (rows[0]) return { id: rows[0].id, changed: true };
-      const same = await tx.query<{ id: string }>(
-        `select id::text as id from role_assignments
-          where subject_type = $1::text and subject_id = $2::text::uuid and role_id = $3::text::uuid
-            and scope_type = $4::text and scope_id is not distinct from $5::text::uuid`,
-        [m.subject.type, m.subject.id, role.id, scopeType, scopeId],
-      );
-      return { id: same[0]?.id ?? "", changed: false };
-    }
-    case "unassignRole": {
-      if ("assignmentId" in m) {
-        const rows = await tx.query("delete from role_assignments where id = $1::text::uuid returning id", [m.assignmentId]);
-        return { id: m.assignmentId, changed: rows.length > 0 };
-      }
-      const role = await mustResolve(tx, "role", m.role, `${p}.role`);
-      const [scopeType, scopeId] = scopeParams(m.scope);
-      const rows = await tx.query<{ id: string }>(
-        `delete from role_assignments
-          where subject_type = $1::text and subject_id = $2::text::uuid and role_id = $3::text::uuid
-            and scope_type = $4::text and scope_id is not distinct from $5::text::uuid
-          returning id::text as id`,
-        [m.subject.type, m.subject.id, role.id, scopeType, scopeId],
-      );
-      return { id: rows[0]?.id ?? "", changed: rows.length > 0 };
-    }
+    case "assignRole":
+      return assignRole(tx, m, p);
+    case "unassignRole":
+      return unassignRole(tx, m, p);
   }
+}
+
+async function deleteRecord(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, p: string): Promise<MutationResult> {
+  const found = await mustResolve(tx, kind, r, p);
+  const rows = await tx.query(`delete from ${TABLE[kind]} where id = $1::text::uuid returning id`, [found.id]);
+  return { id: found.id, changed: rows.length > 0 };
+}
+
+/** A role holds, or inherits, only permissions or roles of its own organization or global ones. */
+function mustFitOrganization(role: Resolved, kind: "role" | "permission", other: Resolved, p: string): void {
+  if (other.organizationId === null || other.organizationId === role.organizationId) return;
+  const verb = kind === "permission" ? "hold" : "inherit";
+  throw refusal(
+    "FAILED_PRECONDITION",
+    `${p}: ${describeResolved("role", role)} cannot ${verb} ${describeResolved(kind, other)}: a role ${verb}s only ${kind}s of its own organization or global ones`,
+    "CROSS_ORGANIZATION",
+  );
+}
+
+async function changeGrant(tx: SqlQuerier, m: Extract<Mutation, { kind: "grantPermission" | "revokePermission" }>, p: string): Promise<MutationResult> {
+  const role = await mustResolve(tx, "role", m.role, `${p}.role`);
+  const perm = await mustResolve(tx, "permission", m.permission, `${p}.permission`);
+  if (m.kind === "revokePermission") {
+    const rows = await tx.query("delete from role_permissions where role_id = $1::text::uuid and permission_id = $2::text::uuid returning id", [
+      role.id,
+      perm.id,
+    ]);
+    return { id: "", changed: rows.length > 0 };
+  }
+  mustFitOrganization(role, "permission", perm, p);
+  const rows = await tx.query(
+    `insert into role_permissions (role_id, permission_id) values ($1::text::uuid, $2::text::uuid)
+       on conflict (role_id, permission_id) do nothing returning id`,
+    [role.id, perm.id],
+  );
+  return { id: "", changed: rows.length > 0 };
+}
+
+async function addInheritance(tx: SqlQuerier, role: Resolved, parent: Resolved, p: string): Promise<MutationResult> {
+  mustFitOrganization(role, "role", parent, p);
+  // The organization's role graph is locked until commit: no concurrent write can add the other half of a cycle.
+  const existing = await tx.query(
+    `select authz_lock_role_graph($3::text::uuid),
+            exists (select 1 from role_inheritance where role_id = $1::text::uuid and parent_role_id = $2::text::uuid) as present`,
+    [role.id, parent.id, role.organizationId],
+  );
+  if ((existing[0] as { present: boolean }).present) return { id: "", changed: false };
+  const path = await inheritancePath(tx, parent.id, role.id);
+  if (path) {
+    const cycle = [...path, parent.id];
+    const keys = await roleKeys(tx, cycle);
+    throw refusal(
+      "FAILED_PRECONDITION",
+      `${p}: role inheritance would form a cycle: ${cycle.map((id) => keys.get(id) ?? id).join(" → ")}`,
+      "INHERITANCE_CYCLE",
+    );
+  }
+  await tx.query("insert into role_inheritance (role_id, parent_role_id) values ($1::text::uuid, $2::text::uuid)", [role.id, parent.id]);
+  return { id: "", changed: true };
+}
+
+async function assignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "assignRole" }>, p: string): Promise<MutationResult> {
+  const role = await mustResolve(tx, "role", m.role, `${p}.role`);
+  await mustExist(tx, SUBJECT_TABLE[m.subject.type as SubjectType], m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
+  // Checked here because the scope trigger would otherwise report a missing avatar as a scope mismatch.
+  if (m.scope) await mustExist(tx, SCOPE_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
+  if (m.subject.type === "user" && m.scope?.type === "organization") {
+    await enforceRoleStructure(tx, { userId: m.subject.id, organizationId: m.scope.id, roleId: role.id, replace: m.replace === true }, p);
+  }
+  const [scopeType, scopeId] = scopeParams(m.scope);
+  const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
+  const rows = await tx.query<{ id: string }>(
+    `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
+       values ($1::text, $2::text::uuid, $3::text::uuid, $4::text, $5::text::uuid, $6::text::timestamptz)
+     on conflict on constraint role_assignments_unique do update
+       set valid_until = excluded.valid_until, active = true
+       where (role_assignments.valid_until, role_assignments.active) is distinct from (excluded.valid_until, true)
+     returning id::text as id`,
+    [m.subject.type, m.subject.id, role.id, scopeType, scopeId, validUntil],
+  );
+  if (rows[0]) return { id: rows[0].id, changed: true };
+  const same = await tx.query<{ id: string }>(`select id::text as id from role_assignments where ${SAME_ASSIGNMENT}`, [
+    m.subject.type,
+    m.subject.id,
+    role.id,
+    scopeType,
+    scopeId,
+  ]);
+  return { id: same[0]?.id ?? "", changed: false };
+}
+
+async function unassignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "unassignRole" }>, p: string): Promise<MutationResult> {
+  if ("assignmentId" in m) {
+    const rows = await tx.query("delete from role_assignments where id = $1::text::uuid returning id", [m.assignmentId]);
+    return { id: m.assignmentId, changed: rows.length > 0 };
+  }
+  const role = await mustResolve(tx, "role", m.role, `${p}.role`);
+  const [scopeType, scopeId] = scopeParams(m.scope);
+  const rows = await tx.query<{ id: string }>(`delete from role_assignments where ${SAME_ASSIGNMENT} returning id::text as id`, [
+    m.subject.type,
+    m.subject.id,
+    role.id,
+    scopeType,
+    scopeId,
+  ]);
+  return { id: rows[0]?.id ?? "", changed: rows.length > 0 };
 }
 
 // ---------------------------------------------------------------------------
 // Confinement: every row a mutation refers to, for a tenant-bound caller
 // ---------------------------------------------------------------------------
-
-const TABLE = { role: "roles", permission: "permissions" } as const;
 
 /** A role or permission reference: by id (the row's tenant) or by key (its organization's tenant; null = global). */
 async function confineRef(c: WriteConfinement, kind: "role" | "permission", r: RoleRefInput, what: string, global: "allowed" | "denied"): Promise<void> {
@@ -484,7 +515,7 @@ async function confineAssignment(c: WriteConfinement, m: { subject: SubjectInput
 }
 
 async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Promise<void> {
-  const p = `mutations[${i}].${FIELD[m.kind]}`;
+  const p = pathOf(m, i);
   switch (m.kind) {
     case "upsertRole":
     case "upsertPermission": {

@@ -29,117 +29,130 @@ export function createPostgresListener(
   reach: Reachability,
   logger: Logger,
 ): { listen: SqlClient["listen"]; close(): Promise<void> } {
-  const channels = new Map<string, Set<Subscriber>>();
-  let listening = false;
-  let closed = false;
-  let attempt: Promise<void> | undefined;
-  let retry: NodeJS.Timeout | undefined;
-  let failures = 0;
-
-  // onnotify is a documented postgres.js option its type definitions lack.
-  const connOptions = {
-    ...options,
-    max: 1,
-    // Never closed for idleness or age: only a lost connection ends a LISTEN.
-    idle_timeout: 0,
-    max_lifetime: 0,
-    fetch_types: false,
-    onnotify: (channel: string, payload: string) => {
-      for (const s of channels.get(channel) ?? []) s.onNotify(payload);
-    },
-    onclose: () => lost(),
+  const listener = new SupervisedListener(url, options, reach, logger);
+  return {
+    listen: (channel, onNotify, onListen, onLost) => listener.listen(channel, onNotify, onListen, onLost),
+    close: () => listener.close(),
   };
-  const conn = postgres(url, connOptions);
+}
 
-  const lost = (): void => {
-    if (closed || !listening) return;
-    listening = false;
-    logger.warn("change listener connection lost; listening again");
-    for (const subs of channels.values()) for (const s of subs) s.onLost?.();
-    schedule(0);
-  };
+class SupervisedListener {
+  readonly #channels = new Map<string, Set<Subscriber>>();
+  readonly #conn: postgres.Sql;
+  readonly #reach: Reachability;
+  readonly #logger: Logger;
+  #listening = false;
+  #closed = false;
+  #attempt: Promise<void> | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #failures = 0;
 
-  const schedule = (ms: number): void => {
-    if (closed || retry) return;
-    retry = setTimeout(() => {
-      retry = undefined;
-      void subscribeAll().catch(() => {});
+  constructor(url: string, options: postgres.Options<Record<string, postgres.PostgresType>>, reach: Reachability, logger: Logger) {
+    this.#reach = reach;
+    this.#logger = logger;
+    // onnotify is a documented postgres.js option its type definitions lack.
+    const connOptions = {
+      ...options,
+      max: 1,
+      // Never closed for idleness or age: only a lost connection ends a LISTEN.
+      idle_timeout: 0,
+      max_lifetime: 0,
+      fetch_types: false,
+      onnotify: (channel: string, payload: string) => {
+        for (const s of this.#channels.get(channel) ?? []) s.onNotify(payload);
+      },
+      onclose: () => this.#lost(),
+    };
+    this.#conn = postgres(url, connOptions);
+  }
+
+  async listen(channel: string, onNotify: (payload: string) => void, onListen: () => void, onLost?: () => void): Promise<{ unlisten(): Promise<void> }> {
+    const sub: Subscriber = { onNotify, onListen, ...(onLost ? { onLost } : {}) };
+    const subs = this.#channels.get(channel) ?? new Set<Subscriber>();
+    const isNew = !this.#channels.has(channel);
+    this.#channels.set(channel, subs);
+    subs.add(sub);
+    let tell: boolean;
+    try {
+      tell = await this.#start(channel, isNew);
+    } catch (err) {
+      // This LISTEN failed: the subscriber is not kept.
+      subs.delete(sub);
+      if (subs.size === 0 && this.#channels.get(channel) === subs) this.#channels.delete(channel);
+      throw err;
+    }
+    if (tell) sub.onListen();
+    return { unlisten: () => this.#unlisten(channel, subs, sub) };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    await this.#conn.end({ timeout: 1 });
+  }
+
+  /** Makes sure `channel` is listened to; true when its new subscriber must be told here (subscribeAll told it otherwise). */
+  async #start(channel: string, isNew: boolean): Promise<boolean> {
+    if (!this.#listening && this.#attempt) await this.#attempt.catch(() => {});
+    if (!this.#listening) {
+      // LISTEN on every channel, this one included; the first one must work (start-up
+      // waits for it), later losses are retried in the background.
+      await this.#subscribeAll();
+      return false;
+    }
+    // Already listening on other channels: add this one, and tell only its subscriber.
+    if (isNew) await this.#conn.unsafe(`listen ${quote(channel)}`).simple();
+    return true;
+  }
+
+  async #unlisten(channel: string, subs: Set<Subscriber>, sub: Subscriber): Promise<void> {
+    subs.delete(sub);
+    if (subs.size > 0 || this.#channels.get(channel) !== subs) return;
+    this.#channels.delete(channel);
+    if (this.#listening)
+      await this.#conn
+        .unsafe(`unlisten ${quote(channel)}`)
+        .simple()
+        .catch(() => {});
+  }
+
+  #lost(): void {
+    if (this.#closed || !this.#listening) return;
+    this.#listening = false;
+    this.#logger.warn("change listener connection lost; listening again");
+    for (const subs of this.#channels.values()) for (const s of subs) s.onLost?.();
+    this.#schedule(0);
+  }
+
+  #schedule(ms: number): void {
+    if (this.#closed || this.#retry) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      void this.#subscribeAll().catch(() => {});
     }, ms);
-    retry.unref();
-  };
+    this.#retry.unref();
+  }
 
   /** LISTENs on every channel; on success tells every subscriber, on failure retries with backoff. */
-  const subscribeAll = (): Promise<void> => {
-    attempt ??= (async () => {
+  #subscribeAll(): Promise<void> {
+    this.#attempt ??= (async () => {
       try {
-        const names = [...channels.keys()];
+        const names = [...this.#channels.keys()];
         // Those who join meanwhile are told by listen() itself.
-        const told = [...channels.values()].flatMap((subs) => [...subs]);
-        if (names.length) await conn.unsafe(names.map((c) => `listen ${quote(c)}`).join("; ")).simple();
-        failures = 0;
-        listening = true;
+        const told = [...this.#channels.values()].flatMap((subs) => [...subs]);
+        if (names.length) await this.#conn.unsafe(names.map((c) => `listen ${quote(c)}`).join("; ")).simple();
+        this.#failures = 0;
+        this.#listening = true;
         for (const s of told) s.onListen();
       } catch (err) {
-        reach.report(err);
-        failures++;
-        schedule(Math.min(RELISTEN_MAX_MS, RELISTEN_MIN_MS * 2 ** failures));
+        this.#reach.report(err);
+        this.#failures++;
+        this.#schedule(Math.min(RELISTEN_MAX_MS, RELISTEN_MIN_MS * 2 ** this.#failures));
         throw err;
       } finally {
-        attempt = undefined;
+        this.#attempt = undefined;
       }
     })();
-    return attempt;
-  };
-
-  return {
-    async listen(channel, onNotify, onListen, onLost) {
-      const sub: Subscriber = { onNotify, onListen, ...(onLost ? { onLost } : {}) };
-      const subs = channels.get(channel) ?? new Set<Subscriber>();
-      const isNew = !channels.has(channel);
-      channels.set(channel, subs);
-      subs.add(sub);
-      const forget = () => {
-        subs.delete(sub);
-        if (subs.size === 0 && channels.get(channel) === subs) channels.delete(channel);
-      };
-      if (!listening && attempt) await attempt.catch(() => {});
-      if (!listening) {
-        // LISTEN on every channel, this one included; the first one must work (start-up
-        // waits for it), later losses are retried in the background.
-        await subscribeAll().catch((err: unknown) => {
-          forget();
-          throw err;
-        });
-      } else if (isNew) {
-        // Already listening on other channels: add this one, and tell only its subscriber.
-        await conn
-          .unsafe(`listen ${quote(channel)}`)
-          .simple()
-          .catch((err: unknown) => {
-            forget();
-            throw err;
-          });
-        sub.onListen();
-      } else {
-        sub.onListen();
-      }
-      return {
-        async unlisten() {
-          subs.delete(sub);
-          if (subs.size > 0 || channels.get(channel) !== subs) return;
-          channels.delete(channel);
-          if (listening)
-            await conn
-              .unsafe(`unlisten ${quote(channel)}`)
-              .simple()
-              .catch(() => {});
-        },
-      };
-    },
-    async close() {
-      closed = true;
-      clearTimeout(retry);
-      await conn.end({ timeout: 1 });
-    },
-  };
+    return this.#attempt;
+  }
 }

@@ -111,7 +111,11 @@ describe("Postgres stopped for a few seconds, then started again", () => {
     const perms = client(protos, "authz.v1.PermissionService", ports.grpcPort);
     try {
       await until(() => overall.events.at(-1)?.status === "SERVING" && adminHealth.events.at(-1)?.status === "SERVING", 5000, "SERVING before the outage");
-      expect((await call(admin, "ManageRoles", grant("before"), WRITE_DEADLINE_MS)).ok).toBe(true);
+      const before = await call<{ revision: string }>(admin, "ManageRoles", grant("before"), WRITE_DEADLINE_MS);
+      expect(before.ok).toBe(true);
+      // The engine must hold the write before the database goes away: the decisions below are answered from memory.
+      const held = await call<{ allowed: boolean }>(perms, "Check", check("before", before.ok ? { at_least_as_fresh: before.value.revision } : {}), 5000);
+      expect(held.ok && held.value.allowed).toBe(true);
 
       const stopped = performance.now();
       await pg.stop();

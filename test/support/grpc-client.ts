@@ -8,7 +8,14 @@ import { projectPath } from "../../src/paths.js";
  */
 export function loadProtos(): grpc.GrpcObject {
   const def = protoLoader.loadSync(
-    ["grpc/health/v1/health.proto", "authz/v1/permission_service.proto", "authz/v1/admin_service.proto", "authz/v1/rate_limit_service.proto"],
+    [
+      "grpc/health/v1/health.proto",
+      "authz/v1/permission_service.proto",
+      "authz/v1/admin_service.proto",
+      "authz/v1/directory_service.proto",
+      "authz/v1/rate_limit_service.proto",
+      "authz/v1/watch_service.proto",
+    ],
     { includeDirs: [projectPath("proto")], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
   );
   return grpc.loadPackageDefinition(def);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file authz/v1/permission_service.proto.
  */
 export const file_authz_v1_permission_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhdXRoei92MS9wZXJtaXNzaW9uX3NlcnZpY2UucHJvdG8SCGF1dGh6LnYxIq8BCgxDaGVja1JlcXVlc3QSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSEgoKcGVybWlzc2lvbhgCIAEoCRInCghyZXNvdXJjZRgDIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSDwoHZXhwbGFpbhgFIAEoCCKIAQoNQ2hlY2tSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEhAKCHJldmlzaW9uGAIgASgJEigKBnJlYXNvbhgDIAEoDjIYLmF1dGh6LnYxLkRlY2lzaW9uUmVhc29uEioKC2V4cGxhbmF0aW9uGAQgASgLMhUuYXV0aHoudjEuRXhwbGFuYXRpb24iSAoLRXhwbGFuYXRpb24SKAoFc3RlcHMYASADKAsyGS5hdXRoei52MS5FeHBsYW5hdGlvblN0ZXASDwoHbWVzc2FnZRgCIAEoCSJ9Cg9FeHBsYW5hdGlvblN0ZXASKwoEa2luZBgBIAEoDjIdLmF1dGh6LnYxLkV4cGxhbmF0aW9uU3RlcEtpbmQSCgoCaWQYAiABKAkSCwoDa2V5GAMgASgJEiQKBXNjb3BlGAQgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYifgoQQ2hlY2tCdWxrUmVxdWVzdBItCgVpdGVtcxgBIAMoCzIeLmF1dGh6LnYxLkNoZWNrQnVsa1JlcXVlc3RJdGVtEioKC2NvbnNpc3RlbmN5GAIgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSDwoHZXhwbGFpbhgDIAEoCCKSAQoUQ2hlY2tCdWxrUmVxdWVzdEl0ZW0SJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSEgoKcGVybWlzc2lvbhgCIAEoCRInCghyZXNvdXJjZRgDIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEhYKDmNvcnJlbGF0aW9uX2lkGAQgASgJIlcKEUNoZWNrQnVsa1Jlc3BvbnNlEjAKB3Jlc3VsdHMYASADKAsyHy5hdXRoei52MS5DaGVja0J1bGtSZXNwb25zZUl0ZW0SEAoIcmV2aXNpb24YAiABKAkiugEKFUNoZWNrQnVsa1Jlc3BvbnNlSXRlbRIWCg5jb3JyZWxhdGlvbl9pZBgBIAEoCRIPCgdhbGxvd2VkGAIgASgIEigKBnJlYXNvbhgDIAEoDjIYLmF1dGh6LnYxLkRlY2lzaW9uUmVhc29uEioKC2V4cGxhbmF0aW9uGAQgASgLMhUuYXV0aHoudjEuRXhwbGFuYXRpb24SIgoFZXJyb3IYBSABKAsyEy5hdXRoei52MS5JdGVtRXJyb3IiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSK7AQoWTGlzdFBlcm1pc3Npb25zUmVxdWVzdBIlCgdzdWJqZWN0GAEgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhInCghyZXNvdXJjZRgCIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEioKC2NvbnNpc3RlbmN5GAMgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiogEKF0xpc3RQZXJtaXNzaW9uc1Jlc3BvbnNlEioKBnNjb3BlcxgBIAMoCzIaLmF1dGh6LnYxLlNjb3BlUGVybWlzc2lvbnMSEAoIcmV2aXNpb24YAiABKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJEjAKDnN1YmplY3Rfc3RhdHVzGAQgASgOMhguYXV0aHoudjEuRGVjaXNpb25SZWFzb24iiAIKEFNjb3BlUGVybWlzc2lvbnMSDgoGb3JnX2lkGAEgASgJEhAKCG9yZ19uYW1lGAIgASgJEhkKEXVybF9zYWZlX29yZ19uYW1lGAMgASgJEhoKEm9yZ19yb2xlX3N0cnVjdHVyZRgEIAEoCRIkCgVzY29wZRgFIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEhEKCXVzZXJfcm9sZRgGIAEoCRIuCiZpbmhlcml0ZWRfdXNlcl9yb2xlc19wbHVzX2N1cnJlbnRfcm9sZRgHIAMoCRIYChB1c2VyX3Blcm1pc3Npb25zGAggAygJEhgKEGFkZGl0aW9uYWxfcm9sZXMYCSADKAkq7QMKDkRlY2lzaW9uUmVhc29uEh8KG0RFQ0lTSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEhsKF0RFQ0lTSU9OX1JFQVNPTl9HUkFOVEVEEAESHAoYREVDSVNJT05fUkVBU09OX05PX0dSQU5UEAISJQohREVDSVNJT05fUkVBU09OX1NVQkpFQ1RfTk9UX0ZPVU5EEAMSJgoiREVDSVNJT05fUkVBU09OX1JFU09VUkNFX05PVF9GT1VORBAEEigKJERFQ0lTSU9OX1JFQVNPTl9QRVJNSVNTSU9OX05PVF9GT1VORBAFEiIKHkRFQ0lTSU9OX1JFQVNPTl9TVUJKRUNUX0xPQ0tFRBAGEiQKIERFQ0lTSU9OX1JFQVNPTl9TVUJKRUNUX0RJU0FCTEVEEAcSJAogREVDSVNJT05fUkVBU09OX0FDQ09VTlRfSU5BQ1RJVkUQCBImCiJERUNJU0lPTl9SRUFTT05fUFJJTkNJUEFMX0lOQUNUSVZFEAkSIAocREVDSVNJT05fUkVBU09OX05PVF9BQ0NFUFRFRBAKEiUKIURFQ0lTSU9OX1JFQVNPTl9QUklOQ0lQQUxfRVhQSVJFRBALEiUKIURFQ0lTSU9OX1JFQVNPTl9SRVNPVVJDRV9JTkFDVElWRRAMKvgBChNFeHBsYW5hdGlvblN0ZXBLaW5kEiUKIUVYUExBTkFUSU9OX1NURVBfS0lORF9VTlNQRUNJRklFRBAAEiQKIEVYUExBTkFUSU9OX1NURVBfS0lORF9BU1NJR05NRU5UEAESJAogRVhQTEFOQVRJT05fU1RFUF9LSU5EX01FTUJFUlNISVAQAhIeChpFWFBMQU5BVElPTl9TVEVQX0tJTkRfUk9MRRADEigKJEVYUExBTkFUSU9OX1NURVBfS0lORF9JTkhFUklURURfUk9MRRAEEiQKIEVYUExBTkFUSU9OX1NURVBfS0lORF9QRVJNSVNTSU9OEAUy6wEKEVBlcm1pc3Npb25TZXJ2aWNlEjgKBUNoZWNrEhYuYXV0aHoudjEuQ2hlY2tSZXF1ZXN0GhcuYXV0aHoudjEuQ2hlY2tSZXNwb25zZRJECglDaGVja0J1bGsSGi5hdXRoei52MS5DaGVja0J1bGtSZXF1ZXN0GhsuYXV0aHoudjEuQ2hlY2tCdWxrUmVzcG9uc2USVgoPTGlzdFBlcm1pc3Npb25zEiAuYXV0aHoudjEuTGlzdFBlcm1pc3Npb25zUmVxdWVzdBohLmF1dGh6LnYxLkxpc3RQZXJtaXNzaW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_authz_v1_common]);
+  fileDesc("CiFhdXRoei92MS9wZXJtaXNzaW9uX3NlcnZpY2UucHJvdG8SCGF1dGh6LnYxIq8BCgxDaGVja1JlcXVlc3QSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSEgoKcGVybWlzc2lvbhgCIAEoCRInCghyZXNvdXJjZRgDIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSDwoHZXhwbGFpbhgFIAEoCCKIAQoNQ2hlY2tSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEhAKCHJldmlzaW9uGAIgASgJEigKBnJlYXNvbhgDIAEoDjIYLmF1dGh6LnYxLkRlY2lzaW9uUmVhc29uEioKC2V4cGxhbmF0aW9uGAQgASgLMhUuYXV0aHoudjEuRXhwbGFuYXRpb24iSAoLRXhwbGFuYXRpb24SKAoFc3RlcHMYASADKAsyGS5hdXRoei52MS5FeHBsYW5hdGlvblN0ZXASDwoHbWVzc2FnZRgCIAEoCSJ9Cg9FeHBsYW5hdGlvblN0ZXASKwoEa2luZBgBIAEoDjIdLmF1dGh6LnYxLkV4cGxhbmF0aW9uU3RlcEtpbmQSCgoCaWQYAiABKAkSCwoDa2V5GAMgASgJEiQKBXNjb3BlGAQgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYifgoQQ2hlY2tCdWxrUmVxdWVzdBItCgVpdGVtcxgBIAMoCzIeLmF1dGh6LnYxLkNoZWNrQnVsa1JlcXVlc3RJdGVtEioKC2NvbnNpc3RlbmN5GAIgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSDwoHZXhwbGFpbhgDIAEoCCKSAQoUQ2hlY2tCdWxrUmVxdWVzdEl0ZW0SJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSEgoKcGVybWlzc2lvbhgCIAEoCRInCghyZXNvdXJjZRgDIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEhYKDmNvcnJlbGF0aW9uX2lkGAQgASgJIlcKEUNoZWNrQnVsa1Jlc3BvbnNlEjAKB3Jlc3VsdHMYASADKAsyHy5hdXRoei52MS5DaGVja0J1bGtSZXNwb25zZUl0ZW0SEAoIcmV2aXNpb24YAiABKAkiugEKFUNoZWNrQnVsa1Jlc3BvbnNlSXRlbRIWCg5jb3JyZWxhdGlvbl9pZBgBIAEoCRIPCgdhbGxvd2VkGAIgASgIEigKBnJlYXNvbhgDIAEoDjIYLmF1dGh6LnYxLkRlY2lzaW9uUmVhc29uEioKC2V4cGxhbmF0aW9uGAQgASgLMhUuYXV0aHoudjEuRXhwbGFuYXRpb24SIgoFZXJyb3IYBSABKAsyEy5hdXRoei52MS5JdGVtRXJyb3IiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSK7AQoWTGlzdFBlcm1pc3Npb25zUmVxdWVzdBIlCgdzdWJqZWN0GAEgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhInCghyZXNvdXJjZRgCIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEioKC2NvbnNpc3RlbmN5GAMgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiogEKF0xpc3RQZXJtaXNzaW9uc1Jlc3BvbnNlEioKBnNjb3BlcxgBIAMoCzIaLmF1dGh6LnYxLlNjb3BlUGVybWlzc2lvbnMSEAoIcmV2aXNpb24YAiABKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJEjAKDnN1YmplY3Rfc3RhdHVzGAQgASgOMhguYXV0aHoudjEuRGVjaXNpb25SZWFzb24iiAIKEFNjb3BlUGVybWlzc2lvbnMSDgoGb3JnX2lkGAEgASgJEhAKCG9yZ19uYW1lGAIgASgJEhkKEXVybF9zYWZlX29yZ19uYW1lGAMgASgJEhoKEm9yZ19yb2xlX3N0cnVjdHVyZRgEIAEoCRIkCgVzY29wZRgFIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmEhEKCXVzZXJfcm9sZRgGIAEoCRIuCiZpbmhlcml0ZWRfdXNlcl9yb2xlc19wbHVzX2N1cnJlbnRfcm9sZRgHIAMoCRIYChB1c2VyX3Blcm1pc3Npb25zGAggAygJEhgKEGFkZGl0aW9uYWxfcm9sZXMYCSADKAki0gEKFUxvb2t1cFN1YmplY3RzUmVxdWVzdBISCgpwZXJtaXNzaW9uGAEgASgJEicKCHJlc291cmNlGAIgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSFAoMc3ViamVjdF90eXBlGAMgASgJEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSEwoLd2l0aF9ncmFudHMYBSABKAgSEQoJcGFnZV9zaXplGAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkicAoWTG9va3VwU3ViamVjdHNSZXNwb25zZRIrCghzdWJqZWN0cxgBIAMoCzIZLmF1dGh6LnYxLkxvb2tlZFVwU3ViamVjdBIQCghyZXZpc2lvbhgCIAEoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkisQEKG1N0cmVhbUxvb2t1cFN1YmplY3RzUmVxdWVzdBISCgpwZXJtaXNzaW9uGAEgASgJEicKCHJlc291cmNlGAIgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSFAoMc3ViamVjdF90eXBlGAMgASgJEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSEwoLd2l0aF9ncmFudHMYBSABKAgiXQocU3RyZWFtTG9va3VwU3ViamVjdHNSZXNwb25zZRIrCghzdWJqZWN0cxgBIAMoCzIZLmF1dGh6LnYxLkxvb2tlZFVwU3ViamVjdBIQCghyZXZpc2lvbhgCIAEoCSJeCg9Mb29rZWRVcFN1YmplY3QSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSJAoFZ3JhbnQYAiABKAsyFS5hdXRoei52MS5Mb29rdXBHcmFudCJhChBMb29rZWRVcFJlc291cmNlEicKCHJlc291cmNlGAEgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSJAoFZ3JhbnQYAiABKAsyFS5hdXRoei52MS5Mb29rdXBHcmFudCJTCgtMb29rdXBHcmFudBInCgRraW5kGAEgASgOMhkuYXV0aHoudjEuTG9va3VwR3JhbnRLaW5kEgoKAmlkGAIgASgJEg8KB3JvbGVfaWQYAyABKAki0gEKFkxvb2t1cFJlc291cmNlc1JlcXVlc3QSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSEgoKcGVybWlzc2lvbhgCIAEoCRIVCg1yZXNvdXJjZV90eXBlGAMgASgJEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSEwoLd2l0aF9ncmFudHMYByABKAgicwoXTG9va3VwUmVzb3VyY2VzUmVzcG9uc2USLQoJcmVzb3VyY2VzGAEgAygLMhouYXV0aHoudjEuTG9va2VkVXBSZXNvdXJjZRIQCghyZXZpc2lvbhgCIAEoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkisQEKHFN0cmVhbUxvb2t1cFJlc291cmNlc1JlcXVlc3QSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSEgoKcGVybWlzc2lvbhgCIAEoCRIVCg1yZXNvdXJjZV90eXBlGAMgASgJEioKC2NvbnNpc3RlbmN5GAQgASgLMhUuYXV0aHoudjEuQ29uc2lzdGVuY3kSEwoLd2l0aF9ncmFudHMYBSABKAgiYAodU3RyZWFtTG9va3VwUmVzb3VyY2VzUmVzcG9uc2USLQoJcmVzb3VyY2VzGAEgAygLMhouYXV0aHoudjEuTG9va2VkVXBSZXNvdXJjZRIQCghyZXZpc2lvbhgCIAEoCSrtAwoORGVjaXNpb25SZWFzb24SHwobREVDSVNJT05fUkVBU09OX1VOU1BFQ0lGSUVEEAASGwoXREVDSVNJT05fUkVBU09OX0dSQU5URUQQARIcChhERUNJU0lPTl9SRUFTT05fTk9fR1JBTlQQAhIlCiFERUNJU0lPTl9SRUFTT05fU1VCSkVDVF9OT1RfRk9VTkQQAxImCiJERUNJU0lPTl9SRUFTT05fUkVTT1VSQ0VfTk9UX0ZPVU5EEAQSKAokREVDSVNJT05fUkVBU09OX1BFUk1JU1NJT05fTk9UX0ZPVU5EEAUSIgoeREVDSVNJT05fUkVBU09OX1NVQkpFQ1RfTE9DS0VEEAYSJAogREVDSVNJT05fUkVBU09OX1NVQkpFQ1RfRElTQUJMRUQQBxIkCiBERUNJU0lPTl9SRUFTT05fQUNDT1VOVF9JTkFDVElWRRAIEiYKIkRFQ0lTSU9OX1JFQVNPTl9QUklOQ0lQQUxfSU5BQ1RJVkUQCRIgChxERUNJU0lPTl9SRUFTT05fTk9UX0FDQ0VQVEVEEAoSJQohREVDSVNJT05fUkVBU09OX1BSSU5DSVBBTF9FWFBJUkVEEAsSJQohREVDSVNJT05fUkVBU09OX1JFU09VUkNFX0lOQUNUSVZFEAwq+AEKE0V4cGxhbmF0aW9uU3RlcEtpbmQSJQohRVhQTEFOQVRJT05fU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASJAogRVhQTEFOQVRJT05fU1RFUF9LSU5EX0FTU0lHTk1FTlQQARIkCiBFWFBMQU5BVElPTl9TVEVQX0tJTkRfTUVNQkVSU0hJUBACEh4KGkVYUExBTkFUSU9OX1NURVBfS0lORF9ST0xFEAMSKAokRVhQTEFOQVRJT05fU1RFUF9LSU5EX0lOSEVSSVRFRF9ST0xFEAQSJAogRVhQTEFOQVRJT05fU1RFUF9LSU5EX1BFUk1JU1NJT04QBSp4Cg9Mb29rdXBHcmFudEtpbmQSIQodTE9PS1VQX0dSQU5UX0tJTkRfVU5TUEVDSUZJRUQQABIgChxMT09LVVBfR1JBTlRfS0lORF9BU1NJR05NRU5UEAESIAocTE9PS1VQX0dSQU5UX0tJTkRfTUVNQkVSU0hJUBACMu0EChFQZXJtaXNzaW9uU2VydmljZRI4CgVDaGVjaxIWLmF1dGh6LnYxLkNoZWNrUmVxdWVzdBoXLmF1dGh6LnYxLkNoZWNrUmVzcG9uc2USRAoJQ2hlY2tCdWxrEhouYXV0aHoudjEuQ2hlY2tCdWxrUmVxdWVzdBobLmF1dGh6LnYxLkNoZWNrQnVsa1Jlc3BvbnNlElYKD0xpc3RQZXJtaXNzaW9ucxIgLmF1dGh6LnYxLkxpc3RQZXJtaXNzaW9uc1JlcXVlc3QaIS5hdXRoei52MS5MaXN0UGVybWlzc2lvbnNSZXNwb25zZRJTCg5Mb29rdXBTdWJqZWN0cxIfLmF1dGh6LnYxLkxvb2t1cFN1YmplY3RzUmVxdWVzdBogLmF1dGh6LnYxLkxvb2t1cFN1YmplY3RzUmVzcG9uc2USZwoUU3RyZWFtTG9va3VwU3ViamVjdHMSJS5hdXRoei52MS5TdHJlYW1Mb29rdXBTdWJqZWN0c1JlcXVlc3QaJi5hdXRoei52MS5TdHJlYW1Mb29rdXBTdWJqZWN0c1Jlc3BvbnNlMAESVgoPTG9va3VwUmVzb3VyY2VzEiAuYXV0aHoudjEuTG9va3VwUmVzb3VyY2VzUmVxdWVzdBohLmF1dGh6LnYxLkxvb2t1cFJlc291cmNlc1Jlc3BvbnNlEmoKFVN0cmVhbUxvb2t1cFJlc291cmNlcxImLmF1dGh6LnYxLlN0cmVhbUxvb2t1cFJlc291cmNlc1JlcXVlc3QaJy5hdXRoei52MS5TdHJlYW1Mb29rdXBSZXNvdXJjZXNSZXNwb25zZTABYgZwcm90bzM", [file_authz_v1_common]);
 
 /**
  * CheckRequest asks one authorization question.
@@ -546,6 +546,465 @@ export const ScopePermissionsSchema: GenMessage<ScopePermissions> = /*@__PURE__*
   messageDesc(file_authz_v1_permission_service, 11);
 
 /**
+ * LookupSubjectsRequest asks who may do `permission` on `resource`.
+ *
+ * @generated from message authz.v1.LookupSubjectsRequest
+ */
+export type LookupSubjectsRequest = Message<"authz.v1.LookupSubjectsRequest"> & {
+  /**
+   * The permission key, matched as Check matches it. Required.
+   *
+   * @generated from field: string permission = 1;
+   */
+  permission: string;
+
+  /**
+   * The tenant, organization or avatar acted on. Required.
+   *
+   * @generated from field: authz.v1.ResourceRef resource = 2;
+   */
+  resource?: ResourceRef | undefined;
+
+  /**
+   * Optional: only subjects of this type ("user", "account", "principal" or
+   * "staff"); empty means every type.
+   *
+   * @generated from field: string subject_type = 3;
+   */
+  subjectType: string;
+
+  /**
+   * How fresh the answer must be; minimize_latency when absent. Applies to
+   * the first page; later pages are answered at the first page's revision.
+   *
+   * @generated from field: authz.v1.Consistency consistency = 4;
+   */
+  consistency?: Consistency | undefined;
+
+  /**
+   * When true, each subject carries a grant that gives it the permission.
+   *
+   * @generated from field: bool with_grants = 5;
+   */
+  withGrants: boolean;
+
+  /**
+   * Subjects per page; 0 means the server default (100). At most 1000.
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   * Every page is answered at the first page's revision. When this replica
+   * no longer holds that revision (after about a minute unused, or another
+   * replica answered), the call fails with ABORTED (LOOKUP_EXPIRED) and the
+   * lookup must restart without a token.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.LookupSubjectsRequest.
+ * Use `create(LookupSubjectsRequestSchema)` to create a new message.
+ */
+export const LookupSubjectsRequestSchema: GenMessage<LookupSubjectsRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 12);
+
+/**
+ * LookupSubjectsResponse is one page of the answer.
+ *
+ * @generated from message authz.v1.LookupSubjectsResponse
+ */
+export type LookupSubjectsResponse = Message<"authz.v1.LookupSubjectsResponse"> & {
+  /**
+   * The subjects of this page, each once in the whole answer.
+   *
+   * @generated from field: repeated authz.v1.LookedUpSubject subjects = 1;
+   */
+  subjects: LookedUpSubject[];
+
+  /**
+   * The revision every page of this answer is computed at.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+
+  /**
+   * A token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.LookupSubjectsResponse.
+ * Use `create(LookupSubjectsResponseSchema)` to create a new message.
+ */
+export const LookupSubjectsResponseSchema: GenMessage<LookupSubjectsResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 13);
+
+/**
+ * StreamLookupSubjectsRequest asks who may do `permission` on `resource`,
+ * answered as a stream.
+ *
+ * @generated from message authz.v1.StreamLookupSubjectsRequest
+ */
+export type StreamLookupSubjectsRequest = Message<"authz.v1.StreamLookupSubjectsRequest"> & {
+  /**
+   * The permission key, matched as Check matches it. Required.
+   *
+   * @generated from field: string permission = 1;
+   */
+  permission: string;
+
+  /**
+   * The tenant, organization or avatar acted on. Required.
+   *
+   * @generated from field: authz.v1.ResourceRef resource = 2;
+   */
+  resource?: ResourceRef | undefined;
+
+  /**
+   * Optional: only subjects of this type; empty means every type.
+   *
+   * @generated from field: string subject_type = 3;
+   */
+  subjectType: string;
+
+  /**
+   * How fresh the answer must be; minimize_latency when absent.
+   *
+   * @generated from field: authz.v1.Consistency consistency = 4;
+   */
+  consistency?: Consistency | undefined;
+
+  /**
+   * When true, each subject carries a grant that gives it the permission.
+   *
+   * @generated from field: bool with_grants = 5;
+   */
+  withGrants: boolean;
+};
+
+/**
+ * Describes the message authz.v1.StreamLookupSubjectsRequest.
+ * Use `create(StreamLookupSubjectsRequestSchema)` to create a new message.
+ */
+export const StreamLookupSubjectsRequestSchema: GenMessage<StreamLookupSubjectsRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 14);
+
+/**
+ * StreamLookupSubjectsResponse is one part of the answer; the stream ends
+ * after the last one.
+ *
+ * @generated from message authz.v1.StreamLookupSubjectsResponse
+ */
+export type StreamLookupSubjectsResponse = Message<"authz.v1.StreamLookupSubjectsResponse"> & {
+  /**
+   * At most 1000 subjects, each once in the whole stream.
+   *
+   * @generated from field: repeated authz.v1.LookedUpSubject subjects = 1;
+   */
+  subjects: LookedUpSubject[];
+
+  /**
+   * The revision the whole stream is computed at (the same in every message).
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.StreamLookupSubjectsResponse.
+ * Use `create(StreamLookupSubjectsResponseSchema)` to create a new message.
+ */
+export const StreamLookupSubjectsResponseSchema: GenMessage<StreamLookupSubjectsResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 15);
+
+/**
+ * LookedUpSubject is one subject of a lookup.
+ *
+ * @generated from message authz.v1.LookedUpSubject
+ */
+export type LookedUpSubject = Message<"authz.v1.LookedUpSubject"> & {
+  /**
+   * The subject for whom Check answers GRANTED.
+   *
+   * @generated from field: authz.v1.SubjectRef subject = 1;
+   */
+  subject?: SubjectRef | undefined;
+
+  /**
+   * One grant that gives the subject the permission; set only when the
+   * request asked for grants.
+   *
+   * @generated from field: authz.v1.LookupGrant grant = 2;
+   */
+  grant?: LookupGrant | undefined;
+};
+
+/**
+ * Describes the message authz.v1.LookedUpSubject.
+ * Use `create(LookedUpSubjectSchema)` to create a new message.
+ */
+export const LookedUpSubjectSchema: GenMessage<LookedUpSubject> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 16);
+
+/**
+ * LookedUpResource is one resource of a lookup.
+ *
+ * @generated from message authz.v1.LookedUpResource
+ */
+export type LookedUpResource = Message<"authz.v1.LookedUpResource"> & {
+  /**
+   * The resource on which Check answers GRANTED.
+   *
+   * @generated from field: authz.v1.ResourceRef resource = 1;
+   */
+  resource?: ResourceRef | undefined;
+
+  /**
+   * One grant of the subject (or of a principal's account) that gives the
+   * permission there; set only when the request asked for grants.
+   *
+   * @generated from field: authz.v1.LookupGrant grant = 2;
+   */
+  grant?: LookupGrant | undefined;
+};
+
+/**
+ * Describes the message authz.v1.LookedUpResource.
+ * Use `create(LookedUpResourceSchema)` to create a new message.
+ */
+export const LookedUpResourceSchema: GenMessage<LookedUpResource> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 17);
+
+/**
+ * LookupGrant is the record that gives a subject the permission.
+ *
+ * @generated from message authz.v1.LookupGrant
+ */
+export type LookupGrant = Message<"authz.v1.LookupGrant"> & {
+  /**
+   * A role assignment or an avatar membership.
+   *
+   * @generated from field: authz.v1.LookupGrantKind kind = 1;
+   */
+  kind: LookupGrantKind;
+
+  /**
+   * The UUID of the assignment (of the subject, or of a principal's
+   * account) or of the membership.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The UUID of the role the assignment or membership grants (for a
+   * membership: the built-in avatar_member or avatar_owner role).
+   *
+   * @generated from field: string role_id = 3;
+   */
+  roleId: string;
+};
+
+/**
+ * Describes the message authz.v1.LookupGrant.
+ * Use `create(LookupGrantSchema)` to create a new message.
+ */
+export const LookupGrantSchema: GenMessage<LookupGrant> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 18);
+
+/**
+ * LookupResourcesRequest asks on which resources `subject` may do `permission`.
+ *
+ * @generated from message authz.v1.LookupResourcesRequest
+ */
+export type LookupResourcesRequest = Message<"authz.v1.LookupResourcesRequest"> & {
+  /**
+   * Who acts. Required.
+   *
+   * @generated from field: authz.v1.SubjectRef subject = 1;
+   */
+  subject?: SubjectRef | undefined;
+
+  /**
+   * The permission key, matched per resource as Check matches it. Required.
+   *
+   * @generated from field: string permission = 2;
+   */
+  permission: string;
+
+  /**
+   * The type of the resources to list: "tenant", "organization" or
+   * "avatar". Required.
+   *
+   * @generated from field: string resource_type = 3;
+   */
+  resourceType: string;
+
+  /**
+   * How fresh the answer must be; minimize_latency when absent. Applies to
+   * the first page; later pages are answered at the first page's revision.
+   *
+   * @generated from field: authz.v1.Consistency consistency = 4;
+   */
+  consistency?: Consistency | undefined;
+
+  /**
+   * Resources per page; 0 means the server default (100). At most 1000.
+   *
+   * @generated from field: int32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   * As in LookupSubjectsRequest.page_token.
+   *
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
+
+  /**
+   * When true, each resource carries a grant that gives the subject the
+   * permission there.
+   *
+   * @generated from field: bool with_grants = 7;
+   */
+  withGrants: boolean;
+};
+
+/**
+ * Describes the message authz.v1.LookupResourcesRequest.
+ * Use `create(LookupResourcesRequestSchema)` to create a new message.
+ */
+export const LookupResourcesRequestSchema: GenMessage<LookupResourcesRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 19);
+
+/**
+ * LookupResourcesResponse is one page of the answer.
+ *
+ * @generated from message authz.v1.LookupResourcesResponse
+ */
+export type LookupResourcesResponse = Message<"authz.v1.LookupResourcesResponse"> & {
+  /**
+   * The resources of this page, each once in the whole answer.
+   *
+   * @generated from field: repeated authz.v1.LookedUpResource resources = 1;
+   */
+  resources: LookedUpResource[];
+
+  /**
+   * The revision every page of this answer is computed at.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+
+  /**
+   * A token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.LookupResourcesResponse.
+ * Use `create(LookupResourcesResponseSchema)` to create a new message.
+ */
+export const LookupResourcesResponseSchema: GenMessage<LookupResourcesResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 20);
+
+/**
+ * StreamLookupResourcesRequest asks on which resources `subject` may do
+ * `permission`, answered as a stream.
+ *
+ * @generated from message authz.v1.StreamLookupResourcesRequest
+ */
+export type StreamLookupResourcesRequest = Message<"authz.v1.StreamLookupResourcesRequest"> & {
+  /**
+   * Who acts. Required.
+   *
+   * @generated from field: authz.v1.SubjectRef subject = 1;
+   */
+  subject?: SubjectRef | undefined;
+
+  /**
+   * The permission key. Required.
+   *
+   * @generated from field: string permission = 2;
+   */
+  permission: string;
+
+  /**
+   * "tenant", "organization" or "avatar". Required.
+   *
+   * @generated from field: string resource_type = 3;
+   */
+  resourceType: string;
+
+  /**
+   * How fresh the answer must be; minimize_latency when absent.
+   *
+   * @generated from field: authz.v1.Consistency consistency = 4;
+   */
+  consistency?: Consistency | undefined;
+
+  /**
+   * When true, each resource carries a grant that gives the permission there.
+   *
+   * @generated from field: bool with_grants = 5;
+   */
+  withGrants: boolean;
+};
+
+/**
+ * Describes the message authz.v1.StreamLookupResourcesRequest.
+ * Use `create(StreamLookupResourcesRequestSchema)` to create a new message.
+ */
+export const StreamLookupResourcesRequestSchema: GenMessage<StreamLookupResourcesRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 21);
+
+/**
+ * StreamLookupResourcesResponse is one part of the answer; the stream ends
+ * after the last one.
+ *
+ * @generated from message authz.v1.StreamLookupResourcesResponse
+ */
+export type StreamLookupResourcesResponse = Message<"authz.v1.StreamLookupResourcesResponse"> & {
+  /**
+   * At most 1000 resources, each once in the whole stream.
+   *
+   * @generated from field: repeated authz.v1.LookedUpResource resources = 1;
+   */
+  resources: LookedUpResource[];
+
+  /**
+   * The revision the whole stream is computed at (the same in every message).
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+};
+
+/**
+ * Describes the message authz.v1.StreamLookupResourcesResponse.
+ * Use `create(StreamLookupResourcesResponseSchema)` to create a new message.
+ */
+export const StreamLookupResourcesResponseSchema: GenMessage<StreamLookupResourcesResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_permission_service, 22);
+
+/**
  * DecisionReason is a stable, machine-readable reason for a decision.
  *
  * @generated from enum authz.v1.DecisionReason
@@ -708,6 +1167,40 @@ export const ExplanationStepKindSchema: GenEnum<ExplanationStepKind> = /*@__PURE
   enumDesc(file_authz_v1_permission_service, 1);
 
 /**
+ * LookupGrantKind is the kind of record that gives a permission.
+ *
+ * @generated from enum authz.v1.LookupGrantKind
+ */
+export enum LookupGrantKind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: LOOKUP_GRANT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A role assignment.
+   *
+   * @generated from enum value: LOOKUP_GRANT_KIND_ASSIGNMENT = 1;
+   */
+  ASSIGNMENT = 1,
+
+  /**
+   * An avatar membership.
+   *
+   * @generated from enum value: LOOKUP_GRANT_KIND_MEMBERSHIP = 2;
+   */
+  MEMBERSHIP = 2,
+}
+
+/**
+ * Describes the enum authz.v1.LookupGrantKind.
+ */
+export const LookupGrantKindSchema: GenEnum<LookupGrantKind> = /*@__PURE__*/
+  enumDesc(file_authz_v1_permission_service, 2);
+
+/**
  * PermissionService answers authorization questions from an in-memory,
  * precomputed closure of role inheritance. Callers need a credential with the
  * "check" scope.
@@ -750,6 +1243,55 @@ export const PermissionService: GenService<{
     methodKind: "unary";
     input: typeof ListPermissionsRequestSchema;
     output: typeof ListPermissionsResponseSchema;
+  },
+  /**
+   * LookupSubjects lists every subject (user, account, principal, staff) for
+   * whom Check(subject, permission, resource) answers GRANTED, at one
+   * revision, one page at a time. The answer is complete: never truncated.
+   * An unknown resource or permission is an empty answer, not an error.
+   *
+   * @generated from rpc authz.v1.PermissionService.LookupSubjects
+   */
+  lookupSubjects: {
+    methodKind: "unary";
+    input: typeof LookupSubjectsRequestSchema;
+    output: typeof LookupSubjectsResponseSchema;
+  },
+  /**
+   * StreamLookupSubjects is LookupSubjects as a server stream: the whole
+   * answer, at one revision, in messages of at most 1000 subjects.
+   *
+   * @generated from rpc authz.v1.PermissionService.StreamLookupSubjects
+   */
+  streamLookupSubjects: {
+    methodKind: "server_streaming";
+    input: typeof StreamLookupSubjectsRequestSchema;
+    output: typeof StreamLookupSubjectsResponseSchema;
+  },
+  /**
+   * LookupResources lists every resource of one type (tenant, organization
+   * or avatar) on which Check(subject, permission, resource) answers GRANTED,
+   * at one revision, one page at a time; a grant on an organization or a
+   * tenant expands to the avatars (and organizations) under it. Complete:
+   * never truncated. An unknown subject or permission is an empty answer.
+   *
+   * @generated from rpc authz.v1.PermissionService.LookupResources
+   */
+  lookupResources: {
+    methodKind: "unary";
+    input: typeof LookupResourcesRequestSchema;
+    output: typeof LookupResourcesResponseSchema;
+  },
+  /**
+   * StreamLookupResources is LookupResources as a server stream: the whole
+   * answer, at one revision, in messages of at most 1000 resources.
+   *
+   * @generated from rpc authz.v1.PermissionService.StreamLookupResources
+   */
+  streamLookupResources: {
+    methodKind: "server_streaming";
+    input: typeof StreamLookupResourcesRequestSchema;
+    output: typeof StreamLookupResourcesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authz_v1_permission_service, 0);

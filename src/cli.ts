@@ -8,9 +8,9 @@ import { type CliIo, type Command, EXIT, UsageError } from "./cli/common.js";
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command: Command }> }> = {
   check: { summary: "one decision over gRPC (exit 0 allowed, 1 denied)", load: () => import("./cli/check.js") },
   list: { summary: "every role and permission of a subject, over gRPC", load: () => import("./cli/list.js") },
-  lookup: { summary: "(not available yet: needs the lookup RPCs)", load: () => import("./cli/lookup.js") },
+  lookup: { summary: "who may do P on R (subjects), or on what S may do P (resources), over gRPC", load: () => import("./cli/lookup.js") },
   manage: { summary: "apply a ManageRoles batch (JSON file), all or nothing, over gRPC", load: () => import("./cli/manage.js") },
-  watch: { summary: "(not available yet: needs the Watch RPC)", load: () => import("./cli/watch.js") },
+  watch: { summary: "follow committed changes as they happen (Watch), over gRPC", load: () => import("./cli/watch.js") },
   export: { summary: "(not available yet: needs the Export RPC)", load: () => import("./cli/export.js") },
   import: { summary: "upsert a seed-shaped JSON file into DATABASE_URL, all or nothing", load: () => import("./cli/import.js") },
   "api-key": { summary: "create, revoke, list API keys over gRPC (create --bootstrap: on DATABASE_URL)", load: () => import("./cli/api-key.js") },
@@ -26,10 +26,11 @@ ${Object.entries(COMMANDS)
   .map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`)
   .join("\n")}
 
-check, list, manage and api-key talk to a server over gRPC: --server HOST:PORT
-(default 127.0.0.1:50051, the local embedded server; or AUTHZ_SERVER), a
-credential from --api-key or AUTHZ_API_KEY, --output json|table. migrate,
-import and api-key create --bootstrap work on DATABASE_URL directly.
+check, list, lookup, watch, manage and api-key talk to a server over gRPC:
+--server HOST:PORT (default 127.0.0.1:50051, the local embedded server; or
+AUTHZ_SERVER), a credential from --api-key or AUTHZ_API_KEY, --output
+json|table. migrate, import and api-key create --bootstrap work on
+DATABASE_URL directly.
 
 exit codes: 0 done (check: allowed), 1 denied (check: denied; or the service
 refused the call), 2 usage (or INVALID_ARGUMENT), 3 server unavailable.

@@ -89,6 +89,35 @@ function scenario(name: string, start: () => Promise<Target>, more?: (target: ()
       expect(table.stdout).toMatch(/billing\.manage/);
     });
 
+    it("lookup finds who may and where; watch prints a committed change", async () => {
+      const who = await authz(t.env, "lookup", "subjects", "--permission", "billing.manage", "--resource", ORG, "--page-size", "1");
+      expect(who.code, who.stderr).toBe(0);
+      expect((JSON.parse(who.stdout) as { subjects: { subject: { id: string } }[] }).subjects.map((s) => s.subject.id)).toContain(DEMO.user.alice);
+      const where = await authz(
+        t.env,
+        "lookup",
+        "resources",
+        "--subject",
+        alice,
+        "--permission",
+        "billing.manage",
+        "--resource-type",
+        "organization",
+        "-o",
+        "table",
+      );
+      expect(where.code, where.stderr).toBe(0);
+      expect(where.stdout).toContain(ORG);
+      const file = join(mkdtempSync(join(tmpdir(), "authz-cli-")), "revoke.json");
+      writeFileSync(file, JSON.stringify({ mutations: [{ revokePermission: GRANT.mutations[0]?.grantPermission }] }));
+      const revoked = await authz(t.env, "manage", file);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      const revision = BigInt((JSON.parse(revoked.stdout) as { revision: string }).revision);
+      const watched = await authz(t.env, "watch", "--from-revision", String(revision - 1n), "--table", "role_permissions", "--max-changes", "1", "-o", "table");
+      expect(watched.code, watched.stderr).toBe(0);
+      expect(watched.stdout).toMatch(new RegExp(`^${revision}\\tDELETE\\trole_permissions\\t`, "m"));
+    });
+
     it("usage mistakes and INVALID_ARGUMENT exit 2; an unreachable server exits 3", async () => {
       const flag = await authz(t.env, "check", "--subject", alice, "--bogus");
       expect(flag.code).toBe(2);

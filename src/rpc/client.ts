@@ -9,11 +9,12 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/authz/v1/admin_service_pb.js";
 import { PermissionService } from "../../gen/authz/v1/permission_service_pb.js";
 import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
+import { WatchService } from "../../gen/authz/v1/watch_service_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 
 /** Every service the command line calls; other commands add theirs here. */
-const SERVICES: readonly DescService[] = [PermissionService, AdminService, RateLimitService, Health];
+const SERVICES: readonly DescService[] = [PermissionService, AdminService, RateLimitService, WatchService, Health];
 
 export interface RemoteOptions {
   /** host:port (cleartext), or http://host:port, or https://host:port (TLS, system roots and NODE_EXTRA_CA_CERTS). */

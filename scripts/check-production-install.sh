@@ -39,6 +39,10 @@ for _ in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$port_http/readyz" >/dev/null 2>&1; then
     body=$(curl -fsS -X POST -H 'content-type: application/json' -d '{}' "http://127.0.0.1:$port_http/grpc.health.v1.Health/Check")
     echo "production install serves: $body"
+    # Embedded mode serves the web console by default, from the built dist/console.
+    curl -fsS "http://127.0.0.1:$port_http/console/" | grep -q "<title>authz console</title>" || { echo "the console is not served" >&2; exit 1; }
+    curl -fsS "http://127.0.0.1:$port_http/console/main.js" >/dev/null || { echo "the console's modules are not served" >&2; exit 1; }
+    echo "production install serves the console at /console/"
     kill -TERM "$pid"
     wait "$pid" || { echo "server did not exit cleanly on SIGTERM" >&2; exit 1; }
     chmod -R u+w "$work"

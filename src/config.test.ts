@@ -44,6 +44,14 @@ describe("loadConfig", () => {
     expect(c.warnings).toEqual(["AUTHZ_GRCP_PORT is not a known setting and is ignored"]);
   });
 
+  it("serves the console by default only in the embedded mode; AUTHZ_CONSOLE decides otherwise", () => {
+    expect(loadConfig({}).console).toBe(true);
+    expect(loadConfig({ DATABASE_URL: "postgres://h/d" }).console).toBe(false);
+    expect(loadConfig({ DATABASE_URL: "postgres://h/d", AUTHZ_CONSOLE: "on" }).console).toBe(true);
+    expect(loadConfig({ AUTHZ_CONSOLE: "off" }).console).toBe(false);
+    expect(() => loadConfig({ AUTHZ_CONSOLE: "sometimes" })).toThrow(/AUTHZ_CONSOLE must be true or false/);
+  });
+
   it("redacts passwords in URLs for logs", () => {
     expect(redactUrl("postgres://u:secret@h:5432/d")).toBe("postgres://u:REDACTED@h:5432/d");
   });

@@ -78,6 +78,8 @@ export interface Config {
   readonly meshConfigFile: string | undefined;
   /** Base URL published in /.well-known/authzen-configuration; undefined = the request's scheme and Host. */
   readonly authzenBaseUrl: string | undefined;
+  /** Serve the web console at /console on the HTTP port (docs/console.md). */
+  readonly console: boolean;
   /** How long change-log rows are kept (replicas further behind reload a snapshot). */
   readonly changeLogRetentionHours: number;
   /** How long a write's idempotency key replays its first answer. */
@@ -198,6 +200,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
     meaning: "Base URL (https://...) published as policy_decision_point in /.well-known/authzen-configuration.",
   },
   { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: 'Prefix of the rate-limit counter keys in Redis (letters, digits and "._:-").' },
+  {
+    name: "AUTHZ_CONSOLE",
+    default: "off with DATABASE_URL, on embedded",
+    meaning: "on: serve the web console at /console on the HTTP port (every call it makes passes the normal credential and scope checks).",
+  },
 ];
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -282,6 +289,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     ...readRetention(r),
     ...readAuth(r, endpoints.databaseUrl),
     ...readLimitsAndTelemetry(r),
+    // The web console: on by default only in the embedded development mode.
+    console: r.bool("AUTHZ_CONSOLE", endpoints.databaseUrl === undefined && r.read("DATABASE_URL") === undefined),
     warnings: unknownSettings(env),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);

@@ -1,6 +1,5 @@
 import { PGlite, type Transaction } from "@electric-sql/pglite";
-import type { Isolation, SqlClient, SqlQuerier } from "./sql.js";
-import { toStoreError } from "./sql.js";
+import { committedResult, type Isolation, type SentWithCommit, type SqlClient, type SqlQuerier, toStoreError } from "./sql.js";
 
 function querier(db: PGlite | Transaction): SqlQuerier {
   return {
@@ -44,11 +43,12 @@ export async function createPgliteClient(options: { loadDataDir?: Blob } = {}): 
     kind: "pglite",
     ...base,
     dumpDataDir: () => db.dumpDataDir("gzip"),
-    async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T> {
+    async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T | SentWithCommit<T>>, options?: { isolation?: Isolation }): Promise<T> {
       try {
         return await db.transaction(async (tx) => {
           if (options?.isolation) await tx.query(`set transaction isolation level ${options.isolation}`);
-          return fn(querier(tx));
+          // In process a round trip costs nothing: the last statement is read before COMMIT.
+          return committedResult(await fn(querier(tx)));
         });
       } catch (err) {
         throw toStoreError(err);

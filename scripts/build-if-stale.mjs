@@ -32,7 +32,9 @@ if (!existsSync(join(root, "src")) || !existsSync(tsc)) {
   process.stderr.write("authz: cannot build: src/ or TypeScript (a dev dependency) is missing\n");
   process.exit(1);
 }
-const inputs = ["src", "gen", "migrations", "console", "tsconfig.json", "tsconfig.build.json", "package-lock.json"].map((p) => join(root, p)).filter(existsSync);
+const inputs = ["src", "gen", "migrations", "console", "tsconfig.json", "tsconfig.build.json", "package-lock.json"]
+  .map((p) => join(root, p))
+  .filter(existsSync);
 const sourcesAt = Math.max(...inputs.map(newest));
 const built = existsSync(stamp) ? Number(readFileSync(stamp, "utf8").trim()) : Number.NaN;
 if (!force && built >= sourcesAt) process.exit(0);

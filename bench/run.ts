@@ -5,6 +5,7 @@
 // Parts (BENCH_ONLY picks some, comma-separated; default all):
 //   stacks     server stacks for gRPC, one trivial RPC (bench/server-stacks.ts)
 //   grpc       bare http2 vs the authz server's Health, Check and ConsumeRateLimit, one h2load setting
+//   hotpath    server CPU per call: bare http2 canned reply, authz Health, authz Check at log level info (bench/hot-path.ts)
 //   ratelimit  ConsumeRateLimit vs raw EVALSHA vs rate-limiter-flexible (bench/ratelimit.ts)
 //   lag        write -> visible on two replicas
 //   engine     the scale curve: buildSnapshot, Check, cold loadSnapshot at each size; then engine v2
@@ -25,6 +26,9 @@
 //   BENCH_CASBIN_MS       time budget of casbin's timed check loop per scale and variant (default 10000)
 //   BENCH_CHECKS          engine checks per throughput round (default 500000, quick 100000)
 //   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
+//   BENCH_HOT_REQUESTS, BENCH_HOT_WARMUP, BENCH_HOT_ROUNDS  h2load runs of hotpath (20000, 3000, 5; quick 10000, 2000, 2)
+//   BENCH_HOT_CALLS       calls per in-process measurement of hotpath (200000; quick 50000)
+//   BENCH_HOT_RPS, BENCH_HOT_FIXED_REQUESTS  hotpath's fixed-rate runs: req/s per connection (x10 connections) and requests (300, 9000; quick 300, 6000)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
 //   BENCH_DIRECTORY_MUTATIONS  mutations of the directory part (default 10000, quick 10000)
@@ -56,6 +60,7 @@ import {
 import { formatCompare, runEngineV2Compare } from "./engine-v2.js";
 import { runDirectoryBench } from "./directory.js";
 import { runGrpcCompare } from "./grpc-compare.js";
+import { runHotPath } from "./hot-path.js";
 import { runRateLimitBench } from "./ratelimit.js";
 import {
   type CasbinPart,
@@ -122,6 +127,13 @@ const casbinScales: Record<CasbinVariant, number[]> = {
 const casbinMs = int("BENCH_CASBIN_MS", 10_000, 3_000);
 const checks = int("BENCH_CHECKS", 500_000, 100_000);
 const h2 = { requests: int("BENCH_REQUESTS", 30_000, 5_000), warmup: int("BENCH_WARMUP", 2_000, 500), rounds: int("BENCH_ROUNDS", 2, 1) };
+const hot = {
+  requests: int("BENCH_HOT_REQUESTS", 20_000, 10_000),
+  warmup: int("BENCH_HOT_WARMUP", 3_000, 2_000),
+  rounds: int("BENCH_HOT_ROUNDS", 5, 2),
+  inprocCalls: int("BENCH_HOT_CALLS", 200_000, 50_000),
+  fixed: { rps: int("BENCH_HOT_RPS", 300, 300), requests: int("BENCH_HOT_FIXED_REQUESTS", 9_000, 6_000) },
+};
 const rlOpts = {
   requests: int("BENCH_RL_REQUESTS", 50_000, 10_000),
   warmup: int("BENCH_RL_WARMUP", 5_000, 1_000),
@@ -227,6 +239,11 @@ if (wants("stacks")) {
 if (wants("grpc") && needsDb("grpc")) {
   const data = await runGrpcCompare({ databaseUrl: databaseUrl as string, redisUrl, smallScale, ...h2, clients: 10, streams: 10, h2load: h2loadBin, log });
   await save("grpc", data);
+}
+
+if (wants("hotpath") && needsDb("hotpath")) {
+  const data = await runHotPath({ databaseUrl: databaseUrl as string, smallScale, ...hot, clients: 10, streams: 10, h2load: h2loadBin, log });
+  await save("hotpath", data);
 }
 
 if (wants("ratelimit")) {

@@ -72,6 +72,8 @@ export interface Config {
   /** "off", "stdout" or a file path. */
   readonly decisionLog: string;
   readonly decisionLogSample: number;
+  /** Share of successful calls logged at info (failed calls always are; at debug every call is). */
+  readonly rpcLogSample: number;
   /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off when unset. */
   readonly otlpTracesEndpoint: string | undefined;
   /** JSON file mapping sidecar (Envoy) requests to decisions; undefined = built-in defaults. */
@@ -172,6 +174,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_MAX_WAIT_MS", default: "5000", meaning: "Cap on how long a call waits for freshness, whatever deadline the caller set." },
   { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
   { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
+  {
+    name: "AUTHZ_RPC_LOG_SAMPLE",
+    default: "0",
+    meaning: "Share of successful calls that get a per-call log line at level info, between 0 and 1; failed calls always do, and at debug every call does.",
+  },
   {
     name: "AUTHZ_OTLP_ENDPOINT",
     default: "(unset: no tracing)",
@@ -398,6 +405,7 @@ function readLimitsAndTelemetry(r: EnvReader) {
     maxWaitMs: r.int("AUTHZ_MAX_WAIT_MS", 5_000, 1, 600_000),
     decisionLog: readDecisionLog(r),
     decisionLogSample: r.fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
+    rpcLogSample: r.fraction("AUTHZ_RPC_LOG_SAMPLE", 0),
     otlpTracesEndpoint: readOtlp(r),
     meshConfigFile: r.read("AUTHZ_MESH_CONFIG"),
     authzenBaseUrl: r.url("AUTHZ_AUTHZEN_BASE_URL", ["https:", "http:"]),

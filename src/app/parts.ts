@@ -190,7 +190,7 @@ export function buildParts(config: Config, logger: Logger): Parts {
   const shared = {
     metrics,
     health,
-    callLog: createCallLog(logger.child({ module: "rpc" }), metrics, tracing),
+    callLog: createCallLog(logger.child({ module: "rpc" }), metrics, tracing, { okSample: config.rpcLogSample }),
     mesh,
     onDecision: decisionSink(metrics, decisionLog),
     // One count of calls in progress for every entry point (RPCs and AuthZEN).

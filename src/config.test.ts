@@ -8,6 +8,13 @@ describe("loadConfig", () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it("binds loopback in the embedded mode (authentication off) and every interface with a database, unless AUTHZ_HOST says otherwise", () => {
+    expect(loadConfig({}).host).toBe("127.0.0.1");
+    expect(loadConfig({ DATABASE_URL: "postgres://db/authz" }).host).toBe("0.0.0.0");
+    expect(loadConfig({ AUTHZ_HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
+    expect(loadConfig({ DATABASE_URL: "postgres://db/authz", AUTHZ_HOST: "10.1.2.3" }).host).toBe("10.1.2.3");
+  });
+
   it("reports every bad variable at once, without echoing secrets", () => {
     let err: unknown;
     try {

@@ -103,7 +103,11 @@ export class ConfigError extends Error {
 export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; meaning: string }> = [
   { name: "DATABASE_URL", default: "(unset: embedded PGlite)", meaning: "Postgres connection string (postgres://user:pass@host:5432/db)." },
   { name: "REDIS_URL", default: "(unset: in-process store)", meaning: "Redis connection string for rate limits (redis://host:6379)." },
-  { name: "AUTHZ_HOST", default: "0.0.0.0", meaning: "Address both listeners bind to." },
+  {
+    name: "AUTHZ_HOST",
+    default: "127.0.0.1 embedded, 0.0.0.0 with DATABASE_URL",
+    meaning: "Address both listeners bind to. The embedded mode (authentication off) stays on loopback unless this says otherwise.",
+  },
   { name: "AUTHZ_GRPC_PORT", default: "50051", meaning: "gRPC listener (HTTP/2, h2c)." },
   { name: "AUTHZ_HTTP_PORT", default: "8080", meaning: "Connect, gRPC-Web and gRPC over HTTP/1.1 and HTTP/2; /healthz and /readyz." },
   { name: "AUTHZ_LOG_LEVEL", default: "info", meaning: "fatal, error, warn, info, debug, trace or silent." },
@@ -303,7 +307,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
 function readEndpoints(r: EnvReader) {
   const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]);
   const redisUrl = r.url("REDIS_URL", ["redis:", "rediss:"]);
-  const host = r.read("AUTHZ_HOST") ?? "0.0.0.0";
+  // The embedded mode runs with authentication off: on loopback only, unless asked.
+  const host = r.read("AUTHZ_HOST") ?? (databaseUrl === undefined && r.read("DATABASE_URL") === undefined ? "127.0.0.1" : "0.0.0.0");
   const grpcPort = r.int("AUTHZ_GRPC_PORT", 50051, 0, 65535);
   const httpPort = r.int("AUTHZ_HTTP_PORT", 8080, 0, 65535);
   if (grpcPort !== 0 && grpcPort === httpPort) {

@@ -61,6 +61,7 @@ export const REASONS = {
   MEMBERSHIP_NOT_FOUND: { code: "NOT_FOUND", meaning: "A membership named by a transfer does not exist." },
   TRANSFER_NOT_FOUND: { code: "NOT_FOUND", meaning: "The ownership transfer does not exist." },
   POLICY_NOT_FOUND: { code: "NOT_FOUND", meaning: "The rate-limit policy does not exist." },
+  API_KEY_NOT_FOUND: { code: "NOT_FOUND", meaning: "No API key has this id." },
 
   // ALREADY_EXISTS
   ALREADY_EXISTS: { code: "ALREADY_EXISTS", meaning: "The write conflicts with an existing record (a unique key); the message names the field." },
@@ -145,6 +146,7 @@ export const REASONS = {
   UNAUTHENTICATED: { code: "UNAUTHENTICATED", meaning: "No credential, or one that is invalid, expired or revoked." },
   PERMISSION_DENIED: { code: "PERMISSION_DENIED", meaning: "The credential may not make this call." },
   MISSING_SCOPE: { code: "PERMISSION_DENIED", meaning: "The credential lacks the scope the method needs; metadata.scope names it." },
+  SCOPE_NOT_HELD: { code: "PERMISSION_DENIED", meaning: "A new API key may carry only scopes its creator holds; metadata.scope names the first other one." },
   OTHER_TENANT: {
     code: "PERMISSION_DENIED",
     meaning: "The credential is bound to a tenant and the call names a row outside it (docs/security.md); the message names only what the caller sent.",

@@ -226,8 +226,10 @@ describe("credentials on every protocol", () => {
     expect(await checkVia("grpc", apiKey(key))).toBe(OK);
     const id = key.split("_")[1] as string;
     next = reloaded();
-    const { stdout } = await run("node", [projectPath("dist/src/cli.js"), "api-key", "revoke", id], { env: { ...process.env, DATABASE_URL: t.url } });
-    expect(JSON.parse(stdout)).toEqual({ revoked: id });
+    const { stdout } = await run("node", [projectPath("dist/src/cli.js"), "api-key", "revoke", id, "--server", `127.0.0.1:${ports.grpcPort}`], {
+      env: { PATH: process.env.PATH, AUTHZ_API_KEY: keys.admin },
+    });
+    expect(JSON.parse(stdout)).toEqual({ revoked: true });
     await next;
     expect(await checkVia("grpc", apiKey(key))).toBe(UNAUTHENTICATED);
     expect(await checkVia("connect", apiKey(key))).toBe(UNAUTHENTICATED);

@@ -9,6 +9,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ResourceRef, SubjectRef } from "../src/engine/types.js";
+import { loadConfig } from "../src/config.js";
+import { createLogger } from "../src/logger.js";
+import { createApp } from "../src/main.js";
 import { projectPath } from "../src/paths.js";
 import { exportDirectory } from "../src/store/export.js";
 import { importDocument } from "../src/store/import.js";
@@ -109,35 +112,40 @@ describe(`export (seed ${SEED})`, () => {
 });
 
 describe("authz export and import (CLI)", () => {
-  it("export to stdout, import of that file with --quiet: nothing on stderr, the JSON summary on stdout; without --quiet stderr holds only progress lines", async () => {
+  it("export over gRPC to stdout, import of that file with --quiet: nothing on stderr, the JSON summary on stdout; without --quiet stderr holds only progress lines", async () => {
     const r = rng(SEED + 2);
     const [source, target] = [await freshDatabase(), await freshDatabase()];
     dbs.push(source, target);
     await insertDataset(source.raw, generateDataset(r));
-    const cli = projectPath("dist/src/cli.js");
-    const out = await run("node", [cli, "export"], { env: { ...process.env, DATABASE_URL: source.url }, maxBuffer: 64 << 20 });
-    const doc = JSON.parse(out.stdout) as Record<string, unknown>;
-    expect(doc.$comment).toMatch(/^authz export at revision \d+$/);
-    const file = join(mkdtempSync(join(tmpdir(), "authz-export-")), "export.json");
-    writeFileSync(file, out.stdout);
-    const quiet = await run("node", [cli, "import", file, "--quiet"], { env: { ...process.env, DATABASE_URL: target.url } });
-    expect(quiet.stderr).toBe("");
-    expect(JSON.parse(quiet.stdout)).toMatchObject({ dryRun: false, sections: { ROLE_ASSIGNMENT: { updated: 0, deleted: 0 } } });
-    const loud = await run("node", [cli, "import", file], { env: { ...process.env, DATABASE_URL: target.url } });
-    for (const line of loud.stderr.split("\n").filter(Boolean))
-      expect(line).toMatch(/^authz import: (writing|deleting) .* records\/s|^authz import: \d[\d,]* records imported in/);
-    expect(JSON.parse(loud.stdout)).toMatchObject({ revisionBefore: JSON.parse(loud.stdout).revisionAfter });
+    const app = createApp(
+      loadConfig({ DATABASE_URL: source.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+      createLogger("silent"),
+    );
+    try {
+      const server = `127.0.0.1:${(await app.listen()).grpcPort}`;
+      await app.ready;
+      const cli = projectPath("dist/src/cli.js");
+      const out = await run("node", [cli, "export", "--server", server], { env: { ...process.env }, maxBuffer: 64 << 20 });
+      const doc = JSON.parse(out.stdout) as Record<string, unknown>;
+      expect(doc.$comment).toMatch(/^authz export at revision \d+$/);
+      const file = join(mkdtempSync(join(tmpdir(), "authz-export-")), "export.json");
+      writeFileSync(file, out.stdout);
+      const quiet = await run("node", [cli, "import", file, "--quiet"], { env: { ...process.env, DATABASE_URL: target.url } });
+      expect(quiet.stderr).toBe("");
+      expect(JSON.parse(quiet.stdout)).toMatchObject({ dryRun: false, sections: { ROLE_ASSIGNMENT: { updated: 0, deleted: 0 } } });
+      const loud = await run("node", [cli, "import", file], { env: { ...process.env, DATABASE_URL: target.url } });
+      for (const line of loud.stderr.split("\n").filter(Boolean))
+        expect(line).toMatch(/^authz import: (writing|deleting) .* records\/s|^authz import: \d[\d,]* records imported in/);
+      expect(JSON.parse(loud.stdout)).toMatchObject({ revisionBefore: JSON.parse(loud.stdout).revisionAfter });
 
-    const bad = await run("node", [cli, "export", "--tenant", "nope"], { env: { ...process.env, DATABASE_URL: source.url } }).catch(
-      (e: { code: number; stderr: string }) => e,
-    );
-    expect(bad).toMatchObject({ code: 2 });
-    const { REDIS_URL: _redis, ...noRedis } = process.env;
-    const noStore = await run("node", [cli, "export", "--counters"], { env: { ...noRedis, DATABASE_URL: source.url } }).catch(
-      (e: { code: number; stderr: string }) => e,
-    );
-    expect(noStore).toMatchObject({ code: 2, stderr: expect.stringMatching(/--counters reads the live counters from Redis: set REDIS_URL/) });
-    const withStore = await run("node", [cli, "export", "--counters"], { env: { ...process.env, DATABASE_URL: source.url }, maxBuffer: 64 << 20 });
-    expect(Object.keys(JSON.parse(withStore.stdout))).toEqual(Object.keys(doc));
+      const bad = await run("node", [cli, "export", "--server", server, "--tenant", "nope"], { env: { ...process.env } }).catch(
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(bad).toMatchObject({ code: 2 });
+      const counters = await run("node", [cli, "export", "--server", server, "--counters"], { env: { ...process.env }, maxBuffer: 64 << 20 });
+      expect(Object.keys(JSON.parse(counters.stdout))).toEqual(Object.keys(doc));
+    } finally {
+      await app.stop();
+    }
   });
 });

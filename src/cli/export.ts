@@ -1,66 +1,65 @@
-// `authz export [--tenant UUID] [--counters]`: the directory (or one tenant's
-// part) as one import-format JSON document on stdout, written page by page
-// as the export reads it (src/store/export.ts), so a large directory never
-// sits in memory whole. --counters adds the live rate-limit counters, read
-// from the Redis counter store (REDIS_URL); the import refuses them.
+// authz export: the directory (or one tenant's part) as one import-format
+// JSON document on stdout, streamed from AdminService/ExportDirectory over
+// gRPC and written page by page as it arrives, so a large directory never
+// sits in memory whole. --counters adds the live rate-limit counters (the
+// import refuses them).
+import type { JsonObject } from "@bufbuild/protobuf";
+import { type CliIo, type Command, EXIT, parse, REMOTE_OPTIONS, REMOTE_USAGE, remoteFrom, UsageError } from "./common.js";
+import { withServer } from "./remote.js";
 
-import type { Config } from "../config.js";
-import type { Logger } from "../logger.js";
-import { counterPage, countersOf } from "../rpc/export-handlers.js";
-import { createRateLimitStore } from "../rpc/rate-limit-handlers.js";
-import { type ExportPage, exportDirectory } from "../store/export.js";
-import type { SqlClient } from "../store/sql.js";
-import { UUID } from "../validation.js";
+const USAGE = `usage: authz export [--tenant UUID] [--counters] [connection flags] > directory.json
 
-export class ExportUsageError extends Error {}
+Writes the directory in the import format (docs/data-model.md, "Export"), every
+record read at one revision, noted in "$comment". --tenant: one tenant's part
+(a tenant-bound key always gets its own). --counters: also the live rate-limit
+counters (section RateLimitCounter, for inspection; the import refuses them).
+\`authz import\` of the output into an empty database rebuilds the same directory.
+
+${REMOTE_USAGE}`;
+
+const OPTIONS = { ...REMOTE_OPTIONS, tenant: { type: "string" }, counters: { type: "boolean" } } as const;
 
 /** Writes JSON text in order: `{`, then each section's records as they come, then the revision and `}`. */
-function documentWriter(out: (s: string) => Promise<void> | void) {
+function documentWriter(out: (s: string) => void) {
   let section: string | undefined;
   let first = true;
   return {
-    async page(p: ExportPage) {
-      for (const r of p.records) {
-        if (p.section !== section) {
-          await out(`${section === undefined ? "{\n" : "\n  ],\n"}  ${JSON.stringify(p.section)}: [\n`);
-          section = p.section;
+    page(name: string, records: unknown[]) {
+      for (const r of records) {
+        if (name !== section) {
+          out(`${section === undefined ? "{\n" : "\n  ],\n"}  ${JSON.stringify(name)}: [\n`);
+          section = name;
           first = true;
         }
-        await out(`${first ? "" : ",\n"}    ${JSON.stringify(r)}`);
+        out(`${first ? "" : ",\n"}    ${JSON.stringify(r)}`);
         first = false;
       }
     },
-    async end(revision: string) {
-      await out(`${section === undefined ? "{\n" : "\n  ],\n"}  "$comment": ${JSON.stringify(`authz export at revision ${revision}`)}\n}\n`);
+    end(revision: string) {
+      out(`${section === undefined ? "{\n" : "\n  ],\n"}  "$comment": ${JSON.stringify(`authz export at revision ${revision}`)}\n}\n`);
     },
   };
 }
 
-/** Runs the export command; returns the exit code. */
-export async function exportCommand(db: SqlClient, config: Config, logger: Logger, args: string[], out: (s: string) => Promise<void> | void): Promise<number> {
-  const tenantAt = args.indexOf("--tenant");
-  const tenant = tenantAt >= 0 ? args[tenantAt + 1] : undefined;
-  const unknown = args.filter((a, i) => a !== "--tenant" && a !== "--counters" && i !== tenantAt + 1);
-  if ((tenantAt >= 0 && (tenant === undefined || !UUID.test(tenant))) || unknown.length > 0) {
-    throw new ExportUsageError("usage: authz export [--tenant UUID] [--counters]");
-  }
-  const counters = args.includes("--counters");
-  if (counters && !config.redisUrl) throw new ExportUsageError("--counters reads the live counters from Redis: set REDIS_URL");
-  const w = documentWriter(out);
-  const kept: ExportPage[] = [];
-  const { revision } = await exportDirectory(db, { tenantId: tenant?.toLowerCase() ?? null }, async (p) => {
-    if (counters && (p.section === "RateLimitPolicy" || p.section === "RateLimitAssignment")) kept.push(p);
-    await w.page(p);
-  });
-  if (counters) {
-    const store = createRateLimitStore(config, logger);
-    try {
-      await store.ready(5000);
-      await w.page(await counterPage(store, countersOf(kept)));
-    } finally {
-      await store.close();
+export const command: Command = {
+  usage: USAGE,
+  async run(args: string[], io: CliIo): Promise<number> {
+    const { values } = parse(args, OPTIONS);
+    const remote = remoteFrom(values, io);
+    if (values.tenant !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(values.tenant)) {
+      throw new UsageError("--tenant must be a tenant UUID");
     }
-  }
-  await w.end(revision);
-  return 0;
-}
+    const request: JsonObject = { tenantId: values.tenant ?? "", includeCounters: values.counters ?? false };
+    return withServer("export", remote, io, async (client) => {
+      const w = documentWriter((s) => io.out(s));
+      let revision = "0";
+      for await (const msg of client.stream("authz.v1.AdminService", "ExportDirectory", request)) {
+        const m = msg as JsonObject;
+        revision = String(m.revision ?? revision);
+        w.page(String(m.section ?? ""), JSON.parse(String(m.recordsJson ?? "[]")) as unknown[]);
+      }
+      w.end(revision);
+      return EXIT.OK;
+    });
+  },
+};

@@ -10,6 +10,7 @@ import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
+import { apiKeyHandlers } from "./api-key-handlers.js";
 import { directoryHandlers } from "./directory-handlers.js";
 import { exportDirectoryHandler } from "./export-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
@@ -80,6 +81,7 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
       manageRoles: manageRolesHandler(deps.db),
       exportDirectory: exportDirectoryHandler(deps.db, deps.rateLimitStore),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),
+      ...apiKeyHandlers(deps.db),
     } satisfies ServiceHandlers<typeof AdminService>),
     bind(DirectoryService, directoryHandlers(deps.db)),
     bind(RateLimitService, deps.rateLimit),

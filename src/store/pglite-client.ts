@@ -25,17 +25,24 @@ function querier(db: PGlite | Transaction): SqlQuerier {
   };
 }
 
+/** The embedded database, which can also dump its data directory. */
+export interface PgliteClient extends SqlClient {
+  dumpDataDir(): Promise<Blob>;
+}
+
 /**
  * In-process Postgres (PGlite, WASM) for the embedded development mode: the
  * same migrations, triggers and LISTEN/NOTIFY as a real server, one session.
- * dataDir undefined = in memory.
+ * In memory; loadDataDir starts from a dumped data directory instead of
+ * running initdb (embedded-snapshot.ts).
  */
-export async function createPgliteClient(dataDir?: string): Promise<SqlClient> {
-  const db = await PGlite.create(dataDir);
+export async function createPgliteClient(options: { loadDataDir?: Blob } = {}): Promise<PgliteClient> {
+  const db = await PGlite.create(options.loadDataDir ? { loadDataDir: options.loadDataDir } : {});
   const base = querier(db);
   return {
     kind: "pglite",
     ...base,
+    dumpDataDir: () => db.dumpDataDir("gzip"),
     async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T | SentWithCommit<T>>, options?: { isolation?: Isolation }): Promise<T> {
       try {
         return await db.transaction(async (tx) => {

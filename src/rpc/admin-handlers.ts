@@ -2,12 +2,13 @@
 // and the domain result back as a response message. Presence checks (an
 // empty oneof, a missing sub-message) happen here; the store validates values.
 
+import { batchInput } from "./batch-request.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ManageRolesRequest, ManageRolesResponseSchema, PermissionRef, RoleMutation, RoleRef } from "../../gen/authz/v1/admin_service_pb.js";
 import type { ResourceRef, SubjectRef } from "../../gen/authz/v1/common_pb.js";
 import { invalidArgument } from "../errors.js";
-import { MAX_MUTATIONS, type Mutation, type RoleRefInput, type ScopeInput, type SubjectInput, manageRoles } from "../store/manage-roles.js";
+import { type Mutation, type RoleRefInput, type ScopeInput, type SubjectInput, manageRoles } from "../store/manage-roles.js";
 import type { SqlClient } from "../store/sql.js";
 import type { CallContext } from "./handler-types.js";
 import { writeCaller } from "./tenancy.js";
@@ -110,16 +111,7 @@ export function manageRolesHandler(
   db: () => SqlClient,
 ): (req: ManageRolesRequest, ctx: CallContext) => Promise<MessageInitShape<typeof ManageRolesResponseSchema>> {
   return async (req, ctx) => {
-    if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-    const result = await manageRoles(
-      db(),
-      {
-        mutations: req.mutations.map(mutationFrom),
-        ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
-        ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-      },
-      writeCaller(ctx),
-    );
+    const result = await manageRoles(db(), batchInput(req, mutationFrom), writeCaller(ctx));
     return { revision: result.revision, results: result.results.map((r) => ({ id: r.id, changed: r.changed })) };
   };
 }

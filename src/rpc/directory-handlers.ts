@@ -3,6 +3,7 @@
 // values validated by the store), and the reads: request filters to
 // store/directory-reads.ts, rows back to messages.
 
+import { batchInput } from "./batch-request.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import type { RoleRef } from "../../gen/authz/v1/admin_service_pb.js";
@@ -17,7 +18,6 @@ import type { DirectoryMutation } from "../store/directory-mutations.js";
 import { manageDirectory } from "../store/directory-writer.js";
 import type { RoleRefInput } from "../store/manage-roles.js";
 import type { SqlClient } from "../store/sql.js";
-import { MAX_MUTATIONS } from "../store/write-pipeline.js";
 import { directoryReadHandlers } from "./directory-read-handlers.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { writeCaller } from "./tenancy.js";
@@ -195,16 +195,7 @@ function manageDirectoryHandler(
   db: () => SqlClient,
 ): (req: ManageDirectoryRequest, ctx: CallContext) => Promise<MessageInitShape<typeof ManageDirectoryResponseSchema>> {
   return async (req, ctx) => {
-    if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-    const result = await manageDirectory(
-      db(),
-      {
-        mutations: req.mutations.map(mutationFrom),
-        ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
-        ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-      },
-      writeCaller(ctx),
-    );
+    const result = await manageDirectory(db(), batchInput(req, mutationFrom), writeCaller(ctx));
     return { revision: result.revision, results: result.results.map((r) => ({ id: r.id, changed: r.changed })) };
   };
 }

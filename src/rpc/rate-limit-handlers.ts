@@ -3,6 +3,7 @@
 // helper createRateLimitService, which picks the counter store from the
 // configuration (Redis, Redis Cluster, or in process).
 
+import { batchInput } from "./batch-request.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Consistency, SubjectRef as SubjectRefMsg } from "../../gen/authz/v1/common_pb.js";
 import {
@@ -30,7 +31,7 @@ import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { NEVER } from "../ratelimit/algorithms.js";
 import { type ConsumeInput, consume, type DecisionSource, type PolicyResult, type RateDecision, readCounters, resolvePolicies } from "../ratelimit/limiter.js";
-import { MAX_MUTATIONS, manageRateLimits, type RateLimitMutation } from "../store/manage-rate-limits.js";
+import { manageRateLimits, type RateLimitMutation } from "../store/manage-rate-limits.js";
 import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
 import type { RateLimitStore, StoreState } from "../ratelimit/store.js";
@@ -225,16 +226,7 @@ export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<t
     },
 
     async manageRateLimits(req, ctx) {
-      if (req.mutations.length > MAX_MUTATIONS) throw invalidArgument(`mutations must hold 1 to ${MAX_MUTATIONS} changes`, "mutations");
-      const result = await manageRateLimits(
-        deps.db(),
-        {
-          mutations: req.mutations.map(mutationFrom),
-          ...(req.idempotencyKey !== "" ? { idempotencyKey: req.idempotencyKey } : {}),
-          ...(req.expectedRevision !== "" ? { expectedRevision: req.expectedRevision } : {}),
-        },
-        writeCaller(ctx),
-      );
+      const result = await manageRateLimits(deps.db(), batchInput(req, mutationFrom), writeCaller(ctx));
       return { revision: result.revision, results: result.results.map((r) => ({ policyId: r.policyId, changed: r.changed })) };
     },
 

@@ -3,7 +3,8 @@
 // scratch, and every outcome without explain is a frozen constant. Explain
 // runs the very same search and then builds the path.
 
-import { membershipInForce, scopeKey } from "./grant-index.js";
+import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, G_UNTIL_LO, membershipInForce, scopeKey, untilOf } from "./grant-index.js";
+import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import { cannotAct, holds, matchPermission, place, resolvePlace, SCOPE_TYPE_OF, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_PRINCIPAL, type State } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
@@ -70,17 +71,23 @@ export function findGrant(st: State, kind: number, s: number, matched: number, n
 }
 
 function assignmentGrant(st: State, head: number, matched: number, now: number): boolean {
-  const c = st.c;
+  const pages = st.c.gRec.pages;
   // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
   const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
   const o = place.org >= 0 ? scopeKey(SC_ORG, place.org) : -2;
   const av = place.avatar >= 0 ? scopeKey(SC_AVATAR, place.avatar) : -2;
-  for (let r = head; r >= 0; r = c.gNext.get(r)) {
-    const key = c.gScope.get(r);
-    if (key !== o && key !== 0 && key !== t && key !== av) continue;
-    if (c.gUntil.get(r) <= now) continue;
-    const role = c.gRole.get(r);
-    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", c.gAssign.get(r), role, key & 3, key >> 2);
+  for (let r = head; r >= 0; ) {
+    // One record is G_STRIDE ints on one page (see grant-index.ts).
+    const i = r * G_STRIDE;
+    const g = pages[i >>> PAGE_SHIFT] as Int32Array;
+    const at = i & PAGE_MASK;
+    const key = g[at + G_SCOPE] as number;
+    const next = g[at + G_NEXT] as number;
+    if ((key === o || key === 0 || key === t || key === av) && untilOf(g[at + G_UNTIL_HI] as number, g[at + G_UNTIL_LO] as number) > now) {
+      const role = g[at + G_ROLE] as number;
+      if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", g[at + G_ASSIGN] as number, role, key & 3, key >> 2);
+    }
+    r = next;
   }
   return false;
 }

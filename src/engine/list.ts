@@ -3,7 +3,7 @@
 // returns"). Not on the hot path: it allocates freely.
 
 import { scopeRefOf } from "./check.js";
-import { grantHead, membershipInForce } from "./grant-index.js";
+import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, gGet, grantHead, gUntil, membershipInForce } from "./grant-index.js";
 import { cannotAct, covers, hasBit, type Place, place, resolveById, resolvePlace, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { readPairs } from "./role-graph.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_GLOBAL, SC_ORG, SK_PRINCIPAL, SK_USER, type State } from "./state.js";
@@ -23,10 +23,10 @@ export function grantsOf(st: State, kind: number, s: number, now: number): HeldG
   const c = st.c;
   const out: HeldGrant[] = [];
   const fromAssignments = (head: number) => {
-    for (let r = head; r >= 0; r = c.gNext.get(r)) {
-      if (c.gUntil.get(r) <= now) continue;
-      const key = c.gScope.get(r);
-      out.push({ kind: "ASSIGNMENT", id: c.gAssign.get(r), role: c.gRole.get(r), scopeKind: key & 3, scope: key >> 2 });
+    for (let r = head; r >= 0; r = gGet(c, r, G_NEXT)) {
+      if (gUntil(c, r) <= now) continue;
+      const key = gGet(c, r, G_SCOPE);
+      out.push({ kind: "ASSIGNMENT", id: gGet(c, r, G_ASSIGN), role: gGet(c, r, G_ROLE), scopeKind: key & 3, scope: key >> 2 });
     }
   };
   fromAssignments(grantHead(st, kind).get(s));

@@ -169,20 +169,15 @@ function roleColumns() {
 /** Assignments, the grant records Check reads, memberships and a user's places. */
 function grantColumns() {
   return {
-    // assignments: flags, subject and scope kinds, subject, its grant record, the scope list
+    // assignments: flags, the grant record of a linked one, the scope list
     aFlags: new U8(),
-    aKinds: new U8(),
-    aSubj: link(),
     aRec: link(),
     aNextC: link(),
     aPrevC: link(),
-    // grant records: what Check reads of an active assignment, in the subject's list. A build
-    // lays each subject's records side by side (compactGrants), so a Check reads a few cache lines.
-    gScope: link(),
-    gRole: link(),
-    gUntil: new F64(),
-    gAssign: link(),
-    gNext: link(),
+    // grant records: what Check reads of a linked assignment, in the subject's list, as one
+    // 32-byte struct of G_STRIDE ints (grant-index.ts G_*): a record is one cache line or half of
+    // one. A build lays each subject's records side by side (compactGrants).
+    gRec: link(),
     // memberships
     mFlags: new U8(),
     mPrincipal: link(),
@@ -278,8 +273,14 @@ type Pool = "rp" | "e" | "pl" | "g";
 const FREE = { rp: "rpFree", e: "eFree", pl: "plFree", g: "gFree" } as const;
 const TOP = { rp: "rpTop", e: "eTop", pl: "plTop", g: "gTop" } as const;
 
+/** Where a pool's records keep their next link (a column, or a field of a struct column). */
+export interface NextLinks {
+  get(rec: number): number;
+  set(rec: number, v: number): void;
+}
+
 /** Allocates a record from a pool (free list first). */
-export function allocRecord(n: Scalars, pool: Pool, next: I32): number {
+export function allocRecord(n: Scalars, pool: Pool, next: NextLinks): number {
   const free = n[FREE[pool]];
   if (free >= 0) {
     n[FREE[pool]] = next.get(free);
@@ -288,7 +289,7 @@ export function allocRecord(n: Scalars, pool: Pool, next: I32): number {
   return n[TOP[pool]]++;
 }
 
-export function freeRecord(n: Scalars, pool: Pool, next: I32, rec: number): void {
+export function freeRecord(n: Scalars, pool: Pool, next: NextLinks, rec: number): void {
   next.set(rec, n[FREE[pool]]);
   n[FREE[pool]] = rec;
 }

@@ -3,7 +3,7 @@
 // which permission a key matches, and the grant rule itself. Nothing here
 // allocates: a resolved place is written to the module's scratch `place`.
 
-import type { UuidInterner } from "./interner.js";
+import type { InlineUuidInterner } from "./interner.js";
 import {
   ACTIVE,
   ENABLED,
@@ -67,12 +67,12 @@ export function scopeKind(type: string): number {
 
 export const SCOPE_TYPE_OF: readonly ScopeType[] = ["global", "tenant", "organization", "avatar"];
 
-export function subjectInterner(st: State, kind: number): UuidInterner {
+export function subjectInterner(st: State, kind: number): InlineUuidInterner {
   const s = st.shared;
   return kind === SK_USER ? s.users : kind === SK_ACCOUNT ? s.accounts : kind === SK_PRINCIPAL ? s.principals : s.staff;
 }
 
-export function resourceInterner(st: State, kind: number): UuidInterner {
+export function resourceInterner(st: State, kind: number): InlineUuidInterner {
   const s = st.shared;
   return kind === SC_TENANT ? s.tenants : kind === SC_ORG ? s.orgs : s.avatars;
 }

@@ -25,7 +25,7 @@ import { list } from "./list.js";
 import { lookupResourceGrants, lookupResources, lookupSubjects, type ResourceGrant, type SubjectGrant } from "./lookups.js";
 import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
-import { UuidInterner } from "./interner.js";
+import { InlineUuidInterner, UuidInterner } from "./interner.js";
 import { pagedBytes } from "./paged.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
@@ -215,7 +215,7 @@ export class Snapshot implements RatePolicyLookup {
     const st = this.#st;
     const out: Record<string, number> = {};
     for (const [k, col] of Object.entries(st.c)) out[k] = pagedBytes(col);
-    for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner) out[`interner.${k}`] = v.bytes;
+    for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner || v instanceof InlineUuidInterner) out[`interner.${k}`] = v.bytes;
     out.arena = st.shared.arena.words.byteLength;
     return out;
   }

@@ -10,7 +10,7 @@
 // linked with a free list for the short per-role and per-user ones (direct
 // permissions, inheritance edges, a user's places). -1 ends a list.
 
-import { KeyInterner, UuidInterner, WordArena } from "./interner.js";
+import { InlineUuidInterner, KeyInterner, UuidInterner, WordArena } from "./interner.js";
 import { F64, I32, Obj, U8 } from "./paged.js";
 import { PolicyIndex } from "./rate-limit-policies.js";
 
@@ -36,15 +36,15 @@ export const LINKED = 64;
 
 /** Interners and arenas every snapshot of one lineage shares (append-only). */
 export interface Shared {
-  readonly users: UuidInterner;
-  readonly staff: UuidInterner;
-  readonly accounts: UuidInterner;
-  readonly principals: UuidInterner;
-  readonly tenants: UuidInterner;
-  readonly orgs: UuidInterner;
-  readonly avatars: UuidInterner;
-  readonly roles: UuidInterner;
-  readonly perms: UuidInterner;
+  readonly users: InlineUuidInterner;
+  readonly staff: InlineUuidInterner;
+  readonly accounts: InlineUuidInterner;
+  readonly principals: InlineUuidInterner;
+  readonly tenants: InlineUuidInterner;
+  readonly orgs: InlineUuidInterner;
+  readonly avatars: InlineUuidInterner;
+  readonly roles: InlineUuidInterner;
+  readonly perms: InlineUuidInterner;
   readonly assignments: UuidInterner;
   readonly memberships: UuidInterner;
   /** Permission keys, role keys, role names. */
@@ -53,7 +53,8 @@ export interface Shared {
 }
 
 export function createShared(): Shared {
-  const u = () => new UuidInterner();
+  // Check parses subject and resource ids: their interners hold the words inline (one cache line a find).
+  const u = () => new InlineUuidInterner();
   return {
     users: u(),
     staff: u(),
@@ -64,8 +65,8 @@ export function createShared(): Shared {
     avatars: u(),
     roles: u(),
     perms: u(),
-    assignments: u(),
-    memberships: u(),
+    assignments: new UuidInterner(),
+    memberships: new UuidInterner(),
     keys: new KeyInterner(),
     arena: new WordArena(),
   };

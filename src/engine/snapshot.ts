@@ -240,8 +240,36 @@ export class Snapshot implements RatePolicyLookup {
 }
 
 /** Builds the first snapshot from full tables, streamed table by table (rows as the normalizers in rows.ts accept them). */
+/** The interner each table's ids go to, for SnapshotBuilder.reserve. */
+const INTERNER_OF: Partial<Record<FollowedTable, keyof State["shared"]>> = {
+  tenants: "tenants",
+  organizations: "orgs",
+  users: "users",
+  staff: "staff",
+  accounts: "accounts",
+  principals: "principals",
+  avatars: "avatars",
+  memberships: "memberships",
+  roles: "roles",
+  permissions: "perms",
+  role_assignments: "assignments",
+};
+
 export class SnapshotBuilder {
   #w: Writer | undefined = new Writer(createState(), true);
+
+  /**
+   * Sizes the id tables for about `counts` rows per table before loading, so
+   * they are not rehashed as they grow. A hint: a wrong count costs a rehash
+   * or some memory, never a wrong answer.
+   */
+  reserve(counts: Partial<Record<FollowedTable, number>>): void {
+    const shared = this.#writer().st.shared;
+    for (const [table, n] of Object.entries(counts)) {
+      const k = INTERNER_OF[table as FollowedTable];
+      if (k && typeof n === "number" && n > 0) (shared[k] as { reserve(n: number): void }).reserve(n);
+    }
+  }
 
   load(table: FollowedTable, rows: Iterable<Raw>): void {
     const w = this.#writer();
@@ -268,8 +296,13 @@ export class SnapshotBuilder {
 }
 
 /** Builds a snapshot from full tables at once (tests, benchmarks). */
-export function buildSnapshot(revision: bigint, tables: Partial<Record<FollowedTable, Iterable<Raw>>>): Snapshot {
+export function buildSnapshot(
+  revision: bigint,
+  tables: Partial<Record<FollowedTable, Iterable<Raw>>>,
+  counts: Partial<Record<FollowedTable, number>> = {},
+): Snapshot {
   const b = new SnapshotBuilder();
+  b.reserve(counts);
   for (const t of FOLLOWED_TABLES) {
     const rows = tables[t];
     if (rows) b.load(t, rows);

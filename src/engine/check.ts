@@ -6,7 +6,7 @@
 import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, G_UNTIL_LO, membershipInForce, scopeKey, untilOf } from "./grant-index.js";
 import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import { cannotAct, holds, matchPermission, place, resolvePlace, SCOPE_TYPE_OF, subjectExists, subjectInterner, subjectKind } from "./places.js";
-import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_PRINCIPAL, type State } from "./state.js";
+import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
 const DECISIONS = new Map<Reason, Decision>(REASONS.map((r) => [r, Object.freeze({ allowed: r === "GRANTED", reason: r })]));
@@ -55,8 +55,8 @@ export function check(st: State, subject: SubjectRef, permission: string, resour
 /** The first grant of the subject that covers `place` and whose role holds `matched`; written to `found`. */
 export function findGrant(st: State, kind: number, s: number, matched: number, now: number): boolean {
   const c = st.c;
-  const heads = kind === 0 ? c.uGrants : kind === 1 ? c.acGrants : kind === 2 ? c.prGrants : c.sGrants;
-  if (assignmentGrant(st, heads.get(s), matched, now)) return true;
+  const head = kind === SK_USER ? uHead(c, s) : (kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants).get(s);
+  if (assignmentGrant(st, head, matched, now)) return true;
   if (kind !== SK_PRINCIPAL) return false;
   if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), matched, now)) return true;
   if (place.avatar < 0) return false;

@@ -4,7 +4,7 @@
 // account before its organization); a row's absence is its EXISTS flag.
 
 import { NORMALIZE } from "./rows.js";
-import { ACTIVE, allocRecord, ENABLED, EXISTS, freeRecord, LOCKED, linkFront, STAFF_SUBJECT, type State, unlink } from "./state.js";
+import { ACTIVE, allocRecord, ENABLED, EXISTS, freeRecord, LOCKED, linkFront, STAFF_SUBJECT, type State, setUFlags, unlink } from "./state.js";
 
 type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
@@ -55,12 +55,12 @@ export function removeOrganization(st: State, raw: Raw): void {
 export function upsertUser(st: State, raw: Raw): void {
   const row = NORMALIZE.users(raw);
   const u = st.shared.users.intern(row.id);
-  st.c.uFlags.set(u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
+  setUFlags(st.c, u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
 }
 
 export function removeUser(st: State, raw: Raw): void {
   const u = st.shared.users.find(String(raw.id));
-  if (u >= 0) st.c.uFlags.set(u, 0);
+  if (u >= 0) setUFlags(st.c, u, 0);
 }
 
 export function upsertStaff(st: State, raw: Raw): void {

@@ -26,6 +26,8 @@ import {
   type Columns,
   type NextLinks,
   type State,
+  setUHead,
+  uHead,
   unlink,
 } from "./state.js";
 
@@ -80,9 +82,16 @@ export const scopeKindOf = (kinds: number): number => (kinds >>> 3) & 7;
 /** The packed scope key (id << 2 | kind): a grant's coverage is one read and a compare. */
 export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
-export function grantHead(st: State, kind: number): I32 {
+/** A subject kind's grant list heads, by subject (users keep theirs beside their flags, in uHot). */
+export interface Heads {
+  get(s: number): number;
+  set(s: number, r: number): void;
+}
+
+export function grantHead(st: State, kind: number): Heads {
   const c = st.c;
-  return kind === SK_USER ? c.uGrants : kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants;
+  if (kind === SK_USER) return { get: (s) => uHead(c, s), set: (s, r) => setUHead(c, s, r) };
+  return kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants;
 }
 
 export function scopeHead(st: State, kind: number): I32 {

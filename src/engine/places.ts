@@ -19,6 +19,7 @@ import {
   SK_USER,
   STAFF_SUBJECT,
   type State,
+  uFlags,
 } from "./state.js";
 import type { Reason, ResourceType, ScopeType, SubjectType } from "./types.js";
 
@@ -79,7 +80,8 @@ export function resourceInterner(st: State, kind: number): InlineUuidInterner {
 
 export function subjectExists(st: State, kind: number, s: number): boolean {
   const c = st.c;
-  const flags = kind === SK_USER ? c.uFlags : kind === SK_ACCOUNT ? c.acFlags : kind === SK_PRINCIPAL ? c.prFlags : c.sFlags;
+  if (kind === SK_USER) return (uFlags(c, s) & EXISTS) !== 0;
+  const flags = kind === SK_ACCOUNT ? c.acFlags : kind === SK_PRINCIPAL ? c.prFlags : c.sFlags;
   return (flags.get(s) & EXISTS) !== 0;
 }
 
@@ -174,7 +176,7 @@ export function cannotAct(st: State, kind: number, s: number, now: number): Reas
   const c = st.c;
   switch (kind) {
     case SK_USER:
-      return userReason(c.uFlags.get(s));
+      return userReason(uFlags(c, s));
     case SK_ACCOUNT:
       return (c.acFlags.get(s) & ACTIVE) !== 0 ? undefined : "ACCOUNT_INACTIVE";
     case SK_STAFF:
@@ -187,7 +189,7 @@ export function cannotAct(st: State, kind: number, s: number, now: number): Reas
       if ((c.acFlags.get(c.prAccount.get(s)) & ACTIVE) === 0) return "ACCOUNT_INACTIVE";
       const subject = c.prSubject.get(s);
       if ((f & STAFF_SUBJECT) !== 0) return (c.sFlags.get(subject) & EXISTS) !== 0 ? undefined : "SUBJECT_NOT_FOUND";
-      return userReason(c.uFlags.get(subject));
+      return userReason(uFlags(c, subject));
     }
   }
 }

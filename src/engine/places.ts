@@ -149,9 +149,28 @@ export function matchPermission(st: State, keyId: number, org: number): number {
   return c.gPermByKey.get(keyId);
 }
 
-/** Binary search of an organization's sorted [keyId, perm] pairs, stored in the arena at `off` as [count, pairs...]. */
+/** Pair tables with at least this many pairs have no hash slots (a slot is a byte: index + 1). */
+export const PAIR_SLOT_MAX = 255;
+/** A key's first slot in an organization's pair table (role-graph.ts writePairs). */
+export const pairSlot = (keyId: number, mask: number): number => (Math.imul(keyId, 0x9e3779b1) >>> 16) & mask;
+
+/**
+ * The permission of key `keyId` in an organization's pairs at `off` (-1:
+ * none): [count, sorted (keyId, perm) pairs, mask, byte slots], see
+ * role-graph.ts writePairs. One hash probe; a binary search when there are no slots.
+ */
 export function orgPermission(words: Uint32Array, off: number, keyId: number): number {
   if (off === 0) return -1;
+  const n = words[off] as number;
+  const tbl = off + 1 + n * 2;
+  const mask = words[tbl] as number;
+  if (mask !== 0) {
+    for (let j = pairSlot(keyId, mask); ; j = (j + 1) & mask) {
+      const i = ((words[tbl + 1 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255;
+      if (i === 0) return -1;
+      if (words[off + 1 + (i - 1) * 2] === keyId) return words[off + 2 + (i - 1) * 2] as number;
+    }
+  }
   let lo = 0;
   let hi = (words[off] as number) - 1;
   while (lo <= hi) {

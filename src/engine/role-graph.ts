@@ -7,6 +7,7 @@
 
 import { AVATAR_MEMBER_ROLE_KEY, AVATAR_OWNER_ROLE_KEY } from "./types.js";
 import { NORMALIZE } from "./rows.js";
+import { PAIR_SLOT_MAX, pairSlot } from "./places.js";
 import { allocRecord, EXISTS, freeRecord, type State } from "./state.js";
 
 type Raw = Record<string, unknown>;
@@ -290,13 +291,34 @@ export function readPairs(st: State, off: number): number[] {
   return Array.from(words.subarray(off + 1, off + 1 + (words[off] as number) * 2));
 }
 
-/** Writes pairs to fresh arena words; 0 for none. An insert or rename writes a new copy: the old one stays for older snapshots. */
+/**
+ * Writes pairs to fresh arena words; 0 for none. An insert or rename writes a
+ * new copy: the old one stays for older snapshots. Layout: [n, n sorted
+ * (key, permission) pairs, mask, byte slots]: the slots (4 a word) hash a key
+ * to its pair's index + 1 (places.ts orgPermission), so a lookup is one probe
+ * and no branchy binary search. mask 0: no slots (more pairs than a byte
+ * indexes), the pairs are searched.
+ */
 function writePairs(st: State, pairs: readonly number[]): number {
   if (pairs.length === 0) return 0;
+  const n = pairs.length / 2;
+  let cap = 4;
+  while (cap < n * 2) cap *= 2;
+  const hashed = n < PAIR_SLOT_MAX;
   const arena = st.shared.arena;
-  const off = arena.alloc(pairs.length + 1);
-  arena.words[off] = pairs.length / 2;
-  for (let i = 0; i < pairs.length; i++) arena.words[off + 1 + i] = pairs[i] as number;
+  const off = arena.alloc(1 + pairs.length + 1 + (hashed ? cap / 4 : 0));
+  const words = arena.words;
+  words[off] = n;
+  for (let i = 0; i < pairs.length; i++) words[off + 1 + i] = pairs[i] as number;
+  const tbl = off + 1 + pairs.length;
+  words[tbl] = hashed ? cap - 1 : 0;
+  if (!hashed) return off;
+  for (let w = 0; w < cap / 4; w++) words[tbl + 1 + w] = 0;
+  for (let i = 0; i < n; i++) {
+    let j = pairSlot(pairs[i * 2] as number, cap - 1);
+    while (((words[tbl + 1 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255) j = (j + 1) & (cap - 1);
+    words[tbl + 1 + (j >>> 2)] = (words[tbl + 1 + (j >>> 2)] as number) | ((i + 1) << ((j & 3) * 8));
+  }
   return off;
 }
 

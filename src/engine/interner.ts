@@ -19,19 +19,51 @@ const scratch = new Uint32Array(4);
 /** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. Locals only: this runs twice per Check. */
 function parse(s: string): boolean {
   if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
+  // One loop per run of hex digits (fixed bounds, no per-character test of where the word ends).
   let bad = 0; // goes negative on a character that is not a hex digit
   let v = 0;
-  for (let k = 0; k < 36; k++) {
-    if (k === 8 || k === 13 || k === 18 || k === 23) continue;
-    const c = s.charCodeAt(k);
-    const h = HEX[c & 127] as number;
+  let c = 0;
+  let h = 0;
+  for (let k = 0; k < 8; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
     bad |= h | (127 - c);
     v = (v << 4) | h;
-    if (k === 7) scratch[0] = v;
-    else if (k === 17) scratch[1] = v;
-    else if (k === 27) scratch[2] = v;
-    else if (k === 35) scratch[3] = v;
   }
+  scratch[0] = v;
+  for (let k = 9; k < 13; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  for (let k = 14; k < 18; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  scratch[1] = v;
+  for (let k = 19; k < 23; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  for (let k = 24; k < 28; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  scratch[2] = v;
+  for (let k = 28; k < 36; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  scratch[3] = v;
   return bad >= 0;
 }
 

@@ -4,6 +4,7 @@
 // allocates: a resolved place is written to the module's scratch `place`.
 
 import type { InlineUuidInterner } from "./interner.js";
+import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
   ACTIVE,
   ENABLED,
@@ -242,12 +243,18 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
  * organization's roles there; a global one by any role's closure.
  */
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
-  const hot = st.c.rHot;
+  // Straight from the pages (rHot's 4 and pHot's 2 ints per entry never straddle one): the hot path's reads.
   const r = role * 4;
-  if (hot.get(r) === 0) return false;
-  const permOrg = st.c.pHot.get(matched * 2);
-  const bit = st.c.pHot.get(matched * 2 + 1);
-  if (permOrg < 0) return hasBit(st.shared.arena.words, hot.get(r + 3), bit);
-  const roleOrg = hot.get(r + 1);
-  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, hot.get(r + 2), bit);
+  const rp = st.c.rHot.pages[r >>> PAGE_SHIFT];
+  if (rp === undefined) return false;
+  const ro = r & PAGE_MASK;
+  if (rp[ro] === 0) return false;
+  const m = matched * 2;
+  const pp = st.c.pHot.pages[m >>> PAGE_SHIFT];
+  if (pp === undefined) return false;
+  const permOrg = pp[m & PAGE_MASK] as number;
+  const bit = pp[(m & PAGE_MASK) + 1] as number;
+  if (permOrg < 0) return hasBit(st.shared.arena.words, rp[ro + 3] as number, bit);
+  const roleOrg = rp[ro + 1] as number;
+  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, rp[ro + 2] as number, bit);
 }

@@ -6,7 +6,7 @@
 // expiry is checked at decision time.
 
 import { resourceInterner, scopeKind, subjectInterner, subjectKind } from "./places.js";
-import { NORMALIZE } from "./rows.js";
+import { NORMALIZE, readAssignment } from "./rows.js";
 import {
   ACTIVE,
   allocRecord,
@@ -101,7 +101,7 @@ export function scopeHead(st: State, kind: number): I32 {
 
 export function upsertAssignment(st: State, raw: Raw): void {
   const c = st.c;
-  const row = NORMALIZE.role_assignments(raw);
+  const row = readAssignment(raw);
   const a = st.shared.assignments.intern(row.id);
   if ((c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
   const sk = subjectKind(row.subjectType);

@@ -10,6 +10,9 @@ import {
   ENABLED,
   EXISTS,
   LOCKED,
+  orgFlags,
+  orgPerms,
+  orgTenant,
   SC_AVATAR,
   SC_GLOBAL,
   SC_ORG,
@@ -97,8 +100,8 @@ export function resolvePlace(st: State, type: ResourceType | string, id: string)
     }
     case "organization": {
       const o = st.shared.orgs.find(id);
-      if (o < 0 || (c.oFlags.get(o) & EXISTS) === 0) return false;
-      return setPlace(c.oTenant.get(o), o, -1, true);
+      if (o < 0 || (orgFlags(c, o) & EXISTS) === 0) return false;
+      return setPlace(orgTenant(c, o), o, -1, true);
     }
     case "avatar": {
       const a = st.shared.avatars.find(id);
@@ -116,7 +119,7 @@ export function resolveAvatar(st: State, a: number): boolean {
   const flags = c.avFlags.get(a);
   if ((flags & EXISTS) === 0) return false;
   const o = c.avOrg.get(a);
-  const tenant = (c.oFlags.get(o) & EXISTS) !== 0 ? c.oTenant.get(o) : -1;
+  const tenant = (orgFlags(c, o) & EXISTS) !== 0 ? orgTenant(c, o) : -1;
   return setPlace(tenant, o, a, (flags & ACTIVE) !== 0);
 }
 
@@ -124,7 +127,7 @@ export function resolveAvatar(st: State, a: number): boolean {
 export function resolveById(st: State, kind: number, i: number): boolean {
   const c = st.c;
   if (kind === SC_TENANT) return (c.tFlags.get(i) & EXISTS) !== 0 && setPlace(i, -1, -1, true);
-  if (kind === SC_ORG) return (c.oFlags.get(i) & EXISTS) !== 0 && setPlace(c.oTenant.get(i), i, -1, true);
+  if (kind === SC_ORG) return (orgFlags(c, i) & EXISTS) !== 0 && setPlace(orgTenant(c, i), i, -1, true);
   return resolveAvatar(st, i);
 }
 
@@ -143,8 +146,8 @@ function setPlace(tenant: number, org: number, avatar: number, active: boolean):
 export function matchPermission(st: State, keyId: number, org: number): number {
   if (keyId < 0) return -1;
   const c = st.c;
-  if (org >= 0 && (c.oFlags.get(org) & EXISTS) !== 0) {
-    const p = orgPermission(st.shared.arena.words, c.oPerms.get(org), keyId);
+  if (org >= 0 && (orgFlags(c, org) & EXISTS) !== 0) {
+    const p = orgPermission(st.shared.arena.words, orgPerms(c, org), keyId);
     if (p >= 0) return p;
   }
   return c.gPermByKey.get(keyId);

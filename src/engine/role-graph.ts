@@ -8,7 +8,7 @@
 import { AVATAR_MEMBER_ROLE_KEY, AVATAR_OWNER_ROLE_KEY } from "./types.js";
 import { NORMALIZE } from "./rows.js";
 import { PAIR_SLOT_MAX, pairSlot } from "./places.js";
-import { allocRecord, EXISTS, freeRecord, type State } from "./state.js";
+import { allocRecord, EXISTS, freeRecord, orgFlags, orgPerms, setOrgPerms, type State } from "./state.js";
 
 type Raw = Record<string, unknown>;
 
@@ -27,17 +27,17 @@ export class RoleGraphWriter {
 
   /** Writes what the build kept aside; the writer then works as for an apply. */
   finishBuild(): void {
-    for (const [org, pairs] of this.#pending ?? []) this.st.c.oPerms.set(org, writePairs(this.st, pairs));
+    for (const [org, pairs] of this.#pending ?? []) setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
     this.#pending = undefined;
   }
 
   #pairs(org: number): number[] {
-    return this.#pending?.get(org) ?? readPairs(this.st, this.st.c.oPerms.get(org));
+    return this.#pending?.get(org) ?? readPairs(this.st, orgPerms(this.st.c, org));
   }
 
   #setPairs(org: number, pairs: number[]): void {
     if (this.#pending) this.#pending.set(org, pairs);
-    else this.st.c.oPerms.set(org, writePairs(this.st, pairs));
+    else setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
   }
 
   /** Points the permission's key at it (in its organization, or globally); the latest writer wins, as in the log. */
@@ -165,7 +165,7 @@ export class RoleGraphWriter {
     const c = st.c;
     const row = NORMALIZE.permissions(raw);
     const org = row.organizationId === null ? -1 : st.shared.orgs.intern(row.organizationId);
-    if (org >= 0 && (c.oFlags.get(org) & EXISTS) === 0) return; // organization unknown: the log will bring it, or it is gone
+    if (org >= 0 && (orgFlags(c, org) & EXISTS) === 0) return; // organization unknown: the log will bring it, or it is gone
     const p = st.shared.perms.intern(row.id);
     const key = st.shared.keys.intern(row.key);
     if ((c.pFlags.get(p) & EXISTS) !== 0) {

@@ -29,7 +29,7 @@ import { InlineUuidInterner, UuidInterner } from "./interner.js";
 import { pagedBytes } from "./paged.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
-import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, sealState, type State } from "./state.js";
+import { createState, EXISTS, forkState, orgFlags, orgTenant, sealState, SK_ACCOUNT, SK_PRINCIPAL, type State } from "./state.js";
 import type { Decision, Listing, ResourceRef, ResourceType, SubjectRef } from "./types.js";
 
 /** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE): reload from the database. */
@@ -197,8 +197,8 @@ export class Snapshot implements RatePolicyLookup {
     const account = kind === SK_ACCOUNT ? s : c.prAccount.get(s);
     if ((c.acFlags.get(account) & EXISTS) === 0) return undefined;
     const org = c.acOrg.get(account);
-    if ((c.oFlags.get(org) & EXISTS) === 0) return null;
-    const t = c.oTenant.get(org);
+    if ((orgFlags(c, org) & EXISTS) === 0) return null;
+    const t = orgTenant(c, org);
     return t >= 0 ? st.shared.tenants.uuid(t) : null;
   }
 

@@ -110,8 +110,10 @@ function scopeColumns() {
     tScope: link(),
     tOrgs: link(),
     // organizations
-    oFlags: new U8(),
-    oTenant: link(),
+    /** What Check reads of an organization, side by side (one cache line): [flags, tenant + 1, the arena
+     *  offset of its permissions as a pair table (role-graph.ts writePairs; 0: none), 0] at 4o; all 0 for
+     *  an unknown organization. Read through orgFlags/orgTenant/orgPerms. */
+    oHot: new I32(0),
     oName: new Obj<string>(""),
     oSlug: new Obj<string | null>(null),
     oStructure: new Obj<string>(""),
@@ -119,8 +121,6 @@ function scopeColumns() {
     oAvatars: link(),
     oNext: link(),
     oPrev: link(),
-    /** Arena offset of the organization's permissions as sorted [keyId, perm] pairs (0: none); rewritten, never mutated. */
-    oPerms: new I32(0),
     oNextBit: new I32(0),
     // avatars
     avFlags: new U8(),
@@ -301,6 +301,14 @@ export const setUFlags = (c: Columns, u: number, flags: number): void => c.uHot.
 /** The head of a user's grant list (-1: none); stored + 1 so that the column's default 0 is "none". */
 export const uHead = (c: Columns, u: number): number => c.uHot.get(u * 2 + 1) - 1;
 export const setUHead = (c: Columns, u: number, r: number): void => c.uHot.set(u * 2 + 1, r + 1);
+
+/** An organization's flags (0: unknown), tenant (-1: none) and permission pair table (arena offset, 0: none); see oHot. */
+export const orgFlags = (c: Columns, o: number): number => c.oHot.get(o * 4);
+export const setOrgFlags = (c: Columns, o: number, flags: number): void => c.oHot.set(o * 4, flags);
+export const orgTenant = (c: Columns, o: number): number => c.oHot.get(o * 4 + 1) - 1;
+export const setOrgTenant = (c: Columns, o: number, t: number): void => c.oHot.set(o * 4 + 1, t + 1);
+export const orgPerms = (c: Columns, o: number): number => c.oHot.get(o * 4 + 2);
+export const setOrgPerms = (c: Columns, o: number, off: number): void => c.oHot.set(o * 4 + 2, off);
 
 /** Puts `item` at the front of the doubly linked list of `owner`. */
 export function linkFront(head: I32, owner: number, next: I32, prev: I32, item: number): void {

@@ -76,8 +76,8 @@ export async function loadSnapshot(db: SqlClient): Promise<Snapshot> {
       const builder = new SnapshotBuilder();
       // The planner's row estimates size the id tables up front (no rehash while loading); a stale estimate only costs a rehash.
       const estimates = await tx.query<{ t: string; n: number }>(
-        "select relname as t, reltuples::float8 as n from pg_class where oid = any($1::text[]::regclass[])",
-        [FOLLOWED_TABLES],
+        "select relname as t, reltuples::float8 as n from pg_class where oid = any($1::text::text[]::regclass[])",
+        [`{${FOLLOWED_TABLES.join(",")}}`],
       );
       builder.reserve(Object.fromEntries(estimates.map((r) => [r.t, Number(r.n)])));
       for (const t of FOLLOWED_TABLES) {

@@ -233,7 +233,14 @@ export function covers(kind: number, scope: number, p: Place): boolean {
   }
 }
 
+/**
+ * Whether a closure bitset holds `bit`. `off` is what role-graph.ts store()
+ * returned: 0 for the empty set, an arena offset of [length, words...], or,
+ * for a set of one word without bit 31 (an organization's roles, mostly),
+ * the word itself negated, so the grant rule reads no arena line for it.
+ */
 export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
+  if (off < 0) return bit < 31 && ((-off >>> bit) & 1) !== 0;
   if (off === 0) return false;
   const w = bit >>> 5;
   return w < (words[off] as number) && ((words[off + 1 + w] as number) & (1 << (bit & 31))) !== 0;

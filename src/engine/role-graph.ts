@@ -351,17 +351,22 @@ function setBit(words: number[], bit: number): void {
 }
 
 function orInto(words: number[], arena: Uint32Array, off: number): void {
+  if (off < 0) {
+    words[0] = ((words[0] ?? 0) | -off) >>> 0;
+    return;
+  }
   if (off === 0) return;
   const n = arena[off] as number;
   while (words.length < n) words.push(0);
   for (let i = 0; i < n; i++) words[i] = ((words[i] as number) | (arena[off + 1 + i] as number)) >>> 0;
 }
 
-/** Writes a bitset to the arena as [length, ...words]; 0 for the empty set. */
+/** Writes a bitset to the arena as [length, ...words]; 0 for the empty set; one word below 2^31 inline, negated (see places.ts hasBit). */
 function store(st: State, words: number[]): number {
   let n = words.length;
   while (n > 0 && words[n - 1] === 0) n--;
   if (n === 0) return 0;
+  if (n === 1 && (words[0] as number) < 0x80000000) return -(words[0] as number);
   const arena = st.shared.arena;
   const off = arena.alloc(n + 1);
   arena.words[off] = n;

@@ -35,28 +35,34 @@ type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
 
 /**
- * A grant record is G_STRIDE ints of gRec at r * G_STRIDE (a page of 1024 ints holds 128 whole
- * records): the packed scope key, the role, the next record in the subject's list, the
- * assignment, the expiry as two ints (epoch ms = hi * 2^32 + unsigned lo; "never" is hi =
- * G_NEVER), the subject and the kinds (subject kind, low 3 bits; scope kind, next 3).
+ * A grant record is two 16-byte halves at r * G_STRIDE of two columns (a page of 1024 ints holds 256
+ * whole halves): gRec, what Check walks (the packed scope key, the role, the next record in the
+ * subject's list, the expiry's high int), and gCold (the assignment, the expiry's low int, the subject,
+ * the kinds: subject kind, low 3 bits; scope kind, next 3). The expiry is epoch ms = hi * 2^32 +
+ * unsigned lo, "never" is hi = G_NEVER: Check decides it from hi alone unless hi is now's (a 49.7-day
+ * window). Fields 0-3 are gRec's, 4-7 gCold's.
  */
-export const G_STRIDE = 8;
+export const G_STRIDE = 4;
 export const G_SCOPE = 0;
 export const G_ROLE = 1;
 export const G_NEXT = 2;
-export const G_ASSIGN = 3;
-export const G_UNTIL_HI = 4;
+export const G_UNTIL_HI = 3;
+export const G_ASSIGN = 4;
 export const G_UNTIL_LO = 5;
 export const G_SUBJ = 6;
 export const G_KINDS = 7;
-const G_NEVER = 0x7fffffff;
-const TWO_32 = 4294967296;
+export const G_NEVER = 0x7fffffff;
+export const TWO_32 = 4294967296;
 
 /** A record's expiry (epoch ms, +Infinity for never) from its two ints. */
 export const untilOf = (hi: number, lo: number): number => (hi === G_NEVER ? Number.POSITIVE_INFINITY : hi * TWO_32 + (lo >>> 0));
 
 /** Reads field `f` of grant record `r`. */
-export const gGet = (c: Columns, r: number, f: number): number => c.gRec.get(r * G_STRIDE + f);
+export const gGet = (c: Columns, r: number, f: number): number => (f < G_STRIDE ? c.gRec.get(r * G_STRIDE + f) : c.gCold.get(r * G_STRIDE + f - G_STRIDE));
+const gSet = (c: Columns, r: number, f: number, v: number): void => {
+  if (f < G_STRIDE) c.gRec.set(r * G_STRIDE + f, v);
+  else c.gCold.set(r * G_STRIDE + f - G_STRIDE, v);
+};
 /** A grant record's expiry (epoch ms). */
 export const gUntil = (c: Columns, r: number): number => untilOf(gGet(c, r, G_UNTIL_HI), gGet(c, r, G_UNTIL_LO));
 
@@ -65,8 +71,8 @@ function setUntil(c: Columns, r: number, t: number): void {
   const finite = t < Number.POSITIVE_INFINITY && t > Number.NEGATIVE_INFINITY;
   const ms = finite ? Math.floor(t) : 0;
   const hi = finite ? Math.floor(ms / TWO_32) : G_NEVER;
-  c.gRec.set(r * G_STRIDE + G_UNTIL_HI, hi);
-  c.gRec.set(r * G_STRIDE + G_UNTIL_LO, finite ? (ms - hi * TWO_32) | 0 : 0);
+  gSet(c, r, G_UNTIL_HI, hi);
+  gSet(c, r, G_UNTIL_LO, finite ? (ms - hi * TWO_32) | 0 : 0);
 }
 
 /** The grant pool's next links, for allocRecord/freeRecord. */
@@ -115,17 +121,16 @@ export function upsertAssignment(st: State, raw: Raw): void {
   st.n.assignments++;
   if (!linked) return;
   const r = allocRecord(st.n, "g", gLinks(c));
-  const at = r * G_STRIDE;
-  c.gRec.set(at + G_SCOPE, scopeKey(ck, scope));
-  c.gRec.set(at + G_ROLE, role);
-  c.gRec.set(at + G_ASSIGN, a);
-  c.gRec.set(at + G_SUBJ, s);
-  c.gRec.set(at + G_KINDS, sk | (ck << 3));
+  gSet(c, r, G_SCOPE, scopeKey(ck, scope));
+  gSet(c, r, G_ROLE, role);
+  gSet(c, r, G_ASSIGN, a);
+  gSet(c, r, G_SUBJ, s);
+  gSet(c, r, G_KINDS, sk | (ck << 3));
   setUntil(c, r, time(row.validUntil));
   c.aRec.set(a, r);
   const heads = grantHead(st, sk);
   if (heads.get(s) < 0) st.n.subjects++;
-  c.gRec.set(at + G_NEXT, heads.get(s));
+  gSet(c, r, G_NEXT, heads.get(s));
   heads.set(s, r);
   linkFront(scopeHead(st, ck), scope, c.aNextC, c.aPrevC, a);
 }
@@ -146,7 +151,7 @@ function removeAssignmentAt(st: State, a: number): void {
     // A subject's list is short and singly linked: find the record's predecessor.
     let prev = -1;
     for (let x = heads.get(s); x >= 0 && x !== r; x = gGet(c, x, G_NEXT)) prev = x;
-    if (prev >= 0) c.gRec.set(prev * G_STRIDE + G_NEXT, gGet(c, r, G_NEXT));
+    if (prev >= 0) gSet(c, prev, G_NEXT, gGet(c, r, G_NEXT));
     else heads.set(s, gGet(c, r, G_NEXT));
     if (heads.get(s) < 0) st.n.subjects--;
     freeRecord(st.n, "g", gLinks(c), r);
@@ -163,26 +168,29 @@ function removeAssignmentAt(st: State, a: number): void {
  */
 export function compactGrants(st: State): void {
   const c = st.c;
-  const old = c.gRec;
-  const next = new I32(-1);
+  const old = { hot: c.gRec, cold: c.gCold };
+  const next = { hot: new I32(-1), cold: new I32(-1) };
   let top = 0;
   for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
     const heads = grantHead(st, kind);
     const count = subjectInterner(st, kind).count;
     for (let s = 0; s < count; s++) {
       let prev = -1;
-      for (let r = heads.get(s); r >= 0; r = old.get(r * G_STRIDE + G_NEXT)) {
+      for (let r = heads.get(s); r >= 0; r = old.hot.get(r * G_STRIDE + G_NEXT)) {
         const n = top++;
-        for (let f = 0; f < G_STRIDE; f++) next.set(n * G_STRIDE + f, old.get(r * G_STRIDE + f));
-        c.aRec.set(old.get(r * G_STRIDE + G_ASSIGN), n);
-        if (prev >= 0) next.set(prev * G_STRIDE + G_NEXT, n);
+        for (let f = 0; f < G_STRIDE; f++) {
+          next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
+          next.cold.set(n * G_STRIDE + f, old.cold.get(r * G_STRIDE + f));
+        }
+        c.aRec.set(old.cold.get(r * G_STRIDE + G_ASSIGN - G_STRIDE), n);
+        if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, n);
         else heads.set(s, n);
         prev = n;
       }
-      if (prev >= 0) next.set(prev * G_STRIDE + G_NEXT, -1);
+      if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, -1);
     }
   }
-  Object.assign(c, { gRec: next });
+  Object.assign(c, { gRec: next.hot, gCold: next.cold });
   st.n.gTop = top;
   st.n.gFree = -1;
 }

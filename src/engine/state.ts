@@ -175,10 +175,11 @@ function grantColumns() {
     aRec: link(),
     aNextC: link(),
     aPrevC: link(),
-    // grant records: what Check reads of a linked assignment, in the subject's list, as one
-    // 32-byte struct of G_STRIDE ints (grant-index.ts G_*): a record is one cache line or half of
-    // one. A build lays each subject's records side by side (compactGrants).
+    // grant records of linked assignments, in the subject's list: what Check walks as one 16-byte
+    // struct (gRec), the rest in gCold (grant-index.ts G_*). A build lays each subject's records
+    // side by side (compactGrants): a user's five records are 80 bytes.
     gRec: link(),
+    gCold: link(),
     // memberships
     mFlags: new U8(),
     mPrincipal: link(),

@@ -240,6 +240,9 @@ export class Snapshot implements RatePolicyLookup {
 }
 
 /** Builds the first snapshot from full tables, streamed table by table (rows as the normalizers in rows.ts accept them). */
+/** A count above this is not trusted (a planner estimate can be stale): past it, the tables grow as they fill. */
+const MAX_RESERVE = 1 << 24;
+
 /** The interner each table's ids go to, for SnapshotBuilder.reserve. */
 const INTERNER_OF: Partial<Record<FollowedTable, keyof State["shared"]>> = {
   tenants: "tenants",
@@ -267,7 +270,7 @@ export class SnapshotBuilder {
     const shared = this.#writer().st.shared;
     for (const [table, n] of Object.entries(counts)) {
       const k = INTERNER_OF[table as FollowedTable];
-      if (k && typeof n === "number" && n > 0) (shared[k] as { reserve(n: number): void }).reserve(n);
+      if (k && typeof n === "number" && n > 0) (shared[k] as { reserve(n: number): void }).reserve(Math.min(n, MAX_RESERVE));
     }
   }
 

@@ -528,6 +528,8 @@ export interface ServeArg {
   apiKeysFile: string;
   /** Rate limits in this Redis (default: the in-process store). */
   redisUrl?: string;
+  /** Log level (default warn); the log goes to /dev/null through the shipped logger. */
+  logLevel?: "warn" | "info";
 }
 
 async function phaseServe(arg: ServeArg): Promise<void> {
@@ -539,11 +541,11 @@ async function phaseServe(arg: ServeArg): Promise<void> {
       AUTHZ_HOST: "127.0.0.1",
       AUTHZ_GRPC_PORT: "0",
       AUTHZ_HTTP_PORT: "0",
-      AUTHZ_LOG_LEVEL: "warn",
+      AUTHZ_LOG_LEVEL: arg.logLevel ?? "warn",
       AUTHZ_API_KEYS_FILE: arg.apiKeysFile,
       ...(arg.redisUrl ? { REDIS_URL: arg.redisUrl, AUTHZ_REDIS_KEY_PREFIX: `authz:bench:${process.pid}` } : {}),
     }),
-    createLogger("warn", pino.destination(2)),
+    arg.logLevel === "info" ? createLogger("info", pino.destination("/dev/null")) : createLogger("warn", pino.destination(2)),
   );
   const { grpcPort, httpPort } = await app.listen();
   await app.ready;
@@ -574,9 +576,9 @@ async function childMain(phase: string, rawArg: string): Promise<void> {
   }
 }
 
-function forkPhase(phase: string, arg: unknown, heapMb: number): ChildProcess {
+function forkPhase(phase: string, arg: unknown, heapMb: number | undefined): ChildProcess {
   return fork(THIS_FILE, ["--phase", phase, JSON.stringify(arg)], {
-    execArgv: [`--max-old-space-size=${heapMb}`, "--expose-gc"],
+    execArgv: heapMb === undefined ? [] : [`--max-old-space-size=${heapMb}`, "--expose-gc"],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
 }
@@ -608,8 +610,12 @@ export async function startServerChild(
   url: string,
   apiKeysFile: string,
   redisUrl?: string,
-): Promise<{ port: number; httpPort: number; stop(): Promise<void> }> {
-  const child = forkPhase("serve", { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}) } satisfies ServeArg, 1024);
+  logLevel?: ServeArg["logLevel"],
+  /** Node as the Dockerfile runs it (no heap flags), rather than with the phases' 1 GiB heap limit and --expose-gc. */
+  asShipped = false,
+): Promise<{ port: number; httpPort: number; pid: number; stop(): Promise<void> }> {
+  const arg = { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}), ...(logLevel ? { logLevel } : {}) } satisfies ServeArg;
+  const child = forkPhase("serve", arg, asShipped ? undefined : 1024);
   const exited = new Promise<void>((res) => child.once("exit", () => res()));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -630,6 +636,7 @@ export async function startServerChild(
       resolve({
         port: m.port,
         httpPort: m.httpPort ?? 0,
+        pid: child.pid as number,
         stop: async () => {
           if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
           const killer = setTimeout(() => child.kill("SIGKILL"), 5000);

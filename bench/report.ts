@@ -15,8 +15,11 @@ import * as path from "node:path";
 import type { CasbinPhaseResult, CasbinVariant } from "./casbin.js";
 import { casbinModelText } from "./casbin.js";
 import type { RowCounts, LoadTiming } from "./dataset.js";
+import { type DirectoryBenchRow, directoryBenchTable } from "./directory.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
+import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians } from "./hot-path.js";
+import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
@@ -148,20 +151,28 @@ export interface RateLimitPart {
   algorithm: string;
 }
 
+/** ManageDirectory throughput (bench/directory.ts). */
+export interface DirectoryPart {
+  rows: DirectoryBenchRow[];
+  mutations: number;
+}
+
 export interface LagPart extends LagResult {
   smallScale: number;
 }
 
 export interface Parts {
   grpc?: GrpcCompareResult;
+  hotpath?: HotPathResult;
   casbin?: CasbinPart;
   engine?: EnginePart;
   ratelimit?: RateLimitPart;
   lag?: LagPart;
   stacks?: StacksPart;
+  directory?: DirectoryPart;
 }
 export type PartName = keyof Parts;
-export const PART_NAMES: PartName[] = ["grpc", "casbin", "engine", "ratelimit", "lag", "stacks"];
+export const PART_NAMES: PartName[] = ["grpc", "hotpath", "casbin", "engine", "ratelimit", "lag", "stacks", "directory"];
 
 export interface Results {
   version: 1;
@@ -222,6 +233,83 @@ const VARIANT_LABEL: Record<CasbinVariant, string> = {
 
 function inprocMedian(ip: Omit<InprocResult, "sampleDecisions">): { engine: number; floor: number } {
   return { engine: median(ip.checks.rounds.map((x) => x.engine.opsPerSec)), floor: median(ip.checks.rounds.map((x) => x.floor.opsPerSec)) };
+}
+
+/** How a regime's load is described in the tables. */
+function regimeLabel(h: HotPathResult, regime: HotRegime): string {
+  return regime === "fixed" && h.fixed
+    ? `fixed ${int(h.fixed.rps * h.shape.clients)} req/s`
+    : `h2load ${h.shape.clients}x${h.shape.streams}, as fast as served`;
+}
+
+/** Headline rows of the hot path: Check's server CPU per call against Health and the bare transport, per regime. */
+function hotPathHeadline(h: HotPathResult): string[] {
+  const out: string[] = [];
+  for (const regime of h.fixed ? (["saturated", "fixed"] as const) : (["saturated"] as const)) {
+    const med = hotPathMedians(h.rows, regime);
+    const x = (t: string) => med.find((m) => m.target === t);
+    const [bare, health, check, plain] = [x("bare"), x("health"), x("check"), x("grpcjs")];
+    if (!bare || !health || !check) continue;
+    const load = regimeLabel(h, regime);
+    out.push(
+      `| gRPC Check server CPU per call (${load}; log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
+      `| gRPC Check server CPU per call (${load}; goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
+    );
+    if (plain)
+      out.push(
+        `| plain @grpc/grpc-js Health server CPU per call (${load}; the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
+      );
+  }
+  return [...out, ...inprocHeadline(h)];
+}
+
+function inprocHeadline(h: HotPathResult): string[] {
+  if (!h.inprocess) return [];
+  const m = inprocMedians(h.inprocess.rows);
+  const x = (t: string) => m.find((r) => r.target === t)?.cpuUsPerCall ?? NaN;
+  return [
+    `| Check in process: decode + guard + handler + encode, CPU per call | ${usFmt(x("check"))} | authz Health the same way | ${usFmt(x("health"))} | ${ratio(x("check") / x("health"))} |`,
+    `| authz Health in process, CPU per call | ${usFmt(x("health"))} | a plain grpc-js handler, the same way | ${usFmt(x("plain"))} | ${ratio(x("health") / x("plain"))} |`,
+  ];
+}
+
+/** The hot-path section: server CPU per call per round. */
+function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
+  const out = ["### The hot path: server CPU per call (Check, Health, bare http2)", "", runLine(run), ""];
+  out.push(
+    `One run, ${h.rounds} round(s), targets interleaved in each round (bare, plain grpc-js, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
+      `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped (node without flags, as the Dockerfile runs it) at the default log level (${h.logLevel}; ` +
+      `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
+      `handler writing a canned \`SERVING\` reply; the plain grpc-js server is \`@grpc/grpc-js\` with protobuf-es serializers and a handler returning \`SERVING\` (channelz off, as authz). Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
+      `so the load generator's CPU is not in it. Every reply is checked to be exactly the verified reply's length. CPU steal during the part: ${pct(h.stealShare)}.` +
+      (h.fixed
+        ? ` Each round also runs every target at a fixed rate (${int(h.fixed.rps)} req/s per connection, ${int(h.fixed.rps * h.shape.clients)} req/s in all, ${int(h.fixed.requests)} measured requests): the same load for every server, so the per-call figures do not depend on how many requests each read of the socket finds, which varies with the machine's load when h2load sends as fast as it is answered.`
+        : ""),
+  );
+  out.push("", "| round | load | target | server CPU per call | req/s | ratio vs bare http2 | ratio vs Health/Check |", "|---:|---|---|---:|---:|---:|---:|");
+  const medians = [...hotPathMedians(h.rows, "saturated"), ...(h.fixed ? hotPathMedians(h.rows, "fixed") : [])];
+  for (const x of [...h.rows, ...medians]) {
+    out.push(
+      `| ${Number.isNaN(x.round) ? "**median**" : x.round} | ${regimeLabel(h, x.regime ?? "saturated")} | ${HOT_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} | ${int(x.reqPerSec)} | ${ratio(x.ratioVsBare)} | ${ratio(x.ratioVsHealth)} |`,
+    );
+  }
+  out.push("", "Commands (PORT and KEY filled in by the benchmark; `frame.bin` is the framed request message):", "", "```");
+  for (const [t, cmd] of Object.entries(h.commands)) out.push(`# ${t}\n${cmd}`);
+  if (h.fixed) out.push(`# fixed-rate runs: the same with -n ${h.fixed.requests} --rps ${h.fixed.rps}`);
+  out.push("```", "");
+  if (!h.inprocess) return out;
+  out.push(
+    `Without the transport (bench/hot-path-inproc.ts): the method createGrpcServer registers with grpc-js, called in the benchmark's process ${int(h.inprocess.calls)} times per round ` +
+      "with the decoded request and its metadata, request decoding and response encoding included; the parts are the shipped ones assembled as src/app/parts.ts does " +
+      "(log level info to /dev/null, metrics, API key guard), the engine snapshot built from the same generated rows instead of loaded from PostgreSQL.",
+    "",
+    "| round | target | CPU per call |",
+    "|---:|---|---:|",
+  );
+  for (const x of h.inprocess.rows) out.push(`| ${x.round} | ${INPROC_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} |`);
+  for (const x of inprocMedians(h.inprocess.rows)) out.push(`| **median** | ${INPROC_TARGET_LABELS[x.target]} | ${usFmt(x.cpuUsPerCall)} |`);
+  out.push("");
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -301,6 +389,8 @@ export function render(r: Results, chartDir: string): Rendered {
       );
     }
   }
+  const hp = r.parts.hotpath?.data;
+  if (hp) out.push(...hotPathHeadline(hp));
   const c = r.parts.casbin?.data;
   if (c) {
     const scales = [...new Set(c.rows.map((x) => x.assignments))].sort((a, b) => a - b);
@@ -441,6 +531,8 @@ export function render(r: Results, chartDir: string): Rendered {
     out.push(img("grpc-latency.svg", "gRPC latency p50 and p99"));
     out.push("");
   }
+
+  if (hp) out.push(...hotPathSection(hp, runOf("hotpath")));
 
   // --- casbin ---------------------------------------------------------------------
   if (c) {
@@ -745,6 +837,22 @@ export function render(r: Results, chartDir: string): Rendered {
       format: (v) => v.toFixed(2),
     });
     out.push(img("freshness.svg", "write to visible latency"));
+    out.push("");
+  }
+
+  // --- Directory writes ----------------------------------------------------------------------
+  const dw = r.parts.directory?.data;
+  if (dw) {
+    out.push("### Directory writes: ManageDirectory (issue 14)");
+    out.push("");
+    out.push(runLine(runOf("directory")));
+    out.push("");
+    out.push(
+      `${int(dw.mutations)} mutations of sign-up traffic through the store's one write pipeline on a fresh database (\`bench/directory.ts\`): per sign-up a user, its ` +
+        "principal, the principal accepted, an invitation to an avatar and the invitation accepted. One writer with batches of 1000, and 8 concurrent writers with batches of 10.",
+    );
+    out.push("");
+    out.push(directoryBenchTable(dw.rows));
     out.push("");
   }
 

@@ -5,11 +5,13 @@
 // Parts (BENCH_ONLY picks some, comma-separated; default all):
 //   stacks     server stacks for gRPC, one trivial RPC (bench/server-stacks.ts)
 //   grpc       bare http2 vs the authz server's Health, Check and ConsumeRateLimit, one h2load setting
+//   hotpath    server CPU per call: bare http2 canned reply, authz Health, authz Check at log level info (bench/hot-path.ts)
 //   ratelimit  ConsumeRateLimit vs raw EVALSHA vs rate-limiter-flexible (bench/ratelimit.ts)
 //   lag        write -> visible on two replicas
 //   engine     the scale curve: buildSnapshot, Check, cold loadSnapshot at each size; then engine v2
 //              against the old engine and a Map.get + bit-test floor (bench/engine-v2.ts)
 //   casbin     node-casbin on the same datasets and checks (runs the engine at those sizes too)
+//   directory  ManageDirectory: 10k mutations of sign-up traffic, mutations/s (bench/directory.ts)
 // A run of some parts keeps the other parts' last results (docs/bench/results.json).
 //
 // Settings:
@@ -24,8 +26,12 @@
 //   BENCH_CASBIN_MS       time budget of casbin's timed check loop per scale and variant (default 10000)
 //   BENCH_CHECKS          engine checks per throughput round (default 500000, quick 100000)
 //   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
+//   BENCH_HOT_REQUESTS, BENCH_HOT_WARMUP, BENCH_HOT_ROUNDS  h2load runs of hotpath (20000, 3000, 5; quick 10000, 2000, 2)
+//   BENCH_HOT_CALLS       calls per in-process measurement of hotpath (200000; quick 50000)
+//   BENCH_HOT_RPS, BENCH_HOT_FIXED_REQUESTS  hotpath's fixed-rate runs: req/s per connection (x10 connections) and requests (300, 9000; quick 300, 6000)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
+//   BENCH_DIRECTORY_MUTATIONS  mutations of the directory part (default 10000, quick 10000)
 //   BENCH_SMALL_SCALE     dataset of the grpc and lag databases (default 0.001)
 //   BENCH_HEAP_MB         heap limit of the child processes (default 70% of RAM, at most 16384)
 //   DATABASE_URL          PostgreSQL superuser connection (grpc, lag, engine's cold loads); parts needing it are skipped without
@@ -52,7 +58,9 @@ import {
   runPhase,
 } from "./engine.js";
 import { formatCompare, runEngineV2Compare } from "./engine-v2.js";
+import { runDirectoryBench } from "./directory.js";
 import { runGrpcCompare } from "./grpc-compare.js";
+import { runHotPath } from "./hot-path.js";
 import { runRateLimitBench } from "./ratelimit.js";
 import {
   type CasbinPart,
@@ -119,6 +127,13 @@ const casbinScales: Record<CasbinVariant, number[]> = {
 const casbinMs = int("BENCH_CASBIN_MS", 10_000, 3_000);
 const checks = int("BENCH_CHECKS", 500_000, 100_000);
 const h2 = { requests: int("BENCH_REQUESTS", 30_000, 5_000), warmup: int("BENCH_WARMUP", 2_000, 500), rounds: int("BENCH_ROUNDS", 2, 1) };
+const hot = {
+  requests: int("BENCH_HOT_REQUESTS", 20_000, 10_000),
+  warmup: int("BENCH_HOT_WARMUP", 3_000, 2_000),
+  rounds: int("BENCH_HOT_ROUNDS", 5, 2),
+  inprocCalls: int("BENCH_HOT_CALLS", 200_000, 50_000),
+  fixed: { rps: int("BENCH_HOT_RPS", 300, 300), requests: int("BENCH_HOT_FIXED_REQUESTS", 9_000, 6_000) },
+};
 const rlOpts = {
   requests: int("BENCH_RL_REQUESTS", 50_000, 10_000),
   warmup: int("BENCH_RL_WARMUP", 5_000, 1_000),
@@ -126,6 +141,7 @@ const rlOpts = {
   concurrency: int("BENCH_RL_CONCURRENCY", 64, 64),
 };
 const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
+const directoryMutations = int("BENCH_DIRECTORY_MUTATIONS", 10_000, 10_000);
 const smallScale = Number(env["BENCH_SMALL_SCALE"] ?? 0.001);
 const heapMb = int("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)), Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
 const databaseUrl = env["DATABASE_URL"];
@@ -225,6 +241,11 @@ if (wants("grpc") && needsDb("grpc")) {
   await save("grpc", data);
 }
 
+if (wants("hotpath") && needsDb("hotpath")) {
+  const data = await runHotPath({ databaseUrl: databaseUrl as string, smallScale, ...hot, clients: 10, streams: 10, h2load: h2loadBin, log });
+  await save("hotpath", data);
+}
+
 if (wants("ratelimit")) {
   const rows = await runRateLimitBench({ ...rlOpts, redisUrl, h2load: h2loadBin });
   await save("ratelimit", { rows, ...rlOpts, algorithm: env["BENCH_RL_ALGORITHM"] ?? "sliding_window" });
@@ -233,6 +254,11 @@ if (wants("ratelimit")) {
 if (wants("lag") && needsDb("lag")) {
   const data = await withSmallDatabase("lag", (url) => benchLag(url, datasetShape(smallScale), lagWrites, log));
   await save("lag", { ...data, smallScale });
+}
+
+if (wants("directory") && needsDb("directory")) {
+  const rows = await runDirectoryBench(databaseUrl as string, directoryMutations);
+  await save("directory", { rows, mutations: directoryMutations });
 }
 
 if (wants("engine") || wants("casbin")) {

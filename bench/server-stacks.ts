@@ -249,6 +249,7 @@ async function serveChild(id: string): Promise<void> {
 
 interface ServerChild {
   port: number;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -275,6 +276,7 @@ export function startServerChild(id: StackId, cpuProfDir: string | undefined): P
       }
       resolve({
         port: m.port,
+        pid: child.pid as number,
         stop: async () => {
           if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
           const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
@@ -436,6 +438,8 @@ export function percentile(sorted: number[], p: number): number {
 export interface LoadShape {
   clients: number;
   streams: number;
+  /** Requests per second per client (h2load --rps); unset: as fast as the server answers. */
+  rps?: number;
 }
 
 export function runH2load(
@@ -462,6 +466,7 @@ export function runH2load(
     "-H",
     "te: trailers",
     ...extraHeaders.flatMap((h) => ["-H", h]),
+    ...(shape.rps ? ["--rps", String(shape.rps)] : []),
   ];
   if (logFile) args.push("--log-file", logFile);
   args.push(`http://127.0.0.1:${port}${rpcPath}`);
@@ -486,7 +491,7 @@ export function runH2load(
 
 export function h2loadCommand(n: number, shape: LoadShape, rpcPath: string = CHECK_PATH): string {
   return (
-    `h2load -n ${n} -c ${shape.clients} -m ${shape.streams} -d frame.bin ` +
+    `h2load -n ${n} -c ${shape.clients} -m ${shape.streams}${shape.rps ? ` --rps ${shape.rps}` : ""} -d frame.bin ` +
     `-H 'content-type: application/grpc' -H 'te: trailers' --log-file LOG ` +
     `http://127.0.0.1:PORT${rpcPath}`
   );

@@ -5,7 +5,10 @@
 //
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres node dist/bench/writes.js
 //
-// Settings: BENCH_WRITE_SECONDS (per measurement, default 8), BENCH_WRITE_CONCURRENCY (default "1,16").
+// Settings: BENCH_WRITE_SECONDS (per measurement, default 8), BENCH_WRITE_CONCURRENCY (default "1,16"),
+// BENCH_WRITE_BASELINE: the root of another checkout, built with `npm run build:bench` (e.g. an older
+// commit in a temporary git worktree): its ManageRoles is measured too, right after this one, on the
+// same database and against the same pgbench figure, as "(baseline)" rows.
 
 import { execFileSync } from "node:child_process";
 import { createLogger } from "../src/logger.js";
@@ -44,8 +47,20 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((s.length - 1) * p))] ?? NaN;
 };
 
-async function manageRolesRun(url: string, concurrency: number, batch: number, seconds: number, tag: string) {
-  const db = createPostgresClient({ url, poolMax: concurrency, logger: createLogger("silent"), applicationName: "authz-bench-writes" });
+/** The ManageRoles of one build: this one, or the baseline's (BENCH_WRITE_BASELINE). */
+interface Writer {
+  manageRoles: typeof manageRoles;
+  createPostgresClient: typeof createPostgresClient;
+}
+
+async function baselineWriter(root: string): Promise<Writer> {
+  const roles = (await import(`${root}/dist/src/store/manage-roles.js`)) as Pick<Writer, "manageRoles">;
+  const client = (await import(`${root}/dist/src/store/postgres-client.js`)) as Pick<Writer, "createPostgresClient">;
+  return { manageRoles: roles.manageRoles, createPostgresClient: client.createPostgresClient };
+}
+
+async function manageRolesRun(writer: Writer, url: string, concurrency: number, batch: number, seconds: number, tag: string) {
+  const db = writer.createPostgresClient({ url, poolMax: concurrency, logger: createLogger("silent"), applicationName: "authz-bench-writes" });
   const lat: number[] = [];
   let n = 0;
   const end = performance.now() + seconds * 1000;
@@ -59,7 +74,7 @@ async function manageRolesRun(url: string, concurrency: number, batch: number, s
           key: `bench.${tag}.${w}.${i}.${j}`,
         }));
         const t0 = performance.now();
-        await manageRoles(db, { mutations });
+        await writer.manageRoles(db, { mutations });
         lat.push(performance.now() - t0);
         n++;
       }
@@ -73,10 +88,12 @@ async function manageRolesRun(url: string, concurrency: number, batch: number, s
   }
 }
 
-export async function runWriteBench(adminUrl: string, opts: { seconds: number; concurrency: number[] }): Promise<WriteBenchRow[]> {
+export async function runWriteBench(adminUrl: string, opts: { seconds: number; concurrency: number[]; baseline?: string }): Promise<WriteBenchRow[]> {
   const name = `authz_bench_writes_${process.pid}`;
   const url = await createDatabase(adminUrl, name);
   const rows: WriteBenchRow[] = [];
+  const writers: Array<[string, Writer]> = [["", { manageRoles, createPostgresClient }]];
+  if (opts.baseline) writers.push([" (baseline)", await baselineWriter(opts.baseline)]);
   try {
     await migrateDatabase(url);
     for (const c of opts.concurrency) {
@@ -92,17 +109,19 @@ export async function runWriteBench(adminUrl: string, opts: { seconds: number; c
         vsPgbench: 1,
       });
       for (const batch of [1, 10]) {
-        const r = await manageRolesRun(url, c, batch, opts.seconds, `${c}x${batch}`);
-        rows.push({
-          writer: `ManageRoles, ${batch} mutation${batch > 1 ? "s" : ""} per write`,
-          concurrency: c,
-          mutationsPerWrite: batch,
-          writesPerSec: r.writesPerSec,
-          mutationsPerSec: r.writesPerSec * batch,
-          p50Ms: r.p50,
-          p99Ms: r.p99,
-          vsPgbench: r.writesPerSec / tps,
-        });
+        for (const [label, w] of writers) {
+          const r = await manageRolesRun(w, url, c, batch, opts.seconds, `${c}x${batch}${label ? "b" : ""}`);
+          rows.push({
+            writer: `ManageRoles, ${batch} mutation${batch > 1 ? "s" : ""} per write${label}`,
+            concurrency: c,
+            mutationsPerWrite: batch,
+            writesPerSec: r.writesPerSec,
+            mutationsPerSec: r.writesPerSec * batch,
+            p50Ms: r.p50,
+            p99Ms: r.p99,
+            vsPgbench: r.writesPerSec / tps,
+          });
+        }
       }
     }
   } finally {
@@ -128,6 +147,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   if (!adminUrl) throw new Error("DATABASE_URL is required");
   const seconds = Number(process.env.BENCH_WRITE_SECONDS ?? 8);
   const concurrency = (process.env.BENCH_WRITE_CONCURRENCY ?? "1,16").split(",").map(Number);
-  const rows = await runWriteBench(adminUrl, { seconds, concurrency });
+  const baseline = process.env.BENCH_WRITE_BASELINE;
+  const rows = await runWriteBench(adminUrl, { seconds, concurrency, ...(baseline ? { baseline } : {}) });
   process.stdout.write(`${writeBenchTable(rows)}\n`);
 }

@@ -32,13 +32,17 @@ chmod -R a-w "$work/dist" "$work/migrations" "$work/proto" "$work/node_modules"
 
 port_grpc=$((20000 + RANDOM % 20000))
 port_http=$((port_grpc + 1))
-(cd "$work" && exec env NODE_ENV=production HOME="$work/tmp" AUTHZ_HOST=127.0.0.1 AUTHZ_GRPC_PORT=$port_grpc AUTHZ_HTTP_PORT=$port_http \
+(cd "$work" && exec env NODE_ENV=production HOME="$work/tmp" AUTHZ_CONSOLE=on AUTHZ_HOST=127.0.0.1 AUTHZ_GRPC_PORT=$port_grpc AUTHZ_HTTP_PORT=$port_http \
   node dist/src/main.js >"$work/server.log" 2>&1) &
 pid=$!
 for _ in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$port_http/readyz" >/dev/null 2>&1; then
     body=$(curl -fsS -X POST -H 'content-type: application/json' -d '{}' "http://127.0.0.1:$port_http/grpc.health.v1.Health/Check")
     echo "production install serves: $body"
+    # The web console (on by default only in embedded mode; CI runs this against its Postgres) from the built dist/console.
+    curl -fsS "http://127.0.0.1:$port_http/console/" | grep -q "<title>authz console</title>" || { echo "the console is not served" >&2; exit 1; }
+    curl -fsS "http://127.0.0.1:$port_http/console/main.js" >/dev/null || { echo "the console's modules are not served" >&2; exit 1; }
+    echo "production install serves the console at /console/"
     kill -TERM "$pid"
     wait "$pid" || { echo "server did not exit cleanly on SIGTERM" >&2; exit 1; }
     chmod -R u+w "$work"

@@ -1,183 +1,81 @@
 #!/usr/bin/env node
-import { readFile } from "node:fs/promises";
-import { mintApiKey } from "./auth/api-keys.js";
-import { SCOPES, type Scope } from "./auth/caller.js";
-import { ConfigError, loadConfig } from "./config.js";
-import { AuthzError } from "./errors.js";
-import { toResource, toSubject } from "./rpc/permission-handlers.js";
-import { loadSnapshot } from "./store/live-engine.js";
-import type { SqlClient } from "./store/sql.js";
-import { insertApiKey, listApiKeys, revokeApiKey } from "./store/api-key-store.js";
-import { createLogger } from "./logger.js";
-import { runServer } from "./main.js";
-import { ImportError, importDocument } from "./store/import.js";
-import { migrate } from "./store/migrate.js";
-import { openDatabase } from "./store/open.js";
+// The authz command line: a small dispatcher. Each command is a module
+// src/cli/<command>.ts exporting `command` (a Command), loaded only when it
+// runs, so `authz --help` loads nothing but this file and src/cli/common.ts.
+// A new command is one module and one line in COMMANDS.
+import { type CliIo, type Command, EXIT, UsageError } from "./cli/common.js";
 
-const USAGE = `usage: authz <command>
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command: Command }> }> = {
+  check: { summary: "one decision over gRPC (exit 0 allowed, 1 denied)", load: () => import("./cli/check.js") },
+  list: { summary: "every role and permission of a subject, over gRPC", load: () => import("./cli/list.js") },
+  lookup: { summary: "who may do P on R (subjects), or on what S may do P (resources), over gRPC", load: () => import("./cli/lookup.js") },
+  manage: { summary: "apply a ManageRoles batch (JSON file), all or nothing, over gRPC", load: () => import("./cli/manage.js") },
+  watch: { summary: "follow committed changes as they happen (Watch), over gRPC", load: () => import("./cli/watch.js") },
+  export: { summary: "(not available yet: needs the Export RPC)", load: () => import("./cli/export.js") },
+  import: { summary: "upsert a seed-shaped JSON file into DATABASE_URL, all or nothing", load: () => import("./cli/import.js") },
+  "api-key": { summary: "create, revoke, list API keys over gRPC (create --bootstrap: on DATABASE_URL)", load: () => import("./cli/api-key.js") },
+  migrate: { summary: "apply pending migrations to DATABASE_URL", load: () => import("./cli/migrate.js") },
+  size: { summary: "pod memory, heap and start-up budget for the expected data (kustomize patch)", load: () => import("./cli/size.js") },
+  serve: { summary: "run the server (same as npm start)", load: () => import("./cli/serve.js") },
+};
+
+const USAGE = `usage: authz <command> [flags]        authz <command> --help for its flags
 
 commands:
-  serve                      run the server (same as npm start)
-  migrate                    apply pending database migrations to DATABASE_URL
-  import FILE [--dry-run]    upsert a seed-shaped JSON document into DATABASE_URL,
-                             all or nothing (format: docs/data-model.md)
-  check --subject TYPE:ID --permission KEY --resource TYPE:ID [--explain]
-                             decide one Check from the data in DATABASE_URL
-  api-key create --name NAME --scopes check,ratelimit,admin [--tenant UUID]
-                             create an API key; the key is printed once, only its hash is stored
-  api-key revoke ID          revoke an API key (every replica drops it at once)
-  api-key list               list API keys (never their secrets)
-  help                       this text
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(9)} ${c.summary}`)
+  .join("\n")}
 
-environment: see README.md (DATABASE_URL, REDIS_URL, AUTHZ_*)`;
+check, list, lookup, watch, manage and api-key talk to a server over gRPC:
+--server HOST:PORT (default 127.0.0.1:50051, the local embedded server; or
+AUTHZ_SERVER), a credential from --api-key or AUTHZ_API_KEY, --output
+json|table. migrate, import and api-key create --bootstrap work on
+DATABASE_URL directly.
 
-async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === "help" || command === "--help" || command === "-h") {
-    process.stdout.write(`${USAGE}\n`);
-    return command === undefined ? 2 : 0;
+exit codes: 0 done (check: allowed), 1 denied (check: denied; or the service
+refused the call), 2 usage (or INVALID_ARGUMENT), 3 server unavailable.
+environment: README.md (DATABASE_URL, AUTHZ_*)`;
+
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    (name === undefined ? io.err : io.out)(`${USAGE}\n`);
+    return name === undefined ? EXIT.USAGE : EXIT.OK;
   }
-  if (command === "serve") {
-    await runServer();
-    return -1;
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!entry) {
+    io.err(`authz: unknown command "${name}"\n\n${USAGE}\n`);
+    return EXIT.USAGE;
   }
-  if (!["migrate", "import", "check", "api-key"].includes(command)) {
-    process.stderr.write(`authz: unknown command "${command}"\n\n${USAGE}\n`);
-    return 2;
+  const { command } = await entry.load();
+  if (rest.includes("--help") || rest.includes("-h")) {
+    io.out(`${command.usage}\n`);
+    return EXIT.OK;
   }
-  const config = loadConfig(process.env);
-  if (!config.databaseUrl) {
-    process.stderr.write(`authz ${command}: DATABASE_URL is not set (the embedded database lives only inside a running server)\n`);
-    return 2;
-  }
-  const logger = createLogger(config.logLevel === "info" ? "warn" : config.logLevel);
-  const db = await openDatabase(config, logger);
   try {
-    if (command === "migrate") {
-      const r = await migrate(db);
-      process.stdout.write(`${JSON.stringify({ applied: r.applied, version: r.current, newer: r.newer })}\n`);
-      return 0;
-    }
-    if (command === "check") return await checkCommand(db, rest);
-    if (command === "api-key") return await apiKeyCommand(db, rest);
-    const files = rest.filter((a) => !a.startsWith("--"));
-    const flags = rest.filter((a) => a.startsWith("--"));
-    const unknownFlags = flags.filter((f) => f !== "--dry-run");
-    if (files.length !== 1 || unknownFlags.length > 0) {
-      process.stderr.write(`authz import: expected exactly one FILE and optionally --dry-run\n`);
-      return 2;
-    }
-    const file = files[0] as string;
-    let doc: unknown;
-    try {
-      doc = JSON.parse(await readFile(file, "utf8"));
-    } catch (err) {
-      process.stderr.write(`authz import: cannot read ${file} as JSON: ${(err as Error).message}\n`);
-      return 1;
-    }
-    const summary = await importDocument(db, doc, { dryRun: flags.includes("--dry-run") });
-    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-    return 0;
+    return await command.run(rest, io);
   } catch (err) {
-    if (err instanceof ImportError) {
-      process.stderr.write(`authz import: ${err.message}\n`);
-      return 1;
-    }
-    if (err instanceof UsageError || err instanceof AuthzError) {
-      process.stderr.write(`authz ${command}: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  } finally {
-    await db.close();
+    if (!(err instanceof UsageError)) throw err;
+    io.err(`authz ${name}: ${err.message}\n\n${command.usage}\n`);
+    return EXIT.USAGE;
   }
 }
 
-/** --name value pairs; bare flags map to "true". */
-function flags(args: string[]): Map<string, string> {
-  const out = new Map<string, string>();
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string;
-    if (!a.startsWith("--")) continue;
-    const next = args[i + 1];
-    if (next !== undefined && !next.startsWith("--")) {
-      out.set(a.slice(2), next);
-      i++;
-    } else out.set(a.slice(2), "true");
-  }
-  return out;
-}
+const io: CliIo = {
+  env: process.env,
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+};
 
-function ref(raw: string | undefined, what: string): { type: string; id: string } {
-  const m = raw ? /^([a-z]+):(.+)$/.exec(raw) : null;
-  if (!m) throw new UsageError(`--${what} must be TYPE:ID, e.g. ${what === "subject" ? "user" : "organization"}:00000000-0000-4000-8000-000000000001`);
-  return { type: m[1] as string, id: m[2] as string };
-}
-
-class UsageError extends Error {}
-
-async function checkCommand(db: SqlClient, args: string[]): Promise<number> {
-  const f = flags(args);
-  const subjectRef = ref(f.get("subject"), "subject");
-  const resourceRef = ref(f.get("resource"), "resource");
-  const permission = f.get("permission");
-  if (!permission) throw new UsageError("--permission KEY is required");
-  const subject = toSubject(subjectRef, "--subject");
-  const resource = toResource(resourceRef, "--resource");
-  const engine = await loadSnapshot(db);
-  const d = engine.check(subject, permission, resource, Date.now(), f.has("explain"));
-  process.stdout.write(
-    `${JSON.stringify({ allowed: d.allowed, reason: d.reason, revision: engine.revision.toString(), ...(d.steps ? { steps: d.steps } : {}) }, null, 2)}\n`,
-  );
-  return d.allowed ? 0 : 3;
-}
-
-async function apiKeyCommand(db: SqlClient, args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  const f = flags(rest);
-  if (sub === "create") {
-    const name = f.get("name");
-    if (!name) throw new UsageError("--name NAME is required");
-    const scopes = (f.get("scopes") ?? "").split(",").filter(Boolean);
-    const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
-    if (scopes.length === 0 || bad.length)
-      throw new UsageError(`--scopes must list some of ${SCOPES.join(", ")}${bad.length ? ` (unknown: ${bad.join(", ")})` : ""}`);
-    const tenant = f.get("tenant") ?? null;
-    if (tenant !== null && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(tenant))
-      throw new UsageError("--tenant must be a tenant UUID");
-    const { key, record } = mintApiKey(name, scopes as Scope[], tenant?.toLowerCase() ?? null);
-    await insertApiKey(db, record);
-    process.stdout.write(`${JSON.stringify({ id: record.id, name, scopes: record.scopes, tenant_id: record.tenantId, key })}\n`);
-    process.stderr.write("authz api-key: store the key now; it is not shown again (only its hash is kept)\n");
-    return 0;
-  }
-  if (sub === "revoke") {
-    const id = rest.find((a) => !a.startsWith("--"));
-    if (!id) throw new UsageError("api-key revoke ID");
-    if (!(await revokeApiKey(db, id))) {
-      process.stderr.write(`authz api-key: no active key with id ${id}\n`);
-      return 1;
-    }
-    process.stdout.write(`${JSON.stringify({ revoked: id })}\n`);
-    return 0;
-  }
-  if (sub === "list") {
-    process.stdout.write(`${JSON.stringify(await listApiKeys(db), null, 2)}\n`);
-    return 0;
-  }
-  throw new UsageError("api-key create | revoke ID | list");
-}
-
-main(process.argv.slice(2)).then(
+main(process.argv.slice(2), io).then(
   (code) => {
+    // process.exit, not exitCode: an idle HTTP/2 session to the server must not keep the command alive.
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`authz: ${err.message}\n`);
-      process.exit(2);
-    }
+    // Configuration errors (ConfigError) and anything unexpected: one line, exit 2 for configuration, 1 otherwise.
+    const config = err instanceof Error && err.name === "ConfigError";
     process.stderr.write(`authz: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    process.exit(config ? EXIT.USAGE : EXIT.DENIED);
   },
 );

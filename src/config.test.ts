@@ -8,6 +8,13 @@ describe("loadConfig", () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it("binds loopback in the embedded mode (authentication off) and every interface with a database, unless AUTHZ_HOST says otherwise", () => {
+    expect(loadConfig({}).host).toBe("127.0.0.1");
+    expect(loadConfig({ DATABASE_URL: "postgres://db/authz" }).host).toBe("0.0.0.0");
+    expect(loadConfig({ AUTHZ_HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
+    expect(loadConfig({ DATABASE_URL: "postgres://db/authz", AUTHZ_HOST: "10.1.2.3" }).host).toBe("10.1.2.3");
+  });
+
   it("reports every bad variable at once, without echoing secrets", () => {
     let err: unknown;
     try {
@@ -35,6 +42,14 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ AUTHZ_GRPC_PORT: "9000", AUTHZ_HTTP_PORT: "9000" })).toThrow(/must differ/);
     const c = loadConfig({ AUTHZ_GRCP_PORT: "1", AUTHZ_SERVICE_HOST: "10.0.0.1" });
     expect(c.warnings).toEqual(["AUTHZ_GRCP_PORT is not a known setting and is ignored"]);
+  });
+
+  it("serves the console by default only in the embedded mode; AUTHZ_CONSOLE decides otherwise", () => {
+    expect(loadConfig({}).console).toBe(true);
+    expect(loadConfig({ DATABASE_URL: "postgres://h/d" }).console).toBe(false);
+    expect(loadConfig({ DATABASE_URL: "postgres://h/d", AUTHZ_CONSOLE: "on" }).console).toBe(true);
+    expect(loadConfig({ AUTHZ_CONSOLE: "off" }).console).toBe(false);
+    expect(() => loadConfig({ AUTHZ_CONSOLE: "sometimes" })).toThrow(/AUTHZ_CONSOLE must be true or false/);
   });
 
   it("redacts passwords in URLs for logs", () => {

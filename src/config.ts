@@ -72,12 +72,16 @@ export interface Config {
   /** "off", "stdout" or a file path. */
   readonly decisionLog: string;
   readonly decisionLogSample: number;
+  /** Share of successful calls logged at info (failed calls always are; at debug every call is). */
+  readonly rpcLogSample: number;
   /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off when unset. */
   readonly otlpTracesEndpoint: string | undefined;
   /** JSON file mapping sidecar (Envoy) requests to decisions; undefined = built-in defaults. */
   readonly meshConfigFile: string | undefined;
   /** Base URL published in /.well-known/authzen-configuration; undefined = the request's scheme and Host. */
   readonly authzenBaseUrl: string | undefined;
+  /** Serve the web console at /console on the HTTP port (docs/console.md). */
+  readonly console: boolean;
   /** How long change-log rows are kept (replicas further behind reload a snapshot). */
   readonly changeLogRetentionHours: number;
   /** How long a write's idempotency key replays its first answer. */
@@ -99,7 +103,11 @@ export class ConfigError extends Error {
 export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; meaning: string }> = [
   { name: "DATABASE_URL", default: "(unset: embedded PGlite)", meaning: "Postgres connection string (postgres://user:pass@host:5432/db)." },
   { name: "REDIS_URL", default: "(unset: in-process store)", meaning: "Redis connection string for rate limits (redis://host:6379)." },
-  { name: "AUTHZ_HOST", default: "0.0.0.0", meaning: "Address both listeners bind to." },
+  {
+    name: "AUTHZ_HOST",
+    default: "127.0.0.1 embedded, 0.0.0.0 with DATABASE_URL",
+    meaning: "Address both listeners bind to. The embedded mode (authentication off) stays on loopback unless this says otherwise.",
+  },
   { name: "AUTHZ_GRPC_PORT", default: "50051", meaning: "gRPC listener (HTTP/2, h2c)." },
   { name: "AUTHZ_HTTP_PORT", default: "8080", meaning: "Connect, gRPC-Web and gRPC over HTTP/1.1 and HTTP/2; /healthz and /readyz." },
   { name: "AUTHZ_LOG_LEVEL", default: "info", meaning: "fatal, error, warn, info, debug, trace or silent." },
@@ -151,7 +159,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_JWT_JWKS_FILE", default: "(unset)", meaning: "Verify Bearer JWTs against the keys in this JWKS file." },
   { name: "AUTHZ_JWT_ISSUER", default: "(unset)", meaning: "Required iss claim of JWTs." },
   { name: "AUTHZ_JWT_AUDIENCE", default: "(unset)", meaning: "Required aud claim of JWTs." },
-  { name: "AUTHZ_JWT_SCOPE_CLAIM", default: "scope", meaning: "JWT claim holding the scopes (check, ratelimit, admin), space-separated or an array." },
+  {
+    name: "AUTHZ_JWT_SCOPE_CLAIM",
+    default: "scope",
+    meaning: "JWT claim holding the scopes (check, ratelimit, admin, directory), space-separated or an array.",
+  },
   { name: "AUTHZ_JWT_TENANT_CLAIM", default: "tenant_id", meaning: "JWT claim binding the caller to one tenant." },
   { name: "AUTHZ_TLS_CERT_FILE", default: "(unset: cleartext)", meaning: "PEM certificate chain for both listeners (with AUTHZ_TLS_KEY_FILE)." },
   { name: "AUTHZ_TLS_KEY_FILE", default: "(unset)", meaning: "PEM private key for AUTHZ_TLS_CERT_FILE." },
@@ -162,6 +174,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_MAX_WAIT_MS", default: "5000", meaning: "Cap on how long a call waits for freshness, whatever deadline the caller set." },
   { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
   { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
+  {
+    name: "AUTHZ_RPC_LOG_SAMPLE",
+    default: "0",
+    meaning: "Share of successful calls that get a per-call log line at level info, between 0 and 1; failed calls always do, and at debug every call does.",
+  },
   {
     name: "AUTHZ_OTLP_ENDPOINT",
     default: "(unset: no tracing)",
@@ -190,6 +207,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
     meaning: "Base URL (https://...) published as policy_decision_point in /.well-known/authzen-configuration.",
   },
   { name: "AUTHZ_REDIS_KEY_PREFIX", default: "authz:rl", meaning: 'Prefix of the rate-limit counter keys in Redis (letters, digits and "._:-").' },
+  {
+    name: "AUTHZ_CONSOLE",
+    default: "off with DATABASE_URL, on embedded",
+    meaning: "on: serve the web console at /console on the HTTP port (every call it makes passes the normal credential and scope checks).",
+  },
 ];
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -274,6 +296,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     ...readRetention(r),
     ...readAuth(r, endpoints.databaseUrl),
     ...readLimitsAndTelemetry(r),
+    // The web console: on by default only in the embedded development mode.
+    console: r.bool("AUTHZ_CONSOLE", endpoints.databaseUrl === undefined && r.read("DATABASE_URL") === undefined),
     warnings: unknownSettings(env),
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
@@ -283,7 +307,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
 function readEndpoints(r: EnvReader) {
   const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]);
   const redisUrl = r.url("REDIS_URL", ["redis:", "rediss:"]);
-  const host = r.read("AUTHZ_HOST") ?? "0.0.0.0";
+  // The embedded mode runs with authentication off: on loopback only, unless asked.
+  const host = r.read("AUTHZ_HOST") ?? (databaseUrl === undefined && r.read("DATABASE_URL") === undefined ? "127.0.0.1" : "0.0.0.0");
   const grpcPort = r.int("AUTHZ_GRPC_PORT", 50051, 0, 65535);
   const httpPort = r.int("AUTHZ_HTTP_PORT", 8080, 0, 65535);
   if (grpcPort !== 0 && grpcPort === httpPort) {
@@ -380,6 +405,7 @@ function readLimitsAndTelemetry(r: EnvReader) {
     maxWaitMs: r.int("AUTHZ_MAX_WAIT_MS", 5_000, 1, 600_000),
     decisionLog: readDecisionLog(r),
     decisionLogSample: r.fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
+    rpcLogSample: r.fraction("AUTHZ_RPC_LOG_SAMPLE", 0),
     otlpTracesEndpoint: readOtlp(r),
     meshConfigFile: r.read("AUTHZ_MESH_CONFIG"),
     authzenBaseUrl: r.url("AUTHZ_AUTHZEN_BASE_URL", ["https:", "http:"]),

@@ -61,6 +61,7 @@ export const REASONS = {
   MEMBERSHIP_NOT_FOUND: { code: "NOT_FOUND", meaning: "A membership named by a transfer does not exist." },
   TRANSFER_NOT_FOUND: { code: "NOT_FOUND", meaning: "The ownership transfer does not exist." },
   POLICY_NOT_FOUND: { code: "NOT_FOUND", meaning: "The rate-limit policy does not exist." },
+  API_KEY_NOT_FOUND: { code: "NOT_FOUND", meaning: "No API key has this id." },
 
   // ALREADY_EXISTS
   ALREADY_EXISTS: { code: "ALREADY_EXISTS", meaning: "The write conflicts with an existing record (a unique key); the message names the field." },
@@ -93,6 +94,20 @@ export const REASONS = {
   TRANSFER_NOT_PENDING: { code: "FAILED_PRECONDITION", meaning: "The transfer is no longer pending (completed, declined or cancelled)." },
   TRANSFER_EXPIRED: { code: "FAILED_PRECONDITION", meaning: "The transfer request expired (recorded as expired)." },
   OWNER_INVARIANT: { code: "FAILED_PRECONDITION", meaning: "The write would leave an active avatar without exactly one owner." },
+  NOT_EMPTY: {
+    code: "FAILED_PRECONDITION",
+    meaning: "A tenant or organization still contains records; delete them first or set cascade. The message says what it holds.",
+  },
+  OWNS_AVATARS: {
+    code: "FAILED_PRECONDITION",
+    meaning: "The user, staff member, account or principal still owns avatars (the message names them); move their ownership first (TransferOwnership).",
+  },
+  OWNER_MEMBERSHIP: { code: "FAILED_PRECONDITION", meaning: "The owner membership cannot be revoked or declined; move the ownership first." },
+  MEMBERSHIP_ACCEPTED: { code: "FAILED_PRECONDITION", meaning: "The invitation was already accepted: revoke the membership instead of declining it." },
+  SINGLE_ROLE: {
+    code: "FAILED_PRECONDITION",
+    meaning: "In a single_role_in_hierarchy organization a user holds one organization-level role; the message names the one it holds. Ask to replace it.",
+  },
   CHANGES_PRUNED: {
     code: "FAILED_PRECONDITION",
     meaning: "Watch: the change log no longer holds the changes after from_revision (pruned by retention); reload the state and watch from its revision.",
@@ -131,6 +146,7 @@ export const REASONS = {
   UNAUTHENTICATED: { code: "UNAUTHENTICATED", meaning: "No credential, or one that is invalid, expired or revoked." },
   PERMISSION_DENIED: { code: "PERMISSION_DENIED", meaning: "The credential may not make this call." },
   MISSING_SCOPE: { code: "PERMISSION_DENIED", meaning: "The credential lacks the scope the method needs; metadata.scope names it." },
+  SCOPE_NOT_HELD: { code: "PERMISSION_DENIED", meaning: "A new API key may carry only scopes its creator holds; metadata.scope names the first other one." },
   OTHER_TENANT: {
     code: "PERMISSION_DENIED",
     meaning: "The credential is bound to a tenant and the call names a row outside it (docs/security.md); the message names only what the caller sent.",

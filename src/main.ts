@@ -41,11 +41,25 @@ function describeBackends(p: Parts, log: Logger): void {
   else log.warn("database: EMBEDDED in-process PGlite, in memory; data is lost on exit. For development only: set DATABASE_URL for production");
   if (c.redisUrl) log.info({ redis: redactUrl(c.redisUrl) }, "rate limits: Redis");
   else log.warn("rate limits: IN-PROCESS store, per replica and lost on exit. For development only: set REDIS_URL for production");
+  describeHost(c, log);
   if (c.authRequired) {
     const sources = { apiKeysFile: c.apiKeysFile !== undefined, apiKeysTable: true, jwt: Boolean(c.jwt.jwksUrl ?? c.jwt.jwksFile) };
     log.info(sources, "authentication: required for every RPC but health");
   } else {
     log.warn("authentication: OFF. Every caller is trusted with every scope. For development only: set AUTHZ_AUTH=on (the default with DATABASE_URL)");
+  }
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+/** Which network the listeners face: loopback only (the embedded default), or every interface. */
+function describeHost(c: Config, log: Logger): void {
+  if (LOOPBACK.test(c.host)) {
+    log.info({ host: c.host }, `listening on ${c.host} (loopback) only: other machines cannot connect; set AUTHZ_HOST=0.0.0.0 to change that`);
+  } else if (!c.authRequired) {
+    log.warn({ host: c.host }, `listening on ${c.host} with authentication OFF: anyone who reaches this address may call every RPC, the admin ones included`);
+  } else {
+    log.info({ host: c.host }, `listening on ${c.host}`);
   }
 }
 

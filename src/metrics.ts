@@ -1,4 +1,5 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { CallSeries } from "./metric-series.js";
 
 const flag = (b: boolean | undefined): number | undefined => (b === undefined ? undefined : b ? 1 : 0);
 
@@ -31,32 +32,30 @@ export interface MetricSources {
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly #rpcTotal: Counter<"method" | "code">;
-  readonly #rpcSeconds: Histogram<"method" | "code">;
-  readonly #decisions: Counter<"method" | "allowed">;
+  readonly #rpc: CallSeries;
+  readonly #decisions: CallSeries;
   readonly #rateLimit: Counter<"policy_source">;
   #sources: MetricSources | undefined;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "authz_" });
-    this.#rpcTotal = new Counter({
-      name: "authz_rpc_requests_total",
-      help: "RPCs served, by method and gRPC status code.",
+    // Method labels: callers pass served method paths only; past the first 256 distinct values a call counts under "unknown".
+    this.#rpc = new CallSeries({
+      registry: this.registry,
       labelNames: ["method", "code"],
-      registers: [this.registry],
+      maxFirst: 256,
+      counter: { name: "authz_rpc_requests_total", help: "RPCs served, by method and gRPC status code." },
+      histogram: {
+        name: "authz_rpc_duration_seconds",
+        help: "Server-side RPC latency, by method and gRPC status code.",
+        buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      },
     });
-    this.#rpcSeconds = new Histogram({
-      name: "authz_rpc_duration_seconds",
-      help: "Server-side RPC latency, by method and gRPC status code.",
-      labelNames: ["method", "code"],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-      registers: [this.registry],
-    });
-    this.#decisions = new Counter({
-      name: "authz_decisions_total",
-      help: "Authorization decisions, by RPC and outcome.",
+    this.#decisions = new CallSeries({
+      registry: this.registry,
       labelNames: ["method", "allowed"],
-      registers: [this.registry],
+      maxFirst: 16,
+      counter: { name: "authz_decisions_total", help: "Authorization decisions, by RPC and outcome." },
     });
     this.#rateLimit = new Counter({
       name: "authz_ratelimit_decisions_total",
@@ -150,21 +149,12 @@ export class Metrics {
     this.#sources = sources;
   }
 
-  /** Method labels seen so far: a backstop, so that no caller can grow the series without bound. */
-  readonly #methods = new Set<string>();
-
   rpc(method: string, code: string, seconds: number): void {
-    // Callers pass served method paths only; anything past the first 256 distinct values is "unknown".
-    if (!this.#methods.has(method)) {
-      if (this.#methods.size >= 256) method = "unknown";
-      else this.#methods.add(method);
-    }
-    this.#rpcTotal.inc({ method, code });
-    this.#rpcSeconds.observe({ method, code }, seconds);
+    this.#rpc.record(method, code, seconds);
   }
 
   decision(method: string, allowed: boolean): void {
-    this.#decisions.inc({ method, allowed: allowed ? "true" : "false" });
+    this.#decisions.record(method, allowed ? "true" : "false");
   }
 
   rateLimitSource(source: string): void {

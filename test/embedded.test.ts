@@ -32,6 +32,22 @@ describe("embedded default (no DATABASE_URL, no REDIS_URL)", () => {
     expect(app.feed().revision).toBeGreaterThan(0n);
   });
 
+  it("serves the web console by default; with authentication off a call without a credential (the console's empty key) is answered", async () => {
+    const page = await fetch(`http://127.0.0.1:${ports.httpPort}/console/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("<title>authz console</title>");
+    const res = await fetch(`http://127.0.0.1:${ports.httpPort}/authz.v1.PermissionService/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        subject: { type: "user", id: "00000003-0000-4000-8000-000000000002" },
+        permission: "members.read",
+        resource: { type: "organization", id: "00000002-0000-4000-8000-000000000001" },
+      }),
+    });
+    expect(((await res.json()) as { allowed: boolean }).allowed).toBe(true);
+  });
+
   it("in-process LISTEN/NOTIFY: a write advances the change feed", async () => {
     const before = app.feed().revision;
     await app.db().query("insert into staff (logical_key) values ('staff:embedded-test')");

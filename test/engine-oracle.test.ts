@@ -1,7 +1,8 @@
 // The engine against an independent evaluator of the same rules in plain SQL
 // (test/support/oracle.ts), on random datasets and random change sequences
-// that the engine follows incrementally through the change log, exactly as a
-// running server does. Seeded: set ORACLE_SEED to replay a run.
+// (raw SQL and ManageDirectory mutations) that the engine follows
+// incrementally through the change log, exactly as a running server does.
+// Seeded: set ORACLE_SEED to replay a run.
 import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ResourceRef, SubjectRef } from "../src/engine/types.js";
@@ -67,6 +68,7 @@ describe("engine vs oracle", () => {
     const r = rng(SEED);
     let total = 0;
     let mismatches = 0;
+    let directoryWrites = 0;
     const examples: string[] = [];
     const started = Date.now();
     for (let ds = 0; ds < DATASETS; ds++) {
@@ -79,7 +81,9 @@ describe("engine vs oracle", () => {
       const live = await startLiveEngine(t.client, feed, logger);
       try {
         for (let round = 0; round < ROUNDS; round++) {
-          const changes = round === 0 ? [] : await randomChanges(r, t.raw, 15, data.now);
+          // Raw SQL (as any client) and ManageDirectory mutations (as a calling service) alike.
+          const changes = round === 0 ? [] : await randomChanges(r, t.raw, 15, data.now, t.client);
+          directoryWrites += changes.filter((c) => c.startsWith("ManageDirectory") && !c.includes("skipped")).length;
           const [head] = await t.raw<{ revision: string }[]>`select authz_stamp()::text as revision`;
           // Follow the change log as a server does (notifications, with a bounded wait).
           const engine = await live.atLeast(BigInt(head?.revision ?? "0"), 5000);
@@ -121,10 +125,11 @@ describe("engine vs oracle", () => {
         await feed.stop();
       }
     }
-    const line = `engine vs oracle: ${total} checks, ${mismatches} mismatches (seed ${SEED}, ${DATASETS} datasets x ${ROUNDS} rounds, ${Date.now() - started} ms)`;
+    const line = `engine vs oracle: ${total} checks, ${mismatches} mismatches (seed ${SEED}, ${DATASETS} datasets x ${ROUNDS} rounds, ${directoryWrites} ManageDirectory writes among the changes, ${Date.now() - started} ms)`;
     console.log(line);
     expect(examples, line).toEqual([]);
     expect(total).toBeGreaterThanOrEqual(100_000);
+    expect(directoryWrites, line).toBeGreaterThan(0);
   }, 240_000);
 
   it(`both lookups equal the sets the oracle grants, for random (P, R) and (S, P, type) (seed ${SEED})`, async () => {

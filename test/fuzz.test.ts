@@ -18,6 +18,7 @@ import { join } from "node:path";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AdminService } from "../gen/authz/v1/admin_service_pb.js";
+import { DirectoryService } from "../gen/authz/v1/directory_service_pb.js";
 import { PermissionService } from "../gen/authz/v1/permission_service_pb.js";
 import { RateLimitService } from "../gen/authz/v1/rate_limit_service_pb.js";
 import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
@@ -47,7 +48,7 @@ type Protocol = (typeof PROTOCOLS)[number];
 const WEIGHTS: Record<Protocol, number> = { grpc: 20, envoy: 17, "connect-proto": 16, "connect-json": 16, "grpc-web": 14, authzen: 17 };
 
 const unary = (s: DescService) => s.methods.filter((m) => m.methodKind === "unary");
-const AUTHZ_METHODS = [...unary(PermissionService), ...unary(AdminService), ...unary(RateLimitService), ...unary(Health)];
+const AUTHZ_METHODS = [...unary(PermissionService), ...unary(AdminService), ...unary(DirectoryService), ...unary(RateLimitService), ...unary(Health)];
 const ENVOY_METHODS = [...unary(Authorization), ...unary(EnvoyRateLimitService)];
 const ALL_METHODS = [...AUTHZ_METHODS, ...ENVOY_METHODS];
 const pathOf = (m: DescMethod) => `/${m.parent.typeName}/${m.name}`;

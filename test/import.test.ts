@@ -89,6 +89,19 @@ describe("directory import", () => {
     expect(row?.locked).toBe(true);
   });
 
+  it("refuses a file that gives a user a second role in a single_role_in_hierarchy organization, naming both", async () => {
+    const doc = demo();
+    const info = (doc.UserOrganizationInfo as Array<{ user_id: string; org_id: string; org_role_structure: string; additional_roles?: string[] }>).find(
+      (u) => u.org_role_structure === "single_role_in_hierarchy" && u.user_id.endsWith("3"),
+    ) as { user_id: string; org_id: string; additional_roles?: string[] };
+    info.additional_roles = ["admin"];
+    const before = await counts();
+    await expect(importDocument(t.client, doc)).rejects.toThrow(
+      new RegExp(`role structure rule: user ${info.user_id} holds 2 roles \\("admin", "member"\\) in single_role_in_hierarchy organization ${info.org_id}`),
+    );
+    expect(await counts()).toBe(before);
+  });
+
   it("--dry-run through the CLI reports changes and writes nothing; bad JSON is a clear error", async () => {
     const dir = mkdtempSync(join(tmpdir(), "authz-import-"));
     const file = join(dir, "one.json");

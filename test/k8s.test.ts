@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { projectPath } from "../src/paths.js";
+import { DEFAULT_SIZE, podSize, resourcesPatch } from "../src/sizing.js";
 
 type Doc = Record<string, any>;
 
@@ -97,6 +98,36 @@ describe("k8s base validates against the Kubernetes API schemas (kubernetes-mode
     d.spec.replicas = "three";
     const Model = await modelOf(d);
     expect(() => new Model(d).validate()).toThrow();
+  });
+});
+
+describe("sizing (docs/operations.md)", () => {
+  it("the base's heap, memory and startup budget follow the formula at the documented default size", () => {
+    const want = podSize(DEFAULT_SIZE);
+    const c = byKind("Deployment")[0]?.spec.template.spec.containers[0];
+    const env = Object.fromEntries(c.env.map((e: Doc) => [e.name, e.value]));
+    expect(env.NODE_OPTIONS).toBe(`--max-old-space-size=${want.heapMiB}`);
+    expect(c.resources.requests.memory).toBe(`${want.requestMiB}Mi`);
+    expect(c.resources.limits.memory).toBe(`${want.limitMiB}Mi`);
+    expect([c.startupProbe.periodSeconds, c.startupProbe.failureThreshold]).toEqual([want.startupPeriodS, want.startupFailureThreshold]);
+  });
+
+  it("the example overlay's patch is what `authz size` writes for the size recorded in it", () => {
+    const text = readFileSync(projectPath("k8s/overlays/example/deployment-resources.yaml"), "utf8");
+    const m = /^# Written by: authz size --users (\d+) --organizations (\d+) --assignments (\d+) --memberships (\d+)$/m.exec(text);
+    expect(m, "the size line").not.toBeNull();
+    const [users, organizations, assignments, memberships] = (m as RegExpExecArray).slice(1).map(Number) as [number, number, number, number];
+    expect(text).toBe(resourcesPatch({ users, organizations, assignments, memberships }));
+  });
+
+  it("memory and start-up grow with every kind of record", () => {
+    const at = podSize(DEFAULT_SIZE);
+    for (const k of ["users", "organizations", "assignments", "memberships"] as const) {
+      const bigger = podSize({ ...DEFAULT_SIZE, [k]: DEFAULT_SIZE[k] * 10 });
+      expect(bigger.engineMiB, k).toBeGreaterThan(at.engineMiB);
+      expect(bigger.limitMiB, k).toBeGreaterThanOrEqual(at.limitMiB);
+    }
+    expect(podSize({ ...DEFAULT_SIZE, assignments: 5_000_000 }).startS).toBeGreaterThan(at.startS);
   });
 });
 

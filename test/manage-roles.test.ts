@@ -17,6 +17,10 @@ const ORG1 = "00000002-0000-4000-8000-000000000001";
 const ORG2 = "00000002-0000-4000-8000-000000000002";
 const OWNER1 = "00000009-0000-4000-8000-000000000011";
 const ALICE = "00000003-0000-4000-8000-000000000001";
+/** Owner of ORG2 (multi_role) with no role in ORG1 (single_role_in_hierarchy), so one role there is allowed. */
+const FRANK = "00000003-0000-4000-8000-000000000006";
+/** A member of ORG1. */
+const ERIN = "00000003-0000-4000-8000-000000000005";
 const AVATAR_ORG1 = "00000007-0000-4000-8000-000000000001";
 const AVATAR_ORG2 = "00000007-0000-4000-8000-000000000003";
 const MISSING = "0000dead-0000-4000-8000-000000000001";
@@ -63,7 +67,7 @@ describe("ManageRoles", () => {
       { kind: "upsertPermission", ...org1("audit.read"), description: "Read the audit log" },
       { kind: "grantPermission", role: org1("auditor"), permission: org1("audit.read") },
       { kind: "addInheritance", role: org1("auditor"), parent: org1("member") },
-      { kind: "assignRole", subject: { type: "user", id: ALICE }, role: org1("auditor"), scope: { type: "organization", id: ORG1 }, validUntil },
+      { kind: "assignRole", subject: { type: "user", id: FRANK }, role: org1("auditor"), scope: { type: "organization", id: ORG1 }, validUntil },
     ]);
     expect(BigInt(res.revision)).toBe(before + 1n);
     expect(res.results.map((r) => r.changed)).toEqual([true, true, true, true, true]);
@@ -96,7 +100,7 @@ describe("ManageRoles", () => {
       { kind: "addInheritance", role: org1("auditor"), parent: org1("member") },
       {
         kind: "assignRole",
-        subject: { type: "user", id: ALICE },
+        subject: { type: "user", id: FRANK },
         role: org1("auditor"),
         scope: { type: "organization", id: ORG1 },
         validUntil: new Date("2031-01-02T03:04:05.000Z"),
@@ -104,7 +108,7 @@ describe("ManageRoles", () => {
       { kind: "revokePermission", role: org1("auditor"), permission: org1("billing.read") },
       { kind: "removeInheritance", role: org1("auditor"), parent: org1("owner") },
       { kind: "unassignRole", assignmentId: MISSING },
-      { kind: "unassignRole", subject: { type: "user", id: ALICE }, role: org1("auditor"), scope: null },
+      { kind: "unassignRole", subject: { type: "user", id: FRANK }, role: org1("auditor"), scope: null },
     ]);
     expect(res.results.map((r) => r.changed)).toEqual(new Array(10).fill(false));
     expect(res.results[0]?.id).toMatch(/^[0-9a-f-]{36}$/);
@@ -119,7 +123,7 @@ describe("ManageRoles", () => {
       { kind: "upsertRole", ...org1("auditor"), description: "Reads and exports the audit log" },
       { kind: "revokePermission", role: org1("auditor"), permission: org1("audit.read") },
       { kind: "removeInheritance", role: org1("auditor"), parent: org1("member") },
-      { kind: "unassignRole", subject: { type: "user", id: ALICE }, role: org1("auditor"), scope: { type: "organization", id: ORG1 } },
+      { kind: "unassignRole", subject: { type: "user", id: FRANK }, role: org1("auditor"), scope: { type: "organization", id: ORG1 } },
     ]);
     expect(res.results.map((r) => r.changed)).toEqual([true, true, true, true]);
     expect(BigInt(res.revision)).toBe(before + 1n);
@@ -369,6 +373,42 @@ describe("ManageRoles", () => {
     expect(ok.results.map((r) => r.changed)).toEqual([true, true, true]);
   });
 
+  it("org_role_structure: one organization-level role per user in a single_role_in_hierarchy organization unless replaced; several in multi_role", async () => {
+    const before = await revision();
+    const second = await refused(
+      run([{ kind: "assignRole", subject: { type: "user", id: ERIN }, role: org1("admin"), scope: { type: "organization", id: ORG1 }, validUntil: null }]),
+      "FAILED_PRECONDITION",
+    );
+    expect(second.reason).toBe("SINGLE_ROLE");
+    expect(second.message).toContain('already holds role "member"');
+    expect(await revision()).toBe(before);
+    // On an avatar of the organization the rule does not apply.
+    await run([{ kind: "assignRole", subject: { type: "user", id: ERIN }, role: org1("admin"), scope: { type: "avatar", id: AVATAR_ORG1 }, validUntil: null }]);
+    const replaced = await run([
+      {
+        kind: "assignRole",
+        subject: { type: "user", id: ERIN },
+        role: org1("admin"),
+        scope: { type: "organization", id: ORG1 },
+        validUntil: null,
+        replace: true,
+      },
+    ]);
+    expect(replaced.results[0]?.changed).toBe(true);
+    const held = await t.raw<{ key: string }[]>`
+      select r.key from role_assignments ra join roles r on r.id = ra.role_id
+       where ra.subject_type = 'user' and ra.subject_id = ${ERIN} and ra.scope_type = 'organization' and ra.scope_id = ${ORG1}`;
+    expect(held.map((r) => r.key)).toEqual(["admin"]);
+    const [place] = await t.raw<{ user_role: string; additional_roles: string[] }[]>`
+      select user_role, additional_roles from user_organization_info where user_id = ${ERIN} and org_id = ${ORG1}`;
+    expect(place).toEqual({ user_role: "admin", additional_roles: [] });
+    // acme-sales is multi_role: its owner may hold another role there.
+    const multi = await run([
+      { kind: "assignRole", subject: { type: "user", id: FRANK }, role: org2("member"), scope: { type: "organization", id: ORG2 }, validUntil: null },
+    ]);
+    expect(multi.results[0]?.changed).toBe(true);
+  });
+
   it("deletes roles and permissions with their edges", async () => {
     await run([
       { kind: "upsertRole", ...org2("doomed") },
@@ -398,7 +438,7 @@ describe("ManageRoles", () => {
           mutation: {
             case: "assignRole",
             value: {
-              subject: { type: "user", id: ALICE },
+              subject: { type: "user", id: FRANK },
               role: { ref: { case: "key", value: { organizationId: ORG1, key: "via-rpc" } } },
               scope: { type: "organization", id: ORG1 },
               validUntil: timestampFromDate(until),

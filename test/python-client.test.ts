@@ -3,9 +3,7 @@
 // fresh database loaded with examples/demo.json (auth off), and run
 // authz_client.py with Debian's /usr/bin/python3. Missing prerequisites fail
 // the test with the install command; they never skip it.
-import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
@@ -14,46 +12,7 @@ import { type App, createApp } from "../src/main.js";
 import { projectPath } from "../src/paths.js";
 import { importDocument } from "../src/store/import.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
-
-const PYTHON = "/usr/bin/python3";
-const INSTALL = "apt-get install -y python3-grpcio protobuf-compiler protobuf-compiler-grpc";
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command without a shell; never rejects, kills it after timeoutMs. */
-function run(file: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      file,
-      args,
-      { cwd: projectPath("."), env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, killSignal: "SIGKILL" },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : null) : 0;
-        const why = err && code === null ? `\n(${err.killed ? `killed after ${opts.timeoutMs ?? 30_000} ms` : err.message})` : "";
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) + why });
-      },
-    );
-  });
-}
-
-/** What is missing to generate and run Python gRPC clients; empty when all is there. */
-async function missingPrerequisites(): Promise<string[]> {
-  const missing: string[] = [];
-  const py = await run(PYTHON, ["-c", "import grpc, google.protobuf"], { timeoutMs: 15_000 });
-  if (py.code !== 0) missing.push(`${PYTHON} cannot import grpc (package python3-grpcio): ${py.stderr.trim().split("\n").pop() ?? ""}`);
-  for (const [tool, pkg] of [
-    ["protoc", "protobuf-compiler"],
-    ["grpc_python_plugin", "protobuf-compiler-grpc"],
-  ]) {
-    const found = await run("/bin/sh", ["-c", `command -v ${tool}`], { timeoutMs: 5_000 });
-    if (found.code !== 0) missing.push(`${tool} is not on PATH (package ${pkg})`);
-  }
-  return missing;
-}
+import { PYTHON, pythonStubs, run } from "./support/python.js";
 
 let t: TestDatabase | undefined;
 let app: App | undefined;
@@ -61,17 +20,7 @@ let grpcPort = 0;
 let stubs = "";
 
 beforeAll(async () => {
-  const missing = await missingPrerequisites();
-  if (missing.length > 0) {
-    throw new Error(
-      `the Python client test needs Debian's Python gRPC and protoc:\n  - ${missing.join("\n  - ")}\n` +
-        `Install them with:\n  sudo apt-get update && sudo ${INSTALL}\n(bash .ci/run does this on a fresh machine.)`,
-    );
-  }
-  stubs = mkdtempSync(join(tmpdir(), "authz-python-stubs-"));
-  const gen = await run("bash", [projectPath("clients/python/generate.sh"), stubs], { timeoutMs: 30_000 });
-  if (gen.code !== 0) throw new Error(`clients/python/generate.sh failed (exit ${gen.code}):\n${gen.stderr}${gen.stdout}`);
-
+  stubs = await pythonStubs();
   t = await freshDatabase();
   await importDocument(t.client, JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")));
   app = createApp(

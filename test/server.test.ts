@@ -86,6 +86,12 @@ describe("health over a real socket", () => {
 });
 
 describe("the HTTP port speaks HTTP/1.1 and cleartext HTTP/2 on one socket", () => {
+  it("does not serve the web console with DATABASE_URL unless AUTHZ_CONSOLE=on", async () => {
+    const res = await fetch(`http://127.0.0.1:${ports.httpPort}/console/`);
+    expect(res.status).toBe(404);
+    expect(await res.text()).not.toContain("authz console");
+  });
+
   it("serves /healthz over h2c and gRPC over the HTTP port", async () => {
     const http2 = await import("node:http2");
     const session = http2.connect(`http://127.0.0.1:${ports.httpPort}`);

@@ -94,6 +94,8 @@ describe.each(BACKENDS)("the store on $name", (backend) => {
             role: { organizationId: ENG, key: "conformance-role" },
             scope: { type: "organization", id: ENG },
             validUntil: null,
+            // Engineering is single_role_in_hierarchy and Carol is a member there: the new role replaces that one.
+            replace: true,
           },
         ],
       });

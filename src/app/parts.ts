@@ -4,12 +4,15 @@
 // handed to the parts that use it as a plain object.
 
 import { readFileSync } from "node:fs";
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
 import { createAuthenticator, type Authenticator } from "../auth/authenticator.js";
 import type { JwtVerifier } from "../auth/jwt.js";
 import { KeySource } from "../auth/key-source.js";
 import { callerFromCertificate, loadMtlsIdentities } from "../auth/mtls.js";
 import type { Config } from "../config.js";
+import { consoleRoutes } from "../console/serve.js";
 import { createDecisionLog, type DecisionLog, DISABLED_DECISION_LOG } from "../decision-log.js";
 import type { Logger } from "../logger.js";
 import { loadMeshConfig, type MeshConfig } from "../mesh/config.js";
@@ -21,6 +24,7 @@ import { createGrpcServer, type PeerIdentity, type TlsFiles } from "../rpc/grpc-
 import { type Admission, createAdmission, guard } from "../rpc/guard.js";
 import { HealthState } from "../rpc/health.js";
 import { createHttpListener, type HttpListener } from "../rpc/http-server.js";
+import type { ServiceBinding } from "../rpc/handler-types.js";
 import type { DecisionEvent } from "../rpc/permission-handlers.js";
 import { createRateLimitService, type RateLimitServing } from "../rpc/rate-limit-handlers.js";
 import { addReflection } from "../rpc/reflection.js";
@@ -158,10 +162,20 @@ function servers(
     maxMessageBytes: config.maxMessageBytes,
     tls,
     peerIdentity,
-    extraRoutes: authzen,
+    extraRoutes: config.console ? withConsole(bindings, logger, authzen) : authzen,
     metrics: { contentType: shared.metrics.registry.contentType, text: () => shared.metrics.registry.metrics() },
   });
   return { grpcServer, http, tls };
+}
+
+type HttpReq = http.IncomingMessage | http2.Http2ServerRequest;
+type HttpRes = http.ServerResponse | http2.Http2ServerResponse;
+
+/** The web console's files at /console (AUTHZ_CONSOLE), then the other plain HTTP routes. */
+function withConsole(bindings: readonly ServiceBinding[], logger: Logger, next: (req: HttpReq, res: HttpRes) => boolean) {
+  const methods = bindings.flatMap((b) => b.service.methods.map((m) => `/${b.service.typeName}/${m.name}`));
+  const served = consoleRoutes({ methods, logger: logger.child({ module: "console" }) });
+  return (req: HttpReq, res: HttpRes) => served(req, res) || next(req, res);
 }
 
 /** Builds every part; nothing connects or listens yet. */
@@ -176,7 +190,7 @@ export function buildParts(config: Config, logger: Logger): Parts {
   const shared = {
     metrics,
     health,
-    callLog: createCallLog(logger.child({ module: "rpc" }), metrics, tracing),
+    callLog: createCallLog(logger.child({ module: "rpc" }), metrics, tracing, { okSample: config.rpcLogSample }),
     mesh,
     onDecision: decisionSink(metrics, decisionLog),
     // One count of calls in progress for every entry point (RPCs and AuthZEN).

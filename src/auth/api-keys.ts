@@ -62,10 +62,23 @@ export async function readApiKeyTable(db: SqlQuerier): Promise<ApiKeyRecord[]> {
   return (await readActiveApiKeys(db)).map((k) => ({ ...k, scopes: [...parseScopes(k.scopes)] }));
 }
 
-/** The keys currently valid, by id. Replaced wholesale on reload. */
+/** Most verified keys remembered between reloads; past it the memory starts over. */
+const MAX_VERIFIED = 4096;
+
+type RingEntry = { record: ApiKeyRecord; hash: Buffer; caller: Caller };
+
+/**
+ * The keys currently valid, by id. Replaced wholesale on reload (on the
+ * change feed's notice, so a revocation takes effect at once). A presented key
+ * that verified is remembered until the next reload: its hash is computed
+ * once per key and reload, not on every call.
+ */
 export class ApiKeyRing {
-  #byId = new Map<string, { record: ApiKeyRecord; hash: Buffer; caller: Caller }>();
+  #byId = new Map<string, RingEntry>();
+  /** Presented key -> its caller, for keys that verified since the last replace(). */
+  #verified = new Map<string, Caller>();
   #complete = false;
+  #verifications = 0;
 
   /** Every key source has been read: from now on an unknown key is invalid rather than not loaded yet. */
   markComplete(): void {
@@ -73,7 +86,7 @@ export class ApiKeyRing {
   }
 
   replace(records: Iterable<ApiKeyRecord>): void {
-    const next = new Map<string, { record: ApiKeyRecord; hash: Buffer; caller: Caller }>();
+    const next = new Map<string, RingEntry>();
     for (const record of records) {
       next.set(record.id, {
         record,
@@ -82,10 +95,16 @@ export class ApiKeyRing {
       });
     }
     this.#byId = next;
+    this.#verified = new Map();
   }
 
   get size(): number {
     return this.#byId.size;
+  }
+
+  /** Hash comparisons done so far (calls answered from the remembered keys do none). */
+  get verifications(): number {
+    return this.#verifications;
   }
 
   /**
@@ -94,13 +113,21 @@ export class ApiKeyRing {
    * know is UNAVAILABLE (API_KEYS_NOT_LOADED): it may be valid.
    */
   verify(presented: string): Caller | undefined {
+    // Only keys that verified are remembered, so a hit says nothing an answer would not.
+    const known = this.#verified.get(presented);
+    if (known) return known;
     const m = KEY_FORMAT.exec(presented);
     if (!m) return undefined;
+    this.#verifications++;
     const entry = this.#byId.get(m[1] as string);
     const got = Buffer.from(hashSecret(m[2] as string), "hex");
     // Compare even when the id is unknown, so timing does not tell which ids exist.
     const want = entry?.hash ?? Buffer.alloc(32);
-    if (timingSafeEqual(got, want) && entry) return entry.caller;
+    if (timingSafeEqual(got, want) && entry) {
+      if (this.#verified.size >= MAX_VERIFIED) this.#verified = new Map();
+      this.#verified.set(presented, entry.caller);
+      return entry.caller;
+    }
     if (!this.#complete) {
       throw new AuthzError("UNAVAILABLE", "API keys are still loading on this replica; retry shortly", { reason: "API_KEYS_NOT_LOADED" });
     }

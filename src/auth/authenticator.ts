@@ -1,7 +1,7 @@
 import { AuthzError } from "../errors.js";
 import type { CallContext } from "../rpc/handler-types.js";
 import { type ApiKeyRing, looksLikeApiKey } from "./api-keys.js";
-import { ANONYMOUS, type Caller, scopeFor } from "./caller.js";
+import { ANONYMOUS, type Caller, holdsScope, type Scope, scopeFor } from "./caller.js";
 import type { JwtVerifier } from "./jwt.js";
 
 export interface Authenticator {
@@ -55,8 +55,12 @@ export function createAuthenticator(opts: { required: boolean; keys: ApiKeyRing;
 
 /** PERMISSION_DENIED unless the caller holds the scope the path needs. */
 export function authorize(caller: Caller, path: string): void {
-  const scope = scopeFor(path);
-  if (scope === null || caller.scopes.has(scope)) return;
+  requireScope(caller, scopeFor(path), path);
+}
+
+/** PERMISSION_DENIED unless the caller holds `scope` (scopeFor(path), worked out once per path); null: public. */
+export function requireScope(caller: Caller, scope: Scope | null, path: string): void {
+  if (scope === null || holdsScope(caller.scopes, scope)) return;
   throw new AuthzError("PERMISSION_DENIED", `${path} needs the "${scope}" scope, which this credential does not have`, {
     reason: "MISSING_SCOPE",
     metadata: { scope },

@@ -1,5 +1,8 @@
-/** What a credential may do: Check/CheckBulk/ListPermissions, rate limits, or writes. */
-export const SCOPES = ["check", "ratelimit", "admin"] as const;
+/**
+ * What a credential may do: Check/CheckBulk/ListPermissions, rate limits,
+ * writes (admin), or the directory (DirectoryService; admin covers it too).
+ */
+export const SCOPES = ["check", "ratelimit", "admin", "directory"] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /** The authenticated caller of one RPC. */
@@ -33,7 +36,13 @@ export function scopeFor(path: string): Scope | null {
   if (path === "/authz.v1.RateLimitService/ConsumeRateLimit" || path === "/authz.v1.RateLimitService/GetRateLimitCounters") return "ratelimit";
   if (path === "/envoy.service.auth.v3.Authorization/Check") return "check";
   if (path === "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit") return "ratelimit";
+  if (path.startsWith("/authz.v1.DirectoryService/")) return "directory";
   return "admin";
+}
+
+/** Whether a credential's scopes satisfy the scope a path needs: "admin" also covers "directory". */
+export function holdsScope(scopes: ReadonlySet<Scope>, needed: Scope): boolean {
+  return scopes.has(needed) || (needed === "directory" && scopes.has("admin"));
 }
 
 export function parseScopes(raw: readonly string[] | string): Set<Scope> {

@@ -108,12 +108,17 @@ const longer = (a: number, b: number) => (a === NEVER ? Number.POSITIVE_INFINITY
  * answers. Never throws for a store failure; RESOURCE_EXHAUSTED (before the
  * store is touched) beyond MAX_COUNTERS_PER_CALL counters.
  */
-export async function consume(store: RateLimitStore, applied: readonly AppliedPolicy[], cost: number): Promise<RateDecision> {
-  if (applied.length === 0) return { allowed: true, deciding: undefined, source: "NO_POLICY", policies: [] };
-  checkCounterCount(applied.length);
-  const outcomes = await store.consume(applied.map(bucketFor), cost);
-  const results = applied.map((a, i) => policyResult(a, outcomes[i] as BucketOutcome, cost, store));
-  return combine(results);
+export function consume(store: RateLimitStore, applied: readonly AppliedPolicy[], cost: number): Promise<RateDecision> {
+  if (applied.length === 0) return Promise.resolve({ allowed: true, deciding: undefined, source: "NO_POLICY", policies: [] });
+  try {
+    checkCounterCount(applied.length);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  // One promise: the store's, no async wrapper around it.
+  return store
+    .consume(applied.map(bucketFor), cost)
+    .then((outcomes) => combine(applied.map((a, i) => policyResult(a, outcomes[i] as BucketOutcome, cost, store))));
 }
 
 function policyResult(a: AppliedPolicy, o: BucketOutcome, cost: number, store: RateLimitStore): PolicyResult {

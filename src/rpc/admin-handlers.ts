@@ -90,6 +90,7 @@ function mutationFrom(m: RoleMutation, i: number): Mutation {
         role: refFrom(mu.value.role, `${p}.assign_role.role`),
         scope: scopeFrom(mu.value.scope),
         validUntil: mu.value.validUntil ? timestampDate(mu.value.validUntil) : null,
+        ...(mu.value.replace ? { replace: true } : {}),
       };
     case "unassignRole":
       if (mu.value.assignmentId !== "") return { kind: "unassignRole", assignmentId: mu.value.assignmentId };

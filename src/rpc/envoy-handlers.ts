@@ -42,7 +42,7 @@ import type { RateLimitStore } from "../ratelimit/store.js";
 import { confineRateCounters, confineRateSubject } from "../tenancy.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { Freshness } from "./consistency.js";
-import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { type CallContext, isThenable, type ServiceHandlers } from "./handler-types.js";
 import { type DecisionEvent, engineFor, toResource, toSubject } from "./permission-handlers.js";
 import { toRateSubject } from "./rate-limit-handlers.js";
 import { confineRead } from "./tenancy.js";
@@ -223,7 +223,7 @@ function confinedPolicies(ctx: CallContext, engine: Snapshot, input: ConsumeInpu
 export function envoyAuthorizationHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<typeof Authorization> {
   const authorizer = new EnvoyAuthorizer(deps);
   return {
-    check: (req: CheckRequest, ctx: CallContext): Promise<CheckResponseInit> => authorizer.check(req, ctx),
+    check: (req: CheckRequest, ctx: CallContext): CheckResponseInit | Promise<CheckResponseInit> => authorizer.check(req, ctx),
   } satisfies ServiceHandlers<typeof Authorization>;
 }
 
@@ -255,7 +255,8 @@ class EnvoyAuthorizer {
     this.#fault = faultLogger(deps.logger);
   }
 
-  async check(req: CheckRequest, ctx: CallContext): Promise<CheckResponseInit> {
+  /** Synchronous unless the route spends a rate limit or the request asks for a freshness the engine must wait for. */
+  check(req: CheckRequest, ctx: CallContext): CheckResponseInit | Promise<CheckResponseInit> {
     const a = req.attributes;
     const http = a?.request?.http;
     if (!a || !http) return badRequest("the check request carries no HTTP request (attributes.request.http)");
@@ -300,22 +301,27 @@ class EnvoyAuthorizer {
     return allowResponse({ headersToRemove: strip, responseHeadersToAdd: headers.map(headerOption) }, { decision: "allow", route });
   }
 
-  async #checkPublic(r: RoutedRequest): Promise<CheckResponseInit> {
+  #checkPublic(r: RoutedRequest): CheckResponseInit | Promise<CheckResponseInit> {
     if (!r.route.rateLimit) return this.#allowAnonymous(r.routeName);
-    const engine = await engineFor(this.#deps.live(), r.fresh, r.ctx, this.#deps.maxWaitMs);
-    const spent = await this.#spend(r, engine, { vars: r.vars, header: r.attrs.header }, { route: r.routeName });
-    if ("denied" in spent) return spent.denied;
-    return this.#allowAnonymous(r.routeName, spent.headers);
+    return Promise.resolve(engineFor(this.#deps.live(), r.fresh, r.ctx, this.#deps.maxWaitMs)).then(async (engine) => {
+      const spent = await this.#spend(r, engine, { vars: r.vars, header: r.attrs.header }, { route: r.routeName });
+      if ("denied" in spent) return spent.denied;
+      return this.#allowAnonymous(r.routeName, spent.headers);
+    });
   }
 
-  async #checkProtected(r: RoutedRequest): Promise<CheckResponseInit> {
+  #checkProtected(r: RoutedRequest): CheckResponseInit | Promise<CheckResponseInit> {
     const subject = this.#subjectOf(r);
     if (isBad(subject)) return subject.bad;
     const resource = this.#resourceOf(r);
     if (isBad(resource)) return resource.bad;
-    const permission = r.route.permission as string;
-    const engine = await engineFor(this.#deps.live(), r.fresh, r.ctx, this.#deps.maxWaitMs);
+    const engine = engineFor(this.#deps.live(), r.fresh, r.ctx, this.#deps.maxWaitMs);
+    return isThenable(engine) ? engine.then((e) => this.#decide(r, subject, resource, e)) : this.#decide(r, subject, resource, engine);
+  }
 
+  /** The decision on one engine state; the rate limit is spent (the only wait) only when the route has one and the check allowed. */
+  #decide(r: RoutedRequest, subject: SubjectRef, resource: ResourceRef, engine: Snapshot): CheckResponseInit | Promise<CheckResponseInit> {
+    const permission = r.route.permission as string;
     const meta: JsonObject = {
       route: r.routeName,
       subject: `${subject.type}:${subject.id}`,
@@ -332,17 +338,18 @@ class EnvoyAuthorizer {
     const d = engine.check(subject, permission, resource, this.#clock());
     this.#onDecision({ method: "Check", ctx: r.ctx, subject, permission, resource, decision: d, revision: engine.revision });
     if (!d.allowed) return forbidden(meta, d.reason);
+    const allow = (spent: SpendOutcome) => ("denied" in spent ? spent.denied : this.#allowed(subject, engine, meta, d.reason, spent.headers));
+    if (!r.route.rateLimit) return allow({ headers: [] });
+    return this.#spend(r, engine, { vars: r.vars, header: r.attrs.header, subject }, meta).then(allow);
+  }
 
-    const spent = await this.#spend(r, engine, { vars: r.vars, header: r.attrs.header, subject }, meta);
-    if ("denied" in spent) return spent.denied;
+  /** The allow answer: the revision and subject headers upstream, the rate-limit headers to the client. */
+  #allowed(subject: SubjectRef, engine: Snapshot, meta: JsonObject, reason: string, rateHeaders: Headers): CheckResponseInit {
     const upstream: Headers = [];
     const { revision: revisionHeader, subject: subjectHeader } = this.#mesh.okHeaders;
     if (revisionHeader) upstream.push([revisionHeader, engine.revision.toString()]);
     if (subjectHeader) upstream.push([subjectHeader, `${subject.type}:${subject.id}`]);
-    return allowResponse(
-      { headers: upstream.map(headerOption), responseHeadersToAdd: spent.headers.map(headerOption) },
-      { decision: "allow", ...meta, reason: d.reason },
-    );
+    return allowResponse({ headers: upstream.map(headerOption), responseHeadersToAdd: rateHeaders.map(headerOption) }, { decision: "allow", ...meta, reason });
   }
 
   /** The request's subject: 401 without one, 400 when it is malformed. */

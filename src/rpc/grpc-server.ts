@@ -5,7 +5,7 @@ import type { Caller } from "../auth/caller.js";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
 import { codeName, type PublicError, statusDetailsBin, toPublicError } from "./errors.js";
-import { CHECKS_INPUT, type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
+import { CHECKS_INPUT, type CallContext, encodedOnce, isThenable, type ServiceBinding } from "./handler-types.js";
 import { RequestFault, undecodable } from "./input-bounds.js";
 import { scanWire } from "./wire-scan.js";
 
@@ -18,42 +18,55 @@ import { scanWire } from "./wire-scan.js";
 
 type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
 
-/** The call's context; the request id and abort signal are made only if asked for. */
-function contextFor(
-  path: string,
-  callLog: CallLog,
-  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
-  peerIdentity: PeerIdentity | undefined,
-): CallContext {
-  let controller: AbortController | undefined;
-  let rid: string | undefined;
-  return {
-    path,
-    get peerIdentity() {
-      return peerIdentity ? peerIdentity(call.getAuthContext().sslPeerCertificate) : undefined;
-    },
-    get requestId() {
-      rid ??= callLog.requestId(call.metadata.get("x-request-id")[0] as string | undefined);
-      return rid;
-    },
-    header(name) {
-      const v = call.metadata.get(name)[0];
-      return typeof v === "string" ? v : undefined;
-    },
-    timeRemainingMs() {
-      const deadline = call.getDeadline();
-      const d = deadline instanceof Date ? deadline.getTime() : deadline;
-      return Number.isFinite(d) ? d - Date.now() : undefined;
-    },
-    get signal() {
-      if (!controller) {
-        const c = new AbortController();
-        controller = c;
-        call.on("cancelled", () => c.abort());
-      }
-      return controller.signal;
-    },
-  };
+type GrpcCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+interface ServerDeps {
+  logger: Logger;
+  callLog: CallLog;
+  maxMessageBytes: number;
+  peerIdentity?: PeerIdentity;
+}
+
+/** The call's context: one object per call; the request id and abort signal are made only if asked for. */
+class GrpcCallContext implements CallContext {
+  caller?: Caller;
+  #rid: string | undefined;
+  #controller: AbortController | undefined;
+
+  constructor(
+    readonly path: string,
+    private readonly call: GrpcCall,
+    private readonly deps: ServerDeps,
+  ) {}
+
+  get peerIdentity(): Caller | undefined {
+    return this.deps.peerIdentity?.(this.call.getAuthContext().sslPeerCertificate);
+  }
+
+  get requestId(): string {
+    this.#rid ??= this.deps.callLog.requestId(this.call.metadata.get("x-request-id")[0] as string | undefined);
+    return this.#rid;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.call.metadata.get(name)[0];
+    return typeof v === "string" ? v : undefined;
+  }
+
+  timeRemainingMs(): number | undefined {
+    const deadline = this.call.getDeadline();
+    const d = deadline instanceof Date ? deadline.getTime() : deadline;
+    return Number.isFinite(d) ? d - Date.now() : undefined;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      const c = new AbortController();
+      this.#controller = c;
+      this.call.on("cancelled", () => c.abort());
+    }
+    return this.#controller.signal;
+  }
 }
 
 function toServiceError(e: PublicError): Partial<grpc.StatusObject> {
@@ -62,6 +75,13 @@ function toServiceError(e: PublicError): Partial<grpc.StatusObject> {
   return { code: e.code as number as grpc.status, details: e.message, metadata: md };
 }
 
+/**
+ * protobuf-es bytes as a Buffer: copied, which for messages this small is
+ * cheaper than a Buffer over the ArrayBuffer protobuf-es allocated (measured
+ * about 0.3 µs less per call: the copy lands in Node's pooled memory).
+ */
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u);
+
 function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unknown> {
   const input: DescMessage = method.input;
   const output: DescMessage = method.output;
@@ -69,9 +89,11 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
     path: `/${method.parent.typeName}/${method.name}`,
     requestStream: false,
     responseStream: method.methodKind === "server_streaming",
-    requestSerialize: (m) => Buffer.from(toBinary(input, m as never)),
+    requestSerialize: (m) => asBuffer(toBinary(input, m as never)),
     // Scanned before decoding: malformed or oversized-in-elements bytes never reach protobuf-es.
-    requestDeserialize: (b: Buffer) => {
+    requestDeserialize: (buf: Buffer) => {
+      // A plain Uint8Array over the same bytes: slicing it (each string field) is cheaper than slicing a Buffer.
+      const b = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
       const fault = scanWire(input, b);
       if (fault) return new RequestFault(undecodable(input.typeName, fault));
       try {
@@ -80,9 +102,41 @@ function definitionFor(method: DescMethod): grpc.MethodDefinition<unknown, unkno
         return new RequestFault(undecodable(input.typeName, { reason: "MALFORMED_MESSAGE", message: err instanceof Error ? err.message : "malformed" }));
       }
     },
-    responseSerialize: (m) => Buffer.from(toBinary(output, create(output, m as never))),
+    responseSerialize: (m) => encodedOnce(m, () => asBuffer(toBinary(output, create(output, m as never)))),
     responseDeserialize: (b: Buffer) => fromBinary(output, b),
     originalName: method.localName,
+  };
+}
+
+/** A unary method: the handler's result straight to the callback when it is not a promise (no microtask). */
+function unaryImplementation(path: string, handler: AnyHandler, answersFaults: boolean, deps: ServerDeps): grpc.handleUnaryCall<unknown, unknown> {
+  const { logger, callLog } = deps;
+  const fail = (ctx: GrpcCallContext, started: number, callback: grpc.sendUnaryData<unknown>, err: unknown) => {
+    const e = toPublicError(err, logger, ctx.requestId, path);
+    callLog.done(path, ctx.requestId, codeName(e.code), started, ctx);
+    callback(toServiceError(e));
+  };
+  return (call, callback) => {
+    const started = performance.now();
+    const ctx = new GrpcCallContext(path, call, deps);
+    if (answersFaults && call.request instanceof RequestFault) return fail(ctx, started, callback, call.request.error);
+    let res: unknown;
+    try {
+      res = handler(call.request, ctx);
+    } catch (err) {
+      return fail(ctx, started, callback, err);
+    }
+    if (!isThenable(res)) {
+      callLog.done(path, ctx, "OK", started, ctx);
+      return callback(null, res);
+    }
+    res.then(
+      (out) => {
+        callLog.done(path, ctx, "OK", started, ctx);
+        callback(null, out);
+      },
+      (err) => fail(ctx, started, callback, err),
+    );
   };
 }
 
@@ -107,11 +161,39 @@ function writable(call: grpc.ServerWritableStream<unknown, unknown>): Promise<vo
   });
 }
 
-export function createGrpcServer(
-  bindings: readonly ServiceBinding[],
-  deps: { logger: Logger; callLog: CallLog; maxMessageBytes: number; peerIdentity?: PeerIdentity },
-): grpc.Server {
+/** A server-streaming method: writes what the handler yields (waiting for drain) until it ends or the caller cancels. */
+function streamingImplementation(
+  path: string,
+  handler: AnyHandler,
+  answersFaults: boolean,
+  deps: ServerDeps,
+): grpc.handleServerStreamingCall<unknown, unknown> {
   const { logger, callLog } = deps;
+  return (call) => {
+    const started = performance.now();
+    const ctx = new GrpcCallContext(path, call, deps);
+    const fail = (err: unknown) => {
+      const e = toPublicError(err, logger, ctx.requestId, path);
+      callLog.done(path, ctx.requestId, codeName(e.code), started, ctx);
+      call.emit("error", toServiceError(e));
+    };
+    if (answersFaults && call.request instanceof RequestFault) return fail(call.request.error);
+    void (async () => {
+      try {
+        for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
+          if (call.cancelled) break;
+          if (!call.write(msg)) await writable(call);
+        }
+        callLog.done(path, ctx.requestId, call.cancelled ? "CANCELLED" : "OK", started, ctx);
+        if (!call.cancelled) call.end();
+      } catch (err) {
+        fail(err);
+      }
+    })();
+  };
+}
+
+export function createGrpcServer(bindings: readonly ServiceBinding[], deps: ServerDeps): grpc.Server {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": deps.maxMessageBytes,
     "grpc.max_send_message_length": deps.maxMessageBytes,
@@ -126,69 +208,9 @@ export function createGrpcServer(
       // A handler that does not check its input (no guard) gets no RequestFault: the listener answers it.
       const answersFaults = (handler as { [CHECKS_INPUT]?: boolean })[CHECKS_INPUT] !== true;
       definition[method.localName] = def;
-      const path = def.path;
-      if (method.methodKind === "unary") {
-        implementation[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const started = process.hrtime.bigint();
-          const ctx = contextFor(path, callLog, call, deps.peerIdentity);
-          const rid = () => ctx.requestId;
-          const ok = (res: unknown) => {
-            callLog.done(path, rid, "OK", started, ctx.header);
-            callback(null, res);
-          };
-          const fail = (err: unknown) => {
-            const e = toPublicError(err, logger, ctx.requestId, path);
-            callLog.done(path, ctx.requestId, codeName(e.code), started, ctx.header);
-            callback(toServiceError(e));
-          };
-          if (answersFaults && call.request instanceof RequestFault) {
-            fail(call.request.error);
-            return;
-          }
-          let res: unknown;
-          try {
-            res = handler(call.request, ctx);
-          } catch (err) {
-            fail(err);
-            return;
-          }
-          if (isThenable(res)) res.then(ok, fail);
-          else ok(res);
-        }) as grpc.handleUnaryCall<unknown, unknown>;
-      } else if (method.methodKind === "server_streaming") {
-        implementation[method.localName] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
-          const started = process.hrtime.bigint();
-          const ctx = contextFor(path, callLog, call, deps.peerIdentity);
-          const rid = ctx.requestId;
-          const fail = (err: unknown) => {
-            const e = toPublicError(err, logger, rid, path);
-            callLog.done(path, rid, codeName(e.code), started, ctx.header);
-            call.emit("error", toServiceError(e));
-          };
-          if (answersFaults && call.request instanceof RequestFault) {
-            fail(call.request.error);
-            return;
-          }
-          void (async () => {
-            try {
-              for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
-                if (call.cancelled) break;
-                if (!call.write(msg)) await writable(call);
-              }
-              if (call.cancelled) {
-                callLog.done(path, rid, "CANCELLED", started, ctx.header);
-                return;
-              }
-              callLog.done(path, rid, "OK", started, ctx.header);
-              call.end();
-            } catch (err) {
-              fail(err);
-            }
-          })();
-        }) as grpc.handleServerStreamingCall<unknown, unknown>;
-      } else {
-        throw new Error(`${path}: ${method.methodKind} methods are not supported`);
-      }
+      if (method.methodKind === "unary") implementation[method.localName] = unaryImplementation(def.path, handler, answersFaults, deps);
+      else if (method.methodKind === "server_streaming") implementation[method.localName] = streamingImplementation(def.path, handler, answersFaults, deps);
+      else throw new Error(`${def.path}: ${method.methodKind} methods are not supported`);
     }
     server.addService(definition as grpc.ServiceDefinition, implementation);
   }

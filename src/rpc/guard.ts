@@ -1,5 +1,6 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type Authenticator, authorize } from "../auth/authenticator.js";
+import { type Authenticator, authorize, requireScope } from "../auth/authenticator.js";
+import type { Caller } from "../auth/caller.js";
 import { scopeFor } from "../auth/caller.js";
 import { AuthzError } from "../errors.js";
 import { CHECKS_INPUT, type CallContext, isThenable, type ServiceBinding } from "./handler-types.js";
@@ -118,14 +119,16 @@ function unary(
     return Promise.resolve(out).finally(() => admission.release());
   };
   if (!auth) return run;
+  const scope = scopeFor(path);
+  const authorized = (req: unknown, ctx: CallContext, caller: Caller): unknown => {
+    requireScope(caller, scope, path);
+    ctx.caller = caller;
+    return run(req, ctx);
+  };
+  // A synchronous credential (API key, mTLS) runs the handler in the same tick: no promise unless something awaits.
   return (req: unknown, ctx: CallContext) => {
     const c = auth.authenticate(ctx);
-    const authorized = (caller: Awaited<typeof c>) => {
-      authorize(caller, path);
-      ctx.caller = caller;
-      return run(req, ctx);
-    };
-    return isThenable(c) ? c.then(authorized) : authorized(c);
+    return isThenable(c) ? c.then((caller) => authorized(req, ctx, caller)) : authorized(req, ctx, c);
   };
 }
 

@@ -74,3 +74,23 @@ export const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * RequestFault (input-bounds.ts) instead of answering it on their own.
  */
 export const CHECKS_INPUT = Symbol("checksInput");
+
+const ENCODED = Symbol("encoded");
+
+/**
+ * Marks a response a handler hands out again and again (the same decision
+ * at the same revision): the gRPC listener encodes it once and keeps the
+ * bytes on it. The object must not change after it is first returned.
+ */
+export function reusable<T extends object>(response: T): T {
+  Object.defineProperty(response, ENCODED, { value: undefined, writable: true, enumerable: false });
+  return response;
+}
+
+/** The bytes of a response: kept on it when it is reusable, encoded each time otherwise. */
+export function encodedOnce<B>(response: unknown, encode: () => B): B {
+  if (typeof response !== "object" || response === null || !(ENCODED in response)) return encode();
+  const r = response as { [ENCODED]: B | undefined };
+  r[ENCODED] ??= encode();
+  return r[ENCODED];
+}

@@ -42,6 +42,7 @@ export const FIELD_LIMITS: Readonly<Record<string, FieldLimit>> = {
   "authz.v1.CheckBulkRequest.items": { items: HANDLER_BOUNDED },
   "authz.v1.ManageRolesRequest.mutations": { items: HANDLER_BOUNDED },
   "authz.v1.ManageRateLimitsRequest.mutations": { items: HANDLER_BOUNDED },
+  "authz.v1.ManageDirectoryRequest.mutations": { items: HANDLER_BOUNDED },
   // ShouldRateLimit bounds its descriptors in src/mesh/rate-limit.ts.
   "envoy.service.ratelimit.v3.RateLimitRequest.descriptors": { items: HANDLER_BOUNDED },
   // An HTTP request as Envoy reports it: Envoy's own header limits (60 KiB, 100 headers by default) fit.

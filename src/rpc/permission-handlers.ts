@@ -4,6 +4,7 @@ import type { ResourceRef as ResourceRefMsg, SubjectRef as SubjectRefMsg } from 
 import {
   type CheckBulkRequest,
   type CheckRequest,
+  type CheckResponseSchema,
   DecisionReason,
   type ExplanationSchema,
   ExplanationStepKind,
@@ -27,7 +28,7 @@ import { AuthzError, invalidArgument } from "../errors.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
-import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { type CallContext, isThenable, reusable, type ServiceHandlers } from "./handler-types.js";
 import type { LookupMethods } from "./lookup-handlers.js";
 import { confineRead } from "./tenancy.js";
 
@@ -157,99 +158,145 @@ export interface PermissionHandlerOptions {
 }
 
 /** Check, CheckBulk and ListPermissions; the lookups are lookupHandlers' (src/rpc/lookup-handlers.ts). */
-type CheckHandlers = Omit<ServiceHandlers<typeof PermissionService>, LookupMethods>;
+type Handlers = Omit<ServiceHandlers<typeof PermissionService>, LookupMethods>;
 
-export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): CheckHandlers {
+type CheckAnswer = MessageInitShape<typeof CheckResponseSchema>;
+
+/**
+ * Check's answers without an explanation: one per outcome and revision,
+ * shared by every call that gets it (the listener encodes each once).
+ */
+function checkAnswers(): (revision: bigint, allowed: boolean, reason: Reason) => CheckAnswer {
+  let at: bigint | undefined;
+  let byOutcome = new Map<string, CheckAnswer>();
+  return (revision, allowed, reason) => {
+    if (revision !== at) {
+      at = revision;
+      byOutcome = new Map();
+    }
+    const key = allowed ? reason : `!${reason}`;
+    let a = byOutcome.get(key);
+    if (!a) {
+      a = reusable({ allowed, revision: revision.toString(), reason: REASON[reason] });
+      byOutcome.set(key, a);
+    }
+    return a;
+  };
+}
+
+/** Check: synchronous unless the caller asked for a freshness the engine must wait for. */
+function checkHandler(live: () => LiveEngine, opts: PermissionHandlerOptions): Handlers["check"] {
   const clock = opts.clock ?? Date.now;
-  const onDecision = opts.onDecision ?? (() => {});
+  const onDecision = opts.onDecision;
+  const shared = checkAnswers();
+  const answer = (req: CheckRequest, ctx: CallContext, engine: Snapshot, subject: SubjectRef, permission: string, resource: ResourceRef) => {
+    confineRead(ctx, engine, subject, resource);
+    const d = engine.check(subject, permission, resource, clock(), req.explain);
+    onDecision?.({ method: "Check", ctx, subject, permission, resource, decision: d, revision: engine.revision });
+    if (!req.explain) return shared(engine.revision, d.allowed, d.reason);
+    const out: CheckAnswer = { allowed: d.allowed, revision: engine.revision.toString(), reason: REASON[d.reason] };
+    out.explanation = explanation(d, subject, permission, resource);
+    return out;
+  };
+  return (req, ctx) => {
+    const subject = toSubject(req.subject, "subject");
+    const permission = toPermission(req.permission, "permission");
+    const resource = toResource(req.resource, "resource");
+    const engine = engineFor(live(), toFreshness(req.consistency), ctx, opts.maxWaitMs);
+    if (isThenable(engine)) return engine.then((e) => answer(req, ctx, e, subject, permission, resource));
+    return answer(req, ctx, engine, subject, permission, resource);
+  };
+}
+
+/** CheckBulk: one engine state for every item; an item's bad input is its own error, not the call's. */
+function checkBulkHandler(live: () => LiveEngine, opts: PermissionHandlerOptions): Handlers["checkBulk"] {
+  const clock = opts.clock ?? Date.now;
+  const onDecision = opts.onDecision;
+  const answer = (req: CheckBulkRequest, ctx: CallContext, engine: Snapshot) => {
+    const now = clock();
+    const results = req.items.map((item, i) => {
+      try {
+        const subject = toSubject(item.subject, `items[${i}].subject`);
+        const permission = toPermission(item.permission, `items[${i}].permission`);
+        const resource = toResource(item.resource, `items[${i}].resource`);
+        confineRead(ctx, engine, subject, resource);
+        const d = engine.check(subject, permission, resource, now, req.explain);
+        onDecision?.({ method: "CheckBulk", ctx, subject, permission, resource, decision: d, revision: engine.revision });
+        return {
+          correlationId: item.correlationId,
+          allowed: d.allowed,
+          reason: REASON[d.reason],
+          ...(req.explain ? { explanation: explanation(d, subject, permission, resource) } : {}),
+        };
+      } catch (err) {
+        if (!(err instanceof AuthzError)) throw err;
+        return { correlationId: item.correlationId, allowed: false, error: { code: err.code, message: err.message } };
+      }
+    });
+    return { revision: engine.revision.toString(), results };
+  };
+  return (req, ctx) => {
+    if (req.items.length > MAX_BULK_ITEMS) {
+      throw invalidArgument(`items holds ${req.items.length} checks; at most ${MAX_BULK_ITEMS} per call`, "items");
+    }
+    const engine = engineFor(live(), toFreshness(req.consistency), ctx, opts.maxWaitMs);
+    return isThenable(engine) ? engine.then((e) => answer(req, ctx, e)) : answer(req, ctx, engine);
+  };
+}
+
+/** ListPermissions: pages over what the subject holds, refused when it changed since the first page. */
+function listPermissionsHandler(live: () => LiveEngine, opts: PermissionHandlerOptions): Handlers["listPermissions"] {
+  const clock = opts.clock ?? Date.now;
+  return async (req: ListPermissionsRequest, ctx): Promise<MessageInitShape<typeof ListPermissionsResponseSchema>> => {
+    const subject = toSubject(req.subject, "subject");
+    const within = req.resource ? toResource(req.resource, "resource") : undefined;
+    if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
+      throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}, got ${req.pageSize}`, "page_size");
+    }
+    const pageSize = req.pageSize || DEFAULT_PAGE_SIZE;
+    const query = digest([subject, within ?? null, pageSize]);
+    const token = req.pageToken ? decodeToken(req.pageToken) : undefined;
+    if (token && token.q !== query) {
+      throw invalidArgument("page_token belongs to a different request (subject, resource and page_size must not change)", "page_token");
+    }
+    let freshness = toFreshness(req.consistency);
+    if (token && freshness.kind === "latest") freshness = { kind: "at_least", revision: BigInt(token.r) };
+    const engine = await engineFor(live(), freshness, ctx, opts.maxWaitMs);
+    confineRead(ctx, engine, subject, within);
+    const listing = engine.list(subject, within, clock());
+    if (!listing) throw new AuthzError("NOT_FOUND", `${subject.type} ${subject.id} does not exist`, { reason: "SUBJECT_NOT_FOUND" });
+    const tenant = ctx.caller?.tenantId;
+    // A tenant-bound caller sees only the scopes inside its tenant.
+    const all = tenant ? listing.entries.filter((e) => e.scope !== undefined && engine.resourceTenant(e.scope) === tenant) : listing.entries;
+    return listingPage(all, { offset: token?.o ?? 0, pageSize, query, token, revision: engine.revision, subjectStatus: listing.subjectStatus });
+  };
+}
+
+/** One page of a listing, with the token for the next; ABORTED when the listing changed since the first page. */
+function listingPage(
+  all: readonly ScopeEntry[],
+  p: { offset: number; pageSize: number; query: string; token: PageToken | undefined; revision: bigint; subjectStatus: Reason },
+): MessageInitShape<typeof ListPermissionsResponseSchema> {
+  const whole = digest(all);
+  if (p.token && p.token.d !== whole) {
+    throw new AuthzError("ABORTED", "what the subject holds changed since the first page; restart the listing without a page_token", {
+      reason: "LISTING_CHANGED",
+    });
+  }
+  const end = p.offset + p.pageSize;
+  const next: PageToken = { o: end, q: p.query, d: whole, r: p.token?.r ?? p.revision.toString() };
   return {
-    async check(req: CheckRequest, ctx) {
-      const subject = toSubject(req.subject, "subject");
-      const permission = toPermission(req.permission, "permission");
-      const resource = toResource(req.resource, "resource");
-      const freshness = toFreshness(req.consistency);
-      const engine = await engineFor(live(), freshness, ctx, opts.maxWaitMs);
-      confineRead(ctx, engine, subject, resource);
-      const d = engine.check(subject, permission, resource, clock(), req.explain);
-      onDecision({ method: "Check", ctx, subject, permission, resource, decision: d, revision: engine.revision });
-      return {
-        allowed: d.allowed,
-        revision: engine.revision.toString(),
-        reason: REASON[d.reason],
-        ...(req.explain ? { explanation: explanation(d, subject, permission, resource) } : {}),
-      };
-    },
+    scopes: all.slice(p.offset, end).map(entryMessage),
+    revision: p.revision.toString(),
+    subjectStatus: REASON[p.subjectStatus],
+    nextPageToken: end < all.length ? Buffer.from(JSON.stringify(next)).toString("base64url") : "",
+  };
+}
 
-    async checkBulk(req: CheckBulkRequest, ctx) {
-      if (req.items.length > MAX_BULK_ITEMS) {
-        throw invalidArgument(`items holds ${req.items.length} checks; at most ${MAX_BULK_ITEMS} per call`, "items");
-      }
-      const engine = await engineFor(live(), toFreshness(req.consistency), ctx, opts.maxWaitMs);
-      const now = clock();
-      return {
-        revision: engine.revision.toString(),
-        results: req.items.map((item, i) => {
-          try {
-            const subject = toSubject(item.subject, `items[${i}].subject`);
-            const permission = toPermission(item.permission, `items[${i}].permission`);
-            const resource = toResource(item.resource, `items[${i}].resource`);
-            confineRead(ctx, engine, subject, resource);
-            const d = engine.check(subject, permission, resource, now, req.explain);
-            onDecision({ method: "CheckBulk", ctx, subject, permission, resource, decision: d, revision: engine.revision });
-            return {
-              correlationId: item.correlationId,
-              allowed: d.allowed,
-              reason: REASON[d.reason],
-              ...(req.explain ? { explanation: explanation(d, subject, permission, resource) } : {}),
-            };
-          } catch (err) {
-            if (!(err instanceof AuthzError)) throw err;
-            return { correlationId: item.correlationId, allowed: false, error: { code: err.code, message: err.message } };
-          }
-        }),
-      };
-    },
-
-    async listPermissions(req: ListPermissionsRequest, ctx): Promise<MessageInitShape<typeof ListPermissionsResponseSchema>> {
-      const subject = toSubject(req.subject, "subject");
-      const within = req.resource ? toResource(req.resource, "resource") : undefined;
-      if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
-        throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}, got ${req.pageSize}`, "page_size");
-      }
-      const pageSize = req.pageSize || DEFAULT_PAGE_SIZE;
-      const query = digest([subject, within ?? null, pageSize]);
-      const token = req.pageToken ? decodeToken(req.pageToken) : undefined;
-      if (token && token.q !== query) {
-        throw invalidArgument("page_token belongs to a different request (subject, resource and page_size must not change)", "page_token");
-      }
-      let freshness = toFreshness(req.consistency);
-      if (token && freshness.kind === "latest") freshness = { kind: "at_least", revision: BigInt(token.r) };
-      const engine = await engineFor(live(), freshness, ctx, opts.maxWaitMs);
-      confineRead(ctx, engine, subject, within);
-      const listing = engine.list(subject, within, clock());
-      if (!listing) throw new AuthzError("NOT_FOUND", `${subject.type} ${subject.id} does not exist`, { reason: "SUBJECT_NOT_FOUND" });
-      const tenant = ctx.caller?.tenantId;
-      // A tenant-bound caller sees only the scopes inside its tenant.
-      const all = tenant ? listing.entries.filter((e) => e.scope !== undefined && engine.resourceTenant(e.scope) === tenant) : listing.entries;
-      const whole = digest(all);
-      if (token && token.d !== whole) {
-        throw new AuthzError("ABORTED", "what the subject holds changed since the first page; restart the listing without a page_token", {
-          reason: "LISTING_CHANGED",
-        });
-      }
-      const offset = token?.o ?? 0;
-      const page = all.slice(offset, offset + pageSize);
-      const next = offset + pageSize < all.length;
-      return {
-        scopes: page.map(entryMessage),
-        revision: engine.revision.toString(),
-        subjectStatus: REASON[listing.subjectStatus],
-        nextPageToken: next
-          ? Buffer.from(JSON.stringify({ o: offset + pageSize, q: query, d: whole, r: token?.r ?? engine.revision.toString() } satisfies PageToken)).toString(
-              "base64url",
-            )
-          : "",
-      };
-    },
+export function permissionHandlers(live: () => LiveEngine, opts: PermissionHandlerOptions = {}): Handlers {
+  return {
+    check: checkHandler(live, opts),
+    checkBulk: checkBulkHandler(live, opts),
+    listPermissions: listPermissionsHandler(live, opts),
   };
 }

@@ -29,7 +29,7 @@ import {
 import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { NEVER } from "../ratelimit/algorithms.js";
-import { type ConsumeInput, consume, type DecisionSource, type PolicyResult, readCounters, resolvePolicies } from "../ratelimit/limiter.js";
+import { type ConsumeInput, consume, type DecisionSource, type PolicyResult, type RateDecision, readCounters, resolvePolicies } from "../ratelimit/limiter.js";
 import { MAX_MUTATIONS, manageRateLimits, type RateLimitMutation } from "../store/manage-rate-limits.js";
 import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
@@ -39,7 +39,7 @@ import type { SqlClient } from "../store/sql.js";
 import { UUID } from "../validation.js";
 import { stateFor, toFreshness } from "./consistency.js";
 import { type TenantLookup, writeCaller } from "./tenancy.js";
-import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { type CallContext, isThenable, type ServiceHandlers } from "./handler-types.js";
 
 /** The policies as of some revision (a Snapshot is one). */
 export type RatePolicyView = RatePolicyLookup & { readonly revision: bigint } & Partial<TenantLookup>;
@@ -194,28 +194,34 @@ function appliedFor(ctx: CallContext, view: RatePolicyView, input: ConsumeInput)
   return applied;
 }
 
+/** ConsumeRateLimit's answer: the deciding policy's figures, and every policy's. */
+function consumeAnswer(d: RateDecision, view: RatePolicyView, onDecision?: (source: string) => void): MessageInitShape<typeof ConsumeRateLimitResponseSchema> {
+  onDecision?.(d.source.toLowerCase());
+  const top = d.deciding;
+  return {
+    allowed: d.allowed,
+    limit: BigInt(top?.policy.limit ?? 0),
+    remaining: BigInt(top?.remaining ?? 0),
+    ...(top ? { resetAfter: duration(top.resetAfterUs) } : {}),
+    ...(top && top.retryAfterUs !== 0 ? { retryAfter: duration(top.retryAfterUs) } : {}),
+    policy: top?.policy.name ?? "",
+    source: SOURCE[d.source],
+    policies: d.policies.map(policyResultMsg),
+    revision: view.revision.toString(),
+    exceedsLimit: top?.exceedsLimit ?? false,
+  };
+}
+
 export function rateLimitHandlers(deps: RateLimitHandlerDeps): ServiceHandlers<typeof RateLimitService> {
   const { store } = deps;
   return {
-    async consumeRateLimit(req, ctx): Promise<MessageInitShape<typeof ConsumeRateLimitResponseSchema>> {
+    consumeRateLimit(req, ctx) {
       const input = toInput(req.policy, req.subject, req.organizationId);
       const cost = toCost(req.cost);
-      const view = await policiesFor(deps.policies(), req.consistency, ctx);
-      const d = await consume(store, appliedFor(ctx, view, input), cost);
-      deps.onDecision?.(d.source.toLowerCase());
-      const top = d.deciding;
-      return {
-        allowed: d.allowed,
-        limit: BigInt(top?.policy.limit ?? 0),
-        remaining: BigInt(top?.remaining ?? 0),
-        ...(top ? { resetAfter: duration(top.resetAfterUs) } : {}),
-        ...(top && top.retryAfterUs !== 0 ? { retryAfter: duration(top.retryAfterUs) } : {}),
-        policy: top?.policy.name ?? "",
-        source: SOURCE[d.source],
-        policies: d.policies.map(policyResultMsg),
-        revision: view.revision.toString(),
-        exceedsLimit: top?.exceedsLimit ?? false,
-      };
+      // No async wrapper: the policy view is at hand unless a freshness wait is asked for; the store's promise is the only one.
+      const decide = (view: RatePolicyView) => consume(store, appliedFor(ctx, view, input), cost).then((d) => consumeAnswer(d, view, deps.onDecision));
+      const view = policiesFor(deps.policies(), req.consistency, ctx);
+      return isThenable(view) ? view.then(decide) : decide(view);
     },
 
     async manageRateLimits(req, ctx) {

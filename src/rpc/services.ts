@@ -1,4 +1,5 @@
 import { AdminService } from "../../gen/authz/v1/admin_service_pb.js";
+import { DirectoryService } from "../../gen/authz/v1/directory_service_pb.js";
 import { PermissionService } from "../../gen/authz/v1/permission_service_pb.js";
 import { RateLimitService } from "../../gen/authz/v1/rate_limit_service_pb.js";
 import { WatchService } from "../../gen/authz/v1/watch_service_pb.js";
@@ -9,6 +10,8 @@ import type { LiveEngine } from "../store/live-engine.js";
 import type { SqlClient } from "../store/sql.js";
 import { type HealthState, healthHandlers } from "./health.js";
 import { manageRolesHandler } from "./admin-handlers.js";
+import { apiKeyHandlers } from "./api-key-handlers.js";
+import { directoryHandlers } from "./directory-handlers.js";
 import { ownershipHandlers } from "./ownership-handlers.js";
 import { lookupHandlers } from "./lookup-handlers.js";
 import { type DecisionEvent, permissionHandlers } from "./permission-handlers.js";
@@ -26,7 +29,14 @@ import type { RateLimitStore } from "../ratelimit/store.js";
 import type { Logger } from "../logger.js";
 
 /** Service names the health service reports on, besides the server as a whole (""). */
-export const SERVED_SERVICES = [PermissionService.typeName, WatchService.typeName, AdminService.typeName, RateLimitService.typeName, ...ENVOY_SERVICE_NAMES];
+export const SERVED_SERVICES = [
+  PermissionService.typeName,
+  WatchService.typeName,
+  AdminService.typeName,
+  DirectoryService.typeName,
+  RateLimitService.typeName,
+  ...ENVOY_SERVICE_NAMES,
+];
 
 export interface ServiceDeps {
   /** Per decision: metrics and the decision log. */
@@ -69,7 +79,9 @@ export function createBindings(health: HealthState, deps: ServiceDeps): ServiceB
     bind(AdminService, {
       manageRoles: manageRolesHandler(deps.db),
       ...ownershipHandlers(deps.db, { defaultRequestTtlMs: deps.transferTtlMs }),
+      ...apiKeyHandlers(deps.db),
     } satisfies ServiceHandlers<typeof AdminService>),
+    bind(DirectoryService, directoryHandlers(deps.db)),
     bind(RateLimitService, deps.rateLimit),
     ...envoyBindings(deps),
   ];

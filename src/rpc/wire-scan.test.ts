@@ -33,6 +33,11 @@ describe("scanWire", () => {
     expect(() => fromBinary(CheckRequestSchema, unknown)).not.toThrow();
   });
 
+  it("accepts valid UTF-8 beyond ASCII in a string", () => {
+    const text = toBinary(CheckRequestSchema, create(CheckRequestSchema, { permission: "lire.les-membres·é€😀" }));
+    expect(scanWire(CheckRequestSchema, text)).toBeUndefined();
+  });
+
   it("refuses what protobuf-es cannot decode, and more", () => {
     const cases: Array<[string, Uint8Array, RegExp]> = [
       ["a length past the end", bytes(0x12, 0x05, 0x61), /runs past the end/],
@@ -43,6 +48,8 @@ describe("scanWire", () => {
       ["a known field sent as a group", bytes(0x0b, 0x0c), /wire type 3, expected 2/],
       ["wire type 7", bytes(0x0f), /wire type 7/],
       ["invalid UTF-8 in a string", bytes(0x12, 0x02, 0xc3, 0x28), /not valid UTF-8/],
+      ["invalid UTF-8 after ASCII", bytes(0x12, 0x04, 0x61, 0x62, 0x63, 0xff), /not valid UTF-8/],
+      ["a truncated multi-byte character after ASCII", bytes(0x12, 0x03, 0x61, 0x62, 0xe2), /not valid UTF-8/],
       ["a string field sent as a number", bytes(0x10, 0x01), /wire type 0, expected 2/],
       ["a message field sent as fixed32", bytes(0x0d, 1, 2, 3, 4), /wire type 5, expected 2/],
       ["a sub-message past its parent", bytes(0x0a, 0x02, 0x12, 0x05, 0x61), /runs past the end/],

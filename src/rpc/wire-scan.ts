@@ -99,6 +99,16 @@ class Stop extends Error {
 
 const malformed = (message: string) => new Stop({ reason: "MALFORMED_MESSAGE", message });
 
+/**
+ * Whether buf[from, to) is valid UTF-8. ASCII (every byte below 0x80, the
+ * usual case: ids, keys, types) is valid as it stands and is checked in
+ * place; anything else goes to node:buffer's isUtf8.
+ */
+function validUtf8(buf: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if ((buf[i] as number) >= 0x80) return isUtf8(buf.subarray(from, to));
+  return true;
+}
+
 /** Reads the wire format of one request, counting elements; throws Stop. */
 class Scan {
   pos = 0;
@@ -168,7 +178,7 @@ class Scan {
     const n = this.length(end);
     const stop = this.pos + n;
     if (slot.holds === "message") return this.message(slot.plan(), stop, depth + 1);
-    if (slot.holds === "string" && !isUtf8(this.buf.subarray(this.pos, stop))) throw malformed(`field ${no} is a string but not valid UTF-8`);
+    if (slot.holds === "string" && !validUtf8(this.buf, this.pos, stop)) throw malformed(`field ${no} is a string but not valid UTF-8`);
     this.pos = stop;
   }
 

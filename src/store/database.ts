@@ -14,7 +14,7 @@ import { projectPath } from "../paths.js";
 import { checkPostgresDriver } from "./driver-check.js";
 import { importDocument } from "./import.js";
 import { migrate } from "./migrate.js";
-import { openDatabase } from "./open.js";
+import { openDatabase, openEmbedded } from "./open.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 
 export interface Database extends SqlClient {
@@ -51,14 +51,29 @@ function requirePatchedDriver(): void {
   );
 }
 
-async function prepare(db: SqlClient, config: Config, logger: Logger): Promise<void> {
+/** The embedded mode's seed file, resolved against the project when relative; undefined with AUTHZ_EMBEDDED_IMPORT=none. */
+function seedFile(config: Config): string | undefined {
+  const f = config.embeddedImportFile;
+  if (config.databaseUrl || f === undefined) return undefined;
+  return isAbsolute(f) ? f : projectPath(f);
+}
+
+/** Opens the database: Postgres with retries, or the embedded one (seeded: it already holds the seed file). */
+async function openForStart(config: Config, logger: Logger, stopping: () => boolean): Promise<{ db: SqlClient; seeded: boolean }> {
+  if (config.databaseUrl) return { db: await openWithRetry(config, logger, stopping), seeded: false };
+  return openEmbedded(seedFile(config), logger);
+}
+
+async function prepare(db: SqlClient, seeded: boolean, config: Config, logger: Logger): Promise<void> {
   if (config.migrate || !config.databaseUrl) {
     const m = await migrate(db);
     logger.info({ applied: m.applied, version: m.current }, m.applied.length ? "migrations applied" : "schema up to date");
     if (m.newer.length) logger.warn({ newer: m.newer }, "the database has migrations this build does not know (a newer version ran)");
   }
-  if (!config.databaseUrl && config.embeddedImportFile) {
-    const file = isAbsolute(config.embeddedImportFile) ? config.embeddedImportFile : projectPath(config.embeddedImportFile);
+  const file = seedFile(config);
+  if (file !== undefined && seeded) {
+    logger.info({ file: config.embeddedImportFile }, "embedded database loaded with demo data (imported into the build's snapshot)");
+  } else if (file !== undefined) {
     const summary = await importDocument(db, JSON.parse(await readFile(file, "utf8")));
     logger.info({ file: config.embeddedImportFile, revision: summary.revisionAfter }, "embedded database loaded with demo data");
   }
@@ -94,8 +109,8 @@ export function createDatabase(config: Config, logger: Logger): Database {
     },
     async start() {
       if (config.databaseUrl) requirePatchedDriver();
-      const db = await openWithRetry(config, logger, () => stopping);
-      await prepare(db, config, logger);
+      const { db, seeded } = await openForStart(config, logger, () => stopping);
+      await prepare(db, seeded, config, logger);
       db.onReachability((up) => {
         for (const fn of [...subscribers]) fn(up);
       });

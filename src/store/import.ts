@@ -1,5 +1,6 @@
 import { readLatestRevision } from "./change-feed.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
+import { describeViolation, singleRoleViolations } from "./role-structure.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
 import { UUID } from "../validation.js";
 
@@ -507,6 +508,9 @@ export async function importDocument(db: SqlClient, doc: unknown, options: { dry
       } catch (err) {
         throw new ImportError([`the imported records break a rule that spans records: ${explain(err)}`]);
       }
+      // The org_role_structure rule (docs/data-model.md, "Role structure") over what the file touched.
+      const broken = await singleRoleViolations(tx, "changed");
+      if (broken.length > 0) throw new ImportError(broken.map((v) => `the imported records break the role structure rule: ${describeViolation(v)}`));
       if (options.dryRun) throw DRY_RUN;
     });
   } catch (err) {

@@ -3,8 +3,9 @@
 // (write-pipeline.ts: lock, idempotency, confinement, expected_revision).
 // rpc/admin-handlers.ts translates the generated messages to and from these types.
 
-import { invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument } from "../errors.js";
 import { key, MAX_NAME_BYTES, MAX_TEXT_BYTES, optional, optionalUuid, text, uuid } from "../validation.js";
+import { enforceRoleStructure } from "./role-structure.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { TenantTable, WriteConfinement } from "./tenant-lookup.js";
 import { INTERNAL_WRITER, refusal, runBatch, validateBatch, type WriteCaller } from "./write-pipeline.js";
@@ -61,6 +62,8 @@ export type Mutation =
       /** null = a global assignment. */
       scope: ScopeInput | null;
       validUntil: Date | null;
+      /** Replace the user's organization-level role in a single_role_in_hierarchy organization (role-structure.ts). */
+      replace?: boolean;
     }
   | ({ kind: "unassignRole" } & ({ assignmentId: string } | { subject: SubjectInput; role: RoleRefInput; scope: ScopeInput | null }));
 
@@ -177,6 +180,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
         role: ref(m.role, `${p}.role`),
         scope: scope(m.scope, `${p}.scope`),
         validUntil: v ?? null,
+        ...(m.replace ? { replace: true } : {}),
       };
     }
     case "unassignRole":
@@ -203,7 +207,7 @@ interface Resolved {
 /** The table of each kind of record. */
 const TABLE = { role: "roles", permission: "permissions" } as const;
 
-function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
+export function describeRef(kind: "role" | "permission", r: RoleRefInput): string {
   if ("id" in r) return `${kind} ${r.id}`;
   return r.organizationId === null ? `global ${kind} "${r.key}"` : `${kind} "${r.key}" of organization ${r.organizationId}`;
 }
@@ -229,24 +233,66 @@ async function resolve(tx: SqlQuerier, table: "roles" | "permissions", r: RoleRe
   return row && { id: row.id, organizationId: row.organization_id, key: row.key };
 }
 
-async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
+export async function mustResolve(tx: SqlQuerier, kind: "role" | "permission", r: RoleRefInput, field: string): Promise<Resolved> {
   const found = await resolve(tx, TABLE[kind], r);
   if (!found) throw refusal("NOT_FOUND", `${field}: ${describeRef(kind, r)} not found`);
   return found;
 }
 
-async function upsertRecord(
-  tx: SqlQuerier,
-  table: "roles" | "permissions",
-  m: { organizationId: string | null; key: string; name?: string; description?: string; id?: string },
-  field: string,
-): Promise<MutationResult> {
-  const kind = table === "roles" ? "role" : "permission";
+type UpsertFields = { organizationId: string | null; key: string; name?: string; description?: string; id?: string };
+
+/**
+ * The upsert in one statement, so a batch can send it without waiting for the
+ * mutation before (write-pipeline.ts, BatchWriter.pipelined): the rows that
+ * hold the id or the key; then, unless the id names another row than the key
+ * (refused below), the update of the row with the key (only when a field
+ * changes, so a no-op stays out of the change log) or the insert of a new one.
+ * Parameters: $1 the id (null: generated), $2.. the key match, then the fields.
+ */
+function upsertStatement(table: "roles" | "permissions", m: UpsertFields): { sql: string; params: unknown[] } {
   const match = orgKey(m.organizationId, m.key, 2);
-  const rows = await tx.query<{ id: string; organization_id: string | null; key: string }>(
-    `select id::text as id, organization_id::text as organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})`,
-    [m.id ?? null, ...match.params],
-  );
+  const k = 2 + match.params.length; // the key, as text, for a new role's default name
+  // Absent fields (null here) keep their value on an existing record; a new role is named after its key.
+  const fields: Array<[string, string | null]> =
+    table === "roles"
+      ? [
+          ["name", m.name ?? null],
+          ["description", m.description ?? null],
+        ]
+      : [["description", m.description ?? null]];
+  const f = (i: number) => `$${k + 1 + i}::text`;
+  const wanted = fields.map(([c], i) => `coalesce(${f(i)}, t.${c})`);
+  const org = `$${k + 1 + fields.length}::text::uuid`;
+  const isKey = `organization_id is not distinct from ${org} and key = $${k}::text`;
+  const sql = `with found as (
+      select id, organization_id, key from ${table} where id = $1::text::uuid or (${match.sql})
+    ), clash as (
+      select 1 from found where $1::text is not null and (id = $1::text::uuid) <> (${isKey})
+    ), same as (
+      select id from found where ${isKey}
+    ), updated as (
+      update ${table} t set ${fields.map(([c], i) => `${c} = ${wanted[i]}`).join(", ")}
+        from same where t.id = same.id and not exists (select 1 from clash)
+         and (${fields.map(([c]) => `t.${c}`).join(", ")}) is distinct from (${wanted.join(", ")})
+      returning t.id
+    ), inserted as (
+      insert into ${table} (id, organization_id, key, ${fields.map(([c]) => c).join(", ")})
+      select coalesce($1::text::uuid, gen_random_uuid()), ${org}, $${k}::text,
+             ${fields.map(([c], i) => (c === "name" ? `coalesce(${f(i)}, $${k}::text)` : f(i))).join(", ")}
+       where not exists (select 1 from same) and not exists (select 1 from clash)
+      returning id
+    )
+    select id::text as id, organization_id::text as organization_id, key, 'found' as what from found
+    union all select id::text, null, null, 'updated' from updated
+    union all select id::text, null, null, 'inserted' from inserted`;
+  return { sql, params: [m.id ?? null, ...match.params, m.key, ...fields.map(([, v]) => v), m.organizationId] };
+}
+
+type UpsertRow = { id: string; organization_id: string | null; key: string; what: "found" | "updated" | "inserted"; n?: string };
+
+/** An upsert's result from its statement's rows: the rows that hold its id or key, and what it updated or inserted. */
+function upsertOutcome(kind: "role" | "permission", m: UpsertFields, out: readonly UpsertRow[], field: string): MutationResult {
+  const rows = out.filter((r) => r.what === "found");
   const same = rows.find((r) => r.organization_id === m.organizationId && r.key === m.key);
   if (m.id !== undefined) {
     const byId = rows.find((r) => r.id === m.id);
@@ -263,34 +309,88 @@ async function upsertRecord(
       );
     }
   }
-  // Absent fields (null here) keep their value on an existing record.
-  const fields: Array<[string, string | null]> =
-    table === "roles"
-      ? [
-          ["name", m.name ?? null],
-          ["description", m.description ?? null],
-        ]
-      : [["description", m.description ?? null]];
-  if (same) {
-    // "is distinct from" keeps a no-op out of the change log (and reports it unchanged).
-    const wanted = fields.map(([c], i) => `coalesce($${i + 2}::text, ${c})`);
-    const updated = await tx.query(
-      `update ${table} set ${fields.map(([c], i) => `${c} = ${wanted[i]}`).join(", ")}
-        where id = $1::text::uuid and (${fields.map(([c]) => c).join(", ")}) is distinct from (${wanted.join(", ")})
-        returning id`,
-      [same.id, ...fields.map(([, v]) => v)],
-    );
-    return { id: same.id, changed: updated.length > 0 };
-  }
-  // A new role is named after its key unless a name is given.
-  const inserted = await tx.query<{ id: string }>(
-    `insert into ${table} (id, organization_id, key, ${fields.map(([c]) => c).join(", ")})
-     values (coalesce($1::text::uuid, gen_random_uuid()), $2::text::uuid, $3::text,
-             ${fields.map(([c], i) => (c === "name" ? `coalesce($${i + 4}::text, $3::text)` : `$${i + 4}::text`)).join(", ")})
-     returning id::text as id`,
-    [m.id ?? null, m.organizationId, m.key, ...fields.map(([, v]) => v)],
+  if (same) return { id: same.id, changed: out.some((r) => r.what === "updated") };
+  const inserted = out.find((r) => r.what === "inserted");
+  return { id: (inserted as UpsertRow).id, changed: true };
+}
+
+async function upsertRecord(tx: SqlQuerier, table: "roles" | "permissions", m: UpsertFields, field: string): Promise<MutationResult> {
+  const st = upsertStatement(table, m);
+  return upsertOutcome(table === "roles" ? "role" : "permission", m, await tx.query<UpsertRow>(st.sql, st.params), field);
+}
+
+/**
+ * A run of upserts of one table in one statement: upsertStatement for many
+ * rows at once (the input numbered by n, its position in the run). Only for
+ * runs whose ids and keys are all distinct: then no upsert in the run sees
+ * another's effect, and one statement gives what one at a time would.
+ */
+function upsertRunStatement(table: "roles" | "permissions"): string {
+  const roles = table === "roles";
+  const fields = roles ? ["name", "description"] : ["description"];
+  const wanted = fields.map((c) => `coalesce(i.${c}, t.${c})`);
+  const cols = "id::text as id, organization_id::text as organization_id, key";
+  return `with input as (
+      select u.n, u.id::uuid as id, u.org::uuid as org, u.key, u.name, u.description
+        from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) with ordinality as u(id, org, key, name, description, n)
+    ), found as (
+      select i.n, f.id, f.organization_id, f.key from input i cross join lateral (
+        select ${cols} from ${table} where id = i.id
+        union select ${cols} from ${table} where organization_id = i.org and key = i.key
+        union select ${cols} from ${table} where i.org is null and organization_id is null and key = i.key
+      ) f
+    ), clash as (
+      select distinct f.n from found f join input i using (n)
+       where i.id is not null and (f.id::uuid = i.id) <> (f.organization_id::uuid is not distinct from i.org and f.key = i.key)
+    ), same as (
+      select f.n, f.id::uuid as id from found f join input i using (n) where f.organization_id::uuid is not distinct from i.org and f.key = i.key
+    ), updated as (
+      update ${table} t set ${fields.map((c, k) => `${c} = ${wanted[k]}`).join(", ")}
+        from same join input i using (n)
+       where t.id = same.id and same.n not in (select n from clash)
+         and (${fields.map((c) => `t.${c}`).join(", ")}) is distinct from (${wanted.join(", ")})
+      returning same.n, t.id
+    ), inserted as (
+      insert into ${table} (id, organization_id, key, ${fields.join(", ")})
+      select coalesce(i.id, gen_random_uuid()), i.org, i.key, ${fields.map((c) => (c === "name" ? "coalesce(i.name, i.key)" : `i.${c}`)).join(", ")}
+        from input i
+       where i.n not in (select n from same) and i.n not in (select n from clash)
+       order by i.n
+      returning id, organization_id, key
+    )
+    select n::text, id, organization_id, key, 'found' as what from found
+    union all select n::text, id::text, null, null, 'updated' from updated
+    union all select i.n::text, x.id::text, null, null, 'inserted' from inserted x
+      join input i on i.key = x.key and i.org is not distinct from x.organization_id`;
+}
+
+type UpsertMutation = Extract<Mutation, { kind: "upsertRole" | "upsertPermission" }>;
+
+function applyUpserts(tx: SqlQuerier, run: ReadonlyArray<{ m: Mutation; index: number }>): Promise<Array<MutationResult | AuthzError>> | undefined {
+  const ms = run.map((r) => r.m as UpsertMutation);
+  const keys = new Set(ms.map((m) => `${m.organizationId ?? ""}/${m.key}`));
+  const ids = ms.flatMap((m) => (m.id === undefined ? [] : [m.id]));
+  if (keys.size < ms.length || new Set(ids).size < ids.length) return undefined;
+  const roles = ms[0]?.kind === "upsertRole";
+  const list = (f: (m: UpsertMutation) => string | null | undefined) => ms.map((m) => f(m) ?? null);
+  const sent = tx.query<UpsertRow>(upsertRunStatement(roles ? "roles" : "permissions"), [
+    list((m) => m.id),
+    list((m) => m.organizationId),
+    list((m) => m.key),
+    list((m) => (m.kind === "upsertRole" ? m.name : null)),
+    list((m) => m.description),
+  ]);
+  return sent.then((rows) =>
+    run.map(({ m, index }, k) => {
+      const mine = rows.filter((r) => r.n === String(k + 1));
+      try {
+        return upsertOutcome(roles ? "role" : "permission", m as UpsertMutation, mine, pathOf(m, index));
+      } catch (err) {
+        if (err instanceof AuthzError) return err;
+        throw err;
+      }
+    }),
   );
-  return { id: (inserted[0] as { id: string }).id, changed: true };
 }
 
 /** The shortest inheritance path from `from` up to `to` (role ids), if `from` already inherits `to`. */
@@ -441,6 +541,9 @@ async function assignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "assignRo
   await mustExist(tx, SUBJECT_TABLE[m.subject.type as SubjectType], m.subject.id, `${p}.subject: ${m.subject.type} ${m.subject.id}`);
   // Checked here because the scope trigger would otherwise report a missing avatar as a scope mismatch.
   if (m.scope) await mustExist(tx, SCOPE_TABLE[m.scope.type as ScopeType], m.scope.id, `${p}.scope: ${m.scope.type} ${m.scope.id}`);
+  if (m.subject.type === "user" && m.scope?.type === "organization") {
+    await enforceRoleStructure(tx, { userId: m.subject.id, organizationId: m.scope.id, roleId: role.id, replace: m.replace === true }, p);
+  }
   const [scopeType, scopeId] = scopeParams(m.scope);
   const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
   const rows = await tx.query<{ id: string }>(
@@ -549,5 +652,14 @@ async function confineMutation(c: WriteConfinement, m: Mutation, i: number): Pro
  * caller returns the first response without writing.
  */
 export async function manageRoles(db: SqlClient, raw: ManageRolesInput, caller: WriteCaller = INTERNAL_WRITER): Promise<ManageRolesResult> {
-  return runBatch(db, caller, validateManageRoles(raw), { rpc: "ManageRoles", field: (m) => FIELD[m.kind], confine: confineMutation, apply });
+  return runBatch(db, caller, validateManageRoles(raw), {
+    rpc: "ManageRoles",
+    field: (m) => FIELD[m.kind],
+    confine: confineMutation,
+    apply,
+    // An upsert is one statement (upsertStatement); a run of them, one statement too (upsertRunStatement).
+    pipelined: (m) => m.kind === "upsertRole" || m.kind === "upsertPermission",
+    runKey: (m) => (m.kind === "upsertRole" || m.kind === "upsertPermission" ? m.kind : undefined),
+    applyRun: applyUpserts,
+  });
 }

@@ -1,5 +1,6 @@
 import type { Config } from "../config.js";
 import type { Logger } from "../logger.js";
+import { readSnapshot } from "./embedded-snapshot.js";
 import { createPgliteClient } from "./pglite-client.js";
 import { createPostgresClient } from "./postgres-client.js";
 import type { SqlClient } from "./sql.js";
@@ -11,5 +12,16 @@ export async function openDatabase(config: Config, logger: Logger): Promise<SqlC
     await db.query("select 1");
     return db;
   }
-  return createPgliteClient();
+  return (await openEmbedded(undefined, logger)).db;
+}
+
+/**
+ * The embedded PGlite, from the build's snapshot when one fits (seeded: it
+ * already holds seedFile, the import is done), else initialized from nothing.
+ */
+export async function openEmbedded(seedFile: string | undefined, logger: Logger): Promise<{ db: SqlClient; seeded: boolean }> {
+  const snapshot = await readSnapshot(seedFile);
+  if (!snapshot) return { db: await createPgliteClient(), seeded: false };
+  logger.info({ seeded: snapshot.seeded }, "embedded database: starting from the build's snapshot (dist/embedded) instead of initdb");
+  return { db: await createPgliteClient({ loadDataDir: snapshot.archive }), seeded: snapshot.seeded };
 }

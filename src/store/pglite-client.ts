@@ -1,6 +1,5 @@
 import { PGlite, type Transaction } from "@electric-sql/pglite";
-import type { Isolation, SqlClient, SqlQuerier } from "./sql.js";
-import { toStoreError } from "./sql.js";
+import { committedResult, type Isolation, type SentWithCommit, type SqlClient, type SqlQuerier, toStoreError } from "./sql.js";
 
 function querier(db: PGlite | Transaction): SqlQuerier {
   return {
@@ -26,22 +25,30 @@ function querier(db: PGlite | Transaction): SqlQuerier {
   };
 }
 
+/** The embedded database, which can also dump its data directory. */
+export interface PgliteClient extends SqlClient {
+  dumpDataDir(): Promise<Blob>;
+}
+
 /**
  * In-process Postgres (PGlite, WASM) for the embedded development mode: the
  * same migrations, triggers and LISTEN/NOTIFY as a real server, one session.
- * dataDir undefined = in memory.
+ * In memory; loadDataDir starts from a dumped data directory instead of
+ * running initdb (embedded-snapshot.ts).
  */
-export async function createPgliteClient(dataDir?: string): Promise<SqlClient> {
-  const db = await PGlite.create(dataDir);
+export async function createPgliteClient(options: { loadDataDir?: Blob } = {}): Promise<PgliteClient> {
+  const db = await PGlite.create(options.loadDataDir ? { loadDataDir: options.loadDataDir } : {});
   const base = querier(db);
   return {
     kind: "pglite",
     ...base,
-    async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T> {
+    dumpDataDir: () => db.dumpDataDir("gzip"),
+    async readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T | SentWithCommit<T>>, options?: { isolation?: Isolation }): Promise<T> {
       try {
         return await db.transaction(async (tx) => {
           if (options?.isolation) await tx.query(`set transaction isolation level ${options.isolation}`);
-          return fn(querier(tx));
+          // In process a round trip costs nothing: the last statement is read before COMMIT.
+          return committedResult(await fn(querier(tx)));
         });
       } catch (err) {
         throw toStoreError(err);

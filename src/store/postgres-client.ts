@@ -2,7 +2,7 @@ import postgres from "postgres";
 import type { Logger } from "../logger.js";
 import { createPostgresListener } from "./postgres-listener.js";
 import { Reachability } from "./reachability.js";
-import type { Isolation, SqlClient, SqlQuerier } from "./sql.js";
+import { committedResult, type Isolation, type SentWithCommit, type SqlClient, type SqlQuerier } from "./sql.js";
 
 type Sql = postgres.Sql | postgres.TransactionSql;
 
@@ -23,7 +23,11 @@ export const reconnectBackoff = (failures: number): number => (failures <= 1 ? 0
 function querier(sql: Sql, reach: Reachability): SqlQuerier {
   return {
     query(text, params = []) {
-      return reach.guard(async () => (await sql.unsafe(text, params as postgres.ParameterOrJSON<never>[])) as unknown as never[]);
+      // Statements with parameters are prepared once per connection (their texts are fixed, never built from
+      // values): one round trip instead of two (parse and describe, then bind and execute) and no re-planning.
+      return reach.guard(
+        async () => (await sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: params.length > 0 })) as unknown as never[],
+      );
     },
     exec(text) {
       return reach.guard(async () => {
@@ -79,9 +83,10 @@ export function createPostgresClient(opts: PostgresClientOptions): SqlClient {
   return {
     kind: "postgres",
     ...base,
-    readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T> {
+    readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T | SentWithCommit<T>>, options?: { isolation?: Isolation }): Promise<T> {
       const mode = options?.isolation ? `isolation level ${options.isolation}` : "";
-      return reach.guard(async () => (await sql.begin(mode, (tx) => fn(querier(tx, reach)))) as T);
+      // A SentWithCommit resolves fn at once: postgres.js queues COMMIT right behind its statement.
+      return reach.guard(async () => committedResult((await sql.begin(mode, (tx) => fn(querier(tx, reach)))) as T | SentWithCommit<T>));
     },
     listen: listener.listen,
     get reachable() {

@@ -20,9 +20,26 @@ export interface SqlQuerier {
 
 export type Isolation = "read committed" | "repeatable read" | "serializable";
 
+/**
+ * What a transaction function returns when its last statement may be sent
+ * together with COMMIT: the client does not wait for that statement's answer
+ * before committing, so the transaction holds its locks one round trip less.
+ * readWriteTx resolves with the statement's result after the commit; if the
+ * statement failed, the COMMIT behind it rolled back and readWriteTx rejects
+ * with the statement's error.
+ */
+export class SentWithCommit<T> {
+  constructor(readonly last: Promise<T>) {
+    last.catch(() => {}); // read by readWriteTx after the commit
+  }
+}
+
+/** The result of a transaction function, its last statement read when it was sent with COMMIT. */
+export const committedResult = <T>(r: T | SentWithCommit<T>): Promise<T> | T => (r instanceof SentWithCommit ? r.last : r);
+
 export interface SqlClient extends SqlQuerier {
-  /** Runs fn in a transaction: commits when it resolves, rolls back when it throws. */
-  readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T>, options?: { isolation?: Isolation }): Promise<T>;
+  /** Runs fn in a transaction: commits when it resolves, rolls back when it throws (see SentWithCommit). */
+  readWriteTx<T>(fn: (tx: SqlQuerier) => Promise<T | SentWithCommit<T>>, options?: { isolation?: Isolation }): Promise<T>;
   /**
    * LISTEN on a channel. onListen runs each time the listener is (re)connected,
    * before any notification sent after that point: the hook for catching up on

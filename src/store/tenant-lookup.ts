@@ -71,6 +71,13 @@ export class WriteConfinement {
     confineRow(this.caller, id === null ? null : await organizationTenant(this.tx, id), what, "denied");
   }
 
+  /** An API key, placed by its tenant_id: a missing key passes (NOT_FOUND later), an unbound key is denied. */
+  async apiKey(id: string, what: string): Promise<void> {
+    if (!this.bound) return;
+    const [row] = await this.tx.query<{ tenant_id: string | null }>("select tenant_id::text as tenant_id from api_keys where id = $1", [id]);
+    confineRow(this.caller, row === undefined ? undefined : row.tenant_id, what, "denied");
+  }
+
   /** Denies outright: the write changes rows of no tenant (global roles, policies). */
   global(what: string): void {
     confineRow(this.caller, null, what, "denied");

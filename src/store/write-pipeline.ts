@@ -16,11 +16,22 @@
 //   5. the mutations;
 //   6. the database's tenancy backstop (authz_assert_tenant) for bound callers;
 //   7. the transaction numbers itself when no other stamper is at work
-//      (authz_try_stamp_self), the idempotency record; commit;
+//      (authz_try_stamp_self) and keeps the idempotency record, in one
+//      statement sent together with COMMIT (finish, SentWithCommit);
 //   8. otherwise, after commit, authz_stamp(xid) numbers it (with whatever
 //      else committed meanwhile, in one batch). That revision is returned
 //      (read-your-writes). Writers never wait for each other on one lock row
 //      (migration 0008, docs/data-model.md "Change log").
+//
+// Round trips are what a write costs under load (the backends of a busy
+// write benchmark mostly wait for their client), so statements whose answer
+// is not needed yet are sent without waiting: step 1 travels with the next
+// statement, step 7 with COMMIT, and a batch's one-statement mutations
+// (BatchWriter.pipelined) back to back; a run of like mutations can be one
+// statement (BatchWriter.runKey/applyRun). The database runs them in order,
+// answers are read in order, so results and the first error are as if each
+// had waited (test/write-runs.test.ts). With postgres.js every statement with
+// parameters is prepared once per connection (postgres-client.ts).
 //
 // Database refusals become domain errors through one mapping (write-errors.ts).
 
@@ -28,7 +39,7 @@ import { createHash } from "node:crypto";
 import type { Caller } from "../auth/caller.js";
 import { AuthzError, type DomainCode, invalidArgument, type ReasonOf } from "../errors.js";
 import { expectedRevision, idempotencyKey, optional } from "../validation.js";
-import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
+import { SentWithCommit, type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
 import { WriteConfinement } from "./tenant-lookup.js";
 import { fromSqlError } from "./write-errors.js";
 
@@ -171,17 +182,38 @@ async function open(tx: SqlQuerier, exclusive: boolean): Promise<{ head: string 
   return { head: (row as { head: string }).head, xid: "" };
 }
 
-/** Before commit: the transaction's own revision when no other stamper is at work (null otherwise, or when it changed nothing). */
-async function tryNumberItself(tx: SqlQuerier): Promise<string | null> {
-  const [row] = await tx.query<{ revision: string | null }>("select authz_try_stamp_self()::text as revision");
-  return row?.revision ?? null;
+/**
+ * The last statement before commit, which numbers the transaction and keeps
+ * the idempotency record in one round trip. With a precondition no other
+ * write is in flight, so the transaction numbers itself now; otherwise it does
+ * so only when no other stamper is at work (authz_try_stamp_self), else it is
+ * numbered after commit: authz_stamp(xid), or the head if it changed nothing.
+ * Returns what the record keeps (also without a key).
+ */
+async function finish(tx: SqlQuerier, exclusive: boolean, xid: string, value: unknown, record?: { scope: string; key: string; hash: string }): Promise<Stored> {
+  const own = exclusive ? "coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())" : "authz_try_stamp_self()";
+  let revision: string | null;
+  if (record === undefined) {
+    const [row] = await tx.query<{ revision: string | null }>(`select ${own}::text as revision`);
+    revision = row?.revision ?? null;
+  } else {
+    // The record as stored when numbered after commit; the revision replaces the xid when known now.
+    const later = JSON.stringify({ xid, revision: null, value } satisfies Stored);
+    const [row] = await tx.query<{ revision: string | null }>(
+      `with own as (select ${own}::text as rev)
+       insert into authz_idempotency (scope, key, request_hash, response)
+       select $1::text, $2::text, $3::text,
+              case when rev is null then $4::text::jsonb else $4::text::jsonb || jsonb_build_object('xid', null, 'revision', rev) end
+         from own
+       returning response->>'revision' as revision`,
+      [record.scope, record.key, record.hash, later],
+    );
+    revision = row?.revision ?? null;
+  }
+  return revision !== null ? { xid: null, revision, value } : { xid, revision: null, value };
 }
 
-/** Before commit, with a precondition: no other write is in flight, so the transaction numbers itself now. */
-async function numberItself(tx: SqlQuerier): Promise<string> {
-  const [row] = await tx.query<{ revision: string }>("select coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())::text as revision");
-  return (row as { revision: string }).revision;
-}
+type Outcome = { stored: Stored; replayed: boolean } | CommittedRefusal;
 
 /**
  * Runs one write atomically: every mutation or none. Returns the revision
@@ -189,56 +221,63 @@ async function numberItself(tx: SqlQuerier): Promise<string> {
  * repeated idempotency key.
  */
 export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: WritePlan<R>): Promise<WriteOutcome<R>> {
-  const scope = idempotencyScope(plan.rpc, caller);
-  const hash = plan.idempotencyKey === undefined ? "" : sha256(canonicalJson(plan.request));
-  const revive = plan.revive ?? ((v: unknown) => v as R);
   const exclusive = plan.expectedRevision !== undefined;
-  let outcome: Stored | CommittedRefusal;
-  let replayed = false;
+  const record =
+    plan.idempotencyKey === undefined
+      ? undefined
+      : { scope: idempotencyScope(plan.rpc, caller), key: plan.idempotencyKey, hash: sha256(canonicalJson(plan.request)) };
+  let outcome: Outcome;
   try {
-    outcome = await db.readWriteTx(async (tx) => {
-      const { head, xid } = await open(tx, exclusive);
-      if (plan.idempotencyKey !== undefined) {
-        const first = await replay(tx, scope, plan.idempotencyKey, hash);
-        if (first) {
-          replayed = true;
-          return first;
-        }
+    outcome = await db.readWriteTx<Outcome>(async (tx) => {
+      // Sent now, read when needed: the next statements follow it on the connection without waiting for its answer.
+      const opening = open(tx, exclusive);
+      opening.catch(() => {});
+      try {
+        return await writeInTx(tx, caller, plan, exclusive, opening, record);
+      } catch (err) {
+        await opening; // a failed open is what made the statements after it fail
+        throw err;
       }
-      if (caller.tenantId && plan.confine) await plan.confine(new WriteConfinement(tx, caller));
-      if (head !== undefined) checkExpected(plan.expectedRevision, head);
-      let now: string | undefined;
-      const value = await plan.apply({
-        tx,
-        async now() {
-          now ??= ((await tx.query<{ now: string }>(`select ${ISO_NOW} as now`))[0] as { now: string }).now;
-          return now;
-        },
-      });
-      if (value instanceof CommittedRefusal) return value;
-      if (caller.tenantId) await assertTenant(tx, caller.tenantId);
-      // With a precondition, or when no other stamper is at work, the transaction numbers itself before
-      // commit; else after commit: authz_stamp(xid), or the head if nothing changed.
-      const own = exclusive ? await numberItself(tx) : await tryNumberItself(tx);
-      const stored: Stored = own !== null ? { xid: null, revision: own, value } : { xid, revision: null, value };
-      if (plan.idempotencyKey !== undefined) {
-        await tx.query("insert into authz_idempotency (scope, key, request_hash, response) values ($1::text, $2::text, $3::text, $4::text::jsonb)", [
-          scope,
-          plan.idempotencyKey,
-          hash,
-          JSON.stringify(stored),
-        ]);
-      }
-      return stored;
     });
   } catch (err) {
     // Failures outside a mutation: the lock or idempotency statements, or a deferred check at commit.
     throw err instanceof SqlError ? fromSqlError(err, "the write") : err;
   }
   if (outcome instanceof CommittedRefusal) throw outcome.error;
+  const { stored, replayed } = outcome;
   // Committed: number it (read-your-writes). A lost connection here leaves the write committed; a retry
   // with the same idempotency key returns it.
-  return { revision: await storedRevision(db, outcome), value: replayed ? revive(outcome.value) : (outcome.value as R) };
+  const revive = plan.revive ?? ((v: unknown) => v as R);
+  return { revision: await storedRevision(db, stored), value: replayed ? revive(stored.value) : (stored.value as R) };
+}
+
+/** Inside the transaction, after open: replay, confinement, expected_revision, the mutations, the backstop, finish. */
+async function writeInTx<R>(
+  tx: SqlQuerier,
+  caller: WriteCaller,
+  plan: WritePlan<R>,
+  exclusive: boolean,
+  opening: Promise<{ head: string | undefined; xid: string }>,
+  record: { scope: string; key: string; hash: string } | undefined,
+): Promise<Outcome | SentWithCommit<Outcome>> {
+  if (record !== undefined) {
+    const first = await replay(tx, record.scope, record.key, record.hash);
+    if (first) return { stored: first, replayed: true };
+  }
+  if (caller.tenantId && plan.confine) await plan.confine(new WriteConfinement(tx, caller));
+  if (exclusive) checkExpected(plan.expectedRevision, (await opening).head as string);
+  let now: string | undefined;
+  const value = await plan.apply({
+    tx,
+    async now() {
+      now ??= ((await tx.query<{ now: string }>(`select ${ISO_NOW} as now`))[0] as { now: string }).now;
+      return now;
+    },
+  });
+  if (value instanceof CommittedRefusal) return value;
+  if (caller.tenantId) await assertTenant(tx, caller.tenantId);
+  const { xid } = await opening;
+  return new SentWithCommit(finish(tx, exclusive, xid, value, record).then((stored) => ({ stored, replayed: false })));
 }
 
 /** A batch of mutations as every batch RPC takes it. */
@@ -269,7 +308,31 @@ export interface BatchWriter<M, R> {
   field(m: M): string;
   confine(c: WriteConfinement, m: M, index: number): Promise<void>;
   apply(tx: SqlQuerier, m: M, index: number): Promise<R>;
+  /**
+   * Whether apply(m) sends all its statements before its first await, none
+   * chosen by what an earlier one answered (one statement, typically). Such
+   * mutations are sent back to back without waiting for each other's answers
+   * (one round trip for a run of them); the database still runs them in
+   * order, and the first refusal in mutation order is the one reported.
+   * Absent: every mutation waits for the one before.
+   */
+  pipelined?(m: M): boolean;
+  /**
+   * Optional set-based apply. Consecutive mutations with the same run key
+   * form a run, which applyRun may apply in one statement; it returns
+   * undefined when it cannot (the run is then applied one by one), else one
+   * outcome per mutation: its result, or the refusal it gets (read in order,
+   * so the first refusal is thrown with its mutation's index). A run must give
+   * the outcomes that applying its mutations one by one would. When its
+   * statement fails in the database, the whole write runs again one mutation
+   * at a time, so the error names its mutation exactly as before.
+   */
+  runKey?(m: M): string | undefined;
+  applyRun?(tx: SqlQuerier, run: ReadonlyArray<{ m: M; index: number }>): Promise<Array<R | AuthzError>> | undefined;
 }
+
+/** A run's statement failed in the database: the write is rolled back and runs again one mutation at a time. */
+class RunFailed extends Error {}
 
 /** Runs a validated batch through the pipeline: every mutation or none, one result per mutation. */
 export async function runBatch<M, R>(
@@ -278,21 +341,88 @@ export async function runBatch<M, R>(
   input: BatchInput<M>,
   w: BatchWriter<M, R>,
 ): Promise<{ revision: string; results: R[] }> {
-  const { revision, value } = await runWrite(db, caller, {
-    rpc: w.rpc,
-    request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
-    idempotencyKey: input.idempotencyKey,
-    expectedRevision: input.expectedRevision,
-    async confine(c) {
-      for (const [i, m] of input.mutations.entries()) await w.confine(c, m, i);
-    },
-    async apply({ tx }) {
-      const results: R[] = [];
-      for (const [i, m] of input.mutations.entries()) results.push(await atMutation(i, w.field(m), () => w.apply(tx, m, i)));
-      return results;
-    },
+  const once = (runs: boolean) =>
+    runWrite(db, caller, {
+      rpc: w.rpc,
+      request: { mutations: input.mutations, expectedRevision: input.expectedRevision ?? null },
+      idempotencyKey: input.idempotencyKey,
+      expectedRevision: input.expectedRevision,
+      async confine(c) {
+        for (const [i, m] of input.mutations.entries()) await w.confine(c, m, i);
+      },
+      apply: ({ tx }) => applyInOrder(tx, input.mutations, w, runs),
+    });
+  let outcome: WriteOutcome<R[]>;
+  try {
+    outcome = await once(w.applyRun !== undefined);
+  } catch (err) {
+    if (!(err instanceof RunFailed)) throw err;
+    outcome = await once(false);
+  }
+  return { revision: outcome.revision, results: outcome.value };
+}
+
+/** The mutations from `start` that share its run key (at least two), or none. */
+function runAt<M, R>(mutations: readonly M[], start: number, w: BatchWriter<M, R>): Array<{ m: M; index: number }> {
+  const key = w.runKey?.(mutations[start] as M);
+  if (key === undefined) return [];
+  let end = start + 1;
+  while (end < mutations.length && w.runKey?.(mutations[end] as M) === key) end++;
+  return end - start < 2 ? [] : mutations.slice(start, end).map((m, k) => ({ m, index: start + k }));
+}
+
+/** Sends a run's statement; its outcomes are read in order (the first refusal thrown with its index). */
+function sendRun<M, R>(tx: SqlQuerier, run: Array<{ m: M; index: number }>, w: BatchWriter<M, R>): Array<Promise<R>> | undefined {
+  const sent = w.applyRun?.(tx, run);
+  if (sent === undefined) return undefined;
+  const failed = sent.catch((err: unknown) => {
+    throw err instanceof SqlError ? new RunFailed("a run of mutations failed in the database", { cause: err }) : err;
   });
-  return { revision, results: value };
+  return run.map(({ m, index }, k) =>
+    atMutation(index, w.field(m), async () => {
+      const outcome = (await failed)[k] as R | AuthzError;
+      if (outcome instanceof AuthzError) throw outcome;
+      return outcome;
+    }),
+  );
+}
+
+/**
+ * Applies the mutations in order. A run of pipelined ones is sent at once and
+ * their answers read in order: the first failure in mutation order is thrown
+ * (a later one's "transaction is aborted" is only its consequence), and the
+ * transaction rolls back as it would have without pipelining.
+ */
+async function applyInOrder<M, R>(tx: SqlQuerier, mutations: readonly M[], w: BatchWriter<M, R>, runs: boolean): Promise<R[]> {
+  const results: R[] = [];
+  let sent: Array<Promise<R>> = [];
+  const send = (p: Promise<R>) => {
+    p.catch(() => {}); // read (and thrown) in order by collect; never unhandled
+    sent.push(p);
+  };
+  const collect = async () => {
+    for (const p of sent) results.push(await p);
+    sent = [];
+  };
+  for (let i = 0; i < mutations.length; i++) {
+    const m = mutations[i] as M;
+    const run = runs ? runAt(mutations, i, w) : [];
+    const many = run.length > 0 ? sendRun(tx, run, w) : undefined;
+    if (many !== undefined) {
+      for (const p of many) send(p);
+      i += run.length - 1;
+      continue;
+    }
+    const one = (k: number) => atMutation(k, w.field(m), () => w.apply(tx, m, k));
+    if (w.pipelined?.(m)) {
+      send(one(i));
+      continue;
+    }
+    await collect();
+    results.push(await one(i));
+  }
+  await collect();
+  return results;
 }
 
 /** A refusal found while applying one mutation (atMutation adds the mutation's index). */

@@ -12,6 +12,7 @@ export function loadProtos(): grpc.GrpcObject {
       "grpc/health/v1/health.proto",
       "authz/v1/permission_service.proto",
       "authz/v1/admin_service.proto",
+      "authz/v1/directory_service.proto",
       "authz/v1/rate_limit_service.proto",
       "authz/v1/watch_service.proto",
     ],

@@ -2,6 +2,10 @@
 // test of the engine against the SQL oracle (test/support/oracle.ts).
 // Everything here is deterministic from the seed: a failing seed reproduces.
 import type postgres from "postgres";
+import { AuthzError } from "../../src/errors.js";
+import type { DirectoryMutation } from "../../src/store/directory-mutations.js";
+import { manageDirectory } from "../../src/store/directory-writer.js";
+import type { SqlClient } from "../../src/store/sql.js";
 import type { OracleCheck } from "./oracle.js";
 
 // ---------------------------------------------------------------------------
@@ -105,6 +109,7 @@ export interface OrganizationRow {
   tenant_id: string | null;
   name: string;
   slug: string;
+  role_structure: "single_role_in_hierarchy" | "multi_role";
 }
 export interface UserRow {
   id: string;
@@ -260,7 +265,10 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
     tenant_id: i === 0 || tenants.length === 0 ? null : (i - 1 < tenants.length ? (tenants[i - 1] as TenantRow) : r.pick(tenants)).id,
     name: `Org ${i}`,
     slug: `o${i}-${tag}`,
+    // Both structures (docs/data-model.md, "Role structure"), without drawing from the generator.
+    role_structure: i % 2 === 0 ? "single_role_in_hierarchy" : "multi_role",
   }));
+  const singleRole = new Set(organizations.filter((o) => o.role_structure === "single_role_in_hierarchy").map((o) => o.id));
   // Some locked, some disabled (the first two for sure).
   const users: UserRow[] = Array.from({ length: n.users }, (_, i) => ({
     id: r.uuid(),
@@ -416,6 +424,11 @@ export function generateDataset(r: Rng, opts: DatasetOptions = {}): Dataset {
     const scope = randomScope(r, role, { tenants, organizations, avatars });
     const key = `${subject_type}/${subject_id}/${role.id}/${scope.scope_type}/${scope.scope_id ?? ""}`;
     if (seen.has(key)) continue;
+    // The role structure rule: one organization-level role per user in a single_role_in_hierarchy organization.
+    const place = `${subject_id}/${scope.scope_id ?? ""}`;
+    const orgLevel = subject_type === "user" && scope.scope_type === "organization";
+    if (orgLevel && singleRole.has(scope.scope_id ?? "") && seen.has(place)) continue;
+    if (orgLevel) seen.add(place);
     seen.add(key);
     role_assignments.push({
       id: r.uuid(),
@@ -503,7 +516,7 @@ function insertSql(table: string, rows: ReadonlyArray<Record<string, unknown>>):
 // Random changes
 // ---------------------------------------------------------------------------
 
-type Change = (r: Rng, sql: postgres.Sql, now: Date) => Promise<string | null>;
+type Change = (r: Rng, sql: postgres.Sql, now: Date, db?: SqlClient) => Promise<string | null>;
 
 const iso = (d: Date | null): string => (d === null ? "null" : d.toISOString());
 
@@ -782,6 +795,14 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
       const scope = randomScope(r, role, { tenants, organizations, avatars });
       const until = validUntil(r, now, 0.6);
       const id = r.uuid();
+      if (subjectType === "user" && scope.scope_type === "organization") {
+        // The role structure rule, as every writer keeps it: no second organization-level role in a single-role organization.
+        const [held] = await sql<{ n: number }[]>`
+          select count(*)::int as n from role_assignments ra join organizations o on o.id = ra.scope_id
+           where o.role_structure = 'single_role_in_hierarchy' and ra.subject_type = 'user' and ra.subject_id = ${subject}
+             and ra.scope_type = 'organization' and ra.scope_id = ${scope.scope_id} and ra.role_id <> ${role.id}`;
+        if ((held?.n ?? 0) > 0) return `role_assignments: skipped a second role of user ${subject} in single-role organization ${scope.scope_id}`;
+      }
       const added = await sql`
       insert into role_assignments (id, subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
       values (${id}, ${subjectType}, ${subject}, ${role.id}, ${scope.scope_type}, ${scope.scope_id}, ${until})
@@ -841,6 +862,84 @@ const CHANGES: Array<[weight: number, name: string, change: Change]> = [
   ],
 ];
 
+/**
+ * Changes through ManageDirectory (the writer a calling service uses), when
+ * the caller hands a client: the engine must follow them as it follows SQL.
+ * A refusal by the writer (a rule, a reference gone) is reported as skipped.
+ */
+function viaDirectory(pick: (r: Rng, sql: postgres.Sql, now: Date) => Promise<DirectoryMutation[] | null>): Change {
+  return async (r, sql, now, db) => {
+    if (!db) return null;
+    const mutations = await pick(r, sql, now);
+    if (!mutations) return null;
+    const what = JSON.stringify(mutations);
+    try {
+      const res = await manageDirectory(db, { mutations });
+      return `ManageDirectory ${what}: revision ${res.revision}`;
+    } catch (err) {
+      if (!(err instanceof AuthzError) || err.code === "INVALID_ARGUMENT") throw err;
+      return `ManageDirectory ${what}: skipped, refused (${err.code} ${err.reason})`;
+    }
+  };
+}
+
+const DIRECTORY_CHANGES: Array<[weight: number, name: string, change: Change]> = [
+  [
+    2,
+    "directory user status",
+    viaDirectory(async (r, sql) => {
+      const users = await ids(sql, "users");
+      return users.length === 0 ? null : [{ kind: "setUserStatus", userId: r.pick(users), ...(r.bool() ? { locked: r.bool(0.3) } : { enabled: r.bool(0.7) }) }];
+    }),
+  ],
+  [
+    2,
+    "directory active flag",
+    viaDirectory(async (r, sql) => {
+      const [kind, table] = r.pick([
+        ["setAccountActive", "accounts"],
+        ["setPrincipalActive", "principals"],
+        ["setAvatarActive", "avatars"],
+        ["setMembershipActive", "memberships"],
+      ] as const);
+      const all = await ids(sql, table);
+      return all.length === 0 ? null : [{ kind, id: r.pick(all), active: r.bool(0.7) }];
+    }),
+  ],
+  [
+    2,
+    "directory invite (and accept)",
+    viaDirectory(async (r, sql, now) => {
+      const [avatars, principals] = [await ids(sql, "avatars"), await ids(sql, "principals")];
+      if (avatars.length === 0 || principals.length === 0) return null;
+      const id = r.uuid();
+      const invite: DirectoryMutation = {
+        kind: "inviteMembership",
+        id,
+        avatarId: r.pick(avatars),
+        principalId: r.pick(principals),
+        validUntil: validUntil(r, now, 0.7),
+      };
+      return r.bool(0.7) ? [invite, { kind: "acceptMembership", id, acceptedAt: r.bool(0.8) ? past(r, now) : nearFuture(r, now) }] : [invite];
+    }),
+  ],
+  [
+    1,
+    "directory off-boarding",
+    viaDirectory(async (r, sql) => {
+      const [kind, table] = r.pick([
+        ["deleteUser", "users"],
+        ["deletePrincipal", "principals"],
+        ["revokeMembership", "memberships"],
+      ] as const);
+      const all = await ids(sql, table);
+      return all.length === 0 ? null : [{ kind, id: r.pick(all) }];
+    }),
+  ],
+];
+
+CHANGES.push(...DIRECTORY_CHANGES);
+
 const TOTAL_WEIGHT = CHANGES.reduce((s, [w]) => s + w, 0);
 
 /**
@@ -850,14 +949,14 @@ const TOTAL_WEIGHT = CHANGES.reduce((s, [w]) => s + w, 0);
  * Changes keep every active avatar at exactly one active owner membership
  * (migration 0003): an owner leaves only with a successor in the same transaction.
  */
-export async function randomChanges(r: Rng, sql: postgres.Sql, n: number, now: Date): Promise<string[]> {
+export async function randomChanges(r: Rng, sql: postgres.Sql, n: number, now: Date, db?: SqlClient): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0, guard = 0; i < n && guard < n * 10; guard++) {
     let x = r.next() * TOTAL_WEIGHT;
     const [, name, change] = CHANGES.find(([w]) => (x -= w) < 0) ?? (CHANGES[CHANGES.length - 1] as (typeof CHANGES)[number]);
     let description: string | null;
     try {
-      description = await change(r, sql, now);
+      description = await change(r, sql, now, db);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code !== "string" || !code.startsWith("23")) throw err;

@@ -33,7 +33,11 @@ async function waitForHttp(port: number, path: string, ms: number, exited: () =>
   throw new Error(`${path} did not answer 200 within ${ms} ms`);
 }
 
-export async function startServerProcess(env: Record<string, string>, opts: { readyMs?: number; waitReady?: boolean } = {}): Promise<ServerProcess> {
+/** env adds to (or, with undefined, removes from) the defaults: loopback, free ports. */
+export async function startServerProcess(
+  env: Record<string, string | undefined>,
+  opts: { readyMs?: number; waitReady?: boolean } = {},
+): Promise<ServerProcess> {
   const grpcPort = await freePort();
   let httpPort = await freePort();
   while (httpPort === grpcPort) httpPort = await freePort();

@@ -14,7 +14,226 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file authz/v1/admin_service.proto.
  */
 export const file_authz_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxhdXRoei92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEghhdXRoei52MSJzChJNYW5hZ2VSb2xlc1JlcXVlc3QSKQoJbXV0YXRpb25zGAEgAygLMhYuYXV0aHoudjEuUm9sZU11dGF0aW9uEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoCSJWChNNYW5hZ2VSb2xlc1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgJEi0KB3Jlc3VsdHMYAiADKAsyHC5hdXRoei52MS5Sb2xlTXV0YXRpb25SZXN1bHQiQgoHUm9sZVJlZhIMCgJpZBgBIAEoCUgAEiIKA2tleRgCIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleUgAQgUKA3JlZiJICg1QZXJtaXNzaW9uUmVmEgwKAmlkGAEgASgJSAASIgoDa2V5GAIgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5SABCBQoDcmVmIjEKCVNjb3BlZEtleRIXCg9vcmdhbml6YXRpb25faWQYASABKAkSCwoDa2V5GAIgASgJIqoECgxSb2xlTXV0YXRpb24SKwoLdXBzZXJ0X3JvbGUYASABKAsyFC5hdXRoei52MS5VcHNlcnRSb2xlSAASKAoLZGVsZXRlX3JvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmSAASNwoRdXBzZXJ0X3Blcm1pc3Npb24YAyABKAsyGi5hdXRoei52MS5VcHNlcnRQZXJtaXNzaW9uSAASNAoRZGVsZXRlX3Blcm1pc3Npb24YBCABKAsyFy5hdXRoei52MS5QZXJtaXNzaW9uUmVmSAASOAoQZ3JhbnRfcGVybWlzc2lvbhgFIAEoCzIcLmF1dGh6LnYxLlJvbGVQZXJtaXNzaW9uRWRnZUgAEjkKEXJldm9rZV9wZXJtaXNzaW9uGAYgASgLMhwuYXV0aHoudjEuUm9sZVBlcm1pc3Npb25FZGdlSAASOAoPYWRkX2luaGVyaXRhbmNlGAcgASgLMh0uYXV0aHoudjEuUm9sZUluaGVyaXRhbmNlRWRnZUgAEjsKEnJlbW92ZV9pbmhlcml0YW5jZRgIIAEoCzIdLmF1dGh6LnYxLlJvbGVJbmhlcml0YW5jZUVkZ2VIABIrCgthc3NpZ25fcm9sZRgJIAEoCzIULmF1dGh6LnYxLkFzc2lnblJvbGVIABIvCg11bmFzc2lnbl9yb2xlGAogASgLMhYuYXV0aHoudjEuVW5hc3NpZ25Sb2xlSABCCgoIbXV0YXRpb24iXQoKVXBzZXJ0Um9sZRIgCgNrZXkYASABKAsyEy5hdXRoei52MS5TY29wZWRLZXkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIKCgJpZBgEIAEoCSJVChBVcHNlcnRQZXJtaXNzaW9uEiAKA2tleRgBIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleRITCgtkZXNjcmlwdGlvbhgCIAEoCRIKCgJpZBgDIAEoCSJiChJSb2xlUGVybWlzc2lvbkVkZ2USHwoEcm9sZRgBIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSKwoKcGVybWlzc2lvbhgCIAEoCzIXLmF1dGh6LnYxLlBlcm1pc3Npb25SZWYiWQoTUm9sZUluaGVyaXRhbmNlRWRnZRIfCgRyb2xlGAEgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIhCgZwYXJlbnQYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmIqsBCgpBc3NpZ25Sb2xlEiUKB3N1YmplY3QYASABKAsyFC5hdXRoei52MS5TdWJqZWN0UmVmEh8KBHJvbGUYAiABKAsyES5hdXRoei52MS5Sb2xlUmVmEiQKBXNjb3BlGAMgASgLMhUuYXV0aHoudjEuUmVzb3VyY2VSZWYSLwoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpMBCgxVbmFzc2lnblJvbGUSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIlCgdzdWJqZWN0GAIgASgLMhQuYXV0aHoudjEuU3ViamVjdFJlZhIfCgRyb2xlGAMgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIkCgVzY29wZRgEIAEoCzIVLmF1dGh6LnYxLlJlc291cmNlUmVmIjEKElJvbGVNdXRhdGlvblJlc3VsdBIKCgJpZBgBIAEoCRIPCgdjaGFuZ2VkGAIgASgIItIBChhUcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QSEQoJYXZhdGFyX2lkGAEgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgCIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAMgASgJEiQKBG1vZGUYBCABKA4yFi5hdXRoei52MS5UcmFuc2Zlck1vZGUSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEi4KC3JlcXVlc3RfdHRsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlwKGVRyYW5zZmVyT3duZXJzaGlwUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSKjAgoRT3duZXJzaGlwVHJhbnNmZXISCgoCaWQYASABKAkSEQoJYXZhdGFyX2lkGAIgASgJEhoKEmZyb21fbWVtYmVyc2hpcF9pZBgDIAEoCRIYChB0b19tZW1iZXJzaGlwX2lkGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmF1dGh6LnYxLlRyYW5zZmVyU3RhdHVzEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJOCh5BY2NlcHRPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QSEwoLdHJhbnNmZXJfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJImIKH0FjY2VwdE93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSJPCh9EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJjCiBEZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIk4KHkNhbmNlbE93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBITCgt0cmFuc2Zlcl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiYgofQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRItCgh0cmFuc2ZlchgBIAEoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhAKCHJldmlzaW9uGAIgASgJIlkKHUxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXF1ZXN0EhEKCWF2YXRhcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJpCh5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVzcG9uc2USLgoJdHJhbnNmZXJzGAEgAygLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKmUKDFRyYW5zZmVyTW9kZRIdChlUUkFOU0ZFUl9NT0RFX1VOU1BFQ0lGSUVEEAASGwoXVFJBTlNGRVJfTU9ERV9JTU1FRElBVEUQARIZChVUUkFOU0ZFUl9NT0RFX1JFUVVFU1QQAirHAQoOVHJhbnNmZXJTdGF0dXMSHwobVFJBTlNGRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXVFJBTlNGRVJfU1RBVFVTX1BFTkRJTkcQARIdChlUUkFOU0ZFUl9TVEFUVVNfQ09NUExFVEVEEAISHAoYVFJBTlNGRVJfU1RBVFVTX0RFQ0xJTkVEEAMSHQoZVFJBTlNGRVJfU1RBVFVTX0NBTkNFTExFRBAEEhsKF1RSQU5TRkVSX1NUQVRVU19FWFBJUkVEEAUy+AQKDEFkbWluU2VydmljZRJKCgtNYW5hZ2VSb2xlcxIcLmF1dGh6LnYxLk1hbmFnZVJvbGVzUmVxdWVzdBodLmF1dGh6LnYxLk1hbmFnZVJvbGVzUmVzcG9uc2USXAoRVHJhbnNmZXJPd25lcnNoaXASIi5hdXRoei52MS5UcmFuc2Zlck93bmVyc2hpcFJlcXVlc3QaIy5hdXRoei52MS5UcmFuc2Zlck93bmVyc2hpcFJlc3BvbnNlEm4KF0FjY2VwdE93bmVyc2hpcFRyYW5zZmVyEiguYXV0aHoudjEuQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GikuYXV0aHoudjEuQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRJxChhEZWNsaW5lT3duZXJzaGlwVHJhbnNmZXISKS5hdXRoei52MS5EZWNsaW5lT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GiouYXV0aHoudjEuRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USbgoXQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXISKC5hdXRoei52MS5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QaKS5hdXRoei52MS5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEmsKFkxpc3RPd25lcnNoaXBUcmFuc2ZlcnMSJy5hdXRoei52MS5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVxdWVzdBooLmF1dGh6LnYxLkxpc3RPd25lcnNoaXBUcmFuc2ZlcnNSZXNwb25zZWIGcHJvdG8z", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChxhdXRoei92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEghhdXRoei52MSJGChNDcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2NvcGVzGAIgAygJEhEKCXRlbmFudF9pZBgDIAEoCSJGChRDcmVhdGVBcGlLZXlSZXNwb25zZRIhCgdhcGlfa2V5GAEgASgLMhAuYXV0aHoudjEuQXBpS2V5EgsKA2tleRgCIAEoCSKlAQoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGc2NvcGVzGAMgAygJEhEKCXRlbmFudF9pZBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI7ChJMaXN0QXBpS2V5c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUgoTTGlzdEFwaUtleXNSZXNwb25zZRIiCghhcGlfa2V5cxgBIAMoCzIQLmF1dGh6LnYxLkFwaUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSInChRSZXZva2VBcGlLZXlSZXNwb25zZRIPCgdyZXZva2VkGAEgASgIInMKEk1hbmFnZVJvbGVzUmVxdWVzdBIpCgltdXRhdGlvbnMYASADKAsyFi5hdXRoei52MS5Sb2xlTXV0YXRpb24SFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgJIlYKE01hbmFnZVJvbGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAkSLQoHcmVzdWx0cxgCIAMoCzIcLmF1dGh6LnYxLlJvbGVNdXRhdGlvblJlc3VsdCJCCgdSb2xlUmVmEgwKAmlkGAEgASgJSAASIgoDa2V5GAIgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5SABCBQoDcmVmIkgKDVBlcm1pc3Npb25SZWYSDAoCaWQYASABKAlIABIiCgNrZXkYAiABKAsyEy5hdXRoei52MS5TY29wZWRLZXlIAEIFCgNyZWYiMQoJU2NvcGVkS2V5EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkiqgQKDFJvbGVNdXRhdGlvbhIrCgt1cHNlcnRfcm9sZRgBIAEoCzIULmF1dGh6LnYxLlVwc2VydFJvbGVIABIoCgtkZWxldGVfcm9sZRgCIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWZIABI3ChF1cHNlcnRfcGVybWlzc2lvbhgDIAEoCzIaLmF1dGh6LnYxLlVwc2VydFBlcm1pc3Npb25IABI0ChFkZWxldGVfcGVybWlzc2lvbhgEIAEoCzIXLmF1dGh6LnYxLlBlcm1pc3Npb25SZWZIABI4ChBncmFudF9wZXJtaXNzaW9uGAUgASgLMhwuYXV0aHoudjEuUm9sZVBlcm1pc3Npb25FZGdlSAASOQoRcmV2b2tlX3Blcm1pc3Npb24YBiABKAsyHC5hdXRoei52MS5Sb2xlUGVybWlzc2lvbkVkZ2VIABI4Cg9hZGRfaW5oZXJpdGFuY2UYByABKAsyHS5hdXRoei52MS5Sb2xlSW5oZXJpdGFuY2VFZGdlSAASOwoScmVtb3ZlX2luaGVyaXRhbmNlGAggASgLMh0uYXV0aHoudjEuUm9sZUluaGVyaXRhbmNlRWRnZUgAEisKC2Fzc2lnbl9yb2xlGAkgASgLMhQuYXV0aHoudjEuQXNzaWduUm9sZUgAEi8KDXVuYXNzaWduX3JvbGUYCiABKAsyFi5hdXRoei52MS5VbmFzc2lnblJvbGVIAEIKCghtdXRhdGlvbiJdCgpVcHNlcnRSb2xlEiAKA2tleRgBIAEoCzITLmF1dGh6LnYxLlNjb3BlZEtleRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEgoKAmlkGAQgASgJIlUKEFVwc2VydFBlcm1pc3Npb24SIAoDa2V5GAEgASgLMhMuYXV0aHoudjEuU2NvcGVkS2V5EhMKC2Rlc2NyaXB0aW9uGAIgASgJEgoKAmlkGAMgASgJImIKElJvbGVQZXJtaXNzaW9uRWRnZRIfCgRyb2xlGAEgASgLMhEuYXV0aHoudjEuUm9sZVJlZhIrCgpwZXJtaXNzaW9uGAIgASgLMhcuYXV0aHoudjEuUGVybWlzc2lvblJlZiJZChNSb2xlSW5oZXJpdGFuY2VFZGdlEh8KBHJvbGUYASABKAsyES5hdXRoei52MS5Sb2xlUmVmEiEKBnBhcmVudBgCIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYivAEKCkFzc2lnblJvbGUSJQoHc3ViamVjdBgBIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSHwoEcm9sZRgCIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSJAoFc2NvcGUYAyABKAsyFS5hdXRoei52MS5SZXNvdXJjZVJlZhIvCgt2YWxpZF91bnRpbBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcmVwbGFjZRgFIAEoCCKTAQoMVW5hc3NpZ25Sb2xlEhUKDWFzc2lnbm1lbnRfaWQYASABKAkSJQoHc3ViamVjdBgCIAEoCzIULmF1dGh6LnYxLlN1YmplY3RSZWYSHwoEcm9sZRgDIAEoCzIRLmF1dGh6LnYxLlJvbGVSZWYSJAoFc2NvcGUYBCABKAsyFS5hdXRoei52MS5SZXNvdXJjZVJlZiIxChJSb2xlTXV0YXRpb25SZXN1bHQSCgoCaWQYASABKAkSDwoHY2hhbmdlZBgCIAEoCCLSAQoYVHJhbnNmZXJPd25lcnNoaXBSZXF1ZXN0EhEKCWF2YXRhcl9pZBgBIAEoCRIaChJmcm9tX21lbWJlcnNoaXBfaWQYAiABKAkSGAoQdG9fbWVtYmVyc2hpcF9pZBgDIAEoCRIkCgRtb2RlGAQgASgOMhYuYXV0aHoudjEuVHJhbnNmZXJNb2RlEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRIuCgtyZXF1ZXN0X3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJcChlUcmFuc2Zlck93bmVyc2hpcFJlc3BvbnNlEi0KCHRyYW5zZmVyGAEgASgLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISEAoIcmV2aXNpb24YAiABKAkiowIKEU93bmVyc2hpcFRyYW5zZmVyEgoKAmlkGAEgASgJEhEKCWF2YXRhcl9pZBgCIAEoCRIaChJmcm9tX21lbWJlcnNoaXBfaWQYAyABKAkSGAoQdG9fbWVtYmVyc2hpcF9pZBgEIAEoCRIoCgZzdGF0dXMYBSABKA4yGC5hdXRoei52MS5UcmFuc2ZlclN0YXR1cxIvCgtvY2N1cnJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoeQWNjZXB0T3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJiCh9BY2NlcHRPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEi0KCHRyYW5zZmVyGAEgASgLMhsuYXV0aHoudjEuT3duZXJzaGlwVHJhbnNmZXISEAoIcmV2aXNpb24YAiABKAkiTwofRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBITCgt0cmFuc2Zlcl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiYwogRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSJOCh5DYW5jZWxPd25lcnNoaXBUcmFuc2ZlclJlcXVlc3QSEwoLdHJhbnNmZXJfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJImIKH0NhbmNlbE93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2USLQoIdHJhbnNmZXIYASABKAsyGy5hdXRoei52MS5Pd25lcnNoaXBUcmFuc2ZlchIQCghyZXZpc2lvbhgCIAEoCSJZCh1MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVxdWVzdBIRCglhdmF0YXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiaQoeTGlzdE93bmVyc2hpcFRyYW5zZmVyc1Jlc3BvbnNlEi4KCXRyYW5zZmVycxgBIAMoCzIbLmF1dGh6LnYxLk93bmVyc2hpcFRyYW5zZmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSplCgxUcmFuc2Zlck1vZGUSHQoZVFJBTlNGRVJfTU9ERV9VTlNQRUNJRklFRBAAEhsKF1RSQU5TRkVSX01PREVfSU1NRURJQVRFEAESGQoVVFJBTlNGRVJfTU9ERV9SRVFVRVNUEAIqxwEKDlRyYW5zZmVyU3RhdHVzEh8KG1RSQU5TRkVSX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1RSQU5TRkVSX1NUQVRVU19QRU5ESU5HEAESHQoZVFJBTlNGRVJfU1RBVFVTX0NPTVBMRVRFRBACEhwKGFRSQU5TRkVSX1NUQVRVU19ERUNMSU5FRBADEh0KGVRSQU5TRkVSX1NUQVRVU19DQU5DRUxMRUQQBBIbChdUUkFOU0ZFUl9TVEFUVVNfRVhQSVJFRBAFMuIGCgxBZG1pblNlcnZpY2USSgoLTWFuYWdlUm9sZXMSHC5hdXRoei52MS5NYW5hZ2VSb2xlc1JlcXVlc3QaHS5hdXRoei52MS5NYW5hZ2VSb2xlc1Jlc3BvbnNlElwKEVRyYW5zZmVyT3duZXJzaGlwEiIuYXV0aHoudjEuVHJhbnNmZXJPd25lcnNoaXBSZXF1ZXN0GiMuYXV0aHoudjEuVHJhbnNmZXJPd25lcnNoaXBSZXNwb25zZRJuChdBY2NlcHRPd25lcnNoaXBUcmFuc2ZlchIoLmF1dGh6LnYxLkFjY2VwdE93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBopLmF1dGh6LnYxLkFjY2VwdE93bmVyc2hpcFRyYW5zZmVyUmVzcG9uc2UScQoYRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyEikuYXV0aHoudjEuRGVjbGluZU93bmVyc2hpcFRyYW5zZmVyUmVxdWVzdBoqLmF1dGh6LnYxLkRlY2xpbmVPd25lcnNoaXBUcmFuc2ZlclJlc3BvbnNlEm4KF0NhbmNlbE93bmVyc2hpcFRyYW5zZmVyEiguYXV0aHoudjEuQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXJSZXF1ZXN0GikuYXV0aHoudjEuQ2FuY2VsT3duZXJzaGlwVHJhbnNmZXJSZXNwb25zZRJrChZMaXN0T3duZXJzaGlwVHJhbnNmZXJzEicuYXV0aHoudjEuTGlzdE93bmVyc2hpcFRyYW5zZmVyc1JlcXVlc3QaKC5hdXRoei52MS5MaXN0T3duZXJzaGlwVHJhbnNmZXJzUmVzcG9uc2USTQoMQ3JlYXRlQXBpS2V5Eh0uYXV0aHoudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoeLmF1dGh6LnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlEkoKC0xpc3RBcGlLZXlzEhwuYXV0aHoudjEuTGlzdEFwaUtleXNSZXF1ZXN0Gh0uYXV0aHoudjEuTGlzdEFwaUtleXNSZXNwb25zZRJNCgxSZXZva2VBcGlLZXkSHS5hdXRoei52MS5SZXZva2VBcGlLZXlSZXF1ZXN0Gh4uYXV0aHoudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_authz_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * CreateApiKeyRequest describes the key to create.
+ *
+ * @generated from message authz.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"authz.v1.CreateApiKeyRequest"> & {
+  /**
+   * A name for people (1 to 200 characters), e.g. the calling service.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Scopes of the key: some of "check", "ratelimit", "admin", "directory";
+   * each must be one the caller holds ("admin" also covers "directory").
+   *
+   * @generated from field: repeated string scopes = 2;
+   */
+  scopes: string[];
+
+  /**
+   * Binds the key to this tenant (UUID). Empty: unbound, or the caller's own
+   * tenant when the caller is bound to one.
+   *
+   * @generated from field: string tenant_id = 3;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message authz.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 0);
+
+/**
+ * CreateApiKeyResponse carries the new key; the secret is never shown again.
+ *
+ * @generated from message authz.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"authz.v1.CreateApiKeyResponse"> & {
+  /**
+   * The stored key (without its secret).
+   *
+   * @generated from field: authz.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * The credential to send as "authorization: Bearer <key>" or "x-api-key".
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message authz.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 1);
+
+/**
+ * ApiKey is one stored API key, without its secret.
+ *
+ * @generated from message authz.v1.ApiKey
+ */
+export type ApiKey = Message<"authz.v1.ApiKey"> & {
+  /**
+   * The key's id (16 hex digits), also the part after "azk_" in the key.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The name given at creation.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The scopes the key grants.
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+
+  /**
+   * The tenant the key is bound to; empty when unbound.
+   *
+   * @generated from field: string tenant_id = 4;
+   */
+  tenantId: string;
+
+  /**
+   * When the key was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When the key was revoked; unset while it is active.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 6;
+   */
+  revokedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message authz.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 2);
+
+/**
+ * ListApiKeysRequest asks for one page of keys, ordered by id.
+ *
+ * @generated from message authz.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"authz.v1.ListApiKeysRequest"> & {
+  /**
+   * Keys per page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 3);
+
+/**
+ * ListApiKeysResponse is one page of keys.
+ *
+ * @generated from message authz.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"authz.v1.ListApiKeysResponse"> & {
+  /**
+   * The keys of this page, ordered by id.
+   *
+   * @generated from field: repeated authz.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message authz.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 4);
+
+/**
+ * RevokeApiKeyRequest names the key to revoke.
+ *
+ * @generated from message authz.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"authz.v1.RevokeApiKeyRequest"> & {
+  /**
+   * The key's id (16 hex digits).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message authz.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 5);
+
+/**
+ * RevokeApiKeyResponse says what the revocation did.
+ *
+ * @generated from message authz.v1.RevokeApiKeyResponse
+ */
+export type RevokeApiKeyResponse = Message<"authz.v1.RevokeApiKeyResponse"> & {
+  /**
+   * True when this call revoked the key; false when it was already revoked.
+   *
+   * @generated from field: bool revoked = 1;
+   */
+  revoked: boolean;
+};
+
+/**
+ * Describes the message authz.v1.RevokeApiKeyResponse.
+ * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_authz_v1_admin_service, 6);
 
 /**
  * ManageRolesRequest is an atomic batch of changes.
@@ -52,7 +271,7 @@ export type ManageRolesRequest = Message<"authz.v1.ManageRolesRequest"> & {
  * Use `create(ManageRolesRequestSchema)` to create a new message.
  */
 export const ManageRolesRequestSchema: GenMessage<ManageRolesRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 0);
+  messageDesc(file_authz_v1_admin_service, 7);
 
 /**
  * ManageRolesResponse reports the committed batch.
@@ -80,7 +299,7 @@ export type ManageRolesResponse = Message<"authz.v1.ManageRolesResponse"> & {
  * Use `create(ManageRolesResponseSchema)` to create a new message.
  */
 export const ManageRolesResponseSchema: GenMessage<ManageRolesResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 1);
+  messageDesc(file_authz_v1_admin_service, 8);
 
 /**
  * RoleRef addresses a role by UUID or by key within its organization.
@@ -117,7 +336,7 @@ export type RoleRef = Message<"authz.v1.RoleRef"> & {
  * Use `create(RoleRefSchema)` to create a new message.
  */
 export const RoleRefSchema: GenMessage<RoleRef> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 2);
+  messageDesc(file_authz_v1_admin_service, 9);
 
 /**
  * PermissionRef addresses a permission (capability) by UUID or by key.
@@ -154,7 +373,7 @@ export type PermissionRef = Message<"authz.v1.PermissionRef"> & {
  * Use `create(PermissionRefSchema)` to create a new message.
  */
 export const PermissionRefSchema: GenMessage<PermissionRef> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 3);
+  messageDesc(file_authz_v1_admin_service, 10);
 
 /**
  * ScopedKey is a key unique within one organization, or among global records
@@ -184,7 +403,7 @@ export type ScopedKey = Message<"authz.v1.ScopedKey"> & {
  * Use `create(ScopedKeySchema)` to create a new message.
  */
 export const ScopedKeySchema: GenMessage<ScopedKey> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 4);
+  messageDesc(file_authz_v1_admin_service, 11);
 
 /**
  * RoleMutation is one change of a ManageRoles batch.
@@ -286,7 +505,7 @@ export type RoleMutation = Message<"authz.v1.RoleMutation"> & {
  * Use `create(RoleMutationSchema)` to create a new message.
  */
 export const RoleMutationSchema: GenMessage<RoleMutation> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 5);
+  messageDesc(file_authz_v1_admin_service, 12);
 
 /**
  * UpsertRole creates or updates a role.
@@ -328,7 +547,7 @@ export type UpsertRole = Message<"authz.v1.UpsertRole"> & {
  * Use `create(UpsertRoleSchema)` to create a new message.
  */
 export const UpsertRoleSchema: GenMessage<UpsertRole> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 6);
+  messageDesc(file_authz_v1_admin_service, 13);
 
 /**
  * UpsertPermission creates or updates a permission (capability).
@@ -363,7 +582,7 @@ export type UpsertPermission = Message<"authz.v1.UpsertPermission"> & {
  * Use `create(UpsertPermissionSchema)` to create a new message.
  */
 export const UpsertPermissionSchema: GenMessage<UpsertPermission> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 7);
+  messageDesc(file_authz_v1_admin_service, 14);
 
 /**
  * RolePermissionEdge links a role and a permission. The permission must
@@ -392,7 +611,7 @@ export type RolePermissionEdge = Message<"authz.v1.RolePermissionEdge"> & {
  * Use `create(RolePermissionEdgeSchema)` to create a new message.
  */
 export const RolePermissionEdgeSchema: GenMessage<RolePermissionEdge> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 8);
+  messageDesc(file_authz_v1_admin_service, 15);
 
 /**
  * RoleInheritanceEdge says `role` inherits every permission of `parent`.
@@ -423,7 +642,7 @@ export type RoleInheritanceEdge = Message<"authz.v1.RoleInheritanceEdge"> & {
  * Use `create(RoleInheritanceEdgeSchema)` to create a new message.
  */
 export const RoleInheritanceEdgeSchema: GenMessage<RoleInheritanceEdge> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 9);
+  messageDesc(file_authz_v1_admin_service, 16);
 
 /**
  * AssignRole grants a role to a subject on a scope.
@@ -460,6 +679,18 @@ export type AssignRole = Message<"authz.v1.AssignRole"> & {
    * @generated from field: google.protobuf.Timestamp valid_until = 4;
    */
   validUntil?: Timestamp | undefined;
+
+  /**
+   * For a user on an organization of structure single_role_in_hierarchy,
+   * where the user holds one organization-level role: replace it (its other
+   * organization-level assignments there are removed and its primary role
+   * becomes this one). Without it such an assignment is refused with
+   * FAILED_PRECONDITION (SINGLE_ROLE). See docs/data-model.md, "Role
+   * structure".
+   *
+   * @generated from field: bool replace = 5;
+   */
+  replace: boolean;
 };
 
 /**
@@ -467,7 +698,7 @@ export type AssignRole = Message<"authz.v1.AssignRole"> & {
  * Use `create(AssignRoleSchema)` to create a new message.
  */
 export const AssignRoleSchema: GenMessage<AssignRole> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 10);
+  messageDesc(file_authz_v1_admin_service, 17);
 
 /**
  * UnassignRole removes a role assignment, by id or by (subject, role, scope).
@@ -509,7 +740,7 @@ export type UnassignRole = Message<"authz.v1.UnassignRole"> & {
  * Use `create(UnassignRoleSchema)` to create a new message.
  */
 export const UnassignRoleSchema: GenMessage<UnassignRole> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 11);
+  messageDesc(file_authz_v1_admin_service, 18);
 
 /**
  * RoleMutationResult reports one mutation.
@@ -538,7 +769,7 @@ export type RoleMutationResult = Message<"authz.v1.RoleMutationResult"> & {
  * Use `create(RoleMutationResultSchema)` to create a new message.
  */
 export const RoleMutationResultSchema: GenMessage<RoleMutationResult> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 12);
+  messageDesc(file_authz_v1_admin_service, 19);
 
 /**
  * TransferOwnershipRequest moves an avatar's ownership.
@@ -598,7 +829,7 @@ export type TransferOwnershipRequest = Message<"authz.v1.TransferOwnershipReques
  * Use `create(TransferOwnershipRequestSchema)` to create a new message.
  */
 export const TransferOwnershipRequestSchema: GenMessage<TransferOwnershipRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 13);
+  messageDesc(file_authz_v1_admin_service, 20);
 
 /**
  * TransferOwnershipResponse returns the transfer record.
@@ -626,7 +857,7 @@ export type TransferOwnershipResponse = Message<"authz.v1.TransferOwnershipRespo
  * Use `create(TransferOwnershipResponseSchema)` to create a new message.
  */
 export const TransferOwnershipResponseSchema: GenMessage<TransferOwnershipResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 14);
+  messageDesc(file_authz_v1_admin_service, 21);
 
 /**
  * OwnershipTransfer is one recorded move of an avatar's ownership
@@ -698,7 +929,7 @@ export type OwnershipTransfer = Message<"authz.v1.OwnershipTransfer"> & {
  * Use `create(OwnershipTransferSchema)` to create a new message.
  */
 export const OwnershipTransferSchema: GenMessage<OwnershipTransfer> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 15);
+  messageDesc(file_authz_v1_admin_service, 22);
 
 /**
  * AcceptOwnershipTransferRequest names the pending transfer to complete.
@@ -728,7 +959,7 @@ export type AcceptOwnershipTransferRequest = Message<"authz.v1.AcceptOwnershipTr
  * Use `create(AcceptOwnershipTransferRequestSchema)` to create a new message.
  */
 export const AcceptOwnershipTransferRequestSchema: GenMessage<AcceptOwnershipTransferRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 16);
+  messageDesc(file_authz_v1_admin_service, 23);
 
 /**
  * AcceptOwnershipTransferResponse returns the completed transfer.
@@ -757,7 +988,7 @@ export type AcceptOwnershipTransferResponse = Message<"authz.v1.AcceptOwnershipT
  * Use `create(AcceptOwnershipTransferResponseSchema)` to create a new message.
  */
 export const AcceptOwnershipTransferResponseSchema: GenMessage<AcceptOwnershipTransferResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 17);
+  messageDesc(file_authz_v1_admin_service, 24);
 
 /**
  * DeclineOwnershipTransferRequest names the pending transfer to decline.
@@ -787,7 +1018,7 @@ export type DeclineOwnershipTransferRequest = Message<"authz.v1.DeclineOwnership
  * Use `create(DeclineOwnershipTransferRequestSchema)` to create a new message.
  */
 export const DeclineOwnershipTransferRequestSchema: GenMessage<DeclineOwnershipTransferRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 18);
+  messageDesc(file_authz_v1_admin_service, 25);
 
 /**
  * DeclineOwnershipTransferResponse returns the declined transfer.
@@ -815,7 +1046,7 @@ export type DeclineOwnershipTransferResponse = Message<"authz.v1.DeclineOwnershi
  * Use `create(DeclineOwnershipTransferResponseSchema)` to create a new message.
  */
 export const DeclineOwnershipTransferResponseSchema: GenMessage<DeclineOwnershipTransferResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 19);
+  messageDesc(file_authz_v1_admin_service, 26);
 
 /**
  * CancelOwnershipTransferRequest names the pending transfer to cancel.
@@ -845,7 +1076,7 @@ export type CancelOwnershipTransferRequest = Message<"authz.v1.CancelOwnershipTr
  * Use `create(CancelOwnershipTransferRequestSchema)` to create a new message.
  */
 export const CancelOwnershipTransferRequestSchema: GenMessage<CancelOwnershipTransferRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 20);
+  messageDesc(file_authz_v1_admin_service, 27);
 
 /**
  * CancelOwnershipTransferResponse returns the cancelled transfer.
@@ -873,7 +1104,7 @@ export type CancelOwnershipTransferResponse = Message<"authz.v1.CancelOwnershipT
  * Use `create(CancelOwnershipTransferResponseSchema)` to create a new message.
  */
 export const CancelOwnershipTransferResponseSchema: GenMessage<CancelOwnershipTransferResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 21);
+  messageDesc(file_authz_v1_admin_service, 28);
 
 /**
  * ListOwnershipTransfersRequest asks for one page of an avatar's transfers.
@@ -912,7 +1143,7 @@ export type ListOwnershipTransfersRequest = Message<"authz.v1.ListOwnershipTrans
  * Use `create(ListOwnershipTransfersRequestSchema)` to create a new message.
  */
 export const ListOwnershipTransfersRequestSchema: GenMessage<ListOwnershipTransfersRequest> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 22);
+  messageDesc(file_authz_v1_admin_service, 29);
 
 /**
  * ListOwnershipTransfersResponse is one page of transfers.
@@ -942,7 +1173,7 @@ export type ListOwnershipTransfersResponse = Message<"authz.v1.ListOwnershipTran
  * Use `create(ListOwnershipTransfersResponseSchema)` to create a new message.
  */
 export const ListOwnershipTransfersResponseSchema: GenMessage<ListOwnershipTransfersResponse> = /*@__PURE__*/
-  messageDesc(file_authz_v1_admin_service, 23);
+  messageDesc(file_authz_v1_admin_service, 30);
 
 /**
  * TransferMode says when the ownership moves.
@@ -1113,6 +1344,40 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListOwnershipTransfersRequestSchema;
     output: typeof ListOwnershipTransfersResponseSchema;
+  },
+  /**
+   * CreateApiKey creates an API key and returns its secret once; only the
+   * secret's SHA-256 is stored. The new key's scopes must be among the
+   * caller's, and a caller bound to a tenant creates keys of its tenant only.
+   *
+   * @generated from rpc authz.v1.AdminService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * ListApiKeys pages through the API keys, revoked ones included, never
+   * their secrets; a caller bound to a tenant sees its tenant's keys only.
+   *
+   * @generated from rpc authz.v1.AdminService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * RevokeApiKey revokes an API key; every replica stops accepting it at
+   * once. A caller bound to a tenant revokes its tenant's keys only.
+   *
+   * @generated from rpc authz.v1.AdminService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof RevokeApiKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_authz_v1_admin_service, 0);

@@ -185,12 +185,12 @@ interface Subject {
   apply(c: Change, rev: bigint): void;
 }
 
-function open(engine: EngineName, tables: Record<string, Iterable<Row>>): { s: Subject; snap?: () => Snapshot } {
+function open(engine: EngineName, tables: Record<string, Iterable<Row>>, counts: Record<string, number>): { s: Subject; snap?: () => Snapshot } {
   if (engine === "legacy") {
     const e: LegacyEngine = buildEngine(0n, tables);
     return { s: { check: (x, now) => e.check(x.subject, x.permission, x.resource, now).allowed, apply: (c, rev) => e.apply([c], rev) } };
   }
-  let snap = buildSnapshot(0n, tables);
+  let snap = buildSnapshot(0n, tables, counts);
   return {
     s: {
       check: (x, now) => snap.check(x.subject, x.permission, x.resource, now).allowed,
@@ -214,7 +214,7 @@ function phaseCompare(arg: CompareArg): CompareResult {
   const before = used();
   t = performance.now();
   const cpu0 = process.cpuUsage();
-  const { s: engine, snap } = open(arg.engine, withFixture(arg.scale));
+  const { s: engine, snap } = open(arg.engine, withFixture(arg.scale), { ...rowCounts(shape) });
   const buildMs = performance.now() - t;
   const cpu = process.cpuUsage(cpu0);
   const buildCpuMs = (cpu.user + cpu.system) / 1000;

@@ -474,17 +474,37 @@ export interface PgLoadArg {
   scale: number;
 }
 
+/** A local process's user + system CPU in ms (/proc/<pid>/stat, 100 ticks a second); undefined when unreadable. */
+function backendCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
 async function phasePgLoad(arg: PgLoadArg): Promise<Omit<PgLoadResult, "migrateMs" | "loader">> {
   const steal0 = cpuTimes();
   const shape = datasetShape(arg.scale);
   const db = createPostgresClient({ url: arg.url, poolMax: 1, logger: createLogger("silent"), applicationName: "authz-bench-load" });
   try {
-    await db.query("select 1");
+    // One pooled connection: the backend that serves loadSnapshot's transaction; its CPU from /proc (same machine) when readable.
+    const [backend] = await db.query<{ pid: number }>("select pg_backend_pid() as pid");
+    const pgCpu0 = backendCpuMs(backend?.pid);
     gc();
     const before = process.memoryUsage();
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const engine = await loadSnapshot(db);
     const loadMs = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const pgCpu1 = backendCpuMs(backend?.pid);
+    process.stderr.write(
+      `  pgload: loadSnapshot CPU: node ${secs((cpu.user + cpu.system) / 1000)}, Postgres backend ${pgCpu0 === undefined || pgCpu1 === undefined ? "n/a" : secs(pgCpu1 - pgCpu0)}\n`,
+    );
     gc();
     const after = process.memoryUsage();
     const maxRss = process.resourceUsage().maxRSS * 1024;

@@ -14,7 +14,7 @@
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { buildSnapshot } from "../src/engine/snapshot.js";
-import { type DatasetShape, datasetShape, datasetTables } from "./dataset.js";
+import { type DatasetShape, datasetShape, datasetTables, rowCounts } from "./dataset.js";
 
 interface Sample {
   heapMiB: number;
@@ -34,7 +34,8 @@ function child(shape: DatasetShape): Sample {
   gc();
   const before = process.memoryUsage();
   const t = performance.now();
-  const engine = buildSnapshot(0n, datasetTables(shape));
+  // Sized from the row counts, as loadSnapshot sizes them from the planner's estimates.
+  const engine = buildSnapshot(0n, datasetTables(shape), { ...rowCounts(shape) });
   const buildMs = performance.now() - t;
   gc();
   const after = process.memoryUsage();

@@ -3,9 +3,10 @@
 // scratch, and every outcome without explain is a frozen constant. Explain
 // runs the very same search and then builds the path.
 
-import { membershipInForce, scopeKey } from "./grant-index.js";
+import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, gGet, gUntil, membershipInForce, scopeKey, TWO_32 } from "./grant-index.js";
+import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import { cannotAct, holds, matchPermission, place, resolvePlace, SCOPE_TYPE_OF, subjectExists, subjectInterner, subjectKind } from "./places.js";
-import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_PRINCIPAL, type State } from "./state.js";
+import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
 const DECISIONS = new Map<Reason, Decision>(REASONS.map((r) => [r, Object.freeze({ allowed: r === "GRANTED", reason: r })]));
@@ -13,7 +14,7 @@ export const decisionOf = (r: Reason): Decision => DECISIONS.get(r) as Decision;
 const GRANTED = decisionOf("GRANTED");
 const NO_GRANT = decisionOf("NO_GRANT");
 
-/** The grant the last findGrant() found. */
+/** The grant the last findGrant() found: for an assignment, id is its grant record (explain reads the assignment from it). */
 export const found = { kind: "ASSIGNMENT" as "ASSIGNMENT" | "MEMBERSHIP", id: -1, role: -1, scopeKind: 0, scope: 0 };
 
 /** Why the subject cannot get a decision before grants are looked at (rules 1-5), with the place resolved; -1 subject on success. */
@@ -54,8 +55,8 @@ export function check(st: State, subject: SubjectRef, permission: string, resour
 /** The first grant of the subject that covers `place` and whose role holds `matched`; written to `found`. */
 export function findGrant(st: State, kind: number, s: number, matched: number, now: number): boolean {
   const c = st.c;
-  const heads = kind === 0 ? c.uGrants : kind === 1 ? c.acGrants : kind === 2 ? c.prGrants : c.sGrants;
-  if (assignmentGrant(st, heads.get(s), matched, now)) return true;
+  const head = kind === SK_USER ? uHead(c, s) : (kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants).get(s);
+  if (assignmentGrant(st, head, matched, now)) return true;
   if (kind !== SK_PRINCIPAL) return false;
   if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), matched, now)) return true;
   if (place.avatar < 0) return false;
@@ -70,17 +71,26 @@ export function findGrant(st: State, kind: number, s: number, matched: number, n
 }
 
 function assignmentGrant(st: State, head: number, matched: number, now: number): boolean {
-  const c = st.c;
+  const pages = st.c.gRec.pages;
+  const nowHi = Math.floor(now / TWO_32);
   // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
   const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
   const o = place.org >= 0 ? scopeKey(SC_ORG, place.org) : -2;
   const av = place.avatar >= 0 ? scopeKey(SC_AVATAR, place.avatar) : -2;
-  for (let r = head; r >= 0; r = c.gNext.get(r)) {
-    const key = c.gScope.get(r);
-    if (key !== o && key !== 0 && key !== t && key !== av) continue;
-    if (c.gUntil.get(r) <= now) continue;
-    const role = c.gRole.get(r);
-    if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", c.gAssign.get(r), role, key & 3, key >> 2);
+  for (let r = head; r >= 0; ) {
+    // One record is G_STRIDE ints on one page (see grant-index.ts).
+    const i = r * G_STRIDE;
+    const g = pages[i >>> PAGE_SHIFT] as Int32Array;
+    const at = i & PAGE_MASK;
+    const key = g[at + G_SCOPE] as number;
+    const next = g[at + G_NEXT] as number;
+    const hi = g[at + G_UNTIL_HI] as number;
+    // The expiry's high int decides unless it is now's; then the low int (gCold) does.
+    if ((key === o || key === 0 || key === t || key === av) && (hi > nowHi || (hi === nowHi && gUntil(st.c, r) > now))) {
+      const role = g[at + G_ROLE] as number;
+      if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", r, role, key & 3, key >> 2);
+    }
+    r = next;
   }
   return false;
 }
@@ -107,7 +117,7 @@ function explainPath(st: State, matched: number): Step[] {
   const c = st.c;
   const sh = st.shared;
   const scope = scopeRefOf(st, found.scopeKind, found.scope);
-  const grantId = (found.kind === "ASSIGNMENT" ? sh.assignments : sh.memberships).uuid(found.id);
+  const grantId = found.kind === "ASSIGNMENT" ? sh.assignments.uuid(gGet(c, found.id, G_ASSIGN)) : sh.memberships.uuid(found.id);
   const role = found.role;
   const steps: Step[] = [{ kind: found.kind, id: grantId, ...(scope ? { scope } : {}) }, roleStep("ROLE", st, role)];
   // Breadth-first over parents to the nearest role that holds the permission directly.

@@ -4,7 +4,23 @@
 // account before its organization); a row's absence is its EXISTS flag.
 
 import { NORMALIZE } from "./rows.js";
-import { ACTIVE, allocRecord, ENABLED, EXISTS, freeRecord, LOCKED, linkFront, STAFF_SUBJECT, type State, unlink } from "./state.js";
+import {
+  ACTIVE,
+  allocRecord,
+  ENABLED,
+  EXISTS,
+  freeRecord,
+  linkFront,
+  LOCKED,
+  orgFlags,
+  orgTenant,
+  setOrgFlags,
+  setOrgTenant,
+  setUFlags,
+  STAFF_SUBJECT,
+  type State,
+  unlink,
+} from "./state.js";
 
 type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
@@ -25,13 +41,13 @@ export function upsertOrganization(st: State, raw: Raw): void {
   const row = NORMALIZE.organizations(raw);
   const o = st.shared.orgs.intern(row.id);
   const tenant = row.tenantId === null ? -1 : st.shared.tenants.intern(row.tenantId);
-  const exists = (c.oFlags.get(o) & EXISTS) !== 0;
-  if (exists && c.oTenant.get(o) !== tenant) unlinkOrg(st, o);
-  if (!exists || c.oTenant.get(o) !== tenant) {
-    c.oTenant.set(o, tenant);
+  const exists = (orgFlags(c, o) & EXISTS) !== 0;
+  if (exists && orgTenant(c, o) !== tenant) unlinkOrg(st, o);
+  if (!exists || orgTenant(c, o) !== tenant) {
+    setOrgTenant(c, o, tenant);
     if (tenant >= 0) linkFront(c.tOrgs, tenant, c.oNext, c.oPrev, o);
   }
-  c.oFlags.set(o, EXISTS);
+  setOrgFlags(c, o, EXISTS);
   c.oName.set(o, row.name);
   c.oSlug.set(o, row.slug);
   c.oStructure.set(o, row.roleStructure);
@@ -39,28 +55,28 @@ export function upsertOrganization(st: State, raw: Raw): void {
 
 function unlinkOrg(st: State, o: number): void {
   const c = st.c;
-  const tenant = c.oTenant.get(o);
+  const tenant = orgTenant(c, o);
   if (tenant >= 0) unlink(c.tOrgs, tenant, c.oNext, c.oPrev, o);
-  c.oTenant.set(o, -1);
+  setOrgTenant(c, o, -1);
 }
 
 /** On DELETE only; the rows inside it arrive as deletes of their own. */
 export function removeOrganization(st: State, raw: Raw): void {
   const o = st.shared.orgs.find(String(raw.id));
-  if (o < 0 || (st.c.oFlags.get(o) & EXISTS) === 0) return;
+  if (o < 0 || (orgFlags(st.c, o) & EXISTS) === 0) return;
   unlinkOrg(st, o);
-  st.c.oFlags.set(o, 0);
+  setOrgFlags(st.c, o, 0);
 }
 
 export function upsertUser(st: State, raw: Raw): void {
   const row = NORMALIZE.users(raw);
   const u = st.shared.users.intern(row.id);
-  st.c.uFlags.set(u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
+  setUFlags(st.c, u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
 }
 
 export function removeUser(st: State, raw: Raw): void {
   const u = st.shared.users.find(String(raw.id));
-  if (u >= 0) st.c.uFlags.set(u, 0);
+  if (u >= 0) setUFlags(st.c, u, 0);
 }
 
 export function upsertStaff(st: State, raw: Raw): void {

@@ -372,3 +372,43 @@ describe("Snapshot.list after permission churn", () => {
     expect(perms).not.toContain("org.delete");
   });
 });
+
+describe("a grant's expiry (stored as two ints: high and low 32 bits of epoch ms)", () => {
+  const U = "00000000-0000-4000-8000-0000000009f1";
+  const G = "00000000-0000-4000-8000-0000000009a1";
+  const snapshotWith = (validUntil: string | null) =>
+    buildSnapshot(1n, {
+      tenants: [{ id: T }],
+      organizations: [{ id: A, tenant_id: T, name: "A", slug: "a", role_structure: "single_role_in_hierarchy" }],
+      users: [{ id: U, locked: false, enabled: true }],
+      roles: [{ id: MEMBER, organization_id: A, key: "member", name: "Member" }],
+      permissions: [{ id: P_READ, organization_id: A, key: "members.read" }],
+      role_permissions: [{ role_id: MEMBER, permission_id: P_READ }],
+      role_assignments: [
+        { id: G, subject_type: "user", subject_id: U, role_id: MEMBER, scope_type: "organization", scope_id: A, active: true, valid_until: validUntil },
+      ],
+    });
+  const window = 2 ** 32;
+  // Around now, at the edges of now's 2^32 ms window, far ahead (past 2038 and 2106 in seconds) and before 1970.
+  const cases: Array<[string, number | null]> = [
+    ["never", null],
+    ["1 ms ago", NOW - 1],
+    ["now", NOW],
+    ["in 1 ms", NOW + 1],
+    ["one window ahead", NOW + window],
+    ["one window ago", NOW - window],
+    ["at the start of now's window", Math.floor(NOW / window) * window],
+    ["at the end of now's window", Math.floor(NOW / window) * window + window - 1],
+    ["in 2200", Date.parse("2200-01-01T00:00:00Z")],
+    ["in 1960", Date.parse("1960-01-01T00:00:00Z")],
+  ];
+  for (const [name, until] of cases) {
+    it(`${name}: granted exactly when it ends after now, with the assignment named`, () => {
+      const snap = snapshotWith(until === null ? null : iso(until));
+      const d = snap.check({ type: "user", id: U }, "members.read", { type: "organization", id: A }, NOW, true);
+      const granted = until === null || until > NOW;
+      expect(d.allowed).toBe(granted);
+      if (granted) expect(d.steps?.[0]).toMatchObject({ kind: "ASSIGNMENT", id: G });
+    });
+  }
+});

@@ -6,12 +6,11 @@
 // expiry is checked at decision time.
 
 import { resourceInterner, scopeKind, subjectInterner, subjectKind } from "./places.js";
-import { NORMALIZE } from "./rows.js";
+import { NORMALIZE, readAssignment } from "./rows.js";
 import {
   ACTIVE,
   allocRecord,
   EXISTS,
-  F64,
   freeRecord,
   I32,
   LINKED,
@@ -24,23 +23,81 @@ import {
   SK_PRINCIPAL,
   SK_STAFF,
   SK_USER,
+  type Columns,
+  type NextLinks,
   type State,
+  setUHead,
+  uHead,
   unlink,
 } from "./state.js";
 
 type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
 
-/** aKinds packs the subject kind (low 3 bits) and the scope kind (next 3); 7 = unknown. */
+/**
+ * A grant record is two 16-byte halves at r * G_STRIDE of two columns (a page of 1024 ints holds 256
+ * whole halves): gRec, what Check walks (the packed scope key, the role, the next record in the
+ * subject's list, the expiry's high int), and gCold (the assignment, the expiry's low int, the subject,
+ * the kinds: subject kind, low 3 bits; scope kind, next 3). The expiry is epoch ms = hi * 2^32 +
+ * unsigned lo, "never" is hi = G_NEVER: Check decides it from hi alone unless hi is now's (a 49.7-day
+ * window). Fields 0-3 are gRec's, 4-7 gCold's.
+ */
+export const G_STRIDE = 4;
+export const G_SCOPE = 0;
+export const G_ROLE = 1;
+export const G_NEXT = 2;
+export const G_UNTIL_HI = 3;
+export const G_ASSIGN = 4;
+export const G_UNTIL_LO = 5;
+export const G_SUBJ = 6;
+export const G_KINDS = 7;
+export const G_NEVER = 0x7fffffff;
+export const TWO_32 = 4294967296;
+
+/** A record's expiry (epoch ms, +Infinity for never) from its two ints. */
+export const untilOf = (hi: number, lo: number): number => (hi === G_NEVER ? Number.POSITIVE_INFINITY : hi * TWO_32 + (lo >>> 0));
+
+/** Reads field `f` of grant record `r`. */
+export const gGet = (c: Columns, r: number, f: number): number => (f < G_STRIDE ? c.gRec.get(r * G_STRIDE + f) : c.gCold.get(r * G_STRIDE + f - G_STRIDE));
+const gSet = (c: Columns, r: number, f: number, v: number): void => {
+  if (f < G_STRIDE) c.gRec.set(r * G_STRIDE + f, v);
+  else c.gCold.set(r * G_STRIDE + f - G_STRIDE, v);
+};
+/** A grant record's expiry (epoch ms). */
+export const gUntil = (c: Columns, r: number): number => untilOf(gGet(c, r, G_UNTIL_HI), gGet(c, r, G_UNTIL_LO));
+
+function setUntil(c: Columns, r: number, t: number): void {
+  // Anything that is not a finite time (no expiry, or a value no comparison with now is true for) never expires.
+  const finite = t < Number.POSITIVE_INFINITY && t > Number.NEGATIVE_INFINITY;
+  const ms = finite ? Math.floor(t) : 0;
+  const hi = finite ? Math.floor(ms / TWO_32) : G_NEVER;
+  gSet(c, r, G_UNTIL_HI, hi);
+  gSet(c, r, G_UNTIL_LO, finite ? (ms - hi * TWO_32) | 0 : 0);
+}
+
+/** The grant pool's next links, for allocRecord/freeRecord. */
+const gLinks = (c: Columns): NextLinks => ({
+  get: (r) => c.gRec.get(r * G_STRIDE + G_NEXT),
+  set: (r, v) => c.gRec.set(r * G_STRIDE + G_NEXT, v),
+});
+
+/** Packs the subject kind (low 3 bits) and the scope kind (next 3); 7 = unknown. */
 export const UNKNOWN_KIND = 7;
 export const subjectKindOf = (kinds: number): number => kinds & 7;
 export const scopeKindOf = (kinds: number): number => (kinds >>> 3) & 7;
-/** gScope packs the scope id and kind into one int (id << 2 | kind): a grant's coverage is one read and a compare. */
+/** The packed scope key (id << 2 | kind): a grant's coverage is one read and a compare. */
 export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
-export function grantHead(st: State, kind: number): I32 {
+/** A subject kind's grant list heads, by subject (users keep theirs beside their flags, in uHot). */
+export interface Heads {
+  get(s: number): number;
+  set(s: number, r: number): void;
+}
+
+export function grantHead(st: State, kind: number): Heads {
   const c = st.c;
-  return kind === SK_USER ? c.uGrants : kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants;
+  if (kind === SK_USER) return { get: (s) => uHead(c, s), set: (s, r) => setUHead(c, s, r) };
+  return kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants;
 }
 
 export function scopeHead(st: State, kind: number): I32 {
@@ -50,7 +107,7 @@ export function scopeHead(st: State, kind: number): I32 {
 
 export function upsertAssignment(st: State, raw: Raw): void {
   const c = st.c;
-  const row = NORMALIZE.role_assignments(raw);
+  const row = readAssignment(raw);
   const a = st.shared.assignments.intern(row.id);
   if ((c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
   const sk = subjectKind(row.subjectType);
@@ -59,21 +116,21 @@ export function upsertAssignment(st: State, raw: Raw): void {
   const s = sk < 0 ? -1 : subjectInterner(st, sk).intern(row.subjectId);
   const scope = ck < 0 ? -1 : ck === SC_GLOBAL ? 0 : resourceInterner(st, ck).intern(row.scopeId as string);
   const role = st.shared.roles.intern(row.roleId);
-  c.aKinds.set(a, (sk < 0 ? UNKNOWN_KIND : sk) | ((ck < 0 ? UNKNOWN_KIND : ck) << 3));
-  c.aSubj.set(a, s);
   const linked = row.active && sk >= 0 && ck >= 0;
   c.aFlags.set(a, EXISTS | (linked ? LINKED : 0));
   st.n.assignments++;
   if (!linked) return;
-  const r = allocRecord(st.n, "g", c.gNext);
-  c.gScope.set(r, scopeKey(ck, scope));
-  c.gRole.set(r, role);
-  c.gUntil.set(r, time(row.validUntil));
-  c.gAssign.set(r, a);
+  const r = allocRecord(st.n, "g", gLinks(c));
+  gSet(c, r, G_SCOPE, scopeKey(ck, scope));
+  gSet(c, r, G_ROLE, role);
+  gSet(c, r, G_ASSIGN, a);
+  gSet(c, r, G_SUBJ, s);
+  gSet(c, r, G_KINDS, sk | (ck << 3));
+  setUntil(c, r, time(row.validUntil));
   c.aRec.set(a, r);
   const heads = grantHead(st, sk);
   if (heads.get(s) < 0) st.n.subjects++;
-  c.gNext.set(r, heads.get(s));
+  gSet(c, r, G_NEXT, heads.get(s));
   heads.set(s, r);
   linkFront(scopeHead(st, ck), scope, c.aNextC, c.aPrevC, a);
 }
@@ -86,18 +143,18 @@ export function removeAssignment(st: State, raw: Raw): void {
 function removeAssignmentAt(st: State, a: number): void {
   const c = st.c;
   if ((c.aFlags.get(a) & LINKED) !== 0) {
-    const kinds = c.aKinds.get(a);
-    const heads = grantHead(st, subjectKindOf(kinds));
-    const s = c.aSubj.get(a);
     const r = c.aRec.get(a);
-    unlink(scopeHead(st, scopeKindOf(kinds)), c.gScope.get(r) >> 2, c.aNextC, c.aPrevC, a);
+    const kinds = gGet(c, r, G_KINDS);
+    const heads = grantHead(st, subjectKindOf(kinds));
+    const s = gGet(c, r, G_SUBJ);
+    unlink(scopeHead(st, scopeKindOf(kinds)), gGet(c, r, G_SCOPE) >> 2, c.aNextC, c.aPrevC, a);
     // A subject's list is short and singly linked: find the record's predecessor.
     let prev = -1;
-    for (let x = heads.get(s); x >= 0 && x !== r; x = c.gNext.get(x)) prev = x;
-    if (prev >= 0) c.gNext.set(prev, c.gNext.get(r));
-    else heads.set(s, c.gNext.get(r));
+    for (let x = heads.get(s); x >= 0 && x !== r; x = gGet(c, x, G_NEXT)) prev = x;
+    if (prev >= 0) gSet(c, prev, G_NEXT, gGet(c, r, G_NEXT));
+    else heads.set(s, gGet(c, r, G_NEXT));
     if (heads.get(s) < 0) st.n.subjects--;
-    freeRecord(st.n, "g", c.gNext, r);
+    freeRecord(st.n, "g", gLinks(c), r);
     c.aRec.set(a, -1);
   }
   c.aFlags.set(a, 0);
@@ -111,28 +168,29 @@ function removeAssignmentAt(st: State, a: number): void {
  */
 export function compactGrants(st: State): void {
   const c = st.c;
-  const old = { scope: c.gScope, role: c.gRole, until: c.gUntil, assign: c.gAssign, next: c.gNext };
-  const next = { scope: new I32(-1), role: new I32(-1), until: new F64(), assign: new I32(-1), next: new I32(-1) };
+  const old = { hot: c.gRec, cold: c.gCold };
+  const next = { hot: new I32(-1), cold: new I32(-1) };
   let top = 0;
   for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
     const heads = grantHead(st, kind);
     const count = subjectInterner(st, kind).count;
     for (let s = 0; s < count; s++) {
       let prev = -1;
-      for (let r = heads.get(s); r >= 0; r = old.next.get(r)) {
+      for (let r = heads.get(s); r >= 0; r = old.hot.get(r * G_STRIDE + G_NEXT)) {
         const n = top++;
-        next.scope.set(n, old.scope.get(r));
-        next.role.set(n, old.role.get(r));
-        next.until.set(n, old.until.get(r));
-        next.assign.set(n, old.assign.get(r));
-        c.aRec.set(old.assign.get(r), n);
-        if (prev >= 0) next.next.set(prev, n);
+        for (let f = 0; f < G_STRIDE; f++) {
+          next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
+          next.cold.set(n * G_STRIDE + f, old.cold.get(r * G_STRIDE + f));
+        }
+        c.aRec.set(old.cold.get(r * G_STRIDE + G_ASSIGN - G_STRIDE), n);
+        if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, n);
         else heads.set(s, n);
         prev = n;
       }
+      if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, -1);
     }
   }
-  Object.assign(c, { gScope: next.scope, gRole: next.role, gUntil: next.until, gAssign: next.assign, gNext: next.next });
+  Object.assign(c, { gRec: next.hot, gCold: next.cold });
   st.n.gTop = top;
   st.n.gFree = -1;
 }

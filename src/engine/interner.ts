@@ -19,19 +19,51 @@ const scratch = new Uint32Array(4);
 /** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. Locals only: this runs twice per Check. */
 function parse(s: string): boolean {
   if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
+  // One loop per run of hex digits (fixed bounds, no per-character test of where the word ends).
   let bad = 0; // goes negative on a character that is not a hex digit
   let v = 0;
-  for (let k = 0; k < 36; k++) {
-    if (k === 8 || k === 13 || k === 18 || k === 23) continue;
-    const c = s.charCodeAt(k);
-    const h = HEX[c & 127] as number;
+  let c = 0;
+  let h = 0;
+  for (let k = 0; k < 8; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
     bad |= h | (127 - c);
     v = (v << 4) | h;
-    if (k === 7) scratch[0] = v;
-    else if (k === 17) scratch[1] = v;
-    else if (k === 27) scratch[2] = v;
-    else if (k === 35) scratch[3] = v;
   }
+  scratch[0] = v;
+  for (let k = 9; k < 13; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  for (let k = 14; k < 18; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  scratch[1] = v;
+  for (let k = 19; k < 23; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  for (let k = 24; k < 28; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  scratch[2] = v;
+  for (let k = 28; k < 36; k++) {
+    c = s.charCodeAt(k);
+    h = HEX[c & 127] as number;
+    bad |= h | (127 - c);
+    v = (v << 4) | h;
+  }
+  scratch[3] = v;
   return bad >= 0;
 }
 
@@ -49,11 +81,38 @@ const BYTE_HEX = Array.from({ length: 256 }, (_, i) => `${HEXCHARS[i >>> 4]}${HE
 const WPAGE_SHIFT = 12; // ids per page of words: 4096 (64 KiB)
 const WPAGE_MASK = (1 << WPAGE_SHIFT) - 1;
 
-export class UuidInterner {
+/** What every UUID interner answers. */
+export interface UuidIds {
+  readonly count: number;
+  readonly bytes: number;
+  find(uuid: string): number;
+  intern(uuid: string): number;
+  uuid(id: number): string;
+  /** Makes room for `n` ids in all without rehashing (a build knows its table counts). */
+  reserve(n: number): void;
+}
+
+const MAX_LOAD = 0.75;
+const RESERVE_LOAD = 0.7;
+/** A slot for hash h in a table of `cap` slots (any size, not only powers of two); exact in doubles. */
+const slotFor = (h: number, cap: number): number => Math.floor(((h >>> 8) * cap) / 16777216);
+const capacityFor = (n: number): number => Math.max(64, Math.ceil(n / RESERVE_LOAD));
+
+/** The text of an id's four words, canonical lower case. */
+function uuidText(a: number, b: number, c: number, d: number): string {
+  const x = (v: number, shift: number) => BYTE_HEX[(v >>> shift) & 255] as string;
+  return (
+    `${x(a, 24)}${x(a, 16)}${x(a, 8)}${x(a, 0)}-${x(b, 24)}${x(b, 16)}-${x(b, 8)}${x(b, 0)}-` +
+    `${x(c, 24)}${x(c, 16)}-${x(c, 8)}${x(c, 0)}${x(d, 24)}${x(d, 16)}${x(d, 8)}${x(d, 0)}`
+  );
+}
+
+/** Ids whose words live in pages beside a slot table of ids: 16 B per id plus 4 B per slot. For the big, cold tables (assignments, memberships). */
+export class UuidInterner implements UuidIds {
   /** Pages of 4 words per id: growing never copies what is there. */
   readonly #pages: Uint32Array[] = [];
   /** Open addressing: id + 1, 0 = empty. */
-  #slots = new Int32Array(2048);
+  #slots = new Int32Array(64);
   #count = 0;
 
   /** Ids handed out so far (every snapshot's ids are below this). */
@@ -72,7 +131,7 @@ export class UuidInterner {
     if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
     const found = this.#probe();
     if (found >= 0) return found;
-    if ((this.#count + 1) * 4 > this.#slots.length * 3) this.#rehash(this.#slots.length * 2);
+    if (this.#count + 1 > this.#slots.length * MAX_LOAD) this.#rehash(this.#slots.length * 2);
     const id = this.#count++;
     if (id >>> WPAGE_SHIFT >= this.#pages.length) this.#pages.push(new Uint32Array(4 << WPAGE_SHIFT));
     (this.#pages[id >>> WPAGE_SHIFT] as Uint32Array).set(scratch, (id & WPAGE_MASK) * 4);
@@ -80,19 +139,15 @@ export class UuidInterner {
     return id;
   }
 
+  reserve(n: number): void {
+    if (n > this.#slots.length * RESERVE_LOAD) this.#rehash(capacityFor(n));
+  }
+
   /** The canonical lower-case text of an id. */
   uuid(id: number): string {
     const page = this.#pages[id >>> WPAGE_SHIFT] as Uint32Array;
     const o = (id & WPAGE_MASK) * 4;
-    const a = page[o] as number;
-    const b = page[o + 1] as number;
-    const c = page[o + 2] as number;
-    const d = page[o + 3] as number;
-    const x = (v: number, shift: number) => BYTE_HEX[(v >>> shift) & 255] as string;
-    return (
-      `${x(a, 24)}${x(a, 16)}${x(a, 8)}${x(a, 0)}-${x(b, 24)}${x(b, 16)}-${x(b, 8)}${x(b, 0)}-` +
-      `${x(c, 24)}${x(c, 16)}-${x(c, 8)}${x(c, 0)}${x(d, 24)}${x(d, 16)}${x(d, 8)}${x(d, 0)}`
-    );
+    return uuidText(page[o] as number, page[o + 1] as number, page[o + 2] as number, page[o + 3] as number);
   }
 
   /** Bytes held (words and index). */
@@ -105,10 +160,11 @@ export class UuidInterner {
     const b = scratch[1] as number;
     const c = scratch[2] as number;
     const d = scratch[3] as number;
-    const mask = this.#slots.length - 1;
+    const slots = this.#slots;
+    const cap = slots.length;
     const pages = this.#pages;
-    for (let i = hash(a, b, c, d) & mask; ; i = (i + 1) & mask) {
-      const s = this.#slots[i] as number;
+    for (let i = slotFor(hash(a, b, c, d), cap); ; i = i + 1 === cap ? 0 : i + 1) {
+      const s = slots[i] as number;
       if (s === 0) return -1;
       const id = s - 1;
       const w = pages[id >>> WPAGE_SHIFT] as Uint32Array;
@@ -120,15 +176,116 @@ export class UuidInterner {
   #place(id: number): void {
     const w = this.#pages[id >>> WPAGE_SHIFT] as Uint32Array;
     const o = (id & WPAGE_MASK) * 4;
-    const mask = this.#slots.length - 1;
-    let i = hash(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number) & mask;
-    while (this.#slots[i] !== 0) i = (i + 1) & mask;
+    const cap = this.#slots.length;
+    let i = slotFor(hash(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number), cap);
+    while (this.#slots[i] !== 0) i = i + 1 === cap ? 0 : i + 1;
     this.#slots[i] = id + 1;
   }
 
   #rehash(size: number): void {
     this.#slots = new Int32Array(size);
     for (let id = 0; id < this.#count; id++) this.#place(id);
+  }
+}
+
+const SLOT = 5; // inline slot: [id + 1, the four words]
+
+/**
+ * Ids whose four words sit in the slot itself, beside the id: a find reads
+ * one cache line (rarely two) where the paged layout reads the slot table
+ * and then the id's words elsewhere. For the tables Check parses an id of
+ * (subjects and resources). 20 B per slot plus 4 B per id (where it sits).
+ */
+export class InlineUuidInterner implements UuidIds {
+  #slots = new Int32Array(64 * SLOT);
+  #cap = 64;
+  /** The slot of each id (for uuid() and nothing else). */
+  #slotOf = new Int32Array(64);
+  #count = 0;
+
+  get count(): number {
+    return this.#count;
+  }
+
+  find(uuid: string): number {
+    if (!parse(uuid)) return -1;
+    return this.#probe();
+  }
+
+  intern(uuid: string): number {
+    if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
+    const found = this.#probe();
+    if (found >= 0) return found;
+    if (this.#count + 1 > this.#cap * MAX_LOAD) this.#rehash(this.#cap * 2);
+    const id = this.#count++;
+    if (id >= this.#slotOf.length) {
+      const grown = new Int32Array(this.#slotOf.length * 2);
+      grown.set(this.#slotOf);
+      this.#slotOf = grown;
+    }
+    this.#place(id, scratch[0] as number, scratch[1] as number, scratch[2] as number, scratch[3] as number);
+    return id;
+  }
+
+  reserve(n: number): void {
+    if (n > this.#cap * RESERVE_LOAD) this.#rehash(capacityFor(n));
+    if (n > this.#slotOf.length) {
+      const grown = new Int32Array(n);
+      grown.set(this.#slotOf);
+      this.#slotOf = grown;
+    }
+  }
+
+  uuid(id: number): string {
+    const o = (this.#slotOf[id] as number) * SLOT;
+    const w = this.#slots;
+    return uuidText(w[o + 1] as number, w[o + 2] as number, w[o + 3] as number, w[o + 4] as number);
+  }
+
+  get bytes(): number {
+    return this.#slots.byteLength + this.#slotOf.byteLength;
+  }
+
+  #probe(): number {
+    // Int32 reads of u32 words: compare as int32.
+    const a = (scratch[0] as number) | 0;
+    const b = (scratch[1] as number) | 0;
+    const c = (scratch[2] as number) | 0;
+    const d = (scratch[3] as number) | 0;
+    const w = this.#slots;
+    const cap = this.#cap;
+    for (let i = slotFor(hash(a, b, c, d), cap); ; i = i + 1 === cap ? 0 : i + 1) {
+      const o = i * SLOT;
+      const s = w[o] as number;
+      if (s === 0) return -1;
+      if (w[o + 1] === a && w[o + 2] === b && w[o + 3] === c && w[o + 4] === d) return s - 1;
+    }
+  }
+
+  #place(id: number, a: number, b: number, c: number, d: number): void {
+    const w = this.#slots;
+    const cap = this.#cap;
+    let i = slotFor(hash(a, b, c, d), cap);
+    while (w[i * SLOT] !== 0) i = i + 1 === cap ? 0 : i + 1;
+    const o = i * SLOT;
+    w[o] = id + 1;
+    w[o + 1] = a;
+    w[o + 2] = b;
+    w[o + 3] = c;
+    w[o + 4] = d;
+    this.#slotOf[id] = i;
+  }
+
+  #rehash(cap: number): void {
+    const old = this.#slots;
+    const oldCap = this.#cap;
+    this.#slots = new Int32Array(cap * SLOT);
+    this.#cap = cap;
+    for (let i = 0; i < oldCap; i++) {
+      const o = i * SLOT;
+      const s = old[o] as number;
+      if (s !== 0) this.#place(s - 1, old[o + 1] as number, old[o + 2] as number, old[o + 3] as number, old[o + 4] as number);
+    }
   }
 }
 

@@ -3,10 +3,10 @@
 // returns"). Not on the hot path: it allocates freely.
 
 import { scopeRefOf } from "./check.js";
-import { grantHead, membershipInForce } from "./grant-index.js";
+import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, gGet, grantHead, gUntil, membershipInForce } from "./grant-index.js";
 import { cannotAct, covers, hasBit, type Place, place, resolveById, resolvePlace, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { readPairs } from "./role-graph.js";
-import { EXISTS, OWNER, SC_AVATAR, SC_GLOBAL, SC_ORG, SK_PRINCIPAL, SK_USER, type State } from "./state.js";
+import { EXISTS, orgFlags, orgPerms, OWNER, SC_AVATAR, SC_GLOBAL, SC_ORG, SK_PRINCIPAL, SK_USER, type State } from "./state.js";
 import type { Listing, ResourceRef, ScopeEntry, SubjectRef } from "./types.js";
 
 /** A grant in force: an assignment, or a membership's built-in role. */
@@ -23,10 +23,10 @@ export function grantsOf(st: State, kind: number, s: number, now: number): HeldG
   const c = st.c;
   const out: HeldGrant[] = [];
   const fromAssignments = (head: number) => {
-    for (let r = head; r >= 0; r = c.gNext.get(r)) {
-      if (c.gUntil.get(r) <= now) continue;
-      const key = c.gScope.get(r);
-      out.push({ kind: "ASSIGNMENT", id: c.gAssign.get(r), role: c.gRole.get(r), scopeKind: key & 3, scope: key >> 2 });
+    for (let r = head; r >= 0; r = gGet(c, r, G_NEXT)) {
+      if (gUntil(c, r) <= now) continue;
+      const key = gGet(c, r, G_SCOPE);
+      out.push({ kind: "ASSIGNMENT", id: gGet(c, r, G_ASSIGN), role: gGet(c, r, G_ROLE), scopeKind: key & 3, scope: key >> 2 });
     }
   };
   fromAssignments(grantHead(st, kind).get(s));
@@ -110,7 +110,7 @@ function entryFor(st: State, kind: number, s: number, at: ScopeAt, grants: HeldG
     if (roleOrg >= 0 && roleOrg !== at.place.org) continue;
     if (!held.includes(g.role)) held.push(g.role);
   }
-  const org = at.place.org >= 0 && (c.oFlags.get(at.place.org) & EXISTS) !== 0 ? at.place.org : -1;
+  const org = at.place.org >= 0 && (orgFlags(c, at.place.org) & EXISTS) !== 0 ? at.place.org : -1;
   // An inactive avatar denies everything: its entry lists the roles held there, no permissions.
   const perms = at.place.active ? permissionKeys(st, held, org) : [];
   // The primary role: a user's place in the organization names it, and the user holds it there. No guessing otherwise.
@@ -143,7 +143,7 @@ function permissionKeys(st: State, held: number[], org: number): string[] {
   const sh = st.shared;
   const words = sh.arena.words;
   const out = new Set<string>();
-  const orgPairs = org >= 0 ? readPairs(st, c.oPerms.get(org)) : [];
+  const orgPairs = org >= 0 ? readPairs(st, orgPerms(c, org)) : [];
   const orgKeys = new Set<number>();
   for (let i = 0; i < orgPairs.length; i += 2) orgKeys.add(orgPairs[i] as number);
   for (const role of held) {

@@ -7,7 +7,7 @@
 // answer pays for the pages it takes.
 
 import { scopeRefOf } from "./check.js";
-import { membershipInForce, scopeHead, scopeKindOf, subjectKindOf } from "./grant-index.js";
+import { G_KINDS, G_ROLE, G_SCOPE, G_SUBJ, gGet, gUntil, membershipInForce, scopeHead, scopeKindOf, subjectKindOf } from "./grant-index.js";
 import { grantsOf } from "./list.js";
 import {
   cannotAct,
@@ -52,11 +52,11 @@ export function* lookupSubjects(st: State, permission: string, resource: Resourc
   for (const [kind, scope] of scopes) {
     for (let a = scopeHead(st, kind).get(scope); a >= 0; a = c.aNextC.get(a)) {
       const rec = c.aRec.get(a);
-      if (c.gUntil.get(rec) <= now || !covers(scopeKindOf(c.aKinds.get(a)), c.gScope.get(rec) >> 2, at)) continue;
-      const role = c.gRole.get(rec);
+      if (gUntil(c, rec) <= now || !covers(scopeKindOf(gGet(c, rec, G_KINDS)), gGet(c, rec, G_SCOPE) >> 2, at)) continue;
+      const role = gGet(c, rec, G_ROLE);
       if (!holds(st, role, at, matched)) continue;
-      const sk = subjectKindOf(c.aKinds.get(a));
-      const s = c.aSubj.get(a);
+      const sk = subjectKindOf(gGet(c, rec, G_KINDS));
+      const s = gGet(c, rec, G_SUBJ);
       if (!seen.has(key(sk, s)) && canAct(sk, s)) {
         seen.add(key(sk, s));
         yield out(sk, s, "ASSIGNMENT", a, role);

@@ -3,12 +3,16 @@
 // which permission a key matches, and the grant rule itself. Nothing here
 // allocates: a resolved place is written to the module's scratch `place`.
 
-import type { UuidInterner } from "./interner.js";
+import type { InlineUuidInterner } from "./interner.js";
+import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
   ACTIVE,
   ENABLED,
   EXISTS,
   LOCKED,
+  orgFlags,
+  orgPerms,
+  orgTenant,
   SC_AVATAR,
   SC_GLOBAL,
   SC_ORG,
@@ -19,6 +23,7 @@ import {
   SK_USER,
   STAFF_SUBJECT,
   type State,
+  uFlags,
 } from "./state.js";
 import type { Reason, ResourceType, ScopeType, SubjectType } from "./types.js";
 
@@ -67,19 +72,20 @@ export function scopeKind(type: string): number {
 
 export const SCOPE_TYPE_OF: readonly ScopeType[] = ["global", "tenant", "organization", "avatar"];
 
-export function subjectInterner(st: State, kind: number): UuidInterner {
+export function subjectInterner(st: State, kind: number): InlineUuidInterner {
   const s = st.shared;
   return kind === SK_USER ? s.users : kind === SK_ACCOUNT ? s.accounts : kind === SK_PRINCIPAL ? s.principals : s.staff;
 }
 
-export function resourceInterner(st: State, kind: number): UuidInterner {
+export function resourceInterner(st: State, kind: number): InlineUuidInterner {
   const s = st.shared;
   return kind === SC_TENANT ? s.tenants : kind === SC_ORG ? s.orgs : s.avatars;
 }
 
 export function subjectExists(st: State, kind: number, s: number): boolean {
   const c = st.c;
-  const flags = kind === SK_USER ? c.uFlags : kind === SK_ACCOUNT ? c.acFlags : kind === SK_PRINCIPAL ? c.prFlags : c.sFlags;
+  if (kind === SK_USER) return (uFlags(c, s) & EXISTS) !== 0;
+  const flags = kind === SK_ACCOUNT ? c.acFlags : kind === SK_PRINCIPAL ? c.prFlags : c.sFlags;
   return (flags.get(s) & EXISTS) !== 0;
 }
 
@@ -94,8 +100,8 @@ export function resolvePlace(st: State, type: ResourceType | string, id: string)
     }
     case "organization": {
       const o = st.shared.orgs.find(id);
-      if (o < 0 || (c.oFlags.get(o) & EXISTS) === 0) return false;
-      return setPlace(c.oTenant.get(o), o, -1, true);
+      if (o < 0 || (orgFlags(c, o) & EXISTS) === 0) return false;
+      return setPlace(orgTenant(c, o), o, -1, true);
     }
     case "avatar": {
       const a = st.shared.avatars.find(id);
@@ -113,7 +119,7 @@ export function resolveAvatar(st: State, a: number): boolean {
   const flags = c.avFlags.get(a);
   if ((flags & EXISTS) === 0) return false;
   const o = c.avOrg.get(a);
-  const tenant = (c.oFlags.get(o) & EXISTS) !== 0 ? c.oTenant.get(o) : -1;
+  const tenant = (orgFlags(c, o) & EXISTS) !== 0 ? orgTenant(c, o) : -1;
   return setPlace(tenant, o, a, (flags & ACTIVE) !== 0);
 }
 
@@ -121,7 +127,7 @@ export function resolveAvatar(st: State, a: number): boolean {
 export function resolveById(st: State, kind: number, i: number): boolean {
   const c = st.c;
   if (kind === SC_TENANT) return (c.tFlags.get(i) & EXISTS) !== 0 && setPlace(i, -1, -1, true);
-  if (kind === SC_ORG) return (c.oFlags.get(i) & EXISTS) !== 0 && setPlace(c.oTenant.get(i), i, -1, true);
+  if (kind === SC_ORG) return (orgFlags(c, i) & EXISTS) !== 0 && setPlace(orgTenant(c, i), i, -1, true);
   return resolveAvatar(st, i);
 }
 
@@ -140,16 +146,35 @@ function setPlace(tenant: number, org: number, avatar: number, active: boolean):
 export function matchPermission(st: State, keyId: number, org: number): number {
   if (keyId < 0) return -1;
   const c = st.c;
-  if (org >= 0 && (c.oFlags.get(org) & EXISTS) !== 0) {
-    const p = orgPermission(st.shared.arena.words, c.oPerms.get(org), keyId);
+  if (org >= 0 && (orgFlags(c, org) & EXISTS) !== 0) {
+    const p = orgPermission(st.shared.arena.words, orgPerms(c, org), keyId);
     if (p >= 0) return p;
   }
   return c.gPermByKey.get(keyId);
 }
 
-/** Binary search of an organization's sorted [keyId, perm] pairs, stored in the arena at `off` as [count, pairs...]. */
+/** Pair tables with at least this many pairs have no hash slots (a slot is a byte: index + 1). */
+export const PAIR_SLOT_MAX = 255;
+/** A key's first slot in an organization's pair table (role-graph.ts writePairs). */
+export const pairSlot = (keyId: number, mask: number): number => (Math.imul(keyId, 0x9e3779b1) >>> 16) & mask;
+
+/**
+ * The permission of key `keyId` in an organization's pairs at `off` (-1:
+ * none): [count, sorted (keyId, perm) pairs, mask, byte slots], see
+ * role-graph.ts writePairs. One hash probe; a binary search when there are no slots.
+ */
 export function orgPermission(words: Uint32Array, off: number, keyId: number): number {
   if (off === 0) return -1;
+  const n = words[off] as number;
+  const tbl = off + 1 + n * 2;
+  const mask = words[tbl] as number;
+  if (mask !== 0) {
+    for (let j = pairSlot(keyId, mask); ; j = (j + 1) & mask) {
+      const i = ((words[tbl + 1 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255;
+      if (i === 0) return -1;
+      if (words[off + 1 + (i - 1) * 2] === keyId) return words[off + 2 + (i - 1) * 2] as number;
+    }
+  }
   let lo = 0;
   let hi = (words[off] as number) - 1;
   while (lo <= hi) {
@@ -174,7 +199,7 @@ export function cannotAct(st: State, kind: number, s: number, now: number): Reas
   const c = st.c;
   switch (kind) {
     case SK_USER:
-      return userReason(c.uFlags.get(s));
+      return userReason(uFlags(c, s));
     case SK_ACCOUNT:
       return (c.acFlags.get(s) & ACTIVE) !== 0 ? undefined : "ACCOUNT_INACTIVE";
     case SK_STAFF:
@@ -187,7 +212,7 @@ export function cannotAct(st: State, kind: number, s: number, now: number): Reas
       if ((c.acFlags.get(c.prAccount.get(s)) & ACTIVE) === 0) return "ACCOUNT_INACTIVE";
       const subject = c.prSubject.get(s);
       if ((f & STAFF_SUBJECT) !== 0) return (c.sFlags.get(subject) & EXISTS) !== 0 ? undefined : "SUBJECT_NOT_FOUND";
-      return userReason(c.uFlags.get(subject));
+      return userReason(uFlags(c, subject));
     }
   }
 }
@@ -208,7 +233,14 @@ export function covers(kind: number, scope: number, p: Place): boolean {
   }
 }
 
+/**
+ * Whether a closure bitset holds `bit`. `off` is what role-graph.ts store()
+ * returned: 0 for the empty set, an arena offset of [length, words...], or,
+ * for a set of one word without bit 31 (an organization's roles, mostly),
+ * the word itself negated, so the grant rule reads no arena line for it.
+ */
 export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
+  if (off < 0) return bit < 31 && ((-off >>> bit) & 1) !== 0;
   if (off === 0) return false;
   const w = bit >>> 5;
   return w < (words[off] as number) && ((words[off + 1 + w] as number) & (1 << (bit & 31))) !== 0;
@@ -221,12 +253,18 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
  * organization's roles there; a global one by any role's closure.
  */
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
-  const hot = st.c.rHot;
+  // Straight from the pages (rHot's 4 and pHot's 2 ints per entry never straddle one): the hot path's reads.
   const r = role * 4;
-  if (hot.get(r) === 0) return false;
-  const permOrg = st.c.pHot.get(matched * 2);
-  const bit = st.c.pHot.get(matched * 2 + 1);
-  if (permOrg < 0) return hasBit(st.shared.arena.words, hot.get(r + 3), bit);
-  const roleOrg = hot.get(r + 1);
-  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, hot.get(r + 2), bit);
+  const rp = st.c.rHot.pages[r >>> PAGE_SHIFT];
+  if (rp === undefined) return false;
+  const ro = r & PAGE_MASK;
+  if (rp[ro] === 0) return false;
+  const m = matched * 2;
+  const pp = st.c.pHot.pages[m >>> PAGE_SHIFT];
+  if (pp === undefined) return false;
+  const permOrg = pp[m & PAGE_MASK] as number;
+  const bit = pp[(m & PAGE_MASK) + 1] as number;
+  if (permOrg < 0) return hasBit(st.shared.arena.words, rp[ro + 3] as number, bit);
+  const roleOrg = rp[ro + 1] as number;
+  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, rp[ro + 2] as number, bit);
 }

@@ -7,7 +7,8 @@
 
 import { AVATAR_MEMBER_ROLE_KEY, AVATAR_OWNER_ROLE_KEY } from "./types.js";
 import { NORMALIZE } from "./rows.js";
-import { allocRecord, EXISTS, freeRecord, type State } from "./state.js";
+import { PAIR_SLOT_MAX, pairSlot } from "./places.js";
+import { allocRecord, EXISTS, freeRecord, orgFlags, orgPerms, setOrgPerms, type State } from "./state.js";
 
 type Raw = Record<string, unknown>;
 
@@ -26,17 +27,17 @@ export class RoleGraphWriter {
 
   /** Writes what the build kept aside; the writer then works as for an apply. */
   finishBuild(): void {
-    for (const [org, pairs] of this.#pending ?? []) this.st.c.oPerms.set(org, writePairs(this.st, pairs));
+    for (const [org, pairs] of this.#pending ?? []) setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
     this.#pending = undefined;
   }
 
   #pairs(org: number): number[] {
-    return this.#pending?.get(org) ?? readPairs(this.st, this.st.c.oPerms.get(org));
+    return this.#pending?.get(org) ?? readPairs(this.st, orgPerms(this.st.c, org));
   }
 
   #setPairs(org: number, pairs: number[]): void {
     if (this.#pending) this.#pending.set(org, pairs);
-    else this.st.c.oPerms.set(org, writePairs(this.st, pairs));
+    else setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
   }
 
   /** Points the permission's key at it (in its organization, or globally); the latest writer wins, as in the log. */
@@ -164,7 +165,7 @@ export class RoleGraphWriter {
     const c = st.c;
     const row = NORMALIZE.permissions(raw);
     const org = row.organizationId === null ? -1 : st.shared.orgs.intern(row.organizationId);
-    if (org >= 0 && (c.oFlags.get(org) & EXISTS) === 0) return; // organization unknown: the log will bring it, or it is gone
+    if (org >= 0 && (orgFlags(c, org) & EXISTS) === 0) return; // organization unknown: the log will bring it, or it is gone
     const p = st.shared.perms.intern(row.id);
     const key = st.shared.keys.intern(row.key);
     if ((c.pFlags.get(p) & EXISTS) !== 0) {
@@ -290,13 +291,34 @@ export function readPairs(st: State, off: number): number[] {
   return Array.from(words.subarray(off + 1, off + 1 + (words[off] as number) * 2));
 }
 
-/** Writes pairs to fresh arena words; 0 for none. An insert or rename writes a new copy: the old one stays for older snapshots. */
+/**
+ * Writes pairs to fresh arena words; 0 for none. An insert or rename writes a
+ * new copy: the old one stays for older snapshots. Layout: [n, n sorted
+ * (key, permission) pairs, mask, byte slots]: the slots (4 a word) hash a key
+ * to its pair's index + 1 (places.ts orgPermission), so a lookup is one probe
+ * and no branchy binary search. mask 0: no slots (more pairs than a byte
+ * indexes), the pairs are searched.
+ */
 function writePairs(st: State, pairs: readonly number[]): number {
   if (pairs.length === 0) return 0;
+  const n = pairs.length / 2;
+  let cap = 4;
+  while (cap < n * 2) cap *= 2;
+  const hashed = n < PAIR_SLOT_MAX;
   const arena = st.shared.arena;
-  const off = arena.alloc(pairs.length + 1);
-  arena.words[off] = pairs.length / 2;
-  for (let i = 0; i < pairs.length; i++) arena.words[off + 1 + i] = pairs[i] as number;
+  const off = arena.alloc(1 + pairs.length + 1 + (hashed ? cap / 4 : 0));
+  const words = arena.words;
+  words[off] = n;
+  for (let i = 0; i < pairs.length; i++) words[off + 1 + i] = pairs[i] as number;
+  const tbl = off + 1 + pairs.length;
+  words[tbl] = hashed ? cap - 1 : 0;
+  if (!hashed) return off;
+  for (let w = 0; w < cap / 4; w++) words[tbl + 1 + w] = 0;
+  for (let i = 0; i < n; i++) {
+    let j = pairSlot(pairs[i * 2] as number, cap - 1);
+    while (((words[tbl + 1 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255) j = (j + 1) & (cap - 1);
+    words[tbl + 1 + (j >>> 2)] = (words[tbl + 1 + (j >>> 2)] as number) | ((i + 1) << ((j & 3) * 8));
+  }
   return off;
 }
 
@@ -329,17 +351,22 @@ function setBit(words: number[], bit: number): void {
 }
 
 function orInto(words: number[], arena: Uint32Array, off: number): void {
+  if (off < 0) {
+    words[0] = ((words[0] ?? 0) | -off) >>> 0;
+    return;
+  }
   if (off === 0) return;
   const n = arena[off] as number;
   while (words.length < n) words.push(0);
   for (let i = 0; i < n; i++) words[i] = ((words[i] as number) | (arena[off + 1 + i] as number)) >>> 0;
 }
 
-/** Writes a bitset to the arena as [length, ...words]; 0 for the empty set. */
+/** Writes a bitset to the arena as [length, ...words]; 0 for the empty set; one word below 2^31 inline, negated (see places.ts hasBit). */
 function store(st: State, words: number[]): number {
   let n = words.length;
   while (n > 0 && words[n - 1] === 0) n--;
   if (n === 0) return 0;
+  if (n === 1 && (words[0] as number) < 0x80000000) return -(words[0] as number);
   const arena = st.shared.arena;
   const off = arena.alloc(n + 1);
   arena.words[off] = n;

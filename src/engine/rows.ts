@@ -108,6 +108,35 @@ export const timeOrNull = (v: unknown): number | null => {
   return Number.isNaN(t) ? null : t;
 };
 
+const scratchAssignment: AssignmentRow = {
+  id: "",
+  subjectType: "",
+  subjectId: "",
+  roleId: "",
+  scopeType: "",
+  scopeId: null,
+  active: false,
+  validUntil: null,
+};
+
+/**
+ * NORMALIZE.role_assignments into one reused object: the bulk table of a
+ * load (millions of rows) then allocates no row of its own. Valid until the
+ * next call; strings from the database (already strings) are kept as they are.
+ */
+export function readAssignment(r: Raw): AssignmentRow {
+  const out = scratchAssignment;
+  out.id = typeof r.id === "string" ? r.id : str(r.id);
+  out.subjectType = typeof r.subject_type === "string" ? r.subject_type : str(r.subject_type);
+  out.subjectId = typeof r.subject_id === "string" ? r.subject_id : str(r.subject_id);
+  out.roleId = typeof r.role_id === "string" ? r.role_id : str(r.role_id);
+  out.scopeType = typeof r.scope_type === "string" ? r.scope_type : str(r.scope_type);
+  out.scopeId = typeof r.scope_id === "string" ? r.scope_id : strOrNull(r.scope_id);
+  out.active = r.active === true || bool(r.active);
+  out.validUntil = r.valid_until === null || r.valid_until === undefined ? null : timeOrNull(r.valid_until);
+  return out;
+}
+
 /** Normalizers per table; the keys are the tables the engine follows. */
 export const NORMALIZE = {
   tenants: (r: Raw) => ({ id: str(r.id) }),

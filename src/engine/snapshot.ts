@@ -25,11 +25,11 @@ import { list } from "./list.js";
 import { lookupResourceGrants, lookupResources, lookupSubjects, type ResourceGrant, type SubjectGrant } from "./lookups.js";
 import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
-import { UuidInterner } from "./interner.js";
+import { InlineUuidInterner, UuidInterner } from "./interner.js";
 import { pagedBytes } from "./paged.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
-import { createState, EXISTS, forkState, SK_ACCOUNT, SK_PRINCIPAL, sealState, type State } from "./state.js";
+import { createState, EXISTS, forkState, orgFlags, orgTenant, sealState, SK_ACCOUNT, SK_PRINCIPAL, type State } from "./state.js";
 import type { Decision, Listing, ResourceRef, ResourceType, SubjectRef } from "./types.js";
 
 /** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE, a bulk import's RELOAD): reload from the database. */
@@ -199,8 +199,8 @@ export class Snapshot implements RatePolicyLookup {
     const account = kind === SK_ACCOUNT ? s : c.prAccount.get(s);
     if ((c.acFlags.get(account) & EXISTS) === 0) return undefined;
     const org = c.acOrg.get(account);
-    if ((c.oFlags.get(org) & EXISTS) === 0) return null;
-    const t = c.oTenant.get(org);
+    if ((orgFlags(c, org) & EXISTS) === 0) return null;
+    const t = orgTenant(c, org);
     return t >= 0 ? st.shared.tenants.uuid(t) : null;
   }
 
@@ -217,7 +217,7 @@ export class Snapshot implements RatePolicyLookup {
     const st = this.#st;
     const out: Record<string, number> = {};
     for (const [k, col] of Object.entries(st.c)) out[k] = pagedBytes(col);
-    for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner) out[`interner.${k}`] = v.bytes;
+    for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner || v instanceof InlineUuidInterner) out[`interner.${k}`] = v.bytes;
     out.arena = st.shared.arena.words.byteLength;
     return out;
   }
@@ -242,8 +242,39 @@ export class Snapshot implements RatePolicyLookup {
 }
 
 /** Builds the first snapshot from full tables, streamed table by table (rows as the normalizers in rows.ts accept them). */
+/** A count above this is not trusted (a planner estimate can be stale): past it, the tables grow as they fill. */
+const MAX_RESERVE = 1 << 24;
+
+/** The interner each table's ids go to, for SnapshotBuilder.reserve. */
+const INTERNER_OF: Partial<Record<FollowedTable, keyof State["shared"]>> = {
+  tenants: "tenants",
+  organizations: "orgs",
+  users: "users",
+  staff: "staff",
+  accounts: "accounts",
+  principals: "principals",
+  avatars: "avatars",
+  memberships: "memberships",
+  roles: "roles",
+  permissions: "perms",
+  role_assignments: "assignments",
+};
+
 export class SnapshotBuilder {
   #w: Writer | undefined = new Writer(createState(), true);
+
+  /**
+   * Sizes the id tables for about `counts` rows per table before loading, so
+   * they are not rehashed as they grow. A hint: a wrong count costs a rehash
+   * or some memory, never a wrong answer.
+   */
+  reserve(counts: Partial<Record<FollowedTable, number>>): void {
+    const shared = this.#writer().st.shared;
+    for (const [table, n] of Object.entries(counts)) {
+      const k = INTERNER_OF[table as FollowedTable];
+      if (k && typeof n === "number" && n > 0) (shared[k] as { reserve(n: number): void }).reserve(Math.min(n, MAX_RESERVE));
+    }
+  }
 
   load(table: FollowedTable, rows: Iterable<Raw>): void {
     const w = this.#writer();
@@ -270,8 +301,13 @@ export class SnapshotBuilder {
 }
 
 /** Builds a snapshot from full tables at once (tests, benchmarks). */
-export function buildSnapshot(revision: bigint, tables: Partial<Record<FollowedTable, Iterable<Raw>>>): Snapshot {
+export function buildSnapshot(
+  revision: bigint,
+  tables: Partial<Record<FollowedTable, Iterable<Raw>>>,
+  counts: Partial<Record<FollowedTable, number>> = {},
+): Snapshot {
   const b = new SnapshotBuilder();
+  b.reserve(counts);
   for (const t of FOLLOWED_TABLES) {
     const rows = tables[t];
     if (rows) b.load(t, rows);

@@ -10,7 +10,7 @@
 // linked with a free list for the short per-role and per-user ones (direct
 // permissions, inheritance edges, a user's places). -1 ends a list.
 
-import { KeyInterner, UuidInterner, WordArena } from "./interner.js";
+import { InlineUuidInterner, KeyInterner, UuidInterner, WordArena } from "./interner.js";
 import { F64, I32, Obj, U8 } from "./paged.js";
 import { PolicyIndex } from "./rate-limit-policies.js";
 
@@ -36,15 +36,15 @@ export const LINKED = 64;
 
 /** Interners and arenas every snapshot of one lineage shares (append-only). */
 export interface Shared {
-  readonly users: UuidInterner;
-  readonly staff: UuidInterner;
-  readonly accounts: UuidInterner;
-  readonly principals: UuidInterner;
-  readonly tenants: UuidInterner;
-  readonly orgs: UuidInterner;
-  readonly avatars: UuidInterner;
-  readonly roles: UuidInterner;
-  readonly perms: UuidInterner;
+  readonly users: InlineUuidInterner;
+  readonly staff: InlineUuidInterner;
+  readonly accounts: InlineUuidInterner;
+  readonly principals: InlineUuidInterner;
+  readonly tenants: InlineUuidInterner;
+  readonly orgs: InlineUuidInterner;
+  readonly avatars: InlineUuidInterner;
+  readonly roles: InlineUuidInterner;
+  readonly perms: InlineUuidInterner;
   readonly assignments: UuidInterner;
   readonly memberships: UuidInterner;
   /** Permission keys, role keys, role names. */
@@ -53,7 +53,8 @@ export interface Shared {
 }
 
 export function createShared(): Shared {
-  const u = () => new UuidInterner();
+  // Check parses subject and resource ids: their interners hold the words inline (one cache line a find).
+  const u = () => new InlineUuidInterner();
   return {
     users: u(),
     staff: u(),
@@ -64,8 +65,8 @@ export function createShared(): Shared {
     avatars: u(),
     roles: u(),
     perms: u(),
-    assignments: u(),
-    memberships: u(),
+    assignments: new UuidInterner(),
+    memberships: new UuidInterner(),
     keys: new KeyInterner(),
     arena: new WordArena(),
   };
@@ -77,9 +78,9 @@ const link = () => new I32(-1);
 /** Users, staff, accounts and principals: the subjects a grant can name. */
 function subjectColumns() {
   return {
-    // users: flags, grant list, places (user_organizations records)
-    uFlags: new U8(),
-    uGrants: link(),
+    // users: what Check reads of one, side by side (one cache line): [flags, grant list head + 1]
+    // at 2u (both 0 for an unknown user; see uFlags/uHead), and places (user_organizations records)
+    uHot: new I32(0),
     uPlaces: link(),
     sFlags: new U8(),
     sGrants: link(),
@@ -109,8 +110,10 @@ function scopeColumns() {
     tScope: link(),
     tOrgs: link(),
     // organizations
-    oFlags: new U8(),
-    oTenant: link(),
+    /** What Check reads of an organization, side by side (one cache line): [flags, tenant + 1, the arena
+     *  offset of its permissions as a pair table (role-graph.ts writePairs; 0: none), 0] at 4o; all 0 for
+     *  an unknown organization. Read through orgFlags/orgTenant/orgPerms. */
+    oHot: new I32(0),
     oName: new Obj<string>(""),
     oSlug: new Obj<string | null>(null),
     oStructure: new Obj<string>(""),
@@ -118,8 +121,6 @@ function scopeColumns() {
     oAvatars: link(),
     oNext: link(),
     oPrev: link(),
-    /** Arena offset of the organization's permissions as sorted [keyId, perm] pairs (0: none); rewritten, never mutated. */
-    oPerms: new I32(0),
     oNextBit: new I32(0),
     // avatars
     avFlags: new U8(),
@@ -169,20 +170,16 @@ function roleColumns() {
 /** Assignments, the grant records Check reads, memberships and a user's places. */
 function grantColumns() {
   return {
-    // assignments: flags, subject and scope kinds, subject, its grant record, the scope list
+    // assignments: flags, the grant record of a linked one, the scope list
     aFlags: new U8(),
-    aKinds: new U8(),
-    aSubj: link(),
     aRec: link(),
     aNextC: link(),
     aPrevC: link(),
-    // grant records: what Check reads of an active assignment, in the subject's list. A build
-    // lays each subject's records side by side (compactGrants), so a Check reads a few cache lines.
-    gScope: link(),
-    gRole: link(),
-    gUntil: new F64(),
-    gAssign: link(),
-    gNext: link(),
+    // grant records of linked assignments, in the subject's list: what Check walks as one 16-byte
+    // struct (gRec), the rest in gCold (grant-index.ts G_*). A build lays each subject's records
+    // side by side (compactGrants): a user's five records are 80 bytes.
+    gRec: link(),
+    gCold: link(),
     // memberships
     mFlags: new U8(),
     mPrincipal: link(),
@@ -278,8 +275,14 @@ type Pool = "rp" | "e" | "pl" | "g";
 const FREE = { rp: "rpFree", e: "eFree", pl: "plFree", g: "gFree" } as const;
 const TOP = { rp: "rpTop", e: "eTop", pl: "plTop", g: "gTop" } as const;
 
+/** Where a pool's records keep their next link (a column, or a field of a struct column). */
+export interface NextLinks {
+  get(rec: number): number;
+  set(rec: number, v: number): void;
+}
+
 /** Allocates a record from a pool (free list first). */
-export function allocRecord(n: Scalars, pool: Pool, next: I32): number {
+export function allocRecord(n: Scalars, pool: Pool, next: NextLinks): number {
   const free = n[FREE[pool]];
   if (free >= 0) {
     n[FREE[pool]] = next.get(free);
@@ -288,10 +291,25 @@ export function allocRecord(n: Scalars, pool: Pool, next: I32): number {
   return n[TOP[pool]]++;
 }
 
-export function freeRecord(n: Scalars, pool: Pool, next: I32, rec: number): void {
+export function freeRecord(n: Scalars, pool: Pool, next: NextLinks, rec: number): void {
   next.set(rec, n[FREE[pool]]);
   n[FREE[pool]] = rec;
 }
+
+/** A user's flags (0: no such user). */
+export const uFlags = (c: Columns, u: number): number => c.uHot.get(u * 2);
+export const setUFlags = (c: Columns, u: number, flags: number): void => c.uHot.set(u * 2, flags);
+/** The head of a user's grant list (-1: none); stored + 1 so that the column's default 0 is "none". */
+export const uHead = (c: Columns, u: number): number => c.uHot.get(u * 2 + 1) - 1;
+export const setUHead = (c: Columns, u: number, r: number): void => c.uHot.set(u * 2 + 1, r + 1);
+
+/** An organization's flags (0: unknown), tenant (-1: none) and permission pair table (arena offset, 0: none); see oHot. */
+export const orgFlags = (c: Columns, o: number): number => c.oHot.get(o * 4);
+export const setOrgFlags = (c: Columns, o: number, flags: number): void => c.oHot.set(o * 4, flags);
+export const orgTenant = (c: Columns, o: number): number => c.oHot.get(o * 4 + 1) - 1;
+export const setOrgTenant = (c: Columns, o: number, t: number): void => c.oHot.set(o * 4 + 1, t + 1);
+export const orgPerms = (c: Columns, o: number): number => c.oHot.get(o * 4 + 2);
+export const setOrgPerms = (c: Columns, o: number, off: number): void => c.oHot.set(o * 4 + 2, off);
 
 /** Puts `item` at the front of the doubly linked list of `owner`. */
 export function linkFront(head: I32, owner: number, next: I32, prev: I32, item: number): void {

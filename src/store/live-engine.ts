@@ -74,6 +74,12 @@ export async function loadSnapshot(db: SqlClient): Promise<Snapshot> {
     async (tx) => {
       const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
       const builder = new SnapshotBuilder();
+      // The planner's row estimates size the id tables up front (no rehash while loading); a stale estimate only costs a rehash.
+      const estimates = await tx.query<{ t: string; n: number }>(
+        "select relname as t, reltuples::float8 as n from pg_class where oid = any($1::text::text[]::regclass[])",
+        [`{${FOLLOWED_TABLES.join(",")}}`],
+      );
+      builder.reserve(Object.fromEntries(estimates.map((r) => [r.t, Number(r.n)])));
       for (const t of FOLLOWED_TABLES) {
         await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => builder.load(t, rows));
       }

@@ -85,6 +85,14 @@ export function remoteFrom(values: Record<string, unknown>, io: CliIo): Remote {
 }
 
 /** TYPE:ID, as --subject and --resource take it. */
+/** A whole-number flag between 1 and `max`; `fallback` when absent. */
+export function count(raw: string | undefined, flag: string, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 1 || n > max) throw new UsageError(`--${flag} must be a whole number between 1 and ${max}`);
+  return n;
+}
+
 export function ref(raw: string | undefined, flag: string, example: string): { type: string; id: string } {
   const m = raw ? /^([a-z_]+):(.+)$/.exec(raw) : null;
   if (!m) throw new UsageError(`--${flag} must be TYPE:ID, e.g. ${example}`);

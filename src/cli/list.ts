@@ -2,7 +2,7 @@
 // gRPC), all pages followed; with --resource, one organization only.
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { consistencyFrom } from "./check.js";
-import { type CliIo, type Command, EXIT, json, parse, REMOTE_OPTIONS, REMOTE_USAGE, ref, remoteFrom, table, UsageError } from "./common.js";
+import { type CliIo, type Command, EXIT, json, parse, REMOTE_OPTIONS, REMOTE_USAGE, ref, remoteFrom, table, count } from "./common.js";
 import { withServer } from "./remote.js";
 
 const USAGE = `usage: authz list --subject TYPE:ID [--resource organization:ID] [--page-size N] [--max-pages N]
@@ -25,13 +25,6 @@ const OPTIONS = {
   "at-least-as-fresh": { type: "string" },
   "fully-consistent": { type: "boolean" },
 } as const;
-
-function count(raw: string | undefined, flag: string, fallback: number, max: number): number {
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw) || n < 1 || n > max) throw new UsageError(`--${flag} must be a whole number between 1 and ${max}`);
-  return n;
-}
 
 function render(res: JsonObject): string {
   const scopes = res.scopes as JsonObject[];

@@ -3,7 +3,7 @@
 // every page followed.
 import type { JsonObject } from "@bufbuild/protobuf";
 import { consistencyFrom } from "./check.js";
-import { type CliIo, type Command, EXIT, json, parse, REMOTE_OPTIONS, REMOTE_USAGE, ref, remoteFrom, table, UsageError } from "./common.js";
+import { type CliIo, type Command, EXIT, json, parse, REMOTE_OPTIONS, REMOTE_USAGE, ref, remoteFrom, table, UsageError, count } from "./common.js";
 import { withServer } from "./remote.js";
 
 const USAGE = `usage: authz lookup subjects --permission KEY --resource TYPE:ID [--subject-type TYPE]
@@ -32,13 +32,6 @@ const OPTIONS = {
   "at-least-as-fresh": { type: "string" },
   "fully-consistent": { type: "boolean" },
 } as const;
-
-function count(raw: string | undefined, flag: string, fallback: number, max: number): number {
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw) || n < 1 || n > max) throw new UsageError(`--${flag} must be a whole number between 1 and ${max}`);
-  return n;
-}
 
 const refText = (r: JsonObject | null | undefined) => (r ? `${r.type}:${r.id}` : "");
 

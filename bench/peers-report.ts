@@ -1,7 +1,7 @@
 // docs/benchmarks.md text of the peers part (bench/peers.ts): a table per run and what the numbers show.
 
-import { fmtUs, median } from "./server-stacks.js";
-import { type PeerRegime, type PeerRpc, type PeerSide, type PeersResult, type PeersRow, peersMedian, perRoundRatios } from "./peers.js";
+import { median } from "./server-stacks.js";
+import { PEER_SIDES, type PeerRegime, type PeerRpc, type PeerSide, type PeersResult, type PeersRow, peersMedian, perRoundRatios } from "./peers.js";
 
 export type { PeersResult };
 
@@ -10,13 +10,13 @@ const mib = (b: number): string => (Number.isFinite(b) ? `${(b / 2 ** 20).toFixe
 const ratio = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(2)}x` : "n/a");
 const ms = (us: number): string => (Number.isFinite(us) ? `${(us / 1000).toFixed(2)} ms` : "n/a");
 
-const SIDE_LABEL: Record<PeerSide, string> = { authz: "authz", cerbos: "Cerbos" };
+const SIDE_LABEL: Record<PeerSide, string> = { authz: "authz", cerbos: "Cerbos (log level info)", "cerbos-quiet": "Cerbos (log level warn)" };
 
 function med(p: PeersResult, side: PeerSide, rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number): number {
   return peersMedian(p.rows, side, rpc, regime, pick);
 }
-function medRatio(p: PeersResult, rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number): number {
-  return median(perRoundRatios(p.rows, rpc, regime, pick));
+function medRatio(p: PeersResult, rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number, vs: PeerSide = "cerbos"): number {
+  return median(perRoundRatios(p.rows, rpc, regime, pick, vs));
 }
 
 /** Rows for the headline table of docs/benchmarks.md. */
@@ -24,31 +24,38 @@ export function peersHeadline(p: PeersResult): string[] {
   if (p.skipped || p.rows.length === 0) return [];
   const rps = (s: PeerSide) => med(p, s, "check", "saturated", (r) => r.reqPerSec);
   const f = (s: PeerSide, pick: (r: PeersRow) => number) => med(p, s, "check", "fixed", pick);
-  return [
-    `| Check throughput, one core each (h2load ${p.shape.clients}x${p.shape.streams}) | authz ${int(rps("authz"))} req/s | Cerbos ${p.cerbosVersion} CheckResources, same run | ${int(rps("cerbos"))} req/s | ${ratio(medRatio(p, "check", "saturated", (r) => r.reqPerSec))} |`,
-    `| Check p99 / p99.9 at ${int(p.fixed.rps)} req/s, one core each | authz ${ms(f("authz", (r) => r.p99Us))} / ${ms(f("authz", (r) => r.p999Us))} | Cerbos, same run | ${ms(f("cerbos", (r) => r.p99Us))} / ${ms(f("cerbos", (r) => r.p999Us))} | ${ratio(medRatio(p, "check", "fixed", (r) => r.p99Us))} / ${ratio(medRatio(p, "check", "fixed", (r) => r.p999Us))} |`,
+  const row = (s: PeerSide, label: string) => [
+    `| Check throughput, one core each (h2load ${p.shape.clients}x${p.shape.streams}) | authz ${int(rps("authz"))} req/s | Cerbos ${p.cerbosVersion} CheckResources, ${label}, same run | ${int(rps(s))} req/s | ${ratio(medRatio(p, "check", "saturated", (r) => r.reqPerSec, s))} |`,
+    `| Check p99 / p99.9 at ${int(p.fixed.rps)} req/s, one core each | authz ${ms(f("authz", (r) => r.p99Us))} / ${ms(f("authz", (r) => r.p999Us))} | Cerbos, ${label}, same run | ${ms(f(s, (r) => r.p99Us))} / ${ms(f(s, (r) => r.p999Us))} | ${ratio(medRatio(p, "check", "fixed", (r) => r.p99Us, s))} / ${ratio(medRatio(p, "check", "fixed", (r) => r.p999Us, s))} |`,
   ];
+  return [...row("cerbos", "log level info"), ...row("cerbos-quiet", "log level warn")];
 }
 
 function figuresTable(p: PeersResult): string[] {
-  const out = ["| measure | authz | Cerbos | authz ÷ Cerbos (median of per-round ratios) |", "|---|---:|---:|---:|"];
-  const line = (label: string, rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number, fmt: (x: number) => string) =>
-    out.push(
-      `| ${label} | ${fmt(med(p, "authz", rpc, regime, pick))} | ${fmt(med(p, "cerbos", rpc, regime, pick))} | ${ratio(medRatio(p, rpc, regime, pick))} |`,
-    );
+  const out = [
+    "| measure | authz | Cerbos, log level info | Cerbos, log level warn | authz ÷ Cerbos info | authz ÷ Cerbos warn |",
+    "|---|---:|---:|---:|---:|---:|",
+  ];
+  const line = (label: string, rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number, fmt: (x: number) => string) => {
+    const v = (s: PeerSide) => fmt(med(p, s, rpc, regime, pick));
+    const q = (s: PeerSide) => ratio(medRatio(p, rpc, regime, pick, s));
+    out.push(`| ${label} | ${v("authz")} | ${v("cerbos")} | ${v("cerbos-quiet")} | ${q("cerbos")} | ${q("cerbos-quiet")} |`);
+  };
   const us = (x: number) => `${x.toFixed(1)} µs`;
+  const at = `at ${int(p.fixed.rps)} req/s`;
   line("Check throughput, as fast as served (req/s)", "check", "saturated", (r) => r.reqPerSec, int);
   line("Check server CPU per call", "check", "saturated", (r) => r.cpuUsPerCall, us);
-  line("Check p50 / p99 as fast as served", "check", "saturated", (r) => r.p50Us, fmtUs);
+  line("Check p50 as fast as served", "check", "saturated", (r) => r.p50Us, ms);
+  line("Check p99 as fast as served", "check", "saturated", (r) => r.p99Us, ms);
   line("Health throughput (req/s)", "health", "saturated", (r) => r.reqPerSec, int);
   line("Health server CPU per call", "health", "saturated", (r) => r.cpuUsPerCall, us);
-  line(`Check at ${int(p.fixed.rps)} req/s: p50`, "check", "fixed", (r) => r.p50Us, ms);
-  line(`Check at ${int(p.fixed.rps)} req/s: p99`, "check", "fixed", (r) => r.p99Us, ms);
-  line(`Check at ${int(p.fixed.rps)} req/s: p99.9`, "check", "fixed", (r) => r.p999Us, ms);
-  line(`Check at ${int(p.fixed.rps)} req/s: max`, "check", "fixed", (r) => r.maxUs, ms);
-  line(`Check at ${int(p.fixed.rps)} req/s: server CPU per call`, "check", "fixed", (r) => r.cpuUsPerCall, us);
+  line(`Check ${at}: p50`, "check", "fixed", (r) => r.p50Us, ms);
+  line(`Check ${at}: p99`, "check", "fixed", (r) => r.p99Us, ms);
+  line(`Check ${at}: p99.9`, "check", "fixed", (r) => r.p999Us, ms);
+  line(`Check ${at}: max`, "check", "fixed", (r) => r.maxUs, ms);
+  line(`Check ${at}: server CPU per call`, "check", "fixed", (r) => r.cpuUsPerCall, us);
   line(
-    `Check at ${int(p.fixed.rps)} req/s: server's run-queue wait during the run`,
+    `Check ${at}: run-queue wait of the server's threads in the run`,
     "check",
     "fixed",
     (r) => r.runQueueWaitMs,
@@ -61,8 +68,9 @@ function figuresTable(p: PeersResult): string[] {
     (r) => r.logLinesPerCall,
     (x) => x.toFixed(2),
   );
+  const rss = (s: PeerSide) => `${mib(p.rss[s].rssBytes)} (${mib(p.rss[s].hwmBytes)})`;
   out.push(
-    `| RSS after the rounds (peak) | ${mib(p.rss.authz.rssBytes)} (${mib(p.rss.authz.hwmBytes)}) | ${mib(p.rss.cerbos.rssBytes)} (${mib(p.rss.cerbos.hwmBytes)}) | ${ratio(p.rss.authz.rssBytes / p.rss.cerbos.rssBytes)} |`,
+    `| RSS after the rounds (peak) | ${rss("authz")} | ${rss("cerbos")} | ${rss("cerbos-quiet")} | ${ratio(p.rss.authz.rssBytes / p.rss.cerbos.rssBytes)} | ${ratio(p.rss.authz.rssBytes / p.rss["cerbos-quiet"].rssBytes)} |`,
   );
   return out;
 }
@@ -82,23 +90,38 @@ function roundsTable(p: PeersResult): string[] {
 
 function histogramTable(p: PeersResult): string[] {
   const b = p.histogram.boundsUs;
-  const out = ["| latency | authz requests | Cerbos requests |", "|---|---:|---:|"];
+  const out = [`| latency | ${PEER_SIDES.map((x) => SIDE_LABEL[x]).join(" | ")} |`, `|---|${PEER_SIDES.map(() => "---:").join("|")}|`];
   for (let i = 0; i <= b.length; i++) {
     const label = i === 0 ? `≤ ${ms(b[0] ?? NaN)}` : i === b.length ? `> ${ms(b[i - 1] ?? NaN)}` : `${ms(b[i - 1] ?? NaN)} – ${ms(b[i] ?? NaN)}`;
-    out.push(`| ${label} | ${int(p.histogram.counts.authz[i] ?? 0)} | ${int(p.histogram.counts.cerbos[i] ?? 0)} |`);
+    out.push(`| ${label} | ${PEER_SIDES.map((x) => int(p.histogram.counts[x]?.[i] ?? 0)).join(" | ")} |`);
   }
   return out;
 }
 
 function diagTable(p: PeersResult): string[] {
   const out = [
-    "| authz run | p50 | p99 | p99.9 | max | CPU/call | scavenges (total, longest) | mark-compacts (total, longest) | event-loop delay p99 / max | run-queue wait | requests ≥ p99: over a scavenge / a mark-compact / no GC |",
-    "|---|---:|---:|---:|---:|---:|---|---|---|---:|---|",
+    "| round | authz run | p50 | p99 | p99.9 | max | CPU/call | scavenges (total, longest) | mark-compacts (total, longest) | event-loop delay p99 / max | run-queue wait: all threads / main thread | requests ≥ p99: over a scavenge / a mark-compact / no GC |",
+    "|---:|---|---:|---:|---:|---:|---:|---|---|---|---|---|",
   ];
+  const gc = (g: { count: number; totalMs: number; maxMs: number }) => `${g.count} (${g.totalMs.toFixed(1)} ms, ${g.maxMs.toFixed(2)} ms)`;
   for (const d of p.diag) {
     out.push(
-      `| ${d.label} | ${ms(d.p50Us)} | ${ms(d.p99Us)} | ${ms(d.p999Us)} | ${ms(d.maxUs)} | ${d.cpuUsPerCall.toFixed(1)} µs | ${d.scavenge.count} (${d.scavenge.totalMs.toFixed(1)} ms, ${d.scavenge.maxMs.toFixed(2)} ms) | ${d.markCompact.count} (${d.markCompact.totalMs.toFixed(1)} ms, ${d.markCompact.maxMs.toFixed(2)} ms) | ${d.eventLoopDelay.p99Ms.toFixed(2)} / ${d.eventLoopDelay.maxMs.toFixed(2)} ms | ${d.runQueueWaitMs.toFixed(0)} ms in ${(d.windowMs / 1000).toFixed(1)} s | ${d.tail.overlapMinor} / ${d.tail.overlapMajor} / ${d.tail.overlapNone} of ${d.tail.requests} |`,
+      `| ${d.round ?? ""} | ${d.label} | ${ms(d.p50Us)} | ${ms(d.p99Us)} | ${ms(d.p999Us)} | ${ms(d.maxUs)} | ${d.cpuUsPerCall.toFixed(1)} µs | ${gc(d.scavenge)} | ${gc(d.markCompact)} | ` +
+        `${d.eventLoopDelay.p99Ms.toFixed(2)} / ${d.eventLoopDelay.maxMs.toFixed(2)} ms | ${d.runQueueWaitMs.toFixed(0)} / ${(d.mainThreadWaitMs ?? NaN).toFixed(0)} ms in ${(d.windowMs / 1000).toFixed(1)} s | ` +
+        `${d.tail.overlapMinor} / ${d.tail.overlapMajor} / ${d.tail.overlapNone} of ${d.tail.requests} |`,
     );
+  }
+  const labels = [...new Set(p.diag.map((d) => d.label))];
+  if (p.diag.length > labels.length) {
+    for (const l of labels) {
+      const xs = p.diag.filter((d) => d.label === l);
+      const m = (f: (d: (typeof xs)[number]) => number) => median(xs.map(f));
+      out.push(
+        `| **median** | ${l} | ${ms(m((d) => d.p50Us))} | ${ms(m((d) => d.p99Us))} | ${ms(m((d) => d.p999Us))} | ${ms(m((d) => d.maxUs))} | ${m((d) => d.cpuUsPerCall).toFixed(1)} µs | ` +
+          `${m((d) => d.scavenge.count)} (${m((d) => d.scavenge.totalMs).toFixed(1)} ms) | ${m((d) => d.markCompact.count)} | ${m((d) => d.eventLoopDelay.p99Ms).toFixed(2)} / ${m((d) => d.eventLoopDelay.maxMs).toFixed(2)} ms | ` +
+          `${m((d) => d.runQueueWaitMs).toFixed(0)} / ${m((d) => d.mainThreadWaitMs).toFixed(0)} ms | ${m((d) => d.tail.overlapMinor)} / ${m((d) => d.tail.overlapMajor)} / ${m((d) => d.tail.overlapNone)} |`,
+      );
+    }
   }
   return out;
 }
@@ -116,7 +139,8 @@ function setup(p: PeersResult): string[] {
   return [
     `Same data for both: ${int(p.counts.users)} users, ${int(p.counts.organizations)} organizations, ${int(p.counts.memberships)} memberships (role assignments; bench/dataset.ts, 3 per user). ` +
       `Each server runs pinned to core ${p.cpus.server} (\`taskset -c ${p.cpus.server}\`; Cerbos therefore runs with GOMAXPROCS=1), h2load pinned to core ${p.cpus.load}; PostgreSQL and Redis are not pinned. ` +
-      `${p.rounds} round(s); in each, both sides (order alternating) get Check as fast as served (${int(p.requests)} requests after ${int(p.warmup)} warm-up, ${p.shape.clients} connections x ${p.shape.streams} streams), ` +
+      `Three servers: authz, Cerbos at its default log level (info) and the same Cerbos at log level warn (no per-call log lines, as authz writes none for a successful call). ` +
+      `${p.rounds} round(s); in each, every server (order rotating) gets Check as fast as served (${int(p.requests)} requests after ${int(p.warmup)} warm-up, ${p.shape.clients} connections x ${p.shape.streams} streams), ` +
       `Health as fast as served, and Check at a fixed ${int(p.fixed.rps)} req/s (${int(p.fixed.requests)} requests, h2load \`--rps\` per connection). ` +
       "Server CPU is read from /proc/<pid>/task/*/schedstat around each measured run (all threads; h2load's own CPU is not counted); latency per request from h2load's `--log-file`; log lines are counted in each server's stdout file. " +
       "Run-queue wait (the second field of schedstat) is the time the server's threads were ready to run but the core was busy with something else: other processes on this shared machine, or the hypervisor (steal); it bounds how much of a tail is the machine rather than the server.",
@@ -144,7 +168,7 @@ export function peersSection(p: PeersResult, runLine: string): string[] {
   out.push(`Latency histogram of the fixed-rate Check runs (${int(p.fixed.rps)} req/s, every round):`, "", ...histogramTable(p), "");
   if (p.diag.length > 0) {
     out.push(
-      `authz alone at ${int(p.fixed.rps)} req/s, once per row after the rounds, in a server child with \`--trace-gc\`, \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution) and a \`gc\` PerformanceObserver; ` +
+      `authz alone at ${int(p.fixed.rps)} req/s, in every round after the three servers (the two variants in alternating order), in a server child with \`--trace-gc\`, \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution) and a \`gc\` PerformanceObserver; ` +
         "each request at or above the run's p99 is matched against the GC pauses that overlapped it (h2load's request start times against the pauses' wall-clock times):",
       "",
       ...diagTable(p),

@@ -11,13 +11,16 @@
 //           policy equivalent to the dataset's organization roles (bench/peers-cerbos.ts), log level
 //           info (its own per-call lines to stdout, here a file), no audit log. It holds no data: the
 //           request hands it the user's role in the organization.
+//   cerbos-quiet  the same Cerbos at log level warn: no per-call lines (authz writes none for a
+//           successful call at its default level), so the logging's share shows.
 //
 // Each server runs pinned to one core (`taskset -c 0`, Cerbos therefore with GOMAXPROCS=1), h2load
-// pinned to the other. Per round and side (sides interleaved, order alternating): Check as fast as
+// pinned to the other. Per round and side (sides interleaved, order rotating): Check as fast as
 // served, Health as fast as served, Check at a fixed rate; server CPU per call from
-// /proc/<pid>/task/*/schedstat; per-request latency from h2load's --log-file. After the rounds,
+// /proc/<pid>/task/*/schedstat; per-request latency from h2load's --log-file. Then, in every round,
 // diagnostic runs of authz alone at the fixed rate (--trace-gc, event-loop delay, GC entries
-// against the slowest requests) find what its tail consists of.
+// against the slowest requests; once as shipped, once with a larger young generation) find what
+// its tail consists of.
 //
 // Settings (bench/run.ts passes them): BENCH_PEERS_REQUESTS, BENCH_PEERS_WARMUP, BENCH_PEERS_ROUNDS,
 // BENCH_PEERS_RPS (total req/s of the fixed-rate runs), BENCH_PEERS_FIXED_REQUESTS,
@@ -25,7 +28,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -40,7 +43,7 @@ import { HealthCheckRequestSchema, HealthCheckResponseSchema, HealthCheckRespons
 import { mintApiKey } from "../src/auth/api-keys.js";
 import { type DatasetShape, assignmentAt, loadDatasetIntoPostgres, makeChecks, ORG_ROLE_KEYS, rowCounts } from "./dataset.js";
 import { cpuTimes, createDatabase, dropDatabase, migrateDatabase, stealSince, unaryCall } from "./engine.js";
-import { CHECK_RESOURCES_PATH, decodeEffects, encodeCheckResources, installCerbos, writeCerbosFiles, type CerbosCheck } from "./peers-cerbos.js";
+import { CHECK_RESOURCES_PATH, decodeEffects, encodeCheckResources, installCerbos, policyYaml, writeCerbosFiles, type CerbosCheck } from "./peers-cerbos.js";
 import { grpcFrame, type LoadShape, median, parseH2load, percentile, runH2load } from "./server-stacks.js";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -50,7 +53,8 @@ const CHECK_PATH = "/authz.v1.PermissionService/Check";
 /** 10k users, 1k organizations (10 tenants), 3 memberships per user = 30k role assignments. */
 export const PEERS_SHAPE: DatasetShape = { scale: 0.01, tenants: 10, orgs: 1000, users: 10_000, assignmentsPerUser: 3, assignments: 30_000, stride: 333 };
 
-export const PEER_SIDES = ["authz", "cerbos"] as const;
+/** cerbos-quiet: the same Cerbos at log level warn, without its per-call log lines (authz writes none for a successful call). */
+export const PEER_SIDES = ["authz", "cerbos", "cerbos-quiet"] as const;
 export type PeerSide = (typeof PEER_SIDES)[number];
 export type PeerRpc = "check" | "health";
 export type PeerRegime = "saturated" | "fixed";
@@ -101,6 +105,7 @@ export interface GcSummary {
 
 /** A diagnostic fixed-rate run of authz alone (Node flags as listed). */
 export interface PeersDiag extends Latency {
+  round: number;
   label: string;
   nodeFlags: string[];
   requests: number;
@@ -113,8 +118,9 @@ export interface PeersDiag extends Latency {
   /** Requests at or above the run's p99: how many overlapped a GC pause, by kind. */
   tail: { thresholdUs: number; requests: number; overlapMinor: number; overlapMajor: number; overlapNone: number };
   cpuUsPerCall: number;
-  /** Time the server was ready to run but waited for its core during the run. */
+  /** Time the server was ready to run but waited for its core during the run (all threads; the main thread alone). */
   runQueueWaitMs: number;
+  mainThreadWaitMs: number;
 }
 
 export interface PeersResult {
@@ -223,12 +229,14 @@ async function waitServing(port: number, ms: number): Promise<void> {
   }
 }
 
-async function startCerbos(bin: string, dir: string, cpu: number): Promise<Server> {
+async function startCerbos(bin: string, parent: string, cpu: number, side: "cerbos" | "cerbos-quiet"): Promise<Server> {
+  const dir = path.join(parent, side);
+  await mkdir(dir, { recursive: true });
   const [grpcPort, httpPort] = [await freePort(), await freePort()];
   const { config } = await writeCerbosFiles(dir, grpcPort, httpPort);
   const outFile = path.join(dir, "cerbos.out");
   const fd = openSync(outFile, "a");
-  const child = spawn("taskset", ["-c", String(cpu), bin, "server", `--config=${config}`, "--log-level=info"], {
+  const child = spawn("taskset", ["-c", String(cpu), bin, "server", `--config=${config}`, `--log-level=${side === "cerbos" ? "info" : "warn"}`], {
     stdio: ["ignore", fd, fd],
     env: { ...process.env, CERBOS_NO_TELEMETRY: "1" },
   });
@@ -240,7 +248,7 @@ async function startCerbos(bin: string, dir: string, cpu: number): Promise<Serve
     await stop();
     throw new Error(`${err instanceof Error ? err.message : String(err)}; cerbos said: ${readFileSync(outFile, "utf8").slice(-600)}`);
   }
-  return { side: "cerbos", pid: child.pid as number, port: grpcPort, outFile, child, stop };
+  return { side, pid: child.pid as number, port: grpcPort, outFile, child, stop };
 }
 
 // ---------------------------------------------------------------------------
@@ -363,6 +371,7 @@ function jsonLinesSince(file: string, from: number): number {
 
 interface Measured {
   row: PeersRow;
+  mainThreadWaitMs: number;
   entries: H2Entry[];
   startedMs: number;
   endedMs: number;
@@ -411,7 +420,7 @@ async function measure(
     `peers round ${at.round} ${s.side} ${at.rpc} ${at.regime}: ${r.reqPerSec.toFixed(0)} req/s, ${row.cpuUsPerCall.toFixed(1)} µs CPU/call, ` +
       `run-queue wait ${row.runQueueWaitMs.toFixed(0)} ms, p50 ${(lat.p50Us / 1000).toFixed(2)} ms, p99 ${(lat.p99Us / 1000).toFixed(2)} ms, p99.9 ${(lat.p999Us / 1000).toFixed(2)} ms, ${row.logLinesPerCall.toFixed(2)} log lines/call`,
   );
-  return { row, entries, startedMs, endedMs };
+  return { row, mainThreadWaitMs: (sched1.mainWait - sched0.mainWait) / 1e6, entries, startedMs, endedMs };
 }
 
 /**
@@ -419,19 +428,21 @@ async function measure(
  * (the first two fields of /proc/<pid>/task/<tid>/schedstat): the wait is time the server was
  * ready to run but the core was busy with something else (another process, or steal).
  */
-export function schedNs(pid: number): { cpu: number; wait: number } {
+export function schedNs(pid: number): { cpu: number; wait: number; mainWait: number } {
   let cpu = 0;
   let wait = 0;
+  let mainWait = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
       const f = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ");
       cpu += Number(f[0]);
       wait += Number(f[1]);
+      if (tid === String(pid)) mainWait = Number(f[1]);
     } catch {
       // the thread exited between the listing and the read
     }
   }
-  return { cpu, wait };
+  return { cpu, wait, mainWait };
 }
 
 function bucketCounts(durs: number[]): number[] {
@@ -486,14 +497,27 @@ function tailAttribution(entries: H2Entry[], gcs: GcEntry[], thresholdUs: number
   return { thresholdUs, requests: slow.length, overlapMinor, overlapMajor, overlapNone };
 }
 
-async function diagRun(o: PeersOptions, dir: string, arg: AuthzServeArg, check: Target, label: string, nodeFlags: string[]): Promise<PeersDiag> {
-  const outFile = path.join(dir, `authz-diag-${nodeFlags.join("_").replace(/[^\w=-]/g, "")}.out`);
+interface DiagVariant {
+  label: string;
+  nodeFlags: string[];
+}
+
+/** authz with --trace-gc as shipped otherwise, and with twice the default young generation (16 MiB semi-spaces in Node 20). */
+export const DIAG_VARIANTS: DiagVariant[] = [
+  { label: "as shipped, with --trace-gc", nodeFlags: ["--trace-gc"] },
+  { label: "--max-semi-space-size=32 (twice the default), with --trace-gc", nodeFlags: ["--trace-gc", "--max-semi-space-size=32"] },
+];
+
+async function diagRun(o: PeersOptions, dir: string, arg: AuthzServeArg, check: Target, round: number, v: DiagVariant): Promise<PeersDiag> {
+  const { label, nodeFlags } = v;
+  const outFile = path.join(dir, `authz-diag-${round}-${nodeFlags.join("_").replace(/[^\w=-]/g, "")}.out`);
   const s = await startAuthz({ ...arg, diag: true }, o.serverCpu, nodeFlags, outFile);
   try {
     // The same warm-up as the rounds, then the measured fixed-rate run with the child's diagnostics on.
-    const at = { round: 0, rpc: "check" as const, regime: "fixed" as const, requests: o.fixed.requests };
-    if (o.warmup > 0)
-      await runH2load(o.h2load, s.port, o.warmup * 3, { clients: o.clients, streams: o.streams }, check.frameFile, undefined, check.path, check.headers);
+    const at = { round, rpc: "check" as const, regime: "fixed" as const, requests: o.fixed.requests };
+    // A fresh process: as many calls before the measured run as the rounds' servers had (warm-up plus a saturated run), so the JIT is as warm.
+    const shape = { clients: o.clients, streams: o.streams };
+    await runH2load(o.h2load, s.port, o.warmup + o.requests, shape, check.frameFile, undefined, check.path, check.headers);
     const gc0 = statSync(outFile).size;
     await ask(s.child, { type: "diag-start" }, "diag-started");
     const m = await measure({ ...o, warmup: 0 }, dir, s, check, at);
@@ -503,10 +527,13 @@ async function diagRun(o: PeersOptions, dir: string, arg: AuthzServeArg, check: 
     o.log(
       `peers diag ${label}: p99.9 ${(m.row.p999Us / 1000).toFixed(2)} ms; ${trace.scavenge.count} scavenges (${trace.scavenge.totalMs.toFixed(1)} ms), ` +
         `${trace.markCompact.count} mark-compacts (${trace.markCompact.totalMs.toFixed(1)} ms); event loop delay max ${d.eld.maxMs.toFixed(2)} ms; ` +
-        `slow requests ${tail.requests}: ${tail.overlapMinor} over a scavenge, ${tail.overlapMajor} over a mark-compact, ${tail.overlapNone} over no GC`,
+        `slow requests ${tail.requests}: ${tail.overlapMinor} over a scavenge, ${tail.overlapMajor} over a mark-compact, ${tail.overlapNone} over no GC; ` +
+        `run-queue wait ${m.row.runQueueWaitMs.toFixed(0)} ms (main thread ${m.mainThreadWaitMs.toFixed(0)} ms) in ${((m.endedMs - m.startedMs) / 1000).toFixed(1)} s`,
     );
     const { p50Us, p99Us, p999Us, maxUs, cpuUsPerCall, runQueueWaitMs } = m.row;
     return {
+      round,
+      mainThreadWaitMs: m.mainThreadWaitMs,
       label,
       nodeFlags,
       requests: at.requests,
@@ -636,8 +663,8 @@ function skippedResult(o: PeersOptions, reason: string): PeersResult {
     check: { authz: "", cerbos: "" },
     policy: "",
     rows: [],
-    rss: { authz: { rssBytes: NaN, hwmBytes: NaN }, cerbos: { rssBytes: NaN, hwmBytes: NaN } },
-    histogram: { boundsUs: HISTOGRAM_BOUNDS_US, counts: { authz: [], cerbos: [] } },
+    rss: bySide(() => ({ rssBytes: NaN, hwmBytes: NaN })),
+    histogram: { boundsUs: HISTOGRAM_BOUNDS_US, counts: bySide(() => []) },
     diag: [],
     commands: {},
     stealShare: NaN,
@@ -645,23 +672,38 @@ function skippedResult(o: PeersOptions, reason: string): PeersResult {
   };
 }
 
-/** Per-round ratios authz ÷ Cerbos of one measure; then the caller takes the median. */
-export function perRoundRatios(rows: PeersRow[], rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number): number[] {
+function bySide<T>(f: (s: PeerSide) => T): Record<PeerSide, T> {
+  return Object.fromEntries(PEER_SIDES.map((s) => [s, f(s)])) as Record<PeerSide, T>;
+}
+
+/** Per-round ratios authz ÷ Cerbos (or another side) of one measure; then the caller takes the median. */
+export function perRoundRatios(rows: PeersRow[], rpc: PeerRpc, regime: PeerRegime, pick: (r: PeersRow) => number, vs: PeerSide = "cerbos"): number[] {
   const out: number[] = [];
   for (const round of new Set(rows.map((r) => r.round))) {
     const a = rows.find((r) => r.round === round && r.side === "authz" && r.rpc === rpc && r.regime === regime);
-    const c = rows.find((r) => r.round === round && r.side === "cerbos" && r.rpc === rpc && r.regime === regime);
+    const c = rows.find((r) => r.round === round && r.side === vs && r.rpc === rpc && r.regime === regime);
     if (a && c) out.push(pick(a) / pick(c));
   }
   return out;
 }
 
-async function roundsOf(o: PeersOptions, dir: string, servers: Record<PeerSide, Server>, targets: Record<PeerSide, Record<PeerRpc, Target>>) {
+interface RoundsCtx {
+  o: PeersOptions;
+  dir: string;
+  servers: Record<PeerSide, Server>;
+  targets: Record<PeerSide, Record<PeerRpc, Target>>;
+  diagArg: AuthzServeArg;
+}
+
+/** Every round: each side in turn (the order rotates), then the diagnostic authz runs (order alternating). */
+async function roundsOf(c: RoundsCtx) {
+  const { o, dir, servers, targets } = c;
   const rows: PeersRow[] = [];
-  const fixedDurs: Record<PeerSide, number[]> = { authz: [], cerbos: [] };
+  const diag: PeersDiag[] = [];
+  const fixedDurs = bySide((): number[] => []);
   for (let round = 1; round <= o.rounds; round++) {
-    const order: PeerSide[] = round % 2 === 1 ? ["authz", "cerbos"] : ["cerbos", "authz"];
-    for (const side of order) {
+    const k = (round - 1) % PEER_SIDES.length;
+    for (const side of [...PEER_SIDES.slice(k), ...PEER_SIDES.slice(0, k)]) {
       const s = servers[side];
       const t = targets[side];
       rows.push((await measure(o, dir, s, t.check, { round, rpc: "check", regime: "saturated", requests: o.requests })).row);
@@ -670,8 +712,10 @@ async function roundsOf(o: PeersOptions, dir: string, servers: Record<PeerSide, 
       rows.push(f.row);
       fixedDurs[side].push(...f.entries.map((e) => e.durUs));
     }
+    const variants = round % 2 === 1 ? DIAG_VARIANTS : [...DIAG_VARIANTS].reverse();
+    for (const v of variants) diag.push(await diagRun(o, dir, c.diagArg, targets.authz.check, round, v));
   }
-  return { rows, fixedDurs };
+  return { rows, fixedDurs, diag };
 }
 
 export async function runPeers(o: PeersOptions): Promise<PeersResult> {
@@ -696,24 +740,20 @@ export async function runPeers(o: PeersOptions): Promise<PeersResult> {
     const arg: AuthzServeArg = { url, apiKeysFile, diag: false };
     const authz = await startAuthz(arg, o.serverCpu, [], path.join(dir, "authz.out"));
     stops.push(authz.stop);
-    const cerbos = await startCerbos(install.bin, dir, o.serverCpu);
+    const cerbos = await startCerbos(install.bin, dir, o.serverCpu, "cerbos");
     stops.push(cerbos.stop);
+    const quiet = await startCerbos(install.bin, dir, o.serverCpu, "cerbos-quiet");
+    stops.push(quiet.stop);
     const q = pickQuestion(PEERS_SHAPE);
     const targets = {
       authz: { check: await authzCheckTarget(dir, authz.port, q, key), health: await healthTarget(dir, "authz", authz.port) },
       cerbos: { check: await cerbosCheckTarget(dir, cerbos.port, q), health: await healthTarget(dir, "cerbos", cerbos.port) },
+      "cerbos-quiet": { check: await cerbosCheckTarget(dir, quiet.port, q), health: await healthTarget(dir, "cerbos-quiet", quiet.port) },
     };
     o.log(`peers: cerbos ${install.version} and authz verified (allowed: ${q.text}); servers on cpu ${o.serverCpu}, h2load on cpu ${o.loadCpu}`);
-    const { rows, fixedDurs } = await roundsOf(h2, dir, { authz, cerbos }, targets);
-    const rss = { authz: rssOf(authz.pid), cerbos: rssOf(cerbos.pid) };
-    for (const stop of stops.splice(0).reverse()) await stop();
-    const diag = [
-      await diagRun(h2, dir, arg, targets.authz.check, "as shipped, with --trace-gc", ["--trace-gc"]),
-      await diagRun(h2, dir, arg, targets.authz.check, "--max-semi-space-size=32 (young generation 4x the default)", [
-        "--trace-gc",
-        "--max-semi-space-size=32",
-      ]),
-    ];
+    const servers = { authz, cerbos, "cerbos-quiet": quiet };
+    const { rows, fixedDurs, diag } = await roundsOf({ o: h2, dir, servers, targets, diagArg: arg });
+    const rss = bySide((s) => rssOf(servers[s].pid));
     const c = rowCounts(PEERS_SHAPE);
     const cmd = (n: number, p: string, extra: string) =>
       `taskset -c ${o.loadCpu} h2load -n ${n} -c ${o.clients} -m ${o.streams}${extra} -d frame.bin -H 'content-type: application/grpc' -H 'te: trailers' --log-file LOG http://127.0.0.1:PORT${p}`;
@@ -730,10 +770,10 @@ export async function runPeers(o: PeersOptions): Promise<PeersResult> {
         authz: q.text,
         cerbos: `CheckResources: principal ${q.cerbos.principalId} with roles [${q.cerbos.roles.join(", ")}], resource organization ${q.cerbos.resourceId}, actions [${q.cerbos.actions.join(", ")}]`,
       },
-      policy: (await readFile(path.join(dir, "policies", "organization.yaml"), "utf8")).trim(),
+      policy: policyYaml().trim(),
       rows,
       rss,
-      histogram: { boundsUs: HISTOGRAM_BOUNDS_US, counts: { authz: bucketCounts(fixedDurs.authz), cerbos: bucketCounts(fixedDurs.cerbos) } },
+      histogram: { boundsUs: HISTOGRAM_BOUNDS_US, counts: bySide((s) => bucketCounts(fixedDurs[s])) },
       diag,
       commands: {
         "authz Check": `${cmd(o.requests, CHECK_PATH, "")} -H 'x-api-key: KEY'`,

@@ -478,7 +478,8 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
   raw.defineCommand("rlConsume", { lua: SCRIPTS.consume });
   const evalshaOp = (a: RateLimitAlgorithm) => {
     const rawKey = bucketKey("authz:bench", { policyId: policyId(a), algorithm: a, owner: { type: "key", id: key("evalsha", a) } });
-    const rawArgs = [1, ALGORITHM_CODE[a], LIMIT, WINDOW_SEC * 1_000_000, 1];
+    // The production script's batch format with one call: 1 call, 1 counter, cost 1, then the counter.
+    const rawArgs = [1, 1, 1, ALGORITHM_CODE[a], LIMIT, WINDOW_SEC * 1_000_000, 1];
     return () => (raw as unknown as { rlConsume(n: number, ...a: (string | number)[]): Promise<number[]> }).rlConsume(1, rawKey, ...rawArgs);
   };
   const rlfClient = new Redis(redisUrl, { enableAutoPipelining: true });

@@ -30,6 +30,9 @@
 //       BENCH_RL_WARMUP      (default 5000)
 //       BENCH_RL_ROUNDS      (default 2)
 //       BENCH_RL_CONCURRENCY (default 64)     calls in flight (h2load: 4 connections x 16 streams)
+//       BENCH_RL_KEYS        (default 1,10000) subjects b, c and d cycle over, each setting measured in
+//                            every round: 1 is one hot counter; 10000 gives every call of a batch its
+//                            own counter (a is always one subject, measured with the first setting)
 //       BENCH_RL_ALGORITHMS  (default sliding_window,fixed_window) authz's algorithms, each measured
 //                            with every part in every round (rate-limiter-flexible has only its fixed window)
 //       BENCH_RL_TIMEOUT_MS  (default 50, the product default) the stores' Redis command timeout; on a
@@ -91,6 +94,13 @@ export function algorithmsFromEnv(): RateLimitAlgorithm[] {
   for (const a of list)
     if (!(RATE_LIMIT_ALGORITHMS as readonly string[]).includes(a)) throw new Error(`BENCH_RL_ALGORITHMS must list some of ${RATE_LIMIT_ALGORITHMS.join(", ")}`);
   return list as RateLimitAlgorithm[];
+}
+
+function keysFromEnv(): number[] {
+  const raw = process.env["BENCH_RL_KEYS"] ?? "1,10000";
+  const list = raw.split(",").map((k) => Number(k.trim()));
+  if (list.some((k) => !Number.isInteger(k) || k <= 0)) throw new Error(`BENCH_RL_KEYS must list positive integers, got "${raw}"`);
+  return list;
 }
 
 /** One policy per algorithm: "bench-<algorithm>", id POLICY_ID + its index. */
@@ -213,6 +223,8 @@ export interface RateLimitBenchRow {
   round: number;
   /** authz's algorithm for a-c (rate-limiter-flexible has only its own fixed window). Absent in results from before. */
   algorithm?: RateLimitAlgorithm;
+  /** Distinct subjects the calls cycled over (absent: one). */
+  keys?: number;
   part: "grpc" | "store" | "evalsha" | "rlflex";
   label: string;
   requests: number;
@@ -328,6 +340,8 @@ function partsFrom(raw: string | undefined): Part[] {
 }
 
 export interface RateLimitBenchOptions {
+  /** Distinct subjects the in-process parts cycle over, one setting after the other (BENCH_RL_KEYS). */
+  keys?: number[];
   /** Comma-separated parts, as BENCH_RL_PARTS. */
   parts?: string;
   requests?: number;
@@ -424,6 +438,7 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
   const concurrency = opts.concurrency ?? envInt("BENCH_RL_CONCURRENCY", 64);
   const redisUrl = opts.redisUrl ?? process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379";
   const algorithms = algorithmsFromEnv();
+  const keySettings = opts.keys ?? keysFromEnv();
   const log = (s: string) => process.stderr.write(`[ratelimit] ${s}\n`);
   const run = `${process.pid}-${Date.now()}`;
   const key = (part: string, a: RateLimitAlgorithm) => `bench-${part}-${a}-${run}`;
@@ -462,13 +477,20 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
   });
   if (!(await store.ready(5000))) throw new Error(`Redis at ${redisUrl} not reachable`);
   const policies = policySource().current();
+  // Calls cycle over `keys` subjects per part (BENCH_RL_KEYS): 1 is one hot counter; many makes every
+  // call in a batch touch its own counter, so a batch saves no reads or writes.
+  const cycle = <T>(items: T[]) => {
+    let i = 0;
+    return () => items[i++ % items.length] as T;
+  };
+  const subjects = (part: string, a: RateLimitAlgorithm, keys: number) => Array.from({ length: keys }, (_, i) => `${key(part, a)}-${keys}-${i}`);
   const storeFailures = { n: 0 };
-  const storeOp = (a: RateLimitAlgorithm) => {
+  const storeOp = (a: RateLimitAlgorithm, keys: number) => {
     const policy = policies.ratePolicy(policyName(a));
     if (!policy) throw new Error("bench policy missing");
-    const applied = [{ policy, owner: { type: "key" as const, id: key("store", a) } }];
+    const next = cycle(subjects("store", a, keys).map((id) => [{ policy, owner: { type: "key" as const, id } }]));
     return async () => {
-      const d = await consume(store, applied, 1);
+      const d = await consume(store, next(), 1);
       if (d.source !== "STORE" || !d.allowed) storeFailures.n++;
     };
   };
@@ -476,47 +498,63 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
   // Both baselines run with auto-pipelining on, as they always have.
   const raw = new Redis(redisUrl, { enableAutoPipelining: true });
   raw.defineCommand("rlConsume", { lua: SCRIPTS.consume });
-  const evalshaOp = (a: RateLimitAlgorithm) => {
-    const rawKey = bucketKey("authz:bench", { policyId: policyId(a), algorithm: a, owner: { type: "key", id: key("evalsha", a) } });
+  const evalshaOp = (a: RateLimitAlgorithm, keys: number) => {
+    const next = cycle(subjects("evalsha", a, keys).map((id) => bucketKey("authz:bench", { policyId: policyId(a), algorithm: a, owner: { type: "key", id } })));
     // The production script's batch format with one call: 1 call, 1 counter, cost 1, then the counter.
     const rawArgs = [1, 1, 1, ALGORITHM_CODE[a], LIMIT, WINDOW_SEC * 1_000_000, 1];
-    return () => (raw as unknown as { rlConsume(n: number, ...a: (string | number)[]): Promise<number[]> }).rlConsume(1, rawKey, ...rawArgs);
+    return () => (raw as unknown as { rlConsume(n: number, ...a: (string | number)[]): Promise<number[]> }).rlConsume(1, next(), ...rawArgs);
   };
   const rlfClient = new Redis(redisUrl, { enableAutoPipelining: true });
   const rlf = new RateLimiterRedis({ storeClient: rlfClient, keyPrefix: `authz:bench:rlflx:${run}`, points: LIMIT, duration: WINDOW_SEC });
-  const rlfOp = (a: RateLimitAlgorithm) => () => rlf.consume(key("rlflex", a), 1);
+  const rlfOp = (a: RateLimitAlgorithm, keys: number) => {
+    const next = cycle(subjects("rlflex", a, keys));
+    return () => rlf.consume(next(), 1);
+  };
   const info = new Redis(redisUrl);
 
   const rows: RateLimitBenchRow[] = [];
   try {
     for (let round = 1; round <= rounds; round++) {
-      for (const algorithm of algorithms) {
-        const roundRows: RateLimitBenchRow[] = [];
-        for (const part of parts) {
-          const op = part === "store" ? storeOp(algorithm) : part === "evalsha" ? evalshaOp(algorithm) : rlfOp(algorithm);
-          if (part !== "grpc") await closedLoop(warmup, concurrency, op);
-          // For gRPC h2load's warm-up run is inside the window: the cost is over both runs' calls.
-          const { result: m, cost } = await withCost(
-            info,
-            part === "grpc" ? (child as Child).pid : process.pid,
-            part === "grpc" ? requests + warmup : requests,
-            () => (part === "grpc" ? measureGrpc(setup, algorithm, round) : closedLoop(requests, concurrency, op)),
-          );
-          if (part === "store" && storeFailures.n > 0) throw new Error(`${storeFailures.n} store-layer calls were not decided by Redis`);
-          const row: RateLimitBenchRow = { round, algorithm, part, label: LABELS[part], requests, ...m, ratioVsEvalsha: Number.NaN, cost };
-          roundRows.push(row);
-          log(
-            `round ${round} ${algorithm} ${part}: ${m.opsPerSec.toFixed(0)} ops/s, p50 ${(m.p50Us / 1000).toFixed(2)} ms, p99 ${(m.p99Us / 1000).toFixed(2)} ms; ` +
-              `per call: ${cost.scripts.toFixed(2)} scripts, Redis ${cost.scriptUs.toFixed(2)} µs in scripts, ${cost.redisCpuUs.toFixed(2)} µs CPU, ${cost.bytes.toFixed(0)} bytes, client CPU ${cost.clientCpuUs.toFixed(2)} µs`,
-          );
+      for (const [ki, keys] of keySettings.entries()) {
+        for (const algorithm of algorithms) {
+          const roundRows: RateLimitBenchRow[] = [];
+          for (const part of parts) {
+            if (part === "grpc" && ki > 0) continue;
+            const op = part === "store" ? storeOp(algorithm, keys) : part === "evalsha" ? evalshaOp(algorithm, keys) : rlfOp(algorithm, keys);
+            if (part !== "grpc") await closedLoop(warmup, concurrency, op);
+            // For gRPC h2load's warm-up run is inside the window: the cost is over both runs' calls.
+            const { result: m, cost } = await withCost(
+              info,
+              part === "grpc" ? (child as Child).pid : process.pid,
+              part === "grpc" ? requests + warmup : requests,
+              () => (part === "grpc" ? measureGrpc(setup, algorithm, round) : closedLoop(requests, concurrency, op)),
+            );
+            if (part === "store" && storeFailures.n > 0) throw new Error(`${storeFailures.n} store-layer calls were not decided by Redis`);
+            const row: RateLimitBenchRow = {
+              round,
+              algorithm,
+              keys: part === "grpc" ? 1 : keys,
+              part,
+              label: LABELS[part],
+              requests,
+              ...m,
+              ratioVsEvalsha: Number.NaN,
+              cost,
+            };
+            roundRows.push(row);
+            log(
+              `round ${round} ${algorithm} keys ${keys} ${part}: ${m.opsPerSec.toFixed(0)} ops/s, p50 ${(m.p50Us / 1000).toFixed(2)} ms, p99 ${(m.p99Us / 1000).toFixed(2)} ms; ` +
+                `per call: ${cost.scripts.toFixed(2)} scripts, Redis ${cost.scriptUs.toFixed(2)} µs in scripts, ${cost.redisCpuUs.toFixed(2)} µs CPU, ${cost.bytes.toFixed(0)} bytes, client CPU ${cost.clientCpuUs.toFixed(2)} µs`,
+            );
+          }
+          const base = roundRows.find((r) => r.part === "evalsha")?.opsPerSec ?? Number.NaN;
+          const rlfBase = roundRows.find((r) => r.part === "rlflex")?.opsPerSec ?? Number.NaN;
+          for (const r of roundRows) {
+            r.ratioVsEvalsha = r.opsPerSec / base;
+            r.ratioVsRlflex = r.opsPerSec / rlfBase;
+          }
+          rows.push(...roundRows);
         }
-        const base = roundRows.find((r) => r.part === "evalsha")?.opsPerSec ?? Number.NaN;
-        const rlfBase = roundRows.find((r) => r.part === "rlflex")?.opsPerSec ?? Number.NaN;
-        for (const r of roundRows) {
-          r.ratioVsEvalsha = r.opsPerSec / base;
-          r.ratioVsRlflex = r.opsPerSec / rlfBase;
-        }
-        rows.push(...roundRows);
       }
     }
   } finally {
@@ -542,14 +580,14 @@ const int = (v: number) => Math.round(v).toLocaleString("en-US");
 
 /** The row's algorithm as the tables name it: rate-limiter-flexible has only its own fixed window. */
 function algorithmCell(r: RateLimitBenchRow): string {
-  if (r.part === "rlflex") return "its fixed window";
-  return r.algorithm ?? "";
+  const subjects = `${(r.keys ?? 1).toLocaleString("en-US")} subject${(r.keys ?? 1) === 1 ? "" : "s"}`;
+  return `${r.part === "rlflex" ? `its fixed window (authz rows: ${r.algorithm})` : (r.algorithm ?? "")}, ${subjects}`;
 }
 
 /** The per-round table and the medians per algorithm and path (markdown lines), shared with bench/report.ts. */
 export function rateLimitTables(rows: RateLimitBenchRow[]): string[] {
   const out = [
-    "| round | authz algorithm | path | ops/s | p50 | p99 | vs raw EVALSHA | vs rate-limiter-flexible | Redis µs in scripts / call | Redis CPU µs / call | bytes / call | client CPU µs / call |",
+    "| round | algorithm, subjects | path | ops/s | p50 | p99 | vs raw EVALSHA | vs rate-limiter-flexible | Redis µs in scripts / call | Redis CPU µs / call | bytes / call | client CPU µs / call |",
     "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   const line = (round: string, r: RateLimitBenchRow, rs: RateLimitBenchRow[]) => {
@@ -578,7 +616,7 @@ export function rateLimitTables(rows: RateLimitBenchRow[]): string[] {
   for (const r of rows) line(String(r.round), r, [r]);
   const groups = new Map<string, RateLimitBenchRow[]>();
   for (const r of rows) {
-    const k = `${r.algorithm ?? ""}/${r.part}`;
+    const k = `${r.keys ?? 1}/${r.algorithm ?? ""}/${r.part}`;
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   for (const rs of groups.values()) line("**median**", rs[0] as RateLimitBenchRow, rs);

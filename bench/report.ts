@@ -441,13 +441,13 @@ export function render(r: Results, chartDir: string): Rendered {
   }
   const rl = r.parts.ratelimit?.data;
   if (rl) {
-    const algs = [...new Set(rl.rows.map((x) => x.algorithm))];
-    for (const a of algs) {
-      const rows = rl.rows.filter((x) => x.algorithm === a);
+    const settings = [...new Map(rl.rows.map((x) => [`${x.keys ?? 1}/${x.algorithm}`, { keys: x.keys ?? 1, a: x.algorithm }])).values()];
+    for (const { keys, a } of settings) {
+      const rows = rl.rows.filter((x) => x.algorithm === a && (x.keys ?? 1) === keys);
       const medOf = (p: string) => median(rows.filter((x) => x.part === p).map((x) => x.opsPerSec));
       const ratioOf = (p: string, k: "ratioVsEvalsha" | "ratioVsRlflex" = "ratioVsEvalsha") =>
         median(rows.filter((x) => x.part === p).map((x) => x[k] ?? Number.NaN));
-      const tag = a ? `, ${a}` : "";
+      const tag = `${a ? `, ${a}` : ""}${keys > 1 ? `, calls over ${int(keys)} subjects` : ", one subject"}`;
       out.push(
         `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | raw EVALSHA of the same script, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
       );
@@ -705,10 +705,10 @@ export function render(r: Results, chartDir: string): Rendered {
     out.push("");
     const partsOrder = [...new Set(rl.rows.map((x) => x.part))];
     const firstAlg = rl.rows[0]?.algorithm;
-    const chartRows = rl.rows.filter((x) => x.algorithm === firstAlg);
+    const chartRows = rl.rows.filter((x) => x.algorithm === firstAlg && (x.keys ?? 1) === 1);
     charts["ratelimit.svg"] = barChart({
       title: "Rate-limit decisions per second, same Redis",
-      subtitle: `${rl.concurrency} calls in flight, ${firstAlg ?? rl.algorithm}; ratio vs raw EVALSHA in the label; median of ${rl.rounds} round(s)`,
+      subtitle: `${rl.concurrency} calls in flight, ${firstAlg ?? rl.algorithm}, one subject; ratio vs raw EVALSHA in the label; median of ${rl.rounds} round(s)`,
       yLabel: "decisions per second",
       categories: partsOrder.map((p) => {
         const xs = chartRows.filter((x) => x.part === p);

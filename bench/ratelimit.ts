@@ -10,8 +10,10 @@
 //      (the TypeScript around the script: validation-free, no gRPC; its
 //      dispatcher and breaker; its own pipelining, one socket write per turn
 //      of the event loop).
-//   c. raw EVALSHA of the same production Lua script from one ioredis client
-//      with N concurrent callers: the limit for anything built on this script.
+//   c. raw EVALSHA of the production single-call Lua script (what the store
+//      sends for a batch of one) from one ioredis client with N concurrent
+//      callers, one call per command: the limit for anything that sends
+//      each decision as its own script call (the store batches instead).
 //   d. rate-limiter-flexible RateLimiterRedis.consume() on one ioredis client,
 //      same concurrency (its own fixed-window Lua script).
 // c and d run with ioredis enableAutoPipelining, as the baseline always has
@@ -259,7 +261,7 @@ export interface CallCost {
 const LABELS: Record<RateLimitBenchRow["part"], string> = {
   grpc: "a. ConsumeRateLimit over gRPC (h2load, authz handler + Redis store)",
   store: "b. authz store layer in process (limiter.consume -> RedisStore)",
-  evalsha: "c. raw EVALSHA of the same Lua script, one ioredis client",
+  evalsha: "c. raw EVALSHA of the single-call script, one call per command, one ioredis client",
   rlflex: "d. rate-limiter-flexible RateLimiterRedis.consume, one ioredis client",
 };
 
@@ -497,11 +499,11 @@ export async function runRateLimitBench(opts: RateLimitBenchOptions = {}): Promi
 
   // Both baselines run with auto-pipelining on, as they always have.
   const raw = new Redis(redisUrl, { enableAutoPipelining: true });
-  raw.defineCommand("rlConsume", { lua: SCRIPTS.consume });
+  raw.defineCommand("rlConsume", { lua: SCRIPTS.consumeOne });
   const evalshaOp = (a: RateLimitAlgorithm, keys: number) => {
     const next = cycle(subjects("evalsha", a, keys).map((id) => bucketKey("authz:bench", { policyId: policyId(a), algorithm: a, owner: { type: "key", id } })));
-    // The production script's batch format with one call: 1 call, 1 counter, cost 1, then the counter.
-    const rawArgs = [1, 1, 1, ALGORITHM_CODE[a], LIMIT, WINDOW_SEC * 1_000_000, 1];
+    // The production single-call script (what the store sends for a batch of one): cost 1, then the counter.
+    const rawArgs = [1, ALGORITHM_CODE[a], LIMIT, WINDOW_SEC * 1_000_000, 1];
     return () => (raw as unknown as { rlConsume(n: number, ...a: (string | number)[]): Promise<number[]> }).rlConsume(1, next(), ...rawArgs);
   };
   const rlfClient = new Redis(redisUrl, { enableAutoPipelining: true });

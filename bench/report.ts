@@ -696,7 +696,7 @@ export function render(r: Results, chartDir: string): Rendered {
         `${int(rl.requests)} calls per path and round after ${int(rl.warmup)} warm-up, ${rl.rounds} round(s), paths interleaved. ` +
         "a: the rate-limit handlers on the production gRPC server code in a child process (no database: policies from an in-memory index), driven by " +
         `\`h2load -c 4 -m ${Math.max(1, Math.floor(rl.concurrency / 4))}\`, every call checked to be decided by Redis; b: \`limiter.consume()\` → RedisStore in process; ` +
-        "c: raw `EVALSHA` of the same production Lua script through one ioredis client (auto-pipelining on); d: rate-limiter-flexible `RateLimiterRedis.consume` (auto-pipelining on; its own fixed window, the same in every algorithm's rows). " +
+        "c: raw `EVALSHA` of the production single-call Lua script (what the store sends for a batch of one), one call per command, through one ioredis client (auto-pipelining on); d: rate-limiter-flexible `RateLimiterRedis.consume` (auto-pipelining on; its own fixed window, the same in every algorithm's rows). " +
         "Per call, from Redis' INFO (commandstats, cpu, stats) and /proc read around the measured calls: Redis' time inside script commands, its main thread's CPU, bytes read plus written, " +
         "and the CPU of the calling process (part a: the gRPC server child; its figure includes h2load's warm-up calls). The Redis figures are exact only on a Redis nobody else used during the run.",
     );

@@ -142,6 +142,40 @@ local function decide(s, alg, limit, w, cost, now)
 end`;
 
 /**
+ * One consume call (a batch of one: what most turns of a gRPC server send,
+ * and every call on a Cluster), without the batch's bookkeeping. KEYS: the
+ * call's counters. ARGV: cost, then per counter algorithm, limit, window
+ * (µs), gating; (argument clock: the time last). Returns what the batch
+ * script returns for one call.
+ */
+const CONSUME_ONE = `
+local cost = tonumber(ARGV[1])
+local out, o = { 1 }, 1
+local writes, nw = {}, 0
+local gate = true
+for i = 1, #KEYS do
+  local a = i * 4 - 2
+  local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl =
+    decide(load(KEYS[i]), ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), cost, now)
+  if ARGV[a + 3] == '1' and not allowed then gate = false end
+  if allowed and cost > 0 then
+    nw = nw + 1
+    writes[nw] = { KEYS[i], nxt, ttl }
+  end
+  local flag = 0
+  if allowed then flag = 1 end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = flag, remaining, reset, retry
+  out[o + 5], out[o + 6], out[o + 7], out[o + 8] = count, prev, wstart, lupd
+  o = o + 8
+end
+if gate then
+  for j = 1, nw do save(writes[j][1], writes[j][2], writes[j][3]) end
+else
+  out[1] = 0
+end
+return out`;
+
+/**
  * A batch of consume calls, run in order as if each were its own script:
  * the calls one turn of the event loop made, in one command (single Redis;
  * a Cluster client sends batches of one). KEYS: every call's counters, call
@@ -240,7 +274,10 @@ end
 return changed`;
 
 export interface Scripts {
+  /** A batch of calls (ARGV: the number of calls, then per call its counters, cost, time and counters). */
   consume: string;
+  /** One call (ARGV: cost, then its counters; the time last in the test variant). */
+  consumeOne: string;
   refund: string;
 }
 
@@ -250,6 +287,7 @@ export function buildScripts(opts: ScriptOptions = { clock: "server" }): Scripts
   const consume = CONSUME.replace("CALL_CLOCK", server ? "" : "local now = tonumber(ARGV[a])\n  a = a + 1");
   return {
     consume: `${server ? SERVER_CLOCK : ""}\n${COMMON}\n${DECIDE}\n${consume}`,
+    consumeOne: `${server ? SERVER_CLOCK : ARGUMENT_CLOCK}\n${COMMON}\n${DECIDE}\n${CONSUME_ONE}`,
     refund: `${server ? SERVER_CLOCK : ARGUMENT_CLOCK}\n${COMMON}\n${REFUND}`,
   };
 }

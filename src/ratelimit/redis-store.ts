@@ -83,6 +83,7 @@ export class StoreUnavailable extends Error {
 
 type ScriptClient = (Redis | Cluster) & {
   rlConsume(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
+  rlConsumeOne(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
   rlRefund(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
 };
 
@@ -159,6 +160,7 @@ function createClient(opts: RedisStoreOptions, scripts: Scripts): ScriptClient {
         })
   ) as ScriptClient;
   client.defineCommand("rlConsume", { lua: scripts.consume });
+  client.defineCommand("rlConsumeOne", { lua: scripts.consumeOne });
   client.defineCommand("rlRefund", { lua: scripts.refund });
   return client;
 }
@@ -321,7 +323,8 @@ interface BatchCall {
 /**
  * The consume calls sent in one turn of the event loop, in the batch
  * script's arguments (lua.ts CONSUME), sent as one command when the turn
- * ends; each call gets its own slice of the reply. A Cluster client sends
+ * ends; each call gets its own slice of the reply. A batch of one goes to
+ * the single-call script (CONSUME_ONE), which skips the batch's bookkeeping. A Cluster client sends
  * each call alone, at once (the counters of a batch may live on several
  * nodes).
  */
@@ -361,6 +364,15 @@ class ConsumeBatch {
     });
   }
 
+  /** A batch of one as the single-call script wants it: cost, the counters, then the test clock. */
+  #sendOne(keys: string[], args: (string | number)[]): Promise<unknown> {
+    // args: [1, counters, cost, (clock,) counter args...]
+    const clocked = this.clockUs !== undefined;
+    const rest = args.slice(clocked ? 4 : 3);
+    if (clocked) rest.push(args[3] as string);
+    return this.client.rlConsumeOne(keys.length, ...keys, args[2] as number, ...rest);
+  }
+
   #flush(): void {
     const calls = this.#calls;
     if (calls.length === 0) return;
@@ -372,7 +384,7 @@ class ConsumeBatch {
     this.#calls = [];
     let reply: Promise<unknown>;
     try {
-      reply = this.client.rlConsume(keys.length, ...keys, ...args);
+      reply = calls.length === 1 ? this.#sendOne(keys, args) : this.client.rlConsume(keys.length, ...keys, ...args);
     } catch (err) {
       reply = Promise.reject(err);
     }

@@ -449,7 +449,7 @@ export function render(r: Results, chartDir: string): Rendered {
         median(rows.filter((x) => x.part === p).map((x) => x[k] ?? Number.NaN));
       const tag = `${a ? `, ${a}` : ""}${keys > 1 ? `, calls over ${int(keys)} subjects` : ", one subject"}`;
       out.push(
-        `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | raw EVALSHA of the same script, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
+        `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | raw EVALSHA of the single-call script, one call per command, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
       );
       if (rows.some((x) => x.part === "rlflex"))
         out.push(

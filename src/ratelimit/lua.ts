@@ -1,7 +1,7 @@
 // The Redis Lua scripts: one consume script call per batch of decisions (the
 // calls one turn of the event loop made), each decision over every counter
 // of its call (one hash key per policy and subject). The arithmetic is a port of
-// algorithms.ts; keep the two in step (test/ratelimit-lua.test.ts compares
+// algorithms.ts; keep the two in step (test/ratelimit-arithmetic.test.ts compares
 // them case by case).
 //
 // Production scripts read the time with redis.call('TIME') inside the script:

@@ -22,7 +22,7 @@ import { formatImportBench, type ImportBenchResult } from "./import.js";
 import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians } from "./hot-path.js";
 import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
 import { type PeersResult, peersHeadline, peersSection } from "./peers-report.js";
-import type { RateLimitBenchRow } from "./ratelimit.js";
+import { type RateLimitBenchRow, rateLimitTables } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
 
@@ -445,17 +445,25 @@ export function render(r: Results, chartDir: string): Rendered {
   }
   const rl = r.parts.ratelimit?.data;
   if (rl) {
-    const medOf = (p: string) => median(rl.rows.filter((x) => x.part === p).map((x) => x.opsPerSec));
-    const ratioOf = (p: string) => median(rl.rows.filter((x) => x.part === p).map((x) => x.ratioVsEvalsha));
-    out.push(
-      `| ConsumeRateLimit decisions, authz store layer in process | ${int(medOf("store"))}/s | raw EVALSHA of the same script, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
-    );
-    out.push(
-      `| ConsumeRateLimit over gRPC (rate-limit service alone) | ${int(medOf("grpc"))}/s | raw EVALSHA | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("grpc"))} |`,
-    );
-    out.push(
-      `| rate-limiter-flexible \`consume\` | ${int(medOf("rlflex"))}/s | raw EVALSHA of authz's script | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("rlflex"))} |`,
-    );
+    const settings = [...new Map(rl.rows.map((x) => [`${x.keys ?? 1}/${x.algorithm}`, { keys: x.keys ?? 1, a: x.algorithm }])).values()];
+    for (const { keys, a } of settings) {
+      const rows = rl.rows.filter((x) => x.algorithm === a && (x.keys ?? 1) === keys);
+      const medOf = (p: string) => median(rows.filter((x) => x.part === p).map((x) => x.opsPerSec));
+      const ratioOf = (p: string, k: "ratioVsEvalsha" | "ratioVsRlflex" = "ratioVsEvalsha") =>
+        median(rows.filter((x) => x.part === p).map((x) => x[k] ?? Number.NaN));
+      const tag = `${a ? `, ${a}` : ""}${keys > 1 ? `, calls over ${int(keys)} subjects` : ", one subject"}`;
+      out.push(
+        `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | raw EVALSHA of the single-call script, one call per command, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
+      );
+      if (rows.some((x) => x.part === "rlflex"))
+        out.push(
+          `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | rate-limiter-flexible \`consume\` (its fixed window) | ${int(medOf("rlflex"))}/s | ${ratio(ratioOf("store", "ratioVsRlflex"))} |`,
+        );
+      if (rows.some((x) => x.part === "grpc"))
+        out.push(
+          `| ConsumeRateLimit over gRPC (rate-limit service alone)${tag} | ${int(medOf("grpc"))}/s | raw EVALSHA | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("grpc"))} |`,
+        );
+    }
   }
   const l = r.parts.lag?.data;
   if (l) {
@@ -689,30 +697,26 @@ export function render(r: Results, chartDir: string): Rendered {
     out.push(runLine(runOf("ratelimit")));
     out.push("");
     out.push(
-      `Same Redis, one counter each, cost 1, a limit never reached (every call allowed and written), algorithm ${rl.algorithm}, ${rl.concurrency} calls in flight, ` +
+      `Same Redis, one counter each, cost 1, a limit never reached (every call allowed and written), authz algorithm(s) ${[...new Set(rl.rows.map((x) => x.algorithm ?? rl.algorithm))].join(", ")}, ${rl.concurrency} calls in flight, ` +
         `${int(rl.requests)} calls per path and round after ${int(rl.warmup)} warm-up, ${rl.rounds} round(s), paths interleaved. ` +
         "a: the rate-limit handlers on the production gRPC server code in a child process (no database: policies from an in-memory index), driven by " +
         `\`h2load -c 4 -m ${Math.max(1, Math.floor(rl.concurrency / 4))}\`, every call checked to be decided by Redis; b: \`limiter.consume()\` → RedisStore in process; ` +
-        "c: raw `EVALSHA` of the same production Lua script through one ioredis client; d: rate-limiter-flexible `RateLimiterRedis.consume`. b-d: one ioredis client each with auto-pipelining, as the store uses.",
+        "c: raw `EVALSHA` of the production single-call Lua script (what the store sends for a batch of one), one call per command, through one ioredis client (auto-pipelining on); d: rate-limiter-flexible `RateLimiterRedis.consume` (auto-pipelining on; its own fixed window, the same in every algorithm's rows). " +
+        "Per call, from Redis' INFO (commandstats, cpu, stats) and /proc read around the measured calls: Redis' time inside script commands, its main thread's CPU, bytes read plus written, " +
+        "and the CPU of the calling process (part a: the gRPC server child; its figure includes h2load's warm-up calls). The Redis figures are exact only on a Redis nobody else used during the run.",
     );
     out.push("");
-    out.push("| round | path | ops/s | p50 | p99 | ratio vs raw EVALSHA |");
-    out.push("|---:|---|---:|---:|---:|---:|");
-    for (const x of rl.rows) out.push(`| ${x.round} | ${x.label} | ${int(x.opsPerSec)} | ${fmtUs(x.p50Us)} | ${fmtUs(x.p99Us)} | ${ratio(x.ratioVsEvalsha)} |`);
-    const partsOrder = [...new Set(rl.rows.map((x) => x.part))];
-    for (const p of partsOrder) {
-      const xs = rl.rows.filter((x) => x.part === p);
-      out.push(
-        `| **median** | ${xs[0]?.label ?? p} | ${int(median(xs.map((x) => x.opsPerSec)))} | ${fmtUs(median(xs.map((x) => x.p50Us)))} | ${fmtUs(median(xs.map((x) => x.p99Us)))} | ${ratio(median(xs.map((x) => x.ratioVsEvalsha)))} |`,
-      );
-    }
+    out.push(...rateLimitTables(rl.rows));
     out.push("");
+    const partsOrder = [...new Set(rl.rows.map((x) => x.part))];
+    const firstAlg = rl.rows[0]?.algorithm;
+    const chartRows = rl.rows.filter((x) => x.algorithm === firstAlg && (x.keys ?? 1) === 1);
     charts["ratelimit.svg"] = barChart({
       title: "Rate-limit decisions per second, same Redis",
-      subtitle: `${rl.concurrency} calls in flight, ${rl.algorithm}; ratio vs raw EVALSHA in the label; median of ${rl.rounds} round(s)`,
+      subtitle: `${rl.concurrency} calls in flight, ${firstAlg ?? rl.algorithm}, one subject; ratio vs raw EVALSHA in the label; median of ${rl.rounds} round(s)`,
       yLabel: "decisions per second",
       categories: partsOrder.map((p) => {
-        const xs = rl.rows.filter((x) => x.part === p);
+        const xs = chartRows.filter((x) => x.part === p);
         const name = {
           grpc: "ConsumeRateLimit over gRPC",
           store: "authz store layer in process",
@@ -721,7 +725,7 @@ export function render(r: Results, chartDir: string): Rendered {
         }[p];
         return `${name} (${ratio(median(xs.map((x) => x.ratioVsEvalsha)))})`;
       }),
-      series: [{ name: "ops/s", values: partsOrder.map((p) => median(rl.rows.filter((x) => x.part === p).map((x) => x.opsPerSec))) }],
+      series: [{ name: "ops/s", values: partsOrder.map((p) => median(chartRows.filter((x) => x.part === p).map((x) => x.opsPerSec))) }],
       format: (v) => int(v),
     });
     out.push(img("ratelimit.svg", "rate-limit decisions per second"));

@@ -33,6 +33,8 @@
 //   BENCH_HOT_CALLS       calls per in-process measurement of hotpath (200000; quick 50000)
 //   BENCH_HOT_RPS, BENCH_HOT_FIXED_REQUESTS  hotpath's fixed-rate runs: req/s per connection (x10 connections) and requests (300, 9000; quick 300, 6000)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
+//   BENCH_RL_ALGORITHMS   authz algorithms the ratelimit part measures (default sliding_window,fixed_window)
+//   BENCH_RL_KEYS         subjects its in-process paths cycle over, one setting after the other (default 1,10000)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
 //   BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS  records of the import part in bulk and one by one (200000, 10000; quick 20000, 2000)
 //   BENCH_DIRECTORY_MUTATIONS  mutations of the directory part (default 10000, quick 10000)
@@ -71,7 +73,7 @@ import { runGrpcCompare } from "./grpc-compare.js";
 import { runImportBench } from "./import.js";
 import { runHotPath } from "./hot-path.js";
 import { runPeers } from "./peers.js";
-import { runRateLimitBench } from "./ratelimit.js";
+import { algorithmsFromEnv, runRateLimitBench } from "./ratelimit.js";
 import {
   type CasbinPart,
   type CasbinRow,
@@ -274,7 +276,7 @@ if (wants("peers") && needsDb("peers")) {
 
 if (wants("ratelimit")) {
   const rows = await runRateLimitBench({ ...rlOpts, redisUrl, h2load: h2loadBin });
-  await save("ratelimit", { rows, ...rlOpts, algorithm: env["BENCH_RL_ALGORITHM"] ?? "sliding_window" });
+  await save("ratelimit", { rows, ...rlOpts, algorithm: algorithmsFromEnv().join(",") });
 }
 
 if (wants("lag") && needsDb("lag")) {

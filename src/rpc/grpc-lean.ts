@@ -104,6 +104,7 @@ class LeanCall implements CallContext {
   #size = 0;
   #deadline = Number.NaN;
   #timer: NodeJS.Timeout | undefined;
+  #closeWatched = false;
 
   constructor(
     readonly path: string,
@@ -138,6 +139,7 @@ class LeanCall implements CallContext {
     if (!this.#controller) {
       this.#controller = new AbortController();
       if (this.#finished) this.#controller.abort();
+      else this.#watchClose();
     }
     return this.#controller.signal;
   }
@@ -148,9 +150,15 @@ class LeanCall implements CallContext {
     s.on("error", noop);
     s.on("data", (chunk: Buffer) => this.#data(chunk));
     s.on("end", () => this.#end());
-    s.once("close", () => this.#closed());
     const timeout = this.headers["grpc-timeout"];
     if (timeout !== undefined) this.#startDeadline(timeout);
+  }
+
+  /** A stream that closes before its answer cancels the call: only watched when a deadline or the signal needs it. */
+  #watchClose(): void {
+    if (this.#closeWatched) return;
+    this.#closeWatched = true;
+    this.stream.once("close", () => this.#closed());
   }
 
   #startDeadline(header: string | string[]): void {
@@ -163,7 +171,9 @@ class LeanCall implements CallContext {
     }
     const ms = Number(m[1]) * (DEADLINE_UNIT_MS[m[2] as string] as number);
     this.#deadline = Date.now() + ms;
-    if (ms <= MAX_TIMER_MS) this.#timer = setTimeout(onDeadline, ms, this);
+    if (ms > MAX_TIMER_MS) return;
+    this.#timer = setTimeout(onDeadline, ms, this);
+    this.#watchClose();
   }
 
   #data(chunk: Buffer): void {
@@ -238,7 +248,8 @@ class LeanCall implements CallContext {
     bytes.copy(frame, 5);
     const s = this.stream;
     s.respond(OK_HEADERS, { waitForTrailers: true });
-    s.once("wantTrailers", sendOkTrailers);
+    // A stream asks for its trailers once: a plain listener, not once()'s wrapper.
+    s.on("wantTrailers", sendOkTrailers);
     s.end(frame);
   };
 

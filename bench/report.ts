@@ -21,6 +21,7 @@ import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-
 import { formatImportBench, type ImportBenchResult } from "./import.js";
 import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians } from "./hot-path.js";
 import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
+import { type PeersResult, peersHeadline, peersSection } from "./peers-report.js";
 import type { RateLimitBenchRow } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
@@ -172,9 +173,10 @@ export interface Parts {
   lag?: LagPart;
   stacks?: StacksPart;
   directory?: DirectoryPart;
+  peers?: PeersResult;
 }
 export type PartName = keyof Parts;
-export const PART_NAMES: PartName[] = ["grpc", "hotpath", "casbin", "engine", "ratelimit", "lag", "stacks", "directory", "import"];
+export const PART_NAMES: PartName[] = ["grpc", "hotpath", "peers", "casbin", "engine", "ratelimit", "lag", "stacks", "directory", "import"];
 
 export interface Results {
   version: 1;
@@ -397,6 +399,8 @@ export function render(r: Results, chartDir: string): Rendered {
   }
   const hp = r.parts.hotpath?.data;
   if (hp) out.push(...hotPathHeadline(hp));
+  const pe = r.parts.peers?.data;
+  if (pe) out.push(...peersHeadline(pe));
   const c = r.parts.casbin?.data;
   if (c) {
     const scales = [...new Set(c.rows.map((x) => x.assignments))].sort((a, b) => a - b);
@@ -545,6 +549,7 @@ export function render(r: Results, chartDir: string): Rendered {
   }
 
   if (hp) out.push(...hotPathSection(hp, runOf("hotpath")));
+  if (pe) out.push(...peersSection(pe, runLine(runOf("peers"))));
 
   // --- casbin ---------------------------------------------------------------------
   if (c) {

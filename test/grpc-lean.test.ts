@@ -368,6 +368,20 @@ describe("the protocol's edges over raw node:http2", () => {
     expect(leanCalls() - before).toBe(2);
   });
 
+  it("a client that cancels while its answer is awaited (a fully consistent Check reads the database) leaves the server serving", async () => {
+    const before = leanCalls();
+    const body = frame(checkBytes({ consistency: { requirement: { case: "fullyConsistent", value: true } } }));
+    for (let i = 0; i < 20; i++) {
+      const { stream } = raw(session, {}, [body]);
+      const closed = new Promise((resolve) => stream.on("close", resolve));
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      await closed;
+    }
+    const after = await raw(session, {}, [body]).answer;
+    expect(after.status).toBe("0");
+    expect(leanCalls() - before).toBeGreaterThanOrEqual(1);
+  });
+
   it("non-hot RPCs on the same raw connection go to grpc-js", async () => {
     const before = leanCalls();
     const stream = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc", te: "trailers" });

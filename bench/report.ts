@@ -252,13 +252,17 @@ function hotPathHeadline(h: HotPathResult): string[] {
   for (const regime of h.fixed ? (["saturated", "fixed"] as const) : (["saturated"] as const)) {
     const med = hotPathMedians(h.rows, regime);
     const x = (t: string) => med.find((m) => m.target === t);
-    const [bare, health, check, plain] = [x("bare"), x("health"), x("check"), x("grpcjs")];
+    const [bare, health, check, plain, checkJs] = [x("bare"), x("health"), x("check"), x("grpcjs"), x("checkjs")];
     if (!bare || !health || !check) continue;
     const load = regimeLabel(h, regime);
     out.push(
       `| gRPC Check server CPU per call (${load}; log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
       `| gRPC Check server CPU per call (${load}; goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
     );
+    if (checkJs)
+      out.push(
+        `| gRPC Check through grpc-js (AUTHZ_GRPC_LEAN=off; ${load}), server CPU per call | ${usFmt(checkJs.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(checkJs.ratioVsBare)} |`,
+      );
     if (plain)
       out.push(
         `| plain @grpc/grpc-js Health server CPU per call (${load}; the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
@@ -281,7 +285,7 @@ function inprocHeadline(h: HotPathResult): string[] {
 function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   const out = ["### The hot path: server CPU per call (Check, Health, bare http2)", "", runLine(run), ""];
   out.push(
-    `One run, ${h.rounds} round(s), targets interleaved in each round (bare, plain grpc-js, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
+    `One run, ${h.rounds} round(s), targets interleaved in each round (${h.rows.some((r) => r.target === "checkjs") ? "bare, plain grpc-js, Health, Check on the lean path, Check through grpc-js on a second authz server with AUTHZ_GRPC_LEAN=off" : "bare, plain grpc-js, Health, Check"}), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
       `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped (node without flags, as the Dockerfile runs it) at the default log level (${h.logLevel}; ` +
       `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
       `handler writing a canned \`SERVING\` reply; the plain grpc-js server is \`@grpc/grpc-js\` with protobuf-es serializers and a handler returning \`SERVING\` (channelz off, as authz). Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +

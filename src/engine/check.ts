@@ -4,7 +4,7 @@
 // runs the very same search and then builds the path.
 
 import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, gGet, gUntil, membershipInForce, scopeKey, TWO_32 } from "./grant-index.js";
-import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
+import { CHUNK_MASK, CHUNK_SHIFT, PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import { cannotAct, holds, matchPermission, place, resolvePlace, SCOPE_TYPE_OF, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
@@ -71,7 +71,7 @@ export function findGrant(st: State, kind: number, s: number, matched: number, n
 }
 
 function assignmentGrant(st: State, head: number, matched: number, now: number): boolean {
-  const pages = st.c.gRec.pages;
+  const dir = st.c.gRec.dir;
   const nowHi = Math.floor(now / TWO_32);
   // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
   const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
@@ -80,7 +80,8 @@ function assignmentGrant(st: State, head: number, matched: number, now: number):
   for (let r = head; r >= 0; ) {
     // One record is G_STRIDE ints on one page (see grant-index.ts).
     const i = r * G_STRIDE;
-    const g = pages[i >>> PAGE_SHIFT] as Int32Array;
+    const p = i >>> PAGE_SHIFT;
+    const g = (dir[p >>> CHUNK_SHIFT] as Int32Array[])[p & CHUNK_MASK] as Int32Array;
     const at = i & PAGE_MASK;
     const key = g[at + G_SCOPE] as number;
     const next = g[at + G_NEXT] as number;

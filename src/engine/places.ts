@@ -4,7 +4,7 @@
 // allocates: a resolved place is written to the module's scratch `place`.
 
 import type { InlineUuidInterner } from "./interner.js";
-import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
+import { CHUNK_MASK, CHUNK_SHIFT, PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
   ACTIVE,
   ENABLED,
@@ -255,12 +255,14 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
   // Straight from the pages (rHot's 4 and pHot's 2 ints per entry never straddle one): the hot path's reads.
   const r = role * 4;
-  const rp = st.c.rHot.pages[r >>> PAGE_SHIFT];
+  const rc = st.c.rHot.dir[r >>> (PAGE_SHIFT + CHUNK_SHIFT)];
+  const rp = rc === undefined ? undefined : rc[(r >>> PAGE_SHIFT) & CHUNK_MASK];
   if (rp === undefined) return false;
   const ro = r & PAGE_MASK;
   if (rp[ro] === 0) return false;
   const m = matched * 2;
-  const pp = st.c.pHot.pages[m >>> PAGE_SHIFT];
+  const pc = st.c.pHot.dir[m >>> (PAGE_SHIFT + CHUNK_SHIFT)];
+  const pp = pc === undefined ? undefined : pc[(m >>> PAGE_SHIFT) & CHUNK_MASK];
   if (pp === undefined) return false;
   const permOrg = pp[m & PAGE_MASK] as number;
   const bit = pp[(m & PAGE_MASK) + 1] as number;

@@ -35,22 +35,24 @@ type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
 
 /**
- * A grant record is two 16-byte halves at r * G_STRIDE of two columns (a page of 1024 ints holds 256
- * whole halves): gRec, what Check walks (the packed scope key, the role, the next record in the
- * subject's list, the expiry's high int), and gCold (the assignment, the expiry's low int, the subject,
- * the kinds: subject kind, low 3 bits; scope kind, next 3). The expiry is epoch ms = hi * 2^32 +
+ * A grant record is two halves at r of two columns: gRec, what Check walks, 16 bytes at r * G_STRIDE
+ * (a page of 1024 ints holds 256 whole halves): the packed scope key, the role, the next record in the
+ * subject's list, the expiry's high int; and gCold, 12 bytes at r * G_COLD (only apply, explain, List
+ * and the lookups read it): the assignment, the expiry's low int, the subject with its kind
+ * (subject << 2 | kind; the scope kind is the key's low 2 bits). The expiry is epoch ms = hi * 2^32 +
  * unsigned lo, "never" is hi = G_NEVER: Check decides it from hi alone unless hi is now's (a 49.7-day
- * window). Fields 0-3 are gRec's, 4-7 gCold's.
+ * window). Fields 0-3 are gRec's, 4-6 gCold's.
  */
 export const G_STRIDE = 4;
+export const G_COLD = 3;
 export const G_SCOPE = 0;
 export const G_ROLE = 1;
 export const G_NEXT = 2;
 export const G_UNTIL_HI = 3;
 export const G_ASSIGN = 4;
 export const G_UNTIL_LO = 5;
+/** subject << 2 | subject kind (SK_*). */
 export const G_SUBJ = 6;
-export const G_KINDS = 7;
 export const G_NEVER = 0x7fffffff;
 export const TWO_32 = 4294967296;
 
@@ -58,13 +60,16 @@ export const TWO_32 = 4294967296;
 export const untilOf = (hi: number, lo: number): number => (hi === G_NEVER ? Number.POSITIVE_INFINITY : hi * TWO_32 + (lo >>> 0));
 
 /** Reads field `f` of grant record `r`. */
-export const gGet = (c: Columns, r: number, f: number): number => (f < G_STRIDE ? c.gRec.get(r * G_STRIDE + f) : c.gCold.get(r * G_STRIDE + f - G_STRIDE));
+export const gGet = (c: Columns, r: number, f: number): number => (f < G_STRIDE ? c.gRec.get(r * G_STRIDE + f) : c.gCold.get(r * G_COLD + f - G_STRIDE));
 const gSet = (c: Columns, r: number, f: number, v: number): void => {
   if (f < G_STRIDE) c.gRec.set(r * G_STRIDE + f, v);
-  else c.gCold.set(r * G_STRIDE + f - G_STRIDE, v);
+  else c.gCold.set(r * G_COLD + f - G_STRIDE, v);
 };
 /** A grant record's expiry (epoch ms). */
 export const gUntil = (c: Columns, r: number): number => untilOf(gGet(c, r, G_UNTIL_HI), gGet(c, r, G_UNTIL_LO));
+/** A grant record's subject (dense id) and subject kind. */
+export const gSubject = (c: Columns, r: number): number => gGet(c, r, G_SUBJ) >>> 2;
+export const gSubjectKind = (c: Columns, r: number): number => gGet(c, r, G_SUBJ) & 3;
 
 function setUntil(c: Columns, r: number, t: number): void {
   // Anything that is not a finite time (no expiry, or a value no comparison with now is true for) never expires.
@@ -81,10 +86,6 @@ const gLinks = (c: Columns): NextLinks => ({
   set: (r, v) => c.gRec.set(r * G_STRIDE + G_NEXT, v),
 });
 
-/** Packs the subject kind (low 3 bits) and the scope kind (next 3); 7 = unknown. */
-export const UNKNOWN_KIND = 7;
-export const subjectKindOf = (kinds: number): number => kinds & 7;
-export const scopeKindOf = (kinds: number): number => (kinds >>> 3) & 7;
 /** The packed scope key (id << 2 | kind): a grant's coverage is one read and a compare. */
 export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
@@ -124,8 +125,7 @@ export function upsertAssignment(st: State, raw: Raw): void {
   gSet(c, r, G_SCOPE, scopeKey(ck, scope));
   gSet(c, r, G_ROLE, role);
   gSet(c, r, G_ASSIGN, a);
-  gSet(c, r, G_SUBJ, s);
-  gSet(c, r, G_KINDS, sk | (ck << 3));
+  gSet(c, r, G_SUBJ, (s << 2) | sk);
   setUntil(c, r, time(row.validUntil));
   c.aRec.set(a, r);
   const heads = grantHead(st, sk);
@@ -144,10 +144,10 @@ function removeAssignmentAt(st: State, a: number): void {
   const c = st.c;
   if ((c.aFlags.get(a) & LINKED) !== 0) {
     const r = c.aRec.get(a);
-    const kinds = gGet(c, r, G_KINDS);
-    const heads = grantHead(st, subjectKindOf(kinds));
-    const s = gGet(c, r, G_SUBJ);
-    unlink(scopeHead(st, scopeKindOf(kinds)), gGet(c, r, G_SCOPE) >> 2, c.aNextC, c.aPrevC, a);
+    const heads = grantHead(st, gSubjectKind(c, r));
+    const s = gSubject(c, r);
+    const key = gGet(c, r, G_SCOPE);
+    unlink(scopeHead(st, key & 3), key >> 2, c.aNextC, c.aPrevC, a);
     // A subject's list is short and singly linked: find the record's predecessor.
     let prev = -1;
     for (let x = heads.get(s); x >= 0 && x !== r; x = gGet(c, x, G_NEXT)) prev = x;
@@ -178,11 +178,9 @@ export function compactGrants(st: State): void {
       let prev = -1;
       for (let r = heads.get(s); r >= 0; r = old.hot.get(r * G_STRIDE + G_NEXT)) {
         const n = top++;
-        for (let f = 0; f < G_STRIDE; f++) {
-          next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
-          next.cold.set(n * G_STRIDE + f, old.cold.get(r * G_STRIDE + f));
-        }
-        c.aRec.set(old.cold.get(r * G_STRIDE + G_ASSIGN - G_STRIDE), n);
+        for (let f = 0; f < G_STRIDE; f++) next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
+        for (let f = 0; f < G_COLD; f++) next.cold.set(n * G_COLD + f, old.cold.get(r * G_COLD + f));
+        c.aRec.set(old.cold.get(r * G_COLD + G_ASSIGN - G_STRIDE), n);
         if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, n);
         else heads.set(s, n);
         prev = n;

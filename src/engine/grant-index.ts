@@ -13,7 +13,6 @@ import {
   EXISTS,
   freeRecord,
   I32,
-  LINKED,
   linkFront,
   OWNER,
   SC_GLOBAL,
@@ -106,11 +105,15 @@ export function scopeHead(st: State, kind: number): I32 {
   return kind === SC_GLOBAL ? c.globalScope : kind === SC_TENANT ? c.tScope : kind === SC_ORG ? c.oScope : c.avScope;
 }
 
+/** aRec of an assignment: its grant record when linked (>= 0), else one of these. */
+const A_NONE = -1; // no such assignment in this snapshot
+const A_UNLINKED = -2; // exists, in no list (inactive, or an unknown subject or scope kind)
+
 export function upsertAssignment(st: State, raw: Raw): void {
   const c = st.c;
   const row = readAssignment(raw);
   const a = st.shared.assignments.intern(row.id);
-  if ((c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
+  if (c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
   const sk = subjectKind(row.subjectType);
   let ck = scopeKind(row.scopeType);
   if (ck > SC_GLOBAL && row.scopeId === null) ck = -1; // a scoped grant with no scope covers nothing
@@ -118,7 +121,7 @@ export function upsertAssignment(st: State, raw: Raw): void {
   const scope = ck < 0 ? -1 : ck === SC_GLOBAL ? 0 : resourceInterner(st, ck).intern(row.scopeId as string);
   const role = st.shared.roles.intern(row.roleId);
   const linked = row.active && sk >= 0 && ck >= 0;
-  c.aFlags.set(a, EXISTS | (linked ? LINKED : 0));
+  c.aRec.set(a, A_UNLINKED);
   st.n.assignments++;
   if (!linked) return;
   const r = allocRecord(st.n, "g", gLinks(c));
@@ -137,13 +140,13 @@ export function upsertAssignment(st: State, raw: Raw): void {
 
 export function removeAssignment(st: State, raw: Raw): void {
   const a = st.shared.assignments.find(String(raw.id));
-  if (a >= 0 && (st.c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
+  if (a >= 0 && st.c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
 }
 
 function removeAssignmentAt(st: State, a: number): void {
   const c = st.c;
-  if ((c.aFlags.get(a) & LINKED) !== 0) {
-    const r = c.aRec.get(a);
+  const r = c.aRec.get(a);
+  if (r >= 0) {
     const heads = grantHead(st, gSubjectKind(c, r));
     const s = gSubject(c, r);
     const key = gGet(c, r, G_SCOPE);
@@ -155,9 +158,8 @@ function removeAssignmentAt(st: State, a: number): void {
     else heads.set(s, gGet(c, r, G_NEXT));
     if (heads.get(s) < 0) st.n.subjects--;
     freeRecord(st.n, "g", gLinks(c), r);
-    c.aRec.set(a, -1);
   }
-  c.aFlags.set(a, 0);
+  c.aRec.set(a, A_NONE);
   st.n.assignments--;
 }
 

@@ -31,8 +31,6 @@ export const LOCKED = 4;
 export const ENABLED = 8;
 export const OWNER = 16;
 export const STAFF_SUBJECT = 32;
-/** Assignments: in the subject and scope lists (active, with a known subject and scope kind). */
-export const LINKED = 64;
 
 /** Interners and arenas every snapshot of one lineage shares (append-only). */
 export interface Shared {
@@ -172,8 +170,7 @@ function roleColumns() {
 /** Assignments, the grant records Check reads, memberships and a user's places. */
 function grantColumns() {
   return {
-    // assignments: flags, the grant record of a linked one, the scope list
-    aFlags: new U8(),
+    // assignments: the grant record of a linked one (-1: none, -2: not linked; grant-index.ts), the scope list
     aRec: link(),
     aNextC: link(),
     aPrevC: link(),

@@ -87,6 +87,8 @@ export interface UuidIds {
   readonly bytes: number;
   find(uuid: string): number;
   intern(uuid: string): number;
+  /** intern() for a UUID given as its four big-endian 32-bit words (a binary load: no text). */
+  internWords(a: number, b: number, c: number, d: number): number;
   uuid(id: number): string;
   /** Makes room for `n` ids in all without rehashing (a build knows its table counts). */
   reserve(n: number): void;
@@ -129,6 +131,18 @@ export class UuidInterner implements UuidIds {
   /** The id of a UUID, interning it when new. Throws on text that is not a UUID. */
   intern(uuid: string): number {
     if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
+    return this.#internScratch();
+  }
+
+  internWords(a: number, b: number, c: number, d: number): number {
+    scratch[0] = a;
+    scratch[1] = b;
+    scratch[2] = c;
+    scratch[3] = d;
+    return this.#internScratch();
+  }
+
+  #internScratch(): number {
     const found = this.#probe();
     if (found >= 0) return found;
     if (this.#count + 1 > this.#slots.length * MAX_LOAD) this.#rehash(this.#slots.length * 2);
@@ -214,6 +228,18 @@ export class InlineUuidInterner implements UuidIds {
 
   intern(uuid: string): number {
     if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
+    return this.#internScratch();
+  }
+
+  internWords(a: number, b: number, c: number, d: number): number {
+    scratch[0] = a;
+    scratch[1] = b;
+    scratch[2] = c;
+    scratch[3] = d;
+    return this.#internScratch();
+  }
+
+  #internScratch(): number {
     const found = this.#probe();
     if (found >= 0) return found;
     if (this.#count + 1 > this.#cap * MAX_LOAD) this.#rehash(this.#cap * 2);

@@ -281,6 +281,11 @@ export class SnapshotBuilder {
     for (const r of rows) w.upsert(table, r);
   }
 
+  /** One role_assignments row read as words (a binary load), as load("role_assignments", ...) would take it. */
+  loadAssignment(row: grants.AssignmentWords): void {
+    grants.upsertAssignmentWords(this.#writer().st, row);
+  }
+
   /** The snapshot of everything loaded; the builder cannot be used afterwards. */
   build(revision: bigint): Snapshot {
     const w = this.#writer();

@@ -132,11 +132,14 @@ export interface AssignmentWords {
   validUntil: number | null;
 }
 
-/** upsertAssignment for a row read as words: the same record, no id text made or parsed. */
-export function upsertAssignmentWords(st: State, row: AssignmentWords): void {
+/**
+ * upsertAssignment for a row of a full load read as words: the same record,
+ * no id text made or parsed. Its id must be new (role_assignments' primary
+ * key, read once), so it is appended to the interner without a probe.
+ */
+export function loadAssignmentWords(st: State, row: AssignmentWords): void {
   const w = row.words;
-  const a = st.shared.assignments.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
-  if ((st.c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
+  const a = st.shared.assignments.appendWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
   const sk = subjectKind(row.subjectType);
   let ck = scopeKind(row.scopeType);
   if (ck > SC_GLOBAL && !row.hasScope) ck = -1; // a scoped grant with no scope covers nothing

@@ -142,9 +142,26 @@ export class UuidInterner implements UuidIds {
     return this.#internScratch();
   }
 
+  /**
+   * A new id for a UUID the caller knows was never interned (the primary key
+   * of a table a build reads once): no probe first, which in a large table
+   * costs a cache miss for each occupied slot it passes.
+   */
+  appendWords(a: number, b: number, c: number, d: number): number {
+    scratch[0] = a;
+    scratch[1] = b;
+    scratch[2] = c;
+    scratch[3] = d;
+    return this.#append();
+  }
+
   #internScratch(): number {
     const found = this.#probe();
-    if (found >= 0) return found;
+    return found >= 0 ? found : this.#append();
+  }
+
+  /** Interns the UUID in `scratch` as a new id. */
+  #append(): number {
     if (this.#count + 1 > this.#slots.length * MAX_LOAD) this.#rehash(this.#slots.length * 2);
     const id = this.#count++;
     if (id >>> WPAGE_SHIFT >= this.#pages.length) this.#pages.push(new Uint32Array(4 << WPAGE_SHIFT));

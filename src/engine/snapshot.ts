@@ -281,9 +281,12 @@ export class SnapshotBuilder {
     for (const r of rows) w.upsert(table, r);
   }
 
-  /** One role_assignments row read as words (a binary load), as load("role_assignments", ...) would take it. */
+  /**
+   * One role_assignments row read as words (a binary load), as load("role_assignments", ...) would take
+   * it; each assignment id at most once (the rows of the whole table, read once).
+   */
   loadAssignment(row: grants.AssignmentWords): void {
-    grants.upsertAssignmentWords(this.#writer().st, row);
+    grants.loadAssignmentWords(this.#writer().st, row);
   }
 
   /** The snapshot of everything loaded; the builder cannot be used afterwards. */

@@ -7,7 +7,7 @@
 
 import type { AssignmentWords } from "../engine/grant-index.js";
 import type { FollowedTable } from "../engine/rows.js";
-import type { SnapshotBuilder } from "../engine/snapshot.js";
+import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
 import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
 
 type ColType = "uuid" | "text" | "bool" | "time" | "int4";
@@ -126,11 +126,32 @@ export async function copyTableInto(
   table: FollowedTable,
   builder: SnapshotBuilder,
 ): Promise<void> {
-  const onTuple = table === "role_assignments" ? assignmentReader(builder) : rowReader(table, builder);
+  const onTuple = table === "role_assignments" ? assignmentReader(builder) : isIdTable(table) ? idRowReader(table, builder) : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
   await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
   reader.end();
   onTuple.flush();
+}
+
+const isIdTable = (t: FollowedTable): t is IdTable => t in ID_TABLE_NULLABLE;
+
+/** Rows of ids only, as words (no text made or parsed). */
+function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const cols = COPY_COLUMNS[table];
+  const words = new Uint32Array(4 * cols.length);
+  const nullable = ID_TABLE_NULLABLE[table];
+  return {
+    tuple(t) {
+      let nulls = 0;
+      for (let i = 0; i < cols.length; i++) {
+        if (t.isNull(i) && (nullable & (1 << i)) !== 0) nulls |= 1 << i;
+        else if (!t.hasLength(i, 16)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
+        else for (let k = 0; k < 4; k++) words[4 * i + k] = t.uuidWord(i, k);
+      }
+      builder.loadIds(table, words, nulls);
+    },
+    flush() {},
+  };
 }
 
 function rowReader(table: FollowedTable, builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {

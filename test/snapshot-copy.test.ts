@@ -6,7 +6,9 @@
 import { afterAll, describe, expect, it } from "vitest";
 import type { ResourceRef, SubjectRef } from "../src/engine/types.js";
 import { CopyBinaryReader, type CopyTuple } from "../src/store/copy-binary.js";
+import { createLogger } from "../src/logger.js";
 import { loadSnapshot } from "../src/store/live-engine.js";
+import { createPostgresClient } from "../src/store/postgres-client.js";
 import { copyStatement } from "../src/store/snapshot-copy.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { generateDataset, insertDataset, randomChecks, rng } from "./support/random-data.js";
@@ -104,6 +106,28 @@ describe("snapshot load by binary COPY", () => {
         expect(read([all.subarray(0, cut), all.subarray(cut)])).toEqual(whole);
       }
       expect(read([...all].map((b) => Buffer.of(b)))).toEqual(whole);
+    }
+  });
+
+  it("a COPY whose data the reader refuses fails, and leaves its connection ready for the next statement", async () => {
+    const t = await freshDatabase();
+    dbs.push(t);
+    await insertDataset(t.raw, generateDataset(rng(11), { assignments: 2000 }));
+    const one = createPostgresClient({ url: t.url, poolMax: 1, logger: createLogger("silent") });
+    try {
+      const refused = await one
+        .readWriteTx(async (tx) => {
+          await tx.copyOut?.(copyStatement("role_assignments"), () => {
+            throw new Error("refused by the reader");
+          });
+        })
+        .catch((e: unknown) => e);
+      expect((refused as Error).message).toBe("refused by the reader");
+      expect(await one.query("select 1 as x")).toEqual([{ x: 1 }]);
+      const [count] = await t.raw<{ n: number }[]>`select count(*)::int as n from role_assignments`;
+      expect((await loadSnapshot(one)).stats().assignments).toBe(count?.n);
+    } finally {
+      await one.close();
     }
   });
 

@@ -8,7 +8,7 @@
 // between runs (BENCH_COLD_KEEP=1) so repeated measurements skip the minute of
 // loading; it is named after the scale and rebuilt when its counts are off.
 //
-// Run:  npm run build:bench && node dist/bench/cold-load.js
+// Run:  npm run bench:cold   (npm run build:bench && node dist/bench/cold-load.js)
 // Env:  BENCH_PG_SCALE    (default 1)   dataset scale (1 = 1M users, 5M assignments)
 //       BENCH_COLD_RUNS   (default 2)   loads per way of reading, interleaved
 //       BENCH_COLD_VIA    (default "copy,rows") ways of reading to compare (loadSnapshot's `via`)

@@ -530,6 +530,8 @@ export interface ServeArg {
   redisUrl?: string;
   /** Log level (default warn); the log goes to /dev/null through the shipped logger. */
   logLevel?: "warn" | "info";
+  /** AUTHZ_GRPC_LEAN (default: the shipped default, on). */
+  grpcLean?: "on" | "off";
 }
 
 async function phaseServe(arg: ServeArg): Promise<void> {
@@ -543,6 +545,7 @@ async function phaseServe(arg: ServeArg): Promise<void> {
       AUTHZ_HTTP_PORT: "0",
       AUTHZ_LOG_LEVEL: arg.logLevel ?? "warn",
       AUTHZ_API_KEYS_FILE: arg.apiKeysFile,
+      ...(arg.grpcLean ? { AUTHZ_GRPC_LEAN: arg.grpcLean } : {}),
       ...(arg.redisUrl ? { REDIS_URL: arg.redisUrl, AUTHZ_REDIS_KEY_PREFIX: `authz:bench:${process.pid}` } : {}),
     }),
     arg.logLevel === "info" ? createLogger("info", pino.destination("/dev/null")) : createLogger("warn", pino.destination(2)),
@@ -613,8 +616,9 @@ export async function startServerChild(
   logLevel?: ServeArg["logLevel"],
   /** Node as the Dockerfile runs it (no heap flags), rather than with the phases' 1 GiB heap limit and --expose-gc. */
   asShipped = false,
+  grpcLean?: ServeArg["grpcLean"],
 ): Promise<{ port: number; httpPort: number; pid: number; stop(): Promise<void> }> {
-  const arg = { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}), ...(logLevel ? { logLevel } : {}) } satisfies ServeArg;
+  const arg = { url, apiKeysFile, ...(redisUrl ? { redisUrl } : {}), ...(logLevel ? { logLevel } : {}), ...(grpcLean ? { grpcLean } : {}) } satisfies ServeArg;
   const child = forkPhase("serve", arg, asShipped ? undefined : 1024);
   const exited = new Promise<void>((res) => child.once("exit", () => res()));
   return new Promise((resolve, reject) => {

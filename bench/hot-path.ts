@@ -2,7 +2,9 @@
 //
 //   bare    a bare node:http2 server writing a canned gRPC reply (what the transport costs)
 //   health  the authz server's grpc.health.v1.Health/Check (no credential, no work)
-//   check   authz.v1.PermissionService/Check, allowed, API key with the check scope
+//   check   authz.v1.PermissionService/Check, allowed, API key with the check scope (the lean path, as shipped)
+//   checkjs the same Check on a second authz server with AUTHZ_GRPC_LEAN=off (through grpc-js, as before
+//           the lean path): the before and after in one run
 //   grpcjs  a plain @grpc/grpc-js server answering Health/Check (what grpc-js alone costs: the floor of
 //           any handler served through it)
 //
@@ -34,13 +36,14 @@ import { grpcFrame, h2loadCommand, type LoadShape, median, parseH2load, runH2loa
 const HEALTH_PATH = "/grpc.health.v1.Health/Check";
 const CHECK_PATH = "/authz.v1.PermissionService/Check";
 
-export const HOT_TARGETS = ["bare", "grpcjs", "health", "check"] as const;
+export const HOT_TARGETS = ["bare", "grpcjs", "health", "check", "checkjs"] as const;
 export type HotTarget = (typeof HOT_TARGETS)[number];
 export const HOT_TARGET_LABELS: Record<HotTarget, string> = {
   bare: "bare node:http2, canned reply",
   grpcjs: "plain @grpc/grpc-js Health/Check",
   health: "authz Health/Check",
   check: "authz Check (allowed, API key)",
+  checkjs: "authz Check through grpc-js (AUTHZ_GRPC_LEAN=off)",
 };
 
 export interface HotPathOptions {
@@ -151,6 +154,8 @@ async function targetsFor(o: HotPathOptions, url: string, dir: string, stops: Ar
   // Node flags as the Dockerfile runs the server (none), like the bare and plain servers: a heap limit changes the young generation and so the GC's share.
   const authz = await startAuthzChild(url, apiKeysFile, undefined, "info", true);
   stops.push(() => authz.stop());
+  const authzJs = await startAuthzChild(url, apiKeysFile, undefined, "info", true, "off");
+  stops.push(() => authzJs.stop());
 
   const q = makeChecks(small, 1000, 5).find((c) => c.expected && c.permission === "doc.read");
   if (!q) throw new Error("no allowed check in the small dataset");
@@ -160,6 +165,9 @@ async function targetsFor(o: HotPathOptions, url: string, dir: string, stops: Ar
   if (health.code !== grpc.status.OK || health.response.status !== HealthCheckResponse_ServingStatus.SERVING) throw new Error(`Health: ${health.code}`);
   const check = await unaryCall(authz.port, CHECK_PATH, CheckRequestSchema, CheckResponseSchema, checkReq, { "x-api-key": key });
   if (check.code !== grpc.status.OK || !check.response.allowed) throw new Error(`Check: grpc-status ${check.code}, allowed ${check.response.allowed}`);
+  const checkJs = await unaryCall(authzJs.port, CHECK_PATH, CheckRequestSchema, CheckResponseSchema, checkReq, { "x-api-key": key });
+  if (checkJs.code !== grpc.status.OK || !checkJs.response.allowed) throw new Error(`Check (grpc-js): grpc-status ${checkJs.code}`);
+  const checkFrame = grpcFrame(toBinary(CheckRequestSchema, checkReq));
 
   const file = async (name: string, frame: Buffer) => {
     const f = path.join(dir, `${name}.bin`);
@@ -183,8 +191,16 @@ async function targetsFor(o: HotPathOptions, url: string, dir: string, stops: Ar
       port: authz.port,
       path: CHECK_PATH,
       headers: [`x-api-key: ${key}`],
-      frameFile: await file("check", grpcFrame(toBinary(CheckRequestSchema, checkReq))),
+      frameFile: await file("check", checkFrame),
       replyBytes: grpcFrame(toBinary(CheckResponseSchema, check.response)).byteLength,
+    },
+    checkjs: {
+      pid: authzJs.pid,
+      port: authzJs.port,
+      path: CHECK_PATH,
+      headers: [`x-api-key: ${key}`],
+      frameFile: await file("checkjs", checkFrame),
+      replyBytes: grpcFrame(toBinary(CheckResponseSchema, checkJs.response)).byteLength,
     },
   };
 }

@@ -21,7 +21,8 @@ import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-
 import { formatImportBench, type ImportBenchResult } from "./import.js";
 import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians } from "./hot-path.js";
 import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
-import type { RateLimitBenchRow } from "./ratelimit.js";
+import { type PeersResult, peersHeadline, peersSection } from "./peers-report.js";
+import { type RateLimitBenchRow, rateLimitTables } from "./ratelimit.js";
 import { type ServerStackRow, STACKS, fmtUs, median } from "./server-stacks.js";
 import { barChart, lineChart, shortNumber } from "./svg.js";
 
@@ -172,9 +173,10 @@ export interface Parts {
   lag?: LagPart;
   stacks?: StacksPart;
   directory?: DirectoryPart;
+  peers?: PeersResult;
 }
 export type PartName = keyof Parts;
-export const PART_NAMES: PartName[] = ["grpc", "hotpath", "casbin", "engine", "ratelimit", "lag", "stacks", "directory", "import"];
+export const PART_NAMES: PartName[] = ["grpc", "hotpath", "peers", "casbin", "engine", "ratelimit", "lag", "stacks", "directory", "import"];
 
 export interface Results {
   version: 1;
@@ -250,13 +252,17 @@ function hotPathHeadline(h: HotPathResult): string[] {
   for (const regime of h.fixed ? (["saturated", "fixed"] as const) : (["saturated"] as const)) {
     const med = hotPathMedians(h.rows, regime);
     const x = (t: string) => med.find((m) => m.target === t);
-    const [bare, health, check, plain] = [x("bare"), x("health"), x("check"), x("grpcjs")];
+    const [bare, health, check, plain, checkJs] = [x("bare"), x("health"), x("check"), x("grpcjs"), x("checkjs")];
     if (!bare || !health || !check) continue;
     const load = regimeLabel(h, regime);
     out.push(
       `| gRPC Check server CPU per call (${load}; log level ${h.logLevel}; goal ≤ 1.1x) | ${usFmt(check.cpuUsPerCall)} | the same server's Health/Check | ${usFmt(health.cpuUsPerCall)} | ${ratio(check.ratioVsHealth)} |`,
       `| gRPC Check server CPU per call (${load}; goal ≤ 1.5x) | ${usFmt(check.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(check.ratioVsBare)} |`,
     );
+    if (checkJs)
+      out.push(
+        `| gRPC Check through grpc-js (AUTHZ_GRPC_LEAN=off; ${load}), server CPU per call | ${usFmt(checkJs.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(checkJs.ratioVsBare)} |`,
+      );
     if (plain)
       out.push(
         `| plain @grpc/grpc-js Health server CPU per call (${load}; the floor through grpc-js) | ${usFmt(plain.cpuUsPerCall)} | bare node:http2 canned reply | ${usFmt(bare.cpuUsPerCall)} | ${ratio(plain.ratioVsBare)} |`,
@@ -279,7 +285,7 @@ function inprocHeadline(h: HotPathResult): string[] {
 function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   const out = ["### The hot path: server CPU per call (Check, Health, bare http2)", "", runLine(run), ""];
   out.push(
-    `One run, ${h.rounds} round(s), targets interleaved in each round (bare, plain grpc-js, Health, Check), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
+    `One run, ${h.rounds} round(s), targets interleaved in each round (${h.rows.some((r) => r.target === "checkjs") ? "bare, plain grpc-js, Health, Check on the lean path, Check through grpc-js on a second authz server with AUTHZ_GRPC_LEAN=off" : "bare, plain grpc-js, Health, Check"}), each after ${int(h.warmup)} warm-up requests, ${int(h.requests)} measured requests, ` +
       `h2load with ${h.shape.clients} connections x ${h.shape.streams} streams. The authz server is \`createApp\` as shipped (node without flags, as the Dockerfile runs it) at the default log level (${h.logLevel}; ` +
       `the shipped pino logger writing to /dev/null), PostgreSQL with the dataset at scale ${h.smallScale}, authentication on (API key file); the bare server is a \`node:http2\` ` +
       `handler writing a canned \`SERVING\` reply; the plain grpc-js server is \`@grpc/grpc-js\` with protobuf-es serializers and a handler returning \`SERVING\` (channelz off, as authz). Server CPU is the run time of every thread of the server process (/proc/PID/task/*/schedstat) over the measured requests, ` +
@@ -393,6 +399,8 @@ export function render(r: Results, chartDir: string): Rendered {
   }
   const hp = r.parts.hotpath?.data;
   if (hp) out.push(...hotPathHeadline(hp));
+  const pe = r.parts.peers?.data;
+  if (pe) out.push(...peersHeadline(pe));
   const c = r.parts.casbin?.data;
   if (c) {
     const scales = [...new Set(c.rows.map((x) => x.assignments))].sort((a, b) => a - b);
@@ -441,17 +449,25 @@ export function render(r: Results, chartDir: string): Rendered {
   }
   const rl = r.parts.ratelimit?.data;
   if (rl) {
-    const medOf = (p: string) => median(rl.rows.filter((x) => x.part === p).map((x) => x.opsPerSec));
-    const ratioOf = (p: string) => median(rl.rows.filter((x) => x.part === p).map((x) => x.ratioVsEvalsha));
-    out.push(
-      `| ConsumeRateLimit decisions, authz store layer in process | ${int(medOf("store"))}/s | raw EVALSHA of the same script, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
-    );
-    out.push(
-      `| ConsumeRateLimit over gRPC (rate-limit service alone) | ${int(medOf("grpc"))}/s | raw EVALSHA | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("grpc"))} |`,
-    );
-    out.push(
-      `| rate-limiter-flexible \`consume\` | ${int(medOf("rlflex"))}/s | raw EVALSHA of authz's script | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("rlflex"))} |`,
-    );
+    const settings = [...new Map(rl.rows.map((x) => [`${x.keys ?? 1}/${x.algorithm}`, { keys: x.keys ?? 1, a: x.algorithm }])).values()];
+    for (const { keys, a } of settings) {
+      const rows = rl.rows.filter((x) => x.algorithm === a && (x.keys ?? 1) === keys);
+      const medOf = (p: string) => median(rows.filter((x) => x.part === p).map((x) => x.opsPerSec));
+      const ratioOf = (p: string, k: "ratioVsEvalsha" | "ratioVsRlflex" = "ratioVsEvalsha") =>
+        median(rows.filter((x) => x.part === p).map((x) => x[k] ?? Number.NaN));
+      const tag = `${a ? `, ${a}` : ""}${keys > 1 ? `, calls over ${int(keys)} subjects` : ", one subject"}`;
+      out.push(
+        `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | raw EVALSHA of the single-call script, one call per command, same Redis | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("store"))} |`,
+      );
+      if (rows.some((x) => x.part === "rlflex"))
+        out.push(
+          `| ConsumeRateLimit decisions, authz store layer in process${tag} | ${int(medOf("store"))}/s | rate-limiter-flexible \`consume\` (its fixed window) | ${int(medOf("rlflex"))}/s | ${ratio(ratioOf("store", "ratioVsRlflex"))} |`,
+        );
+      if (rows.some((x) => x.part === "grpc"))
+        out.push(
+          `| ConsumeRateLimit over gRPC (rate-limit service alone)${tag} | ${int(medOf("grpc"))}/s | raw EVALSHA | ${int(medOf("evalsha"))}/s | ${ratio(ratioOf("grpc"))} |`,
+        );
+    }
   }
   const l = r.parts.lag?.data;
   if (l) {
@@ -541,6 +557,7 @@ export function render(r: Results, chartDir: string): Rendered {
   }
 
   if (hp) out.push(...hotPathSection(hp, runOf("hotpath")));
+  if (pe) out.push(...peersSection(pe, runLine(runOf("peers"))));
 
   // --- casbin ---------------------------------------------------------------------
   if (c) {
@@ -684,30 +701,26 @@ export function render(r: Results, chartDir: string): Rendered {
     out.push(runLine(runOf("ratelimit")));
     out.push("");
     out.push(
-      `Same Redis, one counter each, cost 1, a limit never reached (every call allowed and written), algorithm ${rl.algorithm}, ${rl.concurrency} calls in flight, ` +
+      `Same Redis, one counter each, cost 1, a limit never reached (every call allowed and written), authz algorithm(s) ${[...new Set(rl.rows.map((x) => x.algorithm ?? rl.algorithm))].join(", ")}, ${rl.concurrency} calls in flight, ` +
         `${int(rl.requests)} calls per path and round after ${int(rl.warmup)} warm-up, ${rl.rounds} round(s), paths interleaved. ` +
         "a: the rate-limit handlers on the production gRPC server code in a child process (no database: policies from an in-memory index), driven by " +
         `\`h2load -c 4 -m ${Math.max(1, Math.floor(rl.concurrency / 4))}\`, every call checked to be decided by Redis; b: \`limiter.consume()\` → RedisStore in process; ` +
-        "c: raw `EVALSHA` of the same production Lua script through one ioredis client; d: rate-limiter-flexible `RateLimiterRedis.consume`. b-d: one ioredis client each with auto-pipelining, as the store uses.",
+        "c: raw `EVALSHA` of the production single-call Lua script (what the store sends for a batch of one), one call per command, through one ioredis client (auto-pipelining on); d: rate-limiter-flexible `RateLimiterRedis.consume` (auto-pipelining on; its own fixed window, the same in every algorithm's rows). " +
+        "Per call, from Redis' INFO (commandstats, cpu, stats) and /proc read around the measured calls: Redis' time inside script commands, its main thread's CPU, bytes read plus written, " +
+        "and the CPU of the calling process (part a: the gRPC server child; its figure includes h2load's warm-up calls). The Redis figures are exact only on a Redis nobody else used during the run.",
     );
     out.push("");
-    out.push("| round | path | ops/s | p50 | p99 | ratio vs raw EVALSHA |");
-    out.push("|---:|---|---:|---:|---:|---:|");
-    for (const x of rl.rows) out.push(`| ${x.round} | ${x.label} | ${int(x.opsPerSec)} | ${fmtUs(x.p50Us)} | ${fmtUs(x.p99Us)} | ${ratio(x.ratioVsEvalsha)} |`);
-    const partsOrder = [...new Set(rl.rows.map((x) => x.part))];
-    for (const p of partsOrder) {
-      const xs = rl.rows.filter((x) => x.part === p);
-      out.push(
-        `| **median** | ${xs[0]?.label ?? p} | ${int(median(xs.map((x) => x.opsPerSec)))} | ${fmtUs(median(xs.map((x) => x.p50Us)))} | ${fmtUs(median(xs.map((x) => x.p99Us)))} | ${ratio(median(xs.map((x) => x.ratioVsEvalsha)))} |`,
-      );
-    }
+    out.push(...rateLimitTables(rl.rows));
     out.push("");
+    const partsOrder = [...new Set(rl.rows.map((x) => x.part))];
+    const firstAlg = rl.rows[0]?.algorithm;
+    const chartRows = rl.rows.filter((x) => x.algorithm === firstAlg && (x.keys ?? 1) === 1);
     charts["ratelimit.svg"] = barChart({
       title: "Rate-limit decisions per second, same Redis",
-      subtitle: `${rl.concurrency} calls in flight, ${rl.algorithm}; ratio vs raw EVALSHA in the label; median of ${rl.rounds} round(s)`,
+      subtitle: `${rl.concurrency} calls in flight, ${firstAlg ?? rl.algorithm}, one subject; ratio vs raw EVALSHA in the label; median of ${rl.rounds} round(s)`,
       yLabel: "decisions per second",
       categories: partsOrder.map((p) => {
-        const xs = rl.rows.filter((x) => x.part === p);
+        const xs = chartRows.filter((x) => x.part === p);
         const name = {
           grpc: "ConsumeRateLimit over gRPC",
           store: "authz store layer in process",
@@ -716,7 +729,7 @@ export function render(r: Results, chartDir: string): Rendered {
         }[p];
         return `${name} (${ratio(median(xs.map((x) => x.ratioVsEvalsha)))})`;
       }),
-      series: [{ name: "ops/s", values: partsOrder.map((p) => median(rl.rows.filter((x) => x.part === p).map((x) => x.opsPerSec))) }],
+      series: [{ name: "ops/s", values: partsOrder.map((p) => median(chartRows.filter((x) => x.part === p).map((x) => x.opsPerSec))) }],
       format: (v) => int(v),
     });
     out.push(img("ratelimit.svg", "rate-limit decisions per second"));

@@ -13,6 +13,8 @@
 //   casbin     node-casbin on the same datasets and checks (runs the engine at those sizes too)
 //   import     authz import in bulk (200k records) vs one statement per record (bench/import.ts)
 //   directory  ManageDirectory: 10k mutations of sign-up traffic, mutations/s (bench/directory.ts)
+//   peers      authz and the Cerbos server from npm side by side, one core each: Check and Health
+//              throughput, CPU per call, latency at a fixed rate, RSS; authz's tail at that rate (bench/peers.ts)
 // A run of some parts keeps the other parts' last results (docs/bench/results.json).
 //
 // Settings:
@@ -31,9 +33,15 @@
 //   BENCH_HOT_CALLS       calls per in-process measurement of hotpath (200000; quick 50000)
 //   BENCH_HOT_RPS, BENCH_HOT_FIXED_REQUESTS  hotpath's fixed-rate runs: req/s per connection (x10 connections) and requests (300, 9000; quick 300, 6000)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
+//   BENCH_RL_ALGORITHMS   authz algorithms the ratelimit part measures (default sliding_window,fixed_window)
+//   BENCH_RL_KEYS         subjects its in-process paths cycle over, one setting after the other (default 1,10000)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
 //   BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS  records of the import part in bulk and one by one (200000, 10000; quick 20000, 2000)
 //   BENCH_DIRECTORY_MUTATIONS  mutations of the directory part (default 10000, quick 10000)
+//   BENCH_PEERS_REQUESTS, BENCH_PEERS_WARMUP, BENCH_PEERS_ROUNDS  h2load runs of peers (30000, 3000, 3; quick 10000, 2000, 1)
+//   BENCH_PEERS_RPS, BENCH_PEERS_FIXED_REQUESTS  peers' fixed-rate runs: total req/s and requests (500, 15000; quick 500, 5000)
+//   BENCH_CERBOS_VERSION  version of @cerbos/cerbos-linux-x64 the peers part installs (default 0.55.0)
+//   BENCH_PEERS_SERVER_CPU, BENCH_PEERS_LOAD_CPU  cores for the servers and for h2load (default 0 and 1)
 //   BENCH_SMALL_SCALE     dataset of the grpc and lag databases (default 0.001)
 //   BENCH_HEAP_MB         heap limit of the child processes (default 70% of RAM, at most 16384)
 //   DATABASE_URL          PostgreSQL superuser connection (grpc, lag, engine's cold loads); parts needing it are skipped without
@@ -64,7 +72,8 @@ import { runDirectoryBench } from "./directory.js";
 import { runGrpcCompare } from "./grpc-compare.js";
 import { runImportBench } from "./import.js";
 import { runHotPath } from "./hot-path.js";
-import { runRateLimitBench } from "./ratelimit.js";
+import { runPeers } from "./peers.js";
+import { algorithmsFromEnv, runRateLimitBench } from "./ratelimit.js";
 import {
   type CasbinPart,
   type CasbinRow,
@@ -147,6 +156,15 @@ const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
 const importRecords = int("BENCH_IMPORT_RECORDS", 200_000, 20_000);
 const importRowRecords = int("BENCH_IMPORT_ROW_RECORDS", 10_000, 2_000);
 const directoryMutations = int("BENCH_DIRECTORY_MUTATIONS", 10_000, 10_000);
+const peersOpts = {
+  requests: int("BENCH_PEERS_REQUESTS", 30_000, 10_000),
+  warmup: int("BENCH_PEERS_WARMUP", 3_000, 2_000),
+  rounds: int("BENCH_PEERS_ROUNDS", 3, 1),
+  fixed: { rps: int("BENCH_PEERS_RPS", 500, 500), requests: int("BENCH_PEERS_FIXED_REQUESTS", 15_000, 5_000) },
+  cerbosVersion: env["BENCH_CERBOS_VERSION"] ?? "0.55.0",
+  serverCpu: Number(env["BENCH_PEERS_SERVER_CPU"] ?? 0),
+  loadCpu: Number(env["BENCH_PEERS_LOAD_CPU"] ?? 1),
+};
 const smallScale = Number(env["BENCH_SMALL_SCALE"] ?? 0.001);
 const heapMb = int("BENCH_HEAP_MB", Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)), Math.min(16384, Math.floor((os.totalmem() / 2 ** 20) * 0.7)));
 const databaseUrl = env["DATABASE_URL"];
@@ -251,9 +269,14 @@ if (wants("hotpath") && needsDb("hotpath")) {
   await save("hotpath", data);
 }
 
+if (wants("peers") && needsDb("peers")) {
+  const data = await runPeers({ databaseUrl: databaseUrl as string, ...peersOpts, clients: 10, streams: 10, h2load: h2loadBin, log });
+  await save("peers", data);
+}
+
 if (wants("ratelimit")) {
   const rows = await runRateLimitBench({ ...rlOpts, redisUrl, h2load: h2loadBin });
-  await save("ratelimit", { rows, ...rlOpts, algorithm: env["BENCH_RL_ALGORITHM"] ?? "sliding_window" });
+  await save("ratelimit", { rows, ...rlOpts, algorithm: algorithmsFromEnv().join(",") });
 }
 
 if (wants("lag") && needsDb("lag")) {

@@ -74,6 +74,8 @@ export interface Config {
   readonly decisionLogSample: number;
   /** Share of successful calls logged at info (failed calls always are; at debug every call is). */
   readonly rpcLogSample: number;
+  /** Serve the hot unary RPCs on the gRPC port through the lean node:http2 path (src/rpc/grpc-lean.ts) instead of grpc-js. */
+  readonly grpcLean: boolean;
   /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off when unset. */
   readonly otlpTracesEndpoint: string | undefined;
   /** JSON file mapping sidecar (Envoy) requests to decisions; undefined = built-in defaults. */
@@ -178,6 +180,12 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
     name: "AUTHZ_RPC_LOG_SAMPLE",
     default: "0",
     meaning: "Share of successful calls that get a per-call log line at level info, between 0 and 1; failed calls always do, and at debug every call does.",
+  },
+  {
+    name: "AUTHZ_GRPC_LEAN",
+    default: "on",
+    meaning:
+      "on: the gRPC port answers the hot unary RPCs (Check, CheckBulk, ConsumeRateLimit, Envoy Check, ShouldRateLimit) on a lean node:http2 path beside grpc-js; off: grpc-js answers every call.",
   },
   {
     name: "AUTHZ_OTLP_ENDPOINT",
@@ -406,6 +414,7 @@ function readLimitsAndTelemetry(r: EnvReader) {
     decisionLog: readDecisionLog(r),
     decisionLogSample: r.fraction("AUTHZ_DECISION_LOG_SAMPLE", 1),
     rpcLogSample: r.fraction("AUTHZ_RPC_LOG_SAMPLE", 0),
+    grpcLean: r.bool("AUTHZ_GRPC_LEAN", true),
     otlpTracesEndpoint: readOtlp(r),
     meshConfigFile: r.read("AUTHZ_MESH_CONFIG"),
     authzenBaseUrl: r.url("AUTHZ_AUTHZEN_BASE_URL", ["https:", "http:"]),

@@ -14,6 +14,8 @@ import { type Config, ConfigError, loadConfig, redactUrl } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import type { HealthState } from "./rpc/health.js";
+import type { LeanStats } from "./rpc/grpc-lean.js";
+import { leanStats } from "./rpc/grpc-server.js";
 import type { ChangeFeed } from "./store/change-feed.js";
 import type { LiveEngine } from "./store/live-engine.js";
 import type { SqlClient } from "./store/sql.js";
@@ -31,6 +33,8 @@ export interface App {
   live(): LiveEngine;
   /** Graceful shutdown: every component stopped in reverse order, bounded by AUTHZ_SHUTDOWN_TIMEOUT_MS. */
   stop(): Promise<void>;
+  /** What the lean gRPC path has served (AUTHZ_GRPC_LEAN); undefined when it is off. */
+  grpcLean(): LeanStats | undefined;
 }
 
 /** The start-up lines that say which backends and protections this process runs with. */
@@ -108,6 +112,7 @@ export function createApp(config: Config, logger: Logger = createLogger(config.l
     db: () => p.db,
     feed: () => p.feed,
     live: () => p.live,
+    grpcLean: () => leanStats(p.grpcServer),
     async stop() {
       if (lifecycle.stopping) return;
       await lifecycle.stop(config.shutdownTimeoutMs - 500);

@@ -169,6 +169,28 @@ describe.each(BACKEND_NAMES.map((name, i) => ({ name, i })))("counter store conf
     expect(counts).toEqual([allowed, allowed]);
   }, 60_000);
 
+  it("calls made in one turn (one batch on a single Redis) decide in order, each all or nothing as if alone", async () => {
+    const { store } = be();
+    await awayFromEdge(store, 60, 5_000);
+    const u = user();
+    const two = bucket("fixed_window", 2, 60, u);
+    const one = bucket("sliding_window", 1, 60, u);
+    // No await in between: the Redis store sends these five in one command.
+    const calls = [store.consume([two, one], 1), store.consume([two, one], 1), store.consume([two], 0), store.consume([two], 1), store.consume([two], 1)];
+    const [first, second, peek, third, fourth] = await Promise.all(calls);
+    expect(first?.map((o) => ok(o).spent)).toEqual([true, true]);
+    // `one` denies, so `two` allows but is not spent.
+    expect(second?.map((o) => [ok(o).report.allowed, ok(o).spent])).toEqual([
+      [true, false],
+      [false, false],
+    ]);
+    expect(ok(peek?.[0]).report).toMatchObject({ count: 1, remaining: 1 });
+    expect(ok(third?.[0]).report).toMatchObject({ allowed: true, count: 2, remaining: 0 });
+    expect(ok(fourth?.[0]).report).toMatchObject({ allowed: false, count: 2 });
+    const counts = (await store.consume([two, one], 0)).map((r) => ok(r).report.count);
+    expect(counts).toEqual([2, 1]);
+  });
+
   it("a shadow policy never blocks the others and counts only what it would allow", async () => {
     const { store } = be();
     await awayFromEdge(store, 60, 5_000);

@@ -113,8 +113,11 @@ function httpsCheck(clientName?: string): Promise<{ status: number; body: string
 
 describe("TLS and mutual TLS", () => {
   it("gRPC: a known client certificate authenticates the caller with its scopes", async () => {
+    const lean = app.grpcLean()?.calls ?? Number.NaN;
     const res = await grpcCheck(grpc.credentials.createSsl(pem("ca.pem"), pem("client.key"), pem("client.pem")));
     expect(res).toEqual({ code: 0, allowed: true });
+    // Check is answered on the lean gRPC path (AUTHZ_GRPC_LEAN): the peer identity comes from its TLS socket.
+    expect(app.grpcLean()?.calls).toBe(lean + 1);
   });
 
   it("gRPC: a verified but unknown certificate has no identity (UNAUTHENTICATED); no certificate fails the handshake", async () => {

@@ -141,6 +141,7 @@ function servers(
     callLog: shared.callLog,
     maxMessageBytes: config.maxMessageBytes,
     ...(peerIdentity ? { peerIdentity } : {}),
+    lean: config.grpcLean,
   });
   addReflection(grpcServer);
   const authzen = authzenRoutes({

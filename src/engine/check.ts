@@ -4,8 +4,20 @@
 // runs the very same search and then builds the path.
 
 import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, gGet, gUntil, membershipInForce, scopeKey, TWO_32 } from "./grant-index.js";
-import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
-import { cannotAct, holds, matchPermission, place, resolvePlace, SCOPE_TYPE_OF, subjectExists, subjectInterner, subjectKind } from "./places.js";
+import { CHUNK_MASK, CHUNK_SHIFT, PAGE_MASK, PAGE_SHIFT } from "./paged.js";
+import {
+  cannotAct,
+  holds,
+  holdsBit,
+  matchedPerm,
+  matchPermission,
+  place,
+  resolvePlace,
+  SCOPE_TYPE_OF,
+  subjectExists,
+  subjectInterner,
+  subjectKind,
+} from "./places.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
@@ -24,7 +36,7 @@ function preflight(
   permission: string,
   resource: ResourceRef,
   now: number,
-  out: { s: number; kind: number; matched: number },
+  out: { s: number; kind: number; matched: number; permOrg: number; bit: number },
 ): Reason | undefined {
   const kind = subjectKind(subject.type);
   const s = kind < 0 ? -1 : subjectInterner(st, kind).find(subject.id);
@@ -38,27 +50,37 @@ function preflight(
   out.s = s;
   out.kind = kind;
   out.matched = matched;
+  out.permOrg = matchedPerm.org;
+  out.bit = matchedPerm.bit;
   return undefined;
 }
 
-const pre = { s: -1, kind: -1, matched: -1 };
+const pre = { s: -1, kind: -1, matched: -1, permOrg: -1, bit: 0 };
 
 /** Check(subject, permission, resource) at `now` (epoch ms): the rules of docs/data-model.md, in their order. */
 export function check(st: State, subject: SubjectRef, permission: string, resource: ResourceRef, now: number, explain = false): Decision {
   const why = preflight(st, subject, permission, resource, now, pre);
   if (why !== undefined) return decisionOf(why);
-  if (!findGrant(st, pre.kind, pre.s, pre.matched, now)) return NO_GRANT;
+  if (!findGrant(st, pre.kind, pre.s, pre, now)) return NO_GRANT;
   if (!explain) return GRANTED;
   return { allowed: true, reason: "GRANTED", steps: explainPath(st, pre.matched) };
 }
 
-/** The first grant of the subject that covers `place` and whose role holds `matched`; written to `found`. */
-export function findGrant(st: State, kind: number, s: number, matched: number, now: number): boolean {
+/** The permission matched: its id, organization (-1: global) and bit (matchPermission's `matchedPerm`). */
+interface Matched {
+  matched: number;
+  permOrg: number;
+  bit: number;
+}
+
+/** The first grant of the subject that covers `place` and whose role holds the permission; written to `found`. */
+export function findGrant(st: State, kind: number, s: number, perm: Matched, now: number): boolean {
   const c = st.c;
+  const matched = perm.matched;
   const head = kind === SK_USER ? uHead(c, s) : (kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants).get(s);
-  if (assignmentGrant(st, head, matched, now)) return true;
+  if (assignmentGrant(st, head, perm, now)) return true;
   if (kind !== SK_PRINCIPAL) return false;
-  if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), matched, now)) return true;
+  if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), perm, now)) return true;
   if (place.avatar < 0) return false;
   const member = st.n.builtinMember;
   const owner = st.n.builtinOwner;
@@ -70,8 +92,10 @@ export function findGrant(st: State, kind: number, s: number, matched: number, n
   return false;
 }
 
-function assignmentGrant(st: State, head: number, matched: number, now: number): boolean {
-  const pages = st.c.gRec.pages;
+function assignmentGrant(st: State, head: number, perm: Matched, now: number): boolean {
+  const dir = st.c.gRec.dir;
+  const permOrg = perm.permOrg;
+  const bit = perm.bit;
   const nowHi = Math.floor(now / TWO_32);
   // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
   const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
@@ -80,7 +104,8 @@ function assignmentGrant(st: State, head: number, matched: number, now: number):
   for (let r = head; r >= 0; ) {
     // One record is G_STRIDE ints on one page (see grant-index.ts).
     const i = r * G_STRIDE;
-    const g = pages[i >>> PAGE_SHIFT] as Int32Array;
+    const p = i >>> PAGE_SHIFT;
+    const g = (dir[p >>> CHUNK_SHIFT] as Int32Array[])[p & CHUNK_MASK] as Int32Array;
     const at = i & PAGE_MASK;
     const key = g[at + G_SCOPE] as number;
     const next = g[at + G_NEXT] as number;
@@ -88,7 +113,7 @@ function assignmentGrant(st: State, head: number, matched: number, now: number):
     // The expiry's high int decides unless it is now's; then the low int (gCold) does.
     if ((key === o || key === 0 || key === t || key === av) && (hi > nowHi || (hi === nowHi && gUntil(st.c, r) > now))) {
       const role = g[at + G_ROLE] as number;
-      if (holds(st, role, place, matched)) return setFound("ASSIGNMENT", r, role, key & 3, key >> 2);
+      if (holdsBit(st, role, place, permOrg, bit)) return setFound("ASSIGNMENT", r, role, key & 3, key >> 2);
     }
     r = next;
   }

@@ -412,3 +412,34 @@ describe("a grant's expiry (stored as two ints: high and low 32 bits of epoch ms
     });
   }
 });
+
+describe("an organization's permission table, hashed and (past 254 permissions) searched", () => {
+  const id = (tag: number, i: number) => `00000000-0000-4000-8${tag}00-${i.toString(16).padStart(12, "0")}`;
+  const U = id(1, 1);
+  const ROLE = id(2, 1);
+  const rename = (p: Record<string, unknown>, key: string): Change => ({ table: "permissions", op: "UPDATE", oldRow: p, newRow: { ...p, key } });
+  for (const count of [10, 300]) {
+    it(`${count} permissions: each key matches its own permission and bit, also after a rename`, () => {
+      const perms = Array.from({ length: count }, (_, i) => ({ id: id(3, i), organization_id: A, key: `k.${i}` }));
+      let snap = buildSnapshot(1n, {
+        organizations: [{ id: A, tenant_id: null, name: "A", slug: "a", role_structure: "multi_role" }],
+        users: [{ id: U, locked: false, enabled: true }],
+        roles: [{ id: ROLE, organization_id: A, key: "r", name: "R" }],
+        permissions: perms,
+        // The role holds every third permission.
+        role_permissions: perms.filter((_, i) => i % 3 === 0).map((p) => ({ role_id: ROLE, permission_id: p.id })),
+        role_assignments: [
+          { id: id(4, 1), subject_type: "user", subject_id: U, role_id: ROLE, scope_type: "organization", scope_id: A, active: true, valid_until: null },
+        ],
+      });
+      const can = (key: string) => snap.check({ type: "user", id: U }, key, { type: "organization", id: A }, NOW).reason;
+      for (let i = 0; i < count; i++) expect(can(`k.${i}`)).toBe(i % 3 === 0 ? "GRANTED" : "NO_GRANT");
+      expect(can("k.none")).toBe("PERMISSION_NOT_FOUND");
+      snap = snap.apply([rename(perms[3] as Record<string, unknown>, "k.renamed")], 2n);
+      expect(can("k.renamed")).toBe("GRANTED");
+      expect(can("k.3")).toBe("PERMISSION_NOT_FOUND");
+      expect(can("k.6")).toBe("GRANTED");
+      expect(can("k.7")).toBe("NO_GRANT");
+    });
+  }
+});

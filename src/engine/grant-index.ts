@@ -13,7 +13,6 @@ import {
   EXISTS,
   freeRecord,
   I32,
-  LINKED,
   linkFront,
   OWNER,
   SC_GLOBAL,
@@ -35,22 +34,24 @@ type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
 
 /**
- * A grant record is two 16-byte halves at r * G_STRIDE of two columns (a page of 1024 ints holds 256
- * whole halves): gRec, what Check walks (the packed scope key, the role, the next record in the
- * subject's list, the expiry's high int), and gCold (the assignment, the expiry's low int, the subject,
- * the kinds: subject kind, low 3 bits; scope kind, next 3). The expiry is epoch ms = hi * 2^32 +
+ * A grant record is two halves at r of two columns: gRec, what Check walks, 16 bytes at r * G_STRIDE
+ * (a page of 1024 ints holds 256 whole halves): the packed scope key, the role, the next record in the
+ * subject's list, the expiry's high int; and gCold, 12 bytes at r * G_COLD (only apply, explain, List
+ * and the lookups read it): the assignment, the expiry's low int, the subject with its kind
+ * (subject << 2 | kind; the scope kind is the key's low 2 bits). The expiry is epoch ms = hi * 2^32 +
  * unsigned lo, "never" is hi = G_NEVER: Check decides it from hi alone unless hi is now's (a 49.7-day
- * window). Fields 0-3 are gRec's, 4-7 gCold's.
+ * window). Fields 0-3 are gRec's, 4-6 gCold's.
  */
 export const G_STRIDE = 4;
+export const G_COLD = 3;
 export const G_SCOPE = 0;
 export const G_ROLE = 1;
 export const G_NEXT = 2;
 export const G_UNTIL_HI = 3;
 export const G_ASSIGN = 4;
 export const G_UNTIL_LO = 5;
+/** subject << 2 | subject kind (SK_*). */
 export const G_SUBJ = 6;
-export const G_KINDS = 7;
 export const G_NEVER = 0x7fffffff;
 export const TWO_32 = 4294967296;
 
@@ -58,13 +59,16 @@ export const TWO_32 = 4294967296;
 export const untilOf = (hi: number, lo: number): number => (hi === G_NEVER ? Number.POSITIVE_INFINITY : hi * TWO_32 + (lo >>> 0));
 
 /** Reads field `f` of grant record `r`. */
-export const gGet = (c: Columns, r: number, f: number): number => (f < G_STRIDE ? c.gRec.get(r * G_STRIDE + f) : c.gCold.get(r * G_STRIDE + f - G_STRIDE));
+export const gGet = (c: Columns, r: number, f: number): number => (f < G_STRIDE ? c.gRec.get(r * G_STRIDE + f) : c.gCold.get(r * G_COLD + f - G_STRIDE));
 const gSet = (c: Columns, r: number, f: number, v: number): void => {
   if (f < G_STRIDE) c.gRec.set(r * G_STRIDE + f, v);
-  else c.gCold.set(r * G_STRIDE + f - G_STRIDE, v);
+  else c.gCold.set(r * G_COLD + f - G_STRIDE, v);
 };
 /** A grant record's expiry (epoch ms). */
 export const gUntil = (c: Columns, r: number): number => untilOf(gGet(c, r, G_UNTIL_HI), gGet(c, r, G_UNTIL_LO));
+/** A grant record's subject (dense id) and subject kind. */
+export const gSubject = (c: Columns, r: number): number => gGet(c, r, G_SUBJ) >>> 2;
+export const gSubjectKind = (c: Columns, r: number): number => gGet(c, r, G_SUBJ) & 3;
 
 function setUntil(c: Columns, r: number, t: number): void {
   // Anything that is not a finite time (no expiry, or a value no comparison with now is true for) never expires.
@@ -81,10 +85,6 @@ const gLinks = (c: Columns): NextLinks => ({
   set: (r, v) => c.gRec.set(r * G_STRIDE + G_NEXT, v),
 });
 
-/** Packs the subject kind (low 3 bits) and the scope kind (next 3); 7 = unknown. */
-export const UNKNOWN_KIND = 7;
-export const subjectKindOf = (kinds: number): number => kinds & 7;
-export const scopeKindOf = (kinds: number): number => (kinds >>> 3) & 7;
 /** The packed scope key (id << 2 | kind): a grant's coverage is one read and a compare. */
 export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
@@ -105,10 +105,14 @@ export function scopeHead(st: State, kind: number): I32 {
   return kind === SC_GLOBAL ? c.globalScope : kind === SC_TENANT ? c.tScope : kind === SC_ORG ? c.oScope : c.avScope;
 }
 
+/** aRec of an assignment: its grant record when linked (>= 0), else one of these. */
+const A_NONE = -1; // no such assignment in this snapshot
+const A_UNLINKED = -2; // exists, in no list (inactive, or an unknown subject or scope kind)
+
 export function upsertAssignment(st: State, raw: Raw): void {
   const row = readAssignment(raw);
   const a = st.shared.assignments.intern(row.id);
-  if ((st.c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
+  if (st.c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
   const sk = subjectKind(row.subjectType);
   let ck = scopeKind(row.scopeType);
   if (ck > SC_GLOBAL && row.scopeId === null) ck = -1; // a scoped grant with no scope covers nothing
@@ -149,19 +153,18 @@ export function loadAssignmentWords(st: State, row: AssignmentWords): void {
   placeAssignment(st, a, sk, s, ck, scope, role, row.active, row.validUntil);
 }
 
-/** Writes assignment a's flags and, when it is linked, its grant record into both lists. */
+/** Marks assignment a present and, when it is linked, writes its grant record into both lists. */
 function placeAssignment(st: State, a: number, sk: number, s: number, ck: number, scope: number, role: number, active: boolean, until: number | null): void {
   const c = st.c;
   const linked = active && sk >= 0 && ck >= 0;
-  c.aFlags.set(a, EXISTS | (linked ? LINKED : 0));
+  c.aRec.set(a, A_UNLINKED);
   st.n.assignments++;
   if (!linked) return;
   const r = allocRecord(st.n, "g", gLinks(c));
   gSet(c, r, G_SCOPE, scopeKey(ck, scope));
   gSet(c, r, G_ROLE, role);
   gSet(c, r, G_ASSIGN, a);
-  gSet(c, r, G_SUBJ, s);
-  gSet(c, r, G_KINDS, sk | (ck << 3));
+  gSet(c, r, G_SUBJ, (s << 2) | sk);
   setUntil(c, r, time(until));
   c.aRec.set(a, r);
   const heads = grantHead(st, sk);
@@ -173,17 +176,17 @@ function placeAssignment(st: State, a: number, sk: number, s: number, ck: number
 
 export function removeAssignment(st: State, raw: Raw): void {
   const a = st.shared.assignments.find(String(raw.id));
-  if (a >= 0 && (st.c.aFlags.get(a) & EXISTS) !== 0) removeAssignmentAt(st, a);
+  if (a >= 0 && st.c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
 }
 
 function removeAssignmentAt(st: State, a: number): void {
   const c = st.c;
-  if ((c.aFlags.get(a) & LINKED) !== 0) {
-    const r = c.aRec.get(a);
-    const kinds = gGet(c, r, G_KINDS);
-    const heads = grantHead(st, subjectKindOf(kinds));
-    const s = gGet(c, r, G_SUBJ);
-    unlink(scopeHead(st, scopeKindOf(kinds)), gGet(c, r, G_SCOPE) >> 2, c.aNextC, c.aPrevC, a);
+  const r = c.aRec.get(a);
+  if (r >= 0) {
+    const heads = grantHead(st, gSubjectKind(c, r));
+    const s = gSubject(c, r);
+    const key = gGet(c, r, G_SCOPE);
+    unlink(scopeHead(st, key & 3), key >> 2, c.aNextC, c.aPrevC, a);
     // A subject's list is short and singly linked: find the record's predecessor.
     let prev = -1;
     for (let x = heads.get(s); x >= 0 && x !== r; x = gGet(c, x, G_NEXT)) prev = x;
@@ -191,9 +194,8 @@ function removeAssignmentAt(st: State, a: number): void {
     else heads.set(s, gGet(c, r, G_NEXT));
     if (heads.get(s) < 0) st.n.subjects--;
     freeRecord(st.n, "g", gLinks(c), r);
-    c.aRec.set(a, -1);
   }
-  c.aFlags.set(a, 0);
+  c.aRec.set(a, A_NONE);
   st.n.assignments--;
 }
 
@@ -214,11 +216,9 @@ export function compactGrants(st: State): void {
       let prev = -1;
       for (let r = heads.get(s); r >= 0; r = old.hot.get(r * G_STRIDE + G_NEXT)) {
         const n = top++;
-        for (let f = 0; f < G_STRIDE; f++) {
-          next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
-          next.cold.set(n * G_STRIDE + f, old.cold.get(r * G_STRIDE + f));
-        }
-        c.aRec.set(old.cold.get(r * G_STRIDE + G_ASSIGN - G_STRIDE), n);
+        for (let f = 0; f < G_STRIDE; f++) next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
+        for (let f = 0; f < G_COLD; f++) next.cold.set(n * G_COLD + f, old.cold.get(r * G_COLD + f));
+        c.aRec.set(old.cold.get(r * G_COLD + G_ASSIGN - G_STRIDE), n);
         if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, n);
         else heads.set(s, n);
         prev = n;

@@ -7,7 +7,7 @@
 // answer pays for the pages it takes.
 
 import { scopeRefOf } from "./check.js";
-import { G_KINDS, G_ROLE, G_SCOPE, G_SUBJ, gGet, gUntil, membershipInForce, scopeHead, scopeKindOf, subjectKindOf } from "./grant-index.js";
+import { G_ROLE, G_SCOPE, gGet, gSubject, gSubjectKind, gUntil, membershipInForce, scopeHead } from "./grant-index.js";
 import { grantsOf } from "./list.js";
 import {
   cannotAct,
@@ -52,11 +52,12 @@ export function* lookupSubjects(st: State, permission: string, resource: Resourc
   for (const [kind, scope] of scopes) {
     for (let a = scopeHead(st, kind).get(scope); a >= 0; a = c.aNextC.get(a)) {
       const rec = c.aRec.get(a);
-      if (gUntil(c, rec) <= now || !covers(scopeKindOf(gGet(c, rec, G_KINDS)), gGet(c, rec, G_SCOPE) >> 2, at)) continue;
+      const scopeKey = gGet(c, rec, G_SCOPE);
+      if (gUntil(c, rec) <= now || !covers(scopeKey & 3, scopeKey >> 2, at)) continue;
       const role = gGet(c, rec, G_ROLE);
       if (!holds(st, role, at, matched)) continue;
-      const sk = subjectKindOf(gGet(c, rec, G_KINDS));
-      const s = gGet(c, rec, G_SUBJ);
+      const sk = gSubjectKind(c, rec);
+      const s = gSubject(c, rec);
       if (!seen.has(key(sk, s)) && canAct(sk, s)) {
         seen.add(key(sk, s));
         yield out(sk, s, "ASSIGNMENT", a, role);

@@ -1,57 +1,97 @@
 // Paged copy-on-write columns: the storage every snapshot is made of.
 //
-// A column is a directory (a JS array) of fixed-size pages. Snapshots share
-// pages. A builder owns every page it creates. fork() is O(1): the forked
-// column shares its parent's directory until its first write, which copies
-// the directory once (O(n / PAGE_SIZE)); the first write to a page copies
-// that page once and remembers the copy as owned, so later writes in the
-// same apply go straight to it. Pages are 1024 entries: copying a 4 KiB
-// typed array costs ~1.5 µs where a 16 KiB one costs ~20 µs (measured on
-// this machine; the larger ArrayBuffers take a slower allocation path).
-// Reads past the end (an id interned after this snapshot was built) return
-// the column's default.
+// A column is a two-level directory of fixed-size pages: a top array of
+// chunks, each chunk an array of up to 256 pages. Snapshots share pages and
+// chunks. A builder owns every page and chunk it creates. fork() is O(1):
+// the forked column shares its parent's directory until its first write,
+// which copies the top array (O(n / 2^18)); the first write to a chunk or
+// a page copies it once (a chunk is 256 references, a page 1024 entries)
+// and remembers the copy as owned, so later writes in the same apply go
+// straight to it. A first write thus costs O(sqrt n)-ish, not O(n / 1024):
+// at 5M assignments a flat directory of the grant records was 19.5k
+// references, and copying it dominated a single insert's apply. Pages are
+// 1024 entries: copying a 4 KiB typed array costs ~1.5 µs where a 16 KiB
+// one costs ~20 µs (measured on this machine; the larger ArrayBuffers take
+// a slower allocation path). Reads past the end (an id interned after this
+// snapshot was built) return the column's default.
+//
+// Readers on the hot path index the directory themselves:
+//   const p = i >>> PAGE_SHIFT; const page = dir[p >>> CHUNK_SHIFT]?.[p & CHUNK_MASK];
 
 export const PAGE_SHIFT = 10;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 export const PAGE_MASK = PAGE_SIZE - 1;
+export const CHUNK_SHIFT = 8;
+export const CHUNK_SIZE = 1 << CHUNK_SHIFT;
+export const CHUNK_MASK = CHUNK_SIZE - 1;
 
 const SHARED = 0; // a fresh fork: directory and pages belong to the parent
-const TRACKED = 1; // directory copied; pages in `owned` were copied by this fork
-const ALL = 2; // a builder's column: every page is its own
+const TRACKED = 1; // top array copied; chunks and pages in `owned` were copied or created by this fork
+const ALL = 2; // a builder's column: every chunk and page is its own
 
 abstract class Paged<A extends { slice(): A }> {
   #mode: number;
-  #owned: Set<A> | undefined;
+  #owned: Set<unknown> | undefined;
+  /** Pages in all (every chunk but the last holds CHUNK_SIZE). */
+  #count: number;
 
   constructor(
-    public pages: A[],
+    public dir: A[][],
     building: boolean,
   ) {
     this.#mode = building ? ALL : SHARED;
+    this.#count = dir.length === 0 ? 0 : (dir.length - 1) * CHUNK_SIZE + (dir[dir.length - 1] as A[]).length;
   }
 
   protected abstract blank(): A;
+
+  /** Pages held (for sizes and stats). */
+  get pageCount(): number {
+    return this.#count;
+  }
 
   /** The page holding index i, owned by this column (copied or created on first write). */
   protected writable(i: number): A {
     const p = i >>> PAGE_SHIFT;
     if (this.#mode === SHARED) {
-      this.pages = this.pages.slice();
+      this.dir = this.dir.slice();
       this.#owned = new Set();
       this.#mode = TRACKED;
     }
-    while (this.pages.length <= p) {
-      const page = this.blank();
-      this.pages.push(page);
-      this.#owned?.add(page);
-    }
-    let page = this.pages[p] as A;
-    if (this.#mode === TRACKED && !(this.#owned as Set<A>).has(page)) {
+    while (this.#count <= p) this.#grow();
+    const chunk = this.#chunk(p >>> CHUNK_SHIFT);
+    let page = chunk[p & CHUNK_MASK] as A;
+    if (this.#mode === TRACKED && !(this.#owned as Set<unknown>).has(page)) {
       page = page.slice();
-      this.pages[p] = page;
-      (this.#owned as Set<A>).add(page);
+      chunk[p & CHUNK_MASK] = page;
+      (this.#owned as Set<unknown>).add(page);
     }
     return page;
+  }
+
+  /** Chunk c, owned by this column. */
+  #chunk(c: number): A[] {
+    let chunk = this.dir[c] as A[];
+    if (this.#mode === TRACKED && !(this.#owned as Set<unknown>).has(chunk)) {
+      chunk = chunk.slice();
+      this.dir[c] = chunk;
+      (this.#owned as Set<unknown>).add(chunk);
+    }
+    return chunk;
+  }
+
+  /** Appends one blank page (and a chunk when the last one is full). */
+  #grow(): void {
+    const c = this.#count >>> CHUNK_SHIFT;
+    if (c === this.dir.length) {
+      const fresh: A[] = [];
+      this.dir.push(fresh);
+      this.#owned?.add(fresh);
+    }
+    const page = this.blank();
+    this.#chunk(c).push(page);
+    this.#owned?.add(page);
+    this.#count++;
   }
 
   /** Ends writing: a builder's or fork's column becomes read-only to its owner; forks of it copy on write. */
@@ -64,10 +104,10 @@ abstract class Paged<A extends { slice(): A }> {
 export class I32 extends Paged<Int32Array> {
   constructor(
     readonly fill: number,
-    pages: Int32Array[] = [],
+    dir: Int32Array[][] = [],
     building = true,
   ) {
-    super(pages, building);
+    super(dir, building);
   }
   protected blank(): Int32Array {
     const a = new Int32Array(PAGE_SIZE);
@@ -75,54 +115,60 @@ export class I32 extends Paged<Int32Array> {
     return a;
   }
   get(i: number): number {
-    const page = this.pages[i >>> PAGE_SHIFT];
+    const p = i >>> PAGE_SHIFT;
+    const chunk = this.dir[p >>> CHUNK_SHIFT];
+    const page = chunk === undefined ? undefined : chunk[p & CHUNK_MASK];
     return page === undefined ? this.fill : (page[i & PAGE_MASK] as number);
   }
   set(i: number, v: number): void {
     this.writable(i)[i & PAGE_MASK] = v;
   }
   fork(): I32 {
-    return new I32(this.fill, this.pages, false);
+    return new I32(this.fill, this.dir, false);
   }
 }
 
 /** Float64 column; the default is +Infinity ("never" for the time columns). */
 export class F64 extends Paged<Float64Array> {
-  constructor(pages: Float64Array[] = [], building = true) {
-    super(pages, building);
+  constructor(dir: Float64Array[][] = [], building = true) {
+    super(dir, building);
   }
   protected blank(): Float64Array {
     return new Float64Array(PAGE_SIZE).fill(Number.POSITIVE_INFINITY);
   }
   get(i: number): number {
-    const page = this.pages[i >>> PAGE_SHIFT];
+    const p = i >>> PAGE_SHIFT;
+    const chunk = this.dir[p >>> CHUNK_SHIFT];
+    const page = chunk === undefined ? undefined : chunk[p & CHUNK_MASK];
     return page === undefined ? Number.POSITIVE_INFINITY : (page[i & PAGE_MASK] as number);
   }
   set(i: number, v: number): void {
     this.writable(i)[i & PAGE_MASK] = v;
   }
   fork(): F64 {
-    return new F64(this.pages, false);
+    return new F64(this.dir, false);
   }
 }
 
 /** Small flags and enums; the default is 0. */
 export class U8 extends Paged<Uint8Array> {
-  constructor(pages: Uint8Array[] = [], building = true) {
-    super(pages, building);
+  constructor(dir: Uint8Array[][] = [], building = true) {
+    super(dir, building);
   }
   protected blank(): Uint8Array {
     return new Uint8Array(PAGE_SIZE);
   }
   get(i: number): number {
-    const page = this.pages[i >>> PAGE_SHIFT];
+    const p = i >>> PAGE_SHIFT;
+    const chunk = this.dir[p >>> CHUNK_SHIFT];
+    const page = chunk === undefined ? undefined : chunk[p & CHUNK_MASK];
     return page === undefined ? 0 : (page[i & PAGE_MASK] as number);
   }
   set(i: number, v: number): void {
     this.writable(i)[i & PAGE_MASK] = v;
   }
   fork(): U8 {
-    return new U8(this.pages, false);
+    return new U8(this.dir, false);
   }
 }
 
@@ -130,28 +176,30 @@ export class U8 extends Paged<Uint8Array> {
 export class Obj<T> extends Paged<T[]> {
   constructor(
     readonly fill: T,
-    pages: T[][] = [],
+    dir: T[][][] = [],
     building = true,
   ) {
-    super(pages, building);
+    super(dir, building);
   }
   protected blank(): T[] {
     return new Array<T>(PAGE_SIZE).fill(this.fill);
   }
   get(i: number): T {
-    const page = this.pages[i >>> PAGE_SHIFT];
+    const p = i >>> PAGE_SHIFT;
+    const chunk = this.dir[p >>> CHUNK_SHIFT];
+    const page = chunk === undefined ? undefined : chunk[p & CHUNK_MASK];
     return page === undefined ? this.fill : (page[i & PAGE_MASK] as T);
   }
   set(i: number, v: T): void {
     this.writable(i)[i & PAGE_MASK] = v;
   }
   fork(): Obj<T> {
-    return new Obj(this.fill, this.pages, false);
+    return new Obj(this.fill, this.dir, false);
   }
 }
 
 /** Rough bytes held by a column's pages (for stats and the benchmark). */
 export function pagedBytes(c: I32 | F64 | U8 | Obj<unknown>): number {
   const per = c instanceof I32 ? 4 : c instanceof F64 ? 8 : c instanceof U8 ? 1 : 8;
-  return c.pages.length * PAGE_SIZE * per;
+  return c.pageCount * PAGE_SIZE * per;
 }

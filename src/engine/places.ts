@@ -4,7 +4,7 @@
 // allocates: a resolved place is written to the module's scratch `place`.
 
 import type { InlineUuidInterner } from "./interner.js";
-import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
+import { CHUNK_MASK, CHUNK_SHIFT, PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
   ACTIVE,
   ENABLED,
@@ -139,48 +139,70 @@ function setPlace(tenant: number, org: number, avatar: number, active: boolean):
   return true;
 }
 
+/** The last matchPermission()'s permission: its organization (-1: global) and bit, for holdsBit. */
+export const matchedPerm = { org: -1, bit: 0 };
+
 /**
  * The permission a key matches on `place`: the organization's own first,
- * then the global one (docs/data-model.md, rule 3). -1 when none.
+ * then the global one (docs/data-model.md, rule 3). -1 when none. Its
+ * organization and bit go to `matchedPerm`.
  */
 export function matchPermission(st: State, keyId: number, org: number): number {
   if (keyId < 0) return -1;
   const c = st.c;
   if (org >= 0 && (orgFlags(c, org) & EXISTS) !== 0) {
     const p = orgPermission(st.shared.arena.words, orgPerms(c, org), keyId);
-    if (p >= 0) return p;
+    if (p >= 0) {
+      matchedPerm.org = org;
+      return p;
+    }
   }
-  return c.gPermByKey.get(keyId);
+  const p = c.gPermByKey.get(keyId);
+  if (p >= 0) {
+    matchedPerm.org = -1;
+    matchedPerm.bit = c.pHot.get(p * 2 + 1);
+  }
+  return p;
 }
 
 /** Pair tables with at least this many pairs have no hash slots (a slot is a byte: index + 1). */
 export const PAIR_SLOT_MAX = 255;
 /** A key's first slot in an organization's pair table (role-graph.ts writePairs). */
 export const pairSlot = (keyId: number, mask: number): number => (Math.imul(keyId, 0x9e3779b1) >>> 16) & mask;
+/** Where the (key, permission, bit) triples of the pair table at `off` start. */
+export const pairsAt = (words: Uint32Array, off: number): number => off + 2 + ((words[off + 1] as number) === 0 ? 0 : ((words[off + 1] as number) + 1) >>> 2);
 
 /**
- * The permission of key `keyId` in an organization's pairs at `off` (-1:
- * none): [count, sorted (keyId, perm) pairs, mask, byte slots], see
- * role-graph.ts writePairs. One hash probe; a binary search when there are no slots.
+ * The permission of key `keyId` in an organization's pair table at `off` (-1:
+ * none), its bit to `matchedPerm.bit`: [count, mask, byte slots, sorted (key,
+ * permission, bit) triples], see role-graph.ts writePairs. One hash probe; a
+ * binary search when there are no slots.
  */
 export function orgPermission(words: Uint32Array, off: number, keyId: number): number {
   if (off === 0) return -1;
-  const n = words[off] as number;
-  const tbl = off + 1 + n * 2;
-  const mask = words[tbl] as number;
+  const mask = words[off + 1] as number;
   if (mask !== 0) {
+    const at = off + 2 + ((mask + 1) >>> 2);
     for (let j = pairSlot(keyId, mask); ; j = (j + 1) & mask) {
-      const i = ((words[tbl + 1 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255;
+      const i = ((words[off + 2 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255;
       if (i === 0) return -1;
-      if (words[off + 1 + (i - 1) * 2] === keyId) return words[off + 2 + (i - 1) * 2] as number;
+      const t = at + (i - 1) * 3;
+      if (words[t] === keyId) {
+        matchedPerm.bit = words[t + 2] as number;
+        return words[t + 1] as number;
+      }
     }
   }
+  const at = off + 2;
   let lo = 0;
   let hi = (words[off] as number) - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1;
-    const k = words[off + 1 + mid * 2] as number;
-    if (k === keyId) return words[off + 2 + mid * 2] as number;
+    const k = words[at + mid * 3] as number;
+    if (k === keyId) {
+      matchedPerm.bit = words[at + mid * 3 + 2] as number;
+      return words[at + mid * 3 + 1] as number;
+    }
     if (k < keyId) lo = mid + 1;
     else hi = mid - 1;
   }
@@ -253,17 +275,22 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
  * organization's roles there; a global one by any role's closure.
  */
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
-  // Straight from the pages (rHot's 4 and pHot's 2 ints per entry never straddle one): the hot path's reads.
+  const m = matched * 2;
+  const pc = st.c.pHot.dir[m >>> (PAGE_SHIFT + CHUNK_SHIFT)];
+  const pp = pc === undefined ? undefined : pc[(m >>> PAGE_SHIFT) & CHUNK_MASK];
+  if (pp === undefined) return false;
+  return holdsBit(st, role, p, pp[m & PAGE_MASK] as number, pp[(m & PAGE_MASK) + 1] as number);
+}
+
+/** The grant rule for a permission known by its organization (-1: global) and bit (matchPermission's `matchedPerm`). */
+export function holdsBit(st: State, role: number, p: Place, permOrg: number, bit: number): boolean {
+  // Straight from the pages (rHot's 4 ints per entry never straddle one): the hot path's reads.
   const r = role * 4;
-  const rp = st.c.rHot.pages[r >>> PAGE_SHIFT];
+  const rc = st.c.rHot.dir[r >>> (PAGE_SHIFT + CHUNK_SHIFT)];
+  const rp = rc === undefined ? undefined : rc[(r >>> PAGE_SHIFT) & CHUNK_MASK];
   if (rp === undefined) return false;
   const ro = r & PAGE_MASK;
   if (rp[ro] === 0) return false;
-  const m = matched * 2;
-  const pp = st.c.pHot.pages[m >>> PAGE_SHIFT];
-  if (pp === undefined) return false;
-  const permOrg = pp[m & PAGE_MASK] as number;
-  const bit = pp[(m & PAGE_MASK) + 1] as number;
   if (permOrg < 0) return hasBit(st.shared.arena.words, rp[ro + 3] as number, bit);
   const roleOrg = rp[ro + 1] as number;
   return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, rp[ro + 2] as number, bit);

@@ -7,7 +7,7 @@
 
 import { AVATAR_MEMBER_ROLE_KEY, AVATAR_OWNER_ROLE_KEY } from "./types.js";
 import { NORMALIZE } from "./rows.js";
-import { PAIR_SLOT_MAX, pairSlot } from "./places.js";
+import { PAIR_SLOT_MAX, pairSlot, pairsAt } from "./places.js";
 import { allocRecord, EXISTS, freeRecord, orgFlags, orgPerms, setOrgPerms, type State } from "./state.js";
 
 type Raw = Record<string, unknown>;
@@ -304,40 +304,52 @@ export class RoleGraphWriter {
   }
 }
 
-/** An organization's [keyId, perm] pairs as stored in the arena at `off` ([count, pairs...]). */
+/** An organization's [keyId, perm] pairs as stored in the arena at `off` (see writePairs), sorted by key. */
 export function readPairs(st: State, off: number): number[] {
   if (off === 0) return [];
   const words = st.shared.arena.words;
-  return Array.from(words.subarray(off + 1, off + 1 + (words[off] as number) * 2));
+  const n = words[off] as number;
+  const at = pairsAt(words, off);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(words[at + i * 3] as number, words[at + i * 3 + 1] as number);
+  return out;
 }
 
 /**
  * Writes pairs to fresh arena words; 0 for none. An insert or rename writes a
- * new copy: the old one stays for older snapshots. Layout: [n, n sorted
- * (key, permission) pairs, mask, byte slots]: the slots (4 a word) hash a key
- * to its pair's index + 1 (places.ts orgPermission), so a lookup is one probe
- * and no branchy binary search. mask 0: no slots (more pairs than a byte
- * indexes), the pairs are searched.
+ * new copy: the old one stays for older snapshots. Layout: [n, mask, byte
+ * slots, n sorted (key, permission, bit) triples]: the slots (4 a word) hash a
+ * key to its triple's index + 1 (places.ts orgPermission), so a lookup is one
+ * probe, near the header, and one triple; the bit beside the permission
+ * spares the grant rule the permission's own line. mask 0: no slots (more
+ * pairs than a byte indexes), the triples are searched.
  */
 function writePairs(st: State, pairs: readonly number[]): number {
   if (pairs.length === 0) return 0;
   const n = pairs.length / 2;
   let cap = 4;
-  while (cap < n * 2) cap *= 2;
+  while (cap < n + (n >>> 1)) cap *= 2;
   const hashed = n < PAIR_SLOT_MAX;
+  const slotWords = hashed ? cap / 4 : 0;
   const arena = st.shared.arena;
-  const off = arena.alloc(1 + pairs.length + 1 + (hashed ? cap / 4 : 0));
+  const off = arena.alloc(2 + slotWords + n * 3);
   const words = arena.words;
   words[off] = n;
-  for (let i = 0; i < pairs.length; i++) words[off + 1 + i] = pairs[i] as number;
-  const tbl = off + 1 + pairs.length;
-  words[tbl] = hashed ? cap - 1 : 0;
+  words[off + 1] = hashed ? cap - 1 : 0;
+  const at = off + 2 + slotWords;
+  for (let i = 0; i < n; i++) {
+    const p = pairs[i * 2 + 1] as number;
+    words[at + i * 3] = pairs[i * 2] as number;
+    words[at + i * 3 + 1] = p;
+    words[at + i * 3 + 2] = st.c.pHot.get(p * 2 + 1);
+  }
   if (!hashed) return off;
-  for (let w = 0; w < cap / 4; w++) words[tbl + 1 + w] = 0;
+  const tbl = off + 2;
+  for (let w = 0; w < slotWords; w++) words[tbl + w] = 0;
   for (let i = 0; i < n; i++) {
     let j = pairSlot(pairs[i * 2] as number, cap - 1);
-    while (((words[tbl + 1 + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255) j = (j + 1) & (cap - 1);
-    words[tbl + 1 + (j >>> 2)] = (words[tbl + 1 + (j >>> 2)] as number) | ((i + 1) << ((j & 3) * 8));
+    while (((words[tbl + (j >>> 2)] as number) >>> ((j & 3) * 8)) & 255) j = (j + 1) & (cap - 1);
+    words[tbl + (j >>> 2)] = (words[tbl + (j >>> 2)] as number) | ((i + 1) << ((j & 3) * 8));
   }
   return off;
 }

@@ -4,7 +4,7 @@
 // rate-limit policy questions at one revision. apply(changes, revision)
 // returns the next Snapshot and leaves this one exactly as it was: the new
 // one shares every page of storage and copies only the pages the changes
-// touch (plus the page directories, O(n / 4096)). If apply throws, nothing
+// touch (plus the chunks of their page directories that hold them: see paged.ts). If apply throws, nothing
 // the old snapshot reads was written, so a caller keeps serving it.
 //
 // Layout (one job per module):

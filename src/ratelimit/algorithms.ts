@@ -1,6 +1,6 @@
 // The three counting algorithms, as pure functions of a counter's state and
 // the time. The in-process store runs them directly; the Redis Lua script in
-// lua.ts is a line-by-line port (test/ratelimit-lua.test.ts runs both on the
+// lua.ts is a line-by-line port (test/ratelimit-arithmetic.test.ts runs both on the
 // same table of cases). Times are integer microseconds since the epoch.
 //
 // State fields (the Redis hash holds the same names):

@@ -1,6 +1,7 @@
-// The Redis Lua scripts: one script call per decision, over every counter of
-// the call (one hash key per policy and subject). The arithmetic is a port of
-// algorithms.ts; keep the two in step (test/ratelimit-lua.test.ts compares
+// The Redis Lua scripts: one consume script call per batch of decisions (the
+// calls one turn of the event loop made), each decision over every counter
+// of its call (one hash key per policy and subject). The arithmetic is a port of
+// algorithms.ts; keep the two in step (test/ratelimit-arithmetic.test.ts compares
 // them case by case).
 //
 // Production scripts read the time with redis.call('TIME') inside the script:
@@ -37,26 +38,13 @@ local function save(key, s, ttl)
 end`;
 
 /**
- * KEYS: one counter per policy. ARGV: cost, then per key: algorithm
- * ("fw", "sw", "tb"), limit, window (µs), gating (1: its denial blocks the
- * call; 0: shadow). Every key is evaluated first; if every gating key allows,
- * each allowing key spends `cost` (cost 0 writes nothing). Returns
- * {gate_ok, then per key: allowed, remaining, reset_after_us, retry_after_us
- * (-1: never), count, previous_count, window_start_us, last_updated_us}.
+ * One counter's decision at \`now\`: the arithmetic of algorithms.ts. \`s\` is
+ * the stored state (nil: empty). Returns allowed, remaining, reset_after_us,
+ * retry_after_us, count, previous_count, window_start_us, last_updated_us,
+ * the state to write if the call spends, and its TTL in ms.
  */
-const CONSUME = `
-local cost = tonumber(ARGV[1])
-local n = #KEYS
-local out = { 1 }
-local writes = {}
-local gate = true
-for i = 1, n do
-  local base = 1 + (i - 1) * 4
-  local alg = ARGV[base + 1]
-  local limit = tonumber(ARGV[base + 2])
-  local w = tonumber(ARGV[base + 3])
-  local gating = ARGV[base + 4] == '1'
-  local s = load(KEYS[i])
+const DECIDE = `
+local function decide(s, alg, limit, w, cost, now)
   local exceeds = cost > limit
   local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl
   if alg == 'fw' then
@@ -150,24 +138,106 @@ for i = 1, n do
     nxt = { ws = now, c = 0, pc = 0, u = used + cost, lu = now }
     ttl = math.ceil(((used + cost) * w) / limit / 1000) + 1000
   end
-  if gating and not allowed then gate = false end
-  if allowed and cost > 0 then writes[#writes + 1] = { KEYS[i], nxt, ttl } end
-  local a = 0
-  if allowed then a = 1 end
-  out[#out + 1] = a
-  out[#out + 1] = remaining
-  out[#out + 1] = reset
-  out[#out + 1] = retry
-  out[#out + 1] = count
-  out[#out + 1] = prev
-  out[#out + 1] = wstart
-  out[#out + 1] = lupd
+  return allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl
+end`;
+
+/**
+ * One consume call (a batch of one: what most turns of a gRPC server send,
+ * and every call on a Cluster), without the batch's bookkeeping. KEYS: the
+ * call's counters. ARGV: cost, then per counter algorithm, limit, window
+ * (µs), gating; (argument clock: the time last). Returns what the batch
+ * script returns for one call.
+ */
+const CONSUME_ONE = `
+local cost = tonumber(ARGV[1])
+local out, o = { 1 }, 1
+local writes, nw = {}, 0
+local gate = true
+for i = 1, #KEYS do
+  local a = i * 4 - 2
+  local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl =
+    decide(load(KEYS[i]), ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), cost, now)
+  if ARGV[a + 3] == '1' and not allowed then gate = false end
+  if allowed and cost > 0 then
+    nw = nw + 1
+    writes[nw] = { KEYS[i], nxt, ttl }
+  end
+  local flag = 0
+  if allowed then flag = 1 end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = flag, remaining, reset, retry
+  out[o + 5], out[o + 6], out[o + 7], out[o + 8] = count, prev, wstart, lupd
+  o = o + 8
 end
 if gate then
-  for _, wr in ipairs(writes) do save(wr[1], wr[2], wr[3]) end
+  for j = 1, nw do save(writes[j][1], writes[j][2], writes[j][3]) end
 else
   out[1] = 0
 end
+return out`;
+
+/**
+ * A batch of consume calls, run in order as if each were its own script:
+ * the calls one turn of the event loop made, in one command (single Redis;
+ * a Cluster client sends batches of one). KEYS: every call's counters, call
+ * after call. ARGV: the number of calls, then per call its number of
+ * counters, its cost, (argument clock: its time,) then per counter:
+ * algorithm ("fw", "sw", "tb"), limit, window (µs), gating (1: its denial
+ * blocks the call; 0: shadow). Each call evaluates every counter first; if
+ * every gating counter allows, each allowing counter spends the cost (cost
+ * 0 writes nothing). A counter is read once per batch and written once at
+ * the end (HSET, then PEXPIRE), with the state and TTL of the last call that
+ * spent on it. Returns, per call, {gate_ok, then per counter: allowed,
+ * remaining, reset_after_us, retry_after_us (-1: never), count,
+ * previous_count, window_start_us, last_updated_us}.
+ */
+const CONSUME = `
+local state, ttls, order = {}, {}, {}
+local function get(key)
+  local s = state[key]
+  if s == nil then
+    s = load(key) or false
+    state[key] = s
+  end
+  return s or nil
+end
+local out, o = {}, 0
+local ki, a = 0, 2
+for _ = 1, tonumber(ARGV[1]) do
+  local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  CALL_CLOCK
+  local gate, writes, nw = true, {}, 0
+  local head = o + 1
+  o = head
+  for i = 1, n do
+    local key = KEYS[ki + i]
+    local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl =
+      decide(get(key), ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), cost, now)
+    if ARGV[a + 3] == '1' and not allowed then gate = false end
+    a = a + 4
+    if allowed and cost > 0 then
+      nw = nw + 1
+      writes[nw] = { key, nxt, ttl }
+    end
+    local flag = 0
+    if allowed then flag = 1 end
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = flag, remaining, reset, retry
+    out[o + 5], out[o + 6], out[o + 7], out[o + 8] = count, prev, wstart, lupd
+    o = o + 8
+  end
+  ki = ki + n
+  if gate then
+    out[head] = 1
+    for j = 1, nw do
+      local wr = writes[j]
+      if ttls[wr[1]] == nil then order[#order + 1] = wr[1] end
+      state[wr[1]], ttls[wr[1]] = wr[2], wr[3]
+    end
+  else
+    out[head] = 0
+  end
+end
+for _, key in ipairs(order) do save(key, state[key], ttls[key]) end
 return out`;
 
 /**
@@ -204,15 +274,21 @@ end
 return changed`;
 
 export interface Scripts {
+  /** A batch of calls (ARGV: the number of calls, then per call its counters, cost, time and counters). */
   consume: string;
+  /** One call (ARGV: cost, then its counters; the time last in the test variant). */
+  consumeOne: string;
   refund: string;
 }
 
 export function buildScripts(opts: ScriptOptions = { clock: "server" }): Scripts {
-  const clock = opts.clock === "server" ? SERVER_CLOCK : ARGUMENT_CLOCK;
+  const server = opts.clock === "server";
+  // The consume batch reads the server's clock once; the test variant takes each call's time after its cost.
+  const consume = CONSUME.replace("CALL_CLOCK", server ? "" : "local now = tonumber(ARGV[a])\n  a = a + 1");
   return {
-    consume: `${clock}\n${COMMON}\n${CONSUME}`,
-    refund: `${clock}\n${COMMON}\n${REFUND}`,
+    consume: `${server ? SERVER_CLOCK : ""}\n${COMMON}\n${DECIDE}\n${consume}`,
+    consumeOne: `${server ? SERVER_CLOCK : ARGUMENT_CLOCK}\n${COMMON}\n${DECIDE}\n${CONSUME_ONE}`,
+    refund: `${server ? SERVER_CLOCK : ARGUMENT_CLOCK}\n${COMMON}\n${REFUND}`,
   };
 }
 

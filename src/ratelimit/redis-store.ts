@@ -1,5 +1,5 @@
-// The Redis counter store: one Lua script call per decision (loaded once per
-// connection, then called by SHA through ioredis defineCommand), server time
+// The Redis counter store: one Lua script call per batch of decisions (loaded
+// once per connection, then called by SHA through ioredis defineCommand), server time
 // inside the script, one hash per counter with a TTL on every write.
 //
 // Single Redis: every counter of a call is in one script, so the
@@ -9,10 +9,14 @@
 // and refunds the owners that spent when another one denied (reserve, then
 // refund; docs/rate-limits.md).
 //
-// Load: commands go through a dispatcher (redis-dispatcher.ts) that keeps at
-// most `maxInFlight` of them unanswered and times Redis from when a command
-// is sent, so a burst queued in this process is never taken for a slow
-// Redis. ioredis auto-pipelining is off: it keeps one pipeline in flight per
+// Load: calls go through a dispatcher (redis-dispatcher.ts) that keeps at
+// most `maxInFlight` of them unanswered and times Redis from when a call is
+// sent, so a burst queued in this process is never taken for a slow Redis.
+// The calls sent in one turn of the event loop go to Redis as one script
+// command at the end of the turn (ConsumeBatch, single Redis): the script
+// runs them in order, each all or nothing as if alone, reads each counter
+// once and writes it once, so a busy counter costs Redis one read and one
+// write per batch instead of per call. ioredis auto-pipelining is off: it keeps one pipeline in flight per
 // connection and holds every later command back until that pipeline's last
 // reply is read, so under load a command waited (and was timed) behind
 // whole pipelines in this process; and it let an oversized call escape as an
@@ -68,8 +72,6 @@ export interface RedisStore extends RateLimitStore {
   readonly lastError: string | undefined;
   /** Commands handed to Redis since the start (the breaker's effect is seen as this not growing). */
   readonly commandsSent: number;
-  /** Runs the production consume script once (benchmarks): the raw EVALSHA path. */
-  rawConsume(keys: string[], args: (string | number)[]): Promise<unknown>;
 }
 
 export class StoreUnavailable extends Error {
@@ -81,6 +83,7 @@ export class StoreUnavailable extends Error {
 
 type ScriptClient = (Redis | Cluster) & {
   rlConsume(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
+  rlConsumeOne(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
   rlRefund(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
 };
 
@@ -157,6 +160,7 @@ function createClient(opts: RedisStoreOptions, scripts: Scripts): ScriptClient {
         })
   ) as ScriptClient;
   client.defineCommand("rlConsume", { lua: scripts.consume });
+  client.defineCommand("rlConsumeOne", { lua: scripts.consumeOne });
   client.defineCommand("rlRefund", { lua: scripts.refund });
   return client;
 }
@@ -172,17 +176,14 @@ class RedisLink {
   readonly dispatcher: Dispatcher;
   /** The last failure's message, for health details. */
   lastError: string | undefined;
-  readonly #cluster: boolean;
   readonly #log: Logger;
   readonly #overload: () => void;
   #lastOk = true;
   #reported: StoreState | undefined;
   #probeTimer: NodeJS.Timeout | undefined;
   #closed = false;
-  #corked = false;
 
   constructor(opts: RedisStoreOptions, scripts: Scripts) {
-    this.#cluster = opts.cluster;
     this.#log = opts.logger;
     this.client = createClient(opts, scripts);
     this.breaker = new CircuitBreaker({
@@ -235,22 +236,6 @@ class RedisLink {
         throw this.#failed(err);
       },
     );
-  }
-
-  // Pipelining without auto-pipelining's one-pipeline-at-a-time: the
-  // commands sent in one turn of the event loop are buffered by the socket
-  // (cork) and written together when the turn ends (uncork on nextTick), in
-  // one system call. Single Redis only (a Cluster client has a socket per node).
-  corkTurn(): void {
-    if (this.#corked || this.#cluster) return;
-    const socket = (this.client as Redis).stream;
-    if (!socket || this.client.status !== "ready") return;
-    this.#corked = true;
-    socket.cork();
-    process.nextTick(() => {
-      this.#corked = false;
-      socket.uncork();
-    });
   }
 
   ready(timeoutMs: number): Promise<boolean> {
@@ -326,14 +311,113 @@ class RedisLink {
   }
 }
 
+/** The most counters one batch command carries; a call that would go past it starts the next batch. */
+export const MAX_BATCH_COUNTERS = 512;
+
+interface BatchCall {
+  readonly counters: number;
+  readonly resolve: (reply: number[]) => void;
+  readonly reject: (err: Error) => void;
+}
+
+/**
+ * The consume calls sent in one turn of the event loop, in the batch
+ * script's arguments (lua.ts CONSUME), sent as one command when the turn
+ * ends; each call gets its own slice of the reply. A batch of one goes to
+ * the single-call script (CONSUME_ONE), which skips the batch's bookkeeping. A Cluster client sends
+ * each call alone, at once (the counters of a batch may live on several
+ * nodes).
+ */
+class ConsumeBatch {
+  #keys: string[] = [];
+  #args: (string | number)[] = [0];
+  #calls: BatchCall[] = [];
+  #scheduled = false;
+
+  constructor(
+    private readonly client: ScriptClient,
+    private readonly keyPrefix: string,
+    private readonly single: boolean,
+    private readonly clockUs: (() => number) | undefined,
+  ) {}
+
+  /** Queues one call (its buckets, with `gating` per bucket); resolves with {gate, then 8 numbers per bucket}. */
+  add(buckets: readonly Bucket[], cost: number): Promise<number[]> {
+    if (this.#keys.length + buckets.length > MAX_BATCH_COUNTERS) this.#flush();
+    return new Promise<number[]>((resolve, reject) => {
+      const args = this.#args;
+      args.push(buckets.length, cost);
+      if (this.clockUs) args.push(String(this.clockUs()));
+      for (const b of buckets) {
+        this.#keys.push(bucketKey(this.keyPrefix, b));
+        args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, b.gating ? 1 : 0);
+      }
+      this.#calls.push({ counters: buckets.length, resolve, reject });
+      if (!this.single) this.#flush();
+      else if (!this.#scheduled) {
+        this.#scheduled = true;
+        process.nextTick(() => {
+          this.#scheduled = false;
+          this.#flush();
+        });
+      }
+    });
+  }
+
+  /** A batch of one as the single-call script wants it: cost, the counters, then the test clock. */
+  #sendOne(keys: string[], args: (string | number)[]): Promise<unknown> {
+    // args: [1, counters, cost, (clock,) counter args...]
+    const clocked = this.clockUs !== undefined;
+    const rest = args.slice(clocked ? 4 : 3);
+    if (clocked) rest.push(args[3] as string);
+    return this.client.rlConsumeOne(keys.length, ...keys, args[2] as number, ...rest);
+  }
+
+  #flush(): void {
+    const calls = this.#calls;
+    if (calls.length === 0) return;
+    const keys = this.#keys;
+    const args = this.#args;
+    args[0] = calls.length;
+    this.#keys = [];
+    this.#args = [0];
+    this.#calls = [];
+    let reply: Promise<unknown>;
+    try {
+      reply = calls.length === 1 ? this.#sendOne(keys, args) : this.client.rlConsume(keys.length, ...keys, ...args);
+    } catch (err) {
+      reply = Promise.reject(err);
+    }
+    reply.then(
+      (raw) => {
+        const all = raw as number[];
+        let at = 0;
+        for (const c of calls) {
+          const end = at + 1 + c.counters * REPORT_FIELDS;
+          c.resolve(all.slice(at, end));
+          at = end;
+        }
+      },
+      (err: unknown) => {
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const c of calls) c.reject(e);
+      },
+    );
+  }
+}
+
 type OkOutcome = Extract<BucketOutcome, { ok: true }>;
 
 /** The counter scripts: one call per owner group, and in a cluster the refunds when another owner denied. */
 class RedisCounters {
+  readonly #batch: ConsumeBatch;
+
   constructor(
     private readonly link: RedisLink,
     private readonly opts: RedisStoreOptions,
-  ) {}
+  ) {
+    this.#batch = new ConsumeBatch(link.client, opts.keyPrefix, !opts.cluster, opts.testClockUs);
+  }
 
   async consume(buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]> {
     if (buckets.length === 0) return [];
@@ -363,8 +447,8 @@ class RedisCounters {
     return outcomes;
   }
 
-  /** The script's arguments: the cost, then per bucket its algorithm, limit, window (µs) and `last`; the test clock at the end. */
-  #scriptCall(buckets: readonly Bucket[], cost: number, last: (b: Bucket, i: number) => number): (string | number)[] {
+  /** The refund script's arguments: the cost, then per bucket its algorithm, limit, window (µs) and `last`; the test clock at the end. */
+  #refundCall(buckets: readonly Bucket[], cost: number, last: (b: Bucket, i: number) => number): (string | number)[] {
     const keys = buckets.map((b) => bucketKey(this.opts.keyPrefix, b));
     const args: (string | number)[] = [cost];
     buckets.forEach((b, i) => args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, last(b, i)));
@@ -378,10 +462,7 @@ class RedisCounters {
       return buckets.map(() => ({ ok: false, error }));
     }
     try {
-      const raw = (await this.link.guard(() => {
-        this.link.corkTurn();
-        return this.link.client.rlConsume(buckets.length, ...this.#scriptCall(buckets, cost, (b) => (b.gating ? 1 : 0)));
-      })) as number[];
+      const raw = await this.link.guard(() => this.#batch.add(buckets, cost));
       const gate = raw[0] === 1;
       return buckets.map((_, i) => {
         const f = (j: number) => Number(raw[1 + i * REPORT_FIELDS + j]);
@@ -414,7 +495,7 @@ class RedisCounters {
     const reports = spent.map((i) => (outcomes[i] as OkOutcome).report);
     try {
       await this.link.guard(() =>
-        this.link.client.rlRefund(spentBuckets.length, ...this.#scriptCall(spentBuckets, cost, (_, i) => (reports[i] as BucketReport).windowStartUs)),
+        this.link.client.rlRefund(spentBuckets.length, ...this.#refundCall(spentBuckets, cost, (_, i) => (reports[i] as BucketReport).windowStartUs)),
       );
       for (const i of spent) {
         const o = outcomes[i] as OkOutcome;
@@ -452,9 +533,6 @@ export function createRedisStore(opts: RedisStoreOptions): RedisStore {
     ready: (timeoutMs) => link.ready(timeoutMs),
     failureRetryAfterUs() {
       return Math.max(link.breaker.msUntilProbe(), 1000) * 1000;
-    },
-    rawConsume(keys, args) {
-      return link.client.rlConsume(keys.length, ...keys, ...args);
     },
     close: () => link.close(),
   };

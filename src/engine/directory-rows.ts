@@ -150,11 +150,22 @@ function removeAvatarAt(st: State, a: number): void {
 
 /** A user's place in an organization (and its primary role): one record per (user, organization). */
 export function upsertUserOrganization(st: State, raw: Raw): void {
-  const c = st.c;
   const row = NORMALIZE.user_organizations(raw);
   const u = st.shared.users.intern(row.userId);
   const o = st.shared.orgs.intern(row.organizationId);
-  const role = row.primaryRoleId === null ? -1 : st.shared.roles.intern(row.primaryRoleId);
+  placeUserOrganization(st, u, o, row.primaryRoleId === null ? -1 : st.shared.roles.intern(row.primaryRoleId));
+}
+
+/** upsertUserOrganization for a row read as words: the user at 0, the organization at 4, the primary role at 8 (when hasRole). */
+export function upsertUserOrganizationWords(st: State, w: Uint32Array, hasRole: boolean): void {
+  const { users, orgs, roles } = st.shared;
+  const u = users.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
+  const o = orgs.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number);
+  placeUserOrganization(st, u, o, hasRole ? roles.internWords(w[8] as number, w[9] as number, w[10] as number, w[11] as number) : -1);
+}
+
+function placeUserOrganization(st: State, u: number, o: number, role: number): void {
+  const c = st.c;
   for (let r = c.uPlaces.get(u); r >= 0; r = c.plNext.get(r)) {
     if (c.plOrg.get(r) === o) {
       c.plRole.set(r, role);

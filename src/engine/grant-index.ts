@@ -110,17 +110,53 @@ const A_NONE = -1; // no such assignment in this snapshot
 const A_UNLINKED = -2; // exists, in no list (inactive, or an unknown subject or scope kind)
 
 export function upsertAssignment(st: State, raw: Raw): void {
-  const c = st.c;
   const row = readAssignment(raw);
   const a = st.shared.assignments.intern(row.id);
-  if (c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
+  if (st.c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
   const sk = subjectKind(row.subjectType);
   let ck = scopeKind(row.scopeType);
   if (ck > SC_GLOBAL && row.scopeId === null) ck = -1; // a scoped grant with no scope covers nothing
   const s = sk < 0 ? -1 : subjectInterner(st, sk).intern(row.subjectId);
   const scope = ck < 0 ? -1 : ck === SC_GLOBAL ? 0 : resourceInterner(st, ck).intern(row.scopeId as string);
-  const role = st.shared.roles.intern(row.roleId);
-  const linked = row.active && sk >= 0 && ck >= 0;
+  placeAssignment(st, a, sk, s, ck, scope, st.shared.roles.intern(row.roleId), row.active, row.validUntil);
+}
+
+/**
+ * A role_assignments row whose ids are 4 big-endian u32 words each (a binary
+ * COPY): `words` holds the id at 0, the subject at 4, the role at 8 and the
+ * scope at 12 (ignored when hasScope is false). Reused by the reader.
+ */
+export interface AssignmentWords {
+  readonly words: Uint32Array;
+  subjectType: string;
+  scopeType: string;
+  hasScope: boolean;
+  active: boolean;
+  /** Epoch ms; null = never. */
+  validUntil: number | null;
+}
+
+/**
+ * upsertAssignment for a row of a full load read as words: the same record,
+ * no id text made or parsed. Its id must be new (role_assignments' primary
+ * key, read once), so it is appended to the interner without a probe.
+ */
+export function loadAssignmentWords(st: State, row: AssignmentWords): void {
+  const w = row.words;
+  const a = st.shared.assignments.appendWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
+  const sk = subjectKind(row.subjectType);
+  let ck = scopeKind(row.scopeType);
+  if (ck > SC_GLOBAL && !row.hasScope) ck = -1; // a scoped grant with no scope covers nothing
+  const s = sk < 0 ? -1 : subjectInterner(st, sk).internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number);
+  const scope = ck < 0 ? -1 : ck === SC_GLOBAL ? 0 : resourceInterner(st, ck).internWords(w[12] as number, w[13] as number, w[14] as number, w[15] as number);
+  const role = st.shared.roles.internWords(w[8] as number, w[9] as number, w[10] as number, w[11] as number);
+  placeAssignment(st, a, sk, s, ck, scope, role, row.active, row.validUntil);
+}
+
+/** Marks assignment a present and, when it is linked, writes its grant record into both lists. */
+function placeAssignment(st: State, a: number, sk: number, s: number, ck: number, scope: number, role: number, active: boolean, until: number | null): void {
+  const c = st.c;
+  const linked = active && sk >= 0 && ck >= 0;
   c.aRec.set(a, A_UNLINKED);
   st.n.assignments++;
   if (!linked) return;
@@ -129,7 +165,7 @@ export function upsertAssignment(st: State, raw: Raw): void {
   gSet(c, r, G_ROLE, role);
   gSet(c, r, G_ASSIGN, a);
   gSet(c, r, G_SUBJ, (s << 2) | sk);
-  setUntil(c, r, time(row.validUntil));
+  setUntil(c, r, time(until));
   c.aRec.set(a, r);
   const heads = grantHead(st, sk);
   if (heads.get(s) < 0) st.n.subjects++;

@@ -87,6 +87,8 @@ export interface UuidIds {
   readonly bytes: number;
   find(uuid: string): number;
   intern(uuid: string): number;
+  /** intern() for a UUID given as its four big-endian 32-bit words (a binary load: no text). */
+  internWords(a: number, b: number, c: number, d: number): number;
   uuid(id: number): string;
   /** Makes room for `n` ids in all without rehashing (a build knows its table counts). */
   reserve(n: number): void;
@@ -129,8 +131,37 @@ export class UuidInterner implements UuidIds {
   /** The id of a UUID, interning it when new. Throws on text that is not a UUID. */
   intern(uuid: string): number {
     if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
+    return this.#internScratch();
+  }
+
+  internWords(a: number, b: number, c: number, d: number): number {
+    scratch[0] = a;
+    scratch[1] = b;
+    scratch[2] = c;
+    scratch[3] = d;
+    return this.#internScratch();
+  }
+
+  /**
+   * A new id for a UUID the caller knows was never interned (the primary key
+   * of a table a build reads once): no probe first, which in a large table
+   * costs a cache miss for each occupied slot it passes.
+   */
+  appendWords(a: number, b: number, c: number, d: number): number {
+    scratch[0] = a;
+    scratch[1] = b;
+    scratch[2] = c;
+    scratch[3] = d;
+    return this.#append();
+  }
+
+  #internScratch(): number {
     const found = this.#probe();
-    if (found >= 0) return found;
+    return found >= 0 ? found : this.#append();
+  }
+
+  /** Interns the UUID in `scratch` as a new id. */
+  #append(): number {
     if (this.#count + 1 > this.#slots.length * MAX_LOAD) this.#rehash(this.#slots.length * 2);
     const id = this.#count++;
     if (id >>> WPAGE_SHIFT >= this.#pages.length) this.#pages.push(new Uint32Array(4 << WPAGE_SHIFT));
@@ -214,6 +245,18 @@ export class InlineUuidInterner implements UuidIds {
 
   intern(uuid: string): number {
     if (!parse(uuid)) throw new Error(`engine: not a UUID: ${JSON.stringify(uuid.slice(0, 40))}`);
+    return this.#internScratch();
+  }
+
+  internWords(a: number, b: number, c: number, d: number): number {
+    scratch[0] = a;
+    scratch[1] = b;
+    scratch[2] = c;
+    scratch[3] = d;
+    return this.#internScratch();
+  }
+
+  #internScratch(): number {
     const found = this.#probe();
     if (found >= 0) return found;
     if (this.#count + 1 > this.#cap * MAX_LOAD) this.#rehash(this.#cap * 2);

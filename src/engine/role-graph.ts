@@ -205,10 +205,20 @@ export class RoleGraphWriter {
 
   upsertRolePermission(raw: Raw): void {
     const { st } = this;
-    const c = st.c;
     const row = NORMALIZE.role_permissions(raw);
-    const r = st.shared.roles.intern(row.roleId);
-    const p = st.shared.perms.intern(row.permissionId);
+    this.#addRolePermission(st.shared.roles.intern(row.roleId), st.shared.perms.intern(row.permissionId));
+  }
+
+  /** upsertRolePermission for a row read as words: the role at 0, the permission at 4. */
+  upsertRolePermissionWords(w: Uint32Array): void {
+    const { roles, perms } = this.st.shared;
+    const r = roles.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
+    this.#addRolePermission(r, perms.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number));
+  }
+
+  #addRolePermission(r: number, p: number): void {
+    const { st } = this;
+    const c = st.c;
     for (let rp = c.rDirect.get(r); rp >= 0; rp = c.rpNext.get(rp)) if (c.rpPerm.get(rp) === p) return;
     const rec = allocRecord(st.n, "rp", c.rpNext);
     c.rpPerm.set(rec, p);
@@ -238,10 +248,20 @@ export class RoleGraphWriter {
 
   upsertInheritance(raw: Raw): void {
     const { st } = this;
-    const c = st.c;
     const row = NORMALIZE.role_inheritance(raw);
-    const child = st.shared.roles.intern(row.roleId);
-    const parent = st.shared.roles.intern(row.parentRoleId);
+    this.#addInheritance(st.shared.roles.intern(row.roleId), st.shared.roles.intern(row.parentRoleId));
+  }
+
+  /** upsertInheritance for a row read as words: the role at 0, its parent at 4. */
+  upsertInheritanceWords(w: Uint32Array): void {
+    const roles = this.st.shared.roles;
+    const child = roles.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
+    this.#addInheritance(child, roles.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number));
+  }
+
+  #addInheritance(child: number, parent: number): void {
+    const { st } = this;
+    const c = st.c;
     for (let e = c.rParents.get(child); e >= 0; e = c.eNextOfChild.get(e)) if (c.eParent.get(e) === parent) return;
     const e = allocRecord(st.n, "e", c.eNextOfChild);
     c.eChild.set(e, child);

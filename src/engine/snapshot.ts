@@ -260,6 +260,11 @@ const INTERNER_OF: Partial<Record<FollowedTable, keyof State["shared"]>> = {
   role_assignments: "assignments",
 };
 
+/** Tables whose rows are ids only (and whose id columns may not be NULL but the last of user_organizations). */
+export type IdTable = "role_permissions" | "role_inheritance" | "user_organizations";
+/** The id columns of each IdTable that may be NULL, as bits (column i = bit i). */
+export const ID_TABLE_NULLABLE: Record<IdTable, number> = { role_permissions: 0, role_inheritance: 0, user_organizations: 4 };
+
 export class SnapshotBuilder {
   #w: Writer | undefined = new Writer(createState(), true);
 
@@ -279,6 +284,25 @@ export class SnapshotBuilder {
   load(table: FollowedTable, rows: Iterable<Raw>): void {
     const w = this.#writer();
     for (const r of rows) w.upsert(table, r);
+  }
+
+  /**
+   * One row of a table of ids only, read as words (a binary load), as load(table, ...) would take it:
+   * the UUID of column i at words[4 * i]; bit i of `nulls` set when column i is NULL.
+   */
+  loadIds(table: IdTable, words: Uint32Array, nulls: number): void {
+    const w = this.#writer();
+    if (table === "role_permissions") w.roles.upsertRolePermissionWords(words);
+    else if (table === "role_inheritance") w.roles.upsertInheritanceWords(words);
+    else dir.upsertUserOrganizationWords(w.st, words, (nulls & 4) === 0);
+  }
+
+  /**
+   * One role_assignments row read as words (a binary load), as load("role_assignments", ...) would take
+   * it; each assignment id at most once (the rows of the whole table, read once).
+   */
+  loadAssignment(row: grants.AssignmentWords): void {
+    grants.loadAssignmentWords(this.#writer().st, row);
   }
 
   /** The snapshot of everything loaded; the builder cannot be used afterwards. */

@@ -3,6 +3,7 @@ import { type Change, FOLLOWED_TABLES, SNAPSHOT_COLUMNS } from "../engine/rows.j
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { ChangeFeed } from "./change-feed.js";
+import { copyTableInto } from "./snapshot-copy.js";
 import type { SqlClient } from "./sql.js";
 
 /** Rows per batch while loading a snapshot. */
@@ -68,9 +69,19 @@ export interface LiveEngine {
   stop(): void;
 }
 
-/** Loads the followed tables in one repeatable-read snapshot, streaming rows into a new engine snapshot. */
-export async function loadSnapshot(db: SqlClient): Promise<Snapshot> {
-  return db.readWriteTx(
+/** How loadSnapshot reads the tables: row by row through the driver, or (real Postgres) binary COPY. */
+export type SnapshotVia = "rows" | "copy";
+
+/**
+ * Loads the followed tables in one repeatable-read snapshot into a new
+ * engine snapshot. On real Postgres each table streams by binary COPY
+ * (snapshot-copy.ts); elsewhere (PGlite), or with via "rows", rows are read
+ * in batches through a cursor. The transaction ends when the last row is
+ * read: the build's closing work runs after it, so the connection is never
+ * left idle in a transaction while node computes.
+ */
+export async function loadSnapshot(db: SqlClient, opts: { via?: SnapshotVia } = {}): Promise<Snapshot> {
+  const { builder, revision } = await db.readWriteTx(
     async (tx) => {
       const [head] = await tx.query<{ revision: string }>("select revision::text as revision from authz_revision");
       const builder = new SnapshotBuilder();
@@ -80,13 +91,16 @@ export async function loadSnapshot(db: SqlClient): Promise<Snapshot> {
         [`{${FOLLOWED_TABLES.join(",")}}`],
       );
       builder.reserve(Object.fromEntries(estimates.map((r) => [r.t, Number(r.n)])));
+      const copyOut = opts.via === "rows" ? undefined : tx.copyOut?.bind(tx);
       for (const t of FOLLOWED_TABLES) {
-        await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => builder.load(t, rows));
+        if (copyOut) await copyTableInto(copyOut, t, builder);
+        else await tx.each(`select ${SNAPSHOT_COLUMNS[t]} from ${t}`, SNAPSHOT_BATCH_ROWS, (rows) => builder.load(t, rows));
       }
-      return builder.build(BigInt(head?.revision ?? "0"));
+      return { builder, revision: BigInt(head?.revision ?? "0") };
     },
     { isolation: "repeatable read" },
   );
+  return builder.build(revision);
 }
 
 async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigint; changes: Change[] | "too many" | "pruned" }> {

@@ -41,6 +41,28 @@ function querier(sql: Sql, reach: Reachability): SqlQuerier {
         });
       });
     },
+    copyOut(text, onChunk) {
+      return reach.guard(async () => {
+        const stream = await sql.unsafe(text).readable();
+        // Flowing mode: each chunk is handled as postgres.js pushes it, inside the socket's data handler
+        // (which is the backpressure). A chunk onChunk refuses fails the COPY, but the rest is still read
+        // (and dropped), so the connection is left ready for the rollback. (patches/: postgres.js 3.4.9 could
+        // leave the socket paused after a COPY, hanging the connection's next statement.)
+        await new Promise<void>((resolve, reject) => {
+          let failed: { err: unknown } | undefined;
+          stream.on("data", (chunk: Buffer) => {
+            if (failed) return;
+            try {
+              onChunk(chunk);
+            } catch (err) {
+              failed = { err };
+            }
+          });
+          stream.on("end", () => (failed ? reject(failed.err) : resolve()));
+          stream.on("error", reject);
+        });
+      });
+    },
   };
 }
 

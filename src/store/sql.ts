@@ -16,6 +16,12 @@ export interface SqlQuerier {
   exec(text: string): Promise<void>;
   /** A large result in batches, so it never sits in memory whole. */
   each<T extends Row = Row>(text: string, batchSize: number, onBatch: (rows: T[]) => void): Promise<void>;
+  /**
+   * COPY ... TO STDOUT, its data handed to onChunk as it streams (chunks end
+   * anywhere). Only where the client can stream COPY (real Postgres); absent
+   * otherwise (PGlite), where callers read rows instead.
+   */
+  copyOut?(text: string, onChunk: (chunk: Buffer) => void): Promise<void>;
 }
 
 export type Isolation = "read committed" | "repeatable read" | "serializable";

@@ -1,0 +1,181 @@
+// PostgreSQL's binary COPY format (COPY ... TO STDOUT WITH (FORMAT binary)),
+// read as it streams: chunks are cut into tuples and each tuple's fields are
+// read in place, without a row object or a string for what is not text.
+//
+// The format (PostgreSQL docs, "COPY", Binary Format): an 11-byte signature
+// "PGCOPY\n\377\r\n\0", a 32-bit flags word, a 32-bit header-extension length
+// and the extension; then per tuple a 16-bit field count and per field a
+// 32-bit length (-1 = NULL) and that many bytes; a field count of -1 ends the
+// data. All integers are big-endian. Field bytes are each type's binary
+// "send" form: uuid 16 bytes, bool 1 byte, int4 4, int8 8, text its UTF-8,
+// timestamptz an int64 of microseconds since 2000-01-01 00:00 UTC.
+
+const SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
+/** 2000-01-01T00:00:00Z in epoch milliseconds (PostgreSQL's timestamp epoch). */
+const PG_EPOCH_MS = 946_684_800_000;
+const TWO_32 = 4_294_967_296;
+/** Most fields a tuple may have here (the widest table the engine reads has 9). */
+const MAX_FIELDS = 32;
+
+/** One tuple of a binary COPY, valid until the next tuple is read: its fields, read in place. */
+export class CopyTuple {
+  buf: Buffer = Buffer.alloc(0);
+  /** Number of fields. */
+  n = 0;
+  readonly #at = new Int32Array(MAX_FIELDS);
+  readonly #len = new Int32Array(MAX_FIELDS);
+
+  /** @internal */
+  set(buf: Buffer, i: number, at: number, len: number): void {
+    this.buf = buf;
+    this.#at[i] = at;
+    this.#len[i] = len;
+  }
+
+  isNull(i: number): boolean {
+    return this.#len[i] === -1;
+  }
+
+  /** Whether field i holds exactly n bytes (false for NULL). */
+  hasLength(i: number, n: number): boolean {
+    return this.#len[i] === n;
+  }
+
+  /** The bytes field i holds; -1 for NULL. */
+  length(i: number): number {
+    return this.#len[i] as number;
+  }
+
+  /** The byte offset of field i's data in `buf`. */
+  at(i: number): number {
+    return this.#at[i] as number;
+  }
+
+  bool(i: number): boolean {
+    return this.#len[i] === 1 && this.buf[this.#at[i] as number] === 1;
+  }
+
+  int4(i: number): number {
+    return this.buf.readInt32BE(this.#at[i] as number);
+  }
+
+  /** An int8 as a number (exact below 2^53). */
+  int8(i: number): number {
+    const at = this.#at[i] as number;
+    return this.buf.readInt32BE(at) * TWO_32 + this.buf.readUInt32BE(at + 4);
+  }
+
+  /** text/varchar as a string; null for NULL. */
+  text(i: number): string | null {
+    const len = this.#len[i] as number;
+    if (len < 0) return null;
+    const at = this.#at[i] as number;
+    return this.buf.toString("utf8", at, at + len);
+  }
+
+  /** Word k (0-3) of a uuid field, as an unsigned 32-bit number. */
+  uuidWord(i: number, k: number): number {
+    return this.buf.readUInt32BE((this.#at[i] as number) + 4 * k);
+  }
+
+  /** A uuid field in its canonical lower-case text; null for NULL. */
+  uuid(i: number): string | null {
+    const len = this.#len[i] as number;
+    if (len !== 16) return null;
+    const at = this.#at[i] as number;
+    const h = this.buf.toString("hex", at, at + 16);
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  /** A timestamptz as epoch milliseconds (±Infinity for ±infinity); null for NULL. */
+  time(i: number): number | null {
+    if (this.#len[i] !== 8) return null;
+    const at = this.#at[i] as number;
+    const hi = this.buf.readInt32BE(at);
+    const lo = this.buf.readUInt32BE(at + 4);
+    if (hi === 0x7fffffff && lo === 0xffffffff) return Number.POSITIVE_INFINITY;
+    if (hi === -0x80000000 && lo === 0) return Number.NEGATIVE_INFINITY;
+    return Math.floor((hi * TWO_32 + lo) / 1000) + PG_EPOCH_MS;
+  }
+}
+
+/**
+ * Reads a binary COPY stream: push() each chunk as it arrives (tuples may
+ * be cut anywhere), end() when the stream ends. onTuple gets every tuple in
+ * order, in a CopyTuple that is reused. Throws on bytes that are not the
+ * format, and at end() when the data stopped before its end marker.
+ */
+export class CopyBinaryReader {
+  readonly #tuple = new CopyTuple();
+  #carry: Buffer | undefined;
+  #header = false;
+  #done = false;
+
+  constructor(private readonly onTuple: (t: CopyTuple) => void) {}
+
+  push(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.#carry) {
+      buf = Buffer.concat([this.#carry, chunk]);
+      this.#carry = undefined;
+    }
+    let pos = 0;
+    if (!this.#header) {
+      const after = this.#readHeader(buf);
+      if (after < 0) {
+        this.#carry = Buffer.from(buf);
+        return;
+      }
+      pos = after;
+    }
+    while (pos < buf.length) {
+      if (this.#done) throw new Error("binary COPY: data after the end marker");
+      const next = this.#readTuple(buf, pos);
+      if (next < 0) {
+        this.#carry = Buffer.from(buf.subarray(pos));
+        return;
+      }
+      pos = next;
+    }
+  }
+
+  end(): void {
+    if (!this.#done) throw new Error("binary COPY: the data ended before its end marker");
+  }
+
+  /** The offset after the header, or -1 when buf does not hold all of it yet. */
+  #readHeader(buf: Buffer): number {
+    if (buf.length < SIGNATURE.length + 8) return -1;
+    if (!buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error("binary COPY: bad signature");
+    const ext = buf.readUInt32BE(SIGNATURE.length + 4);
+    const after = SIGNATURE.length + 8 + ext;
+    if (buf.length < after) return -1;
+    this.#header = true;
+    return after;
+  }
+
+  /** Reads the tuple at pos and hands it on; returns the offset after it, or -1 when it is not all in buf. */
+  #readTuple(buf: Buffer, pos: number): number {
+    if (pos + 2 > buf.length) return -1;
+    const n = buf.readInt16BE(pos);
+    if (n === -1) {
+      this.#done = true;
+      return pos + 2;
+    }
+    if (n < 0 || n > MAX_FIELDS) throw new Error(`binary COPY: bad field count ${n}`);
+    const t = this.#tuple;
+    let p = pos + 2;
+    for (let i = 0; i < n; i++) {
+      if (p + 4 > buf.length) return -1;
+      const len = buf.readInt32BE(p);
+      p += 4;
+      if (len < -1) throw new Error(`binary COPY: bad field length ${len}`);
+      t.set(buf, i, p, len);
+      if (len > 0) p += len;
+      if (p > buf.length) return -1;
+    }
+    t.n = n;
+    this.onTuple(t);
+    return p;
+  }
+}

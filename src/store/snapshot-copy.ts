@@ -1,0 +1,233 @@
+// The followed tables read by binary COPY for a snapshot load (real Postgres):
+// the rows arrive as one stream that PostgreSQL fills while node builds
+// (no cursor round trip per batch), and no driver row object or text is made
+// per row. role_assignments, the largest table by far, goes into the builder
+// as words (its ids never become text); the other tables become the same row
+// objects the row-by-row load hands over.
+
+import type { AssignmentWords } from "../engine/grant-index.js";
+import type { FollowedTable } from "../engine/rows.js";
+import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
+import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
+
+type ColType = "uuid" | "text" | "bool" | "time" | "int4";
+type Columns = readonly (readonly [name: string, type: ColType])[];
+
+/** What loadSnapshot reads of each table (SNAPSHOT_COLUMNS' columns), with the type each is sent as. */
+export const COPY_COLUMNS: Record<FollowedTable, Columns> = {
+  tenants: [["id", "uuid"]],
+  organizations: [
+    ["id", "uuid"],
+    ["tenant_id", "uuid"],
+    ["name", "text"],
+    ["slug", "text"],
+    ["role_structure", "text"],
+  ],
+  users: [
+    ["id", "uuid"],
+    ["locked", "bool"],
+    ["enabled", "bool"],
+  ],
+  staff: [["id", "uuid"]],
+  accounts: [
+    ["id", "uuid"],
+    ["organization_id", "uuid"],
+    ["active", "bool"],
+  ],
+  principals: [
+    ["id", "uuid"],
+    ["account_id", "uuid"],
+    ["subject_type", "text"],
+    ["subject_id", "uuid"],
+    ["active", "bool"],
+    ["accepted_at", "time"],
+    ["valid_until", "time"],
+  ],
+  avatars: [
+    ["id", "uuid"],
+    ["organization_id", "uuid"],
+    ["active", "bool"],
+  ],
+  memberships: [
+    ["id", "uuid"],
+    ["principal_id", "uuid"],
+    ["avatar_id", "uuid"],
+    ["owner", "bool"],
+    ["active", "bool"],
+    ["accepted_at", "time"],
+    ["valid_until", "time"],
+  ],
+  roles: [
+    ["id", "uuid"],
+    ["organization_id", "uuid"],
+    ["key", "text"],
+    ["name", "text"],
+  ],
+  permissions: [
+    ["id", "uuid"],
+    ["organization_id", "uuid"],
+    ["key", "text"],
+  ],
+  role_permissions: [
+    ["role_id", "uuid"],
+    ["permission_id", "uuid"],
+  ],
+  role_inheritance: [
+    ["role_id", "uuid"],
+    ["parent_role_id", "uuid"],
+  ],
+  // Read as words by readAssignments, in this order.
+  role_assignments: [
+    ["id", "uuid"],
+    ["subject_type", "text"],
+    ["subject_id", "uuid"],
+    ["role_id", "uuid"],
+    ["scope_type", "text"],
+    ["scope_id", "uuid"],
+    ["active", "bool"],
+    ["valid_until", "time"],
+  ],
+  user_organizations: [
+    ["user_id", "uuid"],
+    ["organization_id", "uuid"],
+    ["primary_role_id", "uuid"],
+  ],
+  rate_limit_policies: [
+    ["id", "int4"],
+    ["name", "text"],
+    ["scope", "text"],
+    ["limit_count", "int4"],
+    ["window_sec", "int4"],
+    ["algorithm", "text"],
+    ["failure_mode", "text"],
+    ["shadow", "bool"],
+    ["description", "text"],
+  ],
+  rate_limit_assignments: [
+    ["id", "text"], // bigint, kept exact as text (as the row-by-row load reads it)
+    ["policy_id", "int4"],
+    ["user_id", "uuid"],
+    ["org_id", "uuid"],
+  ],
+};
+
+/** The COPY statement for a table: every column cast to the type it is decoded as. */
+export function copyStatement(table: FollowedTable): string {
+  const cols = COPY_COLUMNS[table].map(([name, type]) => `${name}::${type === "time" ? "timestamptz" : type}`).join(", ");
+  return `copy (select ${cols} from ${table}) to stdout with (format binary)`;
+}
+
+/** Rows handed to the builder at a time. */
+const ROW_BATCH = 4096;
+
+/** Streams one table into the builder by binary COPY. */
+export async function copyTableInto(
+  copyOut: (text: string, onChunk: (chunk: Buffer) => void) => Promise<void>,
+  table: FollowedTable,
+  builder: SnapshotBuilder,
+): Promise<void> {
+  const onTuple = table === "role_assignments" ? assignmentReader(builder) : isIdTable(table) ? idRowReader(table, builder) : rowReader(table, builder);
+  const reader = new CopyBinaryReader(onTuple.tuple);
+  await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
+  reader.end();
+  onTuple.flush();
+}
+
+const isIdTable = (t: FollowedTable): t is IdTable => t in ID_TABLE_NULLABLE;
+
+/** Rows of ids only, as words (no text made or parsed). */
+function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const cols = COPY_COLUMNS[table];
+  const words = new Uint32Array(4 * cols.length);
+  const nullable = ID_TABLE_NULLABLE[table];
+  return {
+    tuple(t) {
+      let nulls = 0;
+      for (let i = 0; i < cols.length; i++) {
+        if (t.isNull(i) && (nullable & (1 << i)) !== 0) nulls |= 1 << i;
+        else if (!t.hasLength(i, 16)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
+        else for (let k = 0; k < 4; k++) words[4 * i + k] = t.uuidWord(i, k);
+      }
+      builder.loadIds(table, words, nulls);
+    },
+    flush() {},
+  };
+}
+
+function rowReader(table: FollowedTable, builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const cols = COPY_COLUMNS[table];
+  let batch: Record<string, unknown>[] = [];
+  const flush = () => {
+    if (batch.length > 0) builder.load(table, batch);
+    batch = [];
+  };
+  return {
+    tuple(t) {
+      const row: Record<string, unknown> = {};
+      for (let i = 0; i < cols.length; i++) {
+        const [name, type] = cols[i] as Columns[number];
+        row[name] = field(t, i, type);
+      }
+      batch.push(row);
+      if (batch.length === ROW_BATCH) flush();
+    },
+    flush,
+  };
+}
+
+function field(t: CopyTuple, i: number, type: ColType): unknown {
+  if (t.isNull(i)) return null;
+  switch (type) {
+    case "uuid":
+      return t.uuid(i);
+    case "text":
+      return t.text(i);
+    case "bool":
+      return t.bool(i);
+    case "time":
+      return t.time(i);
+    case "int4":
+      return t.int4(i);
+  }
+}
+
+/** The subject and scope types a grant names, matched on their bytes (no string per row). */
+const KIND_TEXTS = ["user", "organization", "global", "tenant", "account", "principal", "staff", "avatar"] as const;
+const KIND_BYTES = KIND_TEXTS.map((k) => Buffer.from(k, "latin1"));
+
+/** Field i as one of the known kind texts when it is one (the same string each time), else decoded. */
+function kindText(t: CopyTuple, i: number): string {
+  const at = t.at(i);
+  const buf = t.buf;
+  outer: for (let k = 0; k < KIND_BYTES.length; k++) {
+    const want = KIND_BYTES[k] as Buffer;
+    if (!t.hasLength(i, want.length)) continue;
+    for (let j = 0; j < want.length; j++) if (buf[at + j] !== want[j]) continue outer;
+    return KIND_TEXTS[k] as string;
+  }
+  return t.text(i) ?? "";
+}
+
+function assignmentReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const row: AssignmentWords = { words: new Uint32Array(16), subjectType: "", scopeType: "", hasScope: false, active: false, validUntil: null };
+  const w = row.words;
+  const words = (t: CopyTuple, i: number, o: number, what: string) => {
+    if (!t.hasLength(i, 16)) throw new Error(`role_assignments: ${what} is not a UUID`);
+    for (let k = 0; k < 4; k++) w[o + k] = t.uuidWord(i, k);
+  };
+  return {
+    tuple(t) {
+      words(t, 0, 0, "id");
+      row.subjectType = kindText(t, 1);
+      words(t, 2, 4, "subject_id");
+      words(t, 3, 8, "role_id");
+      row.scopeType = kindText(t, 4);
+      row.hasScope = !t.isNull(5);
+      if (row.hasScope) words(t, 5, 12, "scope_id");
+      row.active = t.bool(6);
+      row.validUntil = t.time(7);
+      builder.loadAssignment(row);
+    },
+    flush() {},
+  };
+}

@@ -156,21 +156,27 @@ async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
   return row ? (row.inserted === true ? "inserted" : "updated") : "unchanged";
 }
 
+/** A chunk's statements as sent: its outcomes, or the database's refusal of its statement. */
+type Sent = Promise<{ written: Map<string, Outcome> } | { refused: SqlError }>;
+
 /**
- * Runs a chunk in one statement; when the database refuses it, rolls back to
- * the savepoint and runs it one upsert at a time, so the refusal names its
- * record. Returns each item's outcome, in order.
+ * Sends a chunk's savepoint, statement and release without waiting for any
+ * answer, so the caller can build the next chunk while PostgreSQL runs this
+ * one (postgres.js pipelines statements of one transaction in order). A
+ * refusal of the statement is returned, any other failure thrown.
  */
-async function runChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
-  await tx.query("savepoint authz_import_chunk");
-  try {
-    const written = await bulkUpsert(tx, chunk);
-    await tx.query("release savepoint authz_import_chunk");
-    return chunk.map((i) => written.get(i.key ?? rowKey(i.u)) ?? "unchanged");
-  } catch (err) {
-    if (!(err instanceof SqlError)) throw err;
-    await tx.query("rollback to savepoint authz_import_chunk");
-  }
+function sendChunk(tx: SqlQuerier, chunk: Item[]): Sent {
+  const sent = [tx.query("savepoint authz_import_chunk"), bulkUpsert(tx, chunk), tx.query("release savepoint authz_import_chunk")] as const;
+  return Promise.allSettled(sent).then(([sp, ins, rel]) => {
+    if (ins.status === "rejected" && ins.reason instanceof SqlError && sp.status === "fulfilled") return { refused: ins.reason };
+    for (const r of [sp, ins, rel]) if (r.status === "rejected") throw r.reason;
+    return { written: (ins as PromiseFulfilledResult<Map<string, Outcome>>).value };
+  });
+}
+
+/** A refused chunk again, one upsert at a time after rolling back to its savepoint, so the refusal names its record. */
+async function replayChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
+  await tx.query("rollback to savepoint authz_import_chunk");
   const out: Outcome[] = [];
   for (const i of chunk) {
     try {
@@ -179,15 +185,37 @@ async function runChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
       throw new RecordRefused(i.rec, err);
     }
   }
+  await tx.query("release savepoint authz_import_chunk");
   return out;
 }
 
-/** Runs the items in chunks; returns each item's outcome, in the items' order. */
+/**
+ * Runs the items in chunks, one statement each; returns each item's outcome,
+ * in the items' order. The next chunk is sent before this one's answer is
+ * read, so this process's work overlaps PostgreSQL's. When a chunk is
+ * refused, the one sent behind it fails too (the transaction is aborted up
+ * to the savepoint): it is awaited, the refused chunk replayed, then sent again.
+ */
 export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Outcome[]> {
   const outcome = new Map<Item, Outcome>();
-  for (const chunk of chunks(items)) {
-    const got = await runChunk(tx, chunk);
-    chunk.forEach((i, n) => outcome.set(i, got[n] as Outcome));
+  const list = chunks(items);
+  let next: Sent | undefined = list[0] ? sendChunk(tx, list[0]) : undefined;
+  for (let n = 0; n < list.length; n++) {
+    const chunk = list[n] as Item[];
+    const sent = next as Sent;
+    next = list[n + 1] ? sendChunk(tx, list[n + 1] as Item[]) : undefined;
+    const got = await sent.catch(async (err: unknown) => {
+      await next?.catch(() => {});
+      throw err;
+    });
+    let outcomes: Outcome[];
+    if ("written" in got) outcomes = chunk.map((i) => got.written.get(i.key ?? rowKey(i.u)) ?? "unchanged");
+    else {
+      await next?.catch(() => {}); // failed behind the refusal; sent again below
+      outcomes = await replayChunk(tx, chunk);
+      next = list[n + 1] ? sendChunk(tx, list[n + 1] as Item[]) : undefined;
+    }
+    chunk.forEach((i, k) => outcome.set(i, outcomes[k] as Outcome));
     onRows?.(chunk.length);
   }
   return items.map((i) => outcome.get(i) ?? "unchanged");

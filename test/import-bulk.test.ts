@@ -3,6 +3,7 @@
 // one RELOAD change row, on which a following replica reloads a snapshot and
 // converges. Real Postgres, the replica as a running server has it.
 import { readFileSync } from "node:fs";
+import { importBenchDocument } from "../bench/import.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { projectPath } from "../src/paths.js";
@@ -10,6 +11,7 @@ import { startChangeFeed } from "../src/store/change-feed.js";
 import { readChanges } from "../src/store/change-stream.js";
 import { exportDirectory } from "../src/store/export.js";
 import { ImportError, importDocument } from "../src/store/import.js";
+import { CHUNK_ROWS } from "../src/store/import-bulk.js";
 import { loadSnapshot, startLiveEngine } from "../src/store/live-engine.js";
 import type { SqlClient } from "../src/store/sql.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
@@ -101,6 +103,26 @@ describe(`bulk import (seed ${SEED})`, () => {
       new RegExp(`MEMBERSHIP\\[0\\] \\(id=${transfer.from_membership_id}\\): cannot be deleted while other records refer to it: .*ownership_transfers`),
     );
     expect(await t.raw`select count(*)::int as n from staff`).toEqual(before);
+  });
+
+  it("a section of several statements (each sent before the last one's answer): all written, and a refusal in its first names the record", async () => {
+    // 12,000 records: UserRole takes two statements, the second sent while the first runs.
+    const doc = importBenchDocument(12_000);
+    const roles = doc.UserRole as Array<{ user_id: string; role_id: string }>;
+    expect(roles.length).toBeGreaterThan(CHUNK_ROWS);
+    const good = await db();
+    const s = await importDocument(good.client, structuredClone(doc));
+    expect(s.sections.UserRole).toEqual({ inserted: roles.length, updated: 0, unchanged: 0, deleted: 0 });
+    expect(await good.raw`select count(*)::int as n from role_assignments`).toEqual([{ n: roles.length + (doc.UserOrganizationInfo as unknown[]).length }]); // and one grant per place
+    const bad = await db();
+    const broken = structuredClone(doc);
+    const rec = (broken.UserRole as typeof roles)[7] as { user_id: string };
+    rec.user_id = id("ff", 7);
+    const err = await importDocument(bad.client, broken).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportError);
+    expect((err as Error).message).toContain(`UserRole[7] (user_id=${id("ff", 7)}`);
+    expect((err as Error).message).not.toMatch(/insert into|select /i);
+    expect(await bad.raw`select (select count(*) from role_assignments)::int as a, (select count(*) from users)::int as u`).toEqual([{ a: 0, u: 0 }]);
   });
 
   it("checks deletion records and refuses RateLimitCounter records, every problem at once", async () => {

@@ -127,22 +127,50 @@ function chunks(items: Item[]): Item[][] {
   return out;
 }
 
-/** One statement for a whole chunk; per row written: its conflict key and whether it was inserted. */
-async function bulkUpsert(tx: SqlQuerier, chunk: Item[]): Promise<Map<string, Outcome>> {
+/** The statement text for a chunk, returning what `returning` says, and its one parameter (the rows as JSON). */
+function chunkStatement(chunk: Item[], returning: string): [string, string[]] {
   const u0 = (chunk[0] as Item).u;
   const names = u0.cols.map(([c]) => c);
   const select = u0.cols.map(([, t], i) => `(e.r->>${i})::${t}`);
+  const text = `insert into ${u0.table} (${names.join(", ")})
+     select ${select.join(", ")} from jsonb_array_elements($1::text::jsonb) with ordinality as e(r, ord) order by e.ord
+     on conflict ${u0.conflict} ${conflictAction(u0.table, names, u0.keep)}
+     returning ${returning}`;
+  return [text, [JSON.stringify(chunk.map((i) => i.u.cols.map(([, , v]) => v)))]];
+}
+
+/** One statement for a whole chunk; per row written: its conflict key and whether it was inserted. */
+async function bulkUpsert(tx: SqlQuerier, chunk: Item[]): Promise<Map<string, Outcome>> {
+  const u0 = (chunk[0] as Item).u;
   const key = conflictColumns(u0)
     .map((c) => `coalesce(${u0.table}.${c}::text, chr(1))`)
     .join(` || '|' || `);
-  const rows = await tx.query<{ k: string; inserted: boolean }>(
-    `insert into ${u0.table} (${names.join(", ")})
-     select ${select.join(", ")} from jsonb_array_elements($1::text::jsonb) with ordinality as e(r, ord) order by e.ord
-     on conflict ${u0.conflict} ${conflictAction(u0.table, names, u0.keep)}
-     returning ${key} as k, (xmax = 0) as inserted`,
-    [JSON.stringify(chunk.map((i) => i.u.cols.map(([, , v]) => v)))],
-  );
+  const [text, params] = chunkStatement(chunk, `${key} as k, (xmax = 0) as inserted`);
+  const rows = await tx.query<{ k: string; inserted: boolean }>(text, params);
   return new Map(rows.map((r) => [r.k, r.inserted ? "inserted" : "updated"]));
+}
+
+/** How many records (or rows) were inserted, updated, or left as they were. */
+export interface Tally {
+  inserted: number;
+  updated: number;
+  unchanged: number;
+}
+
+/**
+ * One statement for a whole chunk, answering only how many rows it inserted
+ * and updated: no row goes back to this process. A chunk never writes one
+ * row twice, so the rest of its items left their rows unchanged.
+ */
+async function bulkCount(tx: SqlQuerier, chunk: Item[]): Promise<Tally> {
+  const [text, params] = chunkStatement(chunk, "(xmax = 0) as inserted");
+  const [r] = await tx.query<{ inserted: number; updated: number }>(
+    `with w as (${text}) select count(*) filter (where inserted)::int as inserted, count(*) filter (where not inserted)::int as updated from w`,
+    params,
+  );
+  const inserted = Number(r?.inserted ?? 0);
+  const updated = Number(r?.updated ?? 0);
+  return { inserted, updated, unchanged: chunk.length - inserted - updated };
 }
 
 async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
@@ -156,21 +184,30 @@ async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
   return row ? (row.inserted === true ? "inserted" : "updated") : "unchanged";
 }
 
+/** A chunk's statements as sent: what its statement answered, or the database's refusal of it. */
+type Sent<R> = Promise<{ written: R } | { refused: SqlError }>;
+
+/** A chunk's statement: bulkUpsert (an outcome per row) or bulkCount (only counts). */
+type ChunkStatement<R> = (tx: SqlQuerier, chunk: Item[]) => Promise<R>;
+
 /**
- * Runs a chunk in one statement; when the database refuses it, rolls back to
- * the savepoint and runs it one upsert at a time, so the refusal names its
- * record. Returns each item's outcome, in order.
+ * Sends a chunk's savepoint, statement and release without waiting for any
+ * answer, so the caller can build the next chunk while PostgreSQL runs this
+ * one (postgres.js pipelines statements of one transaction in order). A
+ * refusal of the statement is returned, any other failure thrown.
  */
-async function runChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
-  await tx.query("savepoint authz_import_chunk");
-  try {
-    const written = await bulkUpsert(tx, chunk);
-    await tx.query("release savepoint authz_import_chunk");
-    return chunk.map((i) => written.get(i.key ?? rowKey(i.u)) ?? "unchanged");
-  } catch (err) {
-    if (!(err instanceof SqlError)) throw err;
-    await tx.query("rollback to savepoint authz_import_chunk");
-  }
+function sendChunk<R>(tx: SqlQuerier, chunk: Item[], statement: ChunkStatement<R>): Sent<R> {
+  const sent = [tx.query("savepoint authz_import_chunk"), statement(tx, chunk), tx.query("release savepoint authz_import_chunk")] as const;
+  return Promise.allSettled(sent).then(([sp, ins, rel]) => {
+    if (ins.status === "rejected" && ins.reason instanceof SqlError && sp.status === "fulfilled") return { refused: ins.reason };
+    for (const r of [sp, ins, rel]) if (r.status === "rejected") throw r.reason;
+    return { written: (ins as PromiseFulfilledResult<R>).value };
+  });
+}
+
+/** A refused chunk again, one upsert at a time after rolling back to its savepoint, so the refusal names its record. */
+async function replayChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
+  await tx.query("rollback to savepoint authz_import_chunk");
   const out: Outcome[] = [];
   for (const i of chunk) {
     try {
@@ -179,31 +216,88 @@ async function runChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
       throw new RecordRefused(i.rec, err);
     }
   }
+  await tx.query("release savepoint authz_import_chunk");
   return out;
+}
+
+/**
+ * Runs the chunks in order, one statement each, handing take() each chunk's
+ * answer (or, for a chunk replayed record by record, its outcomes). The next
+ * chunk is sent before this one's answer is read, so this process's work
+ * overlaps PostgreSQL's. When a chunk is refused, the one sent behind it
+ * fails too (the transaction is aborted up to the savepoint): it is awaited,
+ * the refused chunk replayed, then it is sent again.
+ */
+async function pipeChunks<R>(
+  tx: SqlQuerier,
+  list: Item[][],
+  statement: ChunkStatement<R>,
+  take: (chunk: Item[], got: { written: R } | { replayed: Outcome[] }) => void,
+): Promise<void> {
+  const send = (n: number): Sent<R> | undefined => (list[n] ? sendChunk(tx, list[n] as Item[], statement) : undefined);
+  let next = send(0);
+  for (let n = 0; n < list.length; n++) {
+    const chunk = list[n] as Item[];
+    const sent = next as Sent<R>;
+    next = send(n + 1);
+    const got = await sent.catch(async (err: unknown) => {
+      await next?.catch(() => {});
+      throw err;
+    });
+    if ("written" in got) take(chunk, got);
+    else {
+      await next?.catch(() => {}); // failed behind the refusal; sent again below
+      take(chunk, { replayed: await replayChunk(tx, chunk) });
+      next = send(n + 1);
+    }
+  }
 }
 
 /** Runs the items in chunks; returns each item's outcome, in the items' order. */
 export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Outcome[]> {
   const outcome = new Map<Item, Outcome>();
-  for (const chunk of chunks(items)) {
-    const got = await runChunk(tx, chunk);
-    chunk.forEach((i, n) => outcome.set(i, got[n] as Outcome));
+  await pipeChunks(tx, chunks(items), bulkUpsert, (chunk, got) => {
+    chunk.forEach((i, k) => {
+      const o = "written" in got ? got.written.get(i.key ?? rowKey(i.u)) : got.replayed[k];
+      outcome.set(i, o ?? "unchanged");
+    });
     onRows?.(chunk.length);
-  }
+  });
   return items.map((i) => outcome.get(i) ?? "unchanged");
+}
+
+/** Runs the items in chunks, as runItems, when only the counts matter: no row comes back. */
+async function countItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Tally> {
+  const t = newTally();
+  await pipeChunks(tx, chunks(items), bulkCount, (chunk, got) => {
+    if ("written" in got) for (const k of ["inserted", "updated", "unchanged"] as const) t[k] += got.written[k];
+    else for (const o of got.replayed) t[o]++;
+    onRows?.(chunk.length);
+  });
+  return t;
+}
+
+export const newTally = (): Tally => ({ inserted: 0, updated: 0, unchanged: 0 });
+
+/** The outcomes counted. */
+export function tally(outcomes: readonly Outcome[]): Tally {
+  const t = newTally();
+  for (const o of outcomes) t[o]++;
+  return t;
 }
 
 /**
  * Writes one section's records (already in write order) in bulk; returns
- * each record's outcome. RecordRefused names the first record refused.
+ * how many were inserted, updated and unchanged. RecordRefused names the
+ * first record refused.
  */
-export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Outcome[]> {
+export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Tally> {
   const l = await fetchLookups(tx, recs);
   if (recs.length > 0 && isSingleUpsert((recs[0] as Validated).section)) {
     const items = recs.map((rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) }));
-    return runItems(tx, items, onRows);
+    return countItems(tx, items, onRows);
   }
-  return writePlaces(tx, recs, l, onRows);
+  return tally(await writePlaces(tx, recs, l, onRows));
 }
 
 /**

@@ -5,9 +5,9 @@
 // replicas load a snapshot instead of replaying it (migration 0009).
 
 import { readLatestRevision } from "./change-feed.js";
-import { RecordRefused, writeOneByOne, writeSection } from "./import-bulk.js";
+import { RecordRefused, tally, writeOneByOne, writeSection } from "./import-bulk.js";
 import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
-import type { Outcome, Validated, Value } from "./import-rows.js";
+import type { Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
 import { describeViolation, singleRoleViolations } from "./role-structure.js";
 import { type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
@@ -274,8 +274,8 @@ async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<s
     const ups = recs.filter((r) => !r.del);
     if (ups.length === 0) continue;
     const track = tracker(section, "write", ups.length);
-    const outcomes: Outcome[] = options.bulk === false ? await writeOneByOne(tx, ups, track) : await writeSection(tx, ups, track);
-    for (const o of outcomes) count(section)[o]++;
+    const t = options.bulk === false ? tally(await writeOneByOne(tx, ups, track)) : await writeSection(tx, ups, track);
+    for (const k of ["inserted", "updated", "unchanged"] as const) count(section)[k] += t[k];
   }
 }
 

@@ -307,11 +307,18 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
   return summary;
 }
 
+/** The import transaction's idle bound: its client builds statements between them. */
+const IMPORT_IDLE_IN_TRANSACTION_MS = 120_000;
+
 /** Thrown inside the transaction to roll a dry run back. */
 const DRY_RUN = Symbol("dry run");
 
 /** The import's transaction: every record, then the rules that span records; DRY_RUN rolls it back. */
 async function writeDocument(tx: SqlQuerier, records: Validated[], summary: ImportSummary, options: ImportOptions): Promise<void> {
+  // The pool's 5 s idle-in-transaction bound is a net for wedged connections; an import
+  // builds each section's statements between them, which on a busy machine at 100k+
+  // records can take longer than that. It keeps a net, a wider one.
+  await tx.query(`set local idle_in_transaction_session_timeout = '${IMPORT_IDLE_IN_TRANSACTION_MS}ms'`);
   // A large import logs one RELOAD row instead of its rows (migration 0009).
   if (summary.changeLog === "reload") await tx.query("select authz_bulk_begin()");
   // Inheritance cycles are checked per statement, so a refusal names its record.

@@ -160,6 +160,24 @@ export class UuidInterner implements UuidIds {
     return found >= 0 ? found : this.#append();
   }
 
+  /**
+   * Reads the slot a probe of this UUID starts at and returns what it holds (id + 1, 0 = empty), and
+   * nothing else. A batch load calls it for many rows before interning them, so that their cache
+   * misses are in flight together instead of one after another. Only a hint: whatever is interned
+   * in between makes it a wasted read, never a wrong answer.
+   */
+  touch(a: number, b: number, c: number, d: number): number {
+    const slots = this.#slots;
+    return slots[slotFor(hash(a, b, c, d), slots.length)] as number;
+  }
+
+  /** The probe's second read, for what touch() returned: the first word of that id (0 for an empty slot). */
+  touchSlot(s: number): number {
+    if (s === 0) return 0;
+    const id = s - 1;
+    return (this.#pages[id >>> WPAGE_SHIFT] as Uint32Array)[(id & WPAGE_MASK) * 4] as number;
+  }
+
   /** Interns the UUID in `scratch` as a new id. */
   #append(): number {
     if (this.#count + 1 > this.#slots.length * MAX_LOAD) this.#rehash(this.#slots.length * 2);
@@ -268,6 +286,11 @@ export class InlineUuidInterner implements UuidIds {
     }
     this.#place(id, scratch[0] as number, scratch[1] as number, scratch[2] as number, scratch[3] as number);
     return id;
+  }
+
+  /** As UuidInterner.touch: one read of the slot a probe starts at (its id and words are there), a hint for a batch. */
+  touch(a: number, b: number, c: number, d: number): number {
+    return this.#slots[slotFor(hash(a, b, c, d), this.#cap) * SLOT] as number;
   }
 
   reserve(n: number): void {

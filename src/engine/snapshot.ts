@@ -298,11 +298,11 @@ export class SnapshotBuilder {
   }
 
   /**
-   * One role_assignments row read as words (a binary load), as load("role_assignments", ...) would take
-   * it; each assignment id at most once (the rows of the whole table, read once).
+   * A batch of role_assignments rows read as words (a binary load), as load("role_assignments", ...)
+   * would take them; each assignment id at most once (the rows of the whole table, read once).
    */
-  loadAssignment(row: grants.AssignmentWords): void {
-    grants.loadAssignmentWords(this.#writer().st, row);
+  loadAssignments(batch: grants.AssignmentBatch): void {
+    grants.loadAssignmentBatch(this.#writer().st, batch);
   }
 
   /** The snapshot of everything loaded; the builder cannot be used afterwards. */

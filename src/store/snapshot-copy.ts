@@ -5,7 +5,7 @@
 // as words (its ids never become text); the other tables become the same row
 // objects the row-by-row load hands over.
 
-import type { AssignmentWords } from "../engine/grant-index.js";
+import { AB_ACTIVE, AB_HAS_SCOPE, type AssignmentBatch } from "../engine/grant-index.js";
 import type { FollowedTable } from "../engine/rows.js";
 import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
 import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
@@ -208,26 +208,44 @@ function kindText(t: CopyTuple, i: number): string {
   return t.text(i) ?? "";
 }
 
+/** Rows of role_assignments handed to the builder at a time (its passes overlap their cache misses). */
+const ASSIGNMENT_BATCH = 256;
+
 function assignmentReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
-  const row: AssignmentWords = { words: new Uint32Array(16), subjectType: "", scopeType: "", hasScope: false, active: false, validUntil: null };
-  const w = row.words;
+  const B = ASSIGNMENT_BATCH;
+  const batch: AssignmentBatch = {
+    n: 0,
+    words: new Uint32Array(16 * B),
+    subjectType: new Array<string>(B).fill(""),
+    scopeType: new Array<string>(B).fill(""),
+    flags: new Uint8Array(B),
+    validUntil: new Float64Array(B),
+  };
+  const w = batch.words;
   const words = (t: CopyTuple, i: number, o: number, what: string) => {
     if (!t.hasLength(i, 16)) throw new Error(`role_assignments: ${what} is not a UUID`);
     for (let k = 0; k < 4; k++) w[o + k] = t.uuidWord(i, k);
   };
+  const flush = () => {
+    if (batch.n > 0) builder.loadAssignments(batch);
+    batch.n = 0;
+  };
   return {
     tuple(t) {
-      words(t, 0, 0, "id");
-      row.subjectType = kindText(t, 1);
-      words(t, 2, 4, "subject_id");
-      words(t, 3, 8, "role_id");
-      row.scopeType = kindText(t, 4);
-      row.hasScope = !t.isNull(5);
-      if (row.hasScope) words(t, 5, 12, "scope_id");
-      row.active = t.bool(6);
-      row.validUntil = t.time(7);
-      builder.loadAssignment(row);
+      const i = batch.n;
+      const o = 16 * i;
+      words(t, 0, o, "id");
+      batch.subjectType[i] = kindText(t, 1);
+      words(t, 2, o + 4, "subject_id");
+      words(t, 3, o + 8, "role_id");
+      batch.scopeType[i] = kindText(t, 4);
+      const hasScope = !t.isNull(5);
+      if (hasScope) words(t, 5, o + 12, "scope_id");
+      batch.flags[i] = (hasScope ? AB_HAS_SCOPE : 0) | (t.bool(6) ? AB_ACTIVE : 0);
+      batch.validUntil[i] = t.time(7) ?? Number.POSITIVE_INFINITY;
+      batch.n = i + 1;
+      if (batch.n === B) flush();
     },
-    flush() {},
+    flush,
   };
 }

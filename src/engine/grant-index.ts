@@ -26,6 +26,7 @@ import {
   type NextLinks,
   type State,
   setUHead,
+  touched,
   uHead,
   unlink,
 } from "./state.js";
@@ -149,8 +150,6 @@ const batchScratch = (n: number) => ({
   role: new Int32Array(n),
 });
 let bat = batchScratch(0);
-/** Where the touches' reads go, so the compiler keeps them. */
-const touched = { sink: 0 };
 
 /**
  * loadAssignmentWords for a batch of rows, in passes: first every row's interner slots are only read

@@ -297,6 +297,11 @@ export class SnapshotBuilder {
     else dir.upsertUserOrganizationWords(w.st, words, (nulls & 4) === 0);
   }
 
+  /** Users read as words (a binary load): row i's id at words[4 * i], dir.UW_LOCKED / dir.UW_ENABLED in flags[i]. */
+  loadUsers(words: Uint32Array, flags: Uint8Array, n: number): void {
+    dir.upsertUserWords(this.#writer().st, words, flags, n);
+  }
+
   /**
    * A batch of role_assignments rows read as words (a binary load), as load("role_assignments", ...)
    * would take them; each assignment id at most once (the rows of the whole table, read once).

@@ -6,6 +6,7 @@
 // objects the row-by-row load hands over.
 
 import { AB_ACTIVE, AB_HAS_SCOPE, type AssignmentBatch } from "../engine/grant-index.js";
+import { UW_ENABLED, UW_LOCKED } from "../engine/directory-rows.js";
 import type { FollowedTable } from "../engine/rows.js";
 import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
 import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
@@ -119,6 +120,8 @@ export function copyStatement(table: FollowedTable): string {
 
 /** Rows handed to the builder at a time. */
 const ROW_BATCH = 4096;
+/** Rows read as words handed to the builder at a time: its passes over a batch overlap the rows' cache misses, and what they touch stays in the cache until used. */
+const WORD_BATCH = 256;
 
 /** Streams one table into the builder by binary COPY. */
 export async function copyTableInto(
@@ -126,7 +129,14 @@ export async function copyTableInto(
   table: FollowedTable,
   builder: SnapshotBuilder,
 ): Promise<void> {
-  const onTuple = table === "role_assignments" ? assignmentReader(builder) : isIdTable(table) ? idRowReader(table, builder) : rowReader(table, builder);
+  const onTuple =
+    table === "role_assignments"
+      ? assignmentReader(builder)
+      : table === "users"
+        ? userReader(builder)
+        : isIdTable(table)
+          ? idRowReader(table, builder)
+          : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
   await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
   reader.end();
@@ -151,6 +161,26 @@ function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyT
       builder.loadIds(table, words, nulls);
     },
     flush() {},
+  };
+}
+
+/** Users as words (their ids never become text). */
+function userReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const words = new Uint32Array(4 * WORD_BATCH);
+  const flags = new Uint8Array(WORD_BATCH);
+  let n = 0;
+  const flush = () => {
+    if (n > 0) builder.loadUsers(words, flags, n);
+    n = 0;
+  };
+  return {
+    tuple(t) {
+      if (!t.hasLength(0, 16)) throw new Error("users: id is not a UUID");
+      for (let k = 0; k < 4; k++) words[4 * n + k] = t.uuidWord(0, k);
+      flags[n] = (t.bool(1) ? UW_LOCKED : 0) | (t.bool(2) ? UW_ENABLED : 0);
+      if (++n === WORD_BATCH) flush();
+    },
+    flush,
   };
 }
 
@@ -208,11 +238,8 @@ function kindText(t: CopyTuple, i: number): string {
   return t.text(i) ?? "";
 }
 
-/** Rows of role_assignments handed to the builder at a time (its passes overlap their cache misses). */
-const ASSIGNMENT_BATCH = 256;
-
 function assignmentReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
-  const B = ASSIGNMENT_BATCH;
+  const B = WORD_BATCH;
   const batch: AssignmentBatch = {
     n: 0,
     words: new Uint32Array(16 * B),

@@ -92,6 +92,10 @@ export interface UuidIds {
   uuid(id: number): string;
   /** Makes room for `n` ids in all without rehashing (a build knows its table counts). */
   reserve(n: number): void;
+  /** A read of the slot a probe of this UUID starts at, nothing else (a batch's hint; see UuidInterner.touch). */
+  touch(a: number, b: number, c: number, d: number): number;
+  /** The probe's second read for what touch() returned, where there is one. */
+  touchSlot(s: number): number;
 }
 
 const MAX_LOAD = 0.75;
@@ -291,6 +295,11 @@ export class InlineUuidInterner implements UuidIds {
   /** As UuidInterner.touch: one read of the slot a probe starts at (its id and words are there), a hint for a batch. */
   touch(a: number, b: number, c: number, d: number): number {
     return this.#slots[slotFor(hash(a, b, c, d), this.#cap) * SLOT] as number;
+  }
+
+  /** Nothing: the slot touch() read holds the words. */
+  touchSlot(s: number): number {
+    return s;
   }
 
   reserve(n: number): void {

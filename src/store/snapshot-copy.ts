@@ -145,22 +145,31 @@ export async function copyTableInto(
 
 const isIdTable = (t: FollowedTable): t is IdTable => t in ID_TABLE_NULLABLE;
 
-/** Rows of ids only, as words (no text made or parsed). */
+/** Rows of ids only, as words (no text made or parsed), a batch at a time. */
 function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
   const cols = COPY_COLUMNS[table];
-  const words = new Uint32Array(4 * cols.length);
+  const k = cols.length;
+  const words = new Uint32Array(4 * k * WORD_BATCH);
+  const rowNulls = new Uint8Array(WORD_BATCH);
   const nullable = ID_TABLE_NULLABLE[table];
+  let n = 0;
+  const flush = () => {
+    if (n > 0) builder.loadIds(table, words, rowNulls, n);
+    n = 0;
+  };
   return {
     tuple(t) {
       let nulls = 0;
-      for (let i = 0; i < cols.length; i++) {
+      for (let i = 0; i < k; i++) {
+        const o = 4 * (k * n + i);
         if (t.isNull(i) && (nullable & (1 << i)) !== 0) nulls |= 1 << i;
         else if (!t.hasLength(i, 16)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
-        else for (let k = 0; k < 4; k++) words[4 * i + k] = t.uuidWord(i, k);
+        else for (let w = 0; w < 4; w++) words[o + w] = t.uuidWord(i, w);
       }
-      builder.loadIds(table, words, nulls);
+      rowNulls[n] = nulls;
+      if (++n === WORD_BATCH) flush();
     },
-    flush() {},
+    flush,
   };
 }
 

@@ -334,6 +334,11 @@ export class SnapshotBuilder {
     }
   }
 
+  /** A permissions row read as words (a binary load): its id at words[0], its organization at words[4] when hasOrg. */
+  loadPermission(words: Uint32Array, hasOrg: boolean, key: string): void {
+    this.#writer().roles.upsertPermissionWords(words, hasOrg, key);
+  }
+
   /** Users read as words (a binary load): row i's id at words[4 * i], dir.UW_LOCKED / dir.UW_ENABLED in flags[i]. */
   loadUsers(words: Uint32Array, flags: Uint8Array, n: number): void {
     dir.upsertUserWords(this.#writer().st, words, flags, n);

@@ -134,9 +134,11 @@ export async function copyTableInto(
       ? assignmentReader(builder)
       : table === "users"
         ? userReader(builder)
-        : isIdTable(table)
-          ? idRowReader(table, builder)
-          : rowReader(table, builder);
+        : table === "permissions"
+          ? permissionReader(builder)
+          : isIdTable(table)
+            ? idRowReader(table, builder)
+            : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
   await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
   reader.end();
@@ -170,6 +172,22 @@ function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyT
       if (++n === WORD_BATCH) flush();
     },
     flush,
+  };
+}
+
+/** Permissions with their ids as words (only the key becomes text). */
+function permissionReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const words = new Uint32Array(8);
+  return {
+    tuple(t) {
+      if (!t.hasLength(0, 16)) throw new Error("permissions: id is not a UUID");
+      for (let k = 0; k < 4; k++) words[k] = t.uuidWord(0, k);
+      const hasOrg = !t.isNull(1);
+      if (hasOrg && !t.hasLength(1, 16)) throw new Error("permissions: organization_id is not a UUID");
+      if (hasOrg) for (let k = 0; k < 4; k++) words[4 + k] = t.uuidWord(1, k);
+      builder.loadPermission(words, hasOrg, t.text(2) ?? "");
+    },
+    flush() {},
   };
 }
 

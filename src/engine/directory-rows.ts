@@ -17,6 +17,7 @@ import {
   setOrgFlags,
   setOrgTenant,
   setUFlags,
+  touched,
   STAFF_SUBJECT,
   type State,
   unlink,
@@ -72,6 +73,25 @@ export function upsertUser(st: State, raw: Raw): void {
   const row = NORMALIZE.users(raw);
   const u = st.shared.users.intern(row.id);
   setUFlags(st.c, u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
+}
+
+/**
+ * Rows of users read as words (a binary COPY): row i's id at words[4 * i], its flags at flags[i]
+ * (UW_LOCKED, UW_ENABLED). Every id's slot is read before any is interned, so their cache misses overlap.
+ */
+export const UW_LOCKED = 1;
+export const UW_ENABLED = 2;
+
+export function upsertUserWords(st: State, words: Uint32Array, flags: Uint8Array, n: number): void {
+  const users = st.shared.users;
+  let acc = 0;
+  for (let i = 0, o = 0; i < n; i++, o += 4) acc ^= users.touch(words[o] as number, words[o + 1] as number, words[o + 2] as number, words[o + 3] as number);
+  for (let i = 0, o = 0; i < n; i++, o += 4) {
+    const u = users.internWords(words[o] as number, words[o + 1] as number, words[o + 2] as number, words[o + 3] as number);
+    const f = flags[i] as number;
+    setUFlags(st.c, u, EXISTS | ((f & UW_LOCKED) !== 0 ? LOCKED : 0) | ((f & UW_ENABLED) !== 0 ? ENABLED : 0));
+  }
+  touched.sink ^= acc;
 }
 
 export function removeUser(st: State, raw: Raw): void {

@@ -26,6 +26,7 @@ import {
   type NextLinks,
   type State,
   setUHead,
+  touched,
   uHead,
   unlink,
 } from "./state.js";
@@ -122,35 +123,117 @@ export function upsertAssignment(st: State, raw: Raw): void {
 }
 
 /**
- * A role_assignments row whose ids are 4 big-endian u32 words each (a binary
- * COPY): `words` holds the id at 0, the subject at 4, the role at 8 and the
- * scope at 12 (ignored when hasScope is false). Reused by the reader.
+ * Rows of role_assignments read as words (a binary COPY), a batch at a time: row i's id at
+ * words[16 * i], its subject at + 4, its role at + 8, its scope at + 12 (ignored without one).
+ * Reused by the reader; only the first `n` rows count.
  */
-export interface AssignmentWords {
+export interface AssignmentBatch {
+  n: number;
   readonly words: Uint32Array;
-  subjectType: string;
-  scopeType: string;
-  hasScope: boolean;
-  active: boolean;
-  /** Epoch ms; null = never. */
-  validUntil: number | null;
+  readonly subjectType: string[];
+  readonly scopeType: string[];
+  /** Bit 0: the row has a scope id; bit 1: active. */
+  readonly flags: Uint8Array;
+  /** Epoch ms; +Infinity = never (NULL). */
+  readonly validUntil: Float64Array;
 }
+export const AB_HAS_SCOPE = 1;
+export const AB_ACTIVE = 2;
+
+/** Per-row scratch of a batch: kinds and dense ids (grown to the largest batch seen). */
+const batchScratch = (n: number) => ({
+  sk: new Int32Array(n),
+  ck: new Int32Array(n),
+  a: new Int32Array(n),
+  s: new Int32Array(n),
+  scope: new Int32Array(n),
+  role: new Int32Array(n),
+});
+let bat = batchScratch(0);
 
 /**
- * upsertAssignment for a row of a full load read as words: the same record,
- * no id text made or parsed. Its id must be new (role_assignments' primary
- * key, read once), so it is appended to the interner without a probe.
+ * loadAssignmentWords for a batch of rows, in passes: first every row's interner slots are only read
+ * (independent loads, so the CPU has many cache misses in flight at once; the tables are far larger
+ * than the caches at 5M), then the ids are interned, then the list heads the records go to are read,
+ * then the records are placed. Row by row each of those misses waited for the previous row's work.
+ * The same records and ids as loading the rows one by one, in the same order.
  */
-export function loadAssignmentWords(st: State, row: AssignmentWords): void {
-  const w = row.words;
-  const a = st.shared.assignments.appendWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
-  const sk = subjectKind(row.subjectType);
-  let ck = scopeKind(row.scopeType);
-  if (ck > SC_GLOBAL && !row.hasScope) ck = -1; // a scoped grant with no scope covers nothing
-  const s = sk < 0 ? -1 : subjectInterner(st, sk).internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number);
-  const scope = ck < 0 ? -1 : ck === SC_GLOBAL ? 0 : resourceInterner(st, ck).internWords(w[12] as number, w[13] as number, w[14] as number, w[15] as number);
-  const role = st.shared.roles.internWords(w[8] as number, w[9] as number, w[10] as number, w[11] as number);
-  placeAssignment(st, a, sk, s, ck, scope, role, row.active, row.validUntil);
+export function loadAssignmentBatch(st: State, b: AssignmentBatch): void {
+  const n = b.n;
+  if (bat.a.length < n)
+    bat = { sk: new Int32Array(n), ck: new Int32Array(n), a: new Int32Array(n), s: new Int32Array(n), scope: new Int32Array(n), role: new Int32Array(n) };
+  const { sk, ck, a, s, scope, role } = bat;
+  const w = b.words;
+  for (let i = 0; i < n; i++) {
+    sk[i] = subjectKind(b.subjectType[i] as string);
+    const k = scopeKind(b.scopeType[i] as string);
+    ck[i] = k > SC_GLOBAL && ((b.flags[i] as number) & AB_HAS_SCOPE) === 0 ? -1 : k; // a scoped grant with no scope covers nothing
+  }
+  touchInterners(st, b, n);
+  const sh = st.shared;
+  for (let i = 0, o = 0; i < n; i++, o += 16) {
+    a[i] = sh.assignments.appendWords(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
+    const k = sk[i] as number;
+    s[i] = k < 0 ? -1 : subjectInterner(st, k).internWords(w[o + 4] as number, w[o + 5] as number, w[o + 6] as number, w[o + 7] as number);
+    const c = ck[i] as number;
+    scope[i] =
+      c < 0
+        ? -1
+        : c === SC_GLOBAL
+          ? 0
+          : resourceInterner(st, c).internWords(w[o + 12] as number, w[o + 13] as number, w[o + 14] as number, w[o + 15] as number);
+    role[i] = sh.roles.internWords(w[o + 8] as number, w[o + 9] as number, w[o + 10] as number, w[o + 11] as number);
+  }
+  touchHeads(st, b, n);
+  for (let i = 0; i < n; i++) {
+    const active = ((b.flags[i] as number) & AB_ACTIVE) !== 0;
+    placeAssignment(
+      st,
+      a[i] as number,
+      sk[i] as number,
+      s[i] as number,
+      ck[i] as number,
+      scope[i] as number,
+      role[i] as number,
+      active,
+      b.validUntil[i] as number,
+    );
+  }
+}
+
+/** The batch's first pass: the slot each id's probe starts at, read for every row before any is interned. */
+function touchInterners(st: State, b: AssignmentBatch, n: number): void {
+  const { sk, ck, role } = bat;
+  const sh = st.shared;
+  const w = b.words;
+  let acc = 0;
+  for (let i = 0, o = 0; i < n; i++, o += 16) {
+    acc ^= sh.assignments.touch(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
+    const k = sk[i] as number;
+    if (k >= 0) acc ^= subjectInterner(st, k).touch(w[o + 4] as number, w[o + 5] as number, w[o + 6] as number, w[o + 7] as number);
+    const c = ck[i] as number;
+    if (c > SC_GLOBAL) acc ^= resourceInterner(st, c).touch(w[o + 12] as number, w[o + 13] as number, w[o + 14] as number, w[o + 15] as number);
+    role[i] = sh.roles.touch(w[o + 8] as number, w[o + 9] as number, w[o + 10] as number, w[o + 11] as number);
+  }
+  // The roles' interner keeps its words apart from its slots: the probe's second miss.
+  for (let i = 0; i < n; i++) acc ^= sh.roles.touchSlot(role[i] as number);
+  touched.sink ^= acc;
+}
+
+/** The batch's third pass: each linked record's subject list head and scope list neighbour, read before placing any. */
+function touchHeads(st: State, b: AssignmentBatch, n: number): void {
+  const { sk, ck, s, scope } = bat;
+  const c = st.c;
+  let acc = 0;
+  for (let i = 0; i < n; i++) {
+    const k = sk[i] as number;
+    const kc = ck[i] as number;
+    if (k < 0 || kc < 0 || ((b.flags[i] as number) & AB_ACTIVE) === 0) continue;
+    acc ^= k === SK_USER ? uHead(c, s[i] as number) : grantHead(st, k).get(s[i] as number);
+    const h = scopeHead(st, kc).get(scope[i] as number);
+    if (h >= 0) acc ^= c.aPrevC.get(h);
+  }
+  touched.sink ^= acc;
 }
 
 /** Marks assignment a present and, when it is linked, writes its grant record into both lists. */

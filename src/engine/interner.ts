@@ -92,6 +92,10 @@ export interface UuidIds {
   uuid(id: number): string;
   /** Makes room for `n` ids in all without rehashing (a build knows its table counts). */
   reserve(n: number): void;
+  /** A read of the slot a probe of this UUID starts at, nothing else (a batch's hint; see UuidInterner.touch). */
+  touch(a: number, b: number, c: number, d: number): number;
+  /** The probe's second read for what touch() returned, where there is one. */
+  touchSlot(s: number): number;
 }
 
 const MAX_LOAD = 0.75;
@@ -158,6 +162,24 @@ export class UuidInterner implements UuidIds {
   #internScratch(): number {
     const found = this.#probe();
     return found >= 0 ? found : this.#append();
+  }
+
+  /**
+   * Reads the slot a probe of this UUID starts at and returns what it holds (id + 1, 0 = empty), and
+   * nothing else. A batch load calls it for many rows before interning them, so that their cache
+   * misses are in flight together instead of one after another. Only a hint: whatever is interned
+   * in between makes it a wasted read, never a wrong answer.
+   */
+  touch(a: number, b: number, c: number, d: number): number {
+    const slots = this.#slots;
+    return slots[slotFor(hash(a, b, c, d), slots.length)] as number;
+  }
+
+  /** The probe's second read, for what touch() returned: the first word of that id (0 for an empty slot). */
+  touchSlot(s: number): number {
+    if (s === 0) return 0;
+    const id = s - 1;
+    return (this.#pages[id >>> WPAGE_SHIFT] as Uint32Array)[(id & WPAGE_MASK) * 4] as number;
   }
 
   /** Interns the UUID in `scratch` as a new id. */
@@ -268,6 +290,16 @@ export class InlineUuidInterner implements UuidIds {
     }
     this.#place(id, scratch[0] as number, scratch[1] as number, scratch[2] as number, scratch[3] as number);
     return id;
+  }
+
+  /** As UuidInterner.touch: one read of the slot a probe starts at (its id and words are there), a hint for a batch. */
+  touch(a: number, b: number, c: number, d: number): number {
+    return this.#slots[slotFor(hash(a, b, c, d), this.#cap) * SLOT] as number;
+  }
+
+  /** Nothing: the slot touch() read holds the words. */
+  touchSlot(s: number): number {
+    return s;
   }
 
   reserve(n: number): void {

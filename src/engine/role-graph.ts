@@ -166,8 +166,22 @@ export class RoleGraphWriter {
     const row = NORMALIZE.permissions(raw);
     const org = row.organizationId === null ? -1 : st.shared.orgs.intern(row.organizationId);
     if (org >= 0 && (orgFlags(c, org) & EXISTS) === 0) return; // organization unknown: the log will bring it, or it is gone
-    const p = st.shared.perms.intern(row.id);
-    const key = st.shared.keys.intern(row.key);
+    this.#placePermission(st.shared.perms.intern(row.id), org, row.key);
+  }
+
+  /** upsertPermission for a row read as words: the id at 0, the organization at 4 (when hasOrg). */
+  upsertPermissionWords(w: Uint32Array, hasOrg: boolean, key: string): void {
+    const { st } = this;
+    const { orgs, perms } = st.shared;
+    const org = hasOrg ? orgs.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number) : -1;
+    if (org >= 0 && (orgFlags(st.c, org) & EXISTS) === 0) return; // as upsertPermission
+    this.#placePermission(perms.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number), org, key);
+  }
+
+  #placePermission(p: number, org: number, keyText: string): void {
+    const { st } = this;
+    const c = st.c;
+    const key = st.shared.keys.intern(keyText);
     if ((c.pFlags.get(p) & EXISTS) !== 0) {
       if (c.pKey.get(p) !== key) {
         this.#unmapKey(p);

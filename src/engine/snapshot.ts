@@ -25,11 +25,11 @@ import { list } from "./list.js";
 import { lookupResourceGrants, lookupResources, lookupSubjects, type ResourceGrant, type SubjectGrant } from "./lookups.js";
 import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
-import { InlineUuidInterner, UuidInterner } from "./interner.js";
+import { InlineUuidInterner, UuidInterner, type UuidIds } from "./interner.js";
 import { pagedBytes } from "./paged.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
-import { createState, EXISTS, forkState, orgFlags, orgTenant, sealState, SK_ACCOUNT, SK_PRINCIPAL, type State } from "./state.js";
+import { createState, EXISTS, forkState, orgFlags, orgTenant, sealState, SK_ACCOUNT, SK_PRINCIPAL, type State, touched } from "./state.js";
 import type { Decision, Listing, ResourceRef, ResourceType, SubjectRef } from "./types.js";
 
 /** Thrown by apply() when a change cannot be applied incrementally (TRUNCATE, a bulk import's RELOAD): reload from the database. */
@@ -265,6 +265,36 @@ export type IdTable = "role_permissions" | "role_inheritance" | "user_organizati
 /** The id columns of each IdTable that may be NULL, as bits (column i = bit i). */
 export const ID_TABLE_NULLABLE: Record<IdTable, number> = { role_permissions: 0, role_inheritance: 0, user_organizations: 4 };
 
+/** The interner each column of an id-only table's ids goes to. */
+function idInterners(sh: State["shared"], table: IdTable): readonly UuidIds[] {
+  if (table === "role_permissions") return [sh.roles, sh.perms];
+  if (table === "role_inheritance") return [sh.roles, sh.roles];
+  return [sh.users, sh.orgs, sh.roles];
+}
+
+/** One row of an id-only table, copied out of a batch. */
+const idRow = new Uint32Array(12);
+let firstReads = new Int32Array(0);
+
+/** Reads every non-NULL id's probe slot in a batch of id rows (and then, for the paged interners, the id's words). */
+function touchIdRows(cols: readonly UuidIds[], words: Uint32Array, nulls: Uint8Array, n: number): void {
+  const k = cols.length;
+  if (firstReads.length < n * k) firstReads = new Int32Array(n * k);
+  const first = firstReads;
+  for (let r = 0; r < n; r++) {
+    for (let i = 0; i < k; i++) {
+      const o = 4 * (k * r + i);
+      first[k * r + i] =
+        ((nulls[r] as number) & (1 << i)) !== 0
+          ? 0
+          : (cols[i] as UuidIds).touch(words[o] as number, words[o + 1] as number, words[o + 2] as number, words[o + 3] as number);
+    }
+  }
+  let acc = 0;
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) acc ^= (cols[i] as UuidIds).touchSlot(first[k * r + i] as number);
+  touched.sink ^= acc;
+}
+
 export class SnapshotBuilder {
   #w: Writer | undefined = new Writer(createState(), true);
 
@@ -287,22 +317,39 @@ export class SnapshotBuilder {
   }
 
   /**
-   * One row of a table of ids only, read as words (a binary load), as load(table, ...) would take it:
-   * the UUID of column i at words[4 * i]; bit i of `nulls` set when column i is NULL.
+   * Rows of a table of ids only, read as words (a binary load), as load(table, ...) would take them:
+   * with k columns, the UUID of row r's column i at words[4 * (k * r + i)]; bit i of nulls[r] set when
+   * that column is NULL. Every id's slot is read before any row is loaded, so their cache misses overlap.
    */
-  loadIds(table: IdTable, words: Uint32Array, nulls: number): void {
+  loadIds(table: IdTable, words: Uint32Array, nulls: Uint8Array, n: number): void {
     const w = this.#writer();
-    if (table === "role_permissions") w.roles.upsertRolePermissionWords(words);
-    else if (table === "role_inheritance") w.roles.upsertInheritanceWords(words);
-    else dir.upsertUserOrganizationWords(w.st, words, (nulls & 4) === 0);
+    const cols = idInterners(w.st.shared, table);
+    touchIdRows(cols, words, nulls, n);
+    const row = idRow;
+    for (let r = 0, o = 0; r < n; r++, o += 4 * cols.length) {
+      for (let k = 0; k < 4 * cols.length; k++) row[k] = words[o + k] as number;
+      if (table === "role_permissions") w.roles.upsertRolePermissionWords(row);
+      else if (table === "role_inheritance") w.roles.upsertInheritanceWords(row);
+      else dir.upsertUserOrganizationWords(w.st, row, ((nulls[r] as number) & 4) === 0);
+    }
+  }
+
+  /** A permissions row read as words (a binary load): its id at words[0], its organization at words[4] when hasOrg. */
+  loadPermission(words: Uint32Array, hasOrg: boolean, key: string): void {
+    this.#writer().roles.upsertPermissionWords(words, hasOrg, key);
+  }
+
+  /** Users read as words (a binary load): row i's id at words[4 * i], dir.UW_LOCKED / dir.UW_ENABLED in flags[i]. */
+  loadUsers(words: Uint32Array, flags: Uint8Array, n: number): void {
+    dir.upsertUserWords(this.#writer().st, words, flags, n);
   }
 
   /**
-   * One role_assignments row read as words (a binary load), as load("role_assignments", ...) would take
-   * it; each assignment id at most once (the rows of the whole table, read once).
+   * A batch of role_assignments rows read as words (a binary load), as load("role_assignments", ...)
+   * would take them; each assignment id at most once (the rows of the whole table, read once).
    */
-  loadAssignment(row: grants.AssignmentWords): void {
-    grants.loadAssignmentWords(this.#writer().st, row);
+  loadAssignments(batch: grants.AssignmentBatch): void {
+    grants.loadAssignmentBatch(this.#writer().st, batch);
   }
 
   /** The snapshot of everything loaded; the builder cannot be used afterwards. */

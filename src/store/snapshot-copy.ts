@@ -5,7 +5,8 @@
 // as words (its ids never become text); the other tables become the same row
 // objects the row-by-row load hands over.
 
-import type { AssignmentWords } from "../engine/grant-index.js";
+import { AB_ACTIVE, AB_HAS_SCOPE, type AssignmentBatch } from "../engine/grant-index.js";
+import { UW_ENABLED, UW_LOCKED } from "../engine/directory-rows.js";
 import type { FollowedTable } from "../engine/rows.js";
 import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
 import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
@@ -119,6 +120,8 @@ export function copyStatement(table: FollowedTable): string {
 
 /** Rows handed to the builder at a time. */
 const ROW_BATCH = 4096;
+/** Rows read as words handed to the builder at a time: its passes over a batch overlap the rows' cache misses, and what they touch stays in the cache until used. */
+const WORD_BATCH = 256;
 
 /** Streams one table into the builder by binary COPY. */
 export async function copyTableInto(
@@ -126,7 +129,16 @@ export async function copyTableInto(
   table: FollowedTable,
   builder: SnapshotBuilder,
 ): Promise<void> {
-  const onTuple = table === "role_assignments" ? assignmentReader(builder) : isIdTable(table) ? idRowReader(table, builder) : rowReader(table, builder);
+  const onTuple =
+    table === "role_assignments"
+      ? assignmentReader(builder)
+      : table === "users"
+        ? userReader(builder)
+        : table === "permissions"
+          ? permissionReader(builder)
+          : isIdTable(table)
+            ? idRowReader(table, builder)
+            : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
   await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
   reader.end();
@@ -135,22 +147,67 @@ export async function copyTableInto(
 
 const isIdTable = (t: FollowedTable): t is IdTable => t in ID_TABLE_NULLABLE;
 
-/** Rows of ids only, as words (no text made or parsed). */
+/** Rows of ids only, as words (no text made or parsed), a batch at a time. */
 function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
   const cols = COPY_COLUMNS[table];
-  const words = new Uint32Array(4 * cols.length);
+  const k = cols.length;
+  const words = new Uint32Array(4 * k * WORD_BATCH);
+  const rowNulls = new Uint8Array(WORD_BATCH);
   const nullable = ID_TABLE_NULLABLE[table];
+  let n = 0;
+  const flush = () => {
+    if (n > 0) builder.loadIds(table, words, rowNulls, n);
+    n = 0;
+  };
   return {
     tuple(t) {
       let nulls = 0;
-      for (let i = 0; i < cols.length; i++) {
+      for (let i = 0; i < k; i++) {
+        const o = 4 * (k * n + i);
         if (t.isNull(i) && (nullable & (1 << i)) !== 0) nulls |= 1 << i;
         else if (!t.hasLength(i, 16)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
-        else for (let k = 0; k < 4; k++) words[4 * i + k] = t.uuidWord(i, k);
+        else for (let w = 0; w < 4; w++) words[o + w] = t.uuidWord(i, w);
       }
-      builder.loadIds(table, words, nulls);
+      rowNulls[n] = nulls;
+      if (++n === WORD_BATCH) flush();
+    },
+    flush,
+  };
+}
+
+/** Permissions with their ids as words (only the key becomes text). */
+function permissionReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const words = new Uint32Array(8);
+  return {
+    tuple(t) {
+      if (!t.hasLength(0, 16)) throw new Error("permissions: id is not a UUID");
+      for (let k = 0; k < 4; k++) words[k] = t.uuidWord(0, k);
+      const hasOrg = !t.isNull(1);
+      if (hasOrg && !t.hasLength(1, 16)) throw new Error("permissions: organization_id is not a UUID");
+      if (hasOrg) for (let k = 0; k < 4; k++) words[4 + k] = t.uuidWord(1, k);
+      builder.loadPermission(words, hasOrg, t.text(2) ?? "");
     },
     flush() {},
+  };
+}
+
+/** Users as words (their ids never become text). */
+function userReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const words = new Uint32Array(4 * WORD_BATCH);
+  const flags = new Uint8Array(WORD_BATCH);
+  let n = 0;
+  const flush = () => {
+    if (n > 0) builder.loadUsers(words, flags, n);
+    n = 0;
+  };
+  return {
+    tuple(t) {
+      if (!t.hasLength(0, 16)) throw new Error("users: id is not a UUID");
+      for (let k = 0; k < 4; k++) words[4 * n + k] = t.uuidWord(0, k);
+      flags[n] = (t.bool(1) ? UW_LOCKED : 0) | (t.bool(2) ? UW_ENABLED : 0);
+      if (++n === WORD_BATCH) flush();
+    },
+    flush,
   };
 }
 
@@ -209,25 +266,40 @@ function kindText(t: CopyTuple, i: number): string {
 }
 
 function assignmentReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
-  const row: AssignmentWords = { words: new Uint32Array(16), subjectType: "", scopeType: "", hasScope: false, active: false, validUntil: null };
-  const w = row.words;
+  const B = WORD_BATCH;
+  const batch: AssignmentBatch = {
+    n: 0,
+    words: new Uint32Array(16 * B),
+    subjectType: new Array<string>(B).fill(""),
+    scopeType: new Array<string>(B).fill(""),
+    flags: new Uint8Array(B),
+    validUntil: new Float64Array(B),
+  };
+  const w = batch.words;
   const words = (t: CopyTuple, i: number, o: number, what: string) => {
     if (!t.hasLength(i, 16)) throw new Error(`role_assignments: ${what} is not a UUID`);
     for (let k = 0; k < 4; k++) w[o + k] = t.uuidWord(i, k);
   };
+  const flush = () => {
+    if (batch.n > 0) builder.loadAssignments(batch);
+    batch.n = 0;
+  };
   return {
     tuple(t) {
-      words(t, 0, 0, "id");
-      row.subjectType = kindText(t, 1);
-      words(t, 2, 4, "subject_id");
-      words(t, 3, 8, "role_id");
-      row.scopeType = kindText(t, 4);
-      row.hasScope = !t.isNull(5);
-      if (row.hasScope) words(t, 5, 12, "scope_id");
-      row.active = t.bool(6);
-      row.validUntil = t.time(7);
-      builder.loadAssignment(row);
+      const i = batch.n;
+      const o = 16 * i;
+      words(t, 0, o, "id");
+      batch.subjectType[i] = kindText(t, 1);
+      words(t, 2, o + 4, "subject_id");
+      words(t, 3, o + 8, "role_id");
+      batch.scopeType[i] = kindText(t, 4);
+      const hasScope = !t.isNull(5);
+      if (hasScope) words(t, 5, o + 12, "scope_id");
+      batch.flags[i] = (hasScope ? AB_HAS_SCOPE : 0) | (t.bool(6) ? AB_ACTIVE : 0);
+      batch.validUntil[i] = t.time(7) ?? Number.POSITIVE_INFINITY;
+      batch.n = i + 1;
+      if (batch.n === B) flush();
     },
-    flush() {},
+    flush,
   };
 }

@@ -16,6 +16,14 @@ for (let i = 0; i < 6; i++) {
 }
 const scratch = new Uint32Array(4);
 
+/** A UUID given as four words (a binary COPY's bytes) into `scratch`, where parse() would put it. */
+function setScratch(a: number, b: number, c: number, d: number): void {
+  scratch[0] = a;
+  scratch[1] = b;
+  scratch[2] = c;
+  scratch[3] = d;
+}
+
 /** Parses a canonical UUID (any case) into `scratch`; false when the text is not one. Locals only: this runs twice per Check. */
 function parse(s: string): boolean {
   if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
@@ -139,10 +147,7 @@ export class UuidInterner implements UuidIds {
   }
 
   internWords(a: number, b: number, c: number, d: number): number {
-    scratch[0] = a;
-    scratch[1] = b;
-    scratch[2] = c;
-    scratch[3] = d;
+    setScratch(a, b, c, d);
     return this.#internScratch();
   }
 
@@ -152,10 +157,7 @@ export class UuidInterner implements UuidIds {
    * costs a cache miss for each occupied slot it passes.
    */
   appendWords(a: number, b: number, c: number, d: number): number {
-    scratch[0] = a;
-    scratch[1] = b;
-    scratch[2] = c;
-    scratch[3] = d;
+    setScratch(a, b, c, d);
     return this.#append();
   }
 
@@ -271,10 +273,7 @@ export class InlineUuidInterner implements UuidIds {
   }
 
   internWords(a: number, b: number, c: number, d: number): number {
-    scratch[0] = a;
-    scratch[1] = b;
-    scratch[2] = c;
-    scratch[3] = d;
+    setScratch(a, b, c, d);
     return this.#internScratch();
   }
 

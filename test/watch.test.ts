@@ -168,9 +168,16 @@ describe("Watch", () => {
       for (let i = 0; i < 40; i++) {
         await t.raw`insert into staff (logical_key) values (${`staff:kill-${i}`})`;
         if (i === 10 || i === 25) {
-          const killed = await t.raw`select pg_terminate_backend(pid) from pg_stat_activity
-             where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()`;
-          expect(killed.length).toBeGreaterThanOrEqual(1);
+          // The second kill may come before the listener is back from the first: wait for its LISTEN (bounded).
+          let killed = 0;
+          for (const end = Date.now() + 10_000; killed === 0 && Date.now() < end; ) {
+            killed = (
+              await t.raw`select pg_terminate_backend(pid) from pg_stat_activity
+                 where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()`
+            ).length;
+            if (killed === 0) await new Promise((r) => setTimeout(r, 20));
+          }
+          expect(killed).toBeGreaterThanOrEqual(1);
         }
       }
       const to = await head();

@@ -3,7 +3,8 @@
 //
 //   a. ConsumeRateLimit over gRPC: h2load against the authz rate-limit
 //      service (src/rpc/rate-limit-handlers.ts on src/rpc/grpc-server.ts, the
-//      production Redis store with its 50 ms timeout and breaker) in a child
+//      production Redis store with its 50 ms timeout and breaker; the lean
+//      node:http2 path as shipped, AUTHZ_GRPC_LEAN=off for grpc-js) in a child
 //      process; policies come from an in-memory policy index, so no database
 //      is involved.
 //   b. the authz store layer in process: limiter.consume() -> RedisStore
@@ -158,7 +159,9 @@ async function serveChild(): Promise<void> {
     },
     onDecision: (s) => (sources[s] = (sources[s] ?? 0) + 1),
   });
-  const server = createGrpcServer([bind(RateLimitService, handlers)], { logger, callLog: createCallLog(logger), maxMessageBytes: 4 << 20 });
+  // As shipped: the hot RPCs on the lean node:http2 path (AUTHZ_GRPC_LEAN, default on; "off" measures grpc-js).
+  const lean = process.env["AUTHZ_GRPC_LEAN"] !== "off";
+  const server = createGrpcServer([bind(RateLimitService, handlers)], { logger, callLog: createCallLog(logger), maxMessageBytes: 4 << 20, lean });
   const port = await listenGrpc(server, "127.0.0.1", 0);
   process.on("message", (m) => {
     if (m === "sources") send({ type: "sources", sources: { ...sources } });

@@ -4,13 +4,14 @@
 // the time as an argument (production scripts use redis.call('TIME')); the
 // same table passing on both shows the Lua port equals algorithms.ts.
 import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import type { RateLimitAlgorithm } from "../src/engine/rate-limit-policies.js";
 import { createLogger } from "../src/logger.js";
 import { NEVER } from "../src/ratelimit/algorithms.js";
 import { createMemoryStore } from "../src/ratelimit/memory-store.js";
 import { createRedisStore } from "../src/ratelimit/redis-store.js";
-import type { Bucket, BucketReport, RateLimitStore } from "../src/ratelimit/store.js";
+import { type Bucket, type BucketReport, bucketKey, type RateLimitStore } from "../src/ratelimit/store.js";
 
 const S = 1_000_000;
 /** A window-aligned instant (a multiple of 10 s and of 60 s), in µs. */
@@ -96,11 +97,11 @@ afterAll(async () => {
   await Promise.all(stores.map((s) => s.close()));
 });
 
-const redisWithClock = (clock: () => number) =>
+const redisWithClock = (clock: () => number, keyPrefix = `authz:test:arith:${randomUUID()}`) =>
   createRedisStore({
     url: inject("redisUrl"),
     cluster: false,
-    keyPrefix: `authz:test:arith:${randomUUID()}`,
+    keyPrefix,
     commandTimeoutMs: 5000,
     connectTimeoutMs: 2000,
     breakerFailures: 100,
@@ -139,6 +140,52 @@ describe.each(BACKENDS)("$name", ({ make, batched }) => {
       const { spent, ...want } = step.want;
       expect({ ...o.report }, `step ${i} at T+${(step.at - T) / S}s cost ${step.cost}`).toMatchObject(want);
       if (spent !== undefined) expect(o.spent, `step ${i} spent`).toBe(spent);
+    }
+  });
+});
+
+// A call in a window the key already holds writes the counts only (no PEXPIRE): the key's expiry is a
+// function of the window's start and length, both stored. Once either changes, the expiry is set anew.
+describe.each([
+  { algorithm: "fixed_window" as const, batched: false },
+  { algorithm: "sliding_window" as const, batched: false },
+  { algorithm: "fixed_window" as const, batched: true },
+  { algorithm: "sliding_window" as const, batched: true },
+])("Redis key expiry, $algorithm (batch script: $batched)", ({ algorithm, batched }) => {
+  it("stays with the window while it lasts, and follows a new window length at once", async () => {
+    let now = 0;
+    const prefix = `authz:test:arith:${randomUUID()}`;
+    const store = redisWithClock(() => now, prefix);
+    stores.push(store);
+    const raw = new Redis(inject("redisUrl"));
+    try {
+      expect(await store.ready(5000)).toBe(true);
+      const owner = { type: "key" as const, id: randomUUID() };
+      const short: Bucket = { policyId: 1, algorithm, limit: 100, windowSec: 10, owner, gating: true, failClosed: false };
+      const consume = async (b: Bucket, cost: number) => {
+        const other = { ...b, policyId: 2 };
+        const [[o] = []] = await Promise.all([store.consume([b], cost), ...(batched ? [store.consume([other], 0)] : [])]);
+        if (!o?.ok) throw new Error(`store failed: ${o?.error.message}`);
+        return o.report;
+      };
+      const key = bucketKey(prefix, short);
+      now = T + 1 * S;
+      await consume(short, 1);
+      const first = await raw.pexpiretime(key);
+      expect(first, "an expiry is set on the window's first write").toBeGreaterThan(0);
+      now = T + 2 * S;
+      expect((await consume(short, 2)).count).toBe(3);
+      expect(await raw.pexpiretime(key), "the same window keeps its expiry").toBe(first);
+      // The policy's window becomes an hour; T is hour-aligned, so the window start is the same.
+      const long: Bucket = { ...short, windowSec: 3600 };
+      now = T + 3 * S;
+      const r = await consume(long, 1);
+      expect(r.windowStartUs).toBe(T);
+      const ttl = await raw.pttl(key);
+      expect(ttl, "a new window length sets the expiry anew").toBeGreaterThan(600_000);
+      expect(ttl).toBeLessThanOrEqual((algorithm === "sliding_window" ? 2 : 1) * 3600_000 + 1000);
+    } finally {
+      raw.disconnect();
     }
   });
 });

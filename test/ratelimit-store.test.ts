@@ -292,7 +292,7 @@ describe.each(BACKEND_NAMES.map((name, i) => ({ name, i })))("counter store conf
       expect(ttl, k).toBeGreaterThan(0);
       expect(ttl, k).toBeLessThanOrEqual(2 * 60_000 + 1000);
       const h = await raw.hgetall(k);
-      expect(Object.keys(h).sort()).toEqual(["c", "lu", "pc", "u", "ws"]);
+      expect(Object.keys(h).sort()).toEqual(["c", "lu", "pc", "u", "w", "ws"]);
     }
     if (raw instanceof Cluster) {
       const slots = await Promise.all(keys.map((k) => raw.cluster("KEYSLOT", k)));

@@ -27,13 +27,21 @@ local function up(x) return math.ceil(x - 1e-6) end
 local function int(x) return string.format('%.0f', x) end
 local function num(x) return string.format('%.17g', x) end
 local function load(key)
-  local v = redis.call('HMGET', key, 'ws', 'c', 'pc', 'u', 'lu')
+  local v = redis.call('HMGET', key, 'ws', 'c', 'pc', 'u', 'lu', 'w')
   if not v[5] then return nil end
   return { ws = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, pc = tonumber(v[3]) or 0,
-           u = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0 }
+           u = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0, w = tonumber(v[6]) }
 end
+-- s.k: the stored key already holds this window (same start and length), so its
+-- expiry (a function of both) is already right: write the counts only. Numbers go
+-- to Redis as they are: it writes a Lua number with %.17g, exact for these integers
+-- (below 2^53) and the same text num() makes for the token bucket's level.
 local function save(key, s, ttl)
-  redis.call('HSET', key, 'ws', int(s.ws), 'c', int(s.c), 'pc', int(s.pc), 'u', num(s.u), 'lu', int(s.lu))
+  if s.k then
+    redis.call('HSET', key, 'c', s.c, 'lu', s.lu)
+    return
+  end
+  redis.call('HSET', key, 'ws', s.ws, 'c', s.c, 'pc', s.pc, 'u', s.u, 'lu', s.lu, 'w', s.w)
   redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl)))
 end`;
 
@@ -65,7 +73,7 @@ local function decide(s, alg, limit, w, cost, now)
     if live or spends then wstart = ws end
     lupd = 0
     if spends then lupd = now elseif live then lupd = s.lu end
-    nxt = { ws = ws, c = c + cost, pc = 0, u = 0, lu = now }
+    nxt = { ws = ws, c = c + cost, pc = 0, u = 0, lu = now, w = w, k = live and s.w == w }
     ttl = math.ceil(reset / 1000) + 1000
   elseif alg == 'sw' then
     local ws = math.floor(now / w) * w
@@ -107,7 +115,7 @@ local function decide(s, alg, limit, w, cost, now)
     if live or spends then wstart = ws end
     lupd = 0
     if spends then lupd = now elseif live then lupd = s.lu end
-    nxt = { ws = ws, c = c + cost, pc = pc, u = 0, lu = now }
+    nxt = { ws = ws, c = c + cost, pc = pc, u = 0, lu = now, w = w, k = s ~= nil and s.ws == ws and s.w == w }
     ttl = math.ceil((ws + 2 * w - now) / 1000) + 1000
   else
     local elapsed = 0
@@ -135,7 +143,7 @@ local function decide(s, alg, limit, w, cost, now)
       wstart = s.lu
       lupd = s.lu
     end
-    nxt = { ws = now, c = 0, pc = 0, u = used + cost, lu = now }
+    nxt = { ws = now, c = 0, pc = 0, u = used + cost, lu = now, w = w, k = false }
     ttl = math.ceil(((used + cost) * w) / limit / 1000) + 1000
   end
   return allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl
@@ -191,7 +199,7 @@ return out`;
  * previous_count, window_start_us, last_updated_us}.
  */
 const CONSUME = `
-local state, ttls, order = {}, {}, {}
+local state, ttls, order, full = {}, {}, {}, {}
 local function get(key)
   local s = state[key]
   if s == nil then
@@ -232,12 +240,17 @@ for _ = 1, tonumber(ARGV[1]) do
       local wr = writes[j]
       if ttls[wr[1]] == nil then order[#order + 1] = wr[1] end
       state[wr[1]], ttls[wr[1]] = wr[2], wr[3]
+      if not wr[2].k then full[wr[1]] = true end
     end
   else
     out[head] = 0
   end
 end
-for _, key in ipairs(order) do save(key, state[key], ttls[key]) end
+for _, key in ipairs(order) do
+  -- Counts only if every call of the batch found this key's window already stored.
+  if full[key] then state[key].k = false end
+  save(key, state[key], ttls[key])
+end
 return out`;
 
 /**

@@ -3,7 +3,9 @@
 // into a fresh database through importDocument, the code `authz import` runs:
 // in bulk, then the same file again (nothing changes), then a smaller file of
 // the same shape one statement per record (the pre-bulk path) in the same run.
-// Run alone: BENCH_ONLY=import npm run bench (BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS).
+// Then the scale curve: the bulk import alone at each size of BENCH_IMPORT_SCALES.
+// Run alone: BENCH_ONLY=import npm run bench (BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS,
+// BENCH_IMPORT_SCALES; 5,000,000 needs node --max-old-space-size=12288 for the generated document).
 
 import { readFileSync } from "node:fs";
 import { createLogger } from "../src/logger.js";
@@ -31,6 +33,8 @@ export interface ImportBenchResult {
   sections: Record<string, number>;
   /** PostgreSQL backend CPU per role-assignment row, by how the table is constrained (the importer's statement). */
   rowCostUs?: Array<{ table: string; rows: number; cpuUsPerRow: number }>;
+  /** The bulk import at each size of BENCH_IMPORT_SCALES, each into a fresh database. */
+  curve?: ImportRun[];
 }
 
 /**
@@ -195,6 +199,26 @@ async function timedImport(url: string, doc: Record<string, unknown[]>, bulk: bo
   }
 }
 
+/** The bulk import of generated files of each size, each into a freshly migrated database (the scale curve). */
+export async function runImportCurve(adminUrl: string, sizes: readonly number[], log: (l: string) => void): Promise<ImportRun[]> {
+  const out: ImportRun[] = [];
+  for (const size of sizes) {
+    const name = `authz_bench_import_curve_${process.pid}`;
+    const url = await createDatabase(adminUrl, name);
+    try {
+      await migrateDatabase(url);
+      const doc = importBenchDocument(size);
+      log(`import curve: ${countRecords(doc).toLocaleString("en-US")} records in bulk`);
+      const run = await timedImport(url, doc, true);
+      log(`import curve: ${Math.round(run.recordsPerSec).toLocaleString("en-US")} records/s`);
+      out.push(run);
+    } finally {
+      await dropDatabase(adminUrl, name);
+    }
+  }
+  return out;
+}
+
 export async function runImportBench(adminUrl: string, records: number, rowRecords: number, log: (l: string) => void): Promise<ImportBenchResult> {
   const doc = importBenchDocument(records);
   const sections = Object.fromEntries(Object.entries(doc).map(([k, v]) => [k, v.length]));
@@ -240,6 +264,16 @@ export function formatImportBench(r: ImportBenchResult): string {
     `Bulk ÷ one statement per record: ${(r.bulk.recordsPerSec / r.rowByRow.recordsPerSec).toFixed(1)}x. Records per section: ${Object.entries(r.sections)
       .map(([k, v]) => `${k} ${int(v)}`)
       .join(", ")}.`,
+    ...(r.curve?.length
+      ? [
+          "",
+          "Scale curve: the same generator at each size, in bulk, each into a freshly migrated database:",
+          "",
+          "| records | time | records/s | CPU: authz + its PostgreSQL backend | records per CPU-second |",
+          "|---:|---:|---:|---:|---:|",
+          ...r.curve.map((x) => `| ${int(x.records)} | ${(x.ms / 1000).toFixed(2)} s | ${int(x.recordsPerSec)} | ${cpu(x)} |`),
+        ]
+      : []),
     ...(r.rowCostUs?.length
       ? [
           "",

@@ -480,6 +480,13 @@ export function render(r: Results, chartDir: string): Rendered {
     out.push(
       `| \`authz import\` in bulk, ${int(im.bulk.records)} records into an empty database | ${int(im.bulk.recordsPerSec)} records/s | one statement per record (the path before), ${int(im.rowByRow.records)} records | ${int(im.rowByRow.recordsPerSec)} records/s | ${ratio(im.bulk.recordsPerSec / im.rowByRow.recordsPerSec)} |`,
     );
+    const largest = im.curve?.at(-1);
+    const smallest = im.curve?.[0];
+    if (largest && smallest && largest !== smallest) {
+      out.push(
+        `| \`authz import\` in bulk, ${int(largest.records)} records into an empty database | ${int(largest.recordsPerSec)} records/s | the same at ${int(smallest.records)} records | ${int(smallest.recordsPerSec)} records/s | ${ratio(largest.recordsPerSec / smallest.recordsPerSec)} |`,
+      );
+    }
   }
   const s = r.parts.stacks?.data;
   if (s) {

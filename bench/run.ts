@@ -37,6 +37,7 @@
 //   BENCH_RL_KEYS         subjects its in-process paths cycle over, one setting after the other (default 1,10000)
 //   BENCH_LAG_WRITES      writes of the lag part (default 200, quick 50)
 //   BENCH_IMPORT_RECORDS, BENCH_IMPORT_ROW_RECORDS  records of the import part in bulk and one by one (200000, 10000; quick 20000, 2000)
+//   BENCH_IMPORT_SCALES   the import part's scale curve, bulk only (default 10000,100000,1000000; quick 10000)
 //   BENCH_DIRECTORY_MUTATIONS  mutations of the directory part (default 10000, quick 10000)
 //   BENCH_PEERS_REQUESTS, BENCH_PEERS_WARMUP, BENCH_PEERS_ROUNDS  h2load runs of peers (30000, 3000, 3; quick 10000, 2000, 1)
 //   BENCH_PEERS_RPS, BENCH_PEERS_FIXED_REQUESTS  peers' fixed-rate runs: total req/s and requests (500, 15000; quick 500, 5000)
@@ -70,7 +71,7 @@ import {
 import { formatCompare, runEngineV2Compare } from "./engine-v2.js";
 import { runDirectoryBench } from "./directory.js";
 import { runGrpcCompare } from "./grpc-compare.js";
-import { runImportBench } from "./import.js";
+import { runImportBench, runImportCurve } from "./import.js";
 import { runHotPath } from "./hot-path.js";
 import { runPeers } from "./peers.js";
 import { algorithmsFromEnv, runRateLimitBench } from "./ratelimit.js";
@@ -155,6 +156,11 @@ const rlOpts = {
 const lagWrites = int("BENCH_LAG_WRITES", 200, 50);
 const importRecords = int("BENCH_IMPORT_RECORDS", 200_000, 20_000);
 const importRowRecords = int("BENCH_IMPORT_ROW_RECORDS", 10_000, 2_000);
+/** Sizes of the import part's scale curve (bulk only, each into a fresh database). */
+const importScales = (process.env["BENCH_IMPORT_SCALES"] ?? (quick ? "10000" : "10000,100000,1000000"))
+  .split(",")
+  .map((x) => Number(x.trim()))
+  .filter((n) => Number.isInteger(n) && n > 0);
 const directoryMutations = int("BENCH_DIRECTORY_MUTATIONS", 10_000, 10_000);
 const peersOpts = {
   requests: int("BENCH_PEERS_REQUESTS", 30_000, 10_000),
@@ -285,7 +291,9 @@ if (wants("lag") && needsDb("lag")) {
 }
 
 if (wants("import") && needsDb("import")) {
-  await save("import", await runImportBench(databaseUrl as string, importRecords, importRowRecords, log));
+  const result = await runImportBench(databaseUrl as string, importRecords, importRowRecords, log);
+  result.curve = await runImportCurve(databaseUrl as string, importScales, log);
+  await save("import", result);
 }
 
 if (wants("directory") && needsDb("directory")) {

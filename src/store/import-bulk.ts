@@ -32,7 +32,7 @@ export const CHUNK_ROWS = 5000;
 interface Item {
   rec: Validated;
   u: Upsert;
-  sig?: string;
+  sig?: number;
   key?: string;
 }
 
@@ -52,11 +52,25 @@ function naming<T>(rec: Validated, fn: () => T): T {
   }
 }
 
-/** Table, conflict target and columns: upserts of one signature share a statement. */
-function signature(u: Upsert): string {
-  let s = `${u.table} ${u.conflict}`;
-  for (const [c, t] of u.cols) s += ` ${c}:${t}`;
-  return s;
+/**
+ * Upserts of one signature (table, conflict target, columns and their types)
+ * share a statement. A section has few signatures: each is numbered by its
+ * place in `seen`, compared field by field, so no string is built per upsert.
+ */
+function signature(u: Upsert, seen: Upsert[]): number {
+  for (let n = 0; n < seen.length; n++) if (sameShape(seen[n] as Upsert, u)) return n;
+  seen.push(u);
+  return seen.length - 1;
+}
+
+function sameShape(a: Upsert, b: Upsert): boolean {
+  if (a.table !== b.table || a.conflict !== b.conflict || a.cols.length !== b.cols.length) return false;
+  for (let i = 0; i < a.cols.length; i++) {
+    const x = a.cols[i] as Col;
+    const y = b.cols[i] as Col;
+    if (x[0] !== y[0] || x[1] !== y[1]) return false;
+  }
+  return true;
 }
 
 const CONFLICT_COLUMNS = new Map<string, string[]>();
@@ -74,13 +88,14 @@ function conflictColumns(u: Upsert): string[] {
 /** The row an upsert writes, as its conflict key's values (null as \u0001); bulkUpsert returns the same text. */
 function rowKey(u: Upsert): string {
   const names = conflictColumns(u);
-  let key = "";
+  // Joined from an array: one flat string (hashed once in the Set), not a chain of concatenations.
+  const parts: string[] = new Array(names.length);
   for (let i = 0; i < names.length; i++) {
     let v: Value | undefined;
     for (const col of u.cols) if (col[0] === names[i]) v = col[2];
-    key += `${i > 0 ? "|" : ""}${v ?? "\u0001"}`;
+    parts[i] = v ?? "\u0001";
   }
-  return key;
+  return parts.join("|");
 }
 
 /**
@@ -94,8 +109,9 @@ function chunks(items: Item[]): Item[][] {
   // Grouping by signature is safe when every item writes its own row of one table.
   let unique = true;
   const keys = new Set<string>();
+  const shapes: Upsert[] = [];
   for (const i of items) {
-    i.sig = signature(i.u);
+    i.sig = signature(i.u, shapes);
     i.key = rowKey(i.u);
     if (!unique) continue;
     if (i.u.table !== first.u.table || i.u.conflict !== first.u.conflict || keys.has(i.key)) unique = false;
@@ -103,11 +119,11 @@ function chunks(items: Item[]): Item[][] {
   }
   let list = items;
   if (unique) {
-    const bySig = new Map<string, Item[]>();
+    const bySig = new Map<number, Item[]>();
     for (const i of items) {
-      const g = bySig.get(i.sig as string);
+      const g = bySig.get(i.sig as number);
       if (g) g.push(i);
-      else bySig.set(i.sig as string, [i]);
+      else bySig.set(i.sig as number, [i]);
     }
     list = bySig.size === 1 ? items : [...bySig.values()].flat();
   }

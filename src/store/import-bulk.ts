@@ -200,6 +200,13 @@ async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
   return row ? (row.inserted === true ? "inserted" : "updated") : "unchanged";
 }
 
+/**
+ * A slice of the caller's own work, run while PostgreSQL works on a chunk of
+ * `rows` rows (after the next chunk is sent, before this one's answer is
+ * read): a small fraction of the time the database takes for them.
+ */
+export type Meanwhile = (rows: number) => void;
+
 /** A chunk's statements as sent: what its statement answered, or the database's refusal of it. */
 type Sent<R> = Promise<{ written: R } | { refused: SqlError }>;
 
@@ -249,6 +256,7 @@ async function pipeChunks<R>(
   list: Item[][],
   statement: ChunkStatement<R>,
   take: (chunk: Item[], got: { written: R } | { replayed: Outcome[] }) => void,
+  meanwhile?: Meanwhile,
 ): Promise<void> {
   const send = (n: number): Sent<R> | undefined => (list[n] ? sendChunk(tx, list[n] as Item[], statement) : undefined);
   let next = send(0);
@@ -256,6 +264,7 @@ async function pipeChunks<R>(
     const chunk = list[n] as Item[];
     const sent = next as Sent<R>;
     next = send(n + 1);
+    meanwhile?.(chunk.length);
     const got = await sent.catch(async (err: unknown) => {
       await next?.catch(() => {});
       throw err;
@@ -270,26 +279,38 @@ async function pipeChunks<R>(
 }
 
 /** Runs the items in chunks; returns each item's outcome, in the items' order. */
-export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Outcome[]> {
+export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Outcome[]> {
   const outcome = new Map<Item, Outcome>();
-  await pipeChunks(tx, chunks(items), bulkUpsert, (chunk, got) => {
-    chunk.forEach((i, k) => {
-      const o = "written" in got ? got.written.get(i.key ?? rowKey(i.u)) : got.replayed[k];
-      outcome.set(i, o ?? "unchanged");
-    });
-    onRows?.(chunk.length);
-  });
+  await pipeChunks(
+    tx,
+    chunks(items),
+    bulkUpsert,
+    (chunk, got) => {
+      chunk.forEach((i, k) => {
+        const o = "written" in got ? got.written.get(i.key ?? rowKey(i.u)) : got.replayed[k];
+        outcome.set(i, o ?? "unchanged");
+      });
+      onRows?.(chunk.length);
+    },
+    meanwhile,
+  );
   return items.map((i) => outcome.get(i) ?? "unchanged");
 }
 
 /** Runs the items in chunks, as runItems, when only the counts matter: no row comes back. */
-async function countItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Tally> {
+async function countItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Tally> {
   const t = newTally();
-  await pipeChunks(tx, chunks(items), bulkCount, (chunk, got) => {
-    if ("written" in got) for (const k of ["inserted", "updated", "unchanged"] as const) t[k] += got.written[k];
-    else for (const o of got.replayed) t[o]++;
-    onRows?.(chunk.length);
-  });
+  await pipeChunks(
+    tx,
+    chunks(items),
+    bulkCount,
+    (chunk, got) => {
+      if ("written" in got) for (const k of ["inserted", "updated", "unchanged"] as const) t[k] += got.written[k];
+      else for (const o of got.replayed) t[o]++;
+      onRows?.(chunk.length);
+    },
+    meanwhile,
+  );
   return t;
 }
 
@@ -307,20 +328,20 @@ export function tally(outcomes: readonly Outcome[]): Tally {
  * how many were inserted, updated and unchanged. RecordRefused names the
  * first record refused.
  */
-export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Tally> {
+export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Tally> {
   const l = await fetchLookups(tx, recs);
   if (recs.length > 0 && isSingleUpsert((recs[0] as Validated).section)) {
     const items = recs.map((rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) }));
-    return countItems(tx, items, onRows);
+    return countItems(tx, items, onRows, meanwhile);
   }
-  return tally(await writePlaces(tx, recs, l, onRows));
+  return tally(await writePlaces(tx, recs, l, onRows, meanwhile));
 }
 
 /**
  * UserOrganizationInfo in bulk: the organizations' slug and role structure,
  * then the places, then the grants; a record's outcome combines its rows'.
  */
-async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void): Promise<Outcome[]> {
+async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Outcome[]> {
   await tx.query("savepoint authz_import_orgs");
   let outcomes: Outcome[];
   try {
@@ -341,7 +362,7 @@ async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows
     for (const u of roles) grants.push({ rec, u, at });
   });
   for (const items of [places, grants]) {
-    const got = await runItems(tx, items);
+    const got = await runItems(tx, items, undefined, meanwhile);
     items.forEach((i, n) => {
       outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
     });

@@ -12,7 +12,8 @@
 //
 // AB_A_SQL runs in A's database before its import (A's schema where the
 // migrations differ, e.g. an index this checkout's migrations drop); it may
-// hold several statements (AB_A_SQL="$(cat a.sql)").
+// hold several statements (AB_A_SQL="$(cat a.sql)"). Against a main from before
+// migration 0012: AB_A_SQL="$(cat scripts/import-ab-row-triggers.sql)".
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 

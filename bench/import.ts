@@ -39,7 +39,7 @@ export interface ImportBenchResult {
 
 /**
  * The same new role assignments inserted, with the importer's statement, into
- * role_assignments as shipped, with its row triggers off, and into copies with
+ * role_assignments as shipped, with its triggers off, and into copies with
  * its indexes only and with nothing: where PostgreSQL's time per row goes.
  */
 async function rowCosts(url: string, records: number, rows: number): Promise<ImportBenchResult["rowCostUs"]> {
@@ -56,7 +56,7 @@ async function rowCosts(url: string, records: number, rows: number): Promise<Imp
     }
     const variants: Array<[string, string, string | undefined]> = [
       ["role_assignments, as shipped", "role_assignments", undefined],
-      ["role_assignments, row triggers off", "role_assignments", "alter table role_assignments disable trigger user"],
+      ["role_assignments, its triggers off", "role_assignments", "alter table role_assignments disable trigger user"],
       [
         "a copy with its indexes, no foreign keys or triggers",
         "bench_ra_indexed",

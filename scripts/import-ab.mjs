@@ -11,7 +11,9 @@
 //   DATABASE_URL=postgres://... AB_RECORDS=200000 AB_ROUNDS=4 AB_A_SQL="create index ..." node scripts/import-ab.mjs
 //
 // AB_A_SQL runs in A's database before its import (A's schema where the
-// migrations differ, e.g. an index this checkout's migrations drop).
+// migrations differ, e.g. an index this checkout's migrations drop); it may
+// hold several statements (AB_A_SQL="$(cat a.sql)"). Against a main from before
+// migration 0012: AB_A_SQL="$(cat scripts/import-ab-row-triggers.sql)".
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
@@ -45,7 +47,7 @@ async function once(k) {
     const m = mods[k];
     const db = m.pc.createPostgresClient({ url, poolMax: 1, logger: m.lg.createLogger("silent"), applicationName: "authz-import-ab" });
     try {
-      if (k === "A" && process.env.AB_A_SQL) await db.query(process.env.AB_A_SQL);
+      if (k === "A" && process.env.AB_A_SQL) await db.exec(process.env.AB_A_SQL);
       const [b] = await db.query("select pg_backend_pid() as pid");
       const pid = Number(b.pid);
       const load = readFileSync("/proc/loadavg", "utf8").split(" ")[0];

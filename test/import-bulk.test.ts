@@ -10,9 +10,10 @@ import { projectPath } from "../src/paths.js";
 import { startChangeFeed } from "../src/store/change-feed.js";
 import { readChanges } from "../src/store/change-stream.js";
 import { exportDirectory } from "../src/store/export.js";
-import { ImportError, importDocument } from "../src/store/import.js";
+import { ImportError, importDocument, validateDocument } from "../src/store/import.js";
 import { CHUNK_ROWS } from "../src/store/import-bulk.js";
 import { loadSnapshot, startLiveEngine } from "../src/store/live-engine.js";
+import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { generateDataset, insertDataset, randomChecks, rng } from "./support/random-data.js";
@@ -123,6 +124,37 @@ describe(`bulk import (seed ${SEED})`, () => {
     expect((err as Error).message).toContain(`UserRole[7] (user_id=${id("ff", 7)}`);
     expect((err as Error).message).not.toMatch(/insert into|select /i);
     expect(await bad.raw`select (select count(*) from role_assignments)::int as a, (select count(*) from users)::int as u`).toEqual([{ a: 0, u: 0 }]);
+  });
+
+  it("records are checked while earlier sections are written: a problem in a late record is reported whole, before a refusal, and nothing is written", async () => {
+    // The UserRole records are checked while the sections before them are being written.
+    const doc = importBenchDocument(12_000);
+    const roles = doc.UserRole as Array<Record<string, unknown>>;
+    const last = roles.length - 1;
+    (roles[last] as Record<string, unknown>).role_id = "not-a-uuid";
+    (roles[last - 1] as Record<string, unknown>).extra = 1;
+    // The problems of the document checked whole before writing (as the importer did before).
+    const expected = validateDocument(doc).problems;
+    expect(expected).toEqual([
+      expect.stringMatching(new RegExp(`^UserRole\\[${last - 1}\\] \\(user_id=[^)]*\\): unknown field "extra"`)),
+      `UserRole[${last}] (user_id=${String(roles[last]?.user_id)}, role_id=not-a-uuid): role_id must be a UUID`,
+    ]);
+    const t = await db();
+    const err = await importDocument(t.client, structuredClone(doc)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportError);
+    expect((err as ImportError).problems).toEqual(expected);
+    // An early record the database refuses (an unknown tenant) and the late problems: the problems are reported, as when checked first.
+    const refused = structuredClone(doc);
+    (refused.ORGANIZATION?.[0] as Record<string, unknown>).tenant_id = id("ff", 1);
+    expect(await importDocument(t.client, refused).catch((e: unknown) => (e as ImportError).problems)).toEqual(expected);
+    expect(await t.raw`select (select count(*) from users)::int as u, (select count(*) from organizations)::int as o`).toEqual([{ u: 0, o: 0 }]);
+    // And when the database cannot be reached at all.
+    const gone = createPostgresClient({ url: "postgres://postgres@127.0.0.1:1/none", poolMax: 1, logger: createLogger("silent") });
+    try {
+      expect(await importDocument(gone, structuredClone(doc)).catch((e: unknown) => (e as ImportError).problems)).toEqual(expected);
+    } finally {
+      await gone.close();
+    }
   });
 
   it("checks deletion records and refuses RateLimitCounter records, every problem at once", async () => {

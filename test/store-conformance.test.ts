@@ -18,7 +18,7 @@ import { migrate } from "../src/store/migrate.js";
 import { transferOwnership } from "../src/store/ownership.js";
 import { createPgliteClient } from "../src/store/pglite-client.js";
 import { pruneHistory } from "../src/store/retention.js";
-import type { SqlClient } from "../src/store/sql.js";
+import { type SqlClient, SqlError } from "../src/store/sql.js";
 import { rowTenant } from "../src/store/tenant-lookup.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { DEMO } from "./support/demo-decisions.js";
@@ -173,5 +173,69 @@ describe.each(BACKENDS)("the store on $name", (backend) => {
     const pending = await db.query<{ n: number }>("select count(*)::int as n from authz_changes where revision is null");
     expect(Number(pending[0]?.n)).toBe(1);
     expect(await readLatestRevision(db)).toBeGreaterThan(0n);
+  });
+
+  // Migration 0012: the organization rules run once per statement over its new rows.
+  it("refuses a statement whose rows break an organization rule, naming the first such row, and writes none of them", async () => {
+    const SALES = DEMO.org.sales;
+    const [mine, theirs, perm, user] = [
+      "0000c0f1-0000-4000-8000-000000000001",
+      "0000c0f1-0000-4000-8000-000000000002",
+      "0000c0f1-0000-4000-8000-000000000003",
+      "0000c0f1-0000-4000-8000-000000000004",
+    ];
+    await db.query(
+      "insert into roles (id, organization_id, key, name) values ($1::text::uuid, $3::text::uuid, 'conf-mine', 'M'), ($2::text::uuid, $4::text::uuid, 'conf-theirs', 'T')",
+      [mine, theirs, ENG, SALES],
+    );
+    await db.query("insert into permissions (id, organization_id, key) values ($1::text::uuid, $2::text::uuid, 'conf.theirs')", [perm, SALES]);
+    await db.query("insert into users (id) values ($1::text::uuid)", [user]);
+    const refusal = async (text: string, params: unknown[]) => {
+      const err = await db.query(text, params).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(SqlError);
+      return err as SqlError;
+    };
+    const assign = `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id)
+      select 'user', $1::text::uuid, (e->>0)::uuid, e->>1, (e->>2)::uuid from jsonb_array_elements($2::text::jsonb) e`;
+    // Row 0 is fine, rows 1 (their role on ENG) and 2 (my role on SALES's avatar) are not: row 1 is named.
+    const rows = [
+      [mine, "organization", ENG],
+      [theirs, "organization", ENG],
+      [mine, "avatar", DEMO.avatar.salesDesk],
+    ];
+    const err = await refusal(assign, [user, JSON.stringify(rows)]);
+    expect(err).toMatchObject({ code: "23514", constraint: "role_assignments_scope_in_role_organization" });
+    expect(err.message).toBe(`role ${theirs} of organization ${SALES} cannot be assigned on organization ${ENG}`);
+    expect(await refusal(assign, [user, JSON.stringify([rows[0], rows[2]])])).toMatchObject({
+      message: `role ${mine} of organization ${ENG} cannot be assigned on avatar ${DEMO.avatar.salesDesk}`,
+    });
+    expect(await db.query("select 1 from role_assignments where subject_id = $1::text::uuid", [user])).toHaveLength(0);
+    // An update is checked too.
+    await db.query(assign, [user, JSON.stringify([rows[0], [mine, "avatar", DEMO.avatar.engNews]])]);
+    expect(
+      await refusal("update role_assignments set scope_id = $2::text::uuid where subject_id = $1::text::uuid and scope_type = 'organization'", [user, SALES]),
+    ).toMatchObject({
+      code: "23514",
+      message: `role ${mine} of organization ${ENG} cannot be assigned on organization ${SALES}`,
+    });
+    expect(await refusal("insert into role_permissions (role_id, permission_id) values ($1::text::uuid, $2::text::uuid)", [mine, perm])).toMatchObject({
+      code: "23514",
+      constraint: "role_permissions_same_organization",
+      message: `role ${mine} cannot hold permission ${perm} of another organization`,
+    });
+    expect(
+      await refusal(
+        "insert into user_organizations (user_id, organization_id, primary_role_id) values ($1::text::uuid, $2::text::uuid, $3::text::uuid), ($1::text::uuid, $4::text::uuid, $3::text::uuid)",
+        [user, SALES, theirs, ENG],
+      ),
+    ).toMatchObject({
+      code: "23514",
+      constraint: "user_organizations_primary_role_organization",
+      message: `role ${theirs} is not a role of organization ${ENG}`,
+    });
+    expect(await db.query("select 1 from user_organizations where user_id = $1::text::uuid", [user])).toHaveLength(0);
   });
 });

@@ -32,7 +32,7 @@ export const CHUNK_ROWS = 5000;
 interface Item {
   rec: Validated;
   u: Upsert;
-  sig?: string;
+  sig?: number;
   key?: string;
 }
 
@@ -52,11 +52,25 @@ function naming<T>(rec: Validated, fn: () => T): T {
   }
 }
 
-/** Table, conflict target and columns: upserts of one signature share a statement. */
-function signature(u: Upsert): string {
-  let s = `${u.table} ${u.conflict}`;
-  for (const [c, t] of u.cols) s += ` ${c}:${t}`;
-  return s;
+/**
+ * Upserts of one signature (table, conflict target, columns and their types)
+ * share a statement. A section has few signatures: each is numbered by its
+ * place in `seen`, compared field by field, so no string is built per upsert.
+ */
+function signature(u: Upsert, seen: Upsert[]): number {
+  for (let n = 0; n < seen.length; n++) if (sameShape(seen[n] as Upsert, u)) return n;
+  seen.push(u);
+  return seen.length - 1;
+}
+
+function sameShape(a: Upsert, b: Upsert): boolean {
+  if (a.table !== b.table || a.conflict !== b.conflict || a.cols.length !== b.cols.length) return false;
+  for (let i = 0; i < a.cols.length; i++) {
+    const x = a.cols[i] as Col;
+    const y = b.cols[i] as Col;
+    if (x[0] !== y[0] || x[1] !== y[1]) return false;
+  }
+  return true;
 }
 
 const CONFLICT_COLUMNS = new Map<string, string[]>();
@@ -74,57 +88,81 @@ function conflictColumns(u: Upsert): string[] {
 /** The row an upsert writes, as its conflict key's values (null as \u0001); bulkUpsert returns the same text. */
 function rowKey(u: Upsert): string {
   const names = conflictColumns(u);
-  let key = "";
+  // Joined from an array: one flat string (hashed once in the Set), not a chain of concatenations.
+  const parts: string[] = new Array(names.length);
   for (let i = 0; i < names.length; i++) {
     let v: Value | undefined;
     for (const col of u.cols) if (col[0] === names[i]) v = col[2];
-    key += `${i > 0 ? "|" : ""}${v ?? "\u0001"}`;
+    parts[i] = v ?? "\u0001";
   }
-  return key;
+  return parts.join("|");
 }
 
 /**
- * Splits items into chunks that one statement can take: one signature
- * (table, conflict target, columns), no row twice, at most CHUNK_ROWS. When
- * no row is written twice, items are first grouped by signature.
+ * Cuts upserts into chunks that one statement can take (one signature: table,
+ * conflict target, columns; no row twice; at most CHUNK_ROWS) as they come,
+ * so the first chunk can be sent before the last upsert is built. While every
+ * upsert writes its own row of one table, each signature fills a chunk of its
+ * own (their order does not matter). From the first upsert that writes a row
+ * again (or another table, or by another conflict target) on, the chunks
+ * being filled are cut and chunks follow the upserts' order, so every row's
+ * writes run in record order.
  */
-function chunks(items: Item[]): Item[][] {
-  const first = items[0];
-  if (!first) return [];
-  // Grouping by signature is safe when every item writes its own row of one table.
-  let unique = true;
-  const keys = new Set<string>();
-  for (const i of items) {
-    i.sig = signature(i.u);
+export class Chunker {
+  private readonly shapes: Upsert[] = [];
+  private readonly keys = new Set<string>();
+  private readonly open = new Map<number, Item[]>();
+  private first: Upsert | undefined;
+  private strict = false;
+  private cur: Item[] = [];
+  private seen = new Set<string>();
+
+  /** Takes the next upsert; returns the chunks it completed, to run in this order. */
+  add(i: Item): Item[][] {
+    i.sig = signature(i.u, this.shapes);
     i.key = rowKey(i.u);
-    if (!unique) continue;
-    if (i.u.table !== first.u.table || i.u.conflict !== first.u.conflict || keys.has(i.key)) unique = false;
-    else keys.add(i.key);
-  }
-  let list = items;
-  if (unique) {
-    const bySig = new Map<string, Item[]>();
-    for (const i of items) {
-      const g = bySig.get(i.sig as string);
-      if (g) g.push(i);
-      else bySig.set(i.sig as string, [i]);
+    this.first ??= i.u;
+    const out: Item[][] = [];
+    if (!this.strict && (i.u.table !== this.first.table || i.u.conflict !== this.first.conflict || this.keys.has(i.key))) {
+      this.strict = true;
+      out.push(...this.open.values());
+      this.open.clear();
     }
-    list = bySig.size === 1 ? items : [...bySig.values()].flat();
-  }
-  const out: Item[][] = [];
-  let cur: Item[] = [];
-  let seen = new Set<string>();
-  for (const i of list) {
-    if (cur.length > 0 && (i.sig !== (cur[0] as Item).sig || cur.length >= CHUNK_ROWS || (!unique && seen.has(i.key as string)))) {
-      out.push(cur);
-      cur = [];
-      seen = new Set();
+    if (!this.strict) {
+      this.keys.add(i.key);
+      const g = this.open.get(i.sig) ?? [];
+      this.open.set(i.sig, g);
+      g.push(i);
+      if (g.length >= CHUNK_ROWS) {
+        out.push(g);
+        this.open.delete(i.sig);
+      }
+      return out;
     }
-    cur.push(i);
-    if (!unique) seen.add(i.key as string);
+    if (this.cur.length > 0 && (i.sig !== (this.cur[0] as Item).sig || this.cur.length >= CHUNK_ROWS || this.seen.has(i.key))) {
+      out.push(this.cur);
+      this.cur = [];
+      this.seen = new Set();
+    }
+    this.cur.push(i);
+    this.seen.add(i.key);
+    return out;
   }
-  if (cur.length > 0) out.push(cur);
-  return out;
+
+  /** The chunks still being filled. */
+  end(): Item[][] {
+    const out = [...this.open.values(), ...(this.cur.length > 0 ? [this.cur] : [])];
+    this.open.clear();
+    this.cur = [];
+    return out;
+  }
+}
+
+/** The items' chunks, each built when it is asked for (item() may throw RecordRefused). */
+function* chunked<T>(from: Iterable<T>, item: (x: T) => Item): Generator<Item[]> {
+  const c = new Chunker();
+  for (const x of from) yield* c.add(item(x));
+  yield* c.end();
 }
 
 /** The statement text for a chunk, returning what `returning` says, and its one parameter (the rows as JSON). */
@@ -184,6 +222,13 @@ async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
   return row ? (row.inserted === true ? "inserted" : "updated") : "unchanged";
 }
 
+/**
+ * A slice of the caller's own work, run while PostgreSQL works on a chunk of
+ * `rows` rows (after the next chunk is sent, before this one's answer is
+ * read): a small fraction of the time the database takes for them.
+ */
+export type Meanwhile = (rows: number) => void;
+
 /** A chunk's statements as sent: what its statement answered, or the database's refusal of it. */
 type Sent<R> = Promise<{ written: R } | { refused: SqlError }>;
 
@@ -223,23 +268,28 @@ async function replayChunk(tx: SqlQuerier, chunk: Item[]): Promise<Outcome[]> {
 /**
  * Runs the chunks in order, one statement each, handing take() each chunk's
  * answer (or, for a chunk replayed record by record, its outcomes). The next
- * chunk is sent before this one's answer is read, so this process's work
- * overlaps PostgreSQL's. When a chunk is refused, the one sent behind it
- * fails too (the transaction is aborted up to the savepoint): it is awaited,
- * the refused chunk replayed, then it is sent again.
+ * chunk is built and sent before this one's answer is read, so this
+ * process's work overlaps PostgreSQL's. When a chunk is refused, the one sent
+ * behind it fails too (the transaction is aborted up to the savepoint): it is
+ * awaited, the refused chunk replayed, then it is sent again.
  */
 async function pipeChunks<R>(
   tx: SqlQuerier,
-  list: Item[][],
+  source: Iterator<Item[]>,
   statement: ChunkStatement<R>,
   take: (chunk: Item[], got: { written: R } | { replayed: Outcome[] }) => void,
+  meanwhile?: Meanwhile,
 ): Promise<void> {
-  const send = (n: number): Sent<R> | undefined => (list[n] ? sendChunk(tx, list[n] as Item[], statement) : undefined);
-  let next = send(0);
-  for (let n = 0; n < list.length; n++) {
-    const chunk = list[n] as Item[];
-    const sent = next as Sent<R>;
-    next = send(n + 1);
+  const pull = (): Item[] | undefined => {
+    const r = source.next();
+    return r.done ? undefined : r.value;
+  };
+  let chunk = pull();
+  let sent = chunk && sendChunk(tx, chunk, statement);
+  while (chunk && sent) {
+    const after = await pullBehind(pull, sent);
+    let next = after && sendChunk(tx, after, statement);
+    meanwhile?.(chunk.length);
     const got = await sent.catch(async (err: unknown) => {
       await next?.catch(() => {});
       throw err;
@@ -248,32 +298,56 @@ async function pipeChunks<R>(
     else {
       await next?.catch(() => {}); // failed behind the refusal; sent again below
       take(chunk, { replayed: await replayChunk(tx, chunk) });
-      next = send(n + 1);
+      next = after && sendChunk(tx, after, statement);
     }
+    chunk = after;
+    sent = next;
+  }
+}
+
+/** The next chunk, built while `sent` runs; when building it fails, `sent` is let finish first. */
+async function pullBehind<R>(pull: () => Item[] | undefined, sent: Sent<R>): Promise<Item[] | undefined> {
+  try {
+    return pull();
+  } catch (err) {
+    await sent.catch(() => {});
+    throw err;
   }
 }
 
 /** Runs the items in chunks; returns each item's outcome, in the items' order. */
-export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Outcome[]> {
+export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Outcome[]> {
   const outcome = new Map<Item, Outcome>();
-  await pipeChunks(tx, chunks(items), bulkUpsert, (chunk, got) => {
-    chunk.forEach((i, k) => {
-      const o = "written" in got ? got.written.get(i.key ?? rowKey(i.u)) : got.replayed[k];
-      outcome.set(i, o ?? "unchanged");
-    });
-    onRows?.(chunk.length);
-  });
+  await pipeChunks(
+    tx,
+    chunked(items, (i) => i),
+    bulkUpsert,
+    (chunk, got) => {
+      chunk.forEach((i, k) => {
+        const o = "written" in got ? got.written.get(i.key ?? rowKey(i.u)) : got.replayed[k];
+        outcome.set(i, o ?? "unchanged");
+      });
+      onRows?.(chunk.length);
+    },
+    meanwhile,
+  );
   return items.map((i) => outcome.get(i) ?? "unchanged");
 }
 
 /** Runs the items in chunks, as runItems, when only the counts matter: no row comes back. */
-async function countItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void): Promise<Tally> {
+async function countItems(tx: SqlQuerier, source: Iterator<Item[]>, onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Tally> {
   const t = newTally();
-  await pipeChunks(tx, chunks(items), bulkCount, (chunk, got) => {
-    if ("written" in got) for (const k of ["inserted", "updated", "unchanged"] as const) t[k] += got.written[k];
-    else for (const o of got.replayed) t[o]++;
-    onRows?.(chunk.length);
-  });
+  await pipeChunks(
+    tx,
+    source,
+    bulkCount,
+    (chunk, got) => {
+      if ("written" in got) for (const k of ["inserted", "updated", "unchanged"] as const) t[k] += got.written[k];
+      else for (const o of got.replayed) t[o]++;
+      onRows?.(chunk.length);
+    },
+    meanwhile,
+  );
   return t;
 }
 
@@ -291,20 +365,25 @@ export function tally(outcomes: readonly Outcome[]): Tally {
  * how many were inserted, updated and unchanged. RecordRefused names the
  * first record refused.
  */
-export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void): Promise<Tally> {
+export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Tally> {
   const l = await fetchLookups(tx, recs);
   if (recs.length > 0 && isSingleUpsert((recs[0] as Validated).section)) {
-    const items = recs.map((rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) }));
-    return countItems(tx, items, onRows);
+    // Each record's upsert is built as its chunk is: the first statement goes out before the last record is looked at.
+    return countItems(
+      tx,
+      chunked(recs, (rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) })),
+      onRows,
+      meanwhile,
+    );
   }
-  return tally(await writePlaces(tx, recs, l, onRows));
+  return tally(await writePlaces(tx, recs, l, onRows, meanwhile));
 }
 
 /**
  * UserOrganizationInfo in bulk: the organizations' slug and role structure,
  * then the places, then the grants; a record's outcome combines its rows'.
  */
-async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void): Promise<Outcome[]> {
+async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Outcome[]> {
   await tx.query("savepoint authz_import_orgs");
   let outcomes: Outcome[];
   try {
@@ -325,7 +404,7 @@ async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows
     for (const u of roles) grants.push({ rec, u, at });
   });
   for (const items of [places, grants]) {
-    const got = await runItems(tx, items);
+    const got = await runItems(tx, items, undefined, meanwhile);
     items.forEach((i, n) => {
       outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
     });

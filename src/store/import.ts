@@ -208,51 +208,111 @@ function validateRecord(section: string, spec: SectionSpec, r: Rec, index: numbe
   return new Checked(section, index, r, values, arrays, del);
 }
 
-/** Checks the document's shape and every field; collects every problem. */
-export function validateDocument(doc: unknown): { records: Validated[]; problems: string[] } {
-  const problems: string[] = [];
-  const records: Validated[] = [];
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
-    return { records, problems: ["the document must be a JSON object whose keys are seed section names"] };
-  }
-  for (const key of Object.keys(doc)) {
-    if (key === "$schema" || key === "$comment") continue;
-    if (!(key in SECTIONS)) problems.push(`unknown section "${key}" (known: ${Object.keys(SECTIONS).join(", ")})`);
-  }
-  for (const [section, spec] of Object.entries(SECTIONS)) {
-    const list = (doc as Rec)[section];
-    if (list === undefined) continue;
-    if (!Array.isArray(list)) {
-      problems.push(`section ${section} must be an array of records`);
-      continue;
+/** Thrown inside the import's transaction when a record just checked has a problem: the import reports the document's problems. */
+const NOT_VALID = Symbol("invalid document");
+
+/**
+ * The document checked section by section in write order, so an import can
+ * write its first sections while later ones are still unchecked: step() checks
+ * a few more records while PostgreSQL runs a statement. Problems come out in
+ * the order checking the whole document first gives, and nothing is written
+ * when there is one (the import's transaction is rolled back).
+ */
+export class DocumentCheck {
+  readonly problems: string[] = [];
+  /** The records of the known sections (all of them once the document is checked). */
+  readonly total: number = 0;
+  /** Whether any record is marked "$delete" (deletions run first, children first: the whole document is checked before writing). */
+  readonly hasDeletions: boolean = false;
+  private readonly sections: Array<{ section: string; spec: SectionSpec; list: unknown[] | undefined; problem?: string }> = [];
+  private at = 0;
+  private index = 0;
+  private readonly checked = new Map<string, Validated[]>();
+
+  constructor(doc: unknown) {
+    if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
+      this.problems.push("the document must be a JSON object whose keys are seed section names");
+      return;
     }
-    if (section === "RateLimitCounter" && list.length > 0) {
-      problems.push(`section RateLimitCounter (${list.length} records): ${COUNTERS_REFUSED}`);
-      continue;
+    for (const key of Object.keys(doc)) {
+      if (key === "$schema" || key === "$comment") continue;
+      if (!(key in SECTIONS)) this.problems.push(`unknown section "${key}" (known: ${Object.keys(SECTIONS).join(", ")})`);
     }
-    list.forEach((rec: unknown, index) => {
-      if (typeof rec !== "object" || rec === null || Array.isArray(rec)) problems.push(`${section}[${index}]: must be a JSON object`);
-      else records.push(validateRecord(section, spec, rec as Rec, index, problems));
-    });
+    for (const [section, spec] of Object.entries(SECTIONS)) {
+      const list = (doc as Rec)[section];
+      if (list !== undefined && !Array.isArray(list))
+        this.sections.push({ section, spec, list: undefined, problem: `section ${section} must be an array of records` });
+      else if (section === "RateLimitCounter" && list !== undefined && list.length > 0) {
+        this.sections.push({ section, spec, list: undefined, problem: `section RateLimitCounter (${list.length} records): ${COUNTERS_REFUSED}` });
+      } else {
+        this.sections.push({ section, spec, list });
+        this.total += list?.length ?? 0;
+        if (list?.some((r) => typeof r === "object" && r !== null && (r as Rec)[DELETE_MARKER] !== undefined)) this.hasDeletions = true;
+      }
+    }
   }
-  return { records, problems: problems.slice(0, MAX_PROBLEMS) };
+
+  /** Checks up to n more records; true when every section is checked. */
+  step(n: number): boolean {
+    let budget = n;
+    while (this.at < this.sections.length && budget > 0) {
+      const s = this.sections[this.at] as (typeof this.sections)[number];
+      if (this.index === 0 && s.problem) this.problems.push(s.problem);
+      const list = s.list ?? [];
+      const out = this.checked.get(s.section) ?? [];
+      this.checked.set(s.section, out);
+      const stop = Math.min(list.length, this.index + budget);
+      budget -= stop - this.index;
+      for (; this.index < stop; this.index++) {
+        const rec = list[this.index];
+        if (typeof rec !== "object" || rec === null || Array.isArray(rec)) this.problems.push(`${s.section}[${this.index}]: must be a JSON object`);
+        else out.push(validateRecord(s.section, s.spec, rec as Rec, this.index, this.problems));
+      }
+      if (this.index >= list.length) {
+        this.at++;
+        this.index = 0;
+      }
+    }
+    return this.at >= this.sections.length;
+  }
+
+  /**
+   * A section's records, checked (with every section before it), in write
+   * order: memberships that give up ownership before those that take it.
+   * Throws NOT_VALID when the document has a problem so far.
+   */
+  section(name: string): Validated[] {
+    const k = this.sections.findIndex((x) => x.section === name);
+    while (this.at <= k) this.step(STEP_RECORDS);
+    if (this.problems.length > 0) throw NOT_VALID;
+    const recs = this.checked.get(name) ?? [];
+    if (name !== "MEMBERSHIP") return recs;
+    const owner = (r: Validated) => (r.values.get("owner") === "true" ? 1 : 0);
+    return [...recs].sort((a, b) => owner(a) - owner(b) || a.index - b.index);
+  }
+
+  /** Checks the rest; every record (in section order) and the first problems. */
+  finish(): { records: Validated[]; problems: string[] } {
+    while (!this.step(Number.MAX_SAFE_INTEGER));
+    return { records: [...this.checked.values()].flat(), problems: this.problems.slice(0, MAX_PROBLEMS) };
+  }
 }
 
-/** Records per section in write order: memberships that give up ownership before those that take it. */
-function bySection(records: Validated[]): Map<string, Validated[]> {
-  const out = new Map<string, Validated[]>();
-  for (const section of Object.keys(SECTIONS)) out.set(section, []);
-  for (const r of records) out.get(r.section)?.push(r);
-  const members = out.get("MEMBERSHIP") as Validated[];
-  const owner = (r: Validated) => (r.values.get("owner") === "true" ? 1 : 0);
-  members.sort((a, b) => owner(a) - owner(b) || a.index - b.index);
-  return out;
+/** Records checked at a time when a section's records are asked for. */
+const STEP_RECORDS = 5_000;
+
+/** Records checked per row the database is writing (DocumentCheck.step in writeAll). */
+const CHECKS_PER_ROW = 4;
+
+/** Checks the document's shape and every field; collects every problem. */
+export function validateDocument(doc: unknown): { records: Validated[]; problems: string[] } {
+  return new DocumentCheck(doc).finish();
 }
 
 /** Writes every record: deletions children first, then upserts parents first. */
-async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<string, SectionCounts>, options: ImportOptions) {
+async function writeAll(tx: SqlQuerier, check: DocumentCheck, sections: Record<string, SectionCounts>, options: ImportOptions) {
   const onProgress = options.onProgress;
-  const total = records.length;
+  const total = check.total;
   let done = 0;
   const count = (section: string) => (sections[section] ??= { inserted: 0, updated: 0, unchanged: 0, deleted: 0 });
   const tracker = (section: string, phase: "delete" | "write", sectionTotal: number) => {
@@ -263,18 +323,22 @@ async function writeAll(tx: SqlQuerier, records: Validated[], sections: Record<s
       onProgress?.({ section, phase, sectionDone, sectionTotal, done, total });
     };
   };
-  const order = bySection(records);
-  for (const [section, recs] of [...order].reverse()) {
-    const dels = recs.filter((r) => r.del);
+  const order = Object.keys(SECTIONS);
+  // Deletions (the document was checked whole before the transaction) run first, children first.
+  for (const section of check.hasDeletions ? [...order].reverse() : []) {
+    const dels = check.section(section).filter((r) => r.del);
     if (dels.length === 0) continue;
     const gone = await deleteSection(tx, dels, tracker(section, "delete", dels.length));
     for (const g of gone) count(section)[g ? "deleted" : "unchanged"]++;
   }
-  for (const [section, recs] of order) {
-    const ups = recs.filter((r) => !r.del);
+  // While PostgreSQL writes a chunk, the records after it are checked: a few per row
+  // written (checking a record costs about a tenth of writing a row).
+  const meanwhile = (rows: number) => void check.step(CHECKS_PER_ROW * rows);
+  for (const section of order) {
+    const ups = check.section(section).filter((r) => !r.del);
     if (ups.length === 0) continue;
     const track = tracker(section, "write", ups.length);
-    const t = options.bulk === false ? tally(await writeOneByOne(tx, ups, track)) : await writeSection(tx, ups, track);
+    const t = options.bulk === false ? tally(await writeOneByOne(tx, ups, track)) : await writeSection(tx, ups, track, meanwhile);
     for (const k of ["inserted", "updated", "unchanged"] as const) count(section)[k] += t[k];
   }
 }
@@ -286,23 +350,34 @@ const changed = (sections: Record<string, SectionCounts>) => Object.values(secti
  * Re-importing the same document changes nothing (and adds no revision).
  */
 export async function importDocument(db: SqlClient, doc: unknown, options: ImportOptions = {}): Promise<ImportSummary> {
-  const { records, problems } = validateDocument(doc);
-  if (problems.length > 0) throw new ImportError(problems);
+  // The document's records are checked as it is written (DocumentCheck); one with deletions, or
+  // whose shape is wrong, is checked whole first. Nothing is written when a record has a problem.
+  const check = new DocumentCheck(doc);
+  if (check.hasDeletions || check.problems.length > 0) {
+    const { problems } = check.finish();
+    if (problems.length > 0) throw new ImportError(problems);
+  }
   const mode = options.changeLog ?? "auto";
-  const changeLog = mode === "reload" || (mode === "auto" && records.length >= RELOAD_THRESHOLD) ? "reload" : "rows";
+  const changeLog = mode === "reload" || (mode === "auto" && check.total >= RELOAD_THRESHOLD) ? "reload" : "rows";
   const sections: Record<string, SectionCounts> = {};
-  const before = (await readLatestRevision(db)).toString();
-  const summary: ImportSummary = { revisionBefore: before, revisionAfter: before, sections, dryRun: options.dryRun === true, changeLog };
+  const summary: ImportSummary = { revisionBefore: "", revisionAfter: "", sections, dryRun: options.dryRun === true, changeLog };
   try {
+    summary.revisionBefore = (await readLatestRevision(db)).toString();
+    summary.revisionAfter = summary.revisionBefore;
     // The one write pipeline (numbering, the writers' lock); the importer is an in-process writer.
     const { revision } = await runWrite(db, INTERNAL_WRITER, {
       rpc: "import",
       request: null,
-      apply: ({ tx }) => writeDocument(tx, records, summary, options),
+      apply: ({ tx }) => writeDocument(tx, check, summary, options),
     });
     summary.revisionAfter = revision;
   } catch (err) {
-    if (err !== DRY_RUN) throw err;
+    if (err === DRY_RUN) return summary;
+    // The document's problems are what the import reports, whatever else failed first (a record
+    // the database refused, an unreachable database), as when it is checked whole before writing.
+    const { problems } = check.finish();
+    if (problems.length > 0) throw new ImportError(problems);
+    throw err;
   }
   return summary;
 }
@@ -314,7 +389,7 @@ const IMPORT_IDLE_IN_TRANSACTION_MS = 120_000;
 const DRY_RUN = Symbol("dry run");
 
 /** The import's transaction: every record, then the rules that span records; DRY_RUN rolls it back. */
-async function writeDocument(tx: SqlQuerier, records: Validated[], summary: ImportSummary, options: ImportOptions): Promise<void> {
+async function writeDocument(tx: SqlQuerier, check: DocumentCheck, summary: ImportSummary, options: ImportOptions): Promise<void> {
   // The pool's 5 s idle-in-transaction bound is a net for wedged connections; an import
   // builds each section's statements between them, which on a busy machine at 100k+
   // records can take longer than that. It keeps a net, a wider one.
@@ -326,7 +401,7 @@ async function writeDocument(tx: SqlQuerier, records: Validated[], summary: Impo
   // is in: they are checked below, after the last record.
   await tx.query("set constraints role_inheritance_valid immediate");
   try {
-    await writeAll(tx, records, summary.sections, options);
+    await writeAll(tx, check, summary.sections, options);
   } catch (err) {
     if (err instanceof RecordRefused) throw new ImportError([err.message]);
     throw err;

@@ -75,6 +75,19 @@ function parse(s: string): boolean {
   return bad >= 0;
 }
 
+/**
+ * Parses a UUID into out[at..at+3] as int32 words; false when the text is not one. For a caller that
+ * parses two ids before it looks either up, so that the two probes' cache misses overlap.
+ */
+export function parseWords(s: string, out: Int32Array, at: number): boolean {
+  if (!parse(s)) return false;
+  out[at] = scratch[0] as number;
+  out[at + 1] = scratch[1] as number;
+  out[at + 2] = scratch[2] as number;
+  out[at + 3] = scratch[3] as number;
+  return true;
+}
+
 const hash = (a: number, b: number, c: number, d: number): number => {
   let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b);
   h = Math.imul(h ^ b ^ (h >>> 15), 0xc2b2ae35);
@@ -320,12 +333,17 @@ export class InlineUuidInterner implements UuidIds {
     return this.#slots.byteLength + this.#slotOf.byteLength;
   }
 
+  /** find() for the words parseWords() wrote to w[at..at+3]. */
+  findWords(w: Int32Array, at: number): number {
+    return this.#probeWords(w[at] as number, w[at + 1] as number, w[at + 2] as number, w[at + 3] as number);
+  }
+
   #probe(): number {
     // Int32 reads of u32 words: compare as int32.
-    const a = (scratch[0] as number) | 0;
-    const b = (scratch[1] as number) | 0;
-    const c = (scratch[2] as number) | 0;
-    const d = (scratch[3] as number) | 0;
+    return this.#probeWords((scratch[0] as number) | 0, (scratch[1] as number) | 0, (scratch[2] as number) | 0, (scratch[3] as number) | 0);
+  }
+
+  #probeWords(a: number, b: number, c: number, d: number): number {
     const w = this.#slots;
     const cap = this.#cap;
     for (let i = slotFor(hash(a, b, c, d), cap); ; i = i + 1 === cap ? 0 : i + 1) {

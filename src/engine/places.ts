@@ -4,7 +4,7 @@
 // allocates: a resolved place is written to the module's scratch `place`.
 
 import type { InlineUuidInterner } from "./interner.js";
-import { CHUNK_MASK, CHUNK_SHIFT, PAGE_MASK, PAGE_SHIFT } from "./paged.js";
+import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
   ACTIVE,
   ENABLED,
@@ -59,6 +59,20 @@ export function scopeKind(type: string): number {
   switch (type) {
     case "global":
       return SC_GLOBAL;
+    case "tenant":
+      return SC_TENANT;
+    case "organization":
+      return SC_ORG;
+    case "avatar":
+      return SC_AVATAR;
+    default:
+      return -1;
+  }
+}
+
+/** A resource type's scope kind (SC_TENANT / SC_ORG / SC_AVATAR), -1 for any other type. */
+export function resourceKind(type: string): number {
+  switch (type) {
     case "tenant":
       return SC_TENANT;
     case "organization":
@@ -276,8 +290,7 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
  */
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
   const m = matched * 2;
-  const pc = st.c.pHot.dir[m >>> (PAGE_SHIFT + CHUNK_SHIFT)];
-  const pp = pc === undefined ? undefined : pc[(m >>> PAGE_SHIFT) & CHUNK_MASK];
+  const pp = st.c.pHot.dir[m >>> PAGE_SHIFT];
   if (pp === undefined) return false;
   return holdsBit(st, role, p, pp[m & PAGE_MASK] as number, pp[(m & PAGE_MASK) + 1] as number);
 }
@@ -286,8 +299,7 @@ export function holds(st: State, role: number, p: Place, matched: number): boole
 export function holdsBit(st: State, role: number, p: Place, permOrg: number, bit: number): boolean {
   // Straight from the pages (rHot's 4 ints per entry never straddle one): the hot path's reads.
   const r = role * 4;
-  const rc = st.c.rHot.dir[r >>> (PAGE_SHIFT + CHUNK_SHIFT)];
-  const rp = rc === undefined ? undefined : rc[(r >>> PAGE_SHIFT) & CHUNK_MASK];
+  const rp = st.c.rHot.dir[r >>> PAGE_SHIFT];
   if (rp === undefined) return false;
   const ro = r & PAGE_MASK;
   if (rp[ro] === 0) return false;

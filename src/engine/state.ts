@@ -11,7 +11,7 @@
 // permissions, inheritance edges, a user's places). -1 ends a list.
 
 import { InlineUuidInterner, KeyInterner, UuidInterner, WordArena } from "./interner.js";
-import { F64, I32, Obj, U8 } from "./paged.js";
+import { F64, FlatI32, I32, Obj, U8 } from "./paged.js";
 import { PolicyIndex } from "./rate-limit-policies.js";
 
 // Subject kinds and scope kinds, as stored.
@@ -80,7 +80,7 @@ function subjectColumns() {
   return {
     // users: what Check reads of one, side by side (one cache line): [flags, grant list head + 1]
     // at 2u (both 0 for an unknown user; see uFlags/uHead), and places (user_organizations records)
-    uHot: new I32(0),
+    uHot: new FlatI32(0),
     uPlaces: link(),
     sFlags: new U8(),
     sGrants: link(),
@@ -113,7 +113,7 @@ function scopeColumns() {
     /** What Check reads of an organization, side by side (one cache line): [flags, tenant + 1, the arena
      *  offset of its permissions as a pair table (role-graph.ts writePairs; 0: none), 0] at 4o; all 0 for
      *  an unknown organization. Read through orgFlags/orgTenant/orgPerms. */
-    oHot: new I32(0),
+    oHot: new FlatI32(0),
     oName: new Obj<string>(""),
     oSlug: new Obj<string | null>(null),
     oStructure: new Obj<string>(""),
@@ -145,7 +145,7 @@ function roleColumns() {
     rChildren: link(),
     /** What the grant rule reads of a role, side by side (one cache line): [exists, org, orgBits, globBits] at 4r,
      *  the closure's two bitsets as arena offsets (0: empty). */
-    rHot: new I32(0),
+    rHot: new FlatI32(0),
     // role_permissions records, in the role's list
     rpPerm: link(),
     rpNext: link(),
@@ -158,7 +158,7 @@ function roleColumns() {
     pFlags: new U8(),
     pKey: link(),
     /** A permission's organization (-1: global) and bit in its numbering: [org, bit] at 2p. */
-    pHot: new I32(0),
+    pHot: new FlatI32(0),
     /** Global permissions by key id and by bit. */
     gPermByKey: link(),
     gPermByBit: link(),
@@ -330,7 +330,7 @@ export function unlink(head: I32, owner: number, next: I32, prev: I32, item: num
   prev.set(item, -1);
 }
 
-export { F64, I32, Obj, U8 };
+export { F64, FlatI32, I32, Obj, U8 };
 
 /** Where a batch load's touches (reads that only warm the cache) go, so the compiler keeps them. */
 export const touched = { sink: 0 };

@@ -32,6 +32,26 @@ async function addEdgeRows(t: TestDatabase): Promise<void> {
   `);
 }
 
+/** A CopyData message of the protocol: 'd', a 32-bit length counting itself, the data. */
+function frame(data: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = 0x64;
+  head.writeUInt32BE(data.length + 4, 1);
+  return Buffer.concat([head, data]);
+}
+
+/** The data of a run of CopyData messages, joined. */
+function framesData(frames: Buffer): Buffer {
+  const out: Buffer[] = [];
+  for (let pos = 0; pos < frames.length; ) {
+    expect(frames[pos]).toBe(0x64);
+    const end = pos + 1 + frames.readUInt32BE(pos + 1);
+    out.push(frames.subarray(pos + 5, end));
+    pos = end;
+  }
+  return Buffer.concat(out);
+}
+
 describe("snapshot load by binary COPY", () => {
   it(`gives the same engine as the row-by-row load (seed ${SEED})`, async () => {
     const r = rng(SEED);
@@ -87,25 +107,35 @@ describe("snapshot load by binary COPY", () => {
       const copyOut = t.client.copyOut;
       if (!copyOut) throw new Error("the Postgres client streams COPY");
       await copyOut(copyStatement(table), (c) => chunks.push(Buffer.from(c)));
-      const all = Buffer.concat(chunks);
-      const read = (pieces: Buffer[]): string[] => {
+      const frames = Buffer.concat(chunks);
+      const all = framesData(frames);
+      const read = (pieces: Buffer[], asFrames = false): string[] => {
         const out: string[] = [];
         const reader = new CopyBinaryReader((tu: CopyTuple) => {
           const f: string[] = [];
           for (let i = 0; i < tu.n; i++) f.push(tu.isNull(i) ? "NULL" : tu.buf.toString("hex", tu.at(i), tu.at(i) + tu.length(i)));
           out.push(f.join("|"));
         });
-        for (const p of pieces) reader.push(p);
+        for (const p of pieces) asFrames ? reader.pushFrames(p) : reader.push(p);
         reader.end();
         return out;
       };
       const whole = read([all]);
       expect(whole.length).toBeGreaterThan(0);
-      // Every cut point of a two-piece stream, and one byte at a time.
+      // As the driver hands the messages over, and as PostgreSQL could cut them (a tuple across two messages).
+      expect(read([frames], true)).toEqual(whole);
+      // Every cut point of a two-piece stream, and one byte at a time; the same cut between two messages.
       for (let cut = 0; cut <= all.length; cut += Math.max(1, Math.floor(all.length / 257))) {
         expect(read([all.subarray(0, cut), all.subarray(cut)])).toEqual(whole);
+        expect(read([Buffer.concat([frame(all.subarray(0, cut)), frame(all.subarray(cut))])], true)).toEqual(whole);
       }
       expect(read([...all].map((b) => Buffer.of(b)))).toEqual(whole);
+      expect(
+        read(
+          [...all].map((b) => frame(Buffer.of(b))),
+          true,
+        ),
+      ).toEqual(whole);
     }
   });
 
@@ -138,5 +168,7 @@ describe("snapshot load by binary COPY", () => {
     const cut = new CopyBinaryReader(() => {});
     cut.push(header);
     expect(() => cut.end()).toThrow(/before its end marker/);
+    expect(() => new CopyBinaryReader(() => {}).pushFrames(Buffer.from("not a CopyData message"))).toThrow(/not a CopyData message/);
+    expect(() => new CopyBinaryReader(() => {}).pushFrames(frame(header).subarray(0, 10))).toThrow(/cut short/);
   });
 });

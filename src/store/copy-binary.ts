@@ -11,6 +11,8 @@
 // timestamptz an int64 of microseconds since 2000-01-01 00:00 UTC.
 
 const SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
+/** The protocol's CopyData message type ('d'). */
+const COPY_DATA = 100;
 /** 2000-01-01T00:00:00Z in epoch milliseconds (PostgreSQL's timestamp epoch). */
 const PG_EPOCH_MS = 946_684_800_000;
 const TWO_32 = 4_294_967_296;
@@ -114,25 +116,49 @@ export class CopyBinaryReader {
   constructor(private readonly onTuple: (t: CopyTuple) => void) {}
 
   push(chunk: Buffer): void {
-    let buf = chunk;
-    if (this.#carry) {
-      buf = Buffer.concat([this.#carry, chunk]);
-      this.#carry = undefined;
-    }
+    this.#pushRange(chunk, 0, chunk.length);
+  }
+
+  /**
+   * Reads one or more whole CopyData messages of the protocol ('d', a 32-bit length counting itself,
+   * the data), as the patched driver hands over each socket read's run of them: the data of each is
+   * read in place, as push() would read it.
+   */
+  pushFrames(frames: Buffer): void {
     let pos = 0;
+    while (pos < frames.length) {
+      if (frames[pos] !== COPY_DATA || pos + 5 > frames.length) throw new Error("binary COPY: not a CopyData message");
+      const end = pos + 1 + frames.readUInt32BE(pos + 1);
+      if (end < pos + 5 || end > frames.length) throw new Error("binary COPY: a CopyData message cut short");
+      this.#pushRange(frames, pos + 5, end);
+      pos = end;
+    }
+  }
+
+  /** The stream's bytes buf[start, end). */
+  #pushRange(chunk: Buffer, start: number, end: number): void {
+    let buf = chunk;
+    let pos = start;
+    let stop = end;
+    if (this.#carry) {
+      buf = Buffer.concat([this.#carry, chunk.subarray(start, end)]);
+      this.#carry = undefined;
+      pos = 0;
+      stop = buf.length;
+    }
     if (!this.#header) {
-      const after = this.#readHeader(buf);
+      const after = this.#readHeader(buf, pos, stop);
       if (after < 0) {
-        this.#carry = Buffer.from(buf);
+        this.#carry = Buffer.from(buf.subarray(pos, stop));
         return;
       }
       pos = after;
     }
-    while (pos < buf.length) {
+    while (pos < stop) {
       if (this.#done) throw new Error("binary COPY: data after the end marker");
-      const next = this.#readTuple(buf, pos);
+      const next = this.#readTuple(buf, pos, stop);
       if (next < 0) {
-        this.#carry = Buffer.from(buf.subarray(pos));
+        this.#carry = Buffer.from(buf.subarray(pos, stop));
         return;
       }
       pos = next;
@@ -143,20 +169,20 @@ export class CopyBinaryReader {
     if (!this.#done) throw new Error("binary COPY: the data ended before its end marker");
   }
 
-  /** The offset after the header, or -1 when buf does not hold all of it yet. */
-  #readHeader(buf: Buffer): number {
-    if (buf.length < SIGNATURE.length + 8) return -1;
-    if (!buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error("binary COPY: bad signature");
-    const ext = buf.readUInt32BE(SIGNATURE.length + 4);
-    const after = SIGNATURE.length + 8 + ext;
-    if (buf.length < after) return -1;
+  /** The offset after the header at pos, or -1 when buf[pos, stop) does not hold all of it yet. */
+  #readHeader(buf: Buffer, pos: number, stop: number): number {
+    if (stop - pos < SIGNATURE.length + 8) return -1;
+    if (!buf.subarray(pos, pos + SIGNATURE.length).equals(SIGNATURE)) throw new Error("binary COPY: bad signature");
+    const ext = buf.readUInt32BE(pos + SIGNATURE.length + 4);
+    const after = pos + SIGNATURE.length + 8 + ext;
+    if (stop < after) return -1;
     this.#header = true;
     return after;
   }
 
-  /** Reads the tuple at pos and hands it on; returns the offset after it, or -1 when it is not all in buf. */
-  #readTuple(buf: Buffer, pos: number): number {
-    if (pos + 2 > buf.length) return -1;
+  /** Reads the tuple at pos and hands it on; returns the offset after it, or -1 when it is not all before stop. */
+  #readTuple(buf: Buffer, pos: number, stop: number): number {
+    if (pos + 2 > stop) return -1;
     const n = buf.readInt16BE(pos);
     if (n === -1) {
       this.#done = true;
@@ -166,13 +192,13 @@ export class CopyBinaryReader {
     const t = this.#tuple;
     let p = pos + 2;
     for (let i = 0; i < n; i++) {
-      if (p + 4 > buf.length) return -1;
+      if (p + 4 > stop) return -1;
       const len = buf.readInt32BE(p);
       p += 4;
       if (len < -1) throw new Error(`binary COPY: bad field length ${len}`);
       t.set(buf, i, p, len);
       if (len > 0) p += len;
-      if (p > buf.length) return -1;
+      if (p > stop) return -1;
     }
     t.n = n;
     this.onTuple(t);

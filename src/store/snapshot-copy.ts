@@ -125,7 +125,7 @@ const WORD_BATCH = 256;
 
 /** Streams one table into the builder by binary COPY. */
 export async function copyTableInto(
-  copyOut: (text: string, onChunk: (chunk: Buffer) => void) => Promise<void>,
+  copyOut: (text: string, onFrames: (frames: Buffer) => void) => Promise<void>,
   table: FollowedTable,
   builder: SnapshotBuilder,
 ): Promise<void> {
@@ -140,7 +140,7 @@ export async function copyTableInto(
             ? idRowReader(table, builder)
             : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
-  await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
+  await copyOut(copyStatement(table), (frames) => reader.pushFrames(frames));
   reader.end();
   onTuple.flush();
 }

@@ -156,7 +156,9 @@ let bat = batchScratch(0);
  * (independent loads, so the CPU has many cache misses in flight at once; the tables are far larger
  * than the caches at 5M), then the ids are interned, then the list heads the records go to are read,
  * then the records are placed. Row by row each of those misses waited for the previous row's work.
- * The same records and ids as loading the rows one by one, in the same order.
+ * The same records and ids as loading the rows one by one, in the same order. The assignment ids
+ * (the table's primary key, read once) are appended unindexed: the builder places them all at the
+ * end (UuidInterner.indexPending), where one cache miss each went here.
  */
 export function loadAssignmentBatch(st: State, b: AssignmentBatch): void {
   const n = b.n;
@@ -172,7 +174,7 @@ export function loadAssignmentBatch(st: State, b: AssignmentBatch): void {
   touchInterners(st, b, n);
   const sh = st.shared;
   for (let i = 0, o = 0; i < n; i++, o += 16) {
-    a[i] = sh.assignments.appendWords(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
+    a[i] = sh.assignments.appendUnindexed(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
     const k = sk[i] as number;
     s[i] = k < 0 ? -1 : subjectInterner(st, k).internWords(w[o + 4] as number, w[o + 5] as number, w[o + 6] as number, w[o + 7] as number);
     const c = ck[i] as number;
@@ -208,7 +210,6 @@ function touchInterners(st: State, b: AssignmentBatch, n: number): void {
   const w = b.words;
   let acc = 0;
   for (let i = 0, o = 0; i < n; i++, o += 16) {
-    acc ^= sh.assignments.touch(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
     const k = sk[i] as number;
     if (k >= 0) acc ^= subjectInterner(st, k).touch(w[o + 4] as number, w[o + 5] as number, w[o + 6] as number, w[o + 7] as number);
     const c = ck[i] as number;

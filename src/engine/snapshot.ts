@@ -356,6 +356,8 @@ export class SnapshotBuilder {
   build(revision: bigint): Snapshot {
     const w = this.#writer();
     this.#w = undefined;
+    // The assignment ids a binary load appended unindexed, placed at once (see UuidInterner.appendUnindexed).
+    w.st.shared.assignments.indexPending();
     w.roles.finishBuild();
     w.roles.markAll();
     w.roles.close();

@@ -5,7 +5,7 @@
 // read a stream cut at any byte the same as whole.
 import { afterAll, describe, expect, it } from "vitest";
 import type { ResourceRef, SubjectRef } from "../src/engine/types.js";
-import { CopyBinaryReader, type CopyTuple } from "../src/store/copy-binary.js";
+import { CopyBinaryReader, type CopyTuple, TextCache } from "../src/store/copy-binary.js";
 import { createLogger } from "../src/logger.js";
 import { loadSnapshot } from "../src/store/live-engine.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
@@ -159,6 +159,22 @@ describe("snapshot load by binary COPY", () => {
     } finally {
       await one.close();
     }
+  });
+
+  it("reads repeated texts through its cache as their own texts, whatever shares a slot", () => {
+    const cache = new TextCache();
+    const texts = Array.from({ length: 2000 }, (_, i) => (i % 3 === 0 ? `rôle.${i}` : `doc.p${i % 700}`));
+    texts.push("x".repeat(65), "", "✓");
+    const buf = Buffer.from(`--${texts.join("")}`, "utf8");
+    const at: number[] = [];
+    for (let i = 0, o = 2; i < texts.length; o += Buffer.byteLength(texts[i] as string), i++) at.push(o);
+    let wrong = 0;
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < texts.length; i++) {
+        if (cache.get(buf, at[i] as number, Buffer.byteLength(texts[i] as string)) !== texts[i]) wrong++;
+      }
+    }
+    expect(wrong).toBe(0);
   });
 
   it("refuses a stream that is not binary COPY, or that stops before its end", () => {

@@ -124,19 +124,32 @@ export class RoleGraphWriter {
   }
 
   upsertRole(raw: Raw): void {
+    const row = NORMALIZE.roles(raw);
+    const { orgs, roles } = this.st.shared;
+    const orgId = row.organizationId;
+    this.#placeRole(roles.intern(row.id), () => (orgId === null ? -1 : orgs.intern(orgId)), row.key, row.name);
+  }
+
+  /** upsertRole for a row read as words (a binary load): its id at w[0], its organization at w[4] when hasOrg. */
+  upsertRoleWords(w: Uint32Array, hasOrg: boolean, key: string, name: string): void {
+    const { orgs, roles } = this.st.shared;
+    const r = roles.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
+    this.#placeRole(r, () => (hasOrg ? orgs.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number) : -1), key, name);
+  }
+
+  /** A role's row at r; its organization (interned only for a new role) from org(). */
+  #placeRole(r: number, org: () => number, keyText: string, nameText: string): void {
     const { st } = this;
     const c = st.c;
-    const row = NORMALIZE.roles(raw);
-    const r = st.shared.roles.intern(row.id);
-    const key = st.shared.keys.intern(row.key);
-    const name = st.shared.keys.intern(row.name);
+    const key = st.shared.keys.intern(keyText);
+    const name = st.shared.keys.intern(nameText);
     const exists = (c.rFlags.get(r) & EXISTS) !== 0;
     if (exists) {
       // An update in place: edges, grants and the closure survive a rename.
       if (c.rOrg.get(r) < 0) this.#forgetBuiltin(r);
     } else {
       c.rFlags.set(r, EXISTS);
-      c.rOrg.set(r, row.organizationId === null ? -1 : st.shared.orgs.intern(row.organizationId));
+      c.rOrg.set(r, org());
       c.rHot.set(r * 4, 1);
       c.rHot.set(r * 4 + 1, c.rOrg.get(r));
       st.n.roles++;
@@ -145,8 +158,8 @@ export class RoleGraphWriter {
     c.rKey.set(r, key);
     c.rName.set(r, name);
     if (c.rOrg.get(r) < 0) {
-      if (row.key === AVATAR_MEMBER_ROLE_KEY) st.n.builtinMember = r;
-      if (row.key === AVATAR_OWNER_ROLE_KEY) st.n.builtinOwner = r;
+      if (keyText === AVATAR_MEMBER_ROLE_KEY) st.n.builtinMember = r;
+      if (keyText === AVATAR_OWNER_ROLE_KEY) st.n.builtinOwner = r;
     }
   }
 

@@ -339,6 +339,11 @@ export class SnapshotBuilder {
     this.#writer().roles.upsertPermissionWords(words, hasOrg, key);
   }
 
+  /** A roles row read as words (a binary load): its id at words[0], its organization at words[4] when hasOrg. */
+  loadRole(words: Uint32Array, hasOrg: boolean, key: string, name: string): void {
+    this.#writer().roles.upsertRoleWords(words, hasOrg, key, name);
+  }
+
   /** Users read as words (a binary load): row i's id at words[4 * i], dir.UW_LOCKED / dir.UW_ENABLED in flags[i]. */
   loadUsers(words: Uint32Array, flags: Uint8Array, n: number): void {
     dir.upsertUserWords(this.#writer().st, words, flags, n);

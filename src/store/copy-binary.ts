@@ -75,6 +75,16 @@ export class CopyTuple {
     return this.buf.toString("utf8", at, at + len);
   }
 
+  /**
+   * text/varchar as a string, the same string each time the same bytes come again while the cache
+   * holds them (a column of few distinct values: role and permission keys); null for NULL.
+   */
+  cachedText(i: number, cache: TextCache): string | null {
+    const len = this.#len[i] as number;
+    if (len < 0) return null;
+    return cache.get(this.buf, this.#at[i] as number, len);
+  }
+
   /** Word k (0-3) of a uuid field, as an unsigned 32-bit number. */
   uuidWord(i: number, k: number): number {
     return this.buf.readUInt32BE((this.#at[i] as number) + 4 * k);
@@ -98,6 +108,38 @@ export class CopyTuple {
     if (hi === 0x7fffffff && lo === 0xffffffff) return Number.POSITIVE_INFINITY;
     if (hi === -0x80000000 && lo === 0) return Number.NEGATIVE_INFINITY;
     return Math.floor((hi * TWO_32 + lo) / 1000) + PG_EPOCH_MS;
+  }
+}
+
+const TEXT_CACHE_SLOTS = 256;
+/** Texts longer than this are decoded every time. */
+const TEXT_CACHE_MAX = 64;
+
+/**
+ * The strings of recently seen byte sequences, one per slot of a small direct-mapped table: a column
+ * whose values repeat gets the same string back without decoding or allocating one per row (and a
+ * Map keyed by it hashes that string once, not once per row).
+ */
+export class TextCache {
+  readonly #bytes: (Buffer | undefined)[] = new Array(TEXT_CACHE_SLOTS).fill(undefined);
+  readonly #texts: string[] = new Array(TEXT_CACHE_SLOTS).fill("");
+
+  /** The UTF-8 text of buf[at, at + len). */
+  get(buf: Buffer, at: number, len: number): string {
+    if (len > TEXT_CACHE_MAX) return buf.toString("utf8", at, at + len);
+    let h = len;
+    for (let j = 0; j < len; j++) h = Math.imul(h ^ (buf[at + j] as number), 0x01000193);
+    const slot = (h ^ (h >>> 16)) & (TEXT_CACHE_SLOTS - 1);
+    const held = this.#bytes[slot];
+    if (held !== undefined && held.length === len) {
+      let same = true;
+      for (let j = 0; j < len && same; j++) same = held[j] === buf[at + j];
+      if (same) return this.#texts[slot] as string;
+    }
+    const text = buf.toString("utf8", at, at + len);
+    this.#bytes[slot] = Buffer.from(buf.subarray(at, at + len));
+    this.#texts[slot] = text;
+    return text;
   }
 }
 

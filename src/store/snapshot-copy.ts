@@ -9,7 +9,7 @@ import { AB_ACTIVE, AB_HAS_SCOPE, type AssignmentBatch } from "../engine/grant-i
 import { UW_ENABLED, UW_LOCKED } from "../engine/directory-rows.js";
 import type { FollowedTable } from "../engine/rows.js";
 import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
-import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
+import { CopyBinaryReader, type CopyTuple, TextCache } from "./copy-binary.js";
 
 type ColType = "uuid" | "text" | "bool" | "time" | "int4";
 type Columns = readonly (readonly [name: string, type: ColType])[];
@@ -136,9 +136,11 @@ export async function copyTableInto(
         ? userReader(builder)
         : table === "permissions"
           ? permissionReader(builder)
-          : isIdTable(table)
-            ? idRowReader(table, builder)
-            : rowReader(table, builder);
+          : table === "roles"
+            ? roleReader(builder)
+            : isIdTable(table)
+              ? idRowReader(table, builder)
+              : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
   await copyOut(copyStatement(table), (frames) => reader.pushFrames(frames));
   reader.end();
@@ -175,20 +177,40 @@ function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyT
   };
 }
 
-/** Permissions with their ids as words (only the key becomes text). */
+/** Permissions with their ids as words (only the key becomes text, one string per distinct key while the cache holds it). */
 function permissionReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
   const words = new Uint32Array(8);
+  const keys = new TextCache();
   return {
     tuple(t) {
-      if (!t.hasLength(0, 16)) throw new Error("permissions: id is not a UUID");
-      for (let k = 0; k < 4; k++) words[k] = t.uuidWord(0, k);
-      const hasOrg = !t.isNull(1);
-      if (hasOrg && !t.hasLength(1, 16)) throw new Error("permissions: organization_id is not a UUID");
-      if (hasOrg) for (let k = 0; k < 4; k++) words[4 + k] = t.uuidWord(1, k);
-      builder.loadPermission(words, hasOrg, t.text(2) ?? "");
+      const hasOrg = idAndOrgWords(t, words, "permissions");
+      builder.loadPermission(words, hasOrg, t.cachedText(2, keys) ?? "");
     },
     flush() {},
   };
+}
+
+/** Roles with their ids as words (key and name as texts, one string per distinct value while the cache holds it). */
+function roleReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const words = new Uint32Array(8);
+  const texts = new TextCache();
+  return {
+    tuple(t) {
+      const hasOrg = idAndOrgWords(t, words, "roles");
+      builder.loadRole(words, hasOrg, t.cachedText(2, texts) ?? "", t.cachedText(3, texts) ?? "");
+    },
+    flush() {},
+  };
+}
+
+/** A row's id (field 0) into words[0-3] and its organization (field 1) into words[4-7]; whether it has one. */
+function idAndOrgWords(t: CopyTuple, words: Uint32Array, table: string): boolean {
+  if (!t.hasLength(0, 16)) throw new Error(`${table}: id is not a UUID`);
+  for (let k = 0; k < 4; k++) words[k] = t.uuidWord(0, k);
+  const hasOrg = !t.isNull(1);
+  if (hasOrg && !t.hasLength(1, 16)) throw new Error(`${table}: organization_id is not a UUID`);
+  if (hasOrg) for (let k = 0; k < 4; k++) words[4 + k] = t.uuidWord(1, k);
+  return hasOrg;
 }
 
 /** Users as words (their ids never become text). */

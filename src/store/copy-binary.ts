@@ -19,6 +19,11 @@ const TWO_32 = 4_294_967_296;
 /** Most fields a tuple may have here (the widest table the engine reads has 9). */
 const MAX_FIELDS = 32;
 
+// Big-endian reads by hand: Buffer's readInt32BE and friends validate their offset through a wrapper
+// on every call (a few percent of a 5M-row load); the callers here check their bounds themselves.
+const i32 = (b: Buffer, o: number): number => ((b[o] as number) << 24) | ((b[o + 1] as number) << 16) | ((b[o + 2] as number) << 8) | (b[o + 3] as number);
+const u32 = (b: Buffer, o: number): number => i32(b, o) >>> 0;
+
 /** One tuple of a binary COPY, valid until the next tuple is read: its fields, read in place. */
 export class CopyTuple {
   buf: Buffer = Buffer.alloc(0);
@@ -87,7 +92,7 @@ export class CopyTuple {
 
   /** Word k (0-3) of a uuid field, as an unsigned 32-bit number. */
   uuidWord(i: number, k: number): number {
-    return this.buf.readUInt32BE((this.#at[i] as number) + 4 * k);
+    return u32(this.buf, (this.#at[i] as number) + 4 * k);
   }
 
   /** A uuid field in its canonical lower-case text; null for NULL. */
@@ -103,8 +108,8 @@ export class CopyTuple {
   time(i: number): number | null {
     if (this.#len[i] !== 8) return null;
     const at = this.#at[i] as number;
-    const hi = this.buf.readInt32BE(at);
-    const lo = this.buf.readUInt32BE(at + 4);
+    const hi = i32(this.buf, at);
+    const lo = u32(this.buf, at + 4);
     if (hi === 0x7fffffff && lo === 0xffffffff) return Number.POSITIVE_INFINITY;
     if (hi === -0x80000000 && lo === 0) return Number.NEGATIVE_INFINITY;
     return Math.floor((hi * TWO_32 + lo) / 1000) + PG_EPOCH_MS;
@@ -170,7 +175,7 @@ export class CopyBinaryReader {
     let pos = 0;
     while (pos < frames.length) {
       if (frames[pos] !== COPY_DATA || pos + 5 > frames.length) throw new Error("binary COPY: not a CopyData message");
-      const end = pos + 1 + frames.readUInt32BE(pos + 1);
+      const end = pos + 1 + u32(frames, pos + 1);
       if (end < pos + 5 || end > frames.length) throw new Error("binary COPY: a CopyData message cut short");
       this.#pushRange(frames, pos + 5, end);
       pos = end;
@@ -225,7 +230,7 @@ export class CopyBinaryReader {
   /** Reads the tuple at pos and hands it on; returns the offset after it, or -1 when it is not all before stop. */
   #readTuple(buf: Buffer, pos: number, stop: number): number {
     if (pos + 2 > stop) return -1;
-    const n = buf.readInt16BE(pos);
+    const n = ((((buf[pos] as number) << 8) | (buf[pos + 1] as number)) << 16) >> 16;
     if (n === -1) {
       this.#done = true;
       return pos + 2;
@@ -235,7 +240,7 @@ export class CopyBinaryReader {
     let p = pos + 2;
     for (let i = 0; i < n; i++) {
       if (p + 4 > stop) return -1;
-      const len = buf.readInt32BE(p);
+      const len = i32(buf, p);
       p += 4;
       if (len < -1) throw new Error(`binary COPY: bad field length ${len}`);
       t.set(buf, i, p, len);

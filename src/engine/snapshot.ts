@@ -325,12 +325,12 @@ export class SnapshotBuilder {
     const w = this.#writer();
     const cols = idInterners(w.st.shared, table);
     touchIdRows(cols, words, nulls, n);
+    if (table === "user_organizations") return dir.upsertUserOrganizationBatch(w.st, words, nulls, n);
     const row = idRow;
     for (let r = 0, o = 0; r < n; r++, o += 4 * cols.length) {
       for (let k = 0; k < 4 * cols.length; k++) row[k] = words[o + k] as number;
       if (table === "role_permissions") w.roles.upsertRolePermissionWords(row);
-      else if (table === "role_inheritance") w.roles.upsertInheritanceWords(row);
-      else dir.upsertUserOrganizationWords(w.st, row, ((nulls[r] as number) & 4) === 0);
+      else w.roles.upsertInheritanceWords(row);
     }
   }
 

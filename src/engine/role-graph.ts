@@ -15,6 +15,9 @@ type Raw = Record<string, unknown>;
 /** Roles whose closure must be recomputed before the state is published. */
 export class RoleGraphWriter {
   readonly #dirty = new Set<number>();
+  /** While closeAll runs: per role, 0 = to close, 1 = being closed, 2 = closed. */
+  #marks: Uint8Array | undefined;
+  readonly #noVisits = new Set<number>();
   /** While building: organizations' permission pairs, written to the arena once at the end (no copy per insert). */
   #pending: Map<number, number[]> | undefined;
   /** While building nothing is marked dirty: build() marks every role at the end (markAll). */
@@ -79,9 +82,16 @@ export class RoleGraphWriter {
     for (let e = c.rChildren.get(role); e >= 0; e = c.eNextOfParent.get(e)) this.markDirty(c.eChild.get(e));
   }
 
-  /** Marks every role dirty (a fresh build closes everything once). */
-  markAll(): void {
-    for (let r = 0; r < this.st.shared.roles.count; r++) if ((this.st.c.rFlags.get(r) & EXISTS) !== 0) this.#dirty.add(r);
+  /**
+   * Closes every role (a fresh build closes everything once), in id order, with its marks in a byte per
+   * role instead of the Sets an apply uses (adding 500k roles to a Set and closing them from it took 1 s).
+   */
+  closeAll(): void {
+    const n = this.st.shared.roles.count;
+    this.#marks = new Uint8Array(n);
+    for (let r = 0; r < n; r++) this.#closeRole(r, this.#noVisits);
+    this.#marks = undefined;
+    this.#dirty.clear();
   }
 
   close(): void {
@@ -91,14 +101,18 @@ export class RoleGraphWriter {
   }
 
   #closeRole(r: number, visiting: Set<number>): void {
-    if (!this.#dirty.has(r) || visiting.has(r)) return; // the database forbids cycles; never loop if one slipped in
+    const marks = this.#marks;
+    // The database forbids cycles; never loop if one slipped in.
+    if (marks ? marks[r] !== 0 : !this.#dirty.has(r) || visiting.has(r)) return;
     const st = this.st;
     const c = st.c;
     if ((c.rFlags.get(r) & EXISTS) === 0) {
-      this.#dirty.delete(r);
+      if (marks) marks[r] = 2;
+      else this.#dirty.delete(r);
       return;
     }
-    visiting.add(r);
+    if (marks) marks[r] = 1;
+    else visiting.add(r);
     const org = c.rOrg.get(r);
     const orgWords: number[] = [];
     const globWords: number[] = [];
@@ -119,8 +133,11 @@ export class RoleGraphWriter {
     }
     c.rHot.set(r * 4 + 2, store(st, orgWords));
     c.rHot.set(r * 4 + 3, store(st, globWords));
-    this.#dirty.delete(r);
-    visiting.delete(r);
+    if (marks) marks[r] = 2;
+    else {
+      this.#dirty.delete(r);
+      visiting.delete(r);
+    }
   }
 
   upsertRole(raw: Raw): void {

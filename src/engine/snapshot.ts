@@ -364,8 +364,7 @@ export class SnapshotBuilder {
     // The assignment ids a binary load appended unindexed, placed at once (see UuidInterner.appendUnindexed).
     w.st.shared.assignments.indexPending();
     w.roles.finishBuild();
-    w.roles.markAll();
-    w.roles.close();
+    w.roles.closeAll();
     w.st.shared.arena.trim();
     grants.compactGrants(w.st);
     sealState(w.st);

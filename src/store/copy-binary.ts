@@ -90,9 +90,16 @@ export class CopyTuple {
     return cache.get(this.buf, this.#at[i] as number, len);
   }
 
-  /** Word k (0-3) of a uuid field, as an unsigned 32-bit number. */
-  uuidWord(i: number, k: number): number {
-    return u32(this.buf, (this.#at[i] as number) + 4 * k);
+  /** The four words of a uuid field into out[o, o + 4); false, writing nothing, when the field is not 16 bytes (NULL or another type). */
+  uuidInto(i: number, out: Uint32Array, o: number): boolean {
+    if (this.#len[i] !== 16) return false;
+    const b = this.buf;
+    const at = this.#at[i] as number;
+    out[o] = u32(b, at);
+    out[o + 1] = u32(b, at + 4);
+    out[o + 2] = u32(b, at + 8);
+    out[o + 3] = u32(b, at + 12);
+    return true;
   }
 
   /** A uuid field in its canonical lower-case text; null for NULL. */

@@ -167,8 +167,7 @@ function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyT
       for (let i = 0; i < k; i++) {
         const o = 4 * (k * n + i);
         if (t.isNull(i) && (nullable & (1 << i)) !== 0) nulls |= 1 << i;
-        else if (!t.hasLength(i, 16)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
-        else for (let w = 0; w < 4; w++) words[o + w] = t.uuidWord(i, w);
+        else if (!t.uuidInto(i, words, o)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
       }
       rowNulls[n] = nulls;
       if (++n === WORD_BATCH) flush();
@@ -205,11 +204,9 @@ function roleReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flus
 
 /** A row's id (field 0) into words[0-3] and its organization (field 1) into words[4-7]; whether it has one. */
 function idAndOrgWords(t: CopyTuple, words: Uint32Array, table: string): boolean {
-  if (!t.hasLength(0, 16)) throw new Error(`${table}: id is not a UUID`);
-  for (let k = 0; k < 4; k++) words[k] = t.uuidWord(0, k);
+  if (!t.uuidInto(0, words, 0)) throw new Error(`${table}: id is not a UUID`);
   const hasOrg = !t.isNull(1);
-  if (hasOrg && !t.hasLength(1, 16)) throw new Error(`${table}: organization_id is not a UUID`);
-  if (hasOrg) for (let k = 0; k < 4; k++) words[4 + k] = t.uuidWord(1, k);
+  if (hasOrg && !t.uuidInto(1, words, 4)) throw new Error(`${table}: organization_id is not a UUID`);
   return hasOrg;
 }
 
@@ -224,8 +221,7 @@ function userReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flus
   };
   return {
     tuple(t) {
-      if (!t.hasLength(0, 16)) throw new Error("users: id is not a UUID");
-      for (let k = 0; k < 4; k++) words[4 * n + k] = t.uuidWord(0, k);
+      if (!t.uuidInto(0, words, 4 * n)) throw new Error("users: id is not a UUID");
       flags[n] = (t.bool(1) ? UW_LOCKED : 0) | (t.bool(2) ? UW_ENABLED : 0);
       if (++n === WORD_BATCH) flush();
     },
@@ -299,8 +295,7 @@ function assignmentReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void
   };
   const w = batch.words;
   const words = (t: CopyTuple, i: number, o: number, what: string) => {
-    if (!t.hasLength(i, 16)) throw new Error(`role_assignments: ${what} is not a UUID`);
-    for (let k = 0; k < 4; k++) w[o + k] = t.uuidWord(i, k);
+    if (!t.uuidInto(i, w, o)) throw new Error(`role_assignments: ${what} is not a UUID`);
   };
   const flush = () => {
     if (batch.n > 0) builder.loadAssignments(batch);

@@ -1,8 +1,9 @@
 // The followed tables read by binary COPY for a snapshot load (real Postgres):
 // the rows arrive as one stream that PostgreSQL fills while node builds
 // (no cursor round trip per batch), and no driver row object or text is made
-// per row. role_assignments, the largest table by far, goes into the builder
-// as words (its ids never become text); the other tables become the same row
+// per row. role_assignments, users, roles, permissions and the id-only tables
+// go into the builder as words (their ids never become text; repeated key
+// texts are one string each); the other, small tables become the same row
 // objects the row-by-row load hands over.
 
 import { AB_ACTIVE, AB_HAS_SCOPE, type AssignmentBatch } from "../engine/grant-index.js";

@@ -143,19 +143,27 @@ export class RoleGraphWriter {
   upsertRole(raw: Raw): void {
     const row = NORMALIZE.roles(raw);
     const { orgs, roles } = this.st.shared;
+    const r = roles.intern(row.id);
     const orgId = row.organizationId;
-    this.#placeRole(roles.intern(row.id), () => (orgId === null ? -1 : orgs.intern(orgId)), row.key, row.name);
+    // The organization is interned for a new role only (a rename keeps it).
+    const org = this.#roleExists(r) || orgId === null ? -1 : orgs.intern(orgId);
+    this.#placeRole(r, org, row.key, row.name);
   }
 
   /** upsertRole for a row read as words (a binary load): its id at w[0], its organization at w[4] when hasOrg. */
   upsertRoleWords(w: Uint32Array, hasOrg: boolean, key: string, name: string): void {
     const { orgs, roles } = this.st.shared;
     const r = roles.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
-    this.#placeRole(r, () => (hasOrg ? orgs.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number) : -1), key, name);
+    const org = this.#roleExists(r) || !hasOrg ? -1 : orgs.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number);
+    this.#placeRole(r, org, key, name);
   }
 
-  /** A role's row at r; its organization (interned only for a new role) from org(). */
-  #placeRole(r: number, org: () => number, keyText: string, nameText: string): void {
+  #roleExists(r: number): boolean {
+    return (this.st.c.rFlags.get(r) & EXISTS) !== 0;
+  }
+
+  /** A role's row at r; org (its organization, -1 for none) counts for a new role only. */
+  #placeRole(r: number, org: number, keyText: string, nameText: string): void {
     const { st } = this;
     const c = st.c;
     const key = st.shared.keys.intern(keyText);
@@ -166,7 +174,7 @@ export class RoleGraphWriter {
       if (c.rOrg.get(r) < 0) this.#forgetBuiltin(r);
     } else {
       c.rFlags.set(r, EXISTS);
-      c.rOrg.set(r, org());
+      c.rOrg.set(r, org);
       c.rHot.set(r * 4, 1);
       c.rHot.set(r * 4 + 1, c.rOrg.get(r));
       st.n.roles++;

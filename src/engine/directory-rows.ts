@@ -176,12 +176,30 @@ export function upsertUserOrganization(st: State, raw: Raw): void {
   placeUserOrganization(st, u, o, row.primaryRoleId === null ? -1 : st.shared.roles.intern(row.primaryRoleId));
 }
 
-/** upsertUserOrganization for a row read as words: the user at 0, the organization at 4, the primary role at 8 (when hasRole). */
-export function upsertUserOrganizationWords(st: State, w: Uint32Array, hasRole: boolean): void {
+let placeIds = new Int32Array(0);
+
+/**
+ * A batch of user_organizations rows read as words (k = 3 ids a row, as SnapshotBuilder.loadIds takes
+ * them; bit 2 of nulls[r] set when row r has no primary role): every row's ids are interned, then every
+ * user's list head is read, then the rows are placed, so the heads' cache misses overlap. The same ids
+ * and records as upsertUserOrganization row by row.
+ */
+export function upsertUserOrganizationBatch(st: State, words: Uint32Array, nulls: Uint8Array, n: number): void {
   const { users, orgs, roles } = st.shared;
-  const u = users.internWords(w[0] as number, w[1] as number, w[2] as number, w[3] as number);
-  const o = orgs.internWords(w[4] as number, w[5] as number, w[6] as number, w[7] as number);
-  placeUserOrganization(st, u, o, hasRole ? roles.internWords(w[8] as number, w[9] as number, w[10] as number, w[11] as number) : -1);
+  if (placeIds.length < 3 * n) placeIds = new Int32Array(3 * n);
+  const ids = placeIds;
+  for (let r = 0, o = 0; r < n; r++, o += 12) {
+    ids[3 * r] = users.internWords(words[o] as number, words[o + 1] as number, words[o + 2] as number, words[o + 3] as number);
+    ids[3 * r + 1] = orgs.internWords(words[o + 4] as number, words[o + 5] as number, words[o + 6] as number, words[o + 7] as number);
+    ids[3 * r + 2] =
+      ((nulls[r] as number) & 4) === 0
+        ? roles.internWords(words[o + 8] as number, words[o + 9] as number, words[o + 10] as number, words[o + 11] as number)
+        : -1;
+  }
+  let acc = 0;
+  for (let r = 0; r < n; r++) acc ^= st.c.uPlaces.get(ids[3 * r] as number);
+  touched.sink ^= acc;
+  for (let r = 0; r < n; r++) placeUserOrganization(st, ids[3 * r] as number, ids[3 * r + 1] as number, ids[3 * r + 2] as number);
 }
 
 function placeUserOrganization(st: State, u: number, o: number, role: number): void {

@@ -9,7 +9,6 @@ import { resourceInterner, scopeKind, subjectInterner, subjectKind } from "./pla
 import { NORMALIZE, readAssignment } from "./rows.js";
 import {
   ACTIVE,
-  allocRecord,
   EXISTS,
   freeRecord,
   I32,
@@ -80,7 +79,7 @@ function setUntil(c: Columns, r: number, t: number): void {
   gSet(c, r, G_UNTIL_LO, finite ? (ms - hi * TWO_32) | 0 : 0);
 }
 
-/** The grant pool's next links, for allocRecord/freeRecord. */
+/** The grant pool's next links, for freeRecord. */
 const gLinks = (c: Columns): NextLinks => ({
   get: (r) => c.gRec.get(r * G_STRIDE + G_NEXT),
   set: (r, v) => c.gRec.set(r * G_STRIDE + G_NEXT, v),
@@ -156,7 +155,9 @@ let bat = batchScratch(0);
  * (independent loads, so the CPU has many cache misses in flight at once; the tables are far larger
  * than the caches at 5M), then the ids are interned, then the list heads the records go to are read,
  * then the records are placed. Row by row each of those misses waited for the previous row's work.
- * The same records and ids as loading the rows one by one, in the same order.
+ * The same records and ids as loading the rows one by one, in the same order. The assignment ids
+ * (the table's primary key, read once) are appended unindexed: the builder places them all at the
+ * end (UuidInterner.indexPending), where one cache miss each went here.
  */
 export function loadAssignmentBatch(st: State, b: AssignmentBatch): void {
   const n = b.n;
@@ -172,7 +173,7 @@ export function loadAssignmentBatch(st: State, b: AssignmentBatch): void {
   touchInterners(st, b, n);
   const sh = st.shared;
   for (let i = 0, o = 0; i < n; i++, o += 16) {
-    a[i] = sh.assignments.appendWords(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
+    a[i] = sh.assignments.appendUnindexed(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
     const k = sk[i] as number;
     s[i] = k < 0 ? -1 : subjectInterner(st, k).internWords(w[o + 4] as number, w[o + 5] as number, w[o + 6] as number, w[o + 7] as number);
     const c = ck[i] as number;
@@ -208,7 +209,6 @@ function touchInterners(st: State, b: AssignmentBatch, n: number): void {
   const w = b.words;
   let acc = 0;
   for (let i = 0, o = 0; i < n; i++, o += 16) {
-    acc ^= sh.assignments.touch(w[o] as number, w[o + 1] as number, w[o + 2] as number, w[o + 3] as number);
     const k = sk[i] as number;
     if (k >= 0) acc ^= subjectInterner(st, k).touch(w[o + 4] as number, w[o + 5] as number, w[o + 6] as number, w[o + 7] as number);
     const c = ck[i] as number;
@@ -243,17 +243,22 @@ function placeAssignment(st: State, a: number, sk: number, s: number, ck: number
   c.aRec.set(a, A_UNLINKED);
   st.n.assignments++;
   if (!linked) return;
-  const r = allocRecord(st.n, "g", gLinks(c));
+  // allocRecord and grantHead without their link and head objects (three allocations a row, 5M rows in a build).
+  const n = st.n;
+  let r = n.gFree;
+  if (r >= 0) n.gFree = c.gRec.get(r * G_STRIDE + G_NEXT);
+  else r = n.gTop++;
   gSet(c, r, G_SCOPE, scopeKey(ck, scope));
   gSet(c, r, G_ROLE, role);
   gSet(c, r, G_ASSIGN, a);
   gSet(c, r, G_SUBJ, (s << 2) | sk);
   setUntil(c, r, time(until));
   c.aRec.set(a, r);
-  const heads = grantHead(st, sk);
-  if (heads.get(s) < 0) st.n.subjects++;
-  gSet(c, r, G_NEXT, heads.get(s));
-  heads.set(s, r);
+  const head = sk === SK_USER ? uHead(c, s) : grantHead(st, sk).get(s);
+  if (head < 0) n.subjects++;
+  gSet(c, r, G_NEXT, head);
+  if (sk === SK_USER) setUHead(c, s, r);
+  else grantHead(st, sk).set(s, r);
   linkFront(scopeHead(st, ck), scope, c.aNextC, c.aPrevC, a);
 }
 

@@ -325,18 +325,23 @@ export class SnapshotBuilder {
     const w = this.#writer();
     const cols = idInterners(w.st.shared, table);
     touchIdRows(cols, words, nulls, n);
+    if (table === "user_organizations") return dir.upsertUserOrganizationBatch(w.st, words, nulls, n);
     const row = idRow;
     for (let r = 0, o = 0; r < n; r++, o += 4 * cols.length) {
       for (let k = 0; k < 4 * cols.length; k++) row[k] = words[o + k] as number;
       if (table === "role_permissions") w.roles.upsertRolePermissionWords(row);
-      else if (table === "role_inheritance") w.roles.upsertInheritanceWords(row);
-      else dir.upsertUserOrganizationWords(w.st, row, ((nulls[r] as number) & 4) === 0);
+      else w.roles.upsertInheritanceWords(row);
     }
   }
 
   /** A permissions row read as words (a binary load): its id at words[0], its organization at words[4] when hasOrg. */
   loadPermission(words: Uint32Array, hasOrg: boolean, key: string): void {
     this.#writer().roles.upsertPermissionWords(words, hasOrg, key);
+  }
+
+  /** A roles row read as words (a binary load): its id at words[0], its organization at words[4] when hasOrg. */
+  loadRole(words: Uint32Array, hasOrg: boolean, key: string, name: string): void {
+    this.#writer().roles.upsertRoleWords(words, hasOrg, key, name);
   }
 
   /** Users read as words (a binary load): row i's id at words[4 * i], dir.UW_LOCKED / dir.UW_ENABLED in flags[i]. */
@@ -356,9 +361,10 @@ export class SnapshotBuilder {
   build(revision: bigint): Snapshot {
     const w = this.#writer();
     this.#w = undefined;
+    // The assignment ids a binary load appended unindexed, placed at once (see UuidInterner.appendUnindexed).
+    w.st.shared.assignments.indexPending();
     w.roles.finishBuild();
-    w.roles.markAll();
-    w.roles.close();
+    w.roles.closeAll();
     w.st.shared.arena.trim();
     grants.compactGrants(w.st);
     sealState(w.st);

@@ -11,11 +11,18 @@
 // timestamptz an int64 of microseconds since 2000-01-01 00:00 UTC.
 
 const SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
+/** The protocol's CopyData message type ('d'). */
+const COPY_DATA = 100;
 /** 2000-01-01T00:00:00Z in epoch milliseconds (PostgreSQL's timestamp epoch). */
 const PG_EPOCH_MS = 946_684_800_000;
 const TWO_32 = 4_294_967_296;
 /** Most fields a tuple may have here (the widest table the engine reads has 9). */
 const MAX_FIELDS = 32;
+
+// Big-endian reads by hand: Buffer's readInt32BE and friends validate their offset through a wrapper
+// on every call (a few percent of a 5M-row load); the callers here check their bounds themselves.
+const i32 = (b: Buffer, o: number): number => ((b[o] as number) << 24) | ((b[o + 1] as number) << 16) | ((b[o + 2] as number) << 8) | (b[o + 3] as number);
+const u32 = (b: Buffer, o: number): number => i32(b, o) >>> 0;
 
 /** One tuple of a binary COPY, valid until the next tuple is read: its fields, read in place. */
 export class CopyTuple {
@@ -73,9 +80,26 @@ export class CopyTuple {
     return this.buf.toString("utf8", at, at + len);
   }
 
-  /** Word k (0-3) of a uuid field, as an unsigned 32-bit number. */
-  uuidWord(i: number, k: number): number {
-    return this.buf.readUInt32BE((this.#at[i] as number) + 4 * k);
+  /**
+   * text/varchar as a string, the same string each time the same bytes come again while the cache
+   * holds them (a column of few distinct values: role and permission keys); null for NULL.
+   */
+  cachedText(i: number, cache: TextCache): string | null {
+    const len = this.#len[i] as number;
+    if (len < 0) return null;
+    return cache.get(this.buf, this.#at[i] as number, len);
+  }
+
+  /** The four words of a uuid field into out[o, o + 4); false, writing nothing, when the field is not 16 bytes (NULL or another type). */
+  uuidInto(i: number, out: Uint32Array, o: number): boolean {
+    if (this.#len[i] !== 16) return false;
+    const b = this.buf;
+    const at = this.#at[i] as number;
+    out[o] = u32(b, at);
+    out[o + 1] = u32(b, at + 4);
+    out[o + 2] = u32(b, at + 8);
+    out[o + 3] = u32(b, at + 12);
+    return true;
   }
 
   /** A uuid field in its canonical lower-case text; null for NULL. */
@@ -91,11 +115,43 @@ export class CopyTuple {
   time(i: number): number | null {
     if (this.#len[i] !== 8) return null;
     const at = this.#at[i] as number;
-    const hi = this.buf.readInt32BE(at);
-    const lo = this.buf.readUInt32BE(at + 4);
+    const hi = i32(this.buf, at);
+    const lo = u32(this.buf, at + 4);
     if (hi === 0x7fffffff && lo === 0xffffffff) return Number.POSITIVE_INFINITY;
     if (hi === -0x80000000 && lo === 0) return Number.NEGATIVE_INFINITY;
     return Math.floor((hi * TWO_32 + lo) / 1000) + PG_EPOCH_MS;
+  }
+}
+
+const TEXT_CACHE_SLOTS = 256;
+/** Texts longer than this are decoded every time. */
+const TEXT_CACHE_MAX = 64;
+
+/**
+ * The strings of recently seen byte sequences, one per slot of a small direct-mapped table: a column
+ * whose values repeat gets the same string back without decoding or allocating one per row (and a
+ * Map keyed by it hashes that string once, not once per row).
+ */
+export class TextCache {
+  readonly #bytes: (Buffer | undefined)[] = new Array(TEXT_CACHE_SLOTS).fill(undefined);
+  readonly #texts: string[] = new Array(TEXT_CACHE_SLOTS).fill("");
+
+  /** The UTF-8 text of buf[at, at + len). */
+  get(buf: Buffer, at: number, len: number): string {
+    if (len > TEXT_CACHE_MAX) return buf.toString("utf8", at, at + len);
+    let h = len;
+    for (let j = 0; j < len; j++) h = Math.imul(h ^ (buf[at + j] as number), 0x01000193);
+    const slot = (h ^ (h >>> 16)) & (TEXT_CACHE_SLOTS - 1);
+    const held = this.#bytes[slot];
+    if (held !== undefined && held.length === len) {
+      let same = true;
+      for (let j = 0; j < len && same; j++) same = held[j] === buf[at + j];
+      if (same) return this.#texts[slot] as string;
+    }
+    const text = buf.toString("utf8", at, at + len);
+    this.#bytes[slot] = Buffer.from(buf.subarray(at, at + len));
+    this.#texts[slot] = text;
+    return text;
   }
 }
 
@@ -114,25 +170,49 @@ export class CopyBinaryReader {
   constructor(private readonly onTuple: (t: CopyTuple) => void) {}
 
   push(chunk: Buffer): void {
-    let buf = chunk;
-    if (this.#carry) {
-      buf = Buffer.concat([this.#carry, chunk]);
-      this.#carry = undefined;
-    }
+    this.#pushRange(chunk, 0, chunk.length);
+  }
+
+  /**
+   * Reads one or more whole CopyData messages of the protocol ('d', a 32-bit length counting itself,
+   * the data), as the patched driver hands over each socket read's run of them: the data of each is
+   * read in place, as push() would read it.
+   */
+  pushFrames(frames: Buffer): void {
     let pos = 0;
+    while (pos < frames.length) {
+      if (frames[pos] !== COPY_DATA || pos + 5 > frames.length) throw new Error("binary COPY: not a CopyData message");
+      const end = pos + 1 + u32(frames, pos + 1);
+      if (end < pos + 5 || end > frames.length) throw new Error("binary COPY: a CopyData message cut short");
+      this.#pushRange(frames, pos + 5, end);
+      pos = end;
+    }
+  }
+
+  /** The stream's bytes buf[start, end). */
+  #pushRange(chunk: Buffer, start: number, end: number): void {
+    let buf = chunk;
+    let pos = start;
+    let stop = end;
+    if (this.#carry) {
+      buf = Buffer.concat([this.#carry, chunk.subarray(start, end)]);
+      this.#carry = undefined;
+      pos = 0;
+      stop = buf.length;
+    }
     if (!this.#header) {
-      const after = this.#readHeader(buf);
+      const after = this.#readHeader(buf, pos, stop);
       if (after < 0) {
-        this.#carry = Buffer.from(buf);
+        this.#carry = Buffer.from(buf.subarray(pos, stop));
         return;
       }
       pos = after;
     }
-    while (pos < buf.length) {
+    while (pos < stop) {
       if (this.#done) throw new Error("binary COPY: data after the end marker");
-      const next = this.#readTuple(buf, pos);
+      const next = this.#readTuple(buf, pos, stop);
       if (next < 0) {
-        this.#carry = Buffer.from(buf.subarray(pos));
+        this.#carry = Buffer.from(buf.subarray(pos, stop));
         return;
       }
       pos = next;
@@ -143,21 +223,21 @@ export class CopyBinaryReader {
     if (!this.#done) throw new Error("binary COPY: the data ended before its end marker");
   }
 
-  /** The offset after the header, or -1 when buf does not hold all of it yet. */
-  #readHeader(buf: Buffer): number {
-    if (buf.length < SIGNATURE.length + 8) return -1;
-    if (!buf.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error("binary COPY: bad signature");
-    const ext = buf.readUInt32BE(SIGNATURE.length + 4);
-    const after = SIGNATURE.length + 8 + ext;
-    if (buf.length < after) return -1;
+  /** The offset after the header at pos, or -1 when buf[pos, stop) does not hold all of it yet. */
+  #readHeader(buf: Buffer, pos: number, stop: number): number {
+    if (stop - pos < SIGNATURE.length + 8) return -1;
+    if (!buf.subarray(pos, pos + SIGNATURE.length).equals(SIGNATURE)) throw new Error("binary COPY: bad signature");
+    const ext = buf.readUInt32BE(pos + SIGNATURE.length + 4);
+    const after = pos + SIGNATURE.length + 8 + ext;
+    if (stop < after) return -1;
     this.#header = true;
     return after;
   }
 
-  /** Reads the tuple at pos and hands it on; returns the offset after it, or -1 when it is not all in buf. */
-  #readTuple(buf: Buffer, pos: number): number {
-    if (pos + 2 > buf.length) return -1;
-    const n = buf.readInt16BE(pos);
+  /** Reads the tuple at pos and hands it on; returns the offset after it, or -1 when it is not all before stop. */
+  #readTuple(buf: Buffer, pos: number, stop: number): number {
+    if (pos + 2 > stop) return -1;
+    const n = ((((buf[pos] as number) << 8) | (buf[pos + 1] as number)) << 16) >> 16;
     if (n === -1) {
       this.#done = true;
       return pos + 2;
@@ -166,13 +246,13 @@ export class CopyBinaryReader {
     const t = this.#tuple;
     let p = pos + 2;
     for (let i = 0; i < n; i++) {
-      if (p + 4 > buf.length) return -1;
-      const len = buf.readInt32BE(p);
+      if (p + 4 > stop) return -1;
+      const len = i32(buf, p);
       p += 4;
       if (len < -1) throw new Error(`binary COPY: bad field length ${len}`);
       t.set(buf, i, p, len);
       if (len > 0) p += len;
-      if (p > buf.length) return -1;
+      if (p > stop) return -1;
     }
     t.n = n;
     this.onTuple(t);

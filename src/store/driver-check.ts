@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 export const DRIVER_PATCH_MARKER = "authz patch";
 
 /** How many places the patch changes, per file of postgres.js (see patches/ and docs/faults.md). */
-const PATCHED_PLACES: Readonly<Record<string, number>> = { "connection.js": 7, "index.js": 1 };
+const PATCHED_PLACES: Readonly<Record<string, number>> = { "connection.js": 11, "index.js": 1 };
 
 export interface DriverCheck {
   patched: boolean;

@@ -41,22 +41,26 @@ function querier(sql: Sql, reach: Reachability): SqlQuerier {
         });
       });
     },
-    copyOut(text, onChunk) {
+    copyOut(text, onFrames) {
       return reach.guard(async () => {
-        const stream = await sql.unsafe(text).readable();
-        // Flowing mode: each chunk is handled as postgres.js pushes it, inside the socket's data handler
-        // (which is the backpressure). A chunk onChunk refuses fails the COPY, but the rest is still read
-        // (and dropped), so the connection is left ready for the rollback. (patches/: postgres.js 3.4.9 could
-        // leave the socket paused after a COPY, hanging the connection's next statement.)
+        // The patched postgres.js (patches/) hands copyFrames each socket read's run of whole CopyData
+        // messages, inside the socket's data handler (which is the backpressure): no Buffer, stream push
+        // or event per row. A call onFrames refuses fails the COPY, but the rest is still read (and
+        // dropped), so the connection is left ready for the rollback. The stream only ends.
+        let failed: { err: unknown } | undefined;
+        const q = sql.unsafe(text) as unknown as postgres.PendingQuery<postgres.Row[]> & { copyFrames?: (frames: Buffer) => void };
+        q.copyFrames = (frames) => {
+          if (failed) return;
+          try {
+            onFrames(frames);
+          } catch (err) {
+            failed = { err };
+          }
+        };
+        const stream = await q.readable();
         await new Promise<void>((resolve, reject) => {
-          let failed: { err: unknown } | undefined;
-          stream.on("data", (chunk: Buffer) => {
-            if (failed) return;
-            try {
-              onChunk(chunk);
-            } catch (err) {
-              failed = { err };
-            }
+          stream.on("data", () => {
+            failed ??= { err: new Error("postgres.js streamed COPY data past copyFrames: is patches/postgres+3.4.9.patch applied?") };
           });
           stream.on("end", () => (failed ? reject(failed.err) : resolve()));
           stream.on("error", reject);

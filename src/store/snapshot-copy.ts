@@ -1,15 +1,16 @@
 // The followed tables read by binary COPY for a snapshot load (real Postgres):
 // the rows arrive as one stream that PostgreSQL fills while node builds
 // (no cursor round trip per batch), and no driver row object or text is made
-// per row. role_assignments, the largest table by far, goes into the builder
-// as words (its ids never become text); the other tables become the same row
+// per row. role_assignments, users, roles, permissions and the id-only tables
+// go into the builder as words (their ids never become text; repeated key
+// texts are one string each); the other, small tables become the same row
 // objects the row-by-row load hands over.
 
 import { AB_ACTIVE, AB_HAS_SCOPE, type AssignmentBatch } from "../engine/grant-index.js";
 import { UW_ENABLED, UW_LOCKED } from "../engine/directory-rows.js";
 import type { FollowedTable } from "../engine/rows.js";
 import { ID_TABLE_NULLABLE, type IdTable, type SnapshotBuilder } from "../engine/snapshot.js";
-import { CopyBinaryReader, type CopyTuple } from "./copy-binary.js";
+import { CopyBinaryReader, type CopyTuple, TextCache } from "./copy-binary.js";
 
 type ColType = "uuid" | "text" | "bool" | "time" | "int4";
 type Columns = readonly (readonly [name: string, type: ColType])[];
@@ -125,7 +126,7 @@ const WORD_BATCH = 256;
 
 /** Streams one table into the builder by binary COPY. */
 export async function copyTableInto(
-  copyOut: (text: string, onChunk: (chunk: Buffer) => void) => Promise<void>,
+  copyOut: (text: string, onFrames: (frames: Buffer) => void) => Promise<void>,
   table: FollowedTable,
   builder: SnapshotBuilder,
 ): Promise<void> {
@@ -136,11 +137,13 @@ export async function copyTableInto(
         ? userReader(builder)
         : table === "permissions"
           ? permissionReader(builder)
-          : isIdTable(table)
-            ? idRowReader(table, builder)
-            : rowReader(table, builder);
+          : table === "roles"
+            ? roleReader(builder)
+            : isIdTable(table)
+              ? idRowReader(table, builder)
+              : rowReader(table, builder);
   const reader = new CopyBinaryReader(onTuple.tuple);
-  await copyOut(copyStatement(table), (chunk) => reader.push(chunk));
+  await copyOut(copyStatement(table), (frames) => reader.pushFrames(frames));
   reader.end();
   onTuple.flush();
 }
@@ -165,8 +168,7 @@ function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyT
       for (let i = 0; i < k; i++) {
         const o = 4 * (k * n + i);
         if (t.isNull(i) && (nullable & (1 << i)) !== 0) nulls |= 1 << i;
-        else if (!t.hasLength(i, 16)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
-        else for (let w = 0; w < 4; w++) words[o + w] = t.uuidWord(i, w);
+        else if (!t.uuidInto(i, words, o)) throw new Error(`${table}: ${(cols[i] as Columns[number])[0]} is not a UUID`);
       }
       rowNulls[n] = nulls;
       if (++n === WORD_BATCH) flush();
@@ -175,20 +177,38 @@ function idRowReader(table: IdTable, builder: SnapshotBuilder): { tuple(t: CopyT
   };
 }
 
-/** Permissions with their ids as words (only the key becomes text). */
+/** Permissions with their ids as words (only the key becomes text, one string per distinct key while the cache holds it). */
 function permissionReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
   const words = new Uint32Array(8);
+  const keys = new TextCache();
   return {
     tuple(t) {
-      if (!t.hasLength(0, 16)) throw new Error("permissions: id is not a UUID");
-      for (let k = 0; k < 4; k++) words[k] = t.uuidWord(0, k);
-      const hasOrg = !t.isNull(1);
-      if (hasOrg && !t.hasLength(1, 16)) throw new Error("permissions: organization_id is not a UUID");
-      if (hasOrg) for (let k = 0; k < 4; k++) words[4 + k] = t.uuidWord(1, k);
-      builder.loadPermission(words, hasOrg, t.text(2) ?? "");
+      const hasOrg = idAndOrgWords(t, words, "permissions");
+      builder.loadPermission(words, hasOrg, t.cachedText(2, keys) ?? "");
     },
     flush() {},
   };
+}
+
+/** Roles with their ids as words (key and name as texts, one string per distinct value while the cache holds it). */
+function roleReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flush(): void } {
+  const words = new Uint32Array(8);
+  const texts = new TextCache();
+  return {
+    tuple(t) {
+      const hasOrg = idAndOrgWords(t, words, "roles");
+      builder.loadRole(words, hasOrg, t.cachedText(2, texts) ?? "", t.cachedText(3, texts) ?? "");
+    },
+    flush() {},
+  };
+}
+
+/** A row's id (field 0) into words[0-3] and its organization (field 1) into words[4-7]; whether it has one. */
+function idAndOrgWords(t: CopyTuple, words: Uint32Array, table: string): boolean {
+  if (!t.uuidInto(0, words, 0)) throw new Error(`${table}: id is not a UUID`);
+  const hasOrg = !t.isNull(1);
+  if (hasOrg && !t.uuidInto(1, words, 4)) throw new Error(`${table}: organization_id is not a UUID`);
+  return hasOrg;
 }
 
 /** Users as words (their ids never become text). */
@@ -202,8 +222,7 @@ function userReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void; flus
   };
   return {
     tuple(t) {
-      if (!t.hasLength(0, 16)) throw new Error("users: id is not a UUID");
-      for (let k = 0; k < 4; k++) words[4 * n + k] = t.uuidWord(0, k);
+      if (!t.uuidInto(0, words, 4 * n)) throw new Error("users: id is not a UUID");
       flags[n] = (t.bool(1) ? UW_LOCKED : 0) | (t.bool(2) ? UW_ENABLED : 0);
       if (++n === WORD_BATCH) flush();
     },
@@ -277,8 +296,7 @@ function assignmentReader(builder: SnapshotBuilder): { tuple(t: CopyTuple): void
   };
   const w = batch.words;
   const words = (t: CopyTuple, i: number, o: number, what: string) => {
-    if (!t.hasLength(i, 16)) throw new Error(`role_assignments: ${what} is not a UUID`);
-    for (let k = 0; k < 4; k++) w[o + k] = t.uuidWord(i, k);
+    if (!t.uuidInto(i, w, o)) throw new Error(`role_assignments: ${what} is not a UUID`);
   };
   const flush = () => {
     if (batch.n > 0) builder.loadAssignments(batch);

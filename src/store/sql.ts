@@ -17,11 +17,14 @@ export interface SqlQuerier {
   /** A large result in batches, so it never sits in memory whole. */
   each<T extends Row = Row>(text: string, batchSize: number, onBatch: (rows: T[]) => void): Promise<void>;
   /**
-   * COPY ... TO STDOUT, its data handed to onChunk as it streams (chunks end
-   * anywhere). Only where the client can stream COPY (real Postgres); absent
-   * otherwise (PGlite), where callers read rows instead.
+   * COPY ... TO STDOUT, its data handed to onFrames as it streams, as the
+   * protocol's CopyData messages ('d', a 32-bit length counting itself, the
+   * data): each call one or more whole messages, valid only during the call
+   * (CopyBinaryReader.pushFrames reads them). Only where the client can
+   * stream COPY (real Postgres); absent otherwise (PGlite), where callers
+   * read rows instead.
    */
-  copyOut?(text: string, onChunk: (chunk: Buffer) => void): Promise<void>;
+  copyOut?(text: string, onFrames: (frames: Buffer) => void): Promise<void>;
 }
 
 export type Isolation = "read committed" | "repeatable read" | "serializable";

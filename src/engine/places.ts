@@ -70,18 +70,10 @@ export function scopeKind(type: string): number {
   }
 }
 
-/** A resource type's scope kind (SC_TENANT / SC_ORG / SC_AVATAR), -1 for any other type. */
+/** A resource type's scope kind (SC_TENANT / SC_ORG / SC_AVATAR), -1 for any other type ("global" included). */
 export function resourceKind(type: string): number {
-  switch (type) {
-    case "tenant":
-      return SC_TENANT;
-    case "organization":
-      return SC_ORG;
-    case "avatar":
-      return SC_AVATAR;
-    default:
-      return -1;
-  }
+  const kind = scopeKind(type);
+  return kind === SC_GLOBAL ? -1 : kind;
 }
 
 export const SCOPE_TYPE_OF: readonly ScopeType[] = ["global", "tenant", "organization", "avatar"];

@@ -67,15 +67,33 @@ const io: CliIo = {
   err: (t) => process.stderr.write(t),
 };
 
+/** Resolves once everything written to the stream so far has been handed to the OS (or the stream failed). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => stream.write("", () => resolve()));
+}
+
+/**
+ * process.exit, not exitCode: an idle HTTP/2 session to the server must not keep
+ * the command alive. But only once stdout and stderr are flushed: a pipe whose
+ * reader is slow takes writes asynchronously, and process.exit drops what it has
+ * not taken yet (an export cut short, with exit code 0).
+ */
+function exit(code: number): void {
+  void Promise.all([flushed(process.stdout), flushed(process.stderr)]).then(() => process.exit(code));
+}
+
+// A reader that went away (authz export | head): stop quietly, as a command killed by SIGPIPE would.
+process.stdout.on("error", () => process.exit(EXIT.DENIED));
+
 main(process.argv.slice(2), io).then(
   (code) => {
-    // process.exit, not exitCode: an idle HTTP/2 session to the server must not keep the command alive.
-    if (code >= 0) process.exit(code);
+    if (code >= 0) exit(code);
   },
   (err: unknown) => {
     // Configuration errors (ConfigError) and anything unexpected: one line, exit 2 for configuration, 1 otherwise.
     const config = err instanceof Error && err.name === "ConfigError";
     process.stderr.write(`authz: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(config ? EXIT.USAGE : EXIT.DENIED);
+    exit(config ? EXIT.USAGE : EXIT.DENIED);
   },
 );

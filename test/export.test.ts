@@ -2,7 +2,7 @@
 // imported into an empty database decides every random check the same way;
 // importing the export again changes nothing; one tenant's export holds
 // nothing of another tenant. Seeded: set EXPORT_SEED to replay a run.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -148,4 +148,38 @@ describe("authz export and import (CLI)", () => {
       await app.stop();
     }
   });
+});
+
+describe("authz export to a slow reader", () => {
+  it("writes the whole document before it exits, however slowly its stdout is read", async () => {
+    const source = await freshDatabase();
+    dbs.push(source);
+    await insertDataset(source.raw, generateDataset(rng(SEED + 3)));
+    const app = createApp(
+      loadConfig({ DATABASE_URL: source.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+      createLogger("silent"),
+    );
+    try {
+      const server = `127.0.0.1:${(await app.listen()).grpcPort}`;
+      await app.ready;
+      const child = spawn("node", [projectPath("dist/src/cli.js"), "export", "--server", server], { stdio: ["ignore", "pipe", "pipe"] });
+      // Nothing is read until the command has had time to finish its work: a pipe's 64 KiB fill, the
+      // rest waits in the command. Before the fix it exited meanwhile (code 0) and dropped that rest.
+      child.stdout.pause();
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      const early = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
+      const chunks: Buffer[] = [];
+      child.stdout.on("data", (c: Buffer) => chunks.push(c));
+      child.stdout.resume();
+      const ended = new Promise<void>((resolve) => child.stdout.once("end", () => resolve()));
+      const [code] = await Promise.all([exited, ended]);
+      const text = Buffer.concat(chunks).toString("utf8");
+      expect(early, "the command exited while its output was unread").toBe(false);
+      expect(code).toBe(0);
+      expect(text.length, "the document is larger than a pipe's buffer").toBeGreaterThan(128 << 10);
+      expect((JSON.parse(text) as { $comment: string }).$comment).toMatch(/^authz export at revision \d+$/);
+    } finally {
+      await app.stop();
+    }
+  }, 60_000);
 });

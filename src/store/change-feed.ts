@@ -8,6 +8,9 @@ export const CHANGE_CHANNEL = "authz_changes";
 /** Poll interval while the listener is down: the replica learns of new revisions this fast without notifications. */
 export const FAST_POLL_MS = 200;
 
+/** Why a catch-up ran when another client's write was announced ("pending"). */
+const PENDING_WRITE = "a write is pending";
+
 /** A read of the newest revision slower than this counts as failed (the next poll tries again). */
 const READ_TIMEOUT_MS = 2000;
 
@@ -171,7 +174,12 @@ export class ChangeFeedFollower implements ChangeFeed {
     try {
       await this.fetchLatest();
       this.stats.catchUps++;
-      if (this.#revision > before) this.logger.info({ from: before.toString(), to: this.#revision.toString(), why }, "change feed caught up");
+      if (this.#revision <= before) return;
+      // Numbering another client's write is routine (one per write); a poll or a reconnect that finds
+      // something new is worth an info line.
+      const line = { from: before.toString(), to: this.#revision.toString(), why };
+      if (why === PENDING_WRITE) this.logger.debug(line, "change feed caught up");
+      else this.logger.info(line, "change feed caught up");
     } catch (err) {
       this.stats.pollFailures++;
       this.#lastPollOk = false;
@@ -192,7 +200,7 @@ export class ChangeFeedFollower implements ChangeFeed {
     this.stats.notifications++;
     // A number is the newest revision; "pending" is a write by another client that this feed numbers (authz_stamp).
     if (/^\d+$/.test(payload)) this.#advance(BigInt(payload));
-    else void this.#catchUp("a write is pending");
+    else void this.#catchUp(PENDING_WRITE);
   }
 
   #onListen(): void {

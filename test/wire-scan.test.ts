@@ -73,6 +73,18 @@ describe("wire-scan against protobuf-es", () => {
     expect(refused).toBeGreaterThan(0);
   }, 60_000);
 
+  it("refuses a tag longer than 5 bytes, as protobuf-es does, even when its low bits would make a small tag (seed 181791002)", () => {
+    const desc = PermissionService.method.streamLookupSubjects.input;
+    // A 7-byte tag varint (its first 5 bytes alone read as a valid uint32), then a varint value.
+    const body = Uint8Array.from([0xc5, 0xf1, 0x92, 0xd0, 0x82, 0xe8, 0x6f, 0x05, 0x16, 0xed, 0xa5]);
+    expect(decodes(desc, body)).toBe(false);
+    expect(scanWire(desc, body)?.reason).toBe("MALFORMED_MESSAGE");
+    // The longest tag protobuf-es reads: 5 bytes, the last at most 0x0f (field 536870911, wire type 0), then a value.
+    const longest = Uint8Array.from([0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01]);
+    expect(decodes(desc, longest)).toBe(true);
+    expect(scanWire(desc, longest)).toBeUndefined();
+  });
+
   it("accepts Envoy's CheckRequests as Envoy's fuller protos encode them (fields authz does not declare included)", () => {
     const protos = loadEnvoyProtos() as unknown as {
       envoy: { service: { auth: { v3: { Authorization: { service: { Check: { requestSerialize(v: unknown): Buffer } } } } } } };

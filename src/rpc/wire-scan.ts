@@ -144,8 +144,10 @@ class Scan {
   message(plan: Plan | undefined, end: number, depth: number): void {
     if (depth > this.maxDepth) throw new Stop({ reason: "TOO_DEEP", message: `messages are nested deeper than ${this.maxDepth} levels` });
     while (this.pos < end) {
+      const at = this.pos;
       const tag = this.varint(end);
-      if (tag > 0xffff_ffff) throw malformed("a field tag is out of range");
+      // As protobuf-es reads a tag: a uint32 in at most 5 bytes (a longer varint, even of a small value, is refused).
+      if (tag > 0xffff_ffff || this.pos - at > 5) throw malformed("a field tag is out of range");
       const no = Math.floor(tag / 8);
       const wire = tag % 8;
       if (no === 0) throw malformed("a field has number 0");

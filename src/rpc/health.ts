@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
-import type { ServiceHandlers } from "./handler-types.js";
+import { reusable, type ServiceHandlers } from "./handler-types.js";
 
 export { Status as ServingStatus };
 
@@ -81,11 +81,18 @@ export class HealthState {
 const printablePrefix = (s: string): string => `${s.slice(0, 64).replace(/[^\x20-\x7e]/g, "?")}${s.length > 64 ? "…" : ""}`;
 
 export function healthHandlers(state: HealthState): ServiceHandlers<typeof Health> {
+  // One answer per status, shared by every call and encoded once (the probes and sidecars call it often).
+  const answers = new Map<Status, { status: Status }>();
   return {
     check(req) {
       const status = state.get(req.service);
       if (status === undefined) throw new ConnectError(`unknown service "${printablePrefix(req.service)}"`, Code.NotFound);
-      return { status };
+      let answer = answers.get(status);
+      if (answer === undefined) {
+        answer = reusable({ status });
+        answers.set(status, answer);
+      }
+      return answer;
     },
     async *watch(req, ctx) {
       for await (const status of state.watch(req.service, ctx.signal)) yield { status };

@@ -34,6 +34,8 @@ import { type InprocHotRow, runHotPathInProcess } from "./hot-path-inproc.js";
 import { grpcFrame, h2loadCommand, type LoadShape, median, parseH2load, runH2load, startServerChild as startStackChild } from "./server-stacks.js";
 
 const HEALTH_PATH = "/grpc.health.v1.Health/Check";
+/** How long every server is left idle, together, before the rounds. */
+const IDLE_WINDOW_MS = 5000;
 const CHECK_PATH = "/authz.v1.PermissionService/Check";
 
 export const HOT_TARGETS = ["bare", "grpcjs", "health", "check", "checkjs"] as const;
@@ -90,6 +92,8 @@ export interface HotPathResult {
   rows: HotPathRow[];
   /** The same without the transport (bench/hot-path-inproc.ts); absent in results from before it. */
   inprocess?: { calls: number; rows: InprocHotRow[] };
+  /** Each server's CPU while it answers nothing, over the same window; absent in results from before it. */
+  idle?: IdleCpu;
   stealShare: number;
 }
 
@@ -104,6 +108,30 @@ export function processCpuNs(pid: number): number {
     }
   }
   return total;
+}
+
+/** The servers measured idle: bare, the plain grpc-js server, authz (Health and Check), authz with AUTHZ_GRPC_LEAN=off. */
+export const IDLE_SERVERS = ["bare", "grpcjs", "authz", "authzjs"] as const;
+export type IdleServer = (typeof IDLE_SERVERS)[number];
+
+export interface IdleCpu {
+  windowMs: number;
+  /** Milliseconds of CPU per second of wall time, every thread of the server process. */
+  msPerSecond: Record<IdleServer, number>;
+}
+
+/**
+ * Every server's CPU over one window in which none is called (after the warm-up
+ * calls of targetsFor, before the rounds): what timers and background work cost
+ * an idle process, which at a fixed request rate is paid on top of each call.
+ */
+async function idleCpu(pids: Record<IdleServer, number>, windowMs: number): Promise<IdleCpu> {
+  const before = Object.fromEntries(IDLE_SERVERS.map((s) => [s, processCpuNs(pids[s])])) as Record<IdleServer, number>;
+  const t0 = performance.now();
+  await new Promise((res) => setTimeout(res, windowMs));
+  const seconds = (performance.now() - t0) / 1000;
+  const msPerSecond = Object.fromEntries(IDLE_SERVERS.map((s) => [s, (processCpuNs(pids[s]) - before[s]) / 1e6 / seconds])) as Record<IdleServer, number>;
+  return { windowMs, msPerSecond };
 }
 
 interface Target {
@@ -216,6 +244,8 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
     await migrateDatabase(url);
     await loadDatasetIntoPostgres(url, datasetShape(o.smallScale));
     const targets = await targetsFor(o, url, dir, stops);
+    const idle = await idleCpu({ bare: targets.bare.pid, grpcjs: targets.grpcjs.pid, authz: targets.check.pid, authzjs: targets.checkjs.pid }, IDLE_WINDOW_MS);
+    o.log(`hotpath idle: ${IDLE_SERVERS.map((s) => `${s} ${idle.msPerSecond[s].toFixed(2)}`).join(", ")} ms CPU per second`);
     const rows: HotPathRow[] = [];
     for (let round = 1; round <= o.rounds; round++) {
       for (const regime of o.fixed ? (["saturated", "fixed"] as const) : (["saturated"] as const)) {
@@ -245,6 +275,7 @@ export async function runHotPath(o: HotPathOptions): Promise<HotPathResult> {
       commands,
       rows,
       inprocess: { calls: o.inprocCalls, rows: inprocRows },
+      idle,
       stealShare: stealSince(steal0),
     };
   } finally {

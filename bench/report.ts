@@ -19,7 +19,7 @@ import { type DirectoryBenchRow, directoryBenchTable } from "./directory.js";
 import type { InprocResult, LagResult, PgLoadResult } from "./engine.js";
 import { GRPC_TARGET_LABELS, type GrpcCompareResult, grpcMedians } from "./grpc-compare.js";
 import { formatImportBench, type ImportBenchResult } from "./import.js";
-import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians } from "./hot-path.js";
+import { HOT_TARGET_LABELS, type HotPathResult, type HotRegime, hotPathMedians, IDLE_SERVERS, type IdleServer } from "./hot-path.js";
 import { INPROC_TARGET_LABELS, inprocMedians } from "./hot-path-inproc.js";
 import { type PeersResult, peersHeadline, peersSection } from "./peers-report.js";
 import { type RateLimitBenchRow, rateLimitTables } from "./ratelimit.js";
@@ -271,6 +271,26 @@ function hotPathHeadline(h: HotPathResult): string[] {
   return [...out, ...inprocHeadline(h)];
 }
 
+const IDLE_LABELS: Record<IdleServer, string> = {
+  bare: "bare node:http2",
+  grpcjs: "plain @grpc/grpc-js",
+  authz: "authz (as shipped)",
+  authzjs: "authz, AUTHZ_GRPC_LEAN=off",
+};
+
+function idleSection(h: HotPathResult): string[] {
+  if (!h.idle) return [];
+  const ms = h.idle.msPerSecond;
+  return [
+    `Idle, before the rounds: every server left without calls for the same ${(h.idle.windowMs / 1000).toFixed(0)} s window (timers and background work; authz follows PostgreSQL's change log). At the fixed rate this is paid on top of the calls.`,
+    "",
+    "| server | CPU while idle |",
+    "|---|---:|",
+    ...IDLE_SERVERS.map((s) => `| ${IDLE_LABELS[s]} | ${ms[s].toFixed(2)} ms/s |`),
+    "",
+  ];
+}
+
 function inprocHeadline(h: HotPathResult): string[] {
   if (!h.inprocess) return [];
   const m = inprocMedians(h.inprocess.rows);
@@ -304,7 +324,7 @@ function hotPathSection(h: HotPathResult, run: RunInfo | undefined): string[] {
   out.push("", "Commands (PORT and KEY filled in by the benchmark; `frame.bin` is the framed request message):", "", "```");
   for (const [t, cmd] of Object.entries(h.commands)) out.push(`# ${t}\n${cmd}`);
   if (h.fixed) out.push(`# fixed-rate runs: the same with -n ${h.fixed.requests} --rps ${h.fixed.rps}`);
-  out.push("```", "");
+  out.push("```", "", ...idleSection(h));
   if (!h.inprocess) return out;
   out.push(
     `Without the transport (bench/hot-path-inproc.ts): the method createGrpcServer registers with grpc-js, called in the benchmark's process ${int(h.inprocess.calls)} times per round ` +

@@ -31,7 +31,7 @@
 //   BENCH_REQUESTS, BENCH_WARMUP, BENCH_ROUNDS  h2load runs of stacks and grpc (30000, 2000, 2; quick 5000, 500, 1)
 //   BENCH_HOT_REQUESTS, BENCH_HOT_WARMUP, BENCH_HOT_ROUNDS  h2load runs of hotpath (20000, 3000, 5; quick 10000, 2000, 2)
 //   BENCH_HOT_CALLS       calls per in-process measurement of hotpath (200000; quick 50000)
-//   BENCH_HOT_RPS, BENCH_HOT_FIXED_REQUESTS  hotpath's fixed-rate runs: req/s per connection (x10 connections) and requests (300, 9000; quick 300, 6000)
+//   BENCH_HOT_RPS, BENCH_HOT_FIXED_REQUESTS  hotpath's fixed-rate runs: req/s per connection (x10 connections) and requests (300, 30000, i.e. 10 s a run; quick 300, 6000)
 //   BENCH_RL_REQUESTS, BENCH_RL_WARMUP, BENCH_RL_ROUNDS, BENCH_RL_CONCURRENCY  (50000, 5000, 2, 64; quick 10000, 1000, 1)
 //   BENCH_RL_ALGORITHMS   authz algorithms the ratelimit part measures (default sliding_window,fixed_window)
 //   BENCH_RL_KEYS         subjects its in-process paths cycle over, one setting after the other (default 1,10000)
@@ -145,7 +145,7 @@ const hot = {
   warmup: int("BENCH_HOT_WARMUP", 3_000, 2_000),
   rounds: int("BENCH_HOT_ROUNDS", 5, 2),
   inprocCalls: int("BENCH_HOT_CALLS", 200_000, 50_000),
-  fixed: { rps: int("BENCH_HOT_RPS", 300, 300), requests: int("BENCH_HOT_FIXED_REQUESTS", 9_000, 6_000) },
+  fixed: { rps: int("BENCH_HOT_RPS", 300, 300), requests: int("BENCH_HOT_FIXED_REQUESTS", 30_000, 6_000) },
 };
 const rlOpts = {
   requests: int("BENCH_RL_REQUESTS", 50_000, 10_000),

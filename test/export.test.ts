@@ -111,19 +111,29 @@ describe(`export (seed ${SEED})`, () => {
   });
 });
 
+/** An authz server (authentication off) over a fresh database holding the seed's generated dataset; stopped after `fn`. */
+async function withServer<T>(seed: number, fn: (server: string, source: TestDatabase) => Promise<T>): Promise<T> {
+  const source = await freshDatabase();
+  dbs.push(source);
+  await insertDataset(source.raw, generateDataset(rng(seed)));
+  const app = createApp(
+    loadConfig({ DATABASE_URL: source.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+    createLogger("silent"),
+  );
+  try {
+    const server = `127.0.0.1:${(await app.listen()).grpcPort}`;
+    await app.ready;
+    return await fn(server, source);
+  } finally {
+    await app.stop();
+  }
+}
+
 describe("authz export and import (CLI)", () => {
   it("export over gRPC to stdout, import of that file with --quiet: nothing on stderr, the JSON summary on stdout; without --quiet stderr holds only progress lines", async () => {
-    const r = rng(SEED + 2);
-    const [source, target] = [await freshDatabase(), await freshDatabase()];
-    dbs.push(source, target);
-    await insertDataset(source.raw, generateDataset(r));
-    const app = createApp(
-      loadConfig({ DATABASE_URL: source.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
-      createLogger("silent"),
-    );
-    try {
-      const server = `127.0.0.1:${(await app.listen()).grpcPort}`;
-      await app.ready;
+    const target = await freshDatabase();
+    dbs.push(target);
+    await withServer(SEED + 2, async (server) => {
       const cli = projectPath("dist/src/cli.js");
       const out = await run("node", [cli, "export", "--server", server], { env: { ...process.env }, maxBuffer: 64 << 20 });
       const doc = JSON.parse(out.stdout) as Record<string, unknown>;
@@ -144,24 +154,13 @@ describe("authz export and import (CLI)", () => {
       expect(bad).toMatchObject({ code: 2 });
       const counters = await run("node", [cli, "export", "--server", server, "--counters"], { env: { ...process.env }, maxBuffer: 64 << 20 });
       expect(Object.keys(JSON.parse(counters.stdout))).toEqual(Object.keys(doc));
-    } finally {
-      await app.stop();
-    }
+    });
   });
 });
 
 describe("authz export to a slow reader", () => {
   it("writes the whole document before it exits, however slowly its stdout is read", async () => {
-    const source = await freshDatabase();
-    dbs.push(source);
-    await insertDataset(source.raw, generateDataset(rng(SEED + 3)));
-    const app = createApp(
-      loadConfig({ DATABASE_URL: source.url, AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
-      createLogger("silent"),
-    );
-    try {
-      const server = `127.0.0.1:${(await app.listen()).grpcPort}`;
-      await app.ready;
+    await withServer(SEED + 3, async (server) => {
       const child = spawn("node", [projectPath("dist/src/cli.js"), "export", "--server", server], { stdio: ["ignore", "pipe", "pipe"] });
       // Nothing is read until the command has had time to finish its work: a pipe's 64 KiB fill, the
       // rest waits in the command. Before the fix it exited meanwhile (code 0) and dropped that rest.
@@ -178,8 +177,6 @@ describe("authz export to a slow reader", () => {
       expect(code).toBe(0);
       expect(text.length, "the document is larger than a pipe's buffer").toBeGreaterThan(128 << 10);
       expect((JSON.parse(text) as { $comment: string }).$comment).toMatch(/^authz export at revision \d+$/);
-    } finally {
-      await app.stop();
-    }
+    });
   }, 60_000);
 });

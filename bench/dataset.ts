@@ -503,3 +503,26 @@ export async function loadDatasetIntoPostgres(url: string, s: DatasetShape, log:
   }
   return timings;
 }
+
+/**
+ * The engine benchmarks' floor: one random permission word per user, keyed by
+ * the user's id as the checks carry it (what a Map.get and one bit test cost).
+ */
+export function floorTable(users: number): Map<string, Uint32Array> {
+  const floor = new Map<string, Uint32Array>();
+  const rand = prng(3);
+  for (let u = 0; u < users; u++) floor.set(userId(u), Uint32Array.of((rand() * 2 ** 32) >>> 0));
+  return floor;
+}
+
+/** n floor operations over the queries (their count a power of two): how many found their bit set. */
+export function runFloor(floor: Map<string, Uint32Array>, Q: readonly CheckQuery[], n: number): number {
+  const mask = Q.length - 1;
+  let acc = 0;
+  for (let i = 0; i < n; i++) {
+    const x = Q[i & mask] as CheckQuery;
+    const b = floor.get(x.subject.id);
+    if (b !== undefined && ((b[0] as number) & (1 << x.bit)) !== 0) acc++;
+  }
+  return acc;
+}

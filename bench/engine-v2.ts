@@ -39,6 +39,7 @@ import {
   type CheckQuery,
   datasetShape,
   datasetTables,
+  floorTable,
   globalPermId,
   makeChecks,
   orgId,
@@ -46,6 +47,7 @@ import {
   orgRoleId,
   prng,
   rowCounts,
+  runFloor,
   userId,
 } from "./dataset.js";
 import { buildEngine, type Engine as LegacyEngine } from "./legacy-engine.js";
@@ -233,24 +235,13 @@ function phaseCompare(arg: CompareArg): CompareResult {
   for (const x of Q) if (engine.check(x, now) !== x.expected) mismatches++;
   const baseline = Q.slice(0, 20_000).map((x) => engine.check(x, now));
 
-  const floor = new Map<string, Uint32Array>();
-  const rand = prng(3);
-  for (let u = 0; u < shape.users; u++) floor.set(userId(u), Uint32Array.of((rand() * 2 ** 32) >>> 0));
+  const floor = floorTable(shape.users);
   const runEngine = (n: number) => {
     let acc = 0;
     for (let i = 0; i < n; i++) if (engine.check(Q[i & MASK] as CheckQuery, now)) acc++;
     return acc;
   };
-  const runFloor = (n: number) => {
-    let acc = 0;
-    for (let i = 0; i < n; i++) {
-      const x = Q[i & MASK] as CheckQuery;
-      const b = floor.get(x.subject.id);
-      if (b !== undefined && ((b[0] as number) & (1 << x.bit)) !== 0) acc++;
-    }
-    return acc;
-  };
-  let sink = runEngine(200_000) + runFloor(200_000);
+  let sink = runEngine(200_000) + runFloor(floor, Q, 200_000);
   let minorGcs = 0;
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if ((e as unknown as { detail?: { kind?: number } }).detail?.kind === 1) minorGcs++;
@@ -268,7 +259,7 @@ function phaseCompare(arg: CompareArg): CompareResult {
     sink += runEngine(arg.checks);
     eng.push(arg.checks / cpuSecs(t0));
     t0 = process.cpuUsage();
-    sink += runFloor(arg.checks);
+    sink += runFloor(floor, Q, arg.checks);
     flo.push(arg.checks / cpuSecs(t0));
   }
   obs.disconnect();

@@ -58,17 +58,19 @@ import { migrate } from "../src/store/migrate.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import {
   type CheckQuery,
-  type DatasetShape,
-  type LoadTiming,
-  type RowCounts,
   datasetShape,
+  type DatasetShape,
   datasetTables,
+  floorTable,
   loadDatasetIntoPostgres,
+  type LoadTiming,
   makeChecks,
   orgPermId,
   orgRoleId,
   prng,
   rowCounts,
+  type RowCounts,
+  runFloor,
   scaleFromEnv,
   userId,
 } from "./dataset.js";
@@ -318,9 +320,7 @@ function phaseInproc(arg: InprocArg): InprocResult {
   log(`checked ${Q.length} distinct queries: ${pct(allowed / Q.length)} allowed, ${mismatches} mismatches`);
 
   // The floor: one Map.get keyed by the same user ids, and a bit test.
-  const floor = new Map<string, Uint32Array>();
-  const rand = prng(3);
-  for (let u = 0; u < shape.users; u++) floor.set(userId(u), Uint32Array.of((rand() * 2 ** 32) >>> 0));
+  const floor = floorTable(shape.users);
 
   const runEngine = (n: number): number => {
     let acc = 0;
@@ -330,16 +330,8 @@ function phaseInproc(arg: InprocArg): InprocResult {
     }
     return acc;
   };
-  const runFloor = (n: number): number => {
-    let acc = 0;
-    for (let i = 0; i < n; i++) {
-      const q = Q[i & MASK] as CheckQuery;
-      const b = floor.get(q.subject.id);
-      if (b !== undefined && ((b[0] as number) & (1 << q.bit)) !== 0) acc++;
-    }
-    return acc;
-  };
-  let sink = runEngine(200_000) + runFloor(200_000); // warm-up
+  const floorRun = (n: number): number => runFloor(floor, Q, n);
+  let sink = runEngine(200_000) + floorRun(200_000); // warm-up
   const timed = (fn: (n: number) => number, n: number): Throughput => {
     const t0 = process.hrtime.bigint();
     sink += fn(n);
@@ -348,7 +340,7 @@ function phaseInproc(arg: InprocArg): InprocResult {
   const rounds: Array<{ engine: Throughput; floor: Throughput }> = [];
   for (let r = 0; r < 3; r++) {
     const e = timed(runEngine, arg.checks);
-    const f = timed(runFloor, arg.checks);
+    const f = timed(floorRun, arg.checks);
     rounds.push({ engine: e, floor: f });
     log(`round ${r + 1}: check ${int(e.opsPerSec)}/s, floor ${int(f.opsPerSec)}/s`);
   }

@@ -25,14 +25,14 @@ export interface MetricSources {
   rateLimitStore(): string | undefined;
 }
 
+/** How often the event-loop lag histogram samples (prom-client's eventLoopMonitoringPrecision). */
+export const EVENT_LOOP_SAMPLE_MS = 100;
+
 /**
  * Prometheus metrics (prom-client): per-RPC counts and latency by method and
  * code, decisions, freshness, the change listener, and process metrics.
  * Gauges that mirror other components' counters are read at scrape time.
  */
-/** How often the event-loop lag histogram samples (prom-client's eventLoopMonitoringPrecision). */
-export const EVENT_LOOP_SAMPLE_MS = 100;
-
 export class Metrics {
   readonly registry = new Registry();
   readonly #rpc: CallSeries;

@@ -35,7 +35,7 @@ const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINIT
 
 /**
  * A grant record is two halves at r of two columns: gRec, what Check walks, 16 bytes at r * G_STRIDE
- * (a page of 1024 ints holds 256 whole halves): the packed scope key, the role, the next record in the
+ * (a page of 4096 ints holds 1024 whole halves): the packed scope key, the role, the next record in the
  * subject's list, the expiry's high int; and gCold, 12 bytes at r * G_COLD (only apply, explain, List
  * and the lookups read it): the assignment, the expiry's low int, the subject with its kind
  * (subject << 2 | kind; the scope kind is the key's low 2 bits). The expiry is epoch ms = hi * 2^32 +

@@ -5,20 +5,21 @@
 // chunks. A builder owns every page and chunk it creates. fork() is O(1):
 // the forked column shares its parent's directory until its first write,
 // which copies the top array (O(n / 2^18)); the first write to a chunk or
-// a page copies it once (a chunk is 256 references, a page 1024 entries)
+// a page copies it once (a chunk is 256 references, a page 4096 entries)
 // and remembers the copy as owned, so later writes in the same apply go
-// straight to it. A first write thus costs O(sqrt n)-ish, not O(n / 1024):
+// straight to it. A first write thus costs O(sqrt n)-ish, not O(n / 4096):
 // at 5M assignments a flat directory of the grant records was 19.5k
-// references, and copying it dominated a single insert's apply. Pages are
-// 1024 entries: copying a 4 KiB typed array costs ~1.5 µs where a 16 KiB
-// one costs ~20 µs (measured on this machine; the larger ArrayBuffers take
-// a slower allocation path). Reads past the end (an id interned after this
-// snapshot was built) return the column's default.
+// references of 1024-entry pages, and copying it dominated a single
+// insert's apply. Pages are 4096 entries (16 KiB): against 1024-entry pages
+// a Check at 5M is 1.12-1.28x as fast (a quarter of the page objects between
+// it and its grant records) and an apply's page copies cost it some 10-20 µs
+// more (docs/benchmarks.md, "Larger pages"). Reads past the end (an id
+// interned after this snapshot was built) return the column's default.
 //
 // Readers on the hot path index the directory themselves:
 //   const p = i >>> PAGE_SHIFT; const page = dir[p >>> CHUNK_SHIFT]?.[p & CHUNK_MASK];
 
-export const PAGE_SHIFT = 10;
+export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 export const PAGE_MASK = PAGE_SIZE - 1;
 export const CHUNK_SHIFT = 8;

@@ -139,6 +139,7 @@ function setup(p: PeersResult): string[] {
   return [
     `Same data for both: ${int(p.counts.users)} users, ${int(p.counts.organizations)} organizations, ${int(p.counts.memberships)} memberships (role assignments; bench/dataset.ts, 3 per user). ` +
       `Each server runs pinned to core ${p.cpus.server} (\`taskset -c ${p.cpus.server}\`; Cerbos therefore runs with GOMAXPROCS=1), h2load pinned to core ${p.cpus.load}; PostgreSQL and Redis are not pinned. ` +
+      "While one server is measured the other two are paused (SIGSTOP, then SIGCONT and a SERVING health answer before the next side's warm-up), so it has the core to itself: an idle Cerbos still runs Go's forced collection every two minutes, about 35 ms of CPU at GOMAXPROCS=1. " +
       `Three servers: authz, Cerbos at its default log level (info) and the same Cerbos at log level warn (no per-call log lines, as authz writes none for a successful call). ` +
       `${p.rounds} round(s); in each, every server (order rotating) gets Check as fast as served (${int(p.requests)} requests after ${int(p.warmup)} warm-up, ${p.shape.clients} connections x ${p.shape.streams} streams), ` +
       `Health as fast as served, and Check at a fixed ${int(p.fixed.rps)} req/s (${int(p.fixed.requests)} requests, h2load \`--rps\` per connection). ` +

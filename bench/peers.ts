@@ -15,7 +15,8 @@
 //           successful call at its default level), so the logging's share shows.
 //
 // Each server runs pinned to one core (`taskset -c 0`, Cerbos therefore with GOMAXPROCS=1), h2load
-// pinned to the other. Per round and side (sides interleaved, order rotating): Check as fast as
+// pinned to the other; while one server is measured the others are paused (SIGSTOP), so that it has
+// the core to itself. Per round and side (sides interleaved, order rotating): Check as fast as
 // served, Health as fast as served, Check at a fixed rate; server CPU per call from
 // /proc/<pid>/task/*/schedstat; per-request latency from h2load's --log-file. Then, in every round,
 // diagnostic runs of authz alone at the fixed rate (--trace-gc, event-loop delay, GC entries
@@ -177,7 +178,10 @@ function stopper(child: ChildProcess): () => Promise<void> {
     else child.once("exit", () => res());
   });
   return async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      child.kill("SIGCONT"); // a server paused by alone() acts on the SIGTERM only once it runs
+    }
     const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
     await exited;
     clearTimeout(killer);
@@ -695,25 +699,58 @@ interface RoundsCtx {
   diagArg: AuthzServeArg;
 }
 
-/** Every round: each side in turn (the order rotates), then the diagnostic authz runs (order alternating). */
+/**
+ * Pauses (SIGSTOP) every server but `keep` (none when undefined) and returns what resumes them, so
+ * that the server measured has its core to itself. All of them are pinned to one core, and an idle
+ * Cerbos is not idle every moment: Go forces a collection every two minutes, about 35 ms of CPU at
+ * GOMAXPROCS=1 (GODEBUG=gctrace=1), long enough to hold up the measured server's calls by a
+ * scheduler slice (docs/benchmarks.md, "Peers").
+ */
+function alone(servers: Record<PeerSide, Server>, keep: PeerSide | undefined): () => void {
+  const paused = Object.values(servers).filter((s) => s.side !== keep);
+  for (const s of paused) s.child.kill("SIGSTOP");
+  return () => {
+    for (const s of paused) s.child.kill("SIGCONT");
+  };
+}
+
+/** One side's three runs of a round, the other sides paused; the side is SERVING again before its warm-up. */
+async function sideRuns(c: RoundsCtx, side: PeerSide, round: number): Promise<{ rows: PeersRow[]; fixed: Measured }> {
+  const { o, dir } = c;
+  const s = c.servers[side];
+  const t = c.targets[side];
+  const resume = alone(c.servers, side);
+  try {
+    await waitServing(s.port, 10_000);
+    const check = await measure(o, dir, s, t.check, { round, rpc: "check", regime: "saturated", requests: o.requests });
+    const health = await measure(o, dir, s, t.health, { round, rpc: "health", regime: "saturated", requests: o.requests });
+    const fixed = await measure(o, dir, s, t.check, { round, rpc: "check", regime: "fixed", requests: o.fixed.requests });
+    return { rows: [check.row, health.row, fixed.row], fixed };
+  } finally {
+    resume();
+  }
+}
+
+/** Every round: each side in turn (the order rotates), then the diagnostic authz runs (order alternating, every round server paused). */
 async function roundsOf(c: RoundsCtx) {
-  const { o, dir, servers, targets } = c;
+  const { o, dir, targets } = c;
   const rows: PeersRow[] = [];
   const diag: PeersDiag[] = [];
   const fixedDurs = bySide((): number[] => []);
   for (let round = 1; round <= o.rounds; round++) {
     const k = (round - 1) % PEER_SIDES.length;
     for (const side of [...PEER_SIDES.slice(k), ...PEER_SIDES.slice(0, k)]) {
-      const s = servers[side];
-      const t = targets[side];
-      rows.push((await measure(o, dir, s, t.check, { round, rpc: "check", regime: "saturated", requests: o.requests })).row);
-      rows.push((await measure(o, dir, s, t.health, { round, rpc: "health", regime: "saturated", requests: o.requests })).row);
-      const f = await measure(o, dir, s, t.check, { round, rpc: "check", regime: "fixed", requests: o.fixed.requests });
-      rows.push(f.row);
-      fixedDurs[side].push(...f.entries.map((e) => e.durUs));
+      const r = await sideRuns(c, side, round);
+      rows.push(...r.rows);
+      fixedDurs[side].push(...r.fixed.entries.map((e) => e.durUs));
     }
     const variants = round % 2 === 1 ? DIAG_VARIANTS : [...DIAG_VARIANTS].reverse();
-    for (const v of variants) diag.push(await diagRun(o, dir, c.diagArg, targets.authz.check, round, v));
+    const resume = alone(c.servers, undefined);
+    try {
+      for (const v of variants) diag.push(await diagRun(o, dir, c.diagArg, targets.authz.check, round, v));
+    } finally {
+      resume();
+    }
   }
   return { rows, fixedDurs, diag };
 }

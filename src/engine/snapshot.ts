@@ -155,6 +155,11 @@ export class Snapshot implements RatePolicyLookup {
     this.revision = revision;
   }
 
+  /** @internal The snapshot's tables, for a benchmark that times a Check's stages (bench/engine-stages.ts). */
+  static stateOf(s: Snapshot): State {
+    return s.#st;
+  }
+
   /** Check(subject, permission, resource) at `now` (epoch ms); the rules and their order are docs/data-model.md's. */
   check(subject: SubjectRef, permission: string, resource: ResourceRef, now: number, explain = false): Decision {
     return check(this.#st, subject, permission, resource, now, explain);

@@ -151,7 +151,7 @@ export const HISTOGRAM_BOUNDS_US = [250, 500, 1000, 2000, 4000, 8000, 16000, 320
 // ---------------------------------------------------------------------------
 // Server children
 
-interface Server {
+export interface Server {
   side: PeerSide;
   pid: number;
   port: number;
@@ -706,7 +706,7 @@ interface RoundsCtx {
  * GOMAXPROCS=1 (GODEBUG=gctrace=1), long enough to hold up the measured server's calls by a
  * scheduler slice (docs/benchmarks.md, "Peers").
  */
-function alone(servers: Record<PeerSide, Server>, keep: PeerSide | undefined): () => void {
+export function alone(servers: Record<PeerSide, Pick<Server, "side" | "child">>, keep: PeerSide | undefined): () => void {
   const paused = Object.values(servers).filter((s) => s.side !== keep);
   for (const s of paused) s.child.kill("SIGSTOP");
   return () => {

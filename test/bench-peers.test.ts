@@ -1,13 +1,15 @@
 // The pure parts of the peers benchmark (bench/peers.ts, bench/peers-cerbos.ts): the Cerbos policy
 // matches the dataset's roles, the hand-encoded CheckResources message has the fields Cerbos's
-// protos number, and --trace-gc output from a real Node process is read correctly.
+// protos number, --trace-gc output from a real Node process is read correctly, and the servers not
+// being measured are really paused.
 
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 
 import { datasetShape, datasetTables, ORG_PERM_KEYS, ORG_ROLE_KEYS, orgPermId, orgRoleId } from "../bench/dataset.js";
 import { decodeEffects, encodeCheckResources, policyYaml, rolesHolding, wireFields } from "../bench/peers-cerbos.js";
-import { PEERS_SHAPE, pickQuestion, traceGcSummary } from "../bench/peers.js";
+import { alone, PEER_SIDES, PEERS_SHAPE, type PeerSide, pickQuestion, traceGcSummary } from "../bench/peers.js";
 
 describe("peers: the Cerbos policy", () => {
   it("allows each organization permission to exactly the roles that hold it in the dataset (grants plus inheritance)", () => {
@@ -81,5 +83,40 @@ describe("peers: --trace-gc", () => {
     expect(s.scavenge.totalMs).toBeGreaterThanOrEqual(s.scavenge.maxMs);
     const lines = r.stdout.split("\n").filter((l) => / ms: (Scavenge|Mark-Compact)/.test(l)).length;
     expect(s.scavenge.count + s.markCompact.count).toBe(lines);
+  });
+});
+
+describe("peers: one server measured at a time", () => {
+  /** The state letter of /proc/<pid>/stat ("T" stopped, "S" sleeping, "R" running). */
+  const state = (pid: number): string => readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ")[0] ?? "?";
+  /** Polls until every pid's state is (or is not) "T"; the kernel delivers SIGSTOP/SIGCONT asynchronously. Bounded: 500 polls. */
+  const until = async (pids: number[], stopped: boolean): Promise<string[]> => {
+    for (let i = 0; i < 500 && !pids.every((p) => (state(p) === "T") === stopped); i++) await new Promise((r) => setImmediate(r));
+    return pids.map(state);
+  };
+
+  it("pauses every server but the one measured, and resumes them all", async () => {
+    const kids: ChildProcess[] = PEER_SIDES.map(() => spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" }));
+    try {
+      const servers = Object.fromEntries(PEER_SIDES.map((side, i) => [side, { side, child: kids[i] as ChildProcess }])) as Record<
+        PeerSide,
+        { side: PeerSide; child: ChildProcess }
+      >;
+      const pid = (side: PeerSide): number => servers[side].child.pid as number;
+      const others = PEER_SIDES.filter((s) => s !== "cerbos").map(pid);
+      const resume = alone(servers, "cerbos");
+      expect(await until(others, true)).toEqual(["T", "T"]);
+      expect(state(pid("cerbos"))).not.toBe("T");
+      resume();
+      expect((await until(PEER_SIDES.map(pid), false)).filter((s) => s === "T")).toEqual([]);
+      const resumeAll = alone(servers, undefined);
+      expect(await until(PEER_SIDES.map(pid), true)).toEqual(["T", "T", "T"]);
+      resumeAll();
+      expect((await until(PEER_SIDES.map(pid), false)).filter((s) => s === "T")).toEqual([]);
+    } finally {
+      for (const k of kids) {
+        k.kill("SIGKILL");
+      }
+    }
   });
 });

@@ -703,8 +703,8 @@ interface RoundsCtx {
  * Pauses (SIGSTOP) every server but `keep` (none when undefined) and returns what resumes them, so
  * that the server measured has its core to itself. All of them are pinned to one core, and an idle
  * Cerbos is not idle every moment: Go forces a collection every two minutes, about 35 ms of CPU at
- * GOMAXPROCS=1 (GODEBUG=gctrace=1), long enough to hold up the measured server's calls by a
- * scheduler slice (docs/benchmarks.md, "Peers").
+ * GOMAXPROCS=1 (GODEBUG=gctrace=1), on the core the measured server needs (in a direct test it
+ * raised authz's latencies around it to about 6 ms; docs/benchmarks.md, "Peers").
  */
 export function alone(servers: Record<PeerSide, Pick<Server, "side" | "child">>, keep: PeerSide | undefined): () => void {
   const paused = Object.values(servers).filter((s) => s.side !== keep);

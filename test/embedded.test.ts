@@ -1,4 +1,8 @@
 import { execFile, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
@@ -57,6 +61,25 @@ describe("embedded default (no DATABASE_URL, no REDIS_URL)", () => {
 });
 
 describe("the built server process", () => {
+  it("loads PGlite only for the embedded mode: the server's module graph does not hold it", async () => {
+    // A resolve hook in a fresh process records every module the server's modules pull in.
+    const log = join(mkdtempSync(join(tmpdir(), "authz-modules-")), "resolved.txt");
+    const hooks = `import { appendFileSync } from "node:fs"; export async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + "\\n"); return r; }`;
+    const register = `import { register } from "node:module"; register("data:text/javascript,${encodeURIComponent(hooks)}");`;
+    const main = pathToFileURL(projectPath("dist/src/main.js")).href;
+    await run(
+      "node",
+      ["--import", `data:text/javascript,${encodeURIComponent(register)}`, "--input-type=module", "-e", `await import(${JSON.stringify(main)})`],
+      {
+        env: { PATH: process.env.PATH },
+      },
+    );
+    const urls = readFileSync(log, "utf8").split("\n");
+    expect(urls.some((u) => u.includes("/node_modules/postgres/"))).toBe(true);
+    expect(urls.some((u) => u.endsWith("/dist/src/store/open.js"))).toBe(true);
+    expect(urls.filter((u) => u.includes("@electric-sql/pglite") || u.endsWith("/pglite-client.js"))).toEqual([]);
+  });
+
   it("refuses a bad configuration with every problem listed and exit code 2", async () => {
     const err = (await run("node", [projectPath("dist/src/main.js")], {
       env: { PATH: process.env.PATH, DATABASE_URL: "http://db", AUTHZ_GRPC_PORT: "-1" },

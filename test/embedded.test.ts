@@ -61,7 +61,7 @@ describe("embedded default (no DATABASE_URL, no REDIS_URL)", () => {
 });
 
 describe("the built server process", () => {
-  it("loads PGlite only for the embedded mode: the server's module graph does not hold it", async () => {
+  it("loads PGlite only for the embedded mode, and the tracing SDK only when tracing is on: the server's module graph holds neither", async () => {
     // A resolve hook in a fresh process records every module the server's modules pull in.
     const log = join(mkdtempSync(join(tmpdir(), "authz-modules-")), "resolved.txt");
     const hooks = `import { appendFileSync } from "node:fs"; export async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + "\\n"); return r; }`;
@@ -78,6 +78,7 @@ describe("the built server process", () => {
     expect(urls.some((u) => u.includes("/node_modules/postgres/"))).toBe(true);
     expect(urls.some((u) => u.endsWith("/dist/src/store/open.js"))).toBe(true);
     expect(urls.filter((u) => u.includes("@electric-sql/pglite") || u.endsWith("/pglite-client.js"))).toEqual([]);
+    expect(urls.filter((u) => /@opentelemetry\/(sdk-trace|exporter|resources)/.test(u))).toEqual([]);
   });
 
   it("refuses a bad configuration with every problem listed and exit code 2", async () => {

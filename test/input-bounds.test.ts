@@ -88,6 +88,35 @@ describe("bodies that do not decode", () => {
     }
   });
 
+  it("JSON with an unknown field, an unknown enum name or a value of the wrong type is INVALID_ARGUMENT (MALFORMED_MESSAGE), not dropped", async () => {
+    const mr = "/authz.v1.AdminService/ManageRoles";
+    const upsert = `{"upsertRole":{"key":{"organizationId":"${O.eng}","key":"json-strict"},"name":"Strict"}}`;
+    const cases: Array<[string, string, string]> = [
+      // A misspelt expected_revision must not skip the revision check and write.
+      ["an unknown field", mr, `{"mutations":[${upsert}],"expectedRevison":"1"}`],
+      // A misspelt enum name must not become the enum's default (an immediate transfer, a fail-open policy).
+      [
+        "an unknown enum name",
+        "/authz.v1.AdminService/TransferOwnership",
+        `{"avatarId":"${O.eng}","fromMembershipId":"${O.eng}","toMembershipId":"${O.eng}","mode":"TRANSFER_MODE_REQEST"}`,
+      ],
+      ["a string field sent as a number", CHECK, `{"permission":123}`],
+      ["a bool sent as a string", CHECK, `{"explain":"yes"}`],
+      ["a body that is not an object", CHECK, "[]"],
+    ];
+    for (const [what, path, body] of cases) {
+      const answers = {
+        connect: await connectUnary(`${base}${path}`, body, "application/json", auth()),
+        "grpc-web+json": await grpcWeb(`${base}${path}`, frame(0, new TextEncoder().encode(body)), { ...auth(), "content-type": "application/grpc-web+json" }),
+      };
+      for (const [protocol, a] of Object.entries(answers)) {
+        expect({ what, protocol, code: a.code, reason: a.reason }).toEqual({ what, protocol, code: "INVALID_ARGUMENT", reason: "MALFORMED_MESSAGE" });
+      }
+    }
+    const roles = await t.raw`select 1 from roles where key = 'json-strict'`;
+    expect(roles.length).toBe(0);
+  });
+
   it("a gRPC-Web frame marked compressed with no compression named, or no frame at all, is INVALID_ARGUMENT", async () => {
     const compressed = await grpcWeb(`${base}${CHECK}`, frame(1, Uint8Array.from([0x12, 0x01, 0x61])), auth());
     expect(compressed).toMatchObject({ code: "INVALID_ARGUMENT", reason: "MALFORMED_MESSAGE" });

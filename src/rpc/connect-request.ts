@@ -9,7 +9,7 @@
 // message and its fault travels to the guard, which answers it after
 // authentication with INVALID_ARGUMENT, in the caller's protocol.
 
-import type { DescMessage } from "@bufbuild/protobuf";
+import { type DescMessage, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { AuthzError } from "../errors.js";
@@ -76,8 +76,13 @@ function unframe(body: Uint8Array): { flags: number; data: Uint8Array } | string
   return { flags: body[0] as number, data: body.subarray(5) };
 }
 
-/** The JSON body's fault: not JSON, or more elements or nesting than the wire limits allow. */
-function jsonFault(data: Uint8Array): WireFault | undefined {
+/**
+ * The JSON body's fault: not JSON, more elements or nesting than the wire limits allow, or not a
+ * message of type `desc` in proto3 JSON. Unknown fields and unknown enum names are faults: connect-node
+ * would drop them, so that a misspelt `expectedRevison` skipped its check and a misspelt enum name
+ * became the enum's default.
+ */
+function jsonFault(desc: DescMessage, data: Uint8Array): WireFault | undefined {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder().decode(data));
@@ -95,6 +100,11 @@ function jsonFault(data: Uint8Array): WireFault | undefined {
     if (elements > WIRE_LIMITS.elements)
       return { reason: "TOO_MANY_ELEMENTS", message: `the request holds more than ${WIRE_LIMITS.elements} fields and list items` };
     for (const c of children) stack.push([c, depth + 1]);
+  }
+  try {
+    fromJson(desc, value as JsonValue, { ignoreUnknownFields: false });
+  } catch (err) {
+    return { reason: "MALFORMED_MESSAGE", message: err instanceof Error ? err.message : "not a message of this type" };
   }
   return undefined;
 }
@@ -132,7 +142,7 @@ export async function checkBody(desc: DescMessage, f: Framing, body: Uint8Array,
       return bad(`the message cannot be decompressed as ${c.name}`);
     }
   }
-  const fault = f.json ? jsonFault(data) : scanWire(desc, data);
+  const fault = f.json ? jsonFault(desc, data) : scanWire(desc, data);
   if (fault) return refuse(undecodable(desc.typeName, fault));
   const out: Checked = { body: f.envelope ? envelope(data) : data };
   // A decompressed unary body must not be decompressed again; an envelope's cleared flag says it already.

@@ -280,7 +280,8 @@ function rpcDispatcher(
     acceptCompression: [compressionGzip, compressionBrotli],
     // Honest JSON: a denied Check says "allowed": false and an exhausted limit "remaining": 0,
     // instead of leaving out the fields proto3 JSON would omit as defaults.
-    jsonOptions: { alwaysEmitImplicit: true },
+    // Unknown fields and enum names are refused (connect-request.ts answers them first, with a reason).
+    jsonOptions: { alwaysEmitImplicit: true, ignoreUnknownFields: false },
   });
   routes(bindings, deps.logger, deps.callLog)(router);
   const byPath = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));

@@ -250,6 +250,9 @@ describe("Authorization/Check: deny, never a gRPC error", () => {
       { path: "/things/x", headers: { ...as("user", U.alice), "x-authz-resource": "org:42" } },
       { path: `/orgs/${O.eng}/members`, jwtPayload: { sub: 42 } },
       { path: `/orgs/${O.eng}/members`, headers: { ...as("user", U.alice), "x-authz-at-least-as-fresh": "zed" } },
+      // Well formed, but newer than any revision handed out (UNKNOWN_REVISION): a client can send it, so it is a 400 too.
+      { path: `/orgs/${O.eng}/members`, headers: { ...as("user", U.alice), "x-authz-at-least-as-fresh": "999999999" } },
+      { method: "POST", path: "/login", headers: { "x-login-email": "fresh@example.com", "x-authz-at-least-as-fresh": "999999999" } },
       { method: "POST", path: "/login" },
     ];
     for (const c of cases) {

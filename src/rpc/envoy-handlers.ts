@@ -174,6 +174,12 @@ const allowResponse = (ok: OkHttpResponseInit, dynamicMetadata: JsonObject): Che
 export const invalidCheckRequest = (e: AuthzError): CheckResponseInit =>
   denied(400, Code.InvalidArgument, "invalid_request", e.message, [], { reason: e.reason });
 
+/** An INVALID_ARGUMENT raised while deciding becomes its 400 denial; anything else stays an error. */
+function refusedAsDenial(err: unknown): CheckResponseInit {
+  if (err instanceof AuthzError && err.code === "INVALID_ARGUMENT") return invalidCheckRequest(err);
+  throw err;
+}
+
 function durationOf(us: number): { seconds: bigint; nanos: number } {
   const v = Math.max(0, Math.round(us));
   return { seconds: BigInt(Math.floor(v / 1_000_000)), nanos: (v % 1_000_000) * 1000 };
@@ -279,7 +285,10 @@ class EnvoyAuthorizer {
     const fresh = this.#freshness(attrs);
     if (fresh === undefined) return badRequest(`header ${this.#mesh.consistencyHeader} must be a revision token returned by authz`);
     const r: RoutedRequest = { ctx, attrs, route, vars, routeName, fresh };
-    return route.public ? this.#checkPublic(r) : this.#checkProtected(r);
+    const answer = route.public ? this.#checkPublic(r) : this.#checkProtected(r);
+    // A revision token newer than any this deployment handed out (UNKNOWN_REVISION) is judged from the
+    // request, like a malformed one: a 400 denial, never a gRPC error that failure_mode_allow lets through.
+    return isThenable(answer) ? answer.catch(refusedAsDenial) : answer;
   }
 
   #resolveRoute(attrs: HttpAttributes): RouteResolution {

@@ -49,8 +49,15 @@ export async function mustExist(tx: SqlQuerier, table: DirectoryTable, id: strin
 }
 
 /**
- * ALREADY_EXISTS naming the conflicting record when another row than `self`
- * matches `where` (a unique key: slug, handle, logical_key).
+ * Unique keys whose holder is always in the writer's own scope (a slug within the organization's tenant, a handle
+ * within the avatar's organization): only these name the record that holds the key. A tenant's slug and a user's or
+ * staff member's logical key are unique across tenants, so their holder may be a row the caller must not learn of.
+ */
+const NAMES_HOLDER: ReadonlySet<DirectoryTable> = new Set<DirectoryTable>(["organizations", "avatars"]);
+
+/**
+ * ALREADY_EXISTS when another row than `self` matches `where` (a unique key: slug, handle, logical_key),
+ * naming that row where it is in the caller's scope (NAMES_HOLDER).
  */
 export async function mustBeUnique(
   tx: SqlQuerier,
@@ -66,7 +73,9 @@ export async function mustBeUnique(
     [...params.map(param), self ?? null],
   );
   const other = rows[0];
-  if (other) throw refusal("ALREADY_EXISTS", `${field}: "${value}" is already taken by ${WHAT[table]} ${other.id}`);
+  if (!other) return;
+  const holder = NAMES_HOLDER.has(table) ? ` by ${WHAT[table]} ${other.id}` : "";
+  throw refusal("ALREADY_EXISTS", `${field}: "${value}" is already taken${holder}`);
 }
 
 /**

@@ -49,6 +49,19 @@ export function text(v: unknown, field: string, maxBytes: number = MAX_TEXT_BYTE
   return v;
 }
 
+/** Control characters and the bidirectional formatting marks that reorder a line of text when it is shown. */
+const UNPRINTABLE = /[\p{Cc}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
+
+/**
+ * A name shown to people (an API key's, in listings and `api-key list --output table`): text() and no control or
+ * bidirectional formatting character, which could make one name display as another.
+ */
+export function plainName(v: unknown, field: string, maxBytes: number): string | undefined {
+  const s = text(v, field, maxBytes);
+  if (s !== undefined && UNPRINTABLE.test(s)) throw invalidArgument(`${field} must not contain control or bidirectional formatting characters`, field);
+  return s;
+}
+
 /** An idempotency key: absent or "" = none; at most 128 bytes, no NUL. */
 export function idempotencyKey(v: unknown): string | undefined {
   if (v === undefined || v === "") return undefined;

@@ -115,6 +115,10 @@ describe("API-key RPCs", () => {
     expect(await refusal(as(keys.adminOnly as string).call(ADMIN, "CreateApiKey", { name: "x", scopes: ["check"] }))).toBe("PERMISSION_DENIED SCOPE_NOT_HELD");
     expect(await refusal(as(keys.admin as string).call(ADMIN, "CreateApiKey", { name: "x", scopes: ["root"] }))).toBe("INVALID_ARGUMENT");
     expect(await refusal(as(keys.admin as string).call(ADMIN, "CreateApiKey", { name: "", scopes: ["check"] }))).toBe("INVALID_ARGUMENT");
+    // A name that displays as another (a line break, a right-to-left override) in listings and tables.
+    for (const name of ["a\nb", "ops\u202e1yek", "tab\there", "\u2066x\u2069"]) {
+      expect(await refusal(as(keys.admin as string).call(ADMIN, "CreateApiKey", { name, scopes: ["check"] }))).toBe("INVALID_ARGUMENT");
+    }
     expect(await refusal(as(keys.admin as string).call(ADMIN, "RevokeApiKey", { id: "nope" }))).toBe("INVALID_ARGUMENT");
     expect(await refusal(as(keys.admin as string).call(ADMIN, "RevokeApiKey", { id: "0123456789abcdef" }))).toBe("NOT_FOUND API_KEY_NOT_FOUND");
     const missingTenant = { name: "x", scopes: ["check"], tenantId: "0000bbbb-0000-4000-8000-000000000001" };

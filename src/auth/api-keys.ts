@@ -1,8 +1,9 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { AuthzError } from "../errors.js";
+import { AuthzError, invalidArgument } from "../errors.js";
 import { readActiveApiKeys } from "../store/api-key-store.js";
 import type { SqlQuerier } from "../store/sql.js";
+import { plainName } from "../validation.js";
 import { type Caller, parseScopes, type Scope, SCOPES } from "./caller.js";
 
 // API keys look like azk_<16 hex id>_<43 base64url secret>. Only the SHA-256
@@ -25,6 +26,15 @@ export function hashSecret(secret: string): string {
 }
 
 /** A new key: the full key string (shown once) and the record to store. */
+const MAX_KEY_NAME_BYTES = 200;
+
+/** An API key's name: 1-200 bytes, not blank, printable (plainName). */
+export function apiKeyName(v: unknown): string {
+  const name = plainName(v, "name", MAX_KEY_NAME_BYTES) ?? "";
+  if (name.trim() === "") throw invalidArgument("name must not be empty", "name");
+  return name;
+}
+
 export function mintApiKey(name: string, scopes: Scope[], tenantId: string | null): { key: string; record: ApiKeyRecord } {
   const id = randomBytes(8).toString("hex");
   const secret = randomBytes(32).toString("base64url");

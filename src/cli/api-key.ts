@@ -32,13 +32,18 @@ const CREATE_OPTIONS = {
 } as const;
 
 async function bootstrap(name: string, scopes: string[], tenant: string | null, io: CliIo): Promise<number> {
-  const [{ mintApiKey }, { SCOPES }, { insertApiKey }] = await Promise.all([
+  const [{ apiKeyName, mintApiKey }, { SCOPES }, { insertApiKey }] = await Promise.all([
     import("../auth/api-keys.js"),
     import("../auth/caller.js"),
     import("../store/api-key-store.js"),
   ]);
   const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
   if (bad.length) throw new UsageError(`--scopes must list some of ${SCOPES.join(", ")} (unknown: ${bad.join(", ")})`);
+  try {
+    apiKeyName(name);
+  } catch (err) {
+    throw new UsageError(`--name: ${err instanceof Error ? err.message : String(err)}`);
+  }
   const { key, record } = mintApiKey(name, scopes as (typeof SCOPES)[number][], tenant);
   return withDatabase("api-key create --bootstrap", io, async (db) => {
     await insertApiKey(db, record);

@@ -5,19 +5,18 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AdminService, ApiKeySchema } from "../../gen/authz/v1/admin_service_pb.js";
-import { mintApiKey } from "../auth/api-keys.js";
+import { apiKeyName, mintApiKey } from "../auth/api-keys.js";
 import { ANONYMOUS, holdsScope, type Scope, SCOPES } from "../auth/caller.js";
 import { AuthzError, invalidArgument } from "../errors.js";
 import { type ApiKeyRow, createApiKey, listApiKeysPage, revokeApiKeyAs } from "../store/api-key-store.js";
 import type { SqlClient } from "../store/sql.js";
-import { optionalUuid, text } from "../validation.js";
+import { optionalUuid } from "../validation.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { writeCaller } from "./tenancy.js";
 
 export type ApiKeyHandlers = Pick<ServiceHandlers<typeof AdminService>, "createApiKey" | "listApiKeys" | "revokeApiKey">;
 
 const KEY_ID = /^[0-9a-f]{16}$/;
-const MAX_KEY_NAME_BYTES = 200;
 
 function keyMessage(k: ApiKeyRow): MessageInitShape<typeof ApiKeySchema> {
   return {
@@ -55,8 +54,7 @@ function keyId(v: string, field: string): string {
 export function apiKeyHandlers(db: () => SqlClient): ApiKeyHandlers {
   return {
     async createApiKey(req, ctx) {
-      const name = text(req.name, "name", MAX_KEY_NAME_BYTES) ?? "";
-      if (name.trim() === "") throw invalidArgument("name must not be empty", "name");
+      const name = apiKeyName(req.name);
       const scopes = scopesFor(req.scopes, ctx);
       const caller = writeCaller(ctx);
       const tenantId = optionalUuid(req.tenantId, "tenant_id") ?? caller.tenantId;

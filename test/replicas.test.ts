@@ -100,6 +100,12 @@ describe("two replicas on one database", () => {
     expect(await checkOn(1, "reports.audit", { fully_consistent: true })).toMatchObject({ allowed: true });
   });
 
+  it("the pool's sessions run without JIT, whatever the planner thinks of authz_revision", async () => {
+    // The catch-up query on a never-analyzed authz_revision (autovacuum off) was JIT-compiled on every write.
+    const rows = await t.client.query<{ jit: string }>("show jit");
+    expect(rows[0]?.jit).toBe("off");
+  });
+
   it("a token from the future is INVALID_ARGUMENT, not a hang", async () => {
     const err = (await checkOn(0, "reports.read", { at_least_as_fresh: "999999999" }).catch((e: unknown) => e)) as grpc.ServiceError;
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);

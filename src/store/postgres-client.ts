@@ -94,6 +94,10 @@ export function createPostgresClient(opts: PostgresClientOptions): SqlClient {
       // A safety net: a transaction whose client stopped talking (a connection wedged by a
       // driver fault) is ended by the server, releasing its locks (the writers' row lock).
       idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      // No JIT: authz's statements are short index lookups, and a table the planner misjudges (the
+      // one-row authz_revision before its first ANALYZE, where autovacuum is off) made the change
+      // feed's catch-up compile for ~100 ms on every write, so replicas lagged by hundreds of ms.
+      jit: "off",
     },
   };
   const sql = postgres(opts.url, {

@@ -202,7 +202,7 @@ export class LiveEngineFollower implements LiveEngine {
   }
 
   async start(): Promise<void> {
-    this.#engine = await this.#load();
+    this.#engine = await this.#firstLoad();
     this.#unsubscribe = this.feed.onAdvance((r) => {
       if (r <= this.#loaded.revision) return;
       this.#behindSince ??= Date.now() - this.feed.stalenessMs();
@@ -264,6 +264,24 @@ export class LiveEngineFollower implements LiveEngine {
 
   async fullyConsistent(timeoutMs: number): Promise<Snapshot> {
     return this.atLeast(await this.#latest(), timeoutMs);
+  }
+
+  /**
+   * The first load, retried with backoff (0.5 s doubling to 10 s, as opening the database is) while the database
+   * is unavailable: a connection lost in the middle of a cold load (a failover during a rollout) must not end the
+   * process. Any other failure ends the start.
+   */
+  async #firstLoad(): Promise<Snapshot> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#load();
+      } catch (err) {
+        if (this.#stopped || !(err instanceof AuthzError && err.code === "UNAVAILABLE")) throw err;
+        const wait = Math.min(10_000, 250 * 2 ** Math.min(attempt, 6));
+        this.logger.warn({ err: err.message, attempt, retryInMs: wait }, "loading the engine failed; retrying");
+        await new Promise((r) => setTimeout(r, wait).unref());
+      }
+    }
   }
 
   async #load(): Promise<Snapshot> {

@@ -7,6 +7,8 @@ export const CHANGE_CHANNEL = "authz_changes";
 
 /** Poll interval while the listener is down: the replica learns of new revisions this fast without notifications. */
 export const FAST_POLL_MS = 200;
+/** While catch-ups keep failing (the database is down), at most one warning per this many ms, with the count since the last. */
+const FAILURE_LOG_MS = 10_000;
 
 /** Why a catch-up ran when another client's write was announced ("pending"). */
 const PENDING_WRITE = "a write is pending";
@@ -169,11 +171,18 @@ export class ChangeFeedFollower implements ChangeFeed {
     }
   }
 
+  /** Failed catch-ups not logged yet, and when one was last logged: an outage logs once per FAILURE_LOG_MS, not per fast poll. */
+  #failures = { unlogged: 0, loggedAt: Number.NEGATIVE_INFINITY, inOutage: 0 };
+
   async #catchUp(why: string): Promise<void> {
     const before = this.#revision;
     try {
       await this.fetchLatest();
       this.stats.catchUps++;
+      if (this.#failures.inOutage > 0) {
+        this.logger.info({ failures: this.#failures.inOutage }, "change feed catch-up works again");
+        this.#failures = { unlogged: 0, loggedAt: Number.NEGATIVE_INFINITY, inOutage: 0 };
+      }
       if (this.#revision <= before) return;
       // Numbering another client's write is routine (one per write); a poll or a reconnect that finds
       // something new is worth an info line.
@@ -183,7 +192,14 @@ export class ChangeFeedFollower implements ChangeFeed {
     } catch (err) {
       this.stats.pollFailures++;
       this.#lastPollOk = false;
-      if (!this.#stopped) this.logger.warn({ err: (err as Error).message, why }, "change feed catch-up failed; will retry");
+      const f = this.#failures;
+      f.inOutage++;
+      f.unlogged++;
+      if (!this.#stopped && Date.now() - f.loggedAt >= FAILURE_LOG_MS) {
+        this.logger.warn({ err: (err as Error).message, why, failures: f.unlogged }, "change feed catch-up failed; will retry");
+        f.unlogged = 0;
+        f.loggedAt = Date.now();
+      }
     }
   }
 

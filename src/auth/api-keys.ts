@@ -89,6 +89,7 @@ export class ApiKeyRing {
   #verified = new Map<string, Caller>();
   #complete = false;
   #verifications = 0;
+  #listeners = new Set<() => void>();
 
   /** Every key source has been read: from now on an unknown key is invalid rather than not loaded yet. */
   markComplete(): void {
@@ -106,6 +107,16 @@ export class ApiKeyRing {
     }
     this.#byId = next;
     this.#verified = new Map();
+    for (const listener of [...this.#listeners]) listener();
+  }
+
+  /**
+   * Calls `listener` after every replace(): a key may have been revoked or
+   * changed (open streams check their credential again). Returns the unsubscribe.
+   */
+  onReplace(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   get size(): number {

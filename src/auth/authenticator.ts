@@ -9,6 +9,12 @@ export interface Authenticator {
   readonly required: boolean;
   /** The caller of this call; UNAUTHENTICATED when a credential is required and missing or invalid. */
   authenticate(ctx: CallContext): Caller | Promise<Caller>;
+  /**
+   * Calls `listener` whenever the credentials it accepts may have changed
+   * (the API keys were reloaded: a revocation, on every replica through the
+   * change feed). Returns the unsubscribe.
+   */
+  onChange(listener: () => void): () => void;
 }
 
 const unauthenticated = (why: string) =>
@@ -37,6 +43,7 @@ export function createAuthenticator(opts: { required: boolean; keys: ApiKeyRing;
   };
   return {
     required: opts.required,
+    onChange: (listener) => opts.keys.onReplace(listener),
     authenticate(ctx) {
       const apiKey = ctx.header("x-api-key");
       if (apiKey) return fromToken(apiKey);

@@ -13,6 +13,8 @@ export interface Caller {
   readonly scopes: ReadonlySet<Scope>;
   /** When set, every read and write of this caller is confined to this tenant's data. */
   readonly tenantId: string | null;
+  /** When the credential stops being valid (a JWT's exp), in ms since the epoch; open streams end then. */
+  readonly expiresAtMs?: number;
 }
 
 export const ANONYMOUS: Caller = Object.freeze({

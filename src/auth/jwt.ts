@@ -61,6 +61,7 @@ export class JwtVerifier {
       kind: "jwt",
       scopes,
       tenantId: typeof tenant === "string" && tenant ? tenant.toLowerCase() : null,
+      ...(payload.exp ? { expiresAtMs: payload.exp * 1000 } : {}),
     });
     if (this.#cache.size >= CACHE_MAX) this.#cache.clear();
     this.#cache.set(token, { caller, exp: payload.exp ? payload.exp * 1000 : now + 60_000 });

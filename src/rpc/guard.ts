@@ -1,5 +1,6 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type Authenticator, authorize, requireScope } from "../auth/authenticator.js";
+import { type Authenticator, requireScope } from "../auth/authenticator.js";
+import { type CredentialWatch, watchCredential } from "../auth/credential-watch.js";
 import type { Caller } from "../auth/caller.js";
 import { scopeFor } from "../auth/caller.js";
 import { AuthzError } from "../errors.js";
@@ -67,23 +68,86 @@ function violation(method: DescMethod, req: unknown): AuthzError | undefined {
   return req instanceof RequestFault ? req.error : inputFault(method.input, req);
 }
 
+/**
+ * The call's context with another abort signal: the handler of a stream
+ * stops when the caller goes away or when its credential stops admitting it.
+ */
+function withSignal(ctx: CallContext, signal: AbortSignal): CallContext {
+  return {
+    path: ctx.path,
+    get requestId() {
+      return ctx.requestId;
+    },
+    header: (name) => ctx.header(name),
+    timeRemainingMs: () => ctx.timeRemainingMs(),
+    signal,
+    get peerIdentity() {
+      return ctx.peerIdentity;
+    },
+    get caller() {
+      return ctx.caller;
+    },
+    set caller(c) {
+      ctx.caller = c;
+    },
+  };
+}
+
+/**
+ * The handler's messages until its credential stops admitting the call: the
+ * stream then ends with that error at once (even while the handler waits,
+ * e.g. Watch for the next change), and no message produced after it is sent.
+ */
+async function* whileAdmitted(messages: AsyncIterable<unknown>, watch: CredentialWatch): AsyncGenerator<unknown> {
+  const it = messages[Symbol.asyncIterator]();
+  const revoked = new Promise<never>((_, reject) => {
+    const fail = () => reject(watch.signal.reason);
+    if (watch.signal.aborted) fail();
+    else watch.signal.addEventListener("abort", fail, { once: true });
+  });
+  revoked.catch(() => {});
+  let done = false;
+  try {
+    for (;;) {
+      if (watch.ended) throw watch.ended;
+      const next = it.next();
+      next.catch(() => {});
+      const r = await Promise.race([next, revoked]);
+      if (watch.ended) throw watch.ended;
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    // The handler sees its aborted signal; let it finish (and release what it holds) in the background.
+    if (!done) void Promise.resolve(it.return?.()).catch(() => {});
+  }
+}
+
 function streaming(path: string, method: DescMethod, handler: AnyHandler, auth: Authenticator | undefined, admission: Admission): AnyHandler {
+  const scope = scopeFor(path);
   return async function* (req: unknown, ctx: CallContext) {
+    let caller: Caller | undefined;
     if (auth) {
-      const caller = await auth.authenticate(ctx);
-      authorize(caller, path);
+      caller = await auth.authenticate(ctx);
+      requireScope(caller, scope, path);
       ctx.caller = caller;
     }
     const bad = violation(method, req);
     if (bad) throw bad;
-    if (!auth) {
+    if (!auth || !caller) {
       yield* handler(req, ctx) as AsyncIterable<unknown>;
       return;
     }
     admission.admit(path);
+    const watch = watchCredential(auth, ctx, caller, scope, path);
     try {
-      yield* handler(req, ctx) as AsyncIterable<unknown>;
+      const inner = withSignal(ctx, AbortSignal.any([ctx.signal, watch.signal]));
+      yield* whileAdmitted(handler(req, inner) as AsyncIterable<unknown>, watch);
     } finally {
+      watch.close();
       admission.release();
     }
   };

@@ -124,7 +124,7 @@ function policySource(): PolicySource {
       shadow: false,
       description: null,
     });
-  const view = { revision: 1n, ratePolicy: (n: string) => idx.ratePolicy(n), ratePoliciesFor: () => [] };
+  const view = { revision: 1n, ratePolicy: (n: string) => idx.ratePolicy(n), ratePoliciesFor: () => [], resourceTenant: () => undefined };
   return { current: () => view, atLeast: async () => view, fullyConsistent: async () => view };
 }
 

@@ -180,8 +180,8 @@ export function confineRateCounters(
         if (!inTenant(tenantId, lookup, owner.id)) throw denied(`organization ${owner.id} is not one of them`);
         break;
       case "user":
-        // Only with an organization of this tenant as the context (confineRateSubject).
-        if (reach?.subject.type !== "user" || reach.organizationId === undefined)
+        // Only with an organization of this tenant as the context (confineRateSubject), and only the user's counter of this tenant.
+        if (reach?.subject.type !== "user" || reach.organizationId === undefined || owner.tenantId !== tenantId)
           throw denied("a user's counters need organization_id, an organization of this tenant");
         break;
     }

@@ -27,12 +27,14 @@ const { tenant: T, org: O, user: U } = DEMO;
 const OTHER_TENANT = "0000aaaa-0000-4000-8000-000000000001";
 const OTHER_ORG = "0000aaaa-0000-4000-8000-000000000002";
 const UNKNOWN_ORG = "0000aaaa-0000-4000-8000-0000000000ff";
+/** A user with a place only in Globex's organization, with a per-user policy of its own. */
+const U3 = "0000aaaa-0000-4000-8000-000000000003";
 
 let t: TestDatabase;
 let app: App;
 let rl: grpc.Client & Record<string, Function>;
 let rls: grpc.Client & Record<string, Function>;
-const md: Record<"acme" | "unbound", grpc.Metadata> = { acme: new grpc.Metadata(), unbound: new grpc.Metadata() };
+const md: Record<"acme" | "globex" | "unbound", grpc.Metadata> = { acme: new grpc.Metadata(), globex: new grpc.Metadata(), unbound: new grpc.Metadata() };
 
 async function addKey(name: string, tenant: string | null): Promise<grpc.Metadata> {
   const { key, record } = mintApiKey(name, ["ratelimit"], tenant);
@@ -54,7 +56,12 @@ beforeAll(async () => {
   // A global policy: one counter shared by everybody it applies to; assigned to acme-sales.
   await t.raw`insert into rate_limit_policies (name, scope, limit_count, window_sec) values ('everyone', 'global', 1000, 86400)`;
   await t.raw`insert into rate_limit_assignments (policy_id, org_id) select id, ${O.sales}::uuid from rate_limit_policies where name = 'everyone'`;
+  await t.raw`insert into users (id, email) values (${U3}, 'u3@globex.example')`;
+  await t.raw`insert into user_organizations (user_id, organization_id) values (${U3}, ${OTHER_ORG})`;
+  await t.raw`insert into rate_limit_policies (name, scope, limit_count, window_sec) values ('user-limit', 'user', 20, 86400)`;
+  await t.raw`insert into rate_limit_assignments (policy_id, user_id) select id, ${U3}::uuid from rate_limit_policies where name = 'user-limit'`;
   md.acme = await addKey("acme-limiter", T.acme);
+  md.globex = await addKey("globex-limiter", OTHER_TENANT);
   md.unbound = await addKey("limiter", null);
   app = createApp(
     loadConfig({
@@ -184,5 +191,67 @@ describe("a credential bound to tenant Acme", () => {
         ])
       ).overall_code,
     ).toBe("OK");
+  });
+});
+
+describe("two tenants and one user: a user's counters are kept per tenant", () => {
+  const userLimit = async (who: keyof typeof md, organization: string) =>
+    (await counters(who, { subject: user(U3), organization_id: organization })).counters.find((c) => c.policy === "user-limit");
+
+  it("Acme neither reads nor spends what Globex spent on its user, over ConsumeRateLimit, GetRateLimitCounters and ShouldRateLimit", async () => {
+    // Globex spends 4 of U3's 20, in its own organization.
+    expect(await consume("globex", { subject: user(U3), organization_id: OTHER_ORG, cost: "4" })).toMatchObject({
+      allowed: true,
+      policy: "user-limit",
+      remaining: "16",
+    });
+    // Acme, naming U3 with its own organization as the context, sees a counter of its own: untouched.
+    expect(await userLimit("acme", O.eng)).toMatchObject({ count: "0", remaining: "20" });
+    // Spending 16 there exhausts nothing of Globex's.
+    expect(await consume("acme", { policy: "user-limit", subject: user(U3), organization_id: O.eng, cost: "16" })).toMatchObject({
+      allowed: true,
+      remaining: "4",
+    });
+    expect(
+      await limit("acme", [
+        descriptor(
+          [
+            ["user", U3],
+            ["organization", O.eng],
+          ],
+          1,
+        ),
+      ]),
+    ).toMatchObject({ overall_code: "OK" });
+    expect(await userLimit("acme", O.eng)).toMatchObject({ count: "17", remaining: "3" });
+    // Globex still has its 16 left, and its counter shows only its own 4.
+    expect(await userLimit("globex", OTHER_ORG)).toMatchObject({ count: "4", remaining: "16" });
+    expect(await consume("globex", { subject: user(U3), organization_id: OTHER_ORG, cost: "16" })).toMatchObject({ allowed: true, remaining: "0" });
+    expect(
+      await limit("globex", [
+        descriptor(
+          [
+            ["user", U3],
+            ["organization", OTHER_ORG],
+          ],
+          1,
+        ),
+      ]),
+    ).toMatchObject({ overall_code: "OVER_LIMIT" });
+    // Acme is not denied by Globex's exhausted counter either.
+    expect(
+      await limit("acme", [
+        descriptor(
+          [
+            ["user", U3],
+            ["organization", O.eng],
+          ],
+          1,
+        ),
+      ]),
+    ).toMatchObject({ overall_code: "OK" });
+    // The counter is chosen by the organization the call names, not by who asks: an unbound credential sees the same ones.
+    expect(await userLimit("unbound", OTHER_ORG)).toMatchObject({ count: "20", remaining: "0" });
+    expect(await userLimit("unbound", O.eng)).toMatchObject({ count: "18", remaining: "2" });
   });
 });

@@ -20,8 +20,13 @@ export interface RateSubject {
   readonly id: string;
 }
 
-/** Whose counter a policy uses: a subject, or the one shared counter of a global policy. */
-export type CounterOwner = RateSubject | { readonly type: "global"; readonly id: "" };
+/**
+ * Whose counter a policy uses: a subject, or the one shared counter of a
+ * global policy. A user's counters are kept per tenant: `tenantId` is the
+ * tenant of the organization the call names as its context (none without
+ * one), so two tenants never share a user's counter.
+ */
+export type CounterOwner = (RateSubject & { readonly tenantId?: string }) | { readonly type: "global"; readonly id: "" };
 export const GLOBAL_OWNER: CounterOwner = Object.freeze({ type: "global", id: "" });
 
 /** Seed 000 RateLimitPolicy plus the algorithm, failure mode and shadow flag. */

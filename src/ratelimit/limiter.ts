@@ -10,6 +10,7 @@ import {
   type RatePolicyLookup,
   type RateSubject,
 } from "../engine/rate-limit-policies.js";
+import type { ResourceRef } from "../engine/types.js";
 import { AuthzError } from "../errors.js";
 import { NEVER } from "./algorithms.js";
 import { type Bucket, type BucketOutcome, MAX_COUNTERS_PER_CALL, type RateLimitStore } from "./store.js";
@@ -43,9 +44,17 @@ export interface ConsumeInput {
   readonly organizationId: string | undefined;
 }
 
-/** The policies a call spends, with their counters; NOT_FOUND / INVALID_ARGUMENT as the API defines. */
-export function resolvePolicies(lookup: RatePolicyLookup, input: ConsumeInput): AppliedPolicy[] {
-  if (input.policy === undefined) return lookup.ratePoliciesFor(input.subject, input.organizationId);
+/** Where an organization belongs: its tenant id, null without one, undefined when unknown. */
+export interface OrganizationTenant {
+  resourceTenant(resource: ResourceRef): string | null | undefined;
+}
+
+/**
+ * The policies a call spends, with their counters; NOT_FOUND / INVALID_ARGUMENT as the API defines.
+ * A user's counters are those of the tenant of the call's organization context (see perTenant).
+ */
+export function resolvePolicies(lookup: RatePolicyLookup & OrganizationTenant, input: ConsumeInput): AppliedPolicy[] {
+  if (input.policy === undefined) return perTenant(lookup, input, lookup.ratePoliciesFor(input.subject, input.organizationId));
   const policy = lookup.ratePolicy(input.policy);
   if (!policy) {
     throw new AuthzError("NOT_FOUND", `rate-limit policy "${input.policy}" does not exist`, {
@@ -53,7 +62,21 @@ export function resolvePolicies(lookup: RatePolicyLookup, input: ConsumeInput): 
       metadata: { field: "policy" },
     });
   }
-  return [{ policy, owner: ownerFor(policy, input) }];
+  return perTenant(lookup, input, [{ policy, owner: ownerFor(policy, input) }]);
+}
+
+/**
+ * Users belong to no tenant, but their counters do: a user's counter is kept
+ * per tenant, the tenant of the organization the call names as its context
+ * (organization_id), so what one tenant spends or reads is never another's.
+ * Without a context (or with an organization of no tenant) it is the user's
+ * counter outside any tenant, which only an unbound credential can reach.
+ */
+function perTenant(lookup: OrganizationTenant, input: ConsumeInput, applied: AppliedPolicy[]): AppliedPolicy[] {
+  if (input.organizationId === undefined) return applied;
+  const tenantId = lookup.resourceTenant({ type: "organization", id: input.organizationId });
+  if (!tenantId) return applied;
+  return applied.map((a) => (a.owner.type === "user" ? { policy: a.policy, owner: { type: "user", id: a.owner.id, tenantId } } : a));
 }
 
 function ownerFor(policy: RatePolicy, input: ConsumeInput): CounterOwner {

@@ -75,7 +75,10 @@ export function bucketKey(prefix: string, b: Pick<Bucket, "policyId" | "algorith
 }
 
 export function hashTag(owner: CounterOwner): string {
-  return owner.type === "global" ? "global" : `${owner.type}:${encodeURIComponent(owner.id)}`;
+  if (owner.type === "global") return "global";
+  const tag = `${owner.type}:${encodeURIComponent(owner.id)}`;
+  // A user's counter in a tenant (CounterOwner): a key of its own, never the one of another tenant.
+  return owner.type === "user" && owner.tenantId ? `${tag}:tenant:${encodeURIComponent(owner.tenantId)}` : tag;
 }
 
 /** Whether the all-or-nothing rule lets the call spend, given every bucket's outcome before spending. */

@@ -38,7 +38,7 @@ import { type HttpAttributes, MeshMappingError, type RouteResolution, resolveRou
 import { renderValue, splitRef, type TemplateInput, type ValueTemplate } from "../mesh/template.js";
 import { NEVER } from "../ratelimit/algorithms.js";
 import { checkCounterCount, combine, type ConsumeInput, consume, type PolicyResult, type RateDecision, resolvePolicies } from "../ratelimit/limiter.js";
-import type { RateLimitStore } from "../ratelimit/store.js";
+import { hashTag, type RateLimitStore } from "../ratelimit/store.js";
 import { confineRateCounters, confineRateSubject } from "../tenancy.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import type { Freshness } from "./consistency.js";
@@ -473,7 +473,7 @@ type DescriptorStatus = MessageInitShape<typeof RateLimitResponse_DescriptorStat
 type RateLimitResponseInit = MessageInitShape<typeof RateLimitResponseSchema>;
 
 /** One counter: a policy and its owner. */
-const counterKey = (a: AppliedPolicy) => `${a.policy.id}|${a.owner.type}|${a.owner.id}`;
+const counterKey = (a: AppliedPolicy) => `${a.policy.id}|${hashTag(a.owner)}`;
 
 /** How many distinct counters the prepared descriptors would touch (bounded per call, like one ConsumeRateLimit). */
 function distinctCounters(prepared: readonly Prepared[]): number {
@@ -521,7 +521,8 @@ function inputFor(plan: DescriptorPlan, policy: RatePolicy | undefined): Consume
   if (policy) {
     switch (policy.scope) {
       case "user":
-        return { policy: policy.name, subject: rate("user", need("user")), organizationId: undefined };
+        // The organization entry, when there is one, is the context: the user's counter of its tenant.
+        return { policy: policy.name, subject: rate("user", need("user")), organizationId: org() };
       case "organization":
         if (s.organization !== undefined) return { policy: policy.name, subject: rate("organization", s.organization), organizationId: undefined };
         return { policy: policy.name, subject: rate("organization", need("organization")), organizationId: undefined };

@@ -49,8 +49,12 @@ function messages(p: ExportPage, revision: string): Out[] {
   return out;
 }
 
-/** The counters of the exported assignments (per user and organization) and of global policies. */
-export function countersOf(pages: ExportPage[]): AppliedPolicy[] {
+/**
+ * The counters of the exported assignments (per user and organization) and of global policies.
+ * A user's counters are kept per tenant: a tenant's export reads the user's counter of that tenant,
+ * a whole export the user's counter outside any tenant.
+ */
+export function countersOf(pages: ExportPage[], tenantId: string | null = null): AppliedPolicy[] {
   const policies = new Map<number, ReturnType<typeof toRatePolicy>>();
   for (const r of pages.filter((p) => p.section === "RateLimitPolicy").flatMap((p) => p.records)) {
     const row = r as { policy_id: number; name: string; scope: string; limit_count: number; window_sec: number; algorithm: string; failure_mode: string };
@@ -74,7 +78,9 @@ export function countersOf(pages: ExportPage[]): AppliedPolicy[] {
   for (const r of pages.filter((p) => p.section === "RateLimitAssignment").flatMap((p) => p.records)) {
     const a = r as { policy_id: number; user_id: string | null; org_id: string | null };
     const policy = policies.get(a.policy_id);
-    const owner: CounterOwner = a.user_id ? { type: "user", id: a.user_id } : { type: "organization", id: a.org_id as string };
+    const owner: CounterOwner = a.user_id
+      ? { type: "user", id: a.user_id, ...(tenantId ? { tenantId } : {}) }
+      : { type: "organization", id: a.org_id as string };
     if (policy) applied.push({ policy, owner });
   }
   return applied;
@@ -157,6 +163,6 @@ export function exportDirectoryHandler(db: () => SqlClient, store: RateLimitStor
     } finally {
       channel.abandon();
     }
-    if (req.includeCounters) yield* messages(await counterPage(store, countersOf(keep)), revision);
+    if (req.includeCounters) yield* messages(await counterPage(store, countersOf(keep, tenantId)), revision);
   };
 }

@@ -30,7 +30,16 @@ import {
 import { invalidArgument } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { NEVER } from "../ratelimit/algorithms.js";
-import { type ConsumeInput, consume, type DecisionSource, type PolicyResult, type RateDecision, readCounters, resolvePolicies } from "../ratelimit/limiter.js";
+import {
+  type ConsumeInput,
+  consume,
+  type OrganizationTenant,
+  type DecisionSource,
+  type PolicyResult,
+  type RateDecision,
+  readCounters,
+  resolvePolicies,
+} from "../ratelimit/limiter.js";
 import { manageRateLimits, type RateLimitMutation } from "../store/manage-rate-limits.js";
 import { createMemoryStore } from "../ratelimit/memory-store.js";
 import { createRedisStore, type RedisStore } from "../ratelimit/redis-store.js";
@@ -43,7 +52,7 @@ import { type TenantLookup, writeCaller } from "./tenancy.js";
 import { type CallContext, isThenable, type ServiceHandlers } from "./handler-types.js";
 
 /** The policies as of some revision (a Snapshot is one). */
-export type RatePolicyView = RatePolicyLookup & { readonly revision: bigint } & Partial<TenantLookup>;
+export type RatePolicyView = RatePolicyLookup & { readonly revision: bigint } & OrganizationTenant & Partial<TenantLookup>;
 
 /** Where the policies come from (the LiveEngine is one). */
 export interface PolicySource {

@@ -284,11 +284,21 @@ const digest = (e: string, filters: object, size: number): string =>
     .digest("base64url")
     .slice(0, 16);
 
-function decodeToken(token: string, q: string): string | undefined {
+/** Keys as listPage writes them (`key::text`): a lowercase UUID, or an integer in int4 range without sign tricks, exponent or fraction. */
+const LOWER_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const INT4 = /^-?(0|[1-9][0-9]{0,9})$/;
+
+/** Whether `k` is a key of this type, so a tampered token is refused before it reaches the SQL cast. */
+function isKey(k: string, cast: Entity["keyCast"]): boolean {
+  if (cast === "uuid") return LOWER_UUID.test(k);
+  return INT4.test(k) && Number(k) >= -(2 ** 31) && Number(k) <= 2 ** 31 - 1;
+}
+
+function decodeToken(token: string, q: string, cast: Entity["keyCast"]): string | undefined {
   if (token === "") return undefined;
   try {
     const t = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as Token;
-    if (typeof t.k === "string" && t.q === q) return t.k;
+    if (typeof t.k === "string" && t.q === q && isKey(t.k, cast)) return t.k;
   } catch {
     // falls through to the refusal
   }
@@ -309,7 +319,7 @@ export async function listPage<E extends EntityName>(
   const spec: Entity = ENTITIES[e];
   const size = pageSize(page.pageSize);
   const q = digest(e, filters, size);
-  const after = decodeToken(page.pageToken, q);
+  const after = decodeToken(page.pageToken, q, spec.keyCast);
   const { conds, params } = where(e, filters, tenantId);
   if (after !== undefined) {
     params.push(after);

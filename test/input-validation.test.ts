@@ -8,7 +8,13 @@ import { readFileSync } from "node:fs";
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ListRateLimitPoliciesRequestSchema, ListOrganizationsRequestSchema, ListUsersRequestSchema } from "../gen/authz/v1/directory_service_pb.js";
+import { ManageRolesRequestSchema } from "../gen/authz/v1/admin_service_pb.js";
+import {
+  ListOrganizationsRequestSchema,
+  ListRateLimitPoliciesRequestSchema,
+  ListUsersRequestSchema,
+  ManageDirectoryRequestSchema,
+} from "../gen/authz/v1/directory_service_pb.js";
 import { mintApiKey } from "../src/auth/api-keys.js";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/logger.js";
@@ -16,7 +22,8 @@ import { type App, createApp } from "../src/main.js";
 import { projectPath } from "../src/paths.js";
 import { importDocument } from "../src/store/import.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
-import { type Answer, connectUnary, grpcCall } from "./support/edge-calls.js";
+import { DEMO } from "./support/demo-decisions.js";
+import { type Answer, connectUnary, frame, grpcCall, grpcWeb } from "./support/edge-calls.js";
 
 let t: TestDatabase;
 let app: App;
@@ -108,4 +115,105 @@ describe("directory page tokens", () => {
       expectInvalid(viaConnect, "page_token");
     });
   }
+});
+
+describe("Timestamps", () => {
+  const MEMBERSHIP = "00000008-0000-4000-8000-000000000001";
+  const MANAGE_DIRECTORY = "/authz.v1.DirectoryService/ManageDirectory";
+  const MANAGE_ROLES = "/authz.v1.AdminService/ManageRoles";
+  type Ts = { seconds: bigint; nanos?: number };
+  const assignRole = (validUntil: Ts) =>
+    toBinary(
+      ManageRolesRequestSchema,
+      create(ManageRolesRequestSchema, {
+        mutations: [
+          {
+            mutation: {
+              case: "assignRole",
+              value: {
+                subject: { type: "user", id: DEMO.user.alice },
+                role: { ref: { case: "key", value: { organizationId: DEMO.org.eng, key: "avatar_member" } } },
+                scope: { type: "organization", id: DEMO.org.eng },
+                validUntil,
+              },
+            },
+          },
+        ],
+      }),
+    );
+  const directory = (mutation: MessageInitShape<typeof ManageDirectoryRequestSchema>["mutations"]) =>
+    toBinary(ManageDirectoryRequestSchema, create(ManageDirectoryRequestSchema, { mutations: mutation }));
+
+  const outOfRange: Array<[string, Ts]> = [
+    ["year 10000", { seconds: 253_402_300_800n }],
+    ["the largest Date", { seconds: 8_640_000_000_000n }],
+    ["past the largest Date", { seconds: 8_640_000_000_001n }],
+    ["year -248", { seconds: -70_000_000_000n }],
+    ["the smallest Date", { seconds: -8_640_000_000_000n }],
+    ["year 0", { seconds: -62_135_596_801n }],
+  ];
+
+  it("outside 0001-01-01..9999-12-31 is INVALID_ARGUMENT naming the field, on gRPC, gRPC-Web and Connect", async () => {
+    const field = "mutations[0].assign_role.valid_until";
+    for (const [what, ts] of outOfRange) {
+      const body = assignRole(ts);
+      const answers = {
+        grpc: await grpcCall(client, MANAGE_ROLES, body, auth()),
+        connect: await connectUnary(`${base}${MANAGE_ROLES}`, body, "application/proto", auth()),
+        "grpc-web": await grpcWeb(`${base}${MANAGE_ROLES}`, frame(0, body), auth()),
+      };
+      for (const [protocol, a] of Object.entries(answers)) {
+        expect({ what, protocol, code: a.code }).toEqual({ what, protocol, code: "INVALID_ARGUMENT" });
+        expectInvalid(a, field);
+        expect(a.message).toBe(`${field} must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z`);
+      }
+    }
+  });
+
+  it("nanos outside 0..999999999 is INVALID_ARGUMENT naming the nanos", async () => {
+    for (const nanos of [1_000_000_000, -1, 2_147_483_647, -2_147_483_648]) {
+      const a = await grpcCall(client, MANAGE_ROLES, assignRole({ seconds: 1_900_000_000n, nanos }), auth());
+      expectInvalid(a, "mutations[0].assign_role.valid_until.nanos");
+    }
+  });
+
+  it("every Timestamp field of ManageDirectory is bounded", async () => {
+    const bad = { seconds: 253_402_300_800n };
+    const cases: Array<[string, MessageInitShape<typeof ManageDirectoryRequestSchema>["mutations"]]> = [
+      ["mutations[0].upsert_user.created_at", [{ mutation: { case: "upsertUser", value: { id: DEMO.user.alice, createdAt: bad } } }]],
+      ["mutations[0].upsert_user.last_active_at", [{ mutation: { case: "upsertUser", value: { id: DEMO.user.alice, lastActiveAt: bad } } }]],
+      ["mutations[0].set_membership_valid_until.valid_until", [{ mutation: { case: "setMembershipValidUntil", value: { id: MEMBERSHIP, validUntil: bad } } }]],
+      ["mutations[0].accept_membership.accepted_at", [{ mutation: { case: "acceptMembership", value: { id: MEMBERSHIP, acceptedAt: bad } } }]],
+      ["mutations[0].accept_principal.accepted_at", [{ mutation: { case: "acceptPrincipal", value: { id: DEMO.principal.bobEng, acceptedAt: bad } } }]],
+      ["mutations[0].upsert_principal.valid_until", [{ mutation: { case: "upsertPrincipal", value: { id: DEMO.principal.bobEng, validUntil: bad } } }]],
+      ["mutations[0].upsert_principal.accepted_at", [{ mutation: { case: "upsertPrincipal", value: { id: DEMO.principal.bobEng, acceptedAt: bad } } }]],
+      [
+        "mutations[0].invite_membership.valid_until",
+        [
+          {
+            mutation: {
+              case: "inviteMembership",
+              value: { avatarId: "00000007-0000-4000-8000-000000000001", principalId: DEMO.principal.bobEng, validUntil: bad },
+            },
+          },
+        ],
+      ],
+    ];
+    for (const [field, mutations] of cases) expectInvalid(await grpcCall(client, MANAGE_DIRECTORY, directory(mutations), auth()), field);
+  });
+
+  it("the ends of the range are accepted and stored", async () => {
+    const set = (validUntil: Ts) => directory([{ mutation: { case: "setMembershipValidUntil", value: { id: MEMBERSHIP, validUntil } } }]);
+    const stored = async () =>
+      (
+        await t.raw<
+          { v: string }[]
+        >`select to_char(valid_until at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as v from memberships where id = ${MEMBERSHIP}`
+      )[0]?.v;
+    expect(await grpcCall(client, MANAGE_DIRECTORY, set({ seconds: 253_402_300_799n, nanos: 999_999_999 }), auth())).toMatchObject({ code: "OK" });
+    expect(await stored()).toMatch(/^9999-12-31T23:59:59\.999/);
+    expect(await grpcCall(client, MANAGE_DIRECTORY, set({ seconds: -62_135_596_800n }), auth())).toMatchObject({ code: "OK" });
+    expect(await stored()).toBe("0001-01-01T00:00:00.000000");
+    await t.raw`update memberships set valid_until = null where id = ${MEMBERSHIP}`;
+  });
 });

@@ -4,13 +4,13 @@
 
 import { batchInput } from "./batch-request.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ManageRolesRequest, ManageRolesResponseSchema, PermissionRef, RoleMutation, RoleRef } from "../../gen/authz/v1/admin_service_pb.js";
 import type { ResourceRef, SubjectRef } from "../../gen/authz/v1/common_pb.js";
 import { invalidArgument } from "../errors.js";
 import { type Mutation, type RoleRefInput, type ScopeInput, type SubjectInput, manageRoles } from "../store/manage-roles.js";
 import type { SqlClient } from "../store/sql.js";
 import type { CallContext } from "./handler-types.js";
+import { timestampToDate } from "./input-bounds.js";
 import { writeCaller } from "./tenancy.js";
 
 const MUTATION_CASES =
@@ -90,7 +90,7 @@ function mutationFrom(m: RoleMutation, i: number): Mutation {
         subject: subjectFrom(mu.value.subject, `${p}.assign_role.subject`),
         role: refFrom(mu.value.role, `${p}.assign_role.role`),
         scope: scopeFrom(mu.value.scope),
-        validUntil: mu.value.validUntil ? timestampDate(mu.value.validUntil) : null,
+        validUntil: mu.value.validUntil ? timestampToDate(mu.value.validUntil) : null,
         ...(mu.value.replace ? { replace: true } : {}),
       };
     case "unassignRole":

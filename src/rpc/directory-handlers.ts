@@ -5,7 +5,7 @@
 
 import { batchInput } from "./batch-request.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { RoleRef } from "../../gen/authz/v1/admin_service_pb.js";
 import type {
   DirectoryMutation as DirectoryMutationMsg,
@@ -19,11 +19,12 @@ import { manageDirectory } from "../store/directory-writer.js";
 import type { RoleRefInput } from "../store/manage-roles.js";
 import type { SqlClient } from "../store/sql.js";
 import { directoryReadHandlers } from "./directory-read-handlers.js";
+import { timestampToDate } from "./input-bounds.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { writeCaller } from "./tenancy.js";
 
-const date = (t: Timestamp | undefined): Date | undefined => (t ? timestampDate(t) : undefined);
-const dateOrNull = (t: Timestamp | undefined): Date | null => (t ? timestampDate(t) : null);
+const date = (t: Timestamp | undefined): Date | undefined => (t ? timestampToDate(t) : undefined);
+const dateOrNull = (t: Timestamp | undefined): Date | null => (t ? timestampToDate(t) : null);
 /** "" from a proto3 optional string means "clear it" (null). */
 const clear = (v: string | undefined): string | null | undefined => (v === undefined ? undefined : v === "" ? null : v);
 const id = (v: string): string | undefined => (v === "" ? undefined : v);

@@ -4,6 +4,8 @@
 // (Postgres text cannot store it) or a lone surrogate (it is not text); every
 // string has a byte limit and every list, map and JSON container a count
 // limit, unless the handler bounds that count itself with its own message.
+// Every google.protobuf.Timestamp lies in its spec's range (0001..9999, nanos
+// 0..999,999,999).
 // A violation is INVALID_ARGUMENT naming the field path; values are never
 // echoed (map keys in paths are cut to a short printable prefix).
 
@@ -102,6 +104,26 @@ export function stringFault(s: string, maxBytes: number, p: Path): AuthzError | 
 
 const countFault = (n: number, max: number, p: Path) => fault("TOO_MANY_ITEMS", p, `holds ${n} items; at most ${max} are allowed`);
 
+// ---- google.protobuf.Timestamp ----
+
+/** The range of google.protobuf.Timestamp (its spec): 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z. */
+export const TIMESTAMP_SECONDS = { min: -62_135_596_800n, max: 253_402_300_799n } as const;
+const TIMESTAMP_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z";
+
+/** A Timestamp outside its spec's range (which JSON already refuses, binary does not), or with nanos outside 0..999,999,999. */
+function timestampFault(t: { seconds: bigint; nanos: number }, p: Path): AuthzError | undefined {
+  if (!Number.isInteger(t.nanos) || t.nanos < 0 || t.nanos > 999_999_999) return fault("INVALID_ARGUMENT", at(p, "nanos"), "must be from 0 to 999999999");
+  if (t.seconds < TIMESTAMP_SECONDS.min || t.seconds > TIMESTAMP_SECONDS.max) return fault("INVALID_ARGUMENT", p, `must be a time from ${TIMESTAMP_RANGE}`);
+  return undefined;
+}
+
+/**
+ * The Date of a Timestamp the bound admitted, its nanos cut to milliseconds.
+ * Not timestampDate: it rounds the nanos up, which turns
+ * 9999-12-31T23:59:59.9995Z into year 10000, a time Postgres is never sent.
+ */
+export const timestampToDate = (t: { seconds: bigint; nanos: number }): Date => new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1_000_000));
+
 // ---- JSON-ish data (google.protobuf.Struct fields, AuthZEN bodies) ----
 
 export interface JsonLimits {
@@ -184,6 +206,8 @@ function elementCheck(f: DescField, kind: "scalar" | "enum" | "message", scalar:
     case "google.protobuf.Value":
     case "google.protobuf.ListValue":
       return (v, p) => jsonFault(v, JSON_LIMITS, p);
+    case "google.protobuf.Timestamp":
+      return (v, p) => (v === undefined ? undefined : timestampFault(v as { seconds: bigint; nanos: number }, p));
     case "google.protobuf.StringValue":
       return (v, p) => stringFault(v as string, bytes, p);
     case "google.protobuf.BytesValue":

@@ -217,3 +217,32 @@ describe("Timestamps", () => {
     await t.raw`update memberships set valid_until = null where id = ${MEMBERSHIP}`;
   });
 });
+
+describe("google.protobuf.Struct numbers", () => {
+  const MANAGE_DIRECTORY = "/authz.v1.DirectoryService/ManageDirectory";
+  const upsertOrg = (metadata: Record<string, unknown>) =>
+    toBinary(
+      ManageDirectoryRequestSchema,
+      create(ManageDirectoryRequestSchema, {
+        mutations: [{ mutation: { case: "upsertOrganization", value: { id: DEMO.org.eng, metadata: metadata as never } } }],
+      }),
+    );
+
+  it("NaN and ±Infinity are INVALID_ARGUMENT naming the field, not stored as null", async () => {
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ k: Number.NaN }, "mutations[0].upsert_organization.metadata.k"],
+      [{ k: Number.POSITIVE_INFINITY }, "mutations[0].upsert_organization.metadata.k"],
+      [{ a: { b: [1, Number.NEGATIVE_INFINITY] } }, "mutations[0].upsert_organization.metadata.a.b[1]"],
+    ];
+    for (const [metadata, field] of cases) {
+      const a = await grpcCall(client, MANAGE_DIRECTORY, upsertOrg(metadata), auth());
+      expectInvalid(a, field);
+    }
+    const json = `{"mutations":[{"upsertOrganization":{"id":"${DEMO.org.eng}","metadata":{"k":1e999}}}]}`;
+    expectInvalid(await connectUnary(`${base}${MANAGE_DIRECTORY}`, json, "application/json", auth()), "mutations[0].upsert_organization.metadata.k");
+    const [row] = await t.raw<{ m: string }[]>`select metadata::text as m from organizations where id = ${DEMO.org.eng}`;
+    expect(row?.m ?? "").not.toContain("null");
+    // Finite numbers still pass.
+    expect(await grpcCall(client, MANAGE_DIRECTORY, upsertOrg({ k: 1.5e300 }), auth())).toMatchObject({ code: "OK" });
+  });
+});

@@ -5,7 +5,7 @@
 // string has a byte limit and every list, map and JSON container a count
 // limit, unless the handler bounds that count itself with its own message.
 // Every google.protobuf.Timestamp lies in its spec's range (0001..9999, nanos
-// 0..999,999,999).
+// 0..999,999,999) and every JSON-ish number is finite (no NaN, no Infinity).
 // A violation is INVALID_ARGUMENT naming the field path; values are never
 // echoed (map keys in paths are cut to a short printable prefix).
 
@@ -146,6 +146,8 @@ interface JsonWalk {
 function jsonNode(v: unknown, lim: JsonLimits, p: Path, depth: number, walk: JsonWalk, uncounted: boolean): AuthzError | undefined {
   if (--walk.left < 0) return fault("TOO_MANY_ELEMENTS", undefined, `holds more than ${WIRE_LIMITS.elements} values`);
   if (typeof v === "string") return stringFault(v, lim.stringBytes, p);
+  // Struct's number_value is a double: NaN and ±Infinity decode from binary (and 1e999 from JSON) but have no JSON form.
+  if (typeof v === "number" && !Number.isFinite(v)) return fault("INVALID_ARGUMENT", p, "must be a finite number (not NaN or Infinity)");
   if (typeof v !== "object" || v === null) return undefined;
   if (depth >= lim.depth) return fault("TOO_DEEP", p, `is nested deeper than ${lim.depth} levels`);
   if (Array.isArray(v)) {

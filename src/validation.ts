@@ -1,6 +1,6 @@
 // Input forms shared by every entry point, and the validators every writer
 // uses for them: one UUID form, one revision form, one key form, one
-// idempotency-key rule, one text rule.
+// idempotency-key rule, one text rule, one page-size rule.
 
 import { invalidArgument } from "./errors.js";
 
@@ -18,6 +18,17 @@ export const MAX_IDEMPOTENCY_KEY_BYTES = 128;
 export const MAX_NAME_BYTES = 256;
 /** Descriptions and other free text. */
 export const MAX_TEXT_BYTES = 4096;
+
+/** The most records one page of any listing holds. */
+export const MAX_PAGE_SIZE = 1000;
+
+/** A listing's page_size: 0 (the listing's default) to MAX_PAGE_SIZE; INVALID_ARGUMENT otherwise. */
+export function pageSize(n: number, defaultSize: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > MAX_PAGE_SIZE) {
+    throw invalidArgument(`page_size must be 0 (the default, ${defaultSize}) to ${MAX_PAGE_SIZE}`, "page_size");
+  }
+  return n === 0 ? defaultSize : n;
+}
 
 /** A canonical, lower-cased UUID; INVALID_ARGUMENT naming `field` otherwise. */
 export function uuid(v: unknown, field: string): string {

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ManageRolesRequestSchema } from "../gen/authz/v1/admin_service_pb.js";
+import { ListOwnershipTransfersRequestSchema, ManageRolesRequestSchema } from "../gen/authz/v1/admin_service_pb.js";
 import {
   ListOrganizationsRequestSchema,
   ListRateLimitPoliciesRequestSchema,
@@ -244,5 +244,31 @@ describe("google.protobuf.Struct numbers", () => {
     expect(row?.m ?? "").not.toContain("null");
     // Finite numbers still pass.
     expect(await grpcCall(client, MANAGE_DIRECTORY, upsertOrg({ k: 1.5e300 }), auth())).toMatchObject({ code: "OK" });
+  });
+});
+
+describe("page sizes", () => {
+  const AVATAR = "00000007-0000-4000-8000-000000000001";
+
+  it("ListOwnershipTransfers takes 0..1000 like every other list, and refuses more", async () => {
+    for (const pageSize of [1001, 2_147_483_647, -1]) {
+      const a = await call("/authz.v1.AdminService/ListOwnershipTransfers", ListOwnershipTransfersRequestSchema, { avatarId: AVATAR, pageSize });
+      expectInvalid(a, "page_size");
+      expect(a.message).toBe("page_size must be 0 (the default, 50) to 1000");
+      const other = await call("/authz.v1.DirectoryService/ListUsers", ListUsersRequestSchema, { pageSize });
+      expectInvalid(other, "page_size");
+    }
+    for (const pageSize of [0, 1, 1000]) {
+      expect((await call("/authz.v1.AdminService/ListOwnershipTransfers", ListOwnershipTransfersRequestSchema, { avatarId: AVATAR, pageSize })).code).toBe(
+        "OK",
+      );
+    }
+    const viaConnect = await connectUnary(
+      `${base}/authz.v1.AdminService/ListOwnershipTransfers`,
+      JSON.stringify({ avatarId: AVATAR, pageSize: 1001 }),
+      "application/json",
+      auth(),
+    );
+    expectInvalid(viaConnect, "page_size");
   });
 });

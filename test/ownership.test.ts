@@ -530,7 +530,7 @@ describe("ListOwnershipTransfers", () => {
 
     const first = await unary<{ transfers: WireTransfer[] }>(admin, "ListOwnershipTransfers", { avatar_id: ACME_BOT });
     expect(first.transfers).toHaveLength(Math.min(50, all.length));
-    expect((await listOwnershipTransfers(t.client, { avatarId: ACME_BOT, pageSize: 100_000 })).transfers).toHaveLength(all.length);
+    expect((await listOwnershipTransfers(t.client, { avatarId: ACME_BOT, pageSize: 1000 })).transfers).toHaveLength(all.length);
   });
 
   it("refuses an unknown avatar, a negative page size and a foreign or malformed token", async () => {

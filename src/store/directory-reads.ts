@@ -9,6 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { AuthzError, invalidArgument } from "../errors.js";
+import { pageSize } from "../validation.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 
 const iso = (c: string): string => `to_char(${c} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
@@ -259,7 +260,6 @@ export async function recordExists<E extends EntityName>(tx: SqlQuerier, e: E, f
 }
 
 export const DEFAULT_PAGE_SIZE = 100;
-export const MAX_PAGE_SIZE = 1000;
 
 export interface PageRequest {
   pageSize: number;
@@ -271,11 +271,6 @@ interface Token {
   k: string;
   /** Digest of the request the token belongs to. */
   q: string;
-}
-
-function pageSize(n: number): number {
-  if (!Number.isInteger(n) || n < 0 || n > MAX_PAGE_SIZE) throw invalidArgument(`page_size must be 0 to ${MAX_PAGE_SIZE}`, "page_size");
-  return n === 0 ? DEFAULT_PAGE_SIZE : n;
 }
 
 const digest = (e: string, filters: object, size: number): string =>
@@ -317,7 +312,7 @@ export async function listPage<E extends EntityName>(
   tenantId: string | null,
 ): Promise<{ rows: Record<string, unknown>[]; nextPageToken: string }> {
   const spec: Entity = ENTITIES[e];
-  const size = pageSize(page.pageSize);
+  const size = pageSize(page.pageSize, DEFAULT_PAGE_SIZE);
   const q = digest(e, filters, size);
   const after = decodeToken(page.pageToken, q, spec.keyCast);
   const { conds, params } = where(e, filters, tenantId);

@@ -12,7 +12,7 @@
 // describes the behaviour for callers.
 
 import { AuthzError, invalidArgument, type ReasonOf } from "../errors.js";
-import { idempotencyKey, optional, UUID, uuid } from "../validation.js";
+import { idempotencyKey, optional, pageSize, UUID, uuid } from "../validation.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 import type { WriteConfinement } from "./tenant-lookup.js";
 import { CommittedRefusal, idempotencyScope, INTERNAL_WRITER, runWrite, type WriteCaller } from "./write-pipeline.js";
@@ -77,7 +77,6 @@ export interface ListTransfersResult {
 }
 
 export const DEFAULT_PAGE_SIZE = 50;
-export const MAX_PAGE_SIZE = 500;
 export const MAX_REQUEST_TTL_MS = 365 * 24 * 3600 * 1000;
 export const MIN_REQUEST_TTL_MS = 1000;
 
@@ -567,9 +566,7 @@ function decodeToken(token: string, avatarId: string): PageToken {
  */
 export async function listOwnershipTransfers(db: SqlClient, input: ListTransfersInput): Promise<ListTransfersResult> {
   const avatarId = uuid(input.avatarId, "avatar_id");
-  const size = input.pageSize ?? 0;
-  if (!Number.isInteger(size) || size < 0) throw invalidArgument("page_size must be 0 (the default, 50) or positive", "page_size");
-  const limit = size === 0 ? DEFAULT_PAGE_SIZE : Math.min(size, MAX_PAGE_SIZE);
+  const limit = pageSize(input.pageSize ?? 0, DEFAULT_PAGE_SIZE);
   const after = input.pageToken ? decodeToken(input.pageToken, avatarId) : undefined;
 
   const exists = await db.query("select 1 from avatars where id = $1::text::uuid", [avatarId]);

@@ -1191,8 +1191,8 @@ export type ListOwnershipTransfersRequest = Message<"authz.v1.ListOwnershipTrans
   avatarId: string;
 
   /**
-   * The most transfers to return: 0 means 50, larger values than 500 are
-   * treated as 500; negative values are INVALID_ARGUMENT.
+   * The most transfers to return, 0 to 1000: 0 means 50; other values are
+   * INVALID_ARGUMENT.
    *
    * @generated from field: int32 page_size = 2;
    */

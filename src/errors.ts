@@ -186,6 +186,13 @@ export class AuthzError<C extends DomainCode = DomainCode> extends Error {
   }
 }
 
+/**
+ * A caller's string as a message may quote it: at most 64 characters, each
+ * outside printable ASCII (controls, bidi overrides, any non-ASCII) shown as
+ * "?", and "…" when cut. A message never carries a caller's whole value.
+ */
+export const printablePrefix = (s: string): string => `${s.slice(0, 64).replace(/[^\x20-\x7e]/g, "?")}${s.length > 64 ? "…" : ""}`;
+
 export const invalidArgument = (message: string, field?: string): AuthzError =>
   new AuthzError("INVALID_ARGUMENT", message, field ? { metadata: { field } } : {});
 export const unimplemented = (rpc: string, issue: string): AuthzError =>

@@ -10,6 +10,10 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ListOwnershipTransfersRequestSchema, ManageRolesRequestSchema } from "../gen/authz/v1/admin_service_pb.js";
 import {
+  GetOrganizationRequestSchema,
+  GetStaffRequestSchema,
+  GetTenantRequestSchema,
+  GetUserRequestSchema,
   ListOrganizationsRequestSchema,
   ListRateLimitPoliciesRequestSchema,
   ListUsersRequestSchema,
@@ -270,5 +274,39 @@ describe("page sizes", () => {
       auth(),
     );
     expectInvalid(viaConnect, "page_size");
+  });
+});
+
+describe("NOT_FOUND messages", () => {
+  it("quote a short printable prefix of the key they were asked for, naming the field", async () => {
+    const cases: Array<[string, MessageInitShape<DescMessage>, string, DescMessage]> = [
+      ["GetTenant", { by: { case: "slug", value: "s".repeat(4000) } }, "slug", GetTenantRequestSchema],
+      ["GetUser", { by: { case: "email", value: `\u202e${"a".repeat(4000)}` } }, "email", GetUserRequestSchema],
+      ["GetUser", { by: { case: "logicalKey", value: `x\u0007\u200f${"b".repeat(4000)}` } }, "logical_key", GetUserRequestSchema],
+      ["GetStaff", { by: { case: "logicalKey", value: "\u202ac".repeat(1000) } }, "logical_key", GetStaffRequestSchema],
+      ["GetOrganization", { slug: `\u2066${"o".repeat(4000)}` }, "slug", GetOrganizationRequestSchema],
+    ];
+    for (const [rpc, init, field, schema] of cases) {
+      const a = await call(`/authz.v1.DirectoryService/${rpc}`, schema, init as never);
+      expect({ rpc, code: a.code, reason: a.reason }).toEqual({ rpc, code: "NOT_FOUND", reason: "NOT_FOUND" });
+      expect(a.message).toContain(` with ${field} "`);
+      expect(a.message.length).toBeLessThan(120);
+      expect(a.message).toMatch(/^[\x20-\x7e…]+$/);
+    }
+    const tenant = await call("/authz.v1.DirectoryService/GetTenant", GetTenantRequestSchema, { by: { case: "slug", value: "s".repeat(4000) } });
+    expect(tenant.message).toBe(`tenant with slug "${"s".repeat(64)}…" not found`);
+    const user = await call("/authz.v1.DirectoryService/GetUser", GetUserRequestSchema, { by: { case: "email", value: `\u202e${"a".repeat(4000)}` } });
+    expect(user.message).toBe(`user with email "?${"a".repeat(63)}…" not found`);
+    // An id is named as it is.
+    const missing = "00000003-0000-4000-8000-0000000000ff";
+    const byId = await call("/authz.v1.DirectoryService/GetUser", GetUserRequestSchema, { by: { case: "id", value: missing } });
+    expect(byId).toMatchObject({ code: "NOT_FOUND", message: `user ${missing} not found` });
+    const viaConnect = await connectUnary(
+      `${base}/authz.v1.DirectoryService/GetTenant`,
+      JSON.stringify({ slug: "\u202e".repeat(1300) }),
+      "application/json",
+      auth(),
+    );
+    expect(viaConnect).toMatchObject({ code: "NOT_FOUND", message: `tenant with slug "${"?".repeat(64)}…" not found` });
   });
 });

@@ -11,7 +11,7 @@ import {
   type RateSubject,
 } from "../engine/rate-limit-policies.js";
 import type { ResourceRef } from "../engine/types.js";
-import { AuthzError } from "../errors.js";
+import { AuthzError, printablePrefix } from "../errors.js";
 import { NEVER } from "./algorithms.js";
 import { type Bucket, type BucketOutcome, MAX_COUNTERS_PER_CALL, type RateLimitStore } from "./store.js";
 
@@ -57,7 +57,7 @@ export function resolvePolicies(lookup: RatePolicyLookup & OrganizationTenant, i
   if (input.policy === undefined) return perTenant(lookup, input, lookup.ratePoliciesFor(input.subject, input.organizationId));
   const policy = lookup.ratePolicy(input.policy);
   if (!policy) {
-    throw new AuthzError("NOT_FOUND", `rate-limit policy "${input.policy}" does not exist`, {
+    throw new AuthzError("NOT_FOUND", `rate-limit policy "${printablePrefix(input.policy)}" does not exist`, {
       reason: "POLICY_NOT_FOUND",
       metadata: { field: "policy" },
     });

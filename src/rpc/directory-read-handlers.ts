@@ -6,7 +6,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Consistency, ResourceRef, SubjectRef } from "../../gen/authz/v1/common_pb.js";
 import type { DirectoryService } from "../../gen/authz/v1/directory_service_pb.js";
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, printablePrefix } from "../errors.js";
 import { type EntityName, type Filters, getRecord, listPage, readAt, recordExists } from "../store/directory-reads.js";
 import type { SqlClient, SqlQuerier } from "../store/sql.js";
 import { otherTenant } from "../tenancy.js";
@@ -86,6 +86,13 @@ async function list<E extends EntityName>(db: SqlClient, ctx: CallContext, req: 
   return { revision, rows: value.rows.map(toMessage), nextPageToken: value.nextPageToken };
 }
 
+/**
+ * How a message names the record a Get asked for: by its id (a checked UUID)
+ * as is, by another key as `with <field> "<a short printable prefix>"`.
+ */
+const named = (what: string, field: string, value: string): string =>
+  field === "id" ? `${what} ${value}` : `${what} with ${field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)} "${printablePrefix(value)}"`;
+
 function oneOf<T extends { case: string | undefined; value?: unknown }>(by: T, field: string): { key: string; value: string } {
   if (by.case === undefined || typeof by.value !== "string" || by.value === "") throw invalidArgument(`${field} must name the record one way`, field);
   return { key: by.case, value: by.value };
@@ -113,7 +120,7 @@ function entityReads(
     async getTenant(req, ctx) {
       const by = oneOf(req.by, "by");
       const filters = by.key === "id" ? { id: uuidField(by.value, "id") } : { slug: by.value };
-      const { revision, row } = await get(db(), ctx, req.consistency, "tenants", filters, `tenant ${by.value}`);
+      const { revision, row } = await get(db(), ctx, req.consistency, "tenants", filters, named("tenant", by.key, by.value));
       return { tenant: row, revision };
     },
     async listTenants(req, ctx) {
@@ -125,7 +132,14 @@ function entityReads(
       if (!orgId && req.slug === "") throw invalidArgument("id or slug is required", "id");
       const tenantId = uuidField(req.tenantId, "tenant_id");
       const filters = orgId ? { id: orgId } : { ...(tenantId ? { tenantId } : { noTenant: "true" }), slug: req.slug };
-      const { revision, row } = await get(db(), ctx, req.consistency, "organizations", filters, `organization ${orgId ?? req.slug}`);
+      const { revision, row } = await get(
+        db(),
+        ctx,
+        req.consistency,
+        "organizations",
+        filters,
+        orgId ? named("organization", "id", orgId) : named("organization", "slug", req.slug),
+      );
       return { organization: row, revision };
     },
     async listOrganizations(req, ctx) {
@@ -135,7 +149,7 @@ function entityReads(
     async getUser(req, ctx) {
       const by = oneOf(req.by, "by");
       const filters = { [by.key]: by.key === "id" ? uuidField(by.value, "id") : by.value } as Filters<"users">;
-      const { revision, row } = await get(db(), ctx, req.consistency, "users", filters, `user ${by.value}`);
+      const { revision, row } = await get(db(), ctx, req.consistency, "users", filters, named("user", by.key, by.value));
       return { user: row, revision };
     },
     async listUsers(req, ctx) {
@@ -150,7 +164,7 @@ function entityReads(
     async getStaff(req, ctx) {
       const by = oneOf(req.by, "by");
       const filters = by.key === "id" ? { id: uuidField(by.value, "id") } : { logicalKey: by.value };
-      const { revision, row } = await get(db(), ctx, req.consistency, "staff", filters, `staff member ${by.value}`);
+      const { revision, row } = await get(db(), ctx, req.consistency, "staff", filters, named("staff member", by.key, by.value));
       return { staff: row, revision };
     },
     async listStaff(req, ctx) {
@@ -191,7 +205,7 @@ function accountReads(db: () => SqlClient): Pick<Handlers, "getAccount" | "listA
       if (!avatarId && (req.organizationId === "" || req.handle === "")) throw invalidArgument("id, or organization_id and handle, are required", "id");
       const filters = avatarId ? { id: avatarId } : { organizationId: uuidField(req.organizationId, "organization_id"), handle: req.handle };
       const opts = options(ctx, req.consistency);
-      const what = `avatar ${avatarId ?? req.handle}`;
+      const what = avatarId ? named("avatar", "id", avatarId) : named("avatar", "handle", req.handle);
       const { revision, value } = await readAt(db(), opts, async (tx) => {
         const row = await findVisible(tx, "avatars", filters, opts.tenantId, what);
         return { row, owner: row ? await getRecord(tx, "memberships", { avatarId: String(row.id), owner: "true" }, null) : undefined };

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { printablePrefix } from "../errors.js";
 import { reusable, type ServiceHandlers } from "./handler-types.js";
 
 export { Status as ServingStatus };
@@ -76,9 +77,6 @@ export class HealthState {
     }
   }
 }
-
-/** At most 64 printable ASCII characters of a caller's string, for a message. */
-const printablePrefix = (s: string): string => `${s.slice(0, 64).replace(/[^\x20-\x7e]/g, "?")}${s.length > 64 ? "…" : ""}`;
 
 export function healthHandlers(state: HealthState): ServiceHandlers<typeof Health> {
   // One answer per status, shared by every call and encoded once (the probes and sidecars call it often).

@@ -7,6 +7,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import { readFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -115,6 +116,18 @@ describe("bodies that do not decode", () => {
     }
     const roles = await t.raw`select 1 from roles where key = 'json-strict'`;
     expect(roles.length).toBe(0);
+  });
+
+  it("a unary Connect body that inflates past the message limit is RESOURCE_EXHAUSTED (MESSAGE_TOO_LARGE), JSON or binary", async () => {
+    const json = Buffer.from(JSON.stringify({ permission: "a".repeat(5 << 20) }));
+    const binary = toBinary(CheckRequestSchema, create(CheckRequestSchema, { permission: "a".repeat(5 << 20) }));
+    for (const [type, body] of [
+      ["application/json", json],
+      ["application/proto", binary],
+    ] as const) {
+      const a = await connectUnary(`${base}${CHECK}`, gzipSync(body), type, { ...auth(), "content-encoding": "gzip" });
+      expect({ type, code: a.code, reason: a.reason }).toEqual({ type, code: "RESOURCE_EXHAUSTED", reason: "MESSAGE_TOO_LARGE" });
+    }
   });
 
   it("a gRPC-Web frame marked compressed with no compression named, or no frame at all, is INVALID_ARGUMENT", async () => {

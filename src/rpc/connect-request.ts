@@ -116,7 +116,9 @@ function jsonFault(desc: DescMessage, data: Uint8Array): WireFault | undefined {
  */
 export async function checkBody(desc: DescMessage, f: Framing, body: Uint8Array, encoding: string | undefined, readMaxBytes: number): Promise<Step> {
   const empty = f.json ? EMPTY_JSON : EMPTY;
-  const refuse = (fault: AuthzError): Checked => ({ body: f.envelope ? envelope(empty) : empty, fault });
+  // The stand-in empty message is not compressed: a unary body's compression header goes with the real body
+  // (left in place, connect-node tried to decompress the stand-in and answered a decompression error instead).
+  const refuse = (fault: AuthzError): Checked => (f.envelope ? { body: envelope(empty), fault } : { body: empty, fault, dropHeader: f.encodingHeader });
   const bad = (message: string) => refuse(undecodable(desc.typeName, { reason: "MALFORMED_MESSAGE", message }));
   let data = body;
   let compressed = encoding !== undefined && encoding !== "identity";

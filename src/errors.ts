@@ -39,7 +39,11 @@ interface Entry {
 export const REASONS = {
   // INVALID_ARGUMENT
   INVALID_ARGUMENT: { code: "INVALID_ARGUMENT", meaning: "A field is missing or malformed; metadata.field names it." },
-  MALFORMED_MESSAGE: { code: "INVALID_ARGUMENT", meaning: "The request body is not a valid message of the method's type (undecodable bytes, invalid JSON)." },
+  MALFORMED_MESSAGE: {
+    code: "INVALID_ARGUMENT",
+    meaning:
+      "The request body is not a valid message of the method's type (undecodable bytes, invalid JSON, a JSON field or enum name the type does not define, a JSON value of the wrong type).",
+  },
   TOO_MANY_ELEMENTS: { code: "INVALID_ARGUMENT", meaning: "The request holds more than 50,000 elements in all; refused before it is decoded." },
   TOO_DEEP: { code: "INVALID_ARGUMENT", meaning: "The request nests messages more than 64 levels deep." },
   INVALID_STRING: { code: "INVALID_ARGUMENT", meaning: "A string holds a NUL character or a lone surrogate, which no stored text may contain." },

@@ -6,6 +6,7 @@
 
 import type { MeshConfig, MeshRoute, SubjectSource } from "./config.js";
 import { compilePath, compileValue, matchPath, type PathTemplate, splitRef, type ValueTemplate } from "./template.js";
+import { printablePrefix } from "../errors.js";
 
 /** The HTTP request Envoy asks about, as the mapping reads it. */
 export interface HttpAttributes {
@@ -88,7 +89,8 @@ function routeFromExtensions(ext: Readonly<Record<string, string>>): MeshRoute {
   const policy = ext[EXT.rateLimitPolicy];
   if (policy) {
     const costRaw = ext[EXT.rateLimitCost] ?? "1";
-    if (!/^\d{1,7}$/.test(costRaw)) throw new MeshMappingError(`context_extensions ${EXT.rateLimitCost} must be a whole number, got "${costRaw.slice(0, 20)}"`);
+    if (!/^\d{1,7}$/.test(costRaw))
+      throw new MeshMappingError(`context_extensions ${EXT.rateLimitCost} must be a whole number, got "${printablePrefix(costRaw)}"`);
     rateLimit = {
       policy,
       subject: value(EXT.rateLimitSubject) ?? cached(valueCache, "{subject}", compileValue, EXT.rateLimitSubject),
@@ -110,7 +112,7 @@ export function resolveRoute(mesh: MeshConfig, req: HttpAttributes): RouteResolu
   const named = ext[EXT.route];
   if (named !== undefined) {
     const route = mesh.routesByName.get(named);
-    if (!route) throw new MeshMappingError(`context_extensions ${EXT.route} names "${named.slice(0, 100)}", which ${mesh.source} does not define`);
+    if (!route) throw new MeshMappingError(`context_extensions ${EXT.route} names "${printablePrefix(named)}", which ${mesh.source} does not define`);
     const vars = route.path ? matchPath(route.path, req.path) : {};
     return { kind: "route", route, vars: vars ?? {}, via: "context_extensions" };
   }
@@ -161,7 +163,7 @@ function refFrom(value: string, type: string | undefined, what: string): Subject
   const v = value.trim();
   if (type !== undefined) return v ? { kind: "subject", ref: { type, id: v }, from: "header" } : { kind: "none" };
   const r = splitRef(v);
-  if (!r) return { kind: "malformed", message: `${what} must be "type:id" (e.g. "user:<uuid>"), got "${v.slice(0, 80)}"` };
+  if (!r) return { kind: "malformed", message: `${what} must be "type:id" (e.g. "user:<uuid>"), got "${printablePrefix(v)}"` };
   return { kind: "subject", ref: r, from: "header" };
 }
 

@@ -1,5 +1,5 @@
 import type { Consistency } from "../../gen/authz/v1/common_pb.js";
-import { invalidArgument } from "../errors.js";
+import { invalidArgument, printablePrefix } from "../errors.js";
 import { REVISION } from "../validation.js";
 import type { CallContext } from "./handler-types.js";
 
@@ -21,7 +21,7 @@ export function toFreshness(c: Consistency | undefined): Freshness {
   if (r.case === "fullyConsistent") return { kind: "full" };
   if (!REVISION.test(r.value)) {
     throw invalidArgument(
-      `consistency.at_least_as_fresh must be a revision token returned by authz, got "${r.value.slice(0, 40)}"`,
+      `consistency.at_least_as_fresh must be a revision token returned by authz, got "${printablePrefix(r.value)}"`,
       "consistency.at_least_as_fresh",
     );
   }

@@ -30,7 +30,7 @@ import type { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.js";
 import type { Snapshot } from "../engine/snapshot.js";
 import { type AppliedPolicy, GLOBAL_OWNER, type RatePolicy, type RateSubject } from "../engine/rate-limit-policies.js";
 import type { ResourceRef, SubjectRef } from "../engine/types.js";
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, printablePrefix } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { MeshConfig, MeshRoute, RateLimitServiceMapping, RouteRateLimit } from "../mesh/config.js";
 import { checkDescriptorBounds, type DescriptorPlan, planDescriptor, rateLimitHeaders, type WindowUnit, windowUnit } from "../mesh/rate-limit.js";
@@ -203,7 +203,7 @@ const figures = (r: PolicyResult) => ({ limit: r.policy.limit, remaining: r.rema
 /** A rate subject from "type:id"; INVALID_ARGUMENT when it is not one. */
 function rateSubjectFrom(value: string, field: string): RateSubject {
   const r = splitRef(value);
-  if (!r) throw invalidArgument(`${field} must be "type:id" (user, organization or key), got "${value.slice(0, 80)}"`, field);
+  if (!r) throw invalidArgument(`${field} must be "type:id" (user, organization or key), got "${printablePrefix(value)}"`, field);
   return toRateSubject(create(SubjectRefSchema, r), field);
 }
 
@@ -383,7 +383,7 @@ class EnvoyAuthorizer {
       throw mappingFault(`route ${routeName}: the resource ${why}`);
     }
     const ref = splitRef(resourceValue.value);
-    if (!ref) return { bad: badRequest(`the resource must be "type:id", got "${resourceValue.value.slice(0, 80)}"`) };
+    if (!ref) return { bad: badRequest(`the resource must be "type:id", got "${printablePrefix(resourceValue.value)}"`) };
     return orBadRequest<ResourceRef>(() => toResource(ref, "resource"), badRequest);
   }
 
@@ -427,7 +427,7 @@ function rateInputFor(rl: RouteRateLimit, input: TemplateInput): ConsumeInput | 
   if (rl.organization) {
     const o = render(rl.organization, "the rate-limit organization");
     if (typeof o !== "string") return { denied: o };
-    if (!UUID.test(o)) return { denied: badRequest(`the rate-limit organization must be a UUID, got "${o.slice(0, 60)}"`) };
+    if (!UUID.test(o)) return { denied: badRequest(`the rate-limit organization must be a UUID, got "${printablePrefix(o)}"`) };
     organizationId = o.toLowerCase();
   }
   const subject = orBadRequest(() => rateSubjectFrom(subjectValue, "rate_limit.subject"), badRequest);
@@ -510,7 +510,7 @@ function inputFor(plan: DescriptorPlan, policy: RatePolicy | undefined): Consume
   const rate = (type: "user" | "organization" | "key", id: string) => toRateSubject(create(SubjectRefSchema, { type, id }), `descriptor ${type}`);
   const org = (): string | undefined => {
     if (s.organization === undefined) return undefined;
-    if (!UUID.test(s.organization)) throw invalidArgument(`descriptor organization must be a UUID, got "${s.organization.slice(0, 60)}"`);
+    if (!UUID.test(s.organization)) throw invalidArgument(`descriptor organization must be a UUID, got "${printablePrefix(s.organization)}"`);
     return s.organization.toLowerCase();
   };
   const need = (type: "user" | "organization" | "key"): string => {

@@ -17,7 +17,7 @@ import {
 import type { ResourceGrant, SubjectGrant } from "../engine/lookups.js";
 import type { Snapshot } from "../engine/snapshot.js";
 import { RESOURCE_TYPES, type ResourceRef, type ResourceType, SUBJECT_TYPES, type SubjectType } from "../engine/types.js";
-import { invalidArgument } from "../errors.js";
+import { invalidArgument, printablePrefix } from "../errors.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import { visibleResource, visibleSubject } from "../tenancy.js";
 import { toFreshness } from "./consistency.js";
@@ -40,14 +40,14 @@ export interface LookupOptions {
 export function toSubjectFilter(t: string, field: string): SubjectType | undefined {
   if (t === "") return undefined;
   if (!(SUBJECT_TYPES as readonly string[]).includes(t)) {
-    throw invalidArgument(`${field} must be empty or one of ${SUBJECT_TYPES.join(", ")}, got "${t.slice(0, 40)}"`, field);
+    throw invalidArgument(`${field} must be empty or one of ${SUBJECT_TYPES.join(", ")}, got "${printablePrefix(t)}"`, field);
   }
   return t as SubjectType;
 }
 
 export function toResourceType(t: string, field: string): ResourceType {
   if (!(RESOURCE_TYPES as readonly string[]).includes(t)) {
-    throw invalidArgument(`${field} must be one of ${RESOURCE_TYPES.join(", ")}, got "${t.slice(0, 40)}"`, field);
+    throw invalidArgument(`${field} must be one of ${RESOURCE_TYPES.join(", ")}, got "${printablePrefix(t)}"`, field);
   }
   return t as ResourceType;
 }

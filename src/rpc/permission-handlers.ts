@@ -24,7 +24,7 @@ import {
   type SubjectRef,
   type SubjectType,
 } from "../engine/types.js";
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, printablePrefix } from "../errors.js";
 import type { LiveEngine } from "../store/live-engine.js";
 import { REVISION, UUID } from "../validation.js";
 import { type Freshness, MAX_FRESHNESS_WAIT_MS, stateFor, toFreshness } from "./consistency.js";
@@ -39,18 +39,18 @@ const MAX_PAGE_SIZE = 1000;
 export function toSubject(m: Pick<SubjectRefMsg, "type" | "id"> | undefined, field: string): SubjectRef {
   if (!m) throw invalidArgument(`${field} is required`, field);
   if (!(SUBJECT_TYPES as readonly string[]).includes(m.type)) {
-    throw invalidArgument(`${field}.type must be one of ${SUBJECT_TYPES.join(", ")}, got "${m.type.slice(0, 40)}"`, `${field}.type`);
+    throw invalidArgument(`${field}.type must be one of ${SUBJECT_TYPES.join(", ")}, got "${printablePrefix(m.type)}"`, `${field}.type`);
   }
-  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${m.id.slice(0, 60)}"`, `${field}.id`);
+  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${printablePrefix(m.id)}"`, `${field}.id`);
   return { type: m.type as SubjectType, id: m.id.toLowerCase() };
 }
 
 export function toResource(m: Pick<ResourceRefMsg, "type" | "id"> | undefined, field: string): ResourceRef {
   if (!m) throw invalidArgument(`${field} is required`, field);
   if (!(RESOURCE_TYPES as readonly string[]).includes(m.type)) {
-    throw invalidArgument(`${field}.type must be one of ${RESOURCE_TYPES.join(", ")}, got "${m.type.slice(0, 40)}"`, `${field}.type`);
+    throw invalidArgument(`${field}.type must be one of ${RESOURCE_TYPES.join(", ")}, got "${printablePrefix(m.type)}"`, `${field}.type`);
   }
-  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${m.id.slice(0, 60)}"`, `${field}.id`);
+  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${printablePrefix(m.id)}"`, `${field}.id`);
   return { type: m.type as ResourceType, id: m.id.toLowerCase() };
 }
 

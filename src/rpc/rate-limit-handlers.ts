@@ -27,7 +27,7 @@ import {
   type RateSubject,
   type RateSubjectType,
 } from "../engine/rate-limit-policies.js";
-import { invalidArgument } from "../errors.js";
+import { invalidArgument, printablePrefix } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { NEVER } from "../ratelimit/algorithms.js";
 import {
@@ -91,7 +91,7 @@ const FAILURE_MODE_IN: Partial<Record<FailureModeEnum, FailureMode>> = {
 export function toRateSubject(m: SubjectRefMsg | undefined, field: string): RateSubject {
   if (!m) throw invalidArgument(`${field} is required`, field);
   if (!(RATE_SUBJECT_TYPES as readonly string[]).includes(m.type)) {
-    throw invalidArgument(`${field}.type must be "user", "organization" or "key" for rate limits, got "${m.type.slice(0, 40)}"`, `${field}.type`);
+    throw invalidArgument(`${field}.type must be "user", "organization" or "key" for rate limits, got "${printablePrefix(m.type)}"`, `${field}.type`);
   }
   const type = m.type as RateSubjectType;
   if (type === "key") {
@@ -99,7 +99,7 @@ export function toRateSubject(m: SubjectRefMsg | undefined, field: string): Rate
     if (bytes === 0 || bytes > MAX_KEY_BYTES) throw invalidArgument(`${field}.id must be 1 to ${MAX_KEY_BYTES} bytes for a key, got ${bytes}`, `${field}.id`);
     return { type, id: m.id };
   }
-  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${m.id.slice(0, 60)}"`, `${field}.id`);
+  if (!UUID.test(m.id)) throw invalidArgument(`${field}.id must be a UUID, got "${printablePrefix(m.id)}"`, `${field}.id`);
   return { type, id: m.id.toLowerCase() };
 }
 
@@ -109,7 +109,7 @@ function toInput(policy: string, subjectMsg: SubjectRefMsg | undefined, organiza
   let org: string | undefined;
   if (organizationId !== "") {
     if (subject.type !== "user") throw invalidArgument(`organization_id is only for a "user" subject, got "${subject.type}"`, "organization_id");
-    if (!UUID.test(organizationId)) throw invalidArgument(`organization_id must be a UUID, got "${organizationId.slice(0, 60)}"`, "organization_id");
+    if (!UUID.test(organizationId)) throw invalidArgument(`organization_id must be a UUID, got "${printablePrefix(organizationId)}"`, "organization_id");
     org = organizationId.toLowerCase();
   }
   return { policy: policy === "" ? undefined : policy, subject, organizationId: org };

@@ -7,7 +7,7 @@
 
 import { type WatchRequest, WatchOperation, type WatchResponseSchema, type WatchService } from "../../gen/authz/v1/watch_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { AuthzError, invalidArgument } from "../errors.js";
+import { AuthzError, invalidArgument, printablePrefix } from "../errors.js";
 import type { ChangeFeed } from "../store/change-feed.js";
 import { type LoggedChange, type LogPosition, readChanges, TRACKED_TABLES } from "../store/change-stream.js";
 import type { LiveEngine } from "../store/live-engine.js";
@@ -41,17 +41,17 @@ interface WatchQuery {
 
 const optionalUuid = (v: string, field: string): string | undefined => {
   if (v === "") return undefined;
-  if (!UUID.test(v)) throw invalidArgument(`${field} must be empty or a UUID, got "${v.slice(0, 60)}"`, field);
+  if (!UUID.test(v)) throw invalidArgument(`${field} must be empty or a UUID, got "${printablePrefix(v)}"`, field);
   return v.toLowerCase();
 };
 
 function watchQuery(req: WatchRequest, ctx: CallContext, live: LiveEngine): WatchQuery {
   if (req.fromRevision !== "" && !REVISION.test(req.fromRevision)) {
-    throw invalidArgument(`from_revision must be empty or a revision returned by authz, got "${req.fromRevision.slice(0, 40)}"`, "from_revision");
+    throw invalidArgument(`from_revision must be empty or a revision returned by authz, got "${printablePrefix(req.fromRevision)}"`, "from_revision");
   }
   for (const t of req.tables) {
     if (!(TRACKED_TABLES as readonly string[]).includes(t)) {
-      throw invalidArgument(`tables holds "${t.slice(0, 40)}", which is not one of ${TRACKED_TABLES.join(", ")}`, "tables");
+      throw invalidArgument(`tables holds "${printablePrefix(t)}", which is not one of ${TRACKED_TABLES.join(", ")}`, "tables");
     }
   }
   const hb = req.heartbeatMs;

@@ -51,7 +51,10 @@ export const REASONS = {
   TOO_MANY_ITEMS: { code: "INVALID_ARGUMENT", meaning: "A list or map has more items than its field's limit (docs/limits.md)." },
   TOO_MANY_DESCRIPTORS: { code: "INVALID_ARGUMENT", meaning: "ShouldRateLimit carries more than 64 descriptors." },
   TOO_MANY_DESCRIPTOR_ENTRIES: { code: "INVALID_ARGUMENT", meaning: "A ShouldRateLimit descriptor has more than 32 entries." },
-  UNKNOWN_REVISION: { code: "INVALID_ARGUMENT", meaning: "A consistency token is newer than this deployment's newest revision: it is not one of its tokens." },
+  UNKNOWN_REVISION: {
+    code: "INVALID_ARGUMENT",
+    meaning: "A consistency token or expected_revision is newer than this deployment's newest revision: it is not one of its tokens.",
+  },
   SELF_TRANSFER: { code: "INVALID_ARGUMENT", meaning: "TransferOwnership names the same membership as source and target." },
   SCOPE_MISMATCH: {
     code: "INVALID_ARGUMENT",
@@ -76,7 +79,7 @@ export const REASONS = {
 
   // FAILED_PRECONDITION
   FAILED_PRECONDITION: { code: "FAILED_PRECONDITION", meaning: "A rule of the data model refuses the write; the message says which. Nothing was written." },
-  REVISION_MOVED: { code: "FAILED_PRECONDITION", meaning: "expected_revision is not the newest revision; metadata has both. Nothing was written." },
+  REVISION_MOVED: { code: "FAILED_PRECONDITION", meaning: "expected_revision is older than the newest revision; metadata has both. Nothing was written." },
   INHERITANCE_CYCLE: { code: "FAILED_PRECONDITION", meaning: "The role inheritance would form a cycle; the message names it." },
   CROSS_ORGANIZATION: { code: "FAILED_PRECONDITION", meaning: "A role would hold a permission, or inherit a role, of another organization." },
   POLICY_SCOPE_MISMATCH: {

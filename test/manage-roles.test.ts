@@ -304,6 +304,10 @@ describe("ManageRoles", () => {
     expect(e.message).toContain(current.toString());
     expect(await t.raw`select 1 from roles where key = 'late'`).toHaveLength(0);
     expect(await revision()).toBe(current);
+    // A revision no write has reached: never returned by authz, so a bad token (as in reads), not a moved revision.
+    const future = await refused(run([{ kind: "upsertRole", ...org1("late") }], { expectedRevision: (current + 1000n).toString() }), "INVALID_ARGUMENT");
+    expect(future.reason).toBe("UNKNOWN_REVISION");
+    expect(await t.raw`select 1 from roles where key = 'late'`).toHaveLength(0);
     const ok = await run([{ kind: "upsertRole", ...org1("late") }], { expectedRevision: current.toString() });
     expect(BigInt(ok.revision)).toBe(current + 1n);
   });

@@ -159,6 +159,13 @@ async function assertTenant(tx: SqlQuerier, tenantId: string): Promise<void> {
 
 function checkExpected(expected: string | undefined, current: string): void {
   if (expected === undefined || expected === current) return;
+  // A revision no write has reached yet was never returned by authz: a bad token, not a moved revision.
+  if (BigInt(expected) > BigInt(current)) {
+    throw new AuthzError("INVALID_ARGUMENT", `expected_revision ${expected} is newer than this deployment's newest revision ${current}; nothing was written`, {
+      reason: "UNKNOWN_REVISION",
+      metadata: { field: "expected_revision" },
+    });
+  }
   throw new AuthzError("FAILED_PRECONDITION", `expected_revision ${expected} is not the newest revision ${current}; nothing was written`, {
     reason: "REVISION_MOVED",
     metadata: { expected_revision: expected, revision: current },

@@ -33,7 +33,8 @@ json|table. migrate, import and api-key create --bootstrap work on
 DATABASE_URL directly.
 
 exit codes: 0 done (check: allowed), 1 denied (check: denied; or the service
-refused the call), 2 usage (or INVALID_ARGUMENT), 3 server unavailable.
+refused the call), 2 usage (or INVALID_ARGUMENT), 3 server (or, for import,
+migrate and api-key create --bootstrap, database) unavailable.
 environment: README.md (DATABASE_URL, AUTHZ_*)`;
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
@@ -91,9 +92,12 @@ main(process.argv.slice(2), io).then(
     if (code >= 0) exit(code);
   },
   (err: unknown) => {
-    // Configuration errors (ConfigError) and anything unexpected: one line, exit 2 for configuration, 1 otherwise.
+    // Configuration errors (ConfigError) and anything unexpected: one line, exit 2 for configuration, 3 when the
+    // database of a database-direct command (import, migrate, api-key create --bootstrap) could not be reached, 1 otherwise.
     const config = err instanceof Error && err.name === "ConfigError";
+    const code = (err as { code?: unknown } | undefined)?.code;
+    const unavailable = err instanceof Error && (code === "UNAVAILABLE" || code === "DEADLINE_EXCEEDED");
     process.stderr.write(`authz: ${err instanceof Error ? err.message : String(err)}\n`);
-    exit(config ? EXIT.USAGE : EXIT.DENIED);
+    exit(config ? EXIT.USAGE : unavailable ? EXIT.UNAVAILABLE : EXIT.DENIED);
   },
 );

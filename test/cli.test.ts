@@ -180,6 +180,13 @@ scenario(
     };
   },
   (target) => {
+    it("a database-direct command whose database cannot be reached exits 3", async () => {
+      const down = { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/none` };
+      const imported = await authz(down, "import", projectPath("examples/demo.json"));
+      expect(imported.code, imported.stderr).toBe(3);
+      expect(imported.stderr).toMatch(/database/);
+    });
+
     it("no credential is UNAUTHENTICATED and a check-only key may not manage: both exit 1 naming the code", async () => {
       const env = { AUTHZ_SERVER: `127.0.0.1:${target().server.grpcPort}` };
       const anonymous = await authz(env, "check", "--subject", alice, "--permission", "billing.manage", "--resource", ORG);

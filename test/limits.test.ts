@@ -60,7 +60,10 @@ describe("limits", () => {
       headers: { "content-type": "application/json" },
       body: JSON.stringify(big),
     });
-    expect(((await res.json()) as { code: string }).code).toBe("resource_exhausted");
+    const e = (await res.json()) as { code: string; details?: Array<{ type: string; debug?: { reason?: string } }> };
+    expect(e.code).toBe("resource_exhausted");
+    // With its reason, as every other refusal (the catalogue, docs/errors.md).
+    expect(e.details?.find((d) => d.type === "google.rpc.ErrorInfo")?.debug?.reason).toBe("MESSAGE_TOO_LARGE");
   });
 
   it("calls beyond AUTHZ_MAX_CONCURRENT_CALLS get RESOURCE_EXHAUSTED, the rest are answered", async () => {

@@ -109,16 +109,26 @@ function jsonFault(desc: DescMessage, data: Uint8Array): WireFault | undefined {
   return undefined;
 }
 
+/** The empty stand-in message of framing `f`, uncompressed (see checkBody's refuse). */
+function standIn(f: Framing, fault: AuthzError): Checked {
+  const empty = f.json ? EMPTY_JSON : EMPTY;
+  return f.envelope ? { body: envelope(empty), fault } : { body: empty, fault, dropHeader: f.encodingHeader };
+}
+
+/** A body over readMaxBytes, left unread: the stand-in and RESOURCE_EXHAUSTED (MESSAGE_TOO_LARGE), answered by the guard. */
+export function tooLarge(f: Framing, readMaxBytes: number): Checked {
+  return standIn(f, new AuthzError("RESOURCE_EXHAUSTED", `the message is larger than ${readMaxBytes} bytes`, { reason: "MESSAGE_TOO_LARGE" }));
+}
+
 /**
  * Checks one request body (already bounded by readMaxBytes) of a method
  * whose input is `desc`, framed as `f`; `encoding` is the value of its
  * compression header.
  */
 export async function checkBody(desc: DescMessage, f: Framing, body: Uint8Array, encoding: string | undefined, readMaxBytes: number): Promise<Step> {
-  const empty = f.json ? EMPTY_JSON : EMPTY;
   // The stand-in empty message is not compressed: a unary body's compression header goes with the real body
   // (left in place, connect-node tried to decompress the stand-in and answered a decompression error instead).
-  const refuse = (fault: AuthzError): Checked => (f.envelope ? { body: envelope(empty), fault } : { body: empty, fault, dropHeader: f.encodingHeader });
+  const refuse = (fault: AuthzError): Checked => standIn(f, fault);
   const bad = (message: string) => refuse(undecodable(desc.typeName, { reason: "MALFORMED_MESSAGE", message }));
   let data = body;
   let compressed = encoding !== undefined && encoding !== "identity";

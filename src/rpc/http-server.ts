@@ -12,7 +12,7 @@ import type { AuthzError } from "../errors.js";
 import type { PeerIdentity, TlsFiles } from "./grpc-server.js";
 import type { Logger } from "../logger.js";
 import type { CallLog } from "./call-log.js";
-import { checkBody, framingOf } from "./connect-request.js";
+import { checkBody, framingOf, tooLarge } from "./connect-request.js";
 import { codeName, toConnectError, toPublicError } from "./errors.js";
 import { CHECKS_INPUT, type CallContext, type ServiceBinding } from "./handler-types.js";
 import { RequestFault } from "./input-bounds.js";
@@ -300,16 +300,15 @@ function rpcDispatcher(
       // connect-node never reads the socket itself: a body it stopped reading would stall the connection.
       const keep = deps.maxMessageBytes + (framing.envelope ? 5 : 0);
       const read = await readBody(req, keep, drainLimit(deps.maxMessageBytes));
-      // Too large: a stand-in that connect-node refuses (RESOURCE_EXHAUSTED) for its size, as it would the real one.
-      body = read.bytes ?? (framing.envelope ? envelopeHeader(keep) : new Uint8Array(keep + 1));
-      if (read.bytes) {
-        const encoding = req.headers[framing.encodingHeader];
-        const checked = await checkBody(h.method.input, framing, body, typeof encoding === "string" ? encoding : undefined, deps.maxMessageBytes);
-        if (checked) {
-          body = checked.body;
-          dropHeader = checked.dropHeader;
-          if (checked.fault) values.set(FAULT, checked.fault);
-        }
+      const encoding = req.headers[framing.encodingHeader];
+      // Too large: an empty stand-in, and the fault the guard answers (with its reason) after authentication.
+      const checked = read.bytes
+        ? await checkBody(h.method.input, framing, read.bytes, typeof encoding === "string" ? encoding : undefined, deps.maxMessageBytes)
+        : tooLarge(framing, deps.maxMessageBytes);
+      body = checked?.body ?? read.bytes;
+      if (checked) {
+        dropHeader = checked.dropHeader;
+        if (checked.fault) values.set(FAULT, checked.fault);
       }
     }
     const u = universalRequestFromNodeRequest(req as never, res as never, undefined, values);
@@ -335,13 +334,6 @@ function rpcDispatcher(
 
 /** Past AUTHZ_MAX_MESSAGE_BYTES, how much of a refused body is still read (and dropped) to keep the connection usable. */
 const drainLimit = (maxMessageBytes: number) => Math.max(16 << 20, 4 * maxMessageBytes);
-
-/** A gRPC / Connect-streaming frame header announcing `length` bytes. */
-function envelopeHeader(length: number): Uint8Array {
-  const out = new Uint8Array(5);
-  new DataView(out.buffer).setUint32(1, Math.min(length, 0xffff_ffff));
-  return out;
-}
 
 /**
  * Reads the whole body. Up to `keep` bytes it is returned; past that,

@@ -19,6 +19,7 @@ import { transferOwnership } from "../src/store/ownership.js";
 import { createPgliteClient } from "../src/store/pglite-client.js";
 import { pruneHistory } from "../src/store/retention.js";
 import { type SqlClient, SqlError } from "../src/store/sql.js";
+import { fromSqlError } from "../src/store/write-errors.js";
 import { rowTenant } from "../src/store/tenant-lookup.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 import { DEMO } from "./support/demo-decisions.js";
@@ -123,6 +124,16 @@ describe.each(BACKENDS)("the store on $name", (backend) => {
     await expect(
       manageRoles(db, { mutations: [{ kind: "upsertPermission", organizationId: ENG, key: "conformance.late" }], expectedRevision: head.toString() }),
     ).rejects.toMatchObject({ code: "FAILED_PRECONDITION", reason: "REVISION_MOVED" });
+  });
+
+  it("a taken id is ALREADY_EXISTS saying so, without the constraint's name", async () => {
+    const id = "0000c0f1-0000-4000-8000-000000000001";
+    const insert = (slug: string) => db.query("insert into tenants (id, name, slug) values ($1::text::uuid, 'Taken', $2::text)", [id, slug]);
+    await insert("conformance-taken-1");
+    const err = await insert("conformance-taken-2").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SqlError);
+    const mapped = fromSqlError(err as SqlError, "mutations[0].upsert_tenant");
+    expect(mapped).toMatchObject({ code: "ALREADY_EXISTS", message: "mutations[0].upsert_tenant: its id is already taken by another record" });
   });
 
   it("confines a tenant-bound writer before it writes", async () => {

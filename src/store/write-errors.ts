@@ -72,6 +72,8 @@ export function fromSqlError(err: SqlError, where: string): AuthzError | SqlErro
     case "23503":
       return new AuthzError("NOT_FOUND", `${where}: ${(c && MISSING[c]) ?? "refers to a record that does not exist"}`, { cause: err });
     case "23505":
+      // A primary key's violation: the id the caller chose is taken (the constraint's name says nothing more to a caller).
+      if (c?.endsWith("_pkey")) return new AuthzError("ALREADY_EXISTS", `${where}: its id is already taken by another record`, { cause: err });
       return new AuthzError("ALREADY_EXISTS", `${where}: conflicts with an existing record${c ? ` (${c})` : ""}`, { cause: err });
     case "23514":
     case "23P01": {

@@ -50,6 +50,17 @@ describe("directory import", () => {
     expect(await counts()).toBe(before);
   });
 
+  it("a rate-limit policy name the API could not call it by is refused, naming the record", async () => {
+    const doc = { RateLimitPolicy: [{ name: "Imported Policy ü", scope: "user", limit_count: 5, window_sec: 60 }] };
+    const before = await counts();
+    const err = await importDocument(t.client, doc).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportError);
+    expect((err as ImportError).message).toMatch(/RateLimitPolicy\[0\].*name must be 1 to 128 characters of letters, digits and "\._:-"/);
+    expect(await counts()).toBe(before);
+    const ok = await importDocument(t.client, { RateLimitPolicy: [{ name: "imported.policy", scope: "user", limit_count: 5, window_sec: 60 }] });
+    expect(ok.sections.RateLimitPolicy?.inserted).toBe(1);
+  });
+
   it("a constraint refusal names the record (a second active owner of an avatar)", async () => {
     const doc = demo();
     const members = doc.MEMBERSHIP as Array<{ owner?: boolean; avatar_id: string; active?: boolean }>;

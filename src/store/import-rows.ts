@@ -8,6 +8,7 @@
 
 import type { FieldType, SectionSpec } from "./import-spec.js";
 import { SECTIONS } from "./import-spec.js";
+import { POLICY_NAME, POLICY_NAME_RULE } from "./manage-rate-limits.js";
 import { SqlError, type SqlQuerier } from "./sql.js";
 
 export type Value = string | null;
@@ -174,8 +175,12 @@ export function upsertFor(rec: Validated, l: Lookups): Upsert {
     }
     case "ROLE_ASSIGNMENT":
       return roleAssignment(rec);
-    case "RateLimitPolicy":
+    case "RateLimitPolicy": {
+      // A name the API could not name could never be changed, deleted or assigned through it.
+      const policyName = get(rec, "name");
+      if (policyName !== null && !POLICY_NAME.test(policyName)) throw new RecordError(`name ${POLICY_NAME_RULE} (the name the API calls it by)`);
       return { table: "rate_limit_policies", cols: columns(spec, v), conflict: v.has("policy_id") ? "(id)" : "(name)", keep: ["id"] };
+    }
     case "RateLimitAssignment":
       return rateLimitAssignment(rec);
     default:

@@ -44,7 +44,9 @@ export interface ManageRateLimitsResult {
 }
 
 export { MAX_MUTATIONS } from "./write-pipeline.js";
-const NAME = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A policy's name: what ManageRateLimits, ConsumeRateLimit and Envoy's descriptors name it by (the importer holds names to it too). */
+export const POLICY_NAME = /^[A-Za-z0-9._:-]{1,128}$/;
+export const POLICY_NAME_RULE = 'must be 1 to 128 characters of letters, digits and "._:-"';
 const MAX_LIMIT = 2_147_483_647;
 const MAX_WINDOW_SEC = 31_536_000;
 
@@ -59,7 +61,7 @@ const FIELD: Record<RateLimitMutation["kind"], string> = {
 const pathOf = (m: RateLimitMutation, i: number) => `mutations[${i}].${FIELD[m.kind]}`;
 
 function name(v: unknown, path: string): string {
-  if (typeof v !== "string" || !NAME.test(v)) throw invalidArgument(`${path} must be 1 to 128 characters of letters, digits and "._:-"`, path);
+  if (typeof v !== "string" || !POLICY_NAME.test(v)) throw invalidArgument(`${path} ${POLICY_NAME_RULE}`, path);
   return v;
 }
 

@@ -179,7 +179,7 @@ export type DirectoryMutation = Message<"authz.v1.DirectoryMutation"> & {
     /**
      * Off-board a user: its assignments, places in organizations and
      * principals (with their memberships) go too. Refused with
-     * FAILED_PRECONDITION (USER_OWNS_AVATARS) naming the avatars while one of
+     * FAILED_PRECONDITION (OWNS_AVATARS) naming the avatars while one of
      * its principals owns any: move the ownership first (TransferOwnership).
      *
      * @generated from field: authz.v1.DeleteRecord delete_user = 7;

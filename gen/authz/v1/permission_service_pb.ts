@@ -1098,7 +1098,7 @@ export enum DecisionReason {
   PRINCIPAL_EXPIRED = 11,
 
   /**
-   * Denied: the resource (an avatar) or an account it depends on is not active.
+   * Denied: the resource is an inactive avatar (docs/data-model.md, rule 5).
    *
    * @generated from enum value: DECISION_REASON_RESOURCE_INACTIVE = 12;
    */

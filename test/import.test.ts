@@ -50,6 +50,17 @@ describe("directory import", () => {
     expect(await counts()).toBe(before);
   });
 
+  it("keeps a timestamp's microseconds, so that re-importing the same records changes nothing", async () => {
+    const doc = { Permission: [{ permission_id: "0000ab01-0000-4000-8000-000000000001", name: "micro.read", created_at: "2026-11-30T10:01:31.089855+00:00" }] };
+    expect((await importDocument(t.client, doc)).sections.Permission?.inserted).toBe(1);
+    const [row] = await t.raw<{ at: string }[]>`
+      select to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as at from permissions where id = '0000ab01-0000-4000-8000-000000000001'`;
+    expect(row?.at).toBe("2026-11-30T10:01:31.089855");
+    const again = await importDocument(t.client, doc);
+    expect(again.sections.Permission).toMatchObject({ inserted: 0, updated: 0 });
+    expect(again.revisionAfter).toBe(again.revisionBefore);
+  });
+
   it("a rate-limit policy name the API could not call it by is refused, naming the record", async () => {
     const doc = { RateLimitPolicy: [{ name: "Imported Policy ü", scope: "user", limit_count: 5, window_sec: 60 }] };
     const before = await counts();

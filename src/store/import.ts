@@ -109,9 +109,18 @@ const INVALID = {
   "text[]": new Invalid("must be an array of strings"),
 } satisfies Record<FieldType, Invalid>;
 
+/** An RFC 3339 timestamp with an explicit offset: PostgreSQL reads it exactly, microseconds included. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * A timestamp's SQL text. An RFC 3339 one goes to PostgreSQL as written, so that the microseconds of an export
+ * survive its import (through a JS Date they were cut to milliseconds, and re-importing an export rewrote every
+ * timestamped row); any other form Date.parse reads is normalised through a Date.
+ */
 const isoOf = (v: string): Value | Invalid => {
   const ms = Date.parse(v);
-  return Number.isNaN(ms) ? INVALID.ts : new Date(ms).toISOString();
+  if (Number.isNaN(ms)) return INVALID.ts;
+  return RFC3339.test(v) ? v : new Date(ms).toISOString();
 };
 
 /** The field's SQL text (or null, or a text[]), or why it does not fit. */

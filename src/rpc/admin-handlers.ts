@@ -92,6 +92,7 @@ function mutationFrom(m: RoleMutation, i: number): Mutation {
         scope: scopeFrom(mu.value.scope),
         validUntil: mu.value.validUntil ? timestampToDate(mu.value.validUntil) : null,
         ...(mu.value.replace ? { replace: true } : {}),
+        ...(mu.value.active !== undefined ? { active: mu.value.active } : {}),
       };
     case "unassignRole":
       if (mu.value.assignmentId !== "") return { kind: "unassignRole", assignmentId: mu.value.assignmentId };

@@ -64,6 +64,8 @@ export type Mutation =
       validUntil: Date | null;
       /** Replace the user's organization-level role in a single_role_in_hierarchy organization (role-structure.ts). */
       replace?: boolean;
+      /** false: the assignment is (or becomes) suspended; absent or true: it is (or becomes) active. */
+      active?: boolean;
     }
   | ({ kind: "unassignRole" } & ({ assignmentId: string } | { subject: SubjectInput; role: RoleRefInput; scope: ScopeInput | null }));
 
@@ -174,6 +176,7 @@ function validateMutation(m: Mutation, i: number): Mutation {
       if (v !== null && v !== undefined && (!(v instanceof Date) || Number.isNaN(v.getTime()))) {
         throw invalidArgument(`${p}.valid_until must be a valid timestamp`, `${p}.valid_until`);
       }
+      if (m.active !== undefined && typeof m.active !== "boolean") throw invalidArgument(`${p}.active must be a boolean`, `${p}.active`);
       return {
         kind: m.kind,
         subject: subject(m.subject, `${p}.subject`),
@@ -181,6 +184,8 @@ function validateMutation(m: Mutation, i: number): Mutation {
         scope: scope(m.scope, `${p}.scope`),
         validUntil: v ?? null,
         ...(m.replace ? { replace: true } : {}),
+        // Only false is kept: absent and true mean the same, so they hash alike for idempotency (as before the field).
+        ...(m.active === false ? { active: false } : {}),
       };
     }
     case "unassignRole":
@@ -546,14 +551,16 @@ async function assignRole(tx: SqlQuerier, m: Extract<Mutation, { kind: "assignRo
   }
   const [scopeType, scopeId] = scopeParams(m.scope);
   const validUntil = m.validUntil ? m.validUntil.toISOString() : null;
+  // An existing assignment is updated in place (id and assigned_at kept), and only when something differs,
+  // so a no-op reports changed = false and stays out of the change log.
   const rows = await tx.query<{ id: string }>(
-    `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id, valid_until)
-       values ($1::text, $2::text::uuid, $3::text::uuid, $4::text, $5::text::uuid, $6::text::timestamptz)
+    `insert into role_assignments (subject_type, subject_id, role_id, scope_type, scope_id, valid_until, active)
+       values ($1::text, $2::text::uuid, $3::text::uuid, $4::text, $5::text::uuid, $6::text::timestamptz, $7::text::boolean)
      on conflict on constraint role_assignments_unique do update
-       set valid_until = excluded.valid_until, active = true
-       where (role_assignments.valid_until, role_assignments.active) is distinct from (excluded.valid_until, true)
+       set valid_until = excluded.valid_until, active = excluded.active
+       where (role_assignments.valid_until, role_assignments.active) is distinct from (excluded.valid_until, excluded.active)
      returning id::text as id`,
-    [m.subject.type, m.subject.id, role.id, scopeType, scopeId, validUntil],
+    [m.subject.type, m.subject.id, role.id, scopeType, scopeId, validUntil, String(m.active !== false)],
   );
   if (rows[0]) return { id: rows[0].id, changed: true };
   const same = await tx.query<{ id: string }>(`select id::text as id from role_assignments where ${SAME_ASSIGNMENT}`, [

@@ -4,8 +4,9 @@
 // (no committed write in it left unnumbered), which it returns. Lists page
 // by key (id order) with a token bound to the request, and are never cut
 // short silently. A tenant-bound caller sees only its tenant's rows (and
-// global roles, permissions and policies; users and staff only when they
-// have a place or a principal in its tenant).
+// global roles, permissions and policies; users and staff, and a policy's
+// assignments to users, only when the user or staff member has a place or a
+// principal in its tenant).
 
 import { createHash } from "node:crypto";
 import { AuthzError, invalidArgument } from "../errors.js";
@@ -20,7 +21,7 @@ interface Entity {
   readonly cols: string;
   /** The key rows are ordered and paged by. */
   readonly key: string;
-  readonly keyCast: "uuid" | "integer";
+  readonly keyCast: "uuid" | "integer" | "bigint";
   /** Filters a caller may give: a SQL condition with `$` for the value. */
   readonly filters: Readonly<Record<string, string>>;
   /** The SQL condition that a row is visible to a caller bound to tenant `$`; undefined: every row (global vocabulary). */
@@ -31,6 +32,9 @@ interface Entity {
 
 const rowTenant = (table: string, alias: string) => `authz_row_tenant('${table}', to_jsonb(${alias})) = $::uuid`;
 const ORG_OF_TENANT = "select o.id from organizations o where o.tenant_id = $::uuid";
+/** A user (column `user`) a caller bound to tenant `$` may see: one with a place or a principal in the tenant. */
+const userInTenant = (user: string) => `(exists (select 1 from user_organizations x where x.user_id = ${user} and x.organization_id in (${ORG_OF_TENANT}))
+              or exists (select 1 from principals p join accounts a on a.id = p.account_id where p.user_id = ${user} and a.organization_id in (${ORG_OF_TENANT})))`;
 
 export const ENTITIES = {
   tenants: {
@@ -69,8 +73,7 @@ export const ENTITIES = {
       legacyUserId: "u.legacy_user_id = $",
       organizationId: "exists (select 1 from user_organizations x where x.user_id = u.id and x.organization_id = $::uuid)",
     },
-    tenant: `(exists (select 1 from user_organizations x where x.user_id = u.id and x.organization_id in (${ORG_OF_TENANT}))
-              or exists (select 1 from principals p join accounts a on a.id = p.account_id where p.user_id = u.id and a.organization_id in (${ORG_OF_TENANT})))`,
+    tenant: userInTenant("u.id"),
     what: "user",
   },
   staff: {
@@ -174,8 +177,19 @@ export const ENTITIES = {
            rp.failure_mode as "failureMode", rp.shadow, ${iso("rp.created_at")} as "createdAt"`,
     key: "rp.id",
     keyCast: "integer",
-    filters: {},
+    filters: { name: "rp.name = $" },
     what: "rate-limit policy",
+  },
+  rateLimitAssignments: {
+    from: "rate_limit_assignments rla join rate_limit_policies rlp on rlp.id = rla.policy_id",
+    cols: `rla.id::text as id, rla.policy_id as "policyId", rlp.name as policy, rla.user_id::text as "userId", rla.org_id::text as "organizationId",
+           ${iso("rla.created_at")} as "createdAt"`,
+    key: "rla.id",
+    keyCast: "bigint",
+    filters: { policy: "rlp.name = $", organizationId: "rla.org_id = $::uuid", userId: "rla.user_id = $::uuid" },
+    // An organization's assignment is its tenant's; a user's is seen where the user is (as ListUsers sees users).
+    tenant: `(rla.org_id in (${ORG_OF_TENANT}) or (rla.user_id is not null and ${userInTenant("rla.user_id")}))`,
+    what: "rate-limit assignment",
   },
 } as const satisfies Record<string, Entity>;
 
@@ -279,13 +293,15 @@ const digest = (e: string, filters: object, size: number): string =>
     .digest("base64url")
     .slice(0, 16);
 
-/** Keys as listPage writes them (`key::text`): a lowercase UUID, or an integer in int4 range without sign tricks, exponent or fraction. */
+/** Keys as listPage writes them (`key::text`): a lowercase UUID, or an integer in int4 (int8) range without sign tricks, exponent or fraction. */
 const LOWER_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INT4 = /^-?(0|[1-9][0-9]{0,9})$/;
+const INT8 = /^-?(0|[1-9][0-9]{0,18})$/;
 
 /** Whether `k` is a key of this type, so a tampered token is refused before it reaches the SQL cast. */
 function isKey(k: string, cast: Entity["keyCast"]): boolean {
   if (cast === "uuid") return LOWER_UUID.test(k);
+  if (cast === "bigint") return INT8.test(k) && BigInt(k) >= -(2n ** 63n) && BigInt(k) <= 2n ** 63n - 1n;
   return INT4.test(k) && Number(k) >= -(2 ** 31) && Number(k) <= 2 ** 31 - 1;
 }
 

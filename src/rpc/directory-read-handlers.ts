@@ -10,7 +10,7 @@ import { AuthzError, invalidArgument, printablePrefix } from "../errors.js";
 import { type EntityName, type Filters, getRecord, listPage, readAt, recordExists } from "../store/directory-reads.js";
 import type { SqlClient, SqlQuerier } from "../store/sql.js";
 import { otherTenant } from "../tenancy.js";
-import { UUID } from "../validation.js";
+import { KEY, UUID } from "../validation.js";
 import { toFreshness } from "./consistency.js";
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 
@@ -111,6 +111,13 @@ function scopeFilter(s: ResourceRef): Filters<"assignments"> {
   if (s.type === "global") return { scopeType: "global" };
   if (!ASSIGNMENT_SCOPES.includes(s.type)) throw invalidArgument(`scope.type must be one of ${ASSIGNMENT_SCOPES.join(", ")} or global`, "scope.type");
   return { scopeType: s.type, scopeId: uuidField(s.id, "scope.id", true) };
+}
+
+/** A policy named as ManageRateLimits names it (1 to 128 of A-Za-z0-9._:-); undefined when empty. */
+function policyFilter(v: string): string | undefined {
+  if (v === "") return undefined;
+  if (!KEY.test(v)) throw invalidArgument(`policy must be 1 to 128 characters of letters, digits and "._:-"`, "policy");
+  return v;
 }
 
 function entityReads(
@@ -265,6 +272,23 @@ function grantReads(db: () => SqlClient): Omit<Handlers, keyof ReturnType<typeof
     async listRateLimitPolicies(req, ctx) {
       const { revision, rows, nextPageToken } = await list(db(), ctx, req, "policies", {});
       return { policies: rows, revision, nextPageToken };
+    },
+    async listRateLimitAssignments(req, ctx) {
+      const policy = policyFilter(req.policy);
+      const organizationId = uuidField(req.organizationId, "organization_id");
+      const userId = uuidField(req.userId, "user_id");
+      if (organizationId && userId) throw invalidArgument("at most one of organization_id and user_id may be given", "user_id");
+      const opts = options(ctx, req.consistency);
+      const { revision, value } = await readAt(db(), opts, async (tx) => {
+        // Policies are global vocabulary, readable by every caller: an unknown name is said so, as ManageRateLimits says it.
+        if (policy !== undefined && !(await getRecord(tx, "policies", { name: policy }, null))) {
+          throw new AuthzError("NOT_FOUND", `rate-limit policy "${policy}" does not exist`, { reason: "POLICY_NOT_FOUND", metadata: { field: "policy" } });
+        }
+        return listPage(tx, "rateLimitAssignments", { policy, organizationId, userId }, req, opts.tenantId);
+      });
+      // The id is a bigint, read as text: an int64 field takes a bigint.
+      const assignments = value.rows.map((r) => ({ ...toMessage(r), id: BigInt(String(r.id)) }));
+      return { assignments, revision, nextPageToken: value.nextPageToken };
     },
   };
 }

@@ -665,3 +665,164 @@ describe("Connect and gRPC-Web", () => {
     expect(text).toMatch(/grpc-status: ?0/);
   });
 });
+
+describe("ListRateLimitAssignments: the assignments ManageRateLimits writes, read back", () => {
+  const TA = id("d0a1", 1);
+  const TB = id("d0a1", 2);
+  const OA = id("d0a2", 1);
+  const OB = id("d0a2", 2);
+  const UA = id("d0a3", 1); // a place in OA (tenant A)
+  const UB = id("d0a3", 2); // a principal in OB's account (tenant B)
+  const UN = id("d0a3", 3); // nowhere
+  const ACC_B = id("d0a4", 1);
+  const P_UB = id("d0a5", 1);
+  const rateLimits = (mutations: unknown[]) => call("authz.v1.RateLimitService", "ManageRateLimits", { mutations }, keys.root as string);
+  const list = (req: Record<string, unknown>, key = keys.root as string) => dir("ListRateLimitAssignments", req, key);
+  type Rec = { id: string; policy_id: number; policy: string; user_id: string; organization_id: string; created_at: unknown };
+  /** "policy→target" per record, in the order listed. */
+  const shown = (r: Record<string, any>) => (r.assignments as Rec[]).map((a) => `${a.policy}→${a.user_id || a.organization_id}`);
+  let written = "0";
+  let policyIds: Record<string, number> = {};
+
+  beforeAll(async () => {
+    await ok(
+      manage([
+        { upsert_tenant: { id: TA, name: "RL A", slug: "rl-a" } },
+        { upsert_tenant: { id: TB, name: "RL B", slug: "rl-b" } },
+        { upsert_organization: { id: OA, tenant_id: TA, name: "RL A org", slug: "rl-a" } },
+        { upsert_organization: { id: OB, tenant_id: TB, name: "RL B org", slug: "rl-b" } },
+        { upsert_user: { id: UA, email: "ua@rl.example" } },
+        { upsert_user: { id: UB, email: "ub@rl.example" } },
+        { upsert_user: { id: UN, email: "un@rl.example" } },
+        { upsert_account: { id: ACC_B, organization_id: OB } },
+        { upsert_principal: { id: P_UB, account_id: ACC_B, subject: { type: "user", id: UB } } },
+      ]),
+    );
+    await ok(
+      call("authz.v1.AdminService", "ManageRoles", { mutations: [{ upsert_role: { key: { organization_id: OA, key: "rl-member" } } }] }, keys.root as string),
+    );
+    await ok(manage([{ add_user_to_organization: { user_id: UA, organization_id: OA, primary_role: { key: { organization_id: OA, key: "rl-member" } } } }]));
+    const org = (oid: string) => ({ type: "organization", id: oid });
+    const user = (uid: string) => ({ type: "user", id: uid });
+    const res = await ok(
+      rateLimits([
+        { upsert_policy: { name: "rla-org", scope: "organization", limit_count: 10, window_sec: 60 } },
+        { upsert_policy: { name: "rla-user", scope: "user", limit_count: 10, window_sec: 60 } },
+        { upsert_policy: { name: "rla-global", scope: "global", limit_count: 10, window_sec: 60 } },
+        { assign: { policy: "rla-org", subject: org(OA) } },
+        { assign: { policy: "rla-org", subject: org(OB) } },
+        { assign: { policy: "rla-user", subject: user(UA) } },
+        { assign: { policy: "rla-user", subject: user(UB) } },
+        { assign: { policy: "rla-global", subject: org(OA) } },
+        { assign: { policy: "rla-user", subject: user(UN) } },
+      ]),
+    );
+    written = res.revision;
+    policyIds = { "rla-org": res.results[0].policy_id, "rla-user": res.results[1].policy_id, "rla-global": res.results[2].policy_id };
+    keys.rlA = await addKey("rl-a-directory", ["directory"], TA);
+    const end = Date.now() + 5000;
+    while (Date.now() < end && (await dir("ListTenants", {}, keys.rlA)).code === grpc.status.UNAUTHENTICATED) await new Promise((r) => setTimeout(r, 20));
+  });
+
+  it("lists every assignment in id order with its policy, target and time, at the write's revision", async () => {
+    const r = await ok(list({ ...fresh(written) }));
+    expect(BigInt(r.revision)).toBeGreaterThanOrEqual(BigInt(written));
+    // Other tests of this file may have assigned none: the six of this block are all there is.
+    expect(shown(r)).toEqual([`rla-org→${OA}`, `rla-org→${OB}`, `rla-user→${UA}`, `rla-user→${UB}`, `rla-global→${OA}`, `rla-user→${UN}`]);
+    const ids = (r.assignments as Rec[]).map((a) => BigInt(a.id));
+    expect(ids).toEqual([...ids].sort((a, b) => (a < b ? -1 : 1)));
+    expect(r.assignments[0]).toMatchObject({ policy_id: policyIds["rla-org"], policy: "rla-org", organization_id: OA, user_id: "" });
+    expect(r.assignments[2]).toMatchObject({ policy_id: policyIds["rla-user"], policy: "rla-user", user_id: UA, organization_id: "" });
+    expect(Number(r.assignments[0].created_at.seconds)).toBeGreaterThan(Date.parse("2024-01-01") / 1000);
+    expect(r.next_page_token).toBe("");
+  });
+
+  it("filters by policy name, organization, user, and policy with organization", async () => {
+    const at = { consistency: { fully_consistent: true } };
+    expect(shown(await ok(list({ policy: "rla-org", ...at })))).toEqual([`rla-org→${OA}`, `rla-org→${OB}`]);
+    expect(shown(await ok(list({ organization_id: OA, ...at })))).toEqual([`rla-org→${OA}`, `rla-global→${OA}`]);
+    expect(shown(await ok(list({ user_id: UB, ...at })))).toEqual([`rla-user→${UB}`]);
+    expect(shown(await ok(list({ policy: "rla-global", organization_id: OA, ...at })))).toEqual([`rla-global→${OA}`]);
+    expect(shown(await ok(list({ policy: "rla-global", organization_id: OB, ...at })))).toEqual([]);
+    // Upper-case UUIDs name the same rows.
+    expect(shown(await ok(list({ user_id: UA.toUpperCase(), ...at })))).toEqual([`rla-user→${UA}`]);
+  });
+
+  it("pages of one are complete, each at a revision, and a token works only with the request it came from", async () => {
+    const seen: string[] = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const page = await ok(list({ policy: "rla-user", page_size: 1, page_token: token }));
+      expect(page.assignments).toHaveLength(1);
+      expect(BigInt(page.revision)).toBeGreaterThanOrEqual(BigInt(written));
+      seen.push(...shown(page));
+      token = page.next_page_token;
+      pages++;
+    } while (token !== "" && pages < 10);
+    expect(pages).toBe(3);
+    expect(seen).toEqual([`rla-user→${UA}`, `rla-user→${UB}`, `rla-user→${UN}`]);
+
+    const first = await ok(list({ policy: "rla-user", page_size: 1 }));
+    for (const other of [
+      { policy: "rla-org", page_size: 1 },
+      { policy: "rla-user", page_size: 2 },
+      { policy: "rla-user", user_id: UB, page_size: 1 },
+    ]) {
+      const r = await list({ ...other, page_token: first.next_page_token });
+      expect(r.code, JSON.stringify(other)).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(r.message).toContain("page_token");
+    }
+    expect((await list({ page_token: "not-a-token" })).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((await list({ page_size: 5000 })).code).toBe(grpc.status.INVALID_ARGUMENT);
+  });
+
+  it("a malformed filter is INVALID_ARGUMENT naming it; an unknown policy is NOT_FOUND", async () => {
+    for (const [req, field] of [
+      [{ organization_id: "not-a-uuid" }, "organization_id"],
+      [{ user_id: "00000000-0000-0000-0000-00000000000" }, "user_id"],
+      [{ organization_id: OA, user_id: UA }, "user_id"],
+      [{ policy: "no spaces allowed" }, "policy"],
+    ] as const) {
+      const r = await list(req);
+      expect(r.code, JSON.stringify(req)).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(r.message).toContain(field);
+    }
+    const unknown = await list({ policy: "rla-nobody" });
+    expect(unknown.code).toBe(grpc.status.NOT_FOUND);
+    expect(unknown.message).toContain('"rla-nobody"');
+  });
+
+  it("a tenant-bound key sees its organizations' assignments and those of users with a place in its tenant, nothing of another tenant", async () => {
+    const at = { consistency: { fully_consistent: true } };
+    expect(shown(await ok(list(at, keys.rlA)))).toEqual([`rla-org→${OA}`, `rla-user→${UA}`, `rla-global→${OA}`]);
+    expect(shown(await ok(list({ policy: "rla-user", ...at }, keys.rlA)))).toEqual([`rla-user→${UA}`]);
+    // Another tenant's organization or user: an empty list, as ListAccounts and ListUsers answer.
+    expect((await ok(list({ organization_id: OB, ...at }, keys.rlA))).assignments).toEqual([]);
+    expect((await ok(list({ user_id: UB, ...at }, keys.rlA))).assignments).toEqual([]);
+    expect((await ok(list({ user_id: UN, ...at }, keys.rlA))).assignments).toEqual([]);
+    expect((await ok(dir("ListAccounts", { organization_id: OB }, keys.rlA))).accounts).toEqual([]);
+    // Paging stays inside the tenant.
+    const p1 = await ok(list({ page_size: 2 }, keys.rlA));
+    const p2 = await ok(list({ page_size: 2, page_token: p1.next_page_token }, keys.rlA));
+    expect([...shown(p1), ...shown(p2)]).toEqual([`rla-org→${OA}`, `rla-user→${UA}`, `rla-global→${OA}`]);
+    expect(p2.next_page_token).toBe("");
+    // The directory scope is needed, as for every directory read.
+    expect((await list({}, keys.checkOnly)).code).toBe(grpc.status.PERMISSION_DENIED);
+  });
+
+  it("answers over Connect JSON too", async () => {
+    const res = await fetch(`http://127.0.0.1:${ports.httpPort}/authz.v1.DirectoryService/ListRateLimitAssignments`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": keys.root as string },
+      body: JSON.stringify({ organizationId: OA, consistency: { atLeastAsFresh: written } }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { assignments: Array<Record<string, unknown>>; revision: string; nextPageToken?: string };
+    expect(body.assignments.map((a) => a.policy)).toEqual(["rla-org", "rla-global"]);
+    expect(body.assignments[0]).toMatchObject({ policyId: policyIds["rla-org"], organizationId: OA });
+    expect(typeof body.assignments[0]?.id).toBe("string"); // int64 in proto3 JSON
+    expect(String(body.assignments[0]?.createdAt)).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(BigInt(body.revision)).toBeGreaterThanOrEqual(BigInt(written));
+  });
+});

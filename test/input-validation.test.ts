@@ -15,6 +15,7 @@ import {
   GetTenantRequestSchema,
   GetUserRequestSchema,
   ListOrganizationsRequestSchema,
+  ListRateLimitAssignmentsRequestSchema,
   ListRateLimitPoliciesRequestSchema,
   ListUsersRequestSchema,
   ManageDirectoryRequestSchema,
@@ -99,6 +100,8 @@ describe("directory page tokens", () => {
     ["ListUsers", ListUsersRequestSchema, ["zzz", "", "\u0000", 5, null, "00000003-0000-4000-8000-00000000000"]],
     ["ListOrganizations", ListOrganizationsRequestSchema, ["abc", "' or 1=1 --"]],
     ["ListRateLimitPolicies", ListRateLimitPoliciesRequestSchema, ["abc", "1.5", "0x10", "1e3", "99999999999999999999", "2147483648", " 1", ""]],
+    // A bigint key: past int8, or not an integer at all.
+    ["ListRateLimitAssignments", ListRateLimitAssignmentsRequestSchema, ["abc", "1.5", "1e3", "9223372036854775808", "-9223372036854775809", "01", " 1", ""]],
   ];
   for (const [rpc, schema, keys] of cases) {
     it(`${rpc}: a token whose key is not a key of the listing is refused like a foreign token`, async () => {

@@ -16,6 +16,7 @@ import { manageRateLimits } from "../src/store/manage-rate-limits.js";
 import { manageRoles } from "../src/store/manage-roles.js";
 import { migrate } from "../src/store/migrate.js";
 import { transferOwnership } from "../src/store/ownership.js";
+import { type Filters, listPage, readAt } from "../src/store/directory-reads.js";
 import { createPgliteClient } from "../src/store/pglite-client.js";
 import { pruneHistory } from "../src/store/retention.js";
 import { type SqlClient, SqlError } from "../src/store/sql.js";
@@ -166,6 +167,25 @@ describe.each(BACKENDS)("the store on $name", (backend) => {
     expect(t.transfer.status).toBe("completed");
     const rl = await manageRateLimits(db, { mutations: [{ kind: "upsertPolicy", name: "conformance", scope: "user", limitCount: 5, windowSec: 1 }] });
     expect(rl.results[0]?.changed).toBe(true);
+  });
+
+  it("reads rate-limit assignments back (DirectoryService): paged by their bigint id, confined to a tenant", async () => {
+    const page = (filters: Filters<"rateLimitAssignments">, pageToken: string, tenantId: string | null) =>
+      readAt(db, { tenantId }, (tx) => listPage(tx, "rateLimitAssignments", filters, { pageSize: 3, pageToken }, tenantId));
+    const first = await page({}, "", ACME);
+    expect(first.value.rows).toHaveLength(3);
+    const rest = await page({}, first.value.nextPageToken, ACME);
+    const all = [...first.value.rows, ...rest.value.rows];
+    expect(rest.value.nextPageToken).toBe("");
+    // The demo's four: two users with a place in Acme, Acme's two organizations.
+    expect(all.map((r) => `${r.policy}→${r.userId ?? r.organizationId}`).sort()).toEqual([
+      `api-per-org→${DEMO.org.eng}`,
+      `api-per-org→${DEMO.org.sales}`,
+      `api-per-user→${DEMO.user.bob}`,
+      `export-per-user→${CAROL}`,
+    ]);
+    expect((await page({ policy: "api-per-org" }, "", null)).value.rows.map((r) => r.organizationId)).toEqual([ENG, DEMO.org.sales]);
+    expect((await page({}, "", "0000c0f0-0000-4000-8000-0000000000ff")).value.rows).toEqual([]);
   });
 
   it("stores, reads and revokes API keys", async () => {

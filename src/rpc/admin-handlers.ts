@@ -52,7 +52,7 @@ function mutationFrom(m: RoleMutation, i: number): Mutation {
         organizationId: k.organizationId === "" ? null : k.organizationId,
         key: k.key,
         ...(mu.value.name !== "" ? { name: mu.value.name } : {}),
-        ...(mu.value.description !== "" ? { description: mu.value.description } : {}),
+        ...descriptionOf(mu.value, `${p}.upsert_role`),
         ...(mu.value.id !== "" ? { id: mu.value.id } : {}),
       };
     }
@@ -62,7 +62,7 @@ function mutationFrom(m: RoleMutation, i: number): Mutation {
         kind: "upsertPermission",
         organizationId: k.organizationId === "" ? null : k.organizationId,
         key: k.key,
-        ...(mu.value.description !== "" ? { description: mu.value.description } : {}),
+        ...descriptionOf(mu.value, `${p}.upsert_permission`),
         ...(mu.value.id !== "" ? { id: mu.value.id } : {}),
       };
     }
@@ -108,6 +108,13 @@ function mutationFrom(m: RoleMutation, i: number): Mutation {
 }
 
 /** ManageRoles: db is read per call so the handler can be built before the pool. */
+/** A description to write: the text given, "" to clear it (clear_description), or none to keep it. */
+function descriptionOf(v: { description: string; clearDescription: boolean }, at: string): { description?: string } {
+  if (v.clearDescription && v.description !== "") throw invalidArgument(`${at}: give a description or clear_description, not both`, `${at}.clear_description`);
+  if (v.clearDescription) return { description: "" };
+  return v.description !== "" ? { description: v.description } : {};
+}
+
 export function manageRolesHandler(
   db: () => SqlClient,
 ): (req: ManageRolesRequest, ctx: CallContext) => Promise<MessageInitShape<typeof ManageRolesResponseSchema>> {

@@ -28,6 +28,11 @@ const dateOrNull = (t: Timestamp | undefined): Date | null => (t ? timestampToDa
 /** "" from a proto3 optional string means "clear it" (null). */
 const clear = (v: string | undefined): string | null | undefined => (v === undefined ? undefined : v === "" ? null : v);
 const id = (v: string): string | undefined => (v === "" ? undefined : v);
+/** A timestamp field with its clear_ flag: null clears it, undefined keeps it; both given is INVALID_ARGUMENT. */
+function dateOrCleared(t: Timestamp | undefined, clearIt: boolean, path: string): Date | null | undefined {
+  if (clearIt && t) throw invalidArgument(`${path}: give the time or clear it, not both`, path);
+  return clearIt ? null : date(t);
+}
 
 function roleRef(r: RoleRef | undefined, path: string): RoleRefInput {
   if (r === undefined) throw invalidArgument(`${path} is required`, path);
@@ -75,7 +80,7 @@ function entityFrom(mu: DirectoryMutationMsg["mutation"], p: string): DirectoryM
         legacyUserId: clear(v.legacyUserId),
         logicalKey: clear(v.logicalKey),
         createdAt: date(v.createdAt),
-        lastActiveAt: date(v.lastActiveAt),
+        lastActiveAt: dateOrCleared(v.lastActiveAt, v.clearLastActiveAt, `${p}.upsert_user.last_active_at`),
         locked: v.locked,
         enabled: v.enabled,
       });
@@ -103,9 +108,9 @@ function entityFrom(mu: DirectoryMutationMsg["mutation"], p: string): DirectoryM
         identityId: clear(v.identityId),
         region: clear(v.region),
         personalityKey: clear(v.personalityKey),
-        validUntil: v.clearValidUntil ? null : date(v.validUntil),
+        validUntil: dateOrCleared(v.validUntil, v.clearValidUntil, `${p}.upsert_principal.valid_until`),
         active: v.active,
-        acceptedAt: date(v.acceptedAt),
+        acceptedAt: dateOrCleared(v.acceptedAt, v.clearAcceptedAt, `${p}.upsert_principal.accepted_at`),
       });
     }
     default:

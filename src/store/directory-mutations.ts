@@ -29,7 +29,8 @@ export interface UserFields {
   legacyUserId?: string | null;
   logicalKey?: string | null;
   createdAt?: Date;
-  lastActiveAt?: Date;
+  /** null clears it. */
+  lastActiveAt?: TimeInput;
   locked?: boolean;
   enabled?: boolean;
 }
@@ -73,7 +74,8 @@ export type DirectoryMutation =
       personalityKey?: string | null;
       validUntil?: TimeInput;
       active?: boolean;
-      acceptedAt?: Date;
+      /** null clears it: not accepted. */
+      acceptedAt?: TimeInput;
     }
   | { kind: "acceptPrincipal" | "acceptMembership"; id: string; acceptedAt?: Date }
   | { kind: "createAvatar"; id?: string; organizationId: string; handle: string; ownerPrincipalId: string; ownerMembershipId?: string }
@@ -189,8 +191,8 @@ function userFields(f: UserFields, p: string): UserFields {
   if (props) out.properties = props;
   const created = time(f.createdAt, `${p}.created_at`);
   if (created) out.createdAt = created;
-  const active = time(f.lastActiveAt, `${p}.last_active_at`);
-  if (active) out.lastActiveAt = active;
+  const active = timeOrNull(f.lastActiveAt, `${p}.last_active_at`);
+  if (active !== undefined) out.lastActiveAt = active;
   return out;
 }
 
@@ -224,7 +226,7 @@ function validatePrincipal(m: Extract<DirectoryMutation, { kind: "upsertPrincipa
     ...optional("personalityKey", clearable(m.personalityKey, `${p}.personality_key`, MAX_NAME_BYTES)),
     ...optional("validUntil", timeOrNull(m.validUntil, `${p}.valid_until`)),
     ...optional("active", m.active),
-    ...optional("acceptedAt", time(m.acceptedAt, `${p}.accepted_at`)),
+    ...optional("acceptedAt", timeOrNull(m.acceptedAt, `${p}.accepted_at`)),
   };
 }
 

@@ -57,7 +57,10 @@ const merge = (...docs: Array<Record<string, unknown[]>>) => {
   return out;
 };
 const DATA = merge(tenantData(TA, OA, UA, AA, PA, VA, MA, RA, SA, "alpha"), tenantData(TB, OB, UB, AB, PB, VB, MB, RB, SB, "beta"), {
-  RateLimitPolicy: [{ policy_id: 1, name: "per-org", scope: "organization", limit_count: 10, window_sec: 3600 }],
+  RateLimitPolicy: [
+    { policy_id: 1, name: "per-org", scope: "organization", limit_count: 10, window_sec: 3600 },
+    { policy_id: 2, name: "everyone", scope: "global", limit_count: 100, window_sec: 3600 },
+  ],
   RateLimitAssignment: [
     { policy_id: 1, org_id: OA },
     { policy_id: 1, org_id: OB },
@@ -261,5 +264,18 @@ describe("ExportDirectory", () => {
     const doc = documentOf(out.messages);
     expect(doc.RateLimitCounter).toEqual([expect.objectContaining({ policy_id: 1, org_id: OA, count: 3 })]);
     await expect(importDocument(t.client, { RateLimitCounter: doc.RateLimitCounter })).rejects.toThrow(/rate-limit counters cannot be imported/);
+  });
+
+  it("a global policy's one counter is exported with none of key_id, user_id and org_id", async () => {
+    const rl = client(protos, "authz.v1.RateLimitService", ports.grpcPort);
+    const md = new grpc.Metadata();
+    md.set("x-api-key", keys.root as string);
+    await unary(rl, "ConsumeRateLimit", { policy: "everyone", subject: { type: "organization", id: OA }, cost: 2 }, md);
+    rl.close();
+    const out = await viaGrpc({ include_counters: true }, keys.root as string);
+    expect(out.code, out.message).toBe(0);
+    const global = (documentOf(out.messages).RateLimitCounter as Array<Record<string, unknown>>).find((r) => r.policy_id === 2);
+    expect(global).toMatchObject({ count: 2 });
+    expect(Object.keys(global ?? {}).filter((k) => k === "key_id" || k === "user_id" || k === "org_id")).toEqual([]);
   });
 });

@@ -94,7 +94,7 @@ export async function counterPage(store: RateLimitStore, applied: AppliedPolicy[
   for (let i = 0; i < applied.length; i += MAX_COUNTERS_PER_CALL) {
     for (const c of await readCounters(store, applied.slice(i, i + MAX_COUNTERS_PER_CALL))) {
       if (c.windowStartUs === 0) continue;
-      const owner = c.owner.type === "user" ? { user_id: c.owner.id } : c.owner.type === "organization" ? { org_id: c.owner.id } : { key_id: null };
+      const owner = c.owner.type === "user" ? { user_id: c.owner.id } : c.owner.type === "organization" ? { org_id: c.owner.id } : {};
       records.push({ policy_id: c.policy.id, ...owner, window_start: iso(c.windowStartUs), count: c.count, last_updated: iso(c.lastUpdatedUs) });
     }
   }

@@ -81,7 +81,7 @@ const ORGANIZATION_OF = `case c.table_name
 
 const ROWS = `select c.revision::text as revision, c.id::text as id, c.table_name, c.op,
        (select coalesce(jsonb_object_agg(k, v), '{}'::jsonb) from jsonb_each_text(r) as e(k, v)
-         where k = 'id' or k like '%\\_id' or k like '%\\_type') as ids,
+         where (k = 'id' or k like '%\\_id' or k like '%\\_type') and v is not null) as ids,
        case when r is null then null else authz_row_tenant(c.table_name, r)::text end as tenant_id,
        ${ORGANIZATION_OF} as organization_id
   from authz_changes c, lateral (select coalesce(c.new_row, c.old_row) as r) as x

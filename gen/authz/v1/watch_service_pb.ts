@@ -128,7 +128,7 @@ export type WatchChange = Message<"authz.v1.WatchChange"> & {
   /**
    * The row's identifiers: its "id" and every "*_id" and "*_type" column
    * (for example role_id, subject_type, subject_id, scope_type, scope_id), as
-   * text. Empty for TRUNCATE.
+   * text; a column that is null is left out. Empty for TRUNCATE.
    *
    * @generated from field: map<string, string> ids = 4;
    */

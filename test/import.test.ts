@@ -61,6 +61,29 @@ describe("directory import", () => {
     expect(again.revisionAfter).toBe(again.revisionBefore);
   });
 
+  it("refuses a timestamp whose instant is outside 0001-9999 UTC (an offset can carry it there), and cuts past microseconds", async () => {
+    const perm = (id: string, created_at: string) => ({ Permission: [{ permission_id: id, name: `edge.${id.slice(-2)}`, created_at }] });
+    const before = await counts();
+    for (const at of ["9999-12-31T23:59:59.999999-01:00", "0001-01-01T00:00:00+01:00"]) {
+      const err = await importDocument(t.client, perm("0000ab02-0000-4000-8000-000000000001", at)).catch((e: unknown) => e);
+      expect(err, at).toBeInstanceOf(ImportError);
+      expect((err as ImportError).message).toMatch(/created_at.*between 0001-01-01 and 9999-12-31 UTC/);
+    }
+    expect(await counts()).toBe(before);
+    await importDocument(t.client, {
+      Permission: [
+        { permission_id: "0000ab02-0000-4000-8000-000000000002", name: "edge.last", created_at: "9999-12-31T23:59:59.9999999Z" },
+        { permission_id: "0000ab02-0000-4000-8000-000000000003", name: "edge.lower", created_at: "2024-01-01t00:00:00.123456z" },
+      ],
+    });
+    const rows = await t.raw<{ key: string; at: string }[]>`
+      select key, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as at from permissions where key in ('edge.last', 'edge.lower') order by key`;
+    expect(rows).toEqual([
+      { key: "edge.last", at: "9999-12-31T23:59:59.999999" },
+      { key: "edge.lower", at: "2024-01-01T00:00:00.123456" },
+    ]);
+  });
+
   it("a rate-limit policy name the API could not call it by is refused, naming the record", async () => {
     const doc = { RateLimitPolicy: [{ name: "Imported Policy ü", scope: "user", limit_count: 5, window_sec: 60 }] };
     const before = await counts();

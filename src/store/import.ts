@@ -104,23 +104,29 @@ const INVALID = {
   bool: new Invalid("must be true or false"),
   int: new Invalid("must be a whole number"),
   json: new Invalid("must be a JSON object"),
-  ts: new Invalid("must be an ISO-8601 timestamp string"),
+  ts: new Invalid("must be an ISO-8601 timestamp string between 0001-01-01 and 9999-12-31 UTC"),
   epoch: new Invalid("must be epoch seconds (a whole number) or an ISO-8601 timestamp string"),
   "text[]": new Invalid("must be an array of strings"),
 } satisfies Record<FieldType, Invalid>;
 
-/** An RFC 3339 timestamp with an explicit offset: PostgreSQL reads it exactly, microseconds included. */
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/;
+/** An RFC 3339 timestamp with an explicit offset (any case, any fraction): PostgreSQL reads it exactly, to the microsecond. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
+/** The instants every reader of a timestamp handles (the protobuf Timestamp's range): 0001-01-01 to 9999-12-31, UTC. */
+const FIRST_MS = Date.parse("0001-01-01T00:00:00Z");
+const LAST_MS = Date.parse("9999-12-31T23:59:59.999Z");
 
 /**
  * A timestamp's SQL text. An RFC 3339 one goes to PostgreSQL as written, so that the microseconds of an export
  * survive its import (through a JS Date they were cut to milliseconds, and re-importing an export rewrote every
- * timestamped row); any other form Date.parse reads is normalised through a Date.
+ * timestamped row); any other form Date.parse reads is normalised through a Date. Either way the instant must be
+ * within 0001-01-01 and 9999-12-31 UTC: an offset can carry a wall time past either end (9999-12-31T23:59-01:00 is
+ * year 10000), which PostgreSQL stores but no read can answer.
  */
 const isoOf = (v: string): Value | Invalid => {
   const ms = Date.parse(v);
-  if (Number.isNaN(ms)) return INVALID.ts;
-  return RFC3339.test(v) ? v : new Date(ms).toISOString();
+  if (Number.isNaN(ms) || ms < FIRST_MS || ms > LAST_MS + 0.999) return INVALID.ts;
+  // Past microseconds PostgreSQL would round, possibly across the last instant: cut to microseconds instead.
+  return RFC3339.test(v) ? v.replace(/(\.\d{6})\d+/, "$1") : new Date(ms).toISOString();
 };
 
 /** The field's SQL text (or null, or a text[]), or why it does not fit. */

@@ -60,10 +60,13 @@ const DATA = merge(tenantData(TA, OA, UA, AA, PA, VA, MA, RA, SA, "alpha"), tena
   RateLimitPolicy: [
     { policy_id: 1, name: "per-org", scope: "organization", limit_count: 10, window_sec: 3600 },
     { policy_id: 2, name: "everyone", scope: "global", limit_count: 100, window_sec: 3600 },
+    { policy_id: 3, name: "per-user", scope: "user", limit_count: 10, window_sec: 3600 },
   ],
   RateLimitAssignment: [
     { policy_id: 1, org_id: OA },
     { policy_id: 1, org_id: OB },
+    // A user's assignment belongs to no tenant: alpha's export carries it, as alpha's user.
+    { policy_id: 3, user_id: UA },
   ],
 });
 
@@ -210,6 +213,9 @@ describe("ExportDirectory", () => {
     const text = JSON.stringify(documentOf(own.messages));
     for (const other of [TB, OB, AB, PB, VB, MB, RB, SB, UB]) expect(text).not.toContain(other);
     for (const mine of [TA, OA, AA, PA, VA, MA, RA, SA, UA]) expect(text).toContain(mine);
+    const doc = documentOf(own.messages);
+    expect(doc.RateLimitAssignment).toEqual(expect.arrayContaining([expect.objectContaining({ policy_id: 3, user_id: UA })]));
+    expect((doc.RateLimitPolicy as Array<{ name: string }>).map((p) => p.name).sort()).toEqual(["per-org", "per-user"]);
     const named = await viaGrpc({ tenant_id: TA }, keys.alpha as string);
     expect(named.messages).toEqual(own.messages);
 
@@ -277,5 +283,16 @@ describe("ExportDirectory", () => {
     const global = (documentOf(out.messages).RateLimitCounter as Array<Record<string, unknown>>).find((r) => r.policy_id === 2);
     expect(global).toMatchObject({ count: 2 });
     expect(Object.keys(global ?? {}).filter((k) => k === "key_id" || k === "user_id" || k === "org_id")).toEqual([]);
+  });
+
+  it("a tenant's export with counters carries its users' counters of that tenant", async () => {
+    const rl = client(protos, "authz.v1.RateLimitService", ports.grpcPort);
+    const md = new grpc.Metadata();
+    md.set("x-api-key", keys.root as string);
+    await unary(rl, "ConsumeRateLimit", { policy: "per-user", subject: { type: "user", id: UA }, organization_id: OA, cost: 4 }, md);
+    rl.close();
+    const out = await viaGrpc({ include_counters: true }, keys.alpha as string);
+    expect(out.code, out.message).toBe(0);
+    expect(documentOf(out.messages).RateLimitCounter).toEqual(expect.arrayContaining([expect.objectContaining({ policy_id: 3, user_id: UA, count: 4 })]));
   });
 });

@@ -28,7 +28,7 @@ export interface ExportPage {
   records: Array<Record<string, unknown>>;
 }
 
-type TenantRule = "own" | "own-or-global" | "referenced-user" | "referenced-staff" | "referenced-policy";
+type TenantRule = "own" | "own-or-global" | "referenced-user" | "referenced-staff" | "referenced-policy" | "referenced-assignment";
 
 interface ExportSection {
   section: string;
@@ -252,21 +252,30 @@ const SECTIONS_OUT: ExportSection[] = [
     table: "rate_limit_assignments",
     fields: { policy_id: "t.policy_id", user_id: "t.user_id", org_id: "t.org_id" },
     key: [["id", "bigint"]],
-    tenant: "own",
+    // A user's assignment belongs to no tenant: a tenant's export carries those of the users it exports.
+    tenant: "referenced-assignment",
   },
 ];
 
 /** The tenant of a row of `table` aliased `alias` (migrations 0006/0007). */
 const rowTenant = (table: string, alias = "t") => `authz_row_tenant('${table}', to_jsonb(${alias}))`;
 
-/** Users, staff and policies the tenant's ($1) rows refer to. */
-const REFERENCES = {
-  user: `t.id in (select p.user_id from principals p where ${rowTenant("principals", "p")} = $1::uuid
+/** The users the tenant's ($1) rows refer to: through its principals, its role assignments and its places. */
+const USERS_OF_TENANT = `select p.user_id from principals p where ${rowTenant("principals", "p")} = $1::uuid
               union select a.user_id from role_assignments a where ${rowTenant("role_assignments", "a")} = $1::uuid
-              union select u.user_id from user_organizations u join organizations o on o.id = u.organization_id where o.tenant_id = $1::uuid)`,
+              union select u.user_id from user_organizations u join organizations o on o.id = u.organization_id where o.tenant_id = $1::uuid`;
+
+/** A rate-limit assignment of the tenant: to one of its organizations, or to one of the users it refers to. */
+const ASSIGNMENT_OF_TENANT = (alias: string) =>
+  `(${alias}.org_id in (select o.id from organizations o where o.tenant_id = $1::uuid) or ${alias}.user_id in (${USERS_OF_TENANT}))`;
+
+/** Users, staff, policies and rate-limit assignments the tenant's ($1) rows refer to. */
+const REFERENCES = {
+  user: `t.id in (${USERS_OF_TENANT})`,
   staff: `t.id in (select p.staff_id from principals p where ${rowTenant("principals", "p")} = $1::uuid
               union select a.staff_id from role_assignments a where ${rowTenant("role_assignments", "a")} = $1::uuid)`,
-  policy: "t.id in (select r.policy_id from rate_limit_assignments r join organizations o on o.id = r.org_id where o.tenant_id = $1::uuid)",
+  policy: `t.id in (select r.policy_id from rate_limit_assignments r where ${ASSIGNMENT_OF_TENANT("r")})`,
+  assignment: ASSIGNMENT_OF_TENANT("t"),
 };
 
 function tenantCondition(s: ExportSection): string {
@@ -287,6 +296,8 @@ function tenantCondition(s: ExportSection): string {
       return REFERENCES.staff;
     case "referenced-policy":
       return REFERENCES.policy;
+    case "referenced-assignment":
+      return REFERENCES.assignment;
   }
 }
 

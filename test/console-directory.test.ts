@@ -9,6 +9,7 @@ import { type ConsoleServer, changeCount, signedIn, startConsoleServer } from ".
 
 const ACME = "00000001-0000-4000-8000-000000000001";
 const ENG = "00000002-0000-4000-8000-000000000001";
+const ALICE = "00000003-0000-4000-8000-000000000001";
 const BOB = "00000003-0000-4000-8000-000000000002";
 const BOT = "00000007-0000-4000-8000-000000000001"; // acme-bot in eng
 const PRINCIPAL = "00000006-0000-4000-8000-000000000005"; // a principal of eng, not a member of acme-bot
@@ -100,6 +101,19 @@ describe("console: directory", () => {
     await context.close();
   });
 
+  it("Enter in the email field decides for the user the email names, not the subject shown before", async () => {
+    const { context, page } = await signedIn(s, s.keys.admin);
+    // Alice (owner) may delete acme-eng: the question is answered at once, allowed.
+    await page.goto(`${s.base}/console/#/decision?subjectType=user&subjectId=${ALICE}&permission=org.delete&resourceType=organization&resourceId=${ENG}`);
+    await page.locator('#decision-result > .verdict[data-allowed="true"]').waitFor();
+    // Enter submits while the email's lookup is still out: the answer must be Bob's (not allowed), not Alice's again.
+    await page.fill("input[name=subject-email]", "bob@acme.example");
+    await page.press("input[name=subject-email]", "Enter");
+    await expect.poll(() => page.inputValue("input[name=subject-id]")).toBe(BOB);
+    await expect.poll(() => page.locator("#decision-result > .verdict").getAttribute("data-allowed")).toBe("false");
+    await context.close();
+  });
+
   it("draws an organization's roles and highlights the closure of a selected role", async () => {
     const { context, page } = await signedIn(s, s.keys.admin);
     await page.goto(`${s.base}/console/#/roles?org=${ENG}`);
@@ -113,6 +127,26 @@ describe("console: directory", () => {
     expect(await closure.textContent()).not.toMatch(/owner/);
     expect(await page.locator("#roles svg.roles g.node.lit, #roles svg.roles g.node.selected").count()).toBe(2);
     await page.screenshot({ path: join(s.shots, "roles.png") });
+    await context.close();
+  });
+
+  it("draws the global roles an organization's role inherits, and their permissions in its closure", async () => {
+    const helpdesk = "0000c5a1-0000-4000-8000-000000000001";
+    const perm = "0000c5a1-0000-4000-8000-000000000002";
+    await s.t.raw`insert into roles (id, organization_id, key, name) values (${helpdesk}, null, 'helpdesk', 'Helpdesk')`;
+    await s.t.raw`insert into permissions (id, organization_id, key) values (${perm}, null, 'helpdesk.read')`;
+    await s.t.raw`insert into role_permissions (role_id, permission_id) values (${helpdesk}, ${perm})`;
+    await s.t.raw`insert into role_inheritance (role_id, parent_role_id)
+                  select id, ${helpdesk}::uuid from roles where organization_id = ${ENG}::uuid and key = 'member'`;
+    const { context, page } = await signedIn(s, s.keys.admin);
+    await page.goto(`${s.base}/console/#/roles?org=${ENG}`);
+    const nodes = page.locator("#roles svg.roles g.node");
+    await nodes.filter({ hasText: "helpdesk (global)" }).first().waitFor();
+    await nodes.filter({ hasText: "member (" }).click();
+    const closure = page.locator("#role-closure");
+    await closure.waitFor();
+    expect(await closure.textContent()).toMatch(/Roles: .*member.*helpdesk \(global\)/);
+    expect(await closure.textContent()).toMatch(/Permissions: .*helpdesk\.read/);
     await context.close();
   });
 

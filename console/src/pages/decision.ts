@@ -85,20 +85,29 @@ async function decide(out: HTMLElement, q: Question, revision?: string, note?: H
   out.append(...(note ? [note] : []), verdict(q, a), actions, writeOut);
 }
 
+/** The email lookup in flight, if any: a decision waits for it, so that it is asked about the user the email names. */
+interface Lookup {
+  pending: Promise<void> | undefined;
+}
+
 /** With the Directory API: an email field that fills the subject with that user's id (asked on the server). */
-function userByEmail(subjectType: HTMLSelectElement, subjectId: HTMLInputElement): HTMLElement | null {
+function userByEmail(subjectType: HTMLSelectElement, subjectId: HTMLInputElement, lookup: Lookup): HTMLElement | null {
   if (!has(DIRECTORY_PATHS.getUser)) return null;
   const [emailL, email] = field("…or the user with email", "subject-email", { placeholder: "name@example.com", size: 24 });
   const out = h("span", { class: "inline-error" });
-  email.addEventListener("change", async () => {
+  email.addEventListener("change", () => {
     show(out);
     if (!email.value.trim()) return;
-    try {
-      subjectId.value = (await getUser({ email: email.value.trim() })).user.id;
-      subjectType.value = "user";
-    } catch (err) {
-      show(out, failure(err));
-    }
+    lookup.pending = (async () => {
+      try {
+        subjectId.value = (await getUser({ email: email.value.trim() })).user.id;
+        subjectType.value = "user";
+      } catch (err) {
+        // No user with that email: no subject either, rather than the one asked about before.
+        subjectId.value = "";
+        show(out, failure(err));
+      }
+    })();
   });
   return h("span", { class: "by-email" }, emailL, out);
 }
@@ -121,8 +130,11 @@ export function decisionPage(root: HTMLElement): void {
   const out = h("section", { id: "decision-result" });
   // A link from a write carries its revision: the first answer is at least as fresh as it.
   let atRevision = p.get("revision") ?? undefined;
-  const run = (e?: Event) => {
+  const lookup: Lookup = { pending: undefined };
+  const run = async (e?: Event) => {
     e?.preventDefault();
+    // Enter in the email field submits while its lookup is still out: ask once it has filled in the subject.
+    await lookup.pending;
     const q = {
       subject: { type: subjectType.value, id: subjectId.value.trim() },
       permission: permission.value.trim(),
@@ -142,7 +154,7 @@ export function decisionPage(root: HTMLElement): void {
       { id: "decision-form", onsubmit: run },
       subjectTypeL,
       subjectIdL,
-      userByEmail(subjectType, subjectId),
+      userByEmail(subjectType, subjectId, lookup),
       permL,
       resTypeL,
       resIdL,
@@ -151,5 +163,5 @@ export function decisionPage(root: HTMLElement): void {
     out,
   );
   // Opened from a link (who-can, a user) with the whole question: answer it at once.
-  if (subjectId.value && permission.value && resourceId.value) run();
+  if (subjectId.value && permission.value && resourceId.value) void run();
 }

@@ -1,7 +1,9 @@
 // Roles of an organization with their inheritance drawn as a graph; selecting
 // a role highlights its closure (itself and every role it inherits) and lists
 // the permissions that closure holds. Needs DirectoryService.ListRoles; roles
-// arrive a server page at a time and "More roles" adds the next page.
+// arrive a server page at a time and "More roles" adds the next page. The
+// global roles an organization's roles inherit are drawn too (key marked
+// "(global)"), so that a closure holds every role and permission it grants.
 
 import { field, h, show } from "../dom.js";
 import { closureOf, drawRoles, type GraphRole } from "../graph.js";
@@ -34,12 +36,47 @@ function render(out: HTMLElement, roles: Role[], revision: string, selected: str
   );
 }
 
-async function load(out: HTMLElement, orgId: string, roles: Role[] = [], token?: string): Promise<void> {
+/** At most this many global roles are read to draw an organization's roles' global parents. */
+const MAX_GLOBAL_PAGES = 10;
+
+/** Every global role (an organization's roles may inherit them), a page at a time. */
+async function globalRoles(): Promise<Role[]> {
+  const out: Role[] = [];
+  let token: string | undefined;
+  for (let i = 0; i < MAX_GLOBAL_PAGES; i++) {
+    const page = await listRoles("", PAGE_SIZE, token);
+    out.push(...(page.roles ?? []));
+    token = page.nextPageToken;
+    if (!token) break;
+  }
+  return out;
+}
+
+/** The global roles the organization's roles inherit, transitively, marked as global in their key. */
+function inheritedGlobals(roles: Role[], globals: Role[]): Role[] {
+  const byId = new Map(globals.map((g) => [g.id, g]));
+  const have = new Set(roles.map((r) => r.id));
+  const out: Role[] = [];
+  const queue = roles.flatMap((r) => r.parentRoleIds ?? []);
+  for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
+    const g = byId.get(id);
+    if (!g || have.has(id)) continue;
+    have.add(id);
+    out.push({ ...g, key: `${g.key} (global)` });
+    queue.push(...(g.parentRoleIds ?? []));
+  }
+  return out;
+}
+
+async function load(out: HTMLElement, orgId: string, roles: Role[] = [], token?: string, globals?: Role[]): Promise<void> {
   try {
     const page = await listRoles(orgId, PAGE_SIZE, token);
     const all = [...roles, ...(page.roles ?? [])];
     const next = page.nextPageToken;
-    render(out, all, page.revision, undefined, next ? () => void load(out, orgId, all, next) : undefined);
+    // An organization's roles may inherit global roles: drawn beside them, so that a closure is whole.
+    const global = orgId === "" ? [] : (globals ?? (await globalRoles()));
+    const shown = [...all, ...inheritedGlobals(all, global)];
+    render(out, shown, page.revision, undefined, next ? () => void load(out, orgId, all, next, global) : undefined);
   } catch (err) {
     show(out, failure(err));
   }

@@ -47,7 +47,7 @@ describe("k8s base", () => {
     expect(k?.configMapGenerator?.[0]?.name).toBe("authz-config");
   });
 
-  it("runs at least 3 non-root replicas with a read-only root, gRPC health probes, resources and topology spread", () => {
+  it("runs at least 3 non-root replicas with a read-only root, health probes (liveness on /healthz), resources and topology spread", () => {
     const d = byKind("Deployment")[0] as Doc;
     expect(d.spec.replicas).toBeGreaterThanOrEqual(3);
     const pod = d.spec.template.spec;
@@ -57,7 +57,10 @@ describe("k8s base", () => {
     expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
     expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
     expect(c.readinessProbe.grpc.port).toBe(50051);
-    expect(c.livenessProbe.grpc.port).toBe(50051);
+    // Liveness must not follow the overall status (NOT_SERVING in a database outage, while Checks are still answered).
+    expect(c.livenessProbe.grpc).toBeUndefined();
+    expect(c.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "http" });
+    expect((c.ports as Doc[]).some((p) => p.name === "http")).toBe(true);
     expect(c.resources.requests.cpu).toBeDefined();
     expect(c.resources.limits.memory).toBeDefined();
     const env = Object.fromEntries((c.env as Doc[]).map((e) => [e.name, e]));

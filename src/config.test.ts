@@ -54,5 +54,10 @@ describe("loadConfig", () => {
 
   it("redacts passwords in URLs for logs", () => {
     expect(redactUrl("postgres://u:secret@h:5432/d")).toBe("postgres://u:REDACTED@h:5432/d");
+    // libpq and the drivers also take the password (and TLS key passphrases) as query parameters.
+    const q = redactUrl("postgres://u@h/d?password=QueryPw9&sslmode=require&sslpassword=K3y") as string;
+    expect(q).not.toMatch(/QueryPw9|K3y/);
+    expect(q).toContain("sslmode=require");
+    expect(redactUrl("redis://h:6379/10?password=RedisPw3")).not.toContain("RedisPw3");
   });
 });

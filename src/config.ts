@@ -442,12 +442,16 @@ function unknownSettings(env: Readonly<Record<string, string | undefined>>): str
     .map((name) => `${name} is not a known setting and is ignored`);
 }
 
-/** A connection string with its password replaced, safe to log. */
+/** Query parameters that carry a secret in a PostgreSQL or Redis connection string (libpq's and the drivers' names). */
+const SECRET_PARAMS = /pass|secret|token|key/i;
+
+/** A connection string with its password replaced, in the user part and in the query (?password=...), safe to log. */
 export function redactUrl(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
   try {
     const u = new URL(raw);
     if (u.password) u.password = "REDACTED";
+    for (const name of [...u.searchParams.keys()]) if (SECRET_PARAMS.test(name)) u.searchParams.set(name, "REDACTED");
     return u.toString();
   } catch {
     return "(unparseable)";

@@ -174,7 +174,12 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_MAX_MESSAGE_BYTES", default: "4194304", meaning: "Largest request or response message on either listener." },
   { name: "AUTHZ_MAX_CONCURRENT_CALLS", default: "2048", meaning: "Calls in progress per process beyond which new calls get RESOURCE_EXHAUSTED." },
   { name: "AUTHZ_MAX_WAIT_MS", default: "5000", meaning: "Cap on how long a call waits for freshness, whatever deadline the caller set." },
-  { name: "AUTHZ_DECISION_LOG", default: "off", meaning: "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials)." },
+  {
+    name: "AUTHZ_DECISION_LOG",
+    default: "off",
+    meaning:
+      "Decision log: off, stdout, or a file path (one JSON line per decision; never credentials). A file that cannot be written stops the start (exit 2).",
+  },
   { name: "AUTHZ_DECISION_LOG_SAMPLE", default: "1", meaning: "Share of decisions the decision log records, between 0 and 1." },
   {
     name: "AUTHZ_RPC_LOG_SAMPLE",

@@ -113,7 +113,12 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; me
   { name: "AUTHZ_GRPC_PORT", default: "50051", meaning: "gRPC listener (HTTP/2, h2c)." },
   { name: "AUTHZ_HTTP_PORT", default: "8080", meaning: "Connect, gRPC-Web and gRPC over HTTP/1.1 and HTTP/2; /healthz and /readyz." },
   { name: "AUTHZ_LOG_LEVEL", default: "info", meaning: "fatal, error, warn, info, debug, trace or silent." },
-  { name: "AUTHZ_MIGRATE", default: "true", meaning: "Apply pending migrations at start-up (false when a migration job does it)." },
+  {
+    name: "AUTHZ_MIGRATE",
+    default: "true",
+    meaning:
+      "Apply pending migrations at start-up (false when a migration job does it; a server then refuses to start on a schema older than its build, naming the migrations not applied).",
+  },
   { name: "AUTHZ_EMBEDDED_IMPORT", default: "examples/demo.json", meaning: "Embedded mode only: JSON file imported at start-up; 'none' imports nothing." },
   { name: "AUTHZ_DATABASE_POOL_MAX", default: "10", meaning: "Maximum Postgres connections per process." },
   { name: "AUTHZ_SHUTDOWN_TIMEOUT_MS", default: "10000", meaning: "Bound on graceful shutdown after SIGTERM." },

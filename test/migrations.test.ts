@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/logger.js";
+import { createApp } from "../src/main.js";
 import { loadMigrations, migrate } from "../src/store/migrate.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
@@ -25,6 +27,36 @@ describe("migrations", () => {
     expect(second.applied).toEqual([]);
     expect(second.current).toBe(first.current);
   });
+
+  it("a server without AUTHZ_MIGRATE refuses a schema older than its build, naming what is missing", async () => {
+    const start = async (url: string) => {
+      const app = createApp(
+        loadConfig({ DATABASE_URL: url, AUTHZ_MIGRATE: "false", AUTHZ_AUTH: "off", AUTHZ_HOST: "127.0.0.1", AUTHZ_GRPC_PORT: "0", AUTHZ_HTTP_PORT: "0" }),
+        createLogger("silent"),
+      );
+      await app.listen();
+      const failed = await app.ready.then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
+      await app.stop();
+      return failed;
+    };
+    const all = (await loadMigrations()).map((m) => m.name);
+    const never = await freshDatabase({ empty: true });
+    const behind = await freshDatabase();
+    try {
+      expect((await start(never.url))?.message).toMatch(new RegExp(`${all.length} migration\\(s\\) not applied .*run \`authz migrate\``));
+      const last = all[all.length - 1] as string;
+      const [row] = await behind.raw<{ version: number; checksum: string }[]>`delete from authz_migrations where name = ${last} returning version, checksum`;
+      expect((await start(behind.url))?.message).toContain(`1 migration(s) not applied (${last})`);
+      await behind.raw`insert into authz_migrations (version, name, checksum) values (${row?.version ?? 0}, ${last}, ${row?.checksum ?? ""})`;
+      expect(await start(behind.url)).toBeUndefined();
+    } finally {
+      await never.drop();
+      await behind.drop();
+    }
+  }, 60_000);
 
   it("apply exactly once when several replicas start at the same moment", async () => {
     const other = await freshDatabase({ empty: true });

@@ -13,7 +13,7 @@ import type { Logger } from "../logger.js";
 import { projectPath } from "../paths.js";
 import { checkPostgresDriver } from "./driver-check.js";
 import { importDocument } from "./import.js";
-import { migrate } from "./migrate.js";
+import { migrate, pendingMigrations } from "./migrate.js";
 import { openDatabase, openEmbedded } from "./open.js";
 import type { SqlClient, SqlQuerier } from "./sql.js";
 
@@ -69,6 +69,15 @@ async function prepare(db: SqlClient, seeded: boolean, config: Config, logger: L
     const m = await migrate(db);
     logger.info({ applied: m.applied, version: m.current }, m.applied.length ? "migrations applied" : "schema up to date");
     if (m.newer.length) logger.warn({ newer: m.newer }, "the database has migrations this build does not know (a newer version ran)");
+  } else {
+    // Without AUTHZ_MIGRATE the schema is someone else's job (authz migrate, the k8s Job): refuse to run on one
+    // older than this build, saying so, rather than failing later on a missing function or column.
+    const pending = await pendingMigrations(db);
+    if (pending.length > 0) {
+      throw new Error(
+        `the database schema is older than this build: ${pending.length} migration(s) not applied (${pending.join(", ")}); run \`authz migrate\` against DATABASE_URL, or set AUTHZ_MIGRATE=true`,
+      );
+    }
   }
   const file = seedFile(config);
   if (file !== undefined && seeded) {

@@ -74,3 +74,16 @@ export async function migrate(db: SqlClient, migrations?: Migration[]): Promise<
     return { applied, newer, current: Math.max(0, ...all.map((m) => m.version), ...done.keys()) };
   });
 }
+
+/**
+ * The migrations of this build the database has not applied (all of them when it was never migrated), for a
+ * server started without AUTHZ_MIGRATE: it refuses to run on a schema older than its code.
+ */
+export async function pendingMigrations(db: SqlClient, migrations?: Migration[]): Promise<string[]> {
+  const all = migrations ?? (await loadMigrations());
+  const [table] = await db.query<{ exists: boolean }>("select to_regclass('authz_migrations') is not null as exists");
+  if (!table?.exists) return all.map((m) => m.name);
+  const rows = await db.query<{ version: number }>("select version from authz_migrations");
+  const done = new Set(rows.map((r) => Number(r.version)));
+  return all.filter((m) => !done.has(m.version)).map((m) => m.name);
+}

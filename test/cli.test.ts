@@ -3,6 +3,7 @@
 // Postgres (authentication on, the key created database-direct as a first
 // admin would). Exit codes and JSON are the documented contract.
 import { execFile } from "node:child_process";
+import { type AddressInfo, createServer } from "node:net";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -186,6 +187,23 @@ scenario(
       expect(imported.code, imported.stderr).toBe(3);
       expect(imported.stderr).toMatch(/database/);
     });
+
+    it("a DATABASE_URL naming a server that is not PostgreSQL exits 3 within the open bound, not never", async () => {
+      // Answers the start-up packet like an HTTP server would, and hangs up (the driver used to retry forever).
+      const notPostgres = createServer((socket) => {
+        socket.once("data", () => socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"));
+        socket.on("error", () => {});
+      });
+      await new Promise<void>((resolve) => notPostgres.listen(0, "127.0.0.1", resolve));
+      try {
+        const port = (notPostgres.address() as AddressInfo).port;
+        const migrated = await authz({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/x` }, "migrate");
+        expect(migrated.code, migrated.stderr).toBe(3);
+        expect(migrated.stderr).toMatch(/did not answer as PostgreSQL/);
+      } finally {
+        notPostgres.close();
+      }
+    }, 40_000);
 
     it("no credential is UNAUTHENTICATED and a check-only key may not manage: both exit 1 naming the code", async () => {
       const env = { AUTHZ_SERVER: `127.0.0.1:${target().server.grpcPort}` };

@@ -1,6 +1,6 @@
 import { AuthzError } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { SqlClient, SqlQuerier } from "./sql.js";
+import { bounded, type SqlClient, type SqlQuerier } from "./sql.js";
 
 /** The channel the change-log trigger notifies: the newest revision, or "pending" (docs/data-model.md). */
 export const CHANGE_CHANNEL = "authz_changes";
@@ -56,18 +56,6 @@ export async function readLatestRevision(db: SqlQuerier): Promise<bigint> {
   const r = rows[0];
   if (!r) throw new Error("authz_revision is empty: migrations incomplete");
   return BigInt(r.revision);
-}
-
-/** Rejects when p has not settled within ms. */
-function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  p.catch(() => {});
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** The change feed as a component: built at once, following the database from start() until stop(). */

@@ -143,3 +143,15 @@ export function toStoreError(err: unknown): unknown {
   if (isConnectionFailure(err)) return databaseUnavailable(err);
   return toSqlError(err);
 }
+
+/** Rejects when p has not settled within ms. */
+export function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => {});
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

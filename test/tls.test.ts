@@ -1,6 +1,6 @@
 // TLS on both listeners, and mutual TLS: a client certificate whose common
 // name is in the identities file authenticates the caller without any header.
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import * as https from "node:https";
 import { tmpdir } from "node:os";
@@ -132,5 +132,31 @@ describe("TLS and mutual TLS", () => {
     const stranger = await httpsCheck("stranger");
     expect(stranger.status).toBe(401);
     await expect(httpsCheck()).rejects.toThrow();
+  });
+
+  it("the CLI against a server it cannot verify: UNAVAILABLE naming the TLS failure, exit 3 (not INTERNAL, exit 1)", async () => {
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [
+          projectPath("dist/src/cli.js"),
+          "check",
+          "--server",
+          `https://localhost:${ports.grpcPort}`,
+          "--subject",
+          `user:${ALICE}`,
+          "--permission",
+          "members.read",
+          "--resource",
+          `organization:${ENG}`,
+        ],
+        // No NODE_EXTRA_CA_CERTS: the test CA is unknown to the CLI.
+        { env: { PATH: process.env.PATH ?? "" }, timeout: 20_000 },
+        (err, _stdout, stderr) => resolve({ code: err ? Number((err as { code?: unknown }).code) : 0, stderr }),
+      );
+    });
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/^authz check: UNAVAILABLE: TLS with the server failed \([A-Z_]+\)/);
+    expect(r.stderr).toContain("NODE_EXTRA_CA_CERTS");
   });
 });

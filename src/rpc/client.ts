@@ -51,8 +51,21 @@ function methodOf(service: string, method: string): DescMethod {
   return m;
 }
 
+/** Node's codes for a TLS failure: the certificate could not be verified, or the other end does not speak TLS. */
+const TLS_FAILURE = /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME)/;
+
 function remoteError(err: unknown): RemoteError {
   const e = ConnectError.from(err);
+  // A failure of the connection itself (Node's error as the cause, nothing from the server): the server could not
+  // be talked to, whatever code the transport put on it (a TLS failure came out INTERNAL).
+  const cause = (e.cause as { code?: unknown } | undefined)?.code;
+  if (typeof cause === "string" && TLS_FAILURE.test(cause)) {
+    return new RemoteError(
+      "UNAVAILABLE",
+      `TLS with the server failed (${cause}): ${e.rawMessage}; a certificate from a private CA needs NODE_EXTRA_CA_CERTS=<its CA file>`,
+      undefined,
+    );
+  }
   const reason = e.findDetails(ErrorInfoSchema)[0]?.reason;
   return new RemoteError(Code[e.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(), e.rawMessage, reason || undefined);
 }

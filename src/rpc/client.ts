@@ -52,7 +52,7 @@ function methodOf(service: string, method: string): DescMethod {
 }
 
 /** Node's codes for a TLS failure: the certificate could not be verified, or the other end does not speak TLS. */
-const TLS_FAILURE = /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME)/;
+const TLS_FAILURE = /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH)/;
 
 function remoteError(err: unknown): RemoteError {
   const e = ConnectError.from(err);

@@ -7,6 +7,7 @@
 import { readLatestRevision } from "./change-feed.js";
 import { RecordRefused, tally, writeOneByOne, writeSection } from "./import-bulk.js";
 import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
+import { REBUILD_REFUSED, rebuildAfterRestore, stripForRestore } from "./import-restore.js";
 import type { Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
 import { describeViolation, singleRoleViolations } from "./role-structure.js";
@@ -43,6 +44,11 @@ export interface ImportSummary {
   dryRun: boolean;
   /** How the import was logged for replicas: one change row per row, or one RELOAD row. */
   changeLog: "rows" | "reload";
+  /**
+   * "restore": the directory was empty, and the big tables' secondary indexes and foreign keys were built
+   * once after the rows were in (import-restore.ts); "upsert": they were kept up to date row by row.
+   */
+  writeMode: "restore" | "upsert";
 }
 
 /** Where an import is: after each statement, per section and overall. */
@@ -68,6 +74,11 @@ export interface ImportOptions {
   onProgress?: (p: ImportProgress) => void;
   /** false: one statement per record, as before bulk writing (benchmarks compare the two). Default true. */
   bulk?: boolean;
+  /**
+   * Restore mode (import-restore.ts) when the directory is empty: true, at any size; false, never;
+   * absent, for an import large enough to log one RELOAD row.
+   */
+  restore?: boolean;
 }
 
 /**
@@ -375,7 +386,7 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
   const mode = options.changeLog ?? "auto";
   const changeLog = mode === "reload" || (mode === "auto" && check.total >= RELOAD_THRESHOLD) ? "reload" : "rows";
   const sections: Record<string, SectionCounts> = {};
-  const summary: ImportSummary = { revisionBefore: "", revisionAfter: "", sections, dryRun: options.dryRun === true, changeLog };
+  const summary: ImportSummary = { revisionBefore: "", revisionAfter: "", sections, dryRun: options.dryRun === true, changeLog, writeMode: "upsert" };
   try {
     summary.revisionBefore = (await readLatestRevision(db)).toString();
     summary.revisionAfter = summary.revisionBefore;
@@ -388,6 +399,8 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
     summary.revisionAfter = revision;
   } catch (err) {
     if (err === DRY_RUN) return summary;
+    // Restore mode could not build an index or foreign key back: the usual import names the record.
+    if (err === REBUILD_REFUSED) return importDocument(db, doc, { ...options, restore: false });
     // The document's problems are what the import reports, whatever else failed first (a record
     // the database refused, an unreachable database), as when it is checked whole before writing.
     const { problems } = check.finish();
@@ -415,12 +428,15 @@ async function writeDocument(tx: SqlQuerier, check: DocumentCheck, summary: Impo
   // Whole-avatar rules (exactly one owner) can only hold once every record
   // is in: they are checked below, after the last record.
   await tx.query("set constraints role_inheritance_valid immediate");
+  const restore = options.bulk !== false && !check.hasDeletions && (options.restore ?? summary.changeLog === "reload");
+  if (restore && (await stripForRestore(tx))) summary.writeMode = "restore";
   try {
     await writeAll(tx, check, summary.sections, options);
   } catch (err) {
     if (err instanceof RecordRefused) throw new ImportError([err.message]);
     throw err;
   }
+  if (summary.writeMode === "restore") await rebuildAfterRestore(tx);
   await tx.query("select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))");
   if (summary.changeLog === "reload" && changed(summary.sections)) {
     await tx.query("select authz_log_reload($1::text::jsonb)", [JSON.stringify({ sections: summary.sections })]);

@@ -1,0 +1,123 @@
+// Restore mode of the importer: a large import into an empty directory (a
+// fresh database, a restore from an export) writes its big tables without
+// their secondary indexes and foreign keys, and builds them once at the end,
+// inside the same transaction. Maintaining them row by row is most of what
+// PostgreSQL spends per imported row (docs/benchmarks.md, "Import"); building
+// an index is one sort, checking a foreign key one anti-join. DDL is
+// transactional, so a refused or rolled-back import leaves the schema as it
+// was. The unique keys stay (the upserts' conflict targets), and so do the
+// indexes of tables with deferred checks (PostgreSQL refuses DDL on a table
+// with pending trigger events, and those checks run per row at the end).
+//
+// The tables are locked (ACCESS EXCLUSIVE) for the rest of the import: an
+// empty directory has no readers to block for long. A lock not granted within
+// LOCK_WAIT_MS, or a table that is not empty, and the import writes as usual.
+
+import { SqlError, type SqlQuerier } from "./sql.js";
+
+/** The tables an import writes, parents first (lock order). */
+const TABLES = [
+  "tenants",
+  "organizations",
+  "users",
+  "staff",
+  "accounts",
+  "principals",
+  "avatars",
+  "memberships",
+  "roles",
+  "permissions",
+  "role_permissions",
+  "role_inheritance",
+  "role_assignments",
+  "user_organizations",
+  "ownership_transfers",
+  "rate_limit_policies",
+  "rate_limit_assignments",
+  "rate_limit_counters",
+] as const;
+
+/** The roles migration 0002 seeds: an empty directory holds these and nothing else. */
+const BUILTIN_ROLES = ["00000000-0000-4000-8000-00000000a001", "00000000-0000-4000-8000-00000000a002"];
+
+/** How long restore mode waits for its locks before the import writes as usual. */
+export const LOCK_WAIT_MS = 1_000;
+
+/** The definitions taken down, kept for the rebuild (dropped with the transaction). */
+const DEFS = "authz_import_restore_defs";
+
+/** Thrown by rebuild when an index or foreign key cannot be built: the import is run again as usual, which names the record. */
+export const REBUILD_REFUSED = Symbol("restore rebuild refused");
+
+/** The definitions to take down and build back, from the catalog: the tables' foreign keys and plain indexes. */
+const DEFS_QUERY = `
+  with t as (
+    select c.oid from pg_class c
+    where c.oid = any(array[${TABLES.map((t) => `'${t}'`).join(", ")}]::regclass[])
+      and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and g.tgdeferrable))
+  select 1 as step, format('alter table %s drop constraint %I', k.conrelid::regclass, k.conname) as down,
+         format('alter table %s add constraint %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)) as up
+    from pg_constraint k join t on t.oid = k.conrelid where k.contype = 'f'
+  union all
+  select 0, format('drop index %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+    from pg_index i join t on t.oid = i.indrelid
+   where not i.indisunique and not i.indisprimary
+     and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)`;
+
+/**
+ * Takes the locks (waiting at most LOCK_WAIT_MS), checks the directory is
+ * empty, and drops the indexes and foreign keys DEFS_QUERY names, in one
+ * block whose failure (a lock not granted in time, rows already there, a
+ * role that does not own the tables) undoes the block alone: nothing is
+ * held or changed, and the import writes as usual. (A refused statement
+ * would fail the whole transaction: postgres.js fails a transaction on any
+ * refused statement, even one its caller handles.)
+ */
+const STRIP = `
+do $$
+declare
+  prev text := current_setting('lock_timeout');
+  r record;
+begin
+  perform set_config('authz.import_restore', 'off', true);
+  begin
+    perform set_config('lock_timeout', '${LOCK_WAIT_MS}ms', true);
+    lock table ${TABLES.join(", ")} in access exclusive mode;
+    perform set_config('lock_timeout', prev, true);
+    if ${TABLES.filter((t) => t !== "roles")
+      .map((t) => `exists (select 1 from ${t})`)
+      .join(" or ")}
+       or exists (select 1 from roles where id <> all(array[${BUILTIN_ROLES.map((r) => `'${r}'`).join(", ")}]::uuid[])) then
+      raise exception 'the directory is not empty';
+    end if;
+    create temp table ${DEFS} on commit drop as ${DEFS_QUERY};
+    for r in select down from ${DEFS} loop
+      execute r.down;
+    end loop;
+    perform set_config('authz.import_restore', 'on', true);
+  exception when others then
+    null;
+  end;
+end $$`;
+
+/** Restore mode's preparation (STRIP); true when the import can write in restore mode. */
+export async function stripForRestore(tx: SqlQuerier): Promise<boolean> {
+  await tx.query(STRIP);
+  const [row] = await tx.query<{ on: string }>("select current_setting('authz.import_restore') as on");
+  return row?.on === "on";
+}
+
+/**
+ * Builds what stripForRestore dropped: the indexes (one sort each), then the
+ * foreign keys (one check each over the whole table). Throws REBUILD_REFUSED
+ * when the database refuses one (a reference to a row the document does not
+ * hold): the import is then run again as usual, to name the record.
+ */
+export async function rebuildAfterRestore(tx: SqlQuerier): Promise<void> {
+  try {
+    await tx.query(`do $$ declare r record; begin for r in select up from ${DEFS} order by step loop execute r.up; end loop; end $$`);
+  } catch (err) {
+    if (err instanceof SqlError) throw REBUILD_REFUSED;
+    throw err;
+  }
+}

@@ -1,0 +1,173 @@
+// The importer's restore mode (src/store/import-restore.ts): into an empty
+// directory, the big tables are written without their secondary indexes and
+// foreign keys, which are built at the end of the same transaction. It must
+// write exactly what the usual import writes, leave the schema exactly as it
+// was (also when the import is refused or a dry run), name a bad record as
+// the usual import does, and step aside (write as usual) when the directory
+// has rows, when its locks are not granted in time, or when the importing
+// role may not drop an index. Real Postgres.
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { createLogger } from "../src/logger.js";
+import { projectPath } from "../src/paths.js";
+import { exportDirectory } from "../src/store/export.js";
+import { ImportError, importDocument } from "../src/store/import.js";
+import { createPostgresClient } from "../src/store/postgres-client.js";
+import type { SqlClient } from "../src/store/sql.js";
+import { freshDatabase, type TestDatabase } from "./support/db.js";
+import { generateDataset, insertDataset, rng } from "./support/random-data.js";
+
+const SEED = Number(process.env.IMPORT_SEED ?? Math.floor(Math.random() * 2 ** 31));
+type Doc = Record<string, Array<Record<string, unknown>>>;
+const demo = () => JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")) as Doc;
+
+const dbs: TestDatabase[] = [];
+afterAll(async () => {
+  await Promise.all(dbs.map((d) => d.drop()));
+});
+async function db(): Promise<TestDatabase> {
+  const t = await freshDatabase();
+  dbs.push(t);
+  return t;
+}
+
+async function exported(c: SqlClient): Promise<Record<string, string[]>> {
+  const doc: Record<string, string[]> = {};
+  await exportDirectory(c, {}, (p) => {
+    doc[p.section] = [...(doc[p.section] ?? []), ...p.records.map((r) => JSON.stringify(r))];
+  });
+  // Rows in key order; role_permissions' generated ids differ between databases, so every section compares as a set.
+  for (const k of Object.keys(doc)) doc[k]?.sort();
+  return doc;
+}
+
+/** Every index, constraint (with whether it is validated) and trigger of the schema, as text. */
+async function schema(t: TestDatabase): Promise<string[]> {
+  const rows = await t.raw<{ d: string }[]>`
+    select tablename || ' ' || indexdef as d from pg_indexes where schemaname = 'public'
+    union all
+    select conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated
+      from pg_constraint where connamespace = 'public'::regnamespace
+    union all
+    select tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::text from pg_trigger where not tgisinternal`;
+  return rows.map((r) => r.d).sort();
+}
+
+async function count(t: TestDatabase, table: string): Promise<number> {
+  const [r] = await t.raw.unsafe(`select count(*)::int as n from ${table}`);
+  return Number(r?.n);
+}
+
+describe(`import restore mode (seed ${SEED})`, () => {
+  it("writes the same rows and counts as the usual import, and leaves the same indexes, keys and triggers", async () => {
+    const source = await db();
+    await insertDataset(source.raw, generateDataset(rng(SEED), { users: 80, assignments: 600 }));
+    const doc = await exported(source.client).then((d) => Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v.map((r) => JSON.parse(r))])));
+    const [restored, usual] = [await db(), await db()];
+    const before = await schema(restored);
+    const a = await importDocument(restored.client, structuredClone(doc), { restore: true });
+    const b = await importDocument(usual.client, structuredClone(doc), { restore: false });
+    expect([a.writeMode, b.writeMode]).toEqual(["restore", "upsert"]);
+    expect(a.sections).toEqual(b.sections);
+    expect(await exported(restored.client)).toEqual(await exported(usual.client));
+    expect(await schema(restored)).toEqual(before);
+    expect(await schema(usual)).toEqual(before);
+    // The directory has rows now: the same file again is written as usual, and changes nothing.
+    const again = await importDocument(restored.client, structuredClone(doc), { restore: true });
+    expect(again.writeMode).toBe("upsert");
+    expect(Object.values(again.sections).every((s) => s.inserted + s.updated === 0)).toBe(true);
+  });
+
+  it("names a record whose reference the document does not hold, as the usual import does, and writes nothing", async () => {
+    const doc = demo();
+    // A role assignment for a user no record (and no row) holds: only its foreign key can refuse it.
+    (doc.ROLE_ASSIGNMENT as Array<Record<string, unknown>>).push({
+      ...(doc.ROLE_ASSIGNMENT?.[0] as Record<string, unknown>),
+      id: "00000012-0000-4000-8000-0000000000ff",
+      account_id: "00000005-0000-4000-8000-0000000000ff",
+    });
+    const [restored, usual] = [await db(), await db()];
+    const before = await schema(restored);
+    const refusal = async (t: TestDatabase, restore: boolean) => {
+      const err = await importDocument(t.client, structuredClone(doc), { restore }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ImportError);
+      return (err as ImportError).problems;
+    };
+    const problems = await refusal(restored, true);
+    expect(problems.join("\n")).toMatch(/ROLE_ASSIGNMENT\[6\]/);
+    expect(problems).toEqual(await refusal(usual, false));
+    expect(await schema(restored)).toEqual(before);
+    expect(await count(restored, "role_assignments")).toBe(0);
+    expect(await count(restored, "users")).toBe(0);
+  });
+
+  it("leaves nothing behind after a dry run", async () => {
+    const t = await db();
+    const before = await schema(t);
+    const s = await importDocument(t.client, demo(), { restore: true, dryRun: true });
+    expect(s.writeMode).toBe("restore");
+    expect(s.sections.ROLE_ASSIGNMENT?.inserted).toBe(6);
+    expect(await schema(t)).toEqual(before);
+    expect(await count(t, "role_assignments")).toBe(0);
+  });
+
+  it("writes as usual when a reader holds a table past the lock wait", async () => {
+    const t = await db();
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let locked: () => void = () => {};
+    const isLocked = new Promise<void>((r) => {
+      locked = r;
+    });
+    const reader = t.raw.begin(async (q) => {
+      await q`lock table users in access share mode`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    try {
+      const s = await importDocument(t.client, demo(), { restore: true });
+      expect(s.writeMode).toBe("upsert");
+      expect(await count(t, "role_assignments")).toBeGreaterThan(6);
+    } finally {
+      release();
+      await reader;
+    }
+  });
+
+  it("writes as usual for a role that may write the tables but not drop their indexes", async () => {
+    const t = await db();
+    const role = `authz_restore_${randomBytes(4).toString("hex")}`;
+    await t.raw.unsafe(`create role ${role} login`);
+    try {
+      await t.raw.unsafe(`grant usage on schema public to ${role};
+        grant select, insert, update, delete, truncate, references, trigger on all tables in schema public to ${role};
+        grant usage, select, update on all sequences in schema public to ${role}`);
+      const url = new URL(t.url);
+      url.username = role;
+      const c = createPostgresClient({ url: url.toString(), poolMax: 1, logger: createLogger("silent") });
+      try {
+        const before = await schema(t);
+        const s = await importDocument(c, demo(), { restore: true });
+        expect(s.writeMode).toBe("upsert");
+        expect(await count(t, "role_assignments")).toBeGreaterThan(6);
+        expect(await schema(t)).toEqual(before);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await t.raw.unsafe(`drop owned by ${role}; drop role ${role}`);
+    }
+  });
+
+  it("is the default for an import that logs one RELOAD row, and not for a smaller one", async () => {
+    const [small, large] = [await db(), await db()];
+    expect((await importDocument(small.client, demo())).writeMode).toBe("upsert");
+    const s = await importDocument(large.client, demo(), { changeLog: "reload" });
+    expect([s.changeLog, s.writeMode]).toEqual(["reload", "restore"]);
+    expect(await count(large, "role_assignments")).toBe(await count(small, "role_assignments"));
+  });
+});

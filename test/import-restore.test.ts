@@ -13,6 +13,8 @@ import { createLogger } from "../src/logger.js";
 import { projectPath } from "../src/paths.js";
 import { exportDirectory } from "../src/store/export.js";
 import { ImportError, importDocument } from "../src/store/import.js";
+import { migrate } from "../src/store/migrate.js";
+import { createPgliteClient } from "../src/store/pglite-client.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
@@ -42,6 +44,12 @@ async function exported(c: SqlClient): Promise<Record<string, string[]>> {
   return doc;
 }
 
+/** The directory as an import document. */
+async function exportedDoc(c: SqlClient): Promise<Doc> {
+  const d = await exported(c);
+  return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v.map((r) => JSON.parse(r) as Record<string, unknown>)]));
+}
+
 /** Every index, constraint (with whether it is validated) and trigger of the schema, as text. */
 async function schema(t: TestDatabase): Promise<string[]> {
   const rows = await t.raw<{ d: string }[]>`
@@ -63,7 +71,7 @@ describe(`import restore mode (seed ${SEED})`, () => {
   it("writes the same rows and counts as the usual import, and leaves the same indexes, keys and triggers", async () => {
     const source = await db();
     await insertDataset(source.raw, generateDataset(rng(SEED), { users: 80, assignments: 600 }));
-    const doc = await exported(source.client).then((d) => Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v.map((r) => JSON.parse(r))])));
+    const doc = await exportedDoc(source.client);
     const [restored, usual] = [await db(), await db()];
     const before = await schema(restored);
     const a = await importDocument(restored.client, structuredClone(doc), { restore: true });
@@ -100,6 +108,24 @@ describe(`import restore mode (seed ${SEED})`, () => {
     expect(await schema(restored)).toEqual(before);
     expect(await count(restored, "role_assignments")).toBe(0);
     expect(await count(restored, "users")).toBe(0);
+  });
+
+  it("names a record the database refuses while writing (a taken slug), as the usual import does", async () => {
+    const doc = demo();
+    const orgs = doc.ORGANIZATION as Array<Record<string, unknown>>;
+    orgs.push({ ...(orgs[0] as Record<string, unknown>), id: "00000002-0000-4000-8000-0000000000ff", name: "Acme Again" });
+    const [restored, usual] = [await db(), await db()];
+    const before = await schema(restored);
+    const refusal = async (t: TestDatabase, restore: boolean) => {
+      const err = await importDocument(t.client, structuredClone(doc), { restore }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ImportError);
+      return (err as ImportError).problems;
+    };
+    const problems = await refusal(restored, true);
+    expect(problems.join("\n")).toMatch(/ORGANIZATION\[2\]/);
+    expect(problems).toEqual(await refusal(usual, false));
+    expect(await schema(restored)).toEqual(before);
+    expect(await count(restored, "organizations")).toBe(0);
   });
 
   it("leaves nothing behind after a dry run", async () => {
@@ -169,5 +195,26 @@ describe(`import restore mode (seed ${SEED})`, () => {
     const s = await importDocument(large.client, demo(), { changeLog: "reload" });
     expect([s.changeLog, s.writeMode]).toEqual(["reload", "restore"]);
     expect(await count(large, "role_assignments")).toBe(await count(small, "role_assignments"));
+  });
+
+  it("works on the embedded store (PGlite), with the same rows as the usual import", async () => {
+    // The demo's exported form: every id and time fixed, so that both imports write the same rows.
+    const source = await db();
+    await importDocument(source.client, demo());
+    const doc = await exportedDoc(source.client);
+    const [a, b] = [await createPgliteClient(), await createPgliteClient()];
+    try {
+      await migrate(a);
+      await migrate(b);
+      const x = await importDocument(a, structuredClone(doc), { restore: true });
+      const y = await importDocument(b, structuredClone(doc), { restore: false });
+      expect([x.writeMode, y.writeMode]).toEqual(["restore", "upsert"]);
+      expect(await exported(a)).toEqual(await exported(b));
+      const defs = (c: SqlClient) => c.query<{ d: string }>("select indexdef as d from pg_indexes where schemaname = 'public' order by 1");
+      expect(await defs(a)).toEqual(await defs(b));
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });

@@ -23,6 +23,7 @@ import {
   writeRecord,
   type Value,
 } from "./import-rows.js";
+import { setImmediate as turn } from "node:timers/promises";
 import { SqlError, type SqlQuerier } from "./sql.js";
 
 /** Rows per bulk statement. */
@@ -229,6 +230,22 @@ async function oneUpsert(tx: SqlQuerier, u: Upsert): Promise<Outcome> {
  */
 export type Meanwhile = (rows: number) => void;
 
+/** How chunks are run: the caller's work meanwhile, and whether chunks go without their savepoints. */
+export interface Pipe {
+  meanwhile?: Meanwhile;
+  /**
+   * Each chunk's statement alone, without the savepoint that lets a refused chunk be replayed record by
+   * record: a refusal throws CHUNK_REFUSED, and the caller runs the import again with savepoints to name
+   * the record. (postgres.js holds back a transaction's next statement until a large one is answered; with
+   * a savepoint and a release between every two chunks, PostgreSQL waited on this process's event loop
+   * for a third of a large import.)
+   */
+  bare?: boolean;
+}
+
+/** A chunk refused in a bare pipe (the transaction is aborted). */
+export const CHUNK_REFUSED = Symbol("chunk refused");
+
 /** A chunk's statements as sent: what its statement answered, or the database's refusal of it. */
 type Sent<R> = Promise<{ written: R } | { refused: SqlError }>;
 
@@ -241,7 +258,15 @@ type ChunkStatement<R> = (tx: SqlQuerier, chunk: Item[]) => Promise<R>;
  * one (postgres.js pipelines statements of one transaction in order). A
  * refusal of the statement is returned, any other failure thrown.
  */
-function sendChunk<R>(tx: SqlQuerier, chunk: Item[], statement: ChunkStatement<R>): Sent<R> {
+function sendChunk<R>(tx: SqlQuerier, chunk: Item[], statement: ChunkStatement<R>, bare?: boolean): Sent<R> {
+  if (bare) {
+    return statement(tx, chunk).then(
+      (written) => ({ written }),
+      (err: unknown) => {
+        throw err instanceof SqlError ? CHUNK_REFUSED : err;
+      },
+    );
+  }
   const sent = [tx.query("savepoint authz_import_chunk"), statement(tx, chunk), tx.query("release savepoint authz_import_chunk")] as const;
   return Promise.allSettled(sent).then(([sp, ins, rel]) => {
     if (ins.status === "rejected" && ins.reason instanceof SqlError && sp.status === "fulfilled") return { refused: ins.reason };
@@ -278,18 +303,19 @@ async function pipeChunks<R>(
   source: Iterator<Item[]>,
   statement: ChunkStatement<R>,
   take: (chunk: Item[], got: { written: R } | { replayed: Outcome[] }) => void,
-  meanwhile?: Meanwhile,
+  pipe: Pipe = {},
 ): Promise<void> {
+  const { meanwhile, bare } = pipe;
   const pull = (): Item[] | undefined => {
     const r = source.next();
     return r.done ? undefined : r.value;
   };
   let chunk = pull();
-  let sent = chunk && sendChunk(tx, chunk, statement);
+  let sent = chunk && sendChunk(tx, chunk, statement, bare);
   while (chunk && sent) {
     const after = await pullBehind(pull, sent);
-    let next = after && sendChunk(tx, after, statement);
-    meanwhile?.(chunk.length);
+    let next = after && sendChunk(tx, after, statement, bare);
+    if (meanwhile) await inSlices(meanwhile, chunk.length);
     const got = await sent.catch(async (err: unknown) => {
       await next?.catch(() => {});
       throw err;
@@ -298,10 +324,26 @@ async function pipeChunks<R>(
     else {
       await next?.catch(() => {}); // failed behind the refusal; sent again below
       take(chunk, { replayed: await replayChunk(tx, chunk) });
-      next = after && sendChunk(tx, after, statement);
+      next = after && sendChunk(tx, after, statement, bare);
     }
     chunk = after;
     sent = next;
+  }
+}
+
+/** Rows of meanwhile's work between two turns of the event loop. */
+const SLICE_ROWS = 250;
+
+/**
+ * The caller's work for `rows` rows, in slices with a turn of the event loop
+ * between them. postgres.js sends a transaction's next statement only once it
+ * has read the answer to the one before: one long run of work here would
+ * leave PostgreSQL idle after it answered.
+ */
+async function inSlices(meanwhile: Meanwhile, rows: number): Promise<void> {
+  for (let done = 0; done < rows; done += SLICE_ROWS) {
+    meanwhile(Math.min(SLICE_ROWS, rows - done));
+    await turn();
   }
 }
 
@@ -316,7 +358,7 @@ async function pullBehind<R>(pull: () => Item[] | undefined, sent: Sent<R>): Pro
 }
 
 /** Runs the items in chunks; returns each item's outcome, in the items' order. */
-export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Outcome[]> {
+export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: number) => void, pipe?: Pipe): Promise<Outcome[]> {
   const outcome = new Map<Item, Outcome>();
   await pipeChunks(
     tx,
@@ -329,13 +371,13 @@ export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: numbe
       });
       onRows?.(chunk.length);
     },
-    meanwhile,
+    pipe,
   );
   return items.map((i) => outcome.get(i) ?? "unchanged");
 }
 
 /** Runs the items in chunks, as runItems, when only the counts matter: no row comes back. */
-async function countItems(tx: SqlQuerier, source: Iterator<Item[]>, onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Tally> {
+async function countItems(tx: SqlQuerier, source: Iterator<Item[]>, onRows?: (n: number) => void, pipe?: Pipe): Promise<Tally> {
   const t = newTally();
   await pipeChunks(
     tx,
@@ -346,7 +388,7 @@ async function countItems(tx: SqlQuerier, source: Iterator<Item[]>, onRows?: (n:
       else for (const o of got.replayed) t[o]++;
       onRows?.(chunk.length);
     },
-    meanwhile,
+    pipe,
   );
   return t;
 }
@@ -365,7 +407,7 @@ export function tally(outcomes: readonly Outcome[]): Tally {
  * how many were inserted, updated and unchanged. RecordRefused names the
  * first record refused.
  */
-export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Tally> {
+export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (n: number) => void, pipe?: Pipe): Promise<Tally> {
   const l = await fetchLookups(tx, recs);
   if (recs.length > 0 && isSingleUpsert((recs[0] as Validated).section)) {
     // Each record's upsert is built as its chunk is: the first statement goes out before the last record is looked at.
@@ -373,17 +415,17 @@ export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (
       tx,
       chunked(recs, (rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) })),
       onRows,
-      meanwhile,
+      pipe,
     );
   }
-  return tally(await writePlaces(tx, recs, l, onRows, meanwhile));
+  return tally(await writePlaces(tx, recs, l, onRows, pipe));
 }
 
 /**
  * UserOrganizationInfo in bulk: the organizations' slug and role structure,
  * then the places, then the grants; a record's outcome combines its rows'.
  */
-async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void, meanwhile?: Meanwhile): Promise<Outcome[]> {
+async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void, pipe?: Pipe): Promise<Outcome[]> {
   await tx.query("savepoint authz_import_orgs");
   let outcomes: Outcome[];
   try {
@@ -404,7 +446,7 @@ async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows
     for (const u of roles) grants.push({ rec, u, at });
   });
   for (const items of [places, grants]) {
-    const got = await runItems(tx, items, undefined, meanwhile);
+    const got = await runItems(tx, items, undefined, pipe);
     items.forEach((i, n) => {
       outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
     });

@@ -5,7 +5,7 @@
 // replicas load a snapshot instead of replaying it (migration 0009).
 
 import { readLatestRevision } from "./change-feed.js";
-import { RecordRefused, tally, writeOneByOne, writeSection } from "./import-bulk.js";
+import { CHUNK_REFUSED, RecordRefused, tally, writeOneByOne, writeSection } from "./import-bulk.js";
 import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
 import { REBUILD_REFUSED, rebuildAfterRestore, stripForRestore } from "./import-restore.js";
 import type { Validated, Value } from "./import-rows.js";
@@ -336,7 +336,8 @@ export function validateDocument(doc: unknown): { records: Validated[]; problems
 }
 
 /** Writes every record: deletions children first, then upserts parents first. */
-async function writeAll(tx: SqlQuerier, check: DocumentCheck, sections: Record<string, SectionCounts>, options: ImportOptions) {
+async function writeAll(tx: SqlQuerier, check: DocumentCheck, summary: ImportSummary, options: ImportOptions) {
+  const sections = summary.sections;
   const onProgress = options.onProgress;
   const total = check.total;
   let done = 0;
@@ -360,11 +361,13 @@ async function writeAll(tx: SqlQuerier, check: DocumentCheck, sections: Record<s
   // While PostgreSQL writes a chunk, the records after it are checked: a few per row
   // written (checking a record costs about a tenth of writing a row).
   const meanwhile = (rows: number) => void check.step(CHECKS_PER_ROW * rows);
+  // Restore mode runs chunks without savepoints: a refused one reruns the import as usual (importDocument).
+  const pipe = { meanwhile, bare: summary.writeMode === "restore" };
   for (const section of order) {
     const ups = check.section(section).filter((r) => !r.del);
     if (ups.length === 0) continue;
     const track = tracker(section, "write", ups.length);
-    const t = options.bulk === false ? tally(await writeOneByOne(tx, ups, track)) : await writeSection(tx, ups, track, meanwhile);
+    const t = options.bulk === false ? tally(await writeOneByOne(tx, ups, track)) : await writeSection(tx, ups, track, pipe);
     for (const k of ["inserted", "updated", "unchanged"] as const) count(section)[k] += t[k];
   }
 }
@@ -399,8 +402,8 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
     summary.revisionAfter = revision;
   } catch (err) {
     if (err === DRY_RUN) return summary;
-    // Restore mode could not build an index or foreign key back: the usual import names the record.
-    if (err === REBUILD_REFUSED) return importDocument(db, doc, { ...options, restore: false });
+    // Restore mode refused a chunk, or could not build an index or foreign key back: the usual import names the record.
+    if (err === REBUILD_REFUSED || err === CHUNK_REFUSED) return importDocument(db, doc, { ...options, restore: false });
     // The document's problems are what the import reports, whatever else failed first (a record
     // the database refused, an unreachable database), as when it is checked whole before writing.
     const { problems } = check.finish();
@@ -431,7 +434,7 @@ async function writeDocument(tx: SqlQuerier, check: DocumentCheck, summary: Impo
   const restore = options.bulk !== false && !check.hasDeletions && (options.restore ?? summary.changeLog === "reload");
   if (restore && (await stripForRestore(tx))) summary.writeMode = "restore";
   try {
-    await writeAll(tx, check, summary.sections, options);
+    await writeAll(tx, check, summary, options);
   } catch (err) {
     if (err instanceof RecordRefused) throw new ImportError([err.message]);
     throw err;

@@ -62,6 +62,13 @@ async function schema(t: TestDatabase): Promise<string[]> {
   return rows.map((r) => r.d).sort();
 }
 
+/** The problems an import of doc reports (it must be refused). */
+async function refusal(t: TestDatabase, doc: Doc, restore: boolean): Promise<readonly string[]> {
+  const err = await importDocument(t.client, structuredClone(doc), { restore }).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(ImportError);
+  return (err as ImportError).problems;
+}
+
 async function count(t: TestDatabase, table: string): Promise<number> {
   const [r] = await t.raw.unsafe(`select count(*)::int as n from ${table}`);
   return Number(r?.n);
@@ -97,14 +104,9 @@ describe(`import restore mode (seed ${SEED})`, () => {
     });
     const [restored, usual] = [await db(), await db()];
     const before = await schema(restored);
-    const refusal = async (t: TestDatabase, restore: boolean) => {
-      const err = await importDocument(t.client, structuredClone(doc), { restore }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(ImportError);
-      return (err as ImportError).problems;
-    };
-    const problems = await refusal(restored, true);
+    const problems = await refusal(restored, doc, true);
     expect(problems.join("\n")).toMatch(/ROLE_ASSIGNMENT\[6\]/);
-    expect(problems).toEqual(await refusal(usual, false));
+    expect(problems).toEqual(await refusal(usual, doc, false));
     expect(await schema(restored)).toEqual(before);
     expect(await count(restored, "role_assignments")).toBe(0);
     expect(await count(restored, "users")).toBe(0);
@@ -116,14 +118,9 @@ describe(`import restore mode (seed ${SEED})`, () => {
     orgs.push({ ...(orgs[0] as Record<string, unknown>), id: "00000002-0000-4000-8000-0000000000ff", name: "Acme Again" });
     const [restored, usual] = [await db(), await db()];
     const before = await schema(restored);
-    const refusal = async (t: TestDatabase, restore: boolean) => {
-      const err = await importDocument(t.client, structuredClone(doc), { restore }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(ImportError);
-      return (err as ImportError).problems;
-    };
-    const problems = await refusal(restored, true);
+    const problems = await refusal(restored, doc, true);
     expect(problems.join("\n")).toMatch(/ORGANIZATION\[2\]/);
-    expect(problems).toEqual(await refusal(usual, false));
+    expect(problems).toEqual(await refusal(usual, doc, false));
     expect(await schema(restored)).toEqual(before);
     expect(await count(restored, "organizations")).toBe(0);
   });

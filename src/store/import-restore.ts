@@ -13,29 +13,11 @@
 // empty directory has no readers to block for long. A lock not granted within
 // LOCK_WAIT_MS, or a table that is not empty, and the import writes as usual.
 
+import { TRACKED_TABLES } from "./change-stream.js";
 import { SqlError, type SqlQuerier } from "./sql.js";
 
-/** The tables an import writes, parents first (lock order). */
-const TABLES = [
-  "tenants",
-  "organizations",
-  "users",
-  "staff",
-  "accounts",
-  "principals",
-  "avatars",
-  "memberships",
-  "roles",
-  "permissions",
-  "role_permissions",
-  "role_inheritance",
-  "role_assignments",
-  "user_organizations",
-  "ownership_transfers",
-  "rate_limit_policies",
-  "rate_limit_assignments",
-  "rate_limit_counters",
-] as const;
+/** The tables an import writes: those the change log tracks, and the counters table (which stays empty). */
+const TABLES = [...TRACKED_TABLES, "rate_limit_counters"] as const;
 
 /** The roles migration 0002 seeds: an empty directory holds these and nothing else. */
 const BUILTIN_ROLES = ["00000000-0000-4000-8000-00000000a001", "00000000-0000-4000-8000-00000000a002"];

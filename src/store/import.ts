@@ -436,7 +436,9 @@ async function writeDocument(tx: SqlQuerier, check: DocumentCheck, summary: Impo
   try {
     await writeAll(tx, check, summary, options);
   } catch (err) {
-    if (err instanceof RecordRefused) throw new ImportError([err.message]);
+    // In restore mode the foreign keys are down until the rebuild: an earlier record whose reference the
+    // usual import refuses has gone in, so this refusal need not be the first. Run again as usual to name it.
+    if (err instanceof RecordRefused) throw summary.writeMode === "restore" ? CHUNK_REFUSED : new ImportError([err.message]);
     throw err;
   }
   if (summary.writeMode === "restore") await rebuildAfterRestore(tx);

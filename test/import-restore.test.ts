@@ -121,8 +121,30 @@ describe(`import restore mode (seed ${SEED})`, () => {
     const problems = await refusal(restored, doc, true);
     expect(problems.join("\n")).toMatch(/ORGANIZATION\[2\]/);
     expect(problems).toEqual(await refusal(usual, doc, false));
+    // The second pass (the usual import) reports its progress as such.
+    const again: boolean[] = [];
+    await importDocument(restored.client, structuredClone(doc), { restore: true, onProgress: (p) => again.push(p.again === true) }).catch(() => {});
+    expect(again).toContain(true);
+    expect(again[0]).toBe(false);
     expect(await schema(restored)).toEqual(before);
     expect(await count(restored, "organizations")).toBe(0);
+  });
+
+  it("names the first refused record when a later one is refused by the importer itself, as the usual import does", async () => {
+    const doc = demo();
+    // PRINCIPAL (written early) names an account no record holds: only its foreign key refuses it.
+    (doc.PRINCIPAL as Array<Record<string, unknown>>)[0] = {
+      ...(doc.PRINCIPAL?.[0] as Record<string, unknown>),
+      account_id: "00000005-0000-4000-8000-0000000000ff",
+    };
+    // UserRole (written later) names a role that does not exist: the importer's lookup refuses it.
+    (doc.UserRole as Array<Record<string, unknown>>)[0] = {
+      ...(doc.UserRole?.[0] as Record<string, unknown>),
+      role_id: "00000009-0000-4000-8000-0000000000ff",
+    };
+    const usual = await refusal(await db(), doc, false);
+    expect(usual.join("\n")).toMatch(/^PRINCIPAL\[0\]/);
+    expect(await refusal(await db(), doc, true)).toEqual(usual);
   });
 
   it("leaves nothing behind after a dry run", async () => {

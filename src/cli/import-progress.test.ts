@@ -48,4 +48,31 @@ describe("import progress", () => {
       "authz import: 100,000 records imported in 4.0 s (25,000 records/s)",
     ]);
   });
+
+  it("starts the count and the clock again for the second pass of a refused restore-mode import, saying why", () => {
+    let t = 0;
+    const lines: string[] = [];
+    const p = importProgress({ write: (l) => lines.push(l), now: () => t });
+    t = 2000;
+    p.update(step("UserRole", 80_000, 80_000, 100_000));
+    t = 3000;
+    p.update({ ...step("TENANT", 3, 3, 3), again: true });
+    t = 5000;
+    p.update({ ...step("UserRole", 40_000, 80_000, 50_000), again: true });
+    expect(lines).toEqual([
+      "authz import: writing UserRole 80,000/80,000; 100,000/100,000 records, 50,000 records/s, about 0 s left",
+      "authz import: restore mode refused a record; writing again the usual way, to name it",
+      "authz import: writing UserRole 40,000/80,000; 50,000/100,000 records, 25,000 records/s, about 2 s left",
+    ]);
+  });
+
+  it("a dry run's last line says nothing was written", () => {
+    let t = 0;
+    const lines: string[] = [];
+    const p = importProgress({ write: (l) => lines.push(l), now: () => t });
+    t = 2000;
+    p.update(step("User", 20_000, 20_000, 20_000, 20_000));
+    p.finish(true);
+    expect(lines.at(-1)).toBe("authz import: 20,000 records checked and rolled back (dry run: nothing written) in 2.0 s (10,000 records/s)");
+  });
 });

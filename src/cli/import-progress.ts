@@ -24,9 +24,14 @@ function eta(ms: number): string {
   return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
-/** A progress reporter: `update` is ImportOptions.onProgress; `finish` (after the commit) prints the last line when any was printed. */
-export function importProgress(o: ProgressOptions): { update(p: ImportProgress): void; finish(): void } {
-  const started = o.now();
+/**
+ * A progress reporter: `update` is ImportOptions.onProgress; `finish` (after the commit, or the dry run's
+ * rollback) prints the last line when any was printed. The second pass of a refused restore-mode import
+ * starts the count and the clock again, with a line saying why.
+ */
+export function importProgress(o: ProgressOptions): { update(p: ImportProgress): void; finish(dryRun?: boolean): void } {
+  let started = o.now();
+  let again = false;
   const afterMs = o.afterMs ?? 1000;
   const everyMs = o.everyMs ?? 500;
   let last = Number.NEGATIVE_INFINITY;
@@ -36,6 +41,13 @@ export function importProgress(o: ProgressOptions): { update(p: ImportProgress):
   return {
     update(p) {
       done = p.done;
+      if (p.again && !again) {
+        again = true;
+        if (printed) o.write("authz import: restore mode refused a record; writing again the usual way, to name it");
+        started = o.now();
+        last = Number.NEGATIVE_INFINITY;
+        lastSection = "";
+      }
       const now = o.now();
       const elapsed = now - started;
       const key = `${p.phase} ${p.section}`;
@@ -50,10 +62,11 @@ export function importProgress(o: ProgressOptions): { update(p: ImportProgress):
       lastSection = key;
       printed = true;
     },
-    finish() {
+    finish(dryRun = false) {
       if (!printed) return;
       const elapsed = (o.now() - started) / 1000;
-      o.write(`authz import: ${int(done)} records imported in ${elapsed.toFixed(1)} s (${int(done / elapsed)} records/s)`);
+      const what = dryRun ? "checked and rolled back (dry run: nothing written)" : "imported";
+      o.write(`authz import: ${int(done)} records ${what} in ${elapsed.toFixed(1)} s (${int(done / elapsed)} records/s)`);
     },
   };
 }

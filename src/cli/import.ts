@@ -29,7 +29,7 @@ Exit 1 when the file cannot be read or is refused.`,
       try {
         const progress = importProgress({ write: (l) => io.err(`${l}\n`), now: () => performance.now() });
         const summary = await importDocument(db, doc, { dryRun: values["dry-run"] ?? false, ...(values.quiet ? {} : { onProgress: progress.update }) });
-        if (!values.quiet) progress.finish();
+        if (!values.quiet) progress.finish(summary.dryRun);
         io.out(`${JSON.stringify(summary, null, 2)}\n`);
         return EXIT.OK;
       } catch (err) {

@@ -37,11 +37,11 @@ const DEFS_QUERY = `
     select c.oid from pg_class c
     where c.oid = any(array[${TABLES.map((t) => `'${t}'`).join(", ")}]::regclass[])
       and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and g.tgdeferrable))
-  select 1 as step, format('alter table %s drop constraint %I', k.conrelid::regclass, k.conname) as down,
+  select 1 as step, k.oid::bigint as ord, format('alter table %s drop constraint %I', k.conrelid::regclass, k.conname) as down,
          format('alter table %s add constraint %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)) as up
     from pg_constraint k join t on t.oid = k.conrelid where k.contype = 'f'
   union all
-  select 0, format('drop index %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+  select 0, i.indexrelid::bigint, format('drop index %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
     from pg_index i join t on t.oid = i.indrelid
    where not i.indisunique and not i.indisprimary
      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)`;
@@ -93,11 +93,16 @@ export async function stripForRestore(tx: SqlQuerier): Promise<boolean> {
  * Builds what stripForRestore dropped: the indexes (one sort each), then the
  * foreign keys (one check each over the whole table). Throws REBUILD_REFUSED
  * when the database refuses one (a reference to a row the document does not
- * hold): the import is then run again as usual, to name the record.
+ * hold): the import is then run again as usual, to name the record. The keys
+ * are built in the order they were first created: PostgreSQL fires a table's
+ * foreign-key triggers (an `on delete cascade`) in the order of their names,
+ * which hold oids given out as the keys are created, so the order among the
+ * rebuilt keys stays as it was (they all come after the keys of the tables
+ * left alone: a cascade's change rows may come in another order).
  */
 export async function rebuildAfterRestore(tx: SqlQuerier): Promise<void> {
   try {
-    await tx.query(`do $$ declare r record; begin for r in select up from ${DEFS} order by step loop execute r.up; end loop; end $$`);
+    await tx.query(`do $$ declare r record; begin for r in select up from ${DEFS} order by step, ord loop execute r.up; end loop; end $$`);
   } catch (err) {
     if (err instanceof SqlError) throw REBUILD_REFUSED;
     throw err;

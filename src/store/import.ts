@@ -60,6 +60,8 @@ export interface ImportProgress {
   readonly sectionTotal: number;
   readonly done: number;
   readonly total: number;
+  /** True in the second pass of a restore-mode import that was refused: the usual import, run to name the record. */
+  readonly again?: boolean;
 }
 
 export interface ImportOptions {
@@ -403,7 +405,10 @@ export async function importDocument(db: SqlClient, doc: unknown, options: Impor
   } catch (err) {
     if (err === DRY_RUN) return summary;
     // Restore mode refused a chunk, or could not build an index or foreign key back: the usual import names the record.
-    if (err === REBUILD_REFUSED || err === CHUNK_REFUSED) return importDocument(db, doc, { ...options, restore: false });
+    if (err === REBUILD_REFUSED || err === CHUNK_REFUSED) {
+      const onProgress = options.onProgress;
+      return importDocument(db, doc, { ...options, restore: false, ...(onProgress ? { onProgress: (p) => onProgress({ ...p, again: true }) } : {}) });
+    }
     // The document's problems are what the import reports, whatever else failed first (a record
     // the database refused, an unreachable database), as when it is checked whole before writing.
     const { problems } = check.finish();

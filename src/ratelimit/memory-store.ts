@@ -4,7 +4,7 @@
 // atomic without locks.
 
 import { type CounterState, evaluate } from "./algorithms.js";
-import { type Bucket, type BucketOutcome, type BucketReport, bucketKey, type RateLimitStore } from "./store.js";
+import { type Bucket, type BucketOutcome, type BucketReport, bucketKey, type RateLimitStore, unspent } from "./store.js";
 
 interface Entry {
   state: CounterState;
@@ -63,7 +63,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): MemoryStore {
           windowStartUs: e.windowStartUs,
           lastUpdatedUs: e.lastUpdatedUs,
         };
-        return { ok: true, report, spent };
+        return { ok: true, report: spent ? report : unspent(report, cost), spent };
       });
     },
     state: () => "embedded",

@@ -43,6 +43,7 @@ import {
   MAX_COUNTERS_PER_CALL,
   type RateLimitStore,
   type StoreState,
+  unspent,
 } from "./store.js";
 
 export interface RedisStoreOptions {
@@ -476,7 +477,8 @@ class RedisCounters {
           windowStartUs: f(6),
           lastUpdatedUs: f(7),
         };
-        return { ok: true, report, spent: gate && report.allowed && cost > 0 };
+        const spent = gate && report.allowed && cost > 0;
+        return { ok: true, report: spent ? report : unspent(report, cost), spent };
       });
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));

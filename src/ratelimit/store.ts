@@ -81,6 +81,17 @@ export function hashTag(owner: CounterOwner): string {
   return owner.type === "user" && owner.tenantId ? `${tag}:tenant:${encodeURIComponent(owner.tenantId)}` : tag;
 }
 
+/**
+ * A counter that allowed but spent nothing (another policy of the call denied: all or nothing) reports the
+ * figures of what it holds, not of the spend that did not happen: the arithmetic reports `remaining` and
+ * `count` after spending whenever the counter alone allows. Exact for every algorithm, since the cost is
+ * whole: ⌊x − c⌋ + c = ⌊x⌋ and ⌈x + c⌉ − c = ⌈x⌉.
+ */
+export function unspent(report: BucketReport, cost: number): BucketReport {
+  if (!report.allowed || cost <= 0) return report;
+  return { ...report, remaining: report.remaining + cost, count: Math.max(0, report.count - cost) };
+}
+
 /** Whether the all-or-nothing rule lets the call spend, given every bucket's outcome before spending. */
 export function gateOpen(buckets: readonly Bucket[], outcomes: readonly BucketOutcome[]): boolean {
   return buckets.every((b, i) => {

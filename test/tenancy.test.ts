@@ -91,7 +91,10 @@ const DATA = {
   ],
   ROLE_PERMISSION: [{ id: id("a011", 1), role_id: AVATAR_OWNER, capability_key: "avatar.transfer" }],
   ROLE_ASSIGNMENT: [{ id: id("b012", 1), account_id: AB, role_id: ADMIN_B, scope_type: "organization", scope_id: OB, active: true }],
-  RateLimitPolicy: [{ policy_id: 1, name: "per-org", scope: "organization", limit_count: 10, window_sec: 60 }],
+  RateLimitPolicy: [
+    { policy_id: 1, name: "per-org", scope: "organization", limit_count: 10, window_sec: 60 },
+    { policy_id: 2, name: "shared", scope: "global", limit_count: 10, window_sec: 60 },
+  ],
 };
 
 let t: TestDatabase;
@@ -276,6 +279,27 @@ describe("rate-limit writes are confined", () => {
       keys.alpha as string,
     );
     expect(own.code, own.message).toBe(0);
+  });
+
+  it("a bound key neither assigns nor unassigns a policy of scope global, even on its own organization (its counter is every tenant's)", async () => {
+    for (const kind of ["assign", "unassign"]) {
+      const r = await call(
+        rl,
+        "ManageRateLimits",
+        { mutations: [{ [kind]: { policy: "shared", subject: { type: "organization", id: OA } } }] },
+        keys.alpha as string,
+      );
+      expectDenied(r);
+      expect(r.message).toContain('"shared" of scope global');
+    }
+    expect(await count("select count(*)::int as n from rate_limit_assignments where policy_id = 2")).toBe(0);
+    const unbound = await call(
+      rl,
+      "ManageRateLimits",
+      { mutations: [{ assign: { policy: "shared", subject: { type: "organization", id: OA } } }] },
+      keys.root as string,
+    );
+    expect(unbound.code, unbound.message).toBe(0);
   });
 });
 

@@ -264,11 +264,12 @@ async function changeAssignment(tx: SqlQuerier, m: AssignmentChange, p: string):
 /**
  * Confinement: policies are global rows, so a tenant-bound caller may not
  * create, change or delete them; it may assign them only to organizations of
- * its tenant (a user belongs to no tenant).
+ * its tenant (a user belongs to no tenant), and never one of scope global.
  */
 async function confineMutation(c: WriteConfinement, m: RateLimitMutation, i: number): Promise<void> {
   const p = pathOf(m, i);
   if (m.kind === "upsertPolicy" || m.kind === "deletePolicy") return c.global(`${p}: rate-limit policy "${m.name}" (policies are global)`);
+  await c.policy(m.policy, `${p}.policy: rate-limit policy "${m.policy}" of scope global (one counter shared by every tenant)`);
   if (m.subject.type === "organization") return c.organization(m.subject.id, `${p}.subject: organization ${m.subject.id}`);
   return c.global(`${p}.subject: user ${m.subject.id} (users belong to no tenant)`);
 }

@@ -78,6 +78,17 @@ export class WriteConfinement {
     confineRow(this.caller, row === undefined ? undefined : row.tenant_id, what, "denied");
   }
 
+  /**
+   * A rate-limit policy the write assigns or unassigns: one of scope global is denied (its one counter is
+   * shared by every tenant, so a tenant joining it would spend what others are limited by); a policy of
+   * another scope, or a missing one (NOT_FOUND later), passes.
+   */
+  async policy(name: string, what: string): Promise<void> {
+    if (!this.bound) return;
+    const [row] = await this.tx.query<{ scope: string }>("select scope from rate_limit_policies where name = $1::text", [name]);
+    if (row?.scope === "global") this.global(what);
+  }
+
   /** Denies outright: the write changes rows of no tenant (global roles, policies). */
   global(what: string): void {
     confineRow(this.caller, null, what, "denied");

@@ -224,7 +224,8 @@ async function inviteMembership(tx: SqlQuerier, m: M<"inviteMembership">, p: str
 /** Decline (only an open invitation) or revoke (any membership but the owner's): the membership is deleted. */
 async function dropMembership(tx: SqlQuerier, m: { kind: string; id: string }, p: string): Promise<DirectoryResult> {
   const [row] = await tx.query<{ owner: boolean; accepted: boolean }>(
-    "select owner, accepted_at is not null as accepted from memberships where id = $1::text::uuid",
+    // Accepted as the decisions count it: accepted_at set and not in the future.
+    "select owner, coalesce(accepted_at <= now(), false) as accepted from memberships where id = $1::text::uuid",
     [m.id],
   );
   if (!row) throw refusal("NOT_FOUND", `${p}.id: membership ${m.id} not found`);
@@ -246,12 +247,39 @@ const ACTIVE_TABLE = {
   setMembershipActive: "memberships",
 } as const;
 
-/** Sets accepted_at (the given time, else now); accepting again without a time changes nothing. */
+/**
+ * Sets accepted_at (the given time, else now); accepting again without a time changes nothing.
+ * A record whose accepted_at lies in the future is not accepted yet (docs/data-model.md, rule 1),
+ * so accepting it without a time accepts it now.
+ */
 async function accept(tx: SqlQuerier, table: "principals" | "memberships", m: { id: string; acceptedAt?: Date }, p: string): Promise<DirectoryResult> {
-  const [row] = await tx.query<{ accepted: boolean }>(`select accepted_at is not null as accepted from ${table} where id = $1::text::uuid`, [m.id]);
+  const [row] = await tx.query<{ accepted: boolean }>(`select coalesce(accepted_at <= now(), false) as accepted from ${table} where id = $1::text::uuid`, [
+    m.id,
+  ]);
   if (!row) throw refusal("NOT_FOUND", `${p}.id: ${table === "principals" ? "principal" : "membership"} ${m.id} not found`);
   if (row.accepted && m.acceptedAt === undefined) return { id: m.id, changed: false };
   return updateExisting(tx, table, m.id, [["accepted_at", m.acceptedAt ?? "now", "timestamptz"]], `${p}.id`);
+}
+
+/**
+ * Activating an owner membership while its avatar has another active owner breaks the one-owner
+ * rule: a refusal of its own (FAILED_PRECONDITION, OWNER_INVARIANT), not the unique index's
+ * ABORTED, which means a concurrent transfer and invites a retry that can never succeed.
+ */
+async function refuseSecondOwner(tx: SqlQuerier, id: string, p: string): Promise<void> {
+  const [row] = await tx.query<{ other: string | null }>(
+    `select (select o.id::text from memberships o
+              where o.avatar_id = m.avatar_id and o.id <> m.id and o.owner and o.active limit 1) as other
+       from memberships m where m.id = $1::text::uuid and m.owner and not m.active`,
+    [id],
+  );
+  if (row?.other) {
+    throw refusal(
+      "FAILED_PRECONDITION",
+      `${p}: membership ${id} is an owner membership and its avatar already has an active owner (membership ${row.other}); move the ownership with TransferOwnership instead`,
+      "OWNER_INVARIANT",
+    );
+  }
 }
 
 async function applyRecordChange(tx: SqlQuerier, m: DirectoryMutation, p: string): Promise<DirectoryResult | undefined> {
@@ -260,6 +288,7 @@ async function applyRecordChange(tx: SqlQuerier, m: DirectoryMutation, p: string
     case "setPrincipalActive":
     case "setAvatarActive":
     case "setMembershipActive":
+      if (m.kind === "setMembershipActive" && m.active) await refuseSecondOwner(tx, m.id, p);
       return updateExisting(tx, ACTIVE_TABLE[m.kind], m.id, [["active", m.active, "boolean"]], `${p}.id`);
     case "setUserStatus":
       return updateExisting(

@@ -46,7 +46,11 @@ export const REASONS = {
   },
   TOO_MANY_ELEMENTS: { code: "INVALID_ARGUMENT", meaning: "The request holds more than 50,000 elements in all; refused before it is decoded." },
   TOO_DEEP: { code: "INVALID_ARGUMENT", meaning: "The request nests messages more than 64 levels deep." },
-  INVALID_STRING: { code: "INVALID_ARGUMENT", meaning: "A string holds a NUL character or a lone surrogate, which no stored text may contain." },
+  INVALID_STRING: {
+    code: "INVALID_ARGUMENT",
+    meaning:
+      "A string holds a NUL character or a lone surrogate, which no stored text may contain. (A lone surrogate escape in a Connect JSON body fails its decoding first: MALFORMED_MESSAGE.)",
+  },
   FIELD_TOO_LONG: { code: "INVALID_ARGUMENT", meaning: "A string is longer than its field's limit (docs/limits.md)." },
   TOO_MANY_ITEMS: { code: "INVALID_ARGUMENT", meaning: "A list or map has more items than its field's limit (docs/limits.md)." },
   TOO_MANY_DESCRIPTORS: { code: "INVALID_ARGUMENT", meaning: "ShouldRateLimit carries more than 64 descriptors." },

@@ -65,7 +65,7 @@ export class Metrics {
     });
     this.#rateLimit = new Counter({
       name: "authz_ratelimit_decisions_total",
-      help: "Rate-limit decisions by where the answer came from (store, shadow, failure_open, failure_closed).",
+      help: "Rate-limit decisions by where the answer came from (store, shadow, failure_open, failure_closed, no_policy, invalid_descriptor).",
       labelNames: ["policy_source"],
       registers: [this.registry],
     });

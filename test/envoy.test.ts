@@ -553,8 +553,32 @@ describe("RateLimitService/ShouldRateLimit", () => {
     expect(empty).toMatchObject({ overall_code: "OK", statuses: [] });
   });
 
-  it("a named policy that cannot be applied answers by its failure mode: open → OK, closed → OVER_LIMIT", async () => {
-    const open = await limit({
+  it("a named policy with no entry of its scope answers by its failure mode: open → OK, closed → OVER_LIMIT", async () => {
+    const open = await limit({ domain: "authz", descriptors: [descriptor([["policy", "api-per-user"]])] });
+    expect(open.statuses[0]).toMatchObject({ code: "OK", current_limit: { name: "api-per-user" } });
+    const closed = await limit({ domain: "authz", descriptors: [descriptor([["policy", "login-attempts"]])] });
+    expect(closed).toMatchObject({ overall_code: "OVER_LIMIT", statuses: [{ code: "OVER_LIMIT", current_limit: { name: "login-attempts" } }] });
+  });
+
+  it("a malformed subject entry is OVER_LIMIT whatever the failure mode, and spends nothing: it never switches a limit off", async () => {
+    const spent = async () =>
+      (
+        await limit({
+          domain: "authz",
+          descriptors: [
+            descriptor(
+              [
+                ["policy", "api-per-user"],
+                ["user", U.bob],
+              ],
+              0,
+            ),
+          ],
+        })
+      ).statuses[0]?.limit_remaining;
+    const before = await spent();
+    // A fail-open named policy with a user id that is not a UUID.
+    const named = await limit({
       domain: "authz",
       descriptors: [
         descriptor([
@@ -563,9 +587,51 @@ describe("RateLimitService/ShouldRateLimit", () => {
         ]),
       ],
     });
-    expect(open.statuses[0]).toMatchObject({ code: "OK", current_limit: { name: "api-per-user" } });
-    const closed = await limit({ domain: "authz", descriptors: [descriptor([["policy", "login-attempts"]])] });
-    expect(closed).toMatchObject({ overall_code: "OVER_LIMIT", statuses: [{ code: "OVER_LIMIT", current_limit: { name: "login-attempts" } }] });
+    expect(named.overall_code).toBe("OVER_LIMIT");
+    expect(named.statuses[0]?.current_limit).toBeNull();
+    // No policy entry: bob's assigned policies would apply, but the organization entry (the context) is garbage.
+    const assigned = await limit({
+      domain: "authz",
+      descriptors: [
+        descriptor([
+          ["user", U.bob],
+          ["org_id", "not-a-uuid"],
+        ]),
+        descriptor([["user", U.grace]]),
+      ],
+    });
+    expect(assigned.overall_code).toBe("OVER_LIMIT");
+    expect(codes(assigned)[0]).toBe("OVER_LIMIT");
+    // A key past 256 bytes.
+    const long = await limit({
+      domain: "authz",
+      descriptors: [
+        descriptor([
+          ["policy", "login-attempts"],
+          ["key", "k".repeat(257)],
+        ]),
+      ],
+    });
+    expect(long.overall_code).toBe("OVER_LIMIT");
+    expect(await spent()).toBe(before);
+  });
+
+  it("a cost above the limit is OVER_LIMIT with no Retry-After: it can never pass", async () => {
+    const r = await limit({
+      domain: "authz",
+      descriptors: [
+        descriptor([
+          ["policy", "login-attempts"],
+          ["key", `ip-${randomUUID()}`],
+        ]),
+      ],
+      hits_addend: 6,
+    });
+    expect(r.overall_code).toBe("OVER_LIMIT");
+    const headers = Object.fromEntries(r.response_headers_to_add.map((h) => [h.key, h.value]));
+    expect(headers["retry-after"]).toBeUndefined();
+    expect(headers["ratelimit-limit"]).toBe("5");
+    expect(r.statuses[0]).toMatchObject({ code: "OVER_LIMIT", limit_remaining: 5 });
   });
 
   it("the caller needs the ratelimit scope", async () => {

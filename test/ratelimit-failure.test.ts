@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppliedPolicy, RatePolicy } from "../src/engine/rate-limit-policies.js";
 import { createLogger } from "../src/logger.js";
+import { NEVER } from "../src/ratelimit/algorithms.js";
 import { consume, type RateDecision, readCounters } from "../src/ratelimit/limiter.js";
 import { createRedisStore, type RedisStore } from "../src/ratelimit/redis-store.js";
 import { type RedisProcess, startRedisServer } from "./support/redis.js";
@@ -154,6 +155,10 @@ describe("Redis failing mid-run", () => {
       else expect(r.d).toMatchObject({ allowed: false, source: "FAILURE_CLOSED" });
     }
     expect(["down", "breaker_open"]).toContain(store.state());
+    // A cost above the limit needs no counter: refused as "never", not let through by the fail-open mode.
+    const never = await consume(store, OPEN, 1_000_001);
+    expect(never).toMatchObject({ allowed: false, source: "STORE" });
+    expect(never.deciding).toMatchObject({ exceedsLimit: true, retryAfterUs: NEVER });
 
     await redis.restart();
     const restartedAt = performance.now();

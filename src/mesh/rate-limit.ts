@@ -107,6 +107,7 @@ export function rateLimitHeaders(f: RateLimitFigures, denied: boolean): Array<[s
     ["ratelimit-remaining", String(Math.max(0, f.remaining))],
     ["ratelimit-reset", String(reset)],
   ];
-  if (denied) out.unshift(["retry-after", String(Math.max(1, f.retryAfterUs > 0 ? seconds(f.retryAfterUs) : reset))]);
+  // A request that can never pass (its cost above the limit: retryAfterUs is NEVER) is told no time to retry at.
+  if (denied && f.retryAfterUs >= 0) out.unshift(["retry-after", String(Math.max(1, f.retryAfterUs > 0 ? seconds(f.retryAfterUs) : reset))]);
   return out;
 }

@@ -162,6 +162,19 @@ function policyResult(a: AppliedPolicy, o: BucketOutcome, cost: number, store: R
       source: policy.shadow ? "SHADOW" : "STORE",
     };
   }
+  // A cost above the limit needs no counter to be refused: denied (a shadow policy: reported) even without the store.
+  if (exceedsLimit) {
+    return {
+      policy,
+      owner,
+      allowed: policy.shadow,
+      remaining: 0,
+      resetAfterUs: 0,
+      retryAfterUs: NEVER,
+      exceedsLimit,
+      source: policy.shadow ? "SHADOW" : "STORE",
+    };
+  }
   const closed = policy.failureMode === "closed";
   return {
     policy,

@@ -465,8 +465,14 @@ function rateLimitAnswer(d: RateDecision, meta: JsonObject): SpendOutcome {
 type Prepared =
   /** No policy applies: OK, no limit. */
   | { kind: "none" }
-  /** The named policy cannot be applied to this descriptor (no or malformed subject): its failure mode answers. */
+  /** The named policy cannot be applied to this descriptor (no entry of its scope): its failure mode answers. */
   | { kind: "fail"; policy: RatePolicy }
+  /**
+   * A subject entry is present but malformed (an id that is not a UUID, a key out of bounds): OVER_LIMIT,
+   * whatever the failure modes. Ignoring it would let a client that controls the entry (a header) escape
+   * every limit its subject has.
+   */
+  | { kind: "invalid" }
   | { kind: "applied"; applied: AppliedPolicy[]; cost: number };
 
 type DescriptorStatus = MessageInitShape<typeof RateLimitResponse_DescriptorStatusSchema>;
@@ -496,13 +502,16 @@ export function envoyRateLimitHandlers(deps: EnvoyHandlerDeps): ServiceHandlers<
       const requestCost = req.hitsAddend === 0 ? 1 : req.hitsAddend;
       const prepared = req.descriptors.map((d) => prepare(m, engine, ctx, d, requestCost));
       checkCounterCount(distinctCounters(prepared));
-      // A request denied anyway (a fail-closed policy could not be applied) spends nothing: the others are only read.
-      const doomed = prepared.some((p) => p.kind === "fail" && p.policy.failureMode === "closed" && !p.policy.shadow);
+      // A request denied anyway (a malformed entry, a fail-closed policy that could not be applied) spends nothing: the others are only read.
+      const doomed = prepared.some((p) => p.kind === "invalid" || (p.kind === "fail" && p.policy.failureMode === "closed" && !p.policy.shadow));
       const results = await spendDescriptors(deps.store, prepared, doomed);
       return rateLimitResponse(prepared, results, onSource);
     },
   } satisfies ServiceHandlers<typeof EnvoyRateLimitService>;
 }
+
+/** Thrown by inputFor when the named policy's scope has no entry in the descriptor. */
+const MISSING_ENTRY = Symbol("no entry of the policy's scope");
 
 /** The counting input of a descriptor: by its policy's scope when it names one, else by the subject entries it carries. */
 function inputFor(plan: DescriptorPlan, policy: RatePolicy | undefined): ConsumeInput | undefined {
@@ -515,7 +524,7 @@ function inputFor(plan: DescriptorPlan, policy: RatePolicy | undefined): Consume
   };
   const need = (type: "user" | "organization" | "key"): string => {
     const v = s[type];
-    if (v === undefined) throw invalidArgument(`policy ${policy?.name} counts by ${type}, and the descriptor has no ${type} entry`);
+    if (v === undefined) throw MISSING_ENTRY;
     return v;
   };
   if (policy) {
@@ -539,8 +548,10 @@ function inputFor(plan: DescriptorPlan, policy: RatePolicy | undefined): Consume
 }
 
 /**
- * What one descriptor spends. A descriptor that cannot be applied answers
- * by its policy's failure mode (or is ignored); a tenant-bound caller
+ * What one descriptor spends. A descriptor whose named policy has no entry
+ * of its scope answers by that policy's failure mode (without a named policy
+ * it is ignored); one with a malformed subject entry is over the limit
+ * (docs/mesh.md, ShouldRateLimit 11); a tenant-bound caller
  * naming counters outside its tenant fails the whole call (OTHER_TENANT).
  */
 function prepare(m: RateLimitServiceMapping, engine: Snapshot, ctx: CallContext, d: RateLimitDescriptor, requestCost: number): Prepared {
@@ -563,7 +574,9 @@ function prepare(m: RateLimitServiceMapping, engine: Snapshot, ctx: CallContext,
   try {
     input = inputFor(plan, policy);
   } catch (err) {
-    return unusable(err);
+    if (err === MISSING_ENTRY) return policy ? { kind: "fail", policy } : { kind: "none" };
+    if (err instanceof AuthzError) return { kind: "invalid" };
+    throw err;
   }
   if (!input) return { kind: "none" };
   confineRateSubject(tenant, engine, input);
@@ -622,6 +635,10 @@ function rateLimitResponse(
   let worst: PolicyResult | undefined;
   const statuses = prepared.map((p, i): DescriptorStatus => {
     if (p.kind === "none") return ok;
+    if (p.kind === "invalid") {
+      onSource("invalid_descriptor");
+      return { code: RateLimitResponse_Code.OVER_LIMIT };
+    }
     if (p.kind === "fail") {
       const closed = p.policy.failureMode === "closed" && !p.policy.shadow;
       onSource(closed ? "failure_closed" : "failure_open");

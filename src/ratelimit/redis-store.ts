@@ -274,7 +274,11 @@ class RedisLink {
     const from = this.#reported;
     this.#reported = s;
     if (this.#closed) return;
-    if (s === "up") this.#log.info({ redis: s, from }, "rate-limit store: Redis is up");
+    if (s === "up") {
+      // The next outage's warning names its own error, not one from before this recovery.
+      this.lastError = undefined;
+      this.#log.info({ redis: s, from }, "rate-limit store: Redis is up");
+    }
     else
       this.#log.warn(
         { redis: s, from, lastError: this.lastError },

@@ -312,7 +312,7 @@ export function createRateLimitService(
   db: () => SqlClient,
   opts: { onDecision?: (source: string) => void; store?: RateLimitStore } = {},
 ): RateLimitServing {
-  const store = opts.store ?? createRateLimitStore(config, logger.child({ module: "ratelimit" }));
+  const store = opts.store ?? createRateLimitStore(config, logger);
   return {
     handlers: rateLimitHandlers({ store, policies, db, ...(opts.onDecision ? { onDecision: opts.onDecision } : {}) }),
     redisState: () => store.state(),

@@ -278,8 +278,7 @@ class RedisLink {
       // The next outage's warning names its own error, not one from before this recovery.
       this.lastError = undefined;
       this.#log.info({ redis: s, from }, "rate-limit store: Redis is up");
-    }
-    else
+    } else
       this.#log.warn(
         { redis: s, from, lastError: this.lastError },
         s === "breaker_open" ? "rate-limit store: circuit breaker open, Redis is skipped" : "rate-limit store: Redis is down",

@@ -231,7 +231,11 @@ describe("rate-limit helpers", () => {
       ["ratelimit-remaining", "3"],
       ["ratelimit-reset", "0"],
     ]);
-    // A cost that can never pass: Retry-After falls back to the reset.
-    expect(rateLimitHeaders({ limit: 5, remaining: 5, resetAfterUs: 4_000_000, retryAfterUs: -1 }, true)[0]).toEqual(["retry-after", "4"]);
+    // A cost that can never pass: no Retry-After (waiting does not help), the rest as usual.
+    expect(rateLimitHeaders({ limit: 5, remaining: 5, resetAfterUs: 4_000_000, retryAfterUs: -1 }, true)).toEqual([
+      ["ratelimit-limit", "5"],
+      ["ratelimit-remaining", "5"],
+      ["ratelimit-reset", "4"],
+    ]);
   });
 });

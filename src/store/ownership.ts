@@ -448,11 +448,18 @@ async function act(db: SqlClient, action: Action, raw: TransferActionInput, call
 }
 
 async function actBody(tx: SqlQuerier, action: Action, transferId: string, now: string): Promise<OwnershipTransfer | CommittedRefusal> {
-  const rows = await tx.query<TransferRow>(
-    `select ${TRANSFER_COLUMNS}, expires_at is not null and expires_at <= $2::text::timestamptz as lapsed
-       from ownership_transfers where id = $1::text::uuid`,
-    [transferId, now],
-  );
+  // Lock order as every transfer writer: the avatar, then the transfer row. The transfer is read again under
+  // its row lock, so a concurrent accept, decline, cancel, immediate transfer or membership revocation that
+  // committed meanwhile is seen (its status, or its absence), never overwritten.
+  const [owner] = await tx.query<{ avatar_id: string }>("select avatar_id::text as avatar_id from ownership_transfers where id = $1::text::uuid", [transferId]);
+  if (owner) await tx.query("select 1 from avatars where id = $1::text::uuid for update", [owner.avatar_id]);
+  const rows = owner
+    ? await tx.query<TransferRow>(
+        `select ${TRANSFER_COLUMNS}, expires_at is not null and expires_at <= $2::text::timestamptz as lapsed
+           from ownership_transfers where id = $1::text::uuid for update`,
+        [transferId, now],
+      )
+    : [];
   const t = rows[0];
   if (!t) {
     throw new AuthzError("NOT_FOUND", `transfer ${transferId} not found`, {
@@ -476,8 +483,6 @@ async function actBody(tx: SqlQuerier, action: Action, transferId: string, now: 
     await moveOwnership(tx, t.from_membership_id, t.to_membership_id);
     status = "completed";
   } else {
-    // Same lock order as every other transfer writer (revision, then avatar), even though only the transfer row changes.
-    await tx.query("select 1 from avatars where id = $1::text::uuid for update", [t.avatar_id]);
     status = action === "decline" ? "declined" : "cancelled";
   }
   const updated = await tx.query<TransferRow>(

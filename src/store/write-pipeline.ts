@@ -121,10 +121,12 @@ const lockKey = (s: string) => `hashtextextended(${s}, 0)`;
 
 async function replay(tx: SqlQuerier, scope: string, key: string, hash: string): Promise<Stored | undefined> {
   // One request per key at a time: a concurrent duplicate waits here and then finds the first one's record.
+  // The lock and the read are two statements: a statement reads the snapshot taken when it started, so a
+  // read in the locking statement would not see the record that the first request committed while this
+  // one waited for the lock (it would run the mutations again and fail on the record's key at commit).
+  await tx.query(`select pg_advisory_xact_lock(${lockKey("$1::text || ':' || $2::text")})`, [scope, key]);
   const rows = await tx.query<{ request_hash: string; response: string }>(
-    `select pg_advisory_xact_lock(${lockKey("$1::text || ':' || $2::text")}),
-            (select request_hash from authz_idempotency where scope = $1::text and key = $2::text) as request_hash,
-            (select response::text from authz_idempotency where scope = $1::text and key = $2::text) as response`,
+    "select request_hash, response::text as response from authz_idempotency where scope = $1::text and key = $2::text",
     [scope, key],
   );
   const first = rows[0];

@@ -1,0 +1,120 @@
+// Races on the write paths found by an outside audit: concurrent retries of
+// one idempotency key must all get the first answer, and concurrent accept /
+// decline / cancel of one pending transfer must leave exactly one of them
+// successful, its status the stored one.
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuthzError } from "../src/errors.js";
+import { createLogger } from "../src/logger.js";
+import { manageDirectory } from "../src/store/directory-writer.js";
+import { acceptOwnershipTransfer, cancelOwnershipTransfer, declineOwnershipTransfer, transferOwnership } from "../src/store/ownership.js";
+import { createPostgresClient } from "../src/store/postgres-client.js";
+import type { SqlClient } from "../src/store/sql.js";
+import { freshDatabase, type TestDatabase } from "./support/db.js";
+
+const OPTS = { defaultRequestTtlMs: 24 * 3600 * 1000 };
+let t: TestDatabase;
+let pools: SqlClient[];
+
+beforeAll(async () => {
+  t = await freshDatabase();
+  // Two pools: two replicas on one database.
+  pools = [t.client, createPostgresClient({ url: t.url, poolMax: 8, logger: createLogger("silent") })];
+});
+afterAll(async () => {
+  await pools[1]?.close();
+  await t?.drop();
+});
+
+/** An avatar owned by membership ms[0], with `n` more accepted memberships of staff principals. */
+async function avatar(n: number): Promise<{ avatarId: string; ms: string[] }> {
+  const [tenant, org, account, avatarId] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+  const ms = Array.from({ length: n + 1 }, () => randomUUID());
+  const ps = ms.map(() => randomUUID());
+  await t.raw.begin(async (sql) => {
+    await sql`insert into tenants (id, name, slug) values (${tenant}, 't', ${`t-${tenant}`})`;
+    await sql`insert into organizations (id, tenant_id, name, slug) values (${org}, ${tenant}, 'o', 'o')`;
+    await sql`insert into accounts (id, organization_id) values (${account}, ${org})`;
+    for (const p of ps) {
+      const s = randomUUID();
+      await sql`insert into staff (id, logical_key) values (${s}, ${`staff:${s}`})`;
+      await sql`insert into principals (id, account_id, subject_type, subject_id, accepted_at) values (${p}, ${account}, 'staff', ${s}, now() - interval '1 day')`;
+    }
+    await sql`insert into avatars (id, organization_id, handle) values (${avatarId}, ${org}, 'h')`;
+    for (const [i, m] of ms.entries()) {
+      await sql`insert into memberships (id, principal_id, avatar_id, owner, accepted_at) values (${m}, ${ps[i] as string}, ${avatarId}, ${i === 0}, now() - interval '1 day')`;
+    }
+  });
+  return { avatarId, ms };
+}
+
+const outcome = async <T>(p: Promise<T>): Promise<T | AuthzError> => {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof AuthzError) return err;
+    throw err;
+  }
+};
+
+describe("idempotency keys: concurrent duplicates get the first answer", () => {
+  it("TransferOwnership: every concurrent retry of one key returns the one transfer", async () => {
+    for (let round = 0; round < 4; round++) {
+      const { avatarId, ms } = await avatar(1);
+      const input = { avatarId, fromMembershipId: ms[0] as string, toMembershipId: ms[1] as string, idempotencyKey: `k-${avatarId}` };
+      const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => outcome(transferOwnership(pools[i % 2] as SqlClient, input, OPTS))));
+      const errors = rs.filter((r) => r instanceof AuthzError).map((e) => `${e.code}/${e.reason}`);
+      expect(errors).toEqual([]);
+      const ids = new Set(rs.map((r) => (r as { transfer: { id: string } }).transfer.id));
+      expect(ids.size).toBe(1);
+      const revisions = new Set(rs.map((r) => (r as { revision: string }).revision));
+      expect(revisions.size).toBe(1);
+    }
+  });
+
+  it("ManageDirectory: concurrent retries of one key all succeed with one revision", async () => {
+    const id = randomUUID();
+    const input = { mutations: [{ kind: "upsertTenant" as const, id, name: "n", slug: `s-${id}` }], idempotencyKey: `d-${id}` };
+    const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => outcome(manageDirectory(pools[i % 2] as SqlClient, input))));
+    expect(rs.filter((r) => r instanceof AuthzError).map((e) => `${e.code}/${(e as AuthzError).reason}: ${(e as AuthzError).message}`)).toEqual([]);
+    expect(new Set(rs.map((r) => (r as { revision: string }).revision)).size).toBe(1);
+  });
+});
+
+describe("accept, decline and cancel of one pending transfer race", () => {
+  it("exactly one wins; the stored status is the winner's and the owner matches it", async () => {
+    for (let round = 0; round < 6; round++) {
+      const { avatarId, ms } = await avatar(1);
+      const req = await transferOwnership(t.client, { avatarId, fromMembershipId: ms[0] as string, toMembershipId: ms[1] as string, mode: "request" }, OPTS);
+      const transferId = req.transfer.id;
+      const rs = await Promise.all([
+        outcome(acceptOwnershipTransfer(pools[0] as SqlClient, { transferId })),
+        outcome(cancelOwnershipTransfer(pools[1] as SqlClient, { transferId })),
+        outcome(declineOwnershipTransfer(pools[0] as SqlClient, { transferId })),
+        outcome(acceptOwnershipTransfer(pools[1] as SqlClient, { transferId })),
+      ]);
+      const wins = rs.filter((r) => !(r instanceof AuthzError)) as Array<{ transfer: { status: string } }>;
+      const losses = rs.filter((r) => r instanceof AuthzError) as AuthzError[];
+      expect(wins).toHaveLength(1);
+      expect(losses.map((e) => e.reason)).toEqual(["TRANSFER_NOT_PENDING", "TRANSFER_NOT_PENDING", "TRANSFER_NOT_PENDING"]);
+      const [row] = await t.raw`select status from ownership_transfers where id = ${transferId}`;
+      expect(row?.status).toBe((wins[0] as { transfer: { status: string } }).transfer.status);
+      const [owner] = await t.raw`select id::text as id from memberships where avatar_id = ${avatarId} and owner and active`;
+      expect(owner?.id).toBe(row?.status === "completed" ? ms[1] : ms[0]);
+    }
+  });
+
+  it("a revocation of the target racing decline/cancel answers a documented code, never INTERNAL", async () => {
+    for (let round = 0; round < 4; round++) {
+      const { avatarId, ms } = await avatar(1);
+      const req = await transferOwnership(t.client, { avatarId, fromMembershipId: ms[0] as string, toMembershipId: ms[1] as string, mode: "request" }, OPTS);
+      const transferId = req.transfer.id;
+      const rs = await Promise.all([
+        outcome(manageDirectory(pools[1] as SqlClient, { mutations: [{ kind: "revokeMembership", id: ms[1] as string }] })),
+        outcome(cancelOwnershipTransfer(pools[0] as SqlClient, { transferId })),
+        outcome(declineOwnershipTransfer(pools[1] as SqlClient, { transferId })),
+      ]);
+      for (const r of rs) if (r instanceof AuthzError) expect(r.code).not.toBe("INTERNAL");
+    }
+  });
+});

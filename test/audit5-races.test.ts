@@ -118,3 +118,48 @@ describe("accept, decline and cancel of one pending transfer race", () => {
     }
   });
 });
+
+describe("single_role_in_hierarchy under concurrent writers", () => {
+  it("concurrent assignments of different roles leave the user one organization-level role", async () => {
+    const { manageRoles } = await import("../src/store/manage-roles.js");
+    const org = randomUUID();
+    const user = randomUUID();
+    await t.raw`insert into organizations (id, name, slug) values (${org}, 'o', ${`o-${org}`})`;
+    await t.raw`insert into users (id) values (${user})`;
+    const keys = Array.from({ length: 8 }, (_, i) => `r${i}`);
+    for (const key of keys) await t.raw`insert into roles (organization_id, key, name) values (${org}, ${key}, ${key})`;
+    for (const replace of [false, true]) {
+      const rs = await Promise.all(
+        keys.map((key, i) =>
+          outcome(
+            i % 2 === 0
+              ? manageRoles(
+                  pools[i % 2] as SqlClient,
+                  {
+                    mutations: [
+                      {
+                        kind: "assignRole",
+                        subject: { type: "user", id: user },
+                        role: { organizationId: org, key },
+                        scope: { type: "organization", id: org },
+                        replace,
+                      },
+                    ],
+                  } as never,
+                )
+              : manageDirectory(
+                  pools[i % 2] as SqlClient,
+                  {
+                    mutations: [{ kind: "addUserToOrganization", userId: user, organizationId: org, primaryRole: { organizationId: org, key }, replace }],
+                  } as never,
+                ),
+          ),
+        ),
+      );
+      for (const r of rs) if (r instanceof AuthzError) expect(`${r.code}/${r.reason}`).toBe("FAILED_PRECONDITION/SINGLE_ROLE");
+      const held =
+        await t.raw`select count(*)::int as n from role_assignments where subject_id = ${user} and scope_type = 'organization' and scope_id = ${org}`;
+      expect(held[0]?.n).toBe(1);
+    }
+  });
+});

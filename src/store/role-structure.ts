@@ -20,8 +20,12 @@ export async function enforceRoleStructure(
   a: { userId: string; organizationId: string; roleId: string; replace: boolean },
   p: string,
 ): Promise<void> {
-  const [org] = await tx.query<{ role_structure: string }>("select role_structure from organizations where id = $1::text::uuid", [a.organizationId]);
+  // The organization row is share-locked, so a switch of its role_structure (an update) waits for this write
+  // or is seen by it; in a single-role organization the (user, organization) pair is locked until commit, so
+  // two concurrent writes cannot each find no other role and both assign one.
+  const [org] = await tx.query<{ role_structure: string }>("select role_structure from organizations where id = $1::text::uuid for share", [a.organizationId]);
   if (!org || org.role_structure !== "single_role_in_hierarchy") return;
+  await tx.query("select pg_advisory_xact_lock(hashtextextended('authz.single_role:' || $1::text || ':' || $2::text, 0))", [a.userId, a.organizationId]);
   const others = await tx.query<{ id: string; key: string }>(
     `select ra.id::text as id, r.key from role_assignments ra join roles r on r.id = ra.role_id
       where ra.subject_type = 'user' and ra.subject_id = $1::text::uuid

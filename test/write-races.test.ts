@@ -163,3 +163,49 @@ describe("single_role_in_hierarchy under concurrent writers", () => {
     }
   });
 });
+
+describe("an update racing a delete of its row", () => {
+  /** Resolves once `n` statements of this database wait on a lock (pg_stat_activity), polling; fails after 10 s. */
+  async function waiting(n: number): Promise<void> {
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const [r] = await t.raw`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
+      if (Number(r?.n) >= n) return;
+      if (Date.now() > until) throw new Error(`fewer than ${n} statements waiting on a lock`);
+      await new Promise((res) => setImmediate(res));
+    }
+  }
+
+  it("the delete commits between the update's check and its write: the update re-creates the row (changed), never 'unchanged'", async () => {
+    const id = randomUUID();
+    await manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertUser", id, fields: { email: `a-${id}@x.example` } }] });
+    // A third transaction holds the row, so that the delete queues first and the update second behind it.
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let locked: () => void = () => {};
+    const isLocked = new Promise<void>((r) => {
+      locked = r;
+    });
+    const holder = t.raw.begin(async (sql) => {
+      await sql`select 1 from users where id = ${id} for update`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    const del = outcome(manageDirectory(pools[1] as SqlClient, { mutations: [{ kind: "deleteUser", id }] }));
+    await waiting(1);
+    const up = outcome(manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertUser", id, fields: { email: `b-${id}@x.example` } }] }));
+    await waiting(2);
+    release();
+    await holder;
+    const [d, u] = await Promise.all([del, up]);
+    expect(d).not.toBeInstanceOf(AuthzError);
+    if (u instanceof AuthzError) throw u;
+    // Serial order: delete, then the upsert re-creates the user with its new email.
+    expect((u as { results: Array<{ changed: boolean }> }).results[0]?.changed).toBe(true);
+    const rows = await t.raw`select email from users where id = ${id}`;
+    expect(rows.map((r) => r.email)).toEqual([`b-${id}@x.example`]);
+  });
+});

@@ -43,6 +43,15 @@ export async function exists(tx: SqlQuerier, table: DirectoryTable, id: string):
   return (await tx.query(`select 1 from ${table} where id = $1::text::uuid`, [id])).length > 0;
 }
 
+/**
+ * Whether `table.id` exists, its row locked until commit when it does: a concurrent delete then waits for
+ * this write (or, committed first, is seen: the row is gone), so an update never reports "unchanged" for a
+ * row another transaction deleted under it.
+ */
+async function lockedExists(tx: SqlQuerier, table: DirectoryTable, id: string): Promise<boolean> {
+  return (await tx.query(`select 1 from ${table} where id = $1::text::uuid for no key update`, [id])).length > 0;
+}
+
 /** NOT_FOUND naming the field unless `table.id` exists. */
 export async function mustExist(tx: SqlQuerier, table: DirectoryTable, id: string, field: string): Promise<void> {
   if (!(await exists(tx, table, id))) throw refusal("NOT_FOUND", `${field}: ${WHAT[table]} ${id} not found`);
@@ -92,7 +101,7 @@ export async function upsertRow(
   p: string,
 ): Promise<DirectoryResult> {
   const given = cols.filter(([, v]) => v !== undefined);
-  if (id !== undefined && (await exists(tx, table, id))) {
+  if (id !== undefined && (await lockedExists(tx, table, id))) {
     if (given.length === 0) return { id, changed: false };
     const values = given.map(([, , cast], i) => `$${i + 2}::text::${cast}`);
     const names = given.map(([c]) => c);
@@ -117,7 +126,7 @@ export async function upsertRow(
 
 /** Sets columns of an existing row (NOT_FOUND naming the field otherwise); unchanged when they already hold the values. */
 export async function updateExisting(tx: SqlQuerier, table: DirectoryTable, id: string, cols: readonly Col[], p: string): Promise<DirectoryResult> {
-  await mustExist(tx, table, id, p);
+  if (!(await lockedExists(tx, table, id))) throw refusal("NOT_FOUND", `${p}: ${WHAT[table]} ${id} not found`);
   return upsertRow(tx, table, id, cols, [], p);
 }
 

@@ -18,6 +18,7 @@ import { createPgliteClient } from "../src/store/pglite-client.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
+import { holdInTransaction } from "./support/hold.js";
 import { generateDataset, insertDataset, rng } from "./support/random-data.js";
 
 const SEED = Number(process.env.IMPORT_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -159,27 +160,13 @@ describe(`import restore mode (seed ${SEED})`, () => {
 
   it("writes as usual when a reader holds a table past the lock wait", async () => {
     const t = await db();
-    let release: () => void = () => {};
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
-    let locked: () => void = () => {};
-    const isLocked = new Promise<void>((r) => {
-      locked = r;
-    });
-    const reader = t.raw.begin(async (q) => {
-      await q`lock table users in access share mode`;
-      locked();
-      await held;
-    });
-    await isLocked;
+    const reader = await holdInTransaction(t.raw, (q) => q`lock table users in access share mode`);
     try {
       const s = await importDocument(t.client, demo(), { restore: true });
       expect(s.writeMode).toBe("upsert");
       expect(await count(t, "role_assignments")).toBeGreaterThan(6);
     } finally {
-      release();
-      await reader;
+      await reader.release();
     }
   });
 

@@ -11,6 +11,7 @@ import { acceptOwnershipTransfer, cancelOwnershipTransfer, declineOwnershipTrans
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
+import { holdInTransaction } from "./support/hold.js";
 
 const OPTS = { defaultRequestTtlMs: 24 * 3600 * 1000 };
 let t: TestDatabase;
@@ -180,26 +181,12 @@ describe("an update racing a delete of its row", () => {
     const id = randomUUID();
     await manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertUser", id, fields: { email: `a-${id}@x.example` } }] });
     // A third transaction holds the row, so that the delete queues first and the update second behind it.
-    let release: () => void = () => {};
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
-    let locked: () => void = () => {};
-    const isLocked = new Promise<void>((r) => {
-      locked = r;
-    });
-    const holder = t.raw.begin(async (sql) => {
-      await sql`select 1 from users where id = ${id} for update`;
-      locked();
-      await held;
-    });
-    await isLocked;
+    const holder = await holdInTransaction(t.raw, (sql) => sql`select 1 from users where id = ${id} for update`);
     const del = outcome(manageDirectory(pools[1] as SqlClient, { mutations: [{ kind: "deleteUser", id }] }));
     await waiting(1);
     const up = outcome(manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertUser", id, fields: { email: `b-${id}@x.example` } }] }));
     await waiting(2);
-    release();
-    await holder;
+    await holder.release();
     const [d, u] = await Promise.all([del, up]);
     expect(d).not.toBeInstanceOf(AuthzError);
     if (u instanceof AuthzError) throw u;

@@ -165,18 +165,18 @@ describe("single_role_in_hierarchy under concurrent writers", () => {
   });
 });
 
-describe("an update racing a delete of its row", () => {
-  /** Resolves once `n` statements of this database wait on a lock (pg_stat_activity), polling; fails after 10 s. */
-  async function waiting(n: number): Promise<void> {
-    const until = Date.now() + 10_000;
-    for (;;) {
-      const [r] = await t.raw`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
-      if (Number(r?.n) >= n) return;
-      if (Date.now() > until) throw new Error(`fewer than ${n} statements waiting on a lock`);
-      await new Promise((res) => setImmediate(res));
-    }
+/** Resolves once `n` statements of this database wait on a lock (pg_stat_activity), polling; fails after 10 s. */
+async function waiting(n: number): Promise<void> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const [r] = await t.raw`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
+    if (Number(r?.n) >= n) return;
+    if (Date.now() > until) throw new Error(`fewer than ${n} statements waiting on a lock`);
+    await new Promise((res) => setImmediate(res));
   }
+}
 
+describe("an update racing a delete of its row", () => {
   it("the delete commits between the update's check and its write: the update re-creates the row (changed), never 'unchanged'", async () => {
     const id = randomUUID();
     await manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertUser", id, fields: { email: `a-${id}@x.example` } }] });
@@ -194,5 +194,22 @@ describe("an update racing a delete of its row", () => {
     expect((u as { results: Array<{ changed: boolean }> }).results[0]?.changed).toBe(true);
     const rows = await t.raw`select email from users where id = ${id}`;
     expect(rows.map((r) => r.email)).toEqual([`b-${id}@x.example`]);
+  });
+});
+
+describe("two writes creating one new record", () => {
+  it("the one that finds it created meanwhile is ABORTED (a retry updates it), not ALREADY_EXISTS", async () => {
+    const id = randomUUID();
+    // Another transaction inserts the tenant and holds its commit, so the upsert finds no row, then meets it.
+    const first = await holdInTransaction(t.raw, (sql) => sql`insert into tenants (id, name, slug) values (${id}, 'first', ${`first-${id}`})`);
+    const second = outcome(manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertTenant", id, name: "second", slug: `second-${id}` }] }));
+    await waiting(1);
+    await first.release();
+    const r = await second;
+    expect(r).toBeInstanceOf(AuthzError);
+    expect({ code: (r as AuthzError).code, reason: (r as AuthzError).reason }).toEqual({ code: "ABORTED", reason: "ABORTED" });
+    // The retry the answer invites updates the record.
+    const retry = await manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertTenant", id, name: "second", slug: `second-${id}` }] });
+    expect(retry.results[0]?.changed).toBe(true);
   });
 });

@@ -118,9 +118,12 @@ export async function upsertRow(
   const rows = await tx.query<{ id: string }>(
     `insert into ${table} (id${given.map(([c]) => `, ${c}`).join("")})
      values (coalesce($1::text::uuid, gen_random_uuid())${given.map(([, , cast], i) => `, $${i + 2}::text::${cast}`).join("")})
+     on conflict (id) do nothing
      returning id::text as id`,
     [id ?? null, ...given.map(([, v]) => param(v))],
   );
+  // Not there when checked, there now: a concurrent write created this very record. A retry updates it.
+  if (rows.length === 0) throw refusal("ABORTED", `${p}: ${WHAT[table]} ${id} was created by a concurrent write; retry`, "ABORTED");
   return { id: (rows[0] as { id: string }).id, changed: true };
 }
 

@@ -113,6 +113,11 @@ export async function readChanges(db: SqlQuerier, after: LogPosition, head: bigi
   // revisions exist) means the log was pruned past this position.
   const first = rows[0];
   if (head > after.revision && (!first || BigInt(first.revision) > after.revision + 1n)) throw pruned(after.revision);
+  // A hole further on (a log pruned by age alone, before retention kept to whole revisions) is a prune too.
+  for (let i = 1; i < rows.length; i++) {
+    const prev = BigInt((rows[i - 1] as Row).revision);
+    if (BigInt((rows[i] as Row).revision) > prev + 1n) throw pruned(prev);
+  }
   return rows.map((r) => ({
     revision: BigInt(r.revision),
     id: BigInt(r.id),

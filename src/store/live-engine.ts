@@ -136,6 +136,10 @@ async function fetchChanges(db: SqlClient, after: bigint): Promise<{ head: bigin
   // Every revision has at least one row, so a missing next revision means
   // the log was pruned past this replica: only a snapshot can catch up.
   if (found.length === 0 || BigInt((found[0] as ChangeRow).revision as string) !== after + 1n) return { head, changes: "pruned" };
+  // So does a hole further on (a log pruned by age alone): replaying over it would skip a revision for good.
+  for (let i = 1; i < found.length; i++) {
+    if (BigInt((found[i] as ChangeRow).revision as string) > BigInt((found[i - 1] as ChangeRow).revision as string) + 1n) return { head, changes: "pruned" };
+  }
   if (found.length > MAX_CATCH_UP_ROWS) return { head, changes: "too many" };
   return { head, changes: found.map((r) => ({ table: r.table_name, op: r.op, oldRow: r.old_row, newRow: r.new_row })) };
 }

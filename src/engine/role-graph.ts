@@ -18,8 +18,12 @@ export class RoleGraphWriter {
   /** While closeAll runs: per role, 0 = to close, 1 = being closed, 2 = closed. */
   #marks: Uint8Array | undefined;
   readonly #noVisits = new Set<number>();
-  /** While building: organizations' permission pairs, written to the arena once at the end (no copy per insert). */
-  #pending: Map<number, number[]> | undefined;
+  /**
+   * Organizations' permission pairs changed by this build or apply, written to the arena once at its end
+   * (finishBuild, close): the arena is append-only, so a copy per inserted permission made an apply that adds
+   * n permissions to an organization of m write (m + n)·n pairs, kept until the next reload.
+   */
+  readonly #pending = new Map<number, number[]>();
   /** While building nothing is marked dirty: build() marks every role at the end (markAll). */
   #building = false;
 
@@ -27,24 +31,26 @@ export class RoleGraphWriter {
     readonly st: State,
     building = false,
   ) {
-    if (building) this.#pending = new Map();
     this.#building = building;
   }
 
   /** Writes what the build kept aside; the writer then works as for an apply. */
   finishBuild(): void {
-    for (const [org, pairs] of this.#pending ?? []) setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
-    this.#pending = undefined;
+    this.#flushPairs();
     this.#building = false;
   }
 
+  #flushPairs(): void {
+    for (const [org, pairs] of this.#pending) setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
+    this.#pending.clear();
+  }
+
   #pairs(org: number): number[] {
-    return this.#pending?.get(org) ?? readPairs(this.st, orgPerms(this.st.c, org));
+    return this.#pending.get(org) ?? readPairs(this.st, orgPerms(this.st.c, org));
   }
 
   #setPairs(org: number, pairs: number[]): void {
-    if (this.#pending) this.#pending.set(org, pairs);
-    else setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
+    this.#pending.set(org, pairs);
   }
 
   /** Points the permission's key at it (in its organization, or globally); the latest writer wins, as in the log. */
@@ -52,13 +58,14 @@ export class RoleGraphWriter {
     const c = this.st.c;
     const org = c.pHot.get(p * 2);
     const key = c.pKey.get(p);
-    if (org < 0) c.gPermByKey.set(key, p);
-    else if (this.#pending) {
-      // Building: the organization's pairs are this writer's own array, changed in place (a fresh copy per insert made 1M arrays at 5M).
-      const pairs = this.#pending.get(org);
-      if (pairs) putPair(pairs, key, p);
-      else this.#pending.set(org, withPair(readPairs(this.st, orgPerms(c, org)), key, p));
-    } else this.#setPairs(org, withPair(this.#pairs(org), key, p));
+    if (org < 0) {
+      c.gPermByKey.set(key, p);
+      return;
+    }
+    // The organization's pairs are this writer's own array, changed in place (a fresh copy per insert made 1M arrays at 5M).
+    const pairs = this.#pending.get(org);
+    if (pairs) putPair(pairs, key, p);
+    else this.#pending.set(org, withPair(readPairs(this.st, orgPerms(c, org)), key, p));
   }
 
   /** Forgets the permission's key, if the key still points at it. */
@@ -87,6 +94,7 @@ export class RoleGraphWriter {
    * role instead of the Sets an apply uses (adding 500k roles to a Set and closing them from it took 1 s).
    */
   closeAll(): void {
+    this.#flushPairs();
     const n = this.st.shared.roles.count;
     this.#marks = new Uint8Array(n);
     for (let r = 0; r < n; r++) this.#closeRole(r, this.#noVisits);
@@ -95,6 +103,7 @@ export class RoleGraphWriter {
   }
 
   close(): void {
+    this.#flushPairs();
     const visiting = new Set<number>();
     for (const r of this.#dirty) this.#closeRole(r, visiting);
     this.#dirty.clear();

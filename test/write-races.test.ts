@@ -213,3 +213,25 @@ describe("two writes creating one new record", () => {
     expect(retry.results[0]?.changed).toBe(true);
   });
 });
+
+describe("a transfer racing the deactivation of its target's principal", () => {
+  it("the deactivation waits for the transfer (it is decided on rows that hold at its commit), so the revisions tell the true order", async () => {
+    const { avatarId, ms } = await avatar(1);
+    const [target] = await t.raw<{ principal_id: string }[]>`select principal_id::text from memberships where id = ${ms[1] as string}`;
+    // The transfer is held after it has checked its target: the owner membership it must update is locked elsewhere.
+    const holder = await holdInTransaction(t.raw, (sql) => sql`select 1 from memberships where id = ${ms[0] as string} for update`);
+    const transfer = outcome(transferOwnership(pools[0] as SqlClient, { avatarId, fromMembershipId: ms[0] as string, toMembershipId: ms[1] as string }, OPTS));
+    await waiting(1);
+    const deactivate = outcome(
+      manageDirectory(pools[1] as SqlClient, { mutations: [{ kind: "setPrincipalActive", id: target?.principal_id as string, active: false }] }),
+    );
+    // Either the deactivation waits behind the transfer (two statements waiting), or it finished before the transfer did.
+    await Promise.race([deactivate, waiting(2)]);
+    await holder.release();
+    const [moved, off] = await Promise.all([transfer, deactivate]);
+    if (moved instanceof AuthzError) throw moved;
+    if (off instanceof AuthzError) throw off;
+    // The transfer to an active principal committed first; the deactivation came after it.
+    expect(BigInt((off as { revision: string }).revision)).toBeGreaterThan(BigInt((moved as { revision: string }).revision));
+  });
+});

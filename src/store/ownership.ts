@@ -213,7 +213,16 @@ type MembershipState = {
   principal_id: string;
 };
 
+/**
+ * The target membership's state, its rows share-locked until commit (membership, principal, account, and
+ * the principal's user): a concurrent write that would change what the rules read (deactivating the
+ * principal, locking the user) waits for the transfer, so the transfer is decided on what holds at commit.
+ */
 async function membership(tx: SqlQuerier, id: string, now: string): Promise<MembershipState | undefined> {
+  await tx.query(
+    `select 1 from users where id = (select p.user_id from memberships m join principals p on p.id = m.principal_id where m.id = $1::text::uuid) for share`,
+    [id],
+  );
   const rows = await tx.query<MembershipState>(
     `select m.id::text as id, m.avatar_id::text as avatar_id, m.active,
             (m.accepted_at is not null and m.accepted_at <= $2::text::timestamptz) as accepted,
@@ -231,7 +240,8 @@ async function membership(tx: SqlQuerier, id: string, now: string): Promise<Memb
        join principals p on p.id = m.principal_id
        join accounts a on a.id = p.account_id
        left join users u on u.id = p.user_id
-      where m.id = $1::text::uuid`,
+      where m.id = $1::text::uuid
+        for share of m, p, a`,
     [id, now],
   );
   return rows[0];

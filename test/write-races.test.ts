@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzError } from "../src/errors.js";
 import { createLogger } from "../src/logger.js";
 import { manageDirectory } from "../src/store/directory-writer.js";
+import { manageRateLimits } from "../src/store/manage-rate-limits.js";
 import { acceptOwnershipTransfer, cancelOwnershipTransfer, declineOwnershipTransfer, transferOwnership } from "../src/store/ownership.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
@@ -210,6 +211,26 @@ describe("two writes creating one new record", () => {
     expect({ code: (r as AuthzError).code, reason: (r as AuthzError).reason }).toEqual({ code: "ABORTED", reason: "ABORTED" });
     // The retry the answer invites updates the record.
     const retry = await manageDirectory(pools[0] as SqlClient, { mutations: [{ kind: "upsertTenant", id, name: "second", slug: `second-${id}` }] });
+    expect(retry.results[0]?.changed).toBe(true);
+  });
+});
+
+describe("two writes creating one new rate-limit policy", () => {
+  it("the one that finds it created meanwhile is ABORTED (a retry updates it), not ALREADY_EXISTS", async () => {
+    const name = `race-${randomUUID().slice(0, 8)}`;
+    const first = await holdInTransaction(
+      t.raw,
+      (sql) => sql`insert into rate_limit_policies (name, scope, limit_count, window_sec) values (${name}, 'user', 5, 60)`,
+    );
+    const second = outcome(
+      manageRateLimits(pools[0] as SqlClient, { mutations: [{ kind: "upsertPolicy", name, scope: "user", limitCount: 7, windowSec: 60 }] }),
+    );
+    await waiting(1);
+    await first.release();
+    const r = await second;
+    expect(r).toBeInstanceOf(AuthzError);
+    expect({ code: (r as AuthzError).code, reason: (r as AuthzError).reason }).toEqual({ code: "ABORTED", reason: "ABORTED" });
+    const retry = await manageRateLimits(pools[0] as SqlClient, { mutations: [{ kind: "upsertPolicy", name, scope: "user", limitCount: 7, windowSec: 60 }] });
     expect(retry.results[0]?.changed).toBe(true);
   });
 });

@@ -174,6 +174,7 @@ async function insertPolicy(tx: SqlQuerier, m: UpsertPolicy, p: string): Promise
   const rows = await tx.query<{ id: number }>(
     `insert into rate_limit_policies (name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
      values ($1::text, $2::text, $3::text::integer, $4::text::integer, $5::text, $6::text, $7::text, $8::text::boolean)
+     on conflict (name) do nothing
      returning id`,
     [
       m.name,
@@ -186,6 +187,8 @@ async function insertPolicy(tx: SqlQuerier, m: UpsertPolicy, p: string): Promise
       String(m.shadow ?? false),
     ],
   );
+  // Not there when looked up, there now: a concurrent write created this policy. A retry updates it.
+  if (rows.length === 0) throw refusal("ABORTED", `${p}: rate-limit policy "${m.name}" was created by a concurrent write; retry`, "ABORTED");
   return { policyId: Number(rows[0]?.id), changed: true };
 }
 

@@ -21,11 +21,13 @@ export async function enforceRoleStructure(
   p: string,
 ): Promise<void> {
   // The organization row is share-locked, so a switch of its role_structure (an update) waits for this write
-  // or is seen by it; in a single-role organization the (user, organization) pair is locked until commit, so
-  // two concurrent writes cannot each find no other role and both assign one.
+  // or is seen by it; in a single-role organization the user's row is locked until commit, so two concurrent
+  // writes cannot each find no other role and both assign one. A row lock, not an advisory lock per (user,
+  // organization): advisory locks live in the shared lock table until commit, and a batch of 1,000 such
+  // assignments took 1,000 of its entries (64 per connection by default).
   const [org] = await tx.query<{ role_structure: string }>("select role_structure from organizations where id = $1::text::uuid for share", [a.organizationId]);
   if (!org || org.role_structure !== "single_role_in_hierarchy") return;
-  await tx.query("select pg_advisory_xact_lock(hashtextextended('authz.single_role:' || $1::text || ':' || $2::text, 0))", [a.userId, a.organizationId]);
+  await tx.query("select 1 from users where id = $1::text::uuid for no key update", [a.userId]);
   const others = await tx.query<{ id: string; key: string }>(
     `select ra.id::text as id, r.key from role_assignments ra join roles r on r.id = ra.role_id
       where ra.subject_type = 'user' and ra.subject_id = $1::text::uuid

@@ -30,7 +30,7 @@ import { SqlError, type SqlQuerier } from "./sql.js";
 export const CHUNK_ROWS = 5000;
 
 /** One upsert and the record it writes (with its signature and row key, computed once). */
-interface Item {
+export interface Item {
   rec: Validated;
   u: Upsert;
   sig?: number;
@@ -87,7 +87,7 @@ function conflictColumns(u: Upsert): string[] {
 }
 
 /** The row an upsert writes, as its conflict key's values (null as \u0001); bulkUpsert returns the same text. */
-function rowKey(u: Upsert): string {
+export function rowKey(u: Upsert): string {
   const names = conflictColumns(u);
   // Joined from an array: one flat string (hashed once in the Set), not a chain of concatenations.
   const parts: string[] = new Array(names.length);
@@ -118,10 +118,16 @@ export class Chunker {
   private cur: Item[] = [];
   private seen = new Set<string>();
 
+  /**
+   * distinct: tables whose rows come at most once (restore mode holds a
+   * second write of a row back, import-held.ts): their keys need no set.
+   */
+  constructor(private readonly distinct?: ReadonlySet<string>) {}
+
   /** Takes the next upsert; returns the chunks it completed, to run in this order. */
   add(i: Item): Item[][] {
     i.sig = signature(i.u, this.shapes);
-    i.key = rowKey(i.u);
+    i.key ??= rowKey(i.u);
     this.first ??= i.u;
     const out: Item[][] = [];
     if (!this.strict && (i.u.table !== this.first.table || i.u.conflict !== this.first.conflict || this.keys.has(i.key))) {
@@ -130,7 +136,7 @@ export class Chunker {
       this.open.clear();
     }
     if (!this.strict) {
-      this.keys.add(i.key);
+      if (!this.distinct?.has(i.u.table)) this.keys.add(i.key);
       const g = this.open.get(i.sig) ?? [];
       this.open.set(i.sig, g);
       g.push(i);
@@ -160,31 +166,33 @@ export class Chunker {
 }
 
 /** The items' chunks, each built when it is asked for (item() may throw RecordRefused). */
-function* chunked<T>(from: Iterable<T>, item: (x: T) => Item): Generator<Item[]> {
-  const c = new Chunker();
+function* chunked<T>(from: Iterable<T>, item: (x: T) => Item, distinct?: ReadonlySet<string>): Generator<Item[]> {
+  const c = new Chunker(distinct);
   for (const x of from) yield* c.add(item(x));
   yield* c.end();
 }
 
 /** The statement text for a chunk, returning what `returning` says, and its one parameter (the rows as JSON). */
-function chunkStatement(chunk: Item[], returning: string): [string, string[]] {
+function chunkStatement(chunk: Item[], returning: string, keyless?: ReadonlySet<string>): [string, string[]] {
   const u0 = (chunk[0] as Item).u;
+  // A table whose unique keys restore mode took down has nothing to conflict with: a plain insert.
   const names = u0.cols.map(([c]) => c);
+  const onConflict = keyless?.has(u0.table) ? "" : `on conflict ${u0.conflict} ${conflictAction(u0.table, names, u0.keep)}`;
   const select = u0.cols.map(([, t], i) => `(e.r->>${i})::${t}`);
   const text = `insert into ${u0.table} (${names.join(", ")})
      select ${select.join(", ")} from jsonb_array_elements($1::text::jsonb) with ordinality as e(r, ord) order by e.ord
-     on conflict ${u0.conflict} ${conflictAction(u0.table, names, u0.keep)}
+     ${onConflict}
      returning ${returning}`;
   return [text, [JSON.stringify(chunk.map((i) => i.u.cols.map(([, , v]) => v)))]];
 }
 
 /** One statement for a whole chunk; per row written: its conflict key and whether it was inserted. */
-async function bulkUpsert(tx: SqlQuerier, chunk: Item[]): Promise<Map<string, Outcome>> {
+async function bulkUpsert(tx: SqlQuerier, chunk: Item[], keyless?: ReadonlySet<string>): Promise<Map<string, Outcome>> {
   const u0 = (chunk[0] as Item).u;
   const key = conflictColumns(u0)
     .map((c) => `coalesce(${u0.table}.${c}::text, chr(1))`)
     .join(` || '|' || `);
-  const [text, params] = chunkStatement(chunk, `${key} as k, (xmax = 0) as inserted`);
+  const [text, params] = chunkStatement(chunk, `${key} as k, (xmax = 0) as inserted`, keyless);
   const rows = await tx.query<{ k: string; inserted: boolean }>(text, params);
   return new Map(rows.map((r) => [r.k, r.inserted ? "inserted" : "updated"]));
 }
@@ -201,8 +209,8 @@ export interface Tally {
  * and updated: no row goes back to this process. A chunk never writes one
  * row twice, so the rest of its items left their rows unchanged.
  */
-async function bulkCount(tx: SqlQuerier, chunk: Item[]): Promise<Tally> {
-  const [text, params] = chunkStatement(chunk, "(xmax = 0) as inserted");
+async function bulkCount(tx: SqlQuerier, chunk: Item[], keyless?: ReadonlySet<string>): Promise<Tally> {
+  const [text, params] = chunkStatement(chunk, "(xmax = 0) as inserted", keyless);
   const [r] = await tx.query<{ inserted: number; updated: number }>(
     `with w as (${text}) select count(*) filter (where inserted)::int as inserted, count(*) filter (where not inserted)::int as updated from w`,
     params,
@@ -241,6 +249,18 @@ export interface Pipe {
    * for a third of a large import.)
    */
   bare?: boolean;
+  /** The tables whose unique keys restore mode took down: their rows go in by plain inserts. */
+  keyless?: ReadonlySet<string>;
+  /** Restore mode's writes of rows already written, held back until the keys are back (import-held.ts). */
+  held?: Holder;
+}
+
+/** Where restore mode holds back a write whose row may have been written already (import-held.ts). */
+export interface Holder {
+  /** True when the item is held back, for the record owner() gives. */
+  hold(i: Item, owner: () => { section: string; outcome: Outcome }): boolean;
+  /** A record with writes held back. */
+  defer(section: string): { section: string; outcome: Outcome };
 }
 
 /** A chunk refused in a bare pipe (the transaction is aborted). */
@@ -250,7 +270,7 @@ export const CHUNK_REFUSED = Symbol("chunk refused");
 type Sent<R> = Promise<{ written: R } | { refused: SqlError }>;
 
 /** A chunk's statement: bulkUpsert (an outcome per row) or bulkCount (only counts). */
-type ChunkStatement<R> = (tx: SqlQuerier, chunk: Item[]) => Promise<R>;
+type ChunkStatement<R> = (tx: SqlQuerier, chunk: Item[], keyless?: ReadonlySet<string>) => Promise<R>;
 
 /**
  * Sends a chunk's savepoint, statement and release without waiting for any
@@ -258,9 +278,9 @@ type ChunkStatement<R> = (tx: SqlQuerier, chunk: Item[]) => Promise<R>;
  * one (postgres.js pipelines statements of one transaction in order). A
  * refusal of the statement is returned, any other failure thrown.
  */
-function sendChunk<R>(tx: SqlQuerier, chunk: Item[], statement: ChunkStatement<R>, bare?: boolean): Sent<R> {
-  if (bare) {
-    return statement(tx, chunk).then(
+function sendChunk<R>(tx: SqlQuerier, chunk: Item[], statement: ChunkStatement<R>, pipe: Pipe): Sent<R> {
+  if (pipe.bare) {
+    return statement(tx, chunk, pipe.keyless).then(
       (written) => ({ written }),
       (err: unknown) => {
         throw err instanceof SqlError ? CHUNK_REFUSED : err;
@@ -305,16 +325,16 @@ async function pipeChunks<R>(
   take: (chunk: Item[], got: { written: R } | { replayed: Outcome[] }) => void,
   pipe: Pipe = {},
 ): Promise<void> {
-  const { meanwhile, bare } = pipe;
+  const { meanwhile } = pipe;
   const pull = (): Item[] | undefined => {
     const r = source.next();
     return r.done ? undefined : r.value;
   };
   let chunk = pull();
-  let sent = chunk && sendChunk(tx, chunk, statement, bare);
+  let sent = chunk && sendChunk(tx, chunk, statement, pipe);
   while (chunk && sent) {
     const after = await pullBehind(pull, sent);
-    let next = after && sendChunk(tx, after, statement, bare);
+    let next = after && sendChunk(tx, after, statement, pipe);
     if (meanwhile) await inSlices(meanwhile, chunk.length);
     const got = await sent.catch(async (err: unknown) => {
       await next?.catch(() => {});
@@ -324,7 +344,7 @@ async function pipeChunks<R>(
     else {
       await next?.catch(() => {}); // failed behind the refusal; sent again below
       take(chunk, { replayed: await replayChunk(tx, chunk) });
-      next = after && sendChunk(tx, after, statement, bare);
+      next = after && sendChunk(tx, after, statement, pipe);
     }
     chunk = after;
     sent = next;
@@ -362,7 +382,7 @@ export async function runItems(tx: SqlQuerier, items: Item[], onRows?: (n: numbe
   const outcome = new Map<Item, Outcome>();
   await pipeChunks(
     tx,
-    chunked(items, (i) => i),
+    chunked(items, (i) => i, pipe?.keyless),
     bulkUpsert,
     (chunk, got) => {
       chunk.forEach((i, k) => {
@@ -413,7 +433,7 @@ export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (
     // Each record's upsert is built as its chunk is: the first statement goes out before the last record is looked at.
     return countItems(
       tx,
-      chunked(recs, (rec) => ({ rec, u: naming(rec, () => upsertFor(rec, l)) })),
+      chunked(singles(recs, l, onRows, pipe?.held), (i) => i, pipe?.keyless),
       onRows,
       pipe,
     );
@@ -421,9 +441,20 @@ export async function writeSection(tx: SqlQuerier, recs: Validated[], onRows?: (
   return tally(await writePlaces(tx, recs, l, onRows, pipe));
 }
 
+/** The upserts of single-upsert records, as they are built; those restore mode holds back are counted as done and left out. */
+function* singles(recs: Validated[], l: Lookups, onRows?: (n: number) => void, held?: Holder): Generator<Item> {
+  for (const rec of recs) {
+    const i: Item = { rec, u: naming(rec, () => upsertFor(rec, l)) };
+    if (held?.hold(i, () => held.defer(rec.section))) onRows?.(1);
+    else yield i;
+  }
+}
+
 /**
  * UserOrganizationInfo in bulk: the organizations' slug and role structure,
  * then the places, then the grants; a record's outcome combines its rows'.
+ * The outcomes are those of the records restore mode held nothing back of
+ * (the others are counted when their held writes run).
  */
 async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows?: (n: number) => void, pipe?: Pipe): Promise<Outcome[]> {
   await tx.query("savepoint authz_import_orgs");
@@ -445,14 +476,20 @@ async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows
     places.push({ rec, u: place as Upsert, at });
     for (const u of roles) grants.push({ rec, u, at });
   });
-  for (const items of [places, grants]) {
+  const held = pipe?.held;
+  const owners = new Map<number, { section: string; outcome: Outcome }>();
+  const ownerOf = (at: number, section: string) =>
+    owners.get(at) ?? (owners.set(at, (held as Holder).defer(section)).get(at) as { section: string; outcome: Outcome });
+  for (const all of [places, grants]) {
+    const items = held ? all.filter((i) => !held.hold(i, () => ownerOf(i.at, i.rec.section))) : all;
     const got = await runItems(tx, items, undefined, pipe);
     items.forEach((i, n) => {
       outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);
     });
   }
   onRows?.(recs.length);
-  return outcomes;
+  for (const [at, d] of owners) d.outcome = combine(d.outcome, outcomes[at] as Outcome);
+  return owners.size === 0 ? outcomes : outcomes.filter((_, at) => !owners.has(at));
 }
 
 /** Writes records one statement at a time (the fallback, and the benchmark's baseline). */

@@ -31,17 +31,47 @@ const DEFS = "authz_import_restore_defs";
 /** Thrown by rebuild when an index or foreign key cannot be built: the import is run again as usual, which names the record. */
 export const REBUILD_REFUSED = Symbol("restore rebuild refused");
 
-/** The definitions to take down and build back, from the catalog: the tables' foreign keys and plain indexes. */
+/**
+ * The big tables whose unique keys go down too: nothing in an empty directory
+ * can conflict with their rows, so the import writes them by plain inserts
+ * (no conflict target to keep), and nothing looks a row of theirs up by key
+ * while it runs (the importer resolves permissions and roles by key: those
+ * keep theirs). A table some foreign key of a kept table refers to keeps its
+ * keys (the key cannot be dropped without that foreign key).
+ */
+export const KEYLESS = ["user_organizations", "role_permissions", "role_assignments"] as const;
+
+/**
+ * The definitions to take down and build back, from the catalog: the tables'
+ * foreign keys (step 2), the unique keys of the KEYLESS tables (step 1), and
+ * plain indexes (step 0). They are taken down from step 2 and built back
+ * from step 0: a foreign key goes before the key it refers to and comes
+ * back after it.
+ */
 const DEFS_QUERY = `
   with t as (
     select c.oid from pg_class c
     where c.oid = any(array[${TABLES.map((t) => `'${t}'`).join(", ")}]::regclass[])
-      and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and g.tgdeferrable))
-  select 1 as step, k.oid::bigint as ord, format('alter table %s drop constraint %I', k.conrelid::regclass, k.conname) as down,
+      and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and g.tgdeferrable)),
+  keyless as (
+    select t.oid from t
+    where t.oid = any(array[${KEYLESS.map((t) => `'${t}'`).join(", ")}]::regclass[])
+      and not exists (select 1 from pg_constraint f where f.contype = 'f' and f.confrelid = t.oid and f.conrelid not in (select oid from t)))
+  select 2 as step, k.oid::bigint as ord, null::text as tbl,
+         format('alter table %s drop constraint %I', k.conrelid::regclass, k.conname) as down,
          format('alter table %s add constraint %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)) as up
     from pg_constraint k join t on t.oid = k.conrelid where k.contype = 'f'
   union all
-  select 0, i.indexrelid::bigint, format('drop index %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+  select 1, i.indexrelid::bigint, i.indrelid::regclass::text,
+         case when k.oid is null then format('drop index %s', i.indexrelid::regclass)
+              else format('alter table %s drop constraint %I', k.conrelid::regclass, k.conname) end,
+         case when k.oid is null then pg_get_indexdef(i.indexrelid)
+              else format('alter table %s add constraint %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)) end
+    from pg_index i join keyless on keyless.oid = i.indrelid
+    left join pg_constraint k on k.conindid = i.indexrelid and k.conrelid = i.indrelid and k.contype in ('p', 'u')
+   where i.indisunique or i.indisprimary
+  union all
+  select 0, i.indexrelid::bigint, null, format('drop index %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
     from pg_index i join t on t.oid = i.indrelid
    where not i.indisunique and not i.indisprimary
      and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)`;
@@ -73,7 +103,7 @@ begin
       raise exception 'the directory is not empty';
     end if;
     create temp table ${DEFS} on commit drop as ${DEFS_QUERY};
-    for r in select down from ${DEFS} loop
+    for r in select down from ${DEFS} order by step desc, ord loop
       execute r.down;
     end loop;
     perform set_config('authz.import_restore', 'on', true);
@@ -82,11 +112,17 @@ begin
   end;
 end $$`;
 
-/** Restore mode's preparation (STRIP); true when the import can write in restore mode. */
-export async function stripForRestore(tx: SqlQuerier): Promise<boolean> {
+/**
+ * Restore mode's preparation (STRIP): undefined when the import writes as
+ * usual, else the tables whose unique keys are down (their rows go in by
+ * plain inserts).
+ */
+export async function stripForRestore(tx: SqlQuerier): Promise<ReadonlySet<string> | undefined> {
   await tx.query(STRIP);
   const [row] = await tx.query<{ on: string }>("select current_setting('authz.import_restore') as on");
-  return row?.on === "on";
+  if (row?.on !== "on") return undefined;
+  const keyless = await tx.query<{ tbl: string }>(`select distinct tbl from ${DEFS} where step = 1`);
+  return new Set(keyless.map((r) => r.tbl));
 }
 
 /**

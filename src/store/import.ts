@@ -5,8 +5,9 @@
 // replicas load a snapshot instead of replaying it (migration 0009).
 
 import { readLatestRevision } from "./change-feed.js";
-import { CHUNK_REFUSED, RecordRefused, tally, writeOneByOne, writeSection } from "./import-bulk.js";
+import { CHUNK_REFUSED, type Pipe, RecordRefused, tally, writeOneByOne, writeSection } from "./import-bulk.js";
 import { DELETE_KEYS, deleteKeyFields, deleteSection } from "./import-delete.js";
+import { Held } from "./import-held.js";
 import { REBUILD_REFUSED, rebuildAfterRestore, stripForRestore } from "./import-restore.js";
 import type { Validated, Value } from "./import-rows.js";
 import { type FieldSpec, type FieldType, SECTIONS, type SectionSpec } from "./import-spec.js";
@@ -337,8 +338,14 @@ export function validateDocument(doc: unknown): { records: Validated[]; problems
   return new DocumentCheck(doc).finish();
 }
 
+/** Restore mode's state while the records are written: the tables whose keys are down, and the writes held back. */
+interface Restore {
+  keyless: ReadonlySet<string>;
+  held: Held;
+}
+
 /** Writes every record: deletions children first, then upserts parents first. */
-async function writeAll(tx: SqlQuerier, check: DocumentCheck, summary: ImportSummary, options: ImportOptions) {
+async function writeAll(tx: SqlQuerier, check: DocumentCheck, summary: ImportSummary, options: ImportOptions, restore?: Restore) {
   const sections = summary.sections;
   const onProgress = options.onProgress;
   const total = check.total;
@@ -364,7 +371,7 @@ async function writeAll(tx: SqlQuerier, check: DocumentCheck, summary: ImportSum
   // written (checking a record costs about a tenth of writing a row).
   const meanwhile = (rows: number) => void check.step(CHECKS_PER_ROW * rows);
   // Restore mode runs chunks without savepoints: a refused one reruns the import as usual (importDocument).
-  const pipe = { meanwhile, bare: summary.writeMode === "restore" };
+  const pipe: Pipe = { meanwhile, ...(restore ? { bare: true, keyless: restore.keyless, held: restore.held } : {}) };
   for (const section of order) {
     const ups = check.section(section).filter((r) => !r.del);
     if (ups.length === 0) continue;
@@ -437,16 +444,22 @@ async function writeDocument(tx: SqlQuerier, check: DocumentCheck, summary: Impo
   // is in: they are checked below, after the last record.
   await tx.query("set constraints role_inheritance_valid immediate");
   const restore = options.bulk !== false && !check.hasDeletions && (options.restore ?? summary.changeLog === "reload");
-  if (restore && (await stripForRestore(tx))) summary.writeMode = "restore";
+  const keyless = restore ? await stripForRestore(tx) : undefined;
+  const state = keyless && { keyless, held: new Held(keyless, check.total) };
+  if (state) summary.writeMode = "restore";
   try {
-    await writeAll(tx, check, summary, options);
+    await writeAll(tx, check, summary, options, state);
   } catch (err) {
     // In restore mode the foreign keys are down until the rebuild: an earlier record whose reference the
     // usual import refuses has gone in, so this refusal need not be the first. Run again as usual to name it.
     if (err instanceof RecordRefused) throw summary.writeMode === "restore" ? CHUNK_REFUSED : new ImportError([err.message]);
     throw err;
   }
-  if (summary.writeMode === "restore") await rebuildAfterRestore(tx);
+  if (state) {
+    await rebuildAfterRestore(tx);
+    // The writes held back (rows written again), as upserts now that the keys are back.
+    for (const d of await state.held.flush(tx)) (summary.sections[d.section] ??= { inserted: 0, updated: 0, unchanged: 0, deleted: 0 })[d.outcome]++;
+  }
   await tx.query("select setval(pg_get_serial_sequence('rate_limit_policies', 'id'), greatest((select max(id) from rate_limit_policies), 1))");
   if (summary.changeLog === "reload" && changed(summary.sections)) {
     await tx.query("select authz_log_reload($1::text::jsonb)", [JSON.stringify({ sections: summary.sections })]);

@@ -89,11 +89,23 @@ export function toSqlError(err: unknown): unknown {
 /** The reason of every UNAVAILABLE that a lost, refused or timed-out database connection causes. */
 export const DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE";
 
-export const databaseUnavailable = (cause?: unknown): AuthzError =>
-  new AuthzError("UNAVAILABLE", "the database cannot be reached; retry with backoff (a write: with the same idempotency_key, it may have been applied)", {
+const UNAVAILABLE_MESSAGE = "the database cannot be reached; retry with backoff";
+
+export const databaseUnavailable = (cause?: unknown): AuthzError => new AuthzError("UNAVAILABLE", UNAVAILABLE_MESSAGE, { reason: DATABASE_UNAVAILABLE, cause });
+
+/**
+ * A write's failure as its caller gets it: a lost database leaves a write's
+ * outcome unknown, which the message says (a retry with the same
+ * idempotency_key returns the write if it was applied). Reads keep the plain
+ * message.
+ */
+export function writeFailure(err: unknown): unknown {
+  if (!(err instanceof AuthzError) || err.reason !== DATABASE_UNAVAILABLE || err.message !== UNAVAILABLE_MESSAGE) return err;
+  return new AuthzError("UNAVAILABLE", `${UNAVAILABLE_MESSAGE} (a write: with the same idempotency_key, it may have been applied)`, {
     reason: DATABASE_UNAVAILABLE,
-    cause,
+    cause: err.cause,
   });
+}
 
 /** Client-side codes (postgres.js and Node's net) of a connection that failed, as opposed to a statement. */
 const CONNECTION_CODES = new Set([

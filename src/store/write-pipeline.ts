@@ -39,7 +39,7 @@ import { createHash } from "node:crypto";
 import type { Caller } from "../auth/caller.js";
 import { AuthzError, type DomainCode, invalidArgument, type ReasonOf } from "../errors.js";
 import { expectedRevision, idempotencyKey, optional } from "../validation.js";
-import { SentWithCommit, type SqlClient, SqlError, type SqlQuerier } from "./sql.js";
+import { SentWithCommit, type SqlClient, SqlError, type SqlQuerier, writeFailure } from "./sql.js";
 import { WriteConfinement } from "./tenant-lookup.js";
 import { fromSqlError } from "./write-errors.js";
 
@@ -230,6 +230,14 @@ type Outcome = { stored: Stored; replayed: boolean } | CommittedRefusal;
  * repeated idempotency key.
  */
 export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: WritePlan<R>): Promise<WriteOutcome<R>> {
+  try {
+    return await writeOnce(db, caller, plan);
+  } catch (err) {
+    throw writeFailure(err);
+  }
+}
+
+async function writeOnce<R>(db: SqlClient, caller: WriteCaller, plan: WritePlan<R>): Promise<WriteOutcome<R>> {
   const exclusive = plan.expectedRevision !== undefined;
   const record =
     plan.idempotencyKey === undefined

@@ -224,18 +224,17 @@ export interface CounterView {
   readonly resetAfterUs: number;
 }
 
+/** What reading counters answers when the store cannot be reached. */
+export const counterStoreUnavailable = (cause?: unknown): AuthzError =>
+  new AuthzError("UNAVAILABLE", "the rate-limit counter store cannot be reached; retry shortly", { reason: "RATE_LIMIT_STORE_UNAVAILABLE", cause });
+
 /** Reads the counters (a cost-0 evaluation); UNAVAILABLE when the store cannot be reached. */
 export async function readCounters(store: RateLimitStore, applied: readonly AppliedPolicy[]): Promise<CounterView[]> {
   checkCounterCount(applied.length);
   const outcomes = await store.consume(applied.map(bucketFor), 0);
   return applied.map((a, i) => {
     const o = outcomes[i] as BucketOutcome;
-    if (!o.ok) {
-      throw new AuthzError("UNAVAILABLE", "the rate-limit counter store cannot be reached; retry shortly", {
-        reason: "RATE_LIMIT_STORE_UNAVAILABLE",
-        cause: o.error,
-      });
-    }
+    if (!o.ok) throw counterStoreUnavailable(o.error);
     const r = o.report;
     return {
       policy: a.policy,

@@ -8,7 +8,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ExportDirectoryRequest, ExportDirectoryResponseSchema } from "../../gen/authz/v1/admin_service_pb.js";
 import { ANONYMOUS } from "../auth/caller.js";
 import { type AppliedPolicy, type CounterOwner, GLOBAL_OWNER, toRatePolicy } from "../engine/rate-limit-policies.js";
-import { readCounters } from "../ratelimit/limiter.js";
+import { counterStoreUnavailable, readCounters } from "../ratelimit/limiter.js";
 import { MAX_COUNTERS_PER_CALL, type RateLimitStore } from "../ratelimit/store.js";
 import { type ExportPage, exportDirectory } from "../store/export.js";
 import type { SqlClient } from "../store/sql.js";
@@ -147,10 +147,26 @@ export function pageChannel(run: (onPage: (p: ExportPage, revision: string) => P
   };
 }
 
+/** How long an export with counters waits for a store that is reconnecting before it refuses. */
+const COUNTER_STORE_WAIT_MS = 1000;
+
+/**
+ * Refuses an export with counters before its first page when the counter
+ * store is known to be unreachable (disconnected, or its breaker open), so
+ * that the caller gets an error, not a directory cut off before the counters
+ * (the CLI writes pages as they come). A store lost during the export still
+ * fails the stream at the end.
+ */
+async function counterStoreReachable(store: RateLimitStore): Promise<void> {
+  const state = store.state();
+  if (state === "breaker_open" || (state === "down" && !(await store.ready(COUNTER_STORE_WAIT_MS)))) throw counterStoreUnavailable();
+}
+
 /** ExportDirectory: db is read per call so the handler can be built before the pool. */
 export function exportDirectoryHandler(db: () => SqlClient, store: RateLimitStore): (req: ExportDirectoryRequest, ctx: CallContext) => AsyncIterable<Out> {
   return async function* exportStream(req, ctx) {
     const tenantId = tenantOf(req, ctx);
+    if (req.includeCounters) await counterStoreReachable(store);
     const keep: ExportPage[] = [];
     const channel = pageChannel((onPage) => exportDirectory(db(), { tenantId }, onPage));
     let revision = "0";

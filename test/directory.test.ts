@@ -361,6 +361,34 @@ describe("ManageDirectory writes every entity and the reads give it back", () =>
     expect(refused.message).toContain(`user ${BOB} holds 2 roles ("audit", "ops")`);
   });
 
+  it("lists a role key once when an organization role and a global role it inherits share it, as ListPermissions does", async () => {
+    const lead = { key: { organization_id: O1, key: "lead" } };
+    const globalLead = { key: { key: "lead" } };
+    await ok(
+      call(
+        "authz.v1.AdminService",
+        "ManageRoles",
+        { mutations: [{ upsert_role: globalLead }, { upsert_role: lead }, { add_inheritance: { role: lead, parent: globalLead } }] },
+        keys.root as string,
+      ),
+    );
+    const placed = await ok(manage([{ add_user_to_organization: { user_id: BOB, organization_id: O1, primary_role: lead } }]));
+    const members = (await ok(dir("ListOrganizationMembers", { organization_id: O1, ...fresh(placed.revision) }))).members;
+    const member = members.find((m: { user_id: string }) => m.user_id === BOB);
+    expect(member).toMatchObject({ user_role: "lead", inherited_user_roles_plus_current_role: ["lead"], additional_roles: [] });
+    const listed = await ok(
+      call(
+        "authz.v1.PermissionService",
+        "ListPermissions",
+        { subject: { type: "user", id: BOB }, resource: { type: "organization", id: O1 }, ...fresh(placed.revision) },
+        keys.root as string,
+      ),
+    );
+    const onOrg = listed.scopes.find((e: { scope?: { id: string } }) => e.scope?.id === O1);
+    expect(onOrg.inherited_user_roles_plus_current_role).toEqual(member.inherited_user_roles_plus_current_role);
+    await ok(manage([{ remove_user_from_organization: { user_id: BOB, organization_id: O1 } }]));
+  });
+
   it("lists the rate-limit policies with every field", async () => {
     await t.raw`insert into rate_limit_policies (id, name, scope, limit_count, window_sec, description, algorithm, failure_mode, shadow)
                 values (7, 'per-user', 'user', 10, 60, 'ten a minute', 'token_bucket', 'closed', true)`;

@@ -191,6 +191,25 @@ describe.each(BACKEND_NAMES.map((name, i) => ({ name, i })))("counter store conf
     expect(counts).toEqual([2, 1]);
   });
 
+  it("calls of one turn that name one policy with another limit, window or gating each decide by their own", async () => {
+    const { store } = be();
+    await awayFromEdge(store, 60, 5_000);
+    const u = user();
+    // One policy id and counter, as a policy edited between two calls of one turn would give.
+    const tight = bucket("fixed_window", 1, 60, u, { policyId: 41 });
+    const loose = bucket("fixed_window", 3, 60, u, { policyId: 41 });
+    const shadow = bucket("fixed_window", 1, 60, u, { policyId: 41, gating: false });
+    const [a, b, c, d, e] = await Promise.all([
+      store.consume([tight], 1),
+      store.consume([loose], 1),
+      store.consume([tight], 1),
+      store.consume([shadow], 1),
+      store.consume([loose], 1),
+    ]);
+    expect([a, b, c, d, e].map((r) => ok(r?.[0]).report.allowed)).toEqual([true, true, false, false, true]);
+    expect([a, b, c, d, e].map((r) => ok(r?.[0]).report.count)).toEqual([1, 2, 2, 2, 3]);
+  });
+
   it("a shadow policy never blocks the others and counts only what it would allow", async () => {
     const { store } = be();
     await awayFromEdge(store, 60, 5_000);

@@ -26,7 +26,18 @@ local EPS = 1e-9
 local function up(x) return math.ceil(x - 1e-6) end
 local function int(x) return string.format('%.0f', x) end
 local function num(x) return string.format('%.17g', x) end
-local function load(key)
+-- The fields the algorithm reads (a counter's key names its algorithm): a fixed
+-- window has no previous count or level, a token bucket no window; alg nil: all.
+local function load(key, alg)
+  if alg == 'fw' then
+    local v = redis.call('HMGET', key, 'ws', 'c', 'lu', 'w')
+    if not v[3] then return nil end
+    return { ws = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, pc = 0, u = 0, lu = tonumber(v[3]) or 0, w = tonumber(v[4]) }
+  elseif alg == 'tb' then
+    local v = redis.call('HMGET', key, 'u', 'lu')
+    if not v[2] then return nil end
+    return { ws = 0, c = 0, pc = 0, u = tonumber(v[1]) or 0, lu = tonumber(v[2]) or 0 }
+  end
   local v = redis.call('HMGET', key, 'ws', 'c', 'pc', 'u', 'lu', 'w')
   if not v[5] then return nil end
   return { ws = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, pc = tonumber(v[3]) or 0,
@@ -164,7 +175,7 @@ local gate = true
 for i = 1, #KEYS do
   local a = i * 4 - 2
   local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl =
-    decide(load(KEYS[i]), ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), cost, now)
+    decide(load(KEYS[i], ARGV[a]), ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), cost, now)
   if ARGV[a + 3] == '1' and not allowed then gate = false end
   if allowed and cost > 0 then
     nw = nw + 1
@@ -187,30 +198,41 @@ return out`;
  * A batch of consume calls, run in order as if each were its own script:
  * the calls one turn of the event loop made, in one command (single Redis;
  * a Cluster client sends batches of one). KEYS: every call's counters, call
- * after call. ARGV: the number of calls, then per call its number of
- * counters, its cost, (argument clock: its time,) then per counter:
- * algorithm ("fw", "sw", "tb"), limit, window (µs), gating (1: its denial
- * blocks the call; 0: shadow). Each call evaluates every counter first; if
- * every gating counter allows, each allowing counter spends the cost (cost
- * 0 writes nothing). A counter is read once per batch and written once at
- * the end (HSET, then PEXPIRE), with the state and TTL of the last call that
- * spent on it. Returns, per call, {gate_ok, then per counter: allowed,
- * remaining, reset_after_us, retry_after_us (-1: never), count,
- * previous_count, window_start_us, last_updated_us}.
+ * after call. ARGV: the number of counter kinds, then per kind its
+ * algorithm ("fw", "sw", "tb"), limit, window (µs) and gating (1: its denial
+ * blocks the call; 0: shadow); then the number of calls, then per call its
+ * number of counters, its cost, (argument clock: its time,) then per
+ * counter the number of its kind (a batch's calls mostly share a few
+ * policies: each kind is sent and parsed once, not once per counter). Each
+ * call evaluates every counter first; if every gating counter allows, each
+ * allowing counter spends the cost (cost 0 writes nothing). A counter is read
+ * once per batch and written once at the end (HSET, then PEXPIRE), with the
+ * state and TTL of the last call that spent on it. Returns, per call,
+ * {gate_ok, then per counter: allowed, remaining, reset_after_us,
+ * retry_after_us (-1: never), count, previous_count, window_start_us,
+ * last_updated_us}.
  */
 const CONSUME = `
 local state, ttls, order, full = {}, {}, {}, {}
-local function get(key)
+local function get(key, alg)
   local s = state[key]
   if s == nil then
-    s = load(key) or false
+    s = load(key, alg) or false
     state[key] = s
   end
   return s or nil
 end
+local kinds = {}
+for j = 1, tonumber(ARGV[1]) do
+  local b = j * 4 - 2
+  kinds[j] = { ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3] == '1' }
+end
+local a = #kinds * 4 + 2
+local calls = tonumber(ARGV[a])
+a = a + 1
 local out, o = {}, 0
-local ki, a = 0, 2
-for _ = 1, tonumber(ARGV[1]) do
+local ki = 0
+for _ = 1, calls do
   local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   CALL_CLOCK
@@ -219,10 +241,12 @@ for _ = 1, tonumber(ARGV[1]) do
   o = head
   for i = 1, n do
     local key = KEYS[ki + i]
+    local kind = kinds[tonumber(ARGV[a])]
+    a = a + 1
+    local alg = kind[1]
     local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl =
-      decide(get(key), ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), cost, now)
-    if ARGV[a + 3] == '1' and not allowed then gate = false end
-    a = a + 4
+      decide(get(key, alg), alg, kind[2], kind[3], cost, now)
+    if kind[4] and not allowed then gate = false end
     if allowed and cost > 0 then
       nw = nw + 1
       writes[nw] = { key, nxt, ttl }
@@ -287,7 +311,7 @@ end
 return changed`;
 
 export interface Scripts {
-  /** A batch of calls (ARGV: the number of calls, then per call its counters, cost, time and counters). */
+  /** A batch of calls (ARGV: the counter kinds, then the number of calls, then per call its counters, cost, time and counters' kinds). */
   consume: string;
   /** One call (ARGV: cost, then its counters; the time last in the test variant). */
   consumeOne: string;

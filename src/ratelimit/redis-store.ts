@@ -319,7 +319,10 @@ class RedisLink {
 export const MAX_BATCH_COUNTERS = 512;
 
 interface BatchCall {
-  readonly counters: number;
+  readonly buckets: readonly Bucket[];
+  readonly cost: number;
+  /** The test clock's time of the call (buildScripts({ clock: "argument" })). */
+  readonly clock: string | undefined;
   readonly resolve: (reply: number[]) => void;
   readonly reject: (err: Error) => void;
 }
@@ -333,9 +336,8 @@ interface BatchCall {
  * nodes).
  */
 class ConsumeBatch {
-  #keys: string[] = [];
-  #args: (string | number)[] = [0];
   #calls: BatchCall[] = [];
+  #counters = 0;
   #scheduled = false;
 
   constructor(
@@ -347,16 +349,10 @@ class ConsumeBatch {
 
   /** Queues one call (its buckets, with `gating` per bucket); resolves with {gate, then 8 numbers per bucket}. */
   add(buckets: readonly Bucket[], cost: number): Promise<number[]> {
-    if (this.#keys.length + buckets.length > MAX_BATCH_COUNTERS) this.#flush();
+    if (this.#counters + buckets.length > MAX_BATCH_COUNTERS) this.#flush();
     return new Promise<number[]>((resolve, reject) => {
-      const args = this.#args;
-      args.push(buckets.length, cost);
-      if (this.clockUs) args.push(String(this.clockUs()));
-      for (const b of buckets) {
-        this.#keys.push(bucketKey(this.keyPrefix, b));
-        args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, b.gating ? 1 : 0);
-      }
-      this.#calls.push({ counters: buckets.length, resolve, reject });
+      this.#calls.push({ buckets, cost, clock: this.clockUs ? String(this.clockUs()) : undefined, resolve, reject });
+      this.#counters += buckets.length;
       if (!this.single) this.#flush();
       else if (!this.#scheduled) {
         this.#scheduled = true;
@@ -368,27 +364,39 @@ class ConsumeBatch {
     });
   }
 
-  /** A batch of one as the single-call script wants it: cost, the counters, then the test clock. */
-  #sendOne(keys: string[], args: (string | number)[]): Promise<unknown> {
-    // args: [1, counters, cost, (clock,) counter args...]
-    const clocked = this.clockUs !== undefined;
-    const rest = args.slice(clocked ? 4 : 3);
-    if (clocked) rest.push(args[3] as string);
-    return this.client.rlConsumeOne(keys.length, ...keys, args[2] as number, ...rest);
+  /** One call as the single-call script wants it: its counters, the cost, each counter's kind, then the test clock. */
+  #sendOne(c: BatchCall): Promise<unknown> {
+    const keys = c.buckets.map((b) => bucketKey(this.keyPrefix, b));
+    const args: (string | number)[] = [c.cost];
+    for (const b of c.buckets) args.push(ALGORITHM_CODE[b.algorithm], b.limit, b.windowSec * 1_000_000, b.gating ? 1 : 0);
+    if (c.clock !== undefined) args.push(c.clock);
+    return this.client.rlConsumeOne(keys.length, ...keys, ...args);
+  }
+
+  /** Calls as the batch script wants them: every counter, the counter kinds, then per call its counters' kinds. */
+  #sendBatch(calls: BatchCall[]): Promise<unknown> {
+    const keys: string[] = [];
+    const kinds = new CounterKinds();
+    const tail: (string | number)[] = [calls.length];
+    for (const c of calls) {
+      tail.push(c.buckets.length, c.cost);
+      if (c.clock !== undefined) tail.push(c.clock);
+      for (const b of c.buckets) {
+        keys.push(bucketKey(this.keyPrefix, b));
+        tail.push(kinds.number(b));
+      }
+    }
+    return this.client.rlConsume(keys.length, ...keys, kinds.count, ...kinds.args, ...tail);
   }
 
   #flush(): void {
     const calls = this.#calls;
     if (calls.length === 0) return;
-    const keys = this.#keys;
-    const args = this.#args;
-    args[0] = calls.length;
-    this.#keys = [];
-    this.#args = [0];
     this.#calls = [];
+    this.#counters = 0;
     let reply: Promise<unknown>;
     try {
-      reply = calls.length === 1 ? this.#sendOne(keys, args) : this.client.rlConsume(keys.length, ...keys, ...args);
+      reply = calls.length === 1 ? this.#sendOne(calls[0] as BatchCall) : this.#sendBatch(calls);
     } catch (err) {
       reply = Promise.reject(err);
     }
@@ -397,7 +405,7 @@ class ConsumeBatch {
         const all = raw as number[];
         let at = 0;
         for (const c of calls) {
-          const end = at + 1 + c.counters * REPORT_FIELDS;
+          const end = at + 1 + c.buckets.length * REPORT_FIELDS;
           c.resolve(all.slice(at, end));
           at = end;
         }
@@ -407,6 +415,30 @@ class ConsumeBatch {
         for (const c of calls) c.reject(e);
       },
     );
+  }
+}
+
+/** The distinct counter kinds (algorithm, limit, window, gating) of a batch, numbered from 1 in the order met. */
+class CounterKinds {
+  readonly args: (string | number)[] = [];
+  count = 0;
+  /** Kind numbers by policy id (a policy edited within a turn may give two). */
+  readonly #byPolicy = new Map<number, number[]>();
+
+  number(b: Bucket): number {
+    const code = ALGORITHM_CODE[b.algorithm];
+    const windowUs = b.windowSec * 1_000_000;
+    const gating = b.gating ? 1 : 0;
+    const seen = this.#byPolicy.get(b.policyId);
+    for (const k of seen ?? []) {
+      const at = (k - 1) * 4;
+      if (this.args[at] === code && this.args[at + 1] === b.limit && this.args[at + 2] === windowUs && this.args[at + 3] === gating) return k;
+    }
+    this.args.push(code, b.limit, windowUs, gating);
+    const k = ++this.count;
+    if (seen) seen.push(k);
+    else this.#byPolicy.set(b.policyId, [k]);
+    return k;
   }
 }
 

@@ -256,3 +256,30 @@ describe("a transfer racing the deactivation of its target's principal", () => {
     expect(BigInt((off as { revision: string }).revision)).toBeGreaterThan(BigInt((moved as { revision: string }).revision));
   });
 });
+
+describe("a transfer racing the deactivation of its target membership", () => {
+  it("a deactivation not yet committed holds the transfer, which then refuses the inactive target (TARGET_INACTIVE)", async () => {
+    const { avatarId, ms } = await avatar(1);
+    // The deactivation has written its row and not committed yet.
+    const deactivation = await holdInTransaction(t.raw, (sql) => sql`update memberships set active = false where id = ${ms[1] as string}`);
+    const transfer = outcome(transferOwnership(pools[0] as SqlClient, { avatarId, fromMembershipId: ms[0] as string, toMembershipId: ms[1] as string }, OPTS));
+    await waiting(1);
+    await deactivation.release();
+    const got = await transfer;
+    expect(got).toBeInstanceOf(AuthzError);
+    expect([(got as AuthzError).code, (got as AuthzError).reason]).toEqual(["FAILED_PRECONDITION", "TARGET_INACTIVE"]);
+    const [owner] = await t.raw<{ id: string }[]>`select id::text from memberships where avatar_id = ${avatarId} and owner`;
+    expect(owner?.id).toBe(ms[0]);
+  });
+
+  it("a revocation not yet committed holds the transfer, which then finds no target (MEMBERSHIP_NOT_FOUND)", async () => {
+    const { avatarId, ms } = await avatar(1);
+    const revocation = await holdInTransaction(t.raw, (sql) => sql`delete from memberships where id = ${ms[1] as string}`);
+    const transfer = outcome(transferOwnership(pools[0] as SqlClient, { avatarId, fromMembershipId: ms[0] as string, toMembershipId: ms[1] as string }, OPTS));
+    await waiting(1);
+    await revocation.release();
+    const got = await transfer;
+    expect(got).toBeInstanceOf(AuthzError);
+    expect([(got as AuthzError).code, (got as AuthzError).reason]).toEqual(["NOT_FOUND", "MEMBERSHIP_NOT_FOUND"]);
+  });
+});

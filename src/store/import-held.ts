@@ -18,7 +18,7 @@
 
 import type { Holder, Item } from "./import-bulk.js";
 import { rowKey, runItems } from "./import-bulk.js";
-import { combine, type Outcome } from "./import-rows.js";
+import { ASSIGNMENT_KEY, combine, emptyLookups, type Outcome, upsertFor, type Validated } from "./import-rows.js";
 import type { SqlQuerier } from "./sql.js";
 
 /** A record some of whose writes are held back: its section, and the outcome of what it has written. */
@@ -80,6 +80,8 @@ export class Held implements Holder {
   private readonly seen: Seen;
   private readonly items: Array<Item & { owner: Deferred }> = [];
   private readonly records: Deferred[] = [];
+  /** The assignments of the UserRole writes held back (by natural key): see underAnotherKey. */
+  private readonly userRoles = new Set<string>();
 
   /** keyless: the tables whose keys are down; rows: about how many rows the import writes. */
   constructor(
@@ -95,7 +97,33 @@ export class Held implements Holder {
     i.key ??= rowKey(i.u);
     if (!this.seen.add(`${i.u.table} ${i.u.conflict}`, i.key)) return false;
     this.items.push({ ...i, owner: owner() });
+    if (i.rec.section === "UserRole") this.userRoles.add(i.key);
     return true;
+  }
+
+  /**
+   * True when a ROLE_ASSIGNMENT record (written after UserRole, by its id)
+   * gives the subject, role and scope of a UserRole write held back. The
+   * usual import refuses it: the UserRole wrote that assignment first. Here
+   * a held write that was the first of its row (one the filter took for
+   * written) has not gone in, so building the key back finds nothing, and
+   * the held upsert would update the ROLE_ASSIGNMENT's row instead: the
+   * import is run again as usual.
+   */
+  underAnotherKey(assignments: readonly Validated[]): boolean {
+    if (this.userRoles.size === 0) return false;
+    const l = emptyLookups();
+    for (const rec of assignments) {
+      if (rec.del) continue;
+      let u: ReturnType<typeof upsertFor>;
+      try {
+        u = upsertFor(rec, l);
+      } catch {
+        return true; // refused when written: not here
+      }
+      if (this.userRoles.has(rowKey({ ...u, conflict: "on constraint role_assignments_unique", keep: ASSIGNMENT_KEY }))) return true;
+    }
+    return false;
   }
 
   /** A record with writes held back, counted once they have run. */

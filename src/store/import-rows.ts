@@ -136,7 +136,7 @@ const ID_SECTIONS = new Set([
   "OWNERSHIP_TRANSFER",
 ]);
 
-const ASSIGNMENT_KEY = ["subject_type", "subject_id", "role_id", "scope_type", "scope_id"];
+export const ASSIGNMENT_KEY = ["subject_type", "subject_id", "role_id", "scope_type", "scope_id"];
 
 /** Sections whose records are each exactly one upsert (every importable section but UserOrganizationInfo). */
 export function isSingleUpsert(section: string): boolean {

@@ -457,6 +457,8 @@ async function writeDocument(tx: SqlQuerier, check: DocumentCheck, summary: Impo
   }
   if (state) {
     await rebuildAfterRestore(tx);
+    // A ROLE_ASSIGNMENT naming a held UserRole's assignment under its own id: the usual import refuses it.
+    if (state.held.underAnotherKey(check.section("ROLE_ASSIGNMENT"))) throw CHUNK_REFUSED;
     // The writes held back (rows written again), as upserts now that the keys are back.
     for (const d of await state.held.flush(tx)) (summary.sections[d.section] ??= { inserted: 0, updated: 0, unchanged: 0, deleted: 0 })[d.outcome]++;
   }

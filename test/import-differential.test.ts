@@ -87,20 +87,30 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Every row of the tables an import writes: a uuid the document does not hold as "gen", a time of the last hour as "now". */
 async function rows(c: SqlClient, doc: Doc): Promise<string[]> {
   const text = JSON.stringify(doc).toLowerCase();
+  const norm = (t: string, row: Rec | null): string => {
+    if (row === null) return "null";
+    const o: Rec = {};
+    for (const [k, v] of Object.entries(row)) {
+      // A serial id: a first pass rolled back (restore mode's, run again as usual) has used some numbers.
+      if (t === "rate_limit_assignments" && k === "id") o[k] = "serial";
+      else if (typeof v === "string" && UUID.test(v) && !text.includes(v)) o[k] = "gen";
+      else if (typeof v === "string" && /^\d{4}-\d\d-\d\dT/.test(v) && Math.abs(Date.parse(v) - Date.now()) < 3_600_000) o[k] = "now";
+      else o[k] = v;
+    }
+    return JSON.stringify(o);
+  };
   const out: string[] = [];
   for (const t of [...TRACKED_TABLES, "rate_limit_counters"]) {
-    const rs = await c.query<{ r: Rec | string }>(`select to_jsonb(x)::text as r from ${t} x`);
-    for (const { r } of rs) {
-      const o: Rec = {};
-      for (const [k, v] of Object.entries(JSON.parse(r as string) as Rec)) {
-        // A serial id: a first pass rolled back (restore mode's, run again as usual) has used some numbers.
-        if (t === "rate_limit_assignments" && k === "id") o[k] = "serial";
-        else if (typeof v === "string" && UUID.test(v) && !text.includes(v)) o[k] = "gen";
-        else if (typeof v === "string" && /^\d{4}-\d\d-\d\dT/.test(v) && Math.abs(Date.parse(v) - Date.now()) < 3_600_000) o[k] = "now";
-        else o[k] = v;
-      }
-      out.push(`${t} ${JSON.stringify(o)}`);
-    }
+    const rs = await c.query<{ r: string }>(`select to_jsonb(x)::text as r from ${t} x`);
+    for (const { r } of rs) out.push(`${t} ${norm(t, JSON.parse(r) as Rec)}`);
+  }
+  // The change log, as a set: the held writes come last in restore mode.
+  const log = await c.query<{ t: string; op: string; o: string | null; n: string | null; r: string | null }>(
+    "select table_name as t, op, old_row::text as o, new_row::text as n, revision::text as r from authz_changes",
+  );
+  for (const x of log) {
+    const row = (j: string | null) => (j === null ? null : (JSON.parse(j) as Rec));
+    out.push(`log ${x.r} ${x.t} ${x.op} ${x.op === "RELOAD" ? `${x.o} ${x.n}` : `${norm(x.t, row(x.o))} ${norm(x.t, row(x.n))}`}`);
   }
   return out.sort();
 }

@@ -387,6 +387,28 @@ describe("import restore mode: refusals the random rounds found", () => {
     expect(result).toMatchObject({ problems: [expect.stringMatching(/^ROLE_ASSIGNMENT\[1\].*conflicts with an existing record/)] });
   });
 
+  it("writes in restore mode, in one pass, a ROLE_ASSIGNMENT and a later place naming one assignment", async () => {
+    // Valid (the place's upsert finds the assignment the ROLE_ASSIGNMENT wrote): the place's write is held
+    // back like any write of a row written already, not left to fail the key's rebuild (a second pass).
+    const doc = demo();
+    delete doc.UserRole;
+    doc.ROLE_ASSIGNMENT?.push({
+      id: uid(0x12, 0xaa),
+      subject_type: "user",
+      subject_id: uid(3, 1),
+      role_id: uid(9, 0x11),
+      scope_type: "organization",
+      scope_id: uid(2, 1),
+      active: false,
+    });
+    const [a, b] = [await db(), await db()];
+    const x = await importDocument(a.client, structuredClone(doc), { restore: true });
+    const y = await importDocument(b.client, structuredClone(doc), { restore: false });
+    expect(x.writeMode).toBe("restore");
+    expect(x.sections).toEqual(y.sections);
+    expect(await rows(a.client, doc)).toEqual(await rows(b.client, doc));
+  });
+
   it("names a place's taken slug, as the usual import does (not the places' missing key)", async () => {
     // A place after the first giving its organization another organization's slug: the organizations'
     // patch is refused, and the places are then written record by record, by upserts that need the

@@ -18,7 +18,7 @@
 
 import type { Holder, Item } from "./import-bulk.js";
 import { rowKey, runItems } from "./import-bulk.js";
-import { ASSIGNMENT_KEY, combine, emptyLookups, type Outcome, upsertFor, type Validated } from "./import-rows.js";
+import { ASSIGNMENT_KEY, combine, emptyLookups, type Outcome, type Upsert, upsertFor, type Validated } from "./import-rows.js";
 import type { SqlQuerier } from "./sql.js";
 
 /** A record some of whose writes are held back: its section, and the outcome of what it has written. */
@@ -75,6 +75,12 @@ export class Seen {
   }
 }
 
+/** The namespace of role assignments by subject, role and scope (UserRole's and the places' conflict target). */
+const ASSIGNMENTS = "role_assignments on constraint role_assignments_unique";
+
+/** An assignment's subject, role and scope, as rowKey gives them for an upsert by that key. */
+const naturalKey = (u: Upsert): string => rowKey({ ...u, conflict: "on constraint role_assignments_unique", keep: ASSIGNMENT_KEY });
+
 /** The writes held back in one restore-mode import, and the records they belong to. */
 export class Held implements Holder {
   private readonly seen: Seen;
@@ -95,6 +101,10 @@ export class Held implements Holder {
   hold(i: Item, owner: () => Deferred): boolean {
     if (!this.keyless.has(i.u.table)) return false;
     i.key ??= rowKey(i.u);
+    // A ROLE_ASSIGNMENT (written by its id) writes an assignment a later place may name by subject, role
+    // and scope (the usual import's upsert updates it): remember it under that key too, so the place's
+    // write is held back as well, instead of failing the rebuild of the key and the import running twice.
+    if (i.u.table === "role_assignments" && i.u.conflict === "(id)") this.seen.add(ASSIGNMENTS, naturalKey(i.u));
     if (!this.seen.add(`${i.u.table} ${i.u.conflict}`, i.key)) return false;
     this.items.push({ ...i, owner: owner() });
     if (i.rec.section === "UserRole") this.userRoles.add(i.key);
@@ -115,13 +125,13 @@ export class Held implements Holder {
     const l = emptyLookups();
     for (const rec of assignments) {
       if (rec.del) continue;
-      let u: ReturnType<typeof upsertFor>;
+      let u: Upsert;
       try {
         u = upsertFor(rec, l);
       } catch {
         return true; // refused when written: not here
       }
-      if (this.userRoles.has(rowKey({ ...u, conflict: "on constraint role_assignments_unique", keep: ASSIGNMENT_KEY }))) return true;
+      if (this.userRoles.has(naturalKey(u))) return true;
     }
     return false;
   }

@@ -210,6 +210,28 @@ describe.each(BACKEND_NAMES.map((name, i) => ({ name, i })))("counter store conf
     expect([a, b, c, d, e].map((r) => ok(r?.[0]).report.count)).toEqual([1, 2, 2, 2, 3]);
   });
 
+  it("calls of one turn with other costs, or the same counters in another order, each decide by their own", async () => {
+    const { store } = be();
+    await awayFromEdge(store, 60, 5_000);
+    const u = user();
+    const three = bucket("fixed_window", 3, 60, u);
+    const five = bucket("fixed_window", 5, 60, u);
+    const [a, b, c, d, e] = await Promise.all([
+      store.consume([three], 2),
+      store.consume([three], 1),
+      store.consume([three], 1),
+      store.consume([five, three], 2),
+      store.consume([three, five], 0),
+    ]);
+    expect([a, b, c].map((r) => ok(r?.[0]).report.allowed)).toEqual([true, true, false]);
+    // `three` is full: the two-counter call is denied by it and spends nothing on `five`.
+    expect(d?.map((o) => [ok(o).report.allowed, ok(o).spent])).toEqual([
+      [true, false],
+      [false, false],
+    ]);
+    expect(e?.map((o) => ok(o).report.count)).toEqual([3, 0]);
+  });
+
   it("a shadow policy never blocks the others and counts only what it would allow", async () => {
     const { store } = be();
     await awayFromEdge(store, 60, 5_000);

@@ -200,17 +200,18 @@ return out`;
  * a Cluster client sends batches of one). KEYS: every call's counters, call
  * after call. ARGV: the number of counter kinds, then per kind its
  * algorithm ("fw", "sw", "tb"), limit, window (µs) and gating (1: its denial
- * blocks the call; 0: shadow); then the number of calls, then per call its
- * number of counters, its cost, (argument clock: its time,) then per
- * counter the number of its kind (a batch's calls mostly share a few
- * policies: each kind is sent and parsed once, not once per counter). Each
- * call evaluates every counter first; if every gating counter allows, each
- * allowing counter spends the cost (cost 0 writes nothing). A counter is read
- * once per batch and written once at the end (HSET, then PEXPIRE), with the
- * state and TTL of the last call that spent on it. Returns, per call,
- * {gate_ok, then per counter: allowed, remaining, reset_after_us,
- * retry_after_us (-1: never), count, previous_count, window_start_us,
- * last_updated_us}.
+ * blocks the call; 0: shadow); the number of call shapes, then per shape its
+ * number of counters, its cost and its counters' kind numbers; then the
+ * number of calls, then per call its shape's number (argument clock: then
+ * its time). A batch's calls mostly share a few policies and costs: each
+ * kind and shape is sent and parsed once, and a call costs one argument
+ * beside its keys. Each call evaluates every counter first; if every gating
+ * counter allows, each allowing counter spends the cost (cost 0 writes
+ * nothing). A counter is read once per batch and written once at the end
+ * (HSET, then PEXPIRE), with the state and TTL of the last call that spent
+ * on it. Returns, per call, {gate_ok, then per counter: allowed, remaining,
+ * reset_after_us, retry_after_us (-1: never), count, previous_count,
+ * window_start_us, last_updated_us}.
  */
 const CONSUME = `
 local state, ttls, order, full = {}, {}, {}, {}
@@ -222,27 +223,37 @@ local function get(key, alg)
   end
   return s or nil
 end
+local a = 2
 local kinds = {}
 for j = 1, tonumber(ARGV[1]) do
-  local b = j * 4 - 2
-  kinds[j] = { ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3] == '1' }
+  kinds[j] = { ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3] == '1' }
+  a = a + 4
 end
-local a = #kinds * 4 + 2
+local shapes = {}
+local nshapes = tonumber(ARGV[a])
+a = a + 1
+for j = 1, nshapes do
+  local n = tonumber(ARGV[a])
+  local ks = {}
+  for i = 1, n do ks[i] = kinds[tonumber(ARGV[a + 1 + i])] end
+  shapes[j] = { n, tonumber(ARGV[a + 1]), ks }
+  a = a + 2 + n
+end
 local calls = tonumber(ARGV[a])
 a = a + 1
 local out, o = {}, 0
 local ki = 0
 for _ = 1, calls do
-  local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
+  local shape = shapes[tonumber(ARGV[a])]
+  a = a + 1
+  local n, cost, ks = shape[1], shape[2], shape[3]
   CALL_CLOCK
   local gate, writes, nw = true, {}, 0
   local head = o + 1
   o = head
   for i = 1, n do
     local key = KEYS[ki + i]
-    local kind = kinds[tonumber(ARGV[a])]
-    a = a + 1
+    local kind = ks[i]
     local alg = kind[1]
     local allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl =
       decide(get(key, alg), alg, kind[2], kind[3], cost, now)
@@ -311,7 +322,7 @@ end
 return changed`;
 
 export interface Scripts {
-  /** A batch of calls (ARGV: the counter kinds, then the number of calls, then per call its counters, cost, time and counters' kinds). */
+  /** A batch of calls (ARGV: the counter kinds, the call shapes, then the number of calls and each call's shape and time). */
   consume: string;
   /** One call (ARGV: cost, then its counters; the time last in the test variant). */
   consumeOne: string;

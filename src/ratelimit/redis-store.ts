@@ -373,20 +373,17 @@ class ConsumeBatch {
     return this.client.rlConsumeOne(keys.length, ...keys, ...args);
   }
 
-  /** Calls as the batch script wants them: every counter, the counter kinds, then per call its counters' kinds. */
+  /** Calls as the batch script wants them: every counter, the counter kinds and call shapes, then each call's shape. */
   #sendBatch(calls: BatchCall[]): Promise<unknown> {
     const keys: string[] = [];
-    const kinds = new CounterKinds();
+    const table = new BatchTable();
     const tail: (string | number)[] = [calls.length];
     for (const c of calls) {
-      tail.push(c.buckets.length, c.cost);
+      for (const b of c.buckets) keys.push(bucketKey(this.keyPrefix, b));
+      tail.push(table.shape(c.buckets, c.cost));
       if (c.clock !== undefined) tail.push(c.clock);
-      for (const b of c.buckets) {
-        keys.push(bucketKey(this.keyPrefix, b));
-        tail.push(kinds.number(b));
-      }
     }
-    return this.client.rlConsume(keys.length, ...keys, kinds.count, ...kinds.args, ...tail);
+    return this.client.rlConsume(keys.length, ...keys, table.kinds, ...table.kindArgs, table.shapes, ...table.shapeArgs, ...tail);
   }
 
   #flush(): void {
@@ -418,24 +415,64 @@ class ConsumeBatch {
   }
 }
 
-/** The distinct counter kinds (algorithm, limit, window, gating) of a batch, numbered from 1 in the order met. */
-class CounterKinds {
-  readonly args: (string | number)[] = [];
-  count = 0;
+/**
+ * A batch's distinct counter kinds (algorithm, limit, window, gating) and
+ * call shapes (cost and kinds), each numbered from 1 in the order met, as
+ * the batch script's arguments.
+ */
+class BatchTable {
+  readonly kindArgs: (string | number)[] = [];
+  kinds = 0;
+  readonly shapeArgs: (string | number)[] = [];
+  shapes = 0;
   /** Kind numbers by policy id (a policy edited within a turn may give two). */
   readonly #byPolicy = new Map<number, number[]>();
+  /** Shapes of one counter, by cost then kind; shapes of several, by their text. */
+  readonly #single = new Map<number, Map<number, number>>();
+  readonly #multi = new Map<string, number>();
 
-  number(b: Bucket): number {
+  shape(buckets: readonly Bucket[], cost: number): number {
+    if (buckets.length === 1) {
+      const kind = this.#kind(buckets[0] as Bucket);
+      let byKind = this.#single.get(cost);
+      if (!byKind) {
+        byKind = new Map();
+        this.#single.set(cost, byKind);
+      }
+      let s = byKind.get(kind);
+      if (s === undefined) {
+        s = this.#add(cost, [kind]);
+        byKind.set(kind, s);
+      }
+      return s;
+    }
+    const kinds = buckets.map((b) => this.#kind(b));
+    const text = `${cost}:${kinds.join(",")}`;
+    let s = this.#multi.get(text);
+    if (s === undefined) {
+      s = this.#add(cost, kinds);
+      this.#multi.set(text, s);
+    }
+    return s;
+  }
+
+  #add(cost: number, kinds: number[]): number {
+    this.shapeArgs.push(kinds.length, cost, ...kinds);
+    return ++this.shapes;
+  }
+
+  #kind(b: Bucket): number {
     const code = ALGORITHM_CODE[b.algorithm];
     const windowUs = b.windowSec * 1_000_000;
     const gating = b.gating ? 1 : 0;
     const seen = this.#byPolicy.get(b.policyId);
     for (const k of seen ?? []) {
       const at = (k - 1) * 4;
-      if (this.args[at] === code && this.args[at + 1] === b.limit && this.args[at + 2] === windowUs && this.args[at + 3] === gating) return k;
+      const a = this.kindArgs;
+      if (a[at] === code && a[at + 1] === b.limit && a[at + 2] === windowUs && a[at + 3] === gating) return k;
     }
-    this.args.push(code, b.limit, windowUs, gating);
-    const k = ++this.count;
+    this.kindArgs.push(code, b.limit, windowUs, gating);
+    const k = ++this.kinds;
     if (seen) seen.push(k);
     else this.#byPolicy.set(b.policyId, [k]);
     return k;

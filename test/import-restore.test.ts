@@ -70,6 +70,21 @@ async function refusal(t: TestDatabase, doc: Doc, restore: boolean): Promise<rea
   return (err as ImportError).problems;
 }
 
+/**
+ * Imports doc in restore mode and as usual, each into an empty database: both refused with the same
+ * problems, the first matching `record`; the restored database keeps its schema and no assignment.
+ */
+async function refusedAlike(doc: Doc, record: RegExp): Promise<TestDatabase> {
+  const [restored, usual] = [await db(), await db()];
+  const before = await schema(restored);
+  const problems = await refusal(restored, doc, true);
+  expect(problems.join("\n")).toMatch(record);
+  expect(problems).toEqual(await refusal(usual, doc, false));
+  expect(await schema(restored)).toEqual(before);
+  expect(await count(restored, "role_assignments")).toBe(0);
+  return restored;
+}
+
 async function count(t: TestDatabase, table: string): Promise<number> {
   const [r] = await t.raw.unsafe(`select count(*)::int as n from ${table}`);
   return Number(r?.n);
@@ -116,13 +131,7 @@ describe(`import restore mode (seed ${SEED})`, () => {
       id: "00000012-0000-4000-8000-0000000000ff",
       account_id: "00000005-0000-4000-8000-0000000000ff",
     });
-    const [restored, usual] = [await db(), await db()];
-    const before = await schema(restored);
-    const problems = await refusal(restored, doc, true);
-    expect(problems.join("\n")).toMatch(/ROLE_ASSIGNMENT\[6\]/);
-    expect(problems).toEqual(await refusal(usual, doc, false));
-    expect(await schema(restored)).toEqual(before);
-    expect(await count(restored, "role_assignments")).toBe(0);
+    const restored = await refusedAlike(doc, /ROLE_ASSIGNMENT\[6\]/);
     expect(await count(restored, "users")).toBe(0);
   });
 
@@ -214,13 +223,7 @@ describe(`import restore mode (seed ${SEED})`, () => {
     // refuses it (the assignment exists); restore mode finds it when it builds the key back, and reruns.
     const ra = doc.ROLE_ASSIGNMENT as Array<Record<string, unknown>>;
     ra.push({ ...(ra[0] as Record<string, unknown>), id: uid(0x12, 0xff) });
-    const [restored, usual] = [await db(), await db()];
-    const before = await schema(restored);
-    const problems = await refusal(restored, doc, true);
-    expect(problems.join("\n")).toMatch(/ROLE_ASSIGNMENT\[6\]/);
-    expect(problems).toEqual(await refusal(usual, doc, false));
-    expect(await schema(restored)).toEqual(before);
-    expect(await count(restored, "role_assignments")).toBe(0);
+    await refusedAlike(doc, /ROLE_ASSIGNMENT\[6\]/);
   });
 
   it("leaves nothing behind after a dry run", async () => {

@@ -175,8 +175,8 @@ function* chunked<T>(from: Iterable<T>, item: (x: T) => Item, distinct?: Readonl
 /** The statement text for a chunk, returning what `returning` says, and its one parameter (the rows as JSON). */
 function chunkStatement(chunk: Item[], returning: string, keyless?: ReadonlySet<string>): [string, string[]] {
   const u0 = (chunk[0] as Item).u;
-  // A table whose unique keys restore mode took down has nothing to conflict with: a plain insert.
   const names = u0.cols.map(([c]) => c);
+  // A table whose unique keys restore mode took down has nothing to conflict with: a plain insert.
   const onConflict = keyless?.has(u0.table) ? "" : `on conflict ${u0.conflict} ${conflictAction(u0.table, names, u0.keep)}`;
   const select = u0.cols.map(([, t], i) => `(e.r->>${i})::${t}`);
   const text = `insert into ${u0.table} (${names.join(", ")})
@@ -255,12 +255,18 @@ export interface Pipe {
   held?: Holder;
 }
 
+/** A record some of whose writes restore mode holds back: its section, and the outcome of what it has written. */
+export interface Deferred {
+  section: string;
+  outcome: Outcome;
+}
+
 /** Where restore mode holds back a write whose row may have been written already (import-held.ts). */
 export interface Holder {
   /** True when the item is held back, for the record owner() gives. */
-  hold(i: Item, owner: () => { section: string; outcome: Outcome }): boolean;
+  hold(i: Item, owner: () => Deferred): boolean;
   /** A record with writes held back. */
-  defer(section: string): { section: string; outcome: Outcome };
+  defer(section: string): Deferred;
 }
 
 /** A chunk refused in a bare pipe (the transaction is aborted). */
@@ -488,11 +494,17 @@ async function writePlaces(tx: SqlQuerier, recs: Validated[], l: Lookups, onRows
     for (const u of roles) grants.push({ rec, u, at });
   });
   const held = pipe?.held;
-  const owners = new Map<number, { section: string; outcome: Outcome }>();
-  const ownerOf = (at: number, section: string) =>
-    owners.get(at) ?? (owners.set(at, (held as Holder).defer(section)).get(at) as { section: string; outcome: Outcome });
+  const owners = new Map<number, Deferred>();
+  const ownerOf = (h: Holder, at: number, section: string): Deferred => {
+    let d = owners.get(at);
+    if (!d) {
+      d = h.defer(section);
+      owners.set(at, d);
+    }
+    return d;
+  };
   for (const all of [places, grants]) {
-    const items = held ? all.filter((i) => !held.hold(i, () => ownerOf(i.at, i.rec.section))) : all;
+    const items = held ? all.filter((i) => !held.hold(i, () => ownerOf(held, i.at, i.rec.section))) : all;
     const got = await runItems(tx, items, undefined, pipe);
     items.forEach((i, n) => {
       outcomes[i.at] = combine(outcomes[i.at] as Outcome, got[n] as Outcome);

@@ -16,16 +16,10 @@
 // Hand-written (30 lines): the npm packages bring serialisation and kinds of
 // filter not needed here.
 
-import type { Holder, Item } from "./import-bulk.js";
+import type { Deferred, Holder, Item } from "./import-bulk.js";
 import { rowKey, runItems } from "./import-bulk.js";
 import { ASSIGNMENT_KEY, combine, emptyLookups, type Outcome, type Upsert, upsertFor, type Validated } from "./import-rows.js";
 import type { SqlQuerier } from "./sql.js";
-
-/** A record some of whose writes are held back: its section, and the outcome of what it has written. */
-export interface Deferred {
-  section: string;
-  outcome: Outcome;
-}
 
 /** Bits of the filter per row expected, and the hashes per row. */
 const BITS_PER_ROW = 16;

@@ -296,6 +296,18 @@ describe("ManageRoles", () => {
     expect(p?.description).toBe("Read reports");
   });
 
+  it("replays a batch that changed nothing with the revision it answered first", async () => {
+    await run([{ kind: "upsertPermission", ...org2("reports.audit"), description: "Audit reports" }]);
+    const batch: Mutation[] = [{ kind: "upsertPermission", ...org2("reports.audit"), description: "Audit reports" }];
+    const first = await run(batch, { idempotencyKey: "noop-1" });
+    expect(first.results).toEqual([expect.objectContaining({ changed: false })]);
+    expect(BigInt(first.revision)).toBe(await revision());
+    // Something else writes meanwhile; the replay of the no-op still answers the first revision.
+    await run([{ kind: "upsertPermission", ...org2("reports.other") }]);
+    expect(await revision()).toBeGreaterThan(BigInt(first.revision));
+    expect(await run(batch, { idempotencyKey: "noop-1" })).toEqual(first);
+  });
+
   it("applies only at the expected revision", async () => {
     const current = await revision();
     const e = await refused(run([{ kind: "upsertRole", ...org1("late") }], { expectedRevision: (current - 1n).toString() }), "FAILED_PRECONDITION");

@@ -192,6 +192,15 @@ async function open(tx: SqlQuerier, exclusive: boolean): Promise<{ head: string 
 }
 
 /**
+ * A transaction's own revision when it can number itself now; for one that
+ * changed nothing, the newest revision now (kept in its idempotency record,
+ * so a replay answers the revision the first call did, not a newer one);
+ * otherwise null (numbered after commit).
+ */
+const SELF_OR_HEAD = `coalesce(authz_try_stamp_self(),
+  (select revision from authz_revision where not exists (select 1 from authz_changes where xid = pg_current_xact_id_if_assigned())))`;
+
+/**
  * The last statement before commit, which numbers the transaction and keeps
  * the idempotency record in one round trip. With a precondition no other
  * write is in flight, so the transaction numbers itself now; otherwise it does
@@ -200,7 +209,7 @@ async function open(tx: SqlQuerier, exclusive: boolean): Promise<{ head: string 
  * Returns what the record keeps (also without a key).
  */
 async function finish(tx: SqlQuerier, exclusive: boolean, xid: string, value: unknown, record?: { scope: string; key: string; hash: string }): Promise<Stored> {
-  const own = exclusive ? "coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())" : "authz_try_stamp_self()";
+  const own = exclusive ? "coalesce(authz_stamp(pg_current_xact_id()), authz_stamp())" : SELF_OR_HEAD;
   let revision: string | null;
   if (record === undefined) {
     const [row] = await tx.query<{ revision: string | null }>(`select ${own}::text as revision`);

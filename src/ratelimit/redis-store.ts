@@ -241,7 +241,11 @@ class RedisLink {
 
   ready(timeoutMs: number): Promise<boolean> {
     const client = this.client;
-    if (client.status === "ready") return Promise.resolve(true);
+    if (client.status === "ready") {
+      if (this.#lastOk && this.breaker.state === "closed") return Promise.resolve(true);
+      // Connected, but its last command failed (a server that hangs keeps its connections open): ask it.
+      return this.#answers(timeoutMs);
+    }
     return new Promise<boolean>((resolve) => {
       const done = (v: boolean) => {
         clearTimeout(timer);
@@ -252,6 +256,24 @@ class RedisLink {
       const timer = setTimeout(() => done(client.status === "ready"), timeoutMs);
       timer.unref();
       client.on("ready", onReady);
+    });
+  }
+
+  /** Whether a PING through the breaker and the dispatcher is answered within timeoutMs. */
+  #answers(timeoutMs: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      timer.unref();
+      this.guard(() => this.client.ping()).then(
+        () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+        () => {
+          clearTimeout(timer);
+          resolve(false);
+        },
+      );
     });
   }
 

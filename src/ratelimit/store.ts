@@ -57,7 +57,10 @@ export interface RateLimitStore {
    */
   consume(buckets: readonly Bucket[], cost: number): Promise<BucketOutcome[]>;
   state(): StoreState;
-  /** Resolves true once the store can answer (Redis connected), false after `timeoutMs`. */
+  /**
+   * Resolves true once the store can answer (Redis connected and, if its last
+   * command failed, answering a PING), false after `timeoutMs`.
+   */
   ready(timeoutMs: number): Promise<boolean>;
   /** How long a caller denied by a failure should wait (the breaker's remaining cool-down, at least 1 s). */
   failureRetryAfterUs(): number;

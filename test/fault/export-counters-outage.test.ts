@@ -66,3 +66,23 @@ describe("authz export --counters with the counter store down", () => {
     await until(async () => (await exportCounters()).code === 0, 15_000, "export --counters after Redis is back");
   }, 60_000);
 });
+
+describe("authz export --counters with the counter store hung (SIGSTOP: connections stay open)", () => {
+  it("once a counter read has failed, the next export writes nothing on stdout; with the store answering again, the whole export", async () => {
+    await until(async () => (await exportCounters()).code === 0, 15_000, "export --counters with Redis up");
+    redis.pause();
+    try {
+      // The first export cannot know yet: the connection is open and the last command succeeded. Its counter read fails.
+      const first = await exportCounters();
+      expect(first.code).not.toBe(0);
+      // Now the store is known to be down (its last command failed), though its connection is still open.
+      const down = await exportCounters();
+      expect(down.code).not.toBe(0);
+      expect(down.stdout).toBe("");
+      expect(down.stderr).toMatch(/counter store cannot be reached/);
+    } finally {
+      redis.resume();
+    }
+    await until(async () => (await exportCounters()).code === 0, 15_000, "export --counters after Redis answers again");
+  }, 60_000);
+});

@@ -95,16 +95,14 @@ export const databaseUnavailable = (cause?: unknown): AuthzError => new AuthzErr
 
 /**
  * A write's failure as its caller gets it: a lost database leaves a write's
- * outcome unknown, which the message says (a retry with the same
- * idempotency_key returns the write if it was applied). Reads keep the plain
- * message.
+ * outcome unknown, which the message says, and, for a write sent with an
+ * idempotency key, that a retry with the same key returns it if it was
+ * applied. Reads keep the plain message.
  */
-export function writeFailure(err: unknown): unknown {
+export function writeFailure(err: unknown, keyed: boolean): unknown {
   if (!(err instanceof AuthzError) || err.reason !== DATABASE_UNAVAILABLE || err.message !== UNAVAILABLE_MESSAGE) return err;
-  return new AuthzError("UNAVAILABLE", `${UNAVAILABLE_MESSAGE} (a write: with the same idempotency_key, it may have been applied)`, {
-    reason: DATABASE_UNAVAILABLE,
-    cause: err.cause,
-  });
+  const hint = keyed ? "a write: it may have been applied; a retry with the same idempotency_key returns it" : "a write: it may have been applied";
+  return new AuthzError("UNAVAILABLE", `${UNAVAILABLE_MESSAGE} (${hint})`, { reason: DATABASE_UNAVAILABLE, cause: err.cause });
 }
 
 /** Client-side codes (postgres.js and Node's net) of a connection that failed, as opposed to a statement. */

@@ -242,7 +242,7 @@ export async function runWrite<R>(db: SqlClient, caller: WriteCaller, plan: Writ
   try {
     return await writeOnce(db, caller, plan);
   } catch (err) {
-    throw writeFailure(err);
+    throw writeFailure(err, plan.idempotencyKey !== undefined);
   }
 }
 

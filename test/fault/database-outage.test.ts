@@ -149,8 +149,9 @@ describe("Postgres stopped for a few seconds, then started again", () => {
       expect(seen.ok && seen.value.allowed).toBe(true);
 
       expect(writes.map((w) => (w.ok ? "OK" : `${grpc.status[w.code]}/${w.reason}`))).toEqual(writes.map(() => "UNAVAILABLE/DATABASE_UNAVAILABLE"));
-      // A write's outcome is unknown when the database goes away mid-call: its message says a retry with the same key is safe.
-      expect(writes.every((w) => !w.ok && w.details.includes("idempotency_key"))).toBe(true);
+      // A write's outcome is unknown when the database goes away mid-call: its message says so, and (it was
+      // sent with an idempotency key) that a retry with the same key returns it.
+      expect(writes.every((w) => !w.ok && w.details.includes("may have been applied; a retry with the same idempotency_key"))).toBe(true);
       expect(read.ok ? "OK" : `${grpc.status[read.code]}/${read.reason}`).toBe("UNAVAILABLE/DATABASE_UNAVAILABLE");
       expect(!read.ok && read.details).toBe("the database cannot be reached; retry with backoff");
       expect(decisions.map((d) => d.ok && d.value.allowed)).toEqual(decisions.map(() => true));

@@ -24,15 +24,17 @@ function urlFor(dbName: string): string {
 
 /**
  * A fresh database for one test file: cloned from the migrated template, or
- * empty with { empty: true }. The global setup's pid keeps concurrent runs apart.
+ * empty with { empty: true } (or { icuLocale }). The global setup's pid keeps concurrent runs apart.
  */
-export async function freshDatabase(opts: { empty?: boolean } = {}): Promise<TestDatabase> {
+export async function freshDatabase(opts: { empty?: boolean; icuLocale?: string } = {}): Promise<TestDatabase> {
   const tpl = inject("templateDb");
   const pid = tpl.replace(/^authz_tpl_/, "");
   const name = `authz_t_${pid}_${randomBytes(5).toString("hex")}`;
   const admin = postgres(inject("adminUrl"), { max: 1, onnotice: () => {} });
   try {
-    await admin.unsafe(opts.empty ? `create database ${name}` : `create database ${name} template ${tpl}`);
+    // icuLocale: an empty database whose default collation is that ICU locale's (not byte order).
+    const icu = opts.icuLocale ? ` template template0 locale_provider icu icu_locale '${opts.icuLocale.replace(/[^A-Za-z0-9_-]/g, "")}'` : "";
+    await admin.unsafe(opts.empty || icu ? `create database ${name}${icu}` : `create database ${name} template ${tpl}`);
   } finally {
     await admin.end();
   }

@@ -162,7 +162,8 @@ end`;
 
 /**
  * One consume call (a batch of one: what most turns of a gRPC server send,
- * and every call on a Cluster), without the batch's bookkeeping. KEYS: the
+ * and every call on a Cluster), without the batch's bookkeeping (but for a
+ * key the call carries twice, written once, as the batch does). KEYS: the
  * call's counters. ARGV: cost, then per counter algorithm, limit, window
  * (µs), gating; (argument clock: the time last). Returns what the batch
  * script returns for one call.
@@ -188,7 +189,21 @@ for i = 1, #KEYS do
   o = o + 8
 end
 if gate then
-  for j = 1, nw do save(writes[j][1], writes[j][2], writes[j][3]) end
+  -- A key the call carries twice (one counter under two definitions) is written
+  -- once, as the batch writes it: the last state, in full unless every write kept its window.
+  local last, full = {}, {}
+  for j = 1, nw do
+    local key = writes[j][1]
+    last[key] = j
+    if not writes[j][2].k then full[key] = true end
+  end
+  for j = 1, nw do
+    local wr = writes[j]
+    if last[wr[1]] == j then
+      if full[wr[1]] then wr[2].k = false end
+      save(wr[1], wr[2], wr[3])
+    end
+  end
 else
   out[1] = 0
 end

@@ -188,7 +188,11 @@ for i = 1, #KEYS do
   out[o + 5], out[o + 6], out[o + 7], out[o + 8] = count, prev, wstart, lupd
   o = o + 8
 end
-if gate then
+if not gate then
+  out[1] = 0
+elseif nw == 1 then
+  save(writes[1][1], writes[1][2], writes[1][3])
+elseif nw > 1 then
   -- A key the call carries twice (one counter under two definitions) is written
   -- once, as the batch writes it: the last state, in full unless every write kept its window.
   local last, full = {}, {}
@@ -204,8 +208,6 @@ if gate then
       save(wr[1], wr[2], wr[3])
     end
   end
-else
-  out[1] = 0
 end
 return out`;
 

@@ -409,12 +409,14 @@ async function confineInTenant(c: WriteConfinement, m: DirectoryMutation, p: str
     case "createAvatar":
       await c.organization(m.organizationId, `${p}.organization_id: organization ${m.organizationId}`);
       if (m.id !== undefined) await c.own("avatars", m.id, `${p}.id: avatar ${m.id}`);
+      if (m.ownerMembershipId !== undefined) await c.own("memberships", m.ownerMembershipId, `${p}.owner_membership_id: membership ${m.ownerMembershipId}`);
       return c.own("principals", m.ownerPrincipalId, `${p}.owner_principal_id: principal ${m.ownerPrincipalId}`);
     case "updateAvatar":
     case "setAvatarActive":
     case "deleteAvatar":
       return c.own("avatars", m.id, `${p}.id: avatar ${m.id}`);
     case "inviteMembership":
+      if (m.id !== undefined) await c.own("memberships", m.id, `${p}.id: membership ${m.id}`);
       await c.own("avatars", m.avatarId, `${p}.avatar_id: avatar ${m.avatarId}`);
       return c.own("principals", m.principalId, `${p}.principal_id: principal ${m.principalId}`);
     case "acceptMembership":

@@ -9,7 +9,7 @@
 // message and its fault travels to the guard, which answers it after
 // authentication with INVALID_ARGUMENT, in the caller's protocol.
 
-import { type DescMessage, fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { type DescMessage, fromJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { AuthzError } from "../errors.js";
@@ -84,8 +84,9 @@ function unframe(body: Uint8Array): { flags: number; data: Uint8Array } | string
  */
 function jsonFault(desc: DescMessage, data: Uint8Array): WireFault | undefined {
   let value: unknown;
+  const text = new TextDecoder().decode(data);
   try {
-    value = JSON.parse(new TextDecoder().decode(data));
+    value = JSON.parse(text);
   } catch {
     return { reason: "MALFORMED_MESSAGE", message: "the body is not valid JSON" };
   }
@@ -102,7 +103,9 @@ function jsonFault(desc: DescMessage, data: Uint8Array): WireFault | undefined {
     for (const c of children) stack.push([c, depth + 1]);
   }
   try {
-    fromJson(desc, value as JsonValue, { ignoreUnknownFields: false });
+    // fromJsonString, as connect-node decodes: it also refuses a duplicate key, which JSON.parse collapses
+    // (passed here, it failed later in connect-node as INVALID_ARGUMENT without a reason).
+    fromJsonString(desc, text, { ignoreUnknownFields: false });
   } catch (err) {
     return { reason: "MALFORMED_MESSAGE", message: err instanceof Error ? err.message : "not a message of this type" };
   }

@@ -45,6 +45,21 @@ function contextFrom(ctx: HandlerContext, path: string, requestId: string): Call
   };
 }
 
+/** Errors of writing to a response whose caller has gone (connection closed, stream reset). */
+const CLIENT_GONE = new Set([
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_WRITE_AFTER_END",
+  "ERR_HTTP2_INVALID_STREAM",
+  "ERR_HTTP2_STREAM_ERROR",
+  "ECONNRESET",
+  "EPIPE",
+]);
+
+function clientGone(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && CLIENT_GONE.has(code);
+}
+
 function routes(bindings: readonly ServiceBinding[], logger: Logger, callLog: CallLog) {
   return (router: ConnectRouter) => {
     for (const { service, handlers } of bindings) {
@@ -83,6 +98,12 @@ function routes(bindings: readonly ServiceBinding[], logger: Logger, callLog: Ca
               yield* handler(input(req, hctx), contextFrom(hctx, path, rid)) as AsyncIterable<unknown>;
               callLog.done(path, rid, hctx.signal.aborted ? "CANCELLED" : "OK", started);
             } catch (err) {
+              // The caller went away mid-stream: connect-node reports the failed write to the handler
+              // (ERR_STREAM_DESTROYED, ECONNRESET); that is a cancel, not a fault of ours.
+              if (hctx.signal.aborted || clientGone(err)) {
+                callLog.done(path, rid, "CANCELLED", started);
+                throw new ConnectError("the caller cancelled the call", Code.Canceled);
+              }
               const e = toPublicError(err, logger, rid, path);
               callLog.done(path, rid, codeName(e.code), started);
               throw toConnectError(e);

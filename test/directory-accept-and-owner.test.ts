@@ -6,9 +6,9 @@
 // - activating a second owner membership of an avatar is a rule violation
 //   (FAILED_PRECONDITION, OWNER_INVARIANT), not a race to retry (ABORTED).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthzError } from "../src/errors.js";
 import { manageDirectory } from "../src/store/directory-writer.js";
 import { importDocument } from "../src/store/import.js";
+import { refusal } from "./support/errors.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 
 const id = (group: string, n: number) => `0000${group}-0000-4000-8000-${String(n).padStart(12, "0")}`;
@@ -54,15 +54,6 @@ afterAll(async () => {
 async function acceptedNow(table: "principals" | "memberships", rid: string): Promise<boolean> {
   const [row] = await t.raw<{ ok: boolean }[]>`select accepted_at <= now() as ok from ${t.raw(table)} where id = ${rid}`;
   return (row as { ok: boolean }).ok;
-}
-
-async function refusal(p: Promise<unknown>): Promise<AuthzError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(AuthzError);
-  return err as AuthzError;
 }
 
 describe("accepting records whose accepted_at is in the future", () => {

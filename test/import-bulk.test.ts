@@ -4,7 +4,7 @@
 // converges. Real Postgres, the replica as a running server has it.
 import { readFileSync } from "node:fs";
 import { importBenchDocument } from "../bench/import.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { projectPath } from "../src/paths.js";
 import { startChangeFeed } from "../src/store/change-feed.js";
@@ -15,22 +15,14 @@ import { CHUNK_ROWS } from "../src/store/import-bulk.js";
 import { loadSnapshot, startLiveEngine } from "../src/store/live-engine.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
-import { freshDatabase, type TestDatabase } from "./support/db.js";
+import { databasesOfThisFile, type TestDatabase } from "./support/db.js";
 import { generateDataset, insertDataset, randomChecks, rng } from "./support/random-data.js";
 
 const SEED = Number(process.env.IMPORT_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const demo = () => JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")) as Record<string, Array<Record<string, unknown>>>;
 const id = (kind: string, n: number) => `000000${kind}-0000-4000-8000-${String(n).padStart(12, "0")}`;
 
-const dbs: TestDatabase[] = [];
-afterAll(async () => {
-  await Promise.all(dbs.map((d) => d.drop()));
-});
-async function db(): Promise<TestDatabase> {
-  const t = await freshDatabase();
-  dbs.push(t);
-  return t;
-}
+const db = databasesOfThisFile();
 
 async function exported(c: SqlClient): Promise<Record<string, unknown[]>> {
   const doc: Record<string, unknown[]> = {};

@@ -8,7 +8,7 @@
 // role may not drop an index. Real Postgres.
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { projectPath } from "../src/paths.js";
 import { exportDirectory } from "../src/store/export.js";
@@ -17,7 +17,7 @@ import { migrate } from "../src/store/migrate.js";
 import { createPgliteClient } from "../src/store/pglite-client.js";
 import { createPostgresClient } from "../src/store/postgres-client.js";
 import type { SqlClient } from "../src/store/sql.js";
-import { freshDatabase, type TestDatabase } from "./support/db.js";
+import { databasesOfThisFile, type TestDatabase } from "./support/db.js";
 import { holdInTransaction } from "./support/hold.js";
 import { generateDataset, insertDataset, rng } from "./support/random-data.js";
 
@@ -25,15 +25,7 @@ const SEED = Number(process.env.IMPORT_SEED ?? Math.floor(Math.random() * 2 ** 3
 type Doc = Record<string, Array<Record<string, unknown>>>;
 const demo = () => JSON.parse(readFileSync(projectPath("examples/demo.json"), "utf8")) as Doc;
 
-const dbs: TestDatabase[] = [];
-afterAll(async () => {
-  await Promise.all(dbs.map((d) => d.drop()));
-});
-async function db(): Promise<TestDatabase> {
-  const t = await freshDatabase();
-  dbs.push(t);
-  return t;
-}
+const db = databasesOfThisFile();
 
 async function exported(c: SqlClient): Promise<Record<string, string[]>> {
   const doc: Record<string, string[]> = {};

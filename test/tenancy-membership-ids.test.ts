@@ -6,9 +6,9 @@
 // other tenant's rows after the confinement step passed them.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthzError } from "../src/errors.js";
 import { manageDirectory } from "../src/store/directory-writer.js";
 import { importDocument } from "../src/store/import.js";
+import { refusal } from "./support/errors.js";
 import { freshDatabase, type TestDatabase } from "./support/db.js";
 
 const id = (group: string, n: number) => `0000${group}-0000-4000-8000-${String(n).padStart(12, "0")}`;
@@ -62,15 +62,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.drop();
 });
-
-async function refusal(p: Promise<unknown>): Promise<AuthzError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(AuthzError);
-  return err as AuthzError;
-}
 
 describe("a tenant-bound caller naming another tenant's membership as the id of a new one", () => {
   it("invite_membership.id is PERMISSION_DENIED (OTHER_TENANT), not ALREADY_EXISTS", async () => {

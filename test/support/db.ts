@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
-import { inject } from "vitest";
+import { afterAll, inject } from "vitest";
 import { createLogger } from "../../src/logger.js";
 import { createPostgresClient } from "../../src/store/postgres-client.js";
 import type { SqlClient } from "../../src/store/sql.js";
@@ -56,5 +56,18 @@ export async function freshDatabase(opts: { empty?: boolean; icuLocale?: string 
         await a.end();
       }
     },
+  };
+}
+
+/** Fresh databases for one test file, each dropped when the file's tests are done. */
+export function databasesOfThisFile(opts: { empty?: boolean } = {}): () => Promise<TestDatabase> {
+  const made: TestDatabase[] = [];
+  afterAll(async () => {
+    await Promise.all(made.map((d) => d.drop()));
+  });
+  return async () => {
+    const t = await freshDatabase(opts);
+    made.push(t);
+    return t;
   };
 }

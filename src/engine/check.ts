@@ -5,7 +5,7 @@
 
 import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, gGet, gUntil, membershipInForce, scopeKey, TWO_32 } from "./grant-index.js";
 import { parseWords } from "./interner.js";
-import { CHUNK_MASK, CHUNK_SHIFT, PAGE_MASK, PAGE_SHIFT } from "./paged.js";
+import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
   cannotAct,
   holds,
@@ -105,7 +105,9 @@ export function findGrant(st: State, kind: number, s: number, perm: Matched, now
 }
 
 function assignmentGrant(st: State, head: number, perm: Matched, now: number): boolean {
-  const dir = st.c.gRec.dir;
+  const gRec = st.c.gRec;
+  const base = gRec.base;
+  const over = gRec.over;
   const permOrg = perm.permOrg;
   const bit = perm.bit;
   const nowHi = Math.floor(now / TWO_32);
@@ -114,11 +116,12 @@ function assignmentGrant(st: State, head: number, perm: Matched, now: number): b
   const o = place.org >= 0 ? scopeKey(SC_ORG, place.org) : -2;
   const av = place.avatar >= 0 ? scopeKey(SC_AVATAR, place.avatar) : -2;
   for (let r = head; r >= 0; ) {
-    // One record is G_STRIDE ints on one page (see grant-index.ts).
+    // One record is G_STRIDE ints on one page (see grant-index.ts), read from the flat base unless a
+    // write since the build laid a copy of its page over it (paged.ts FlatI32).
     const i = r * G_STRIDE;
-    const p = i >>> PAGE_SHIFT;
-    const g = (dir[p >>> CHUNK_SHIFT] as Int32Array[])[p & CHUNK_MASK] as Int32Array;
-    const at = i & PAGE_MASK;
+    const k = over[i >>> PAGE_SHIFT] as number;
+    const g = k === 0 ? base : (gRec.pages[k - 1] as Int32Array);
+    const at = k === 0 ? i : i & PAGE_MASK;
     const key = g[at + G_SCOPE] as number;
     const next = g[at + G_NEXT] as number;
     const hi = g[at + G_UNTIL_HI] as number;

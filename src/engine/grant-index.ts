@@ -10,6 +10,7 @@ import { NORMALIZE, readAssignment } from "./rows.js";
 import {
   ACTIVE,
   EXISTS,
+  FlatI32,
   freeRecord,
   I32,
   linkFront,
@@ -295,7 +296,7 @@ function removeAssignmentAt(st: State, a: number): void {
 export function compactGrants(st: State): void {
   const c = st.c;
   const old = { hot: c.gRec, cold: c.gCold };
-  const next = { hot: new I32(-1), cold: new I32(-1) };
+  const next = { hot: new FlatI32(-1), cold: new I32(-1) };
   let top = 0;
   for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
     const heads = grantHead(st, kind);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { CHUNK_SIZE, FlatI32, I32, PAGE_SIZE, U8 } from "./paged.js";
+import { CHUNK_SIZE, FlatI32, I32, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, U8 } from "./paged.js";
 
 // Enough pages for several directory chunks, and a last chunk that is not full.
 const N = PAGE_SIZE * (CHUNK_SIZE * 2 + 7);
@@ -74,5 +74,52 @@ describe("flat int columns (one-level directory, the hot columns)", () => {
     c.set(0, 1);
     expect(a.get(0)).toBe(5);
     expect(c.get(0)).toBe(1);
+  });
+});
+
+describe("flat int columns: the base a builder's seal makes, and pages laid over it", () => {
+  /** The hot path's read (check.ts, places.ts holdsBit), beside get(). */
+  const direct = (c: FlatI32, i: number): number => {
+    const k = c.over[i >>> PAGE_SHIFT] as number;
+    return k === 0 ? (c.base[i] as number) : ((c.pages[k - 1] as Int32Array)[i & PAGE_MASK] as number);
+  };
+
+  it("moves a builder's pages into one base on seal; forks copy only the pages they write", () => {
+    const built = new FlatI32(-1);
+    for (let i = 0; i < 3 * PAGE_SIZE; i += 7) built.set(i, i);
+    expect(built.pages.length).toBe(3);
+    built.seal();
+    expect(built.pages.length).toBe(0);
+    expect(built.base.length).toBe(3 * PAGE_SIZE);
+    for (let i = 0; i < 3 * PAGE_SIZE; i++) expect(direct(built, i)).toBe(i % 7 === 0 ? i : -1);
+
+    const X = 7 * 586; // on page 1, written by the builder
+    const a = built.fork();
+    a.set(X, 70);
+    expect(a.pages.length).toBe(1); // one page copied out of the base, the rest still read from it
+    expect(direct(a, X)).toBe(70);
+    expect(direct(a, X + 7)).toBe(X + 7);
+    expect(direct(a, 14)).toBe(14);
+    expect(built.get(X)).toBe(X);
+    expect(direct(built, X)).toBe(X);
+    a.set(5 * PAGE_SIZE, 9); // grows past the base
+    expect(a.get(5 * PAGE_SIZE)).toBe(9);
+    expect(a.get(4 * PAGE_SIZE)).toBe(-1);
+    expect(built.get(5 * PAGE_SIZE)).toBe(-1);
+    a.seal();
+    expect(a.pages.length).toBe(4); // page 1 and the grown pages 3-5: a fork's seal keeps them over the shared base
+    expect(a.base).toBe(built.base);
+
+    // A fork of the fork copies the page its parent laid over the base, and leaves the parent's alone.
+    const b = a.fork();
+    b.set(X + 1, 80);
+    expect(b.get(X)).toBe(70);
+    expect(b.get(X + 1)).toBe(80);
+    expect(a.get(X + 1)).toBe(-1);
+    expect(direct(a, X + 1)).toBe(-1);
+    expect(b.pages.length).toBe(a.pages.length);
+    b.set(X + 2, 90); // its own copy now: written in place
+    expect(b.pages.length).toBe(a.pages.length);
+    expect(direct(b, X + 2)).toBe(90);
   });
 });

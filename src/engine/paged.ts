@@ -200,64 +200,117 @@ export class Obj<T> extends Paged<T[]> {
 }
 
 /**
- * An int column with a single-level directory: `dir` holds the pages
- * themselves, so a read is dir → page → element, two dependent loads fewer
- * than the two-level columns. For the small hot columns Check reads on every
- * call (a user's, an organization's, a role's and a permission's entry: 0.4-2k
- * pages at 5M assignments), where a fork's first write copying the whole
- * directory costs a few µs; the large columns (grant records, assignments:
- * 20k pages) keep two levels. Copy-on-write as in Paged.
+ * An int column read as one flat typed array: when a builder seals it, its
+ * pages are copied into one `base`, and a fork's writes go to copies of the
+ * pages they touch, laid over the base (`over[p]`: 0 reads page p from the
+ * base, k from `pages[k - 1]`). A read of a page nobody wrote since the
+ * build is over[p] (a small array, always cached) and then the base: no page
+ * object between the reader and its entry. Paged columns put one there, and
+ * at 5M assignments its header was one more cache miss per hot column read
+ * (docs/benchmarks.md, "Eighth look"). For the columns Check reads on every
+ * call: a user's, an organization's, a role's and a permission's entry, and
+ * the grant records. Copy-on-write as in Paged: a fork's first write copies
+ * `over` (4 bytes a page) and the list of copies, a page's first write copies
+ * the page; writes never touch the base, which every snapshot of the build
+ * shares. Readers on the hot path read it themselves:
+ *   const p = i >>> PAGE_SHIFT; const k = over[p];  // p < pageCount
+ *   k === 0 ? base[i] : pages[k - 1][i & PAGE_MASK]
  */
 export class FlatI32 {
   #mode: number;
   #owned: Set<Int32Array> | undefined;
+  /** Pages in all; reads past them return `fill`. */
+  #count: number;
 
   constructor(
     readonly fill: number,
-    public dir: Int32Array[] = [],
+    public base: Int32Array = new Int32Array(0),
+    public over: Int32Array = new Int32Array(0),
+    public pages: Int32Array[] = [],
+    count = 0,
     building = true,
   ) {
     this.#mode = building ? ALL : SHARED;
+    this.#count = count;
   }
 
   get pageCount(): number {
-    return this.dir.length;
+    return this.#count;
   }
 
   get(i: number): number {
-    const page = this.dir[i >>> PAGE_SHIFT];
-    return page === undefined ? this.fill : (page[i & PAGE_MASK] as number);
+    const p = i >>> PAGE_SHIFT;
+    if (p >= this.#count) return this.fill;
+    const k = this.over[p] as number;
+    return k === 0 ? (this.base[i] as number) : ((this.pages[k - 1] as Int32Array)[i & PAGE_MASK] as number);
   }
 
   set(i: number, v: number): void {
-    const p = i >>> PAGE_SHIFT;
+    this.#writable(i >>> PAGE_SHIFT)[i & PAGE_MASK] = v;
+  }
+
+  /** Page p as this column's own copy (made on its first write). */
+  #writable(p: number): Int32Array {
     if (this.#mode === SHARED) {
-      this.dir = this.dir.slice();
+      this.over = this.over.slice();
+      this.pages = this.pages.slice();
       this.#owned = new Set();
       this.#mode = TRACKED;
     }
-    while (this.dir.length <= p) {
-      const fresh = new Int32Array(PAGE_SIZE);
-      if (this.fill !== 0) fresh.fill(this.fill);
-      this.dir.push(fresh);
-      this.#owned?.add(fresh);
+    while (this.#count <= p) this.#grow();
+    const k = this.over[p] as number;
+    if (k !== 0) {
+      const page = this.pages[k - 1] as Int32Array;
+      if (this.#mode !== TRACKED || (this.#owned as Set<Int32Array>).has(page)) return page;
+      const copy = page.slice();
+      this.pages[k - 1] = copy;
+      (this.#owned as Set<Int32Array>).add(copy);
+      return copy;
     }
-    let page = this.dir[p] as Int32Array;
-    if (this.#mode === TRACKED && !(this.#owned as Set<Int32Array>).has(page)) {
-      page = page.slice();
-      this.dir[p] = page;
-      (this.#owned as Set<Int32Array>).add(page);
+    return this.#addPage(this.base.slice(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), p);
+  }
+
+  /** Lays `page` over page p (a new index in `pages`). */
+  #addPage(page: Int32Array, p: number): Int32Array {
+    this.pages.push(page);
+    this.over[p] = this.pages.length;
+    this.#owned?.add(page);
+    return page;
+  }
+
+  /** Appends one blank page (over is this column's own here: a builder's, or copied by #writable). */
+  #grow(): void {
+    if (this.#count === this.over.length) {
+      const grown = new Int32Array(Math.max(16, this.over.length * 2));
+      grown.set(this.over);
+      this.over = grown;
     }
-    page[i & PAGE_MASK] = v;
+    const page = new Int32Array(PAGE_SIZE);
+    if (this.fill !== 0) page.fill(this.fill);
+    this.#addPage(page, this.#count++);
   }
 
   fork(): FlatI32 {
-    return new FlatI32(this.fill, this.dir, false);
+    return new FlatI32(this.fill, this.base, this.over, this.pages, this.#count, false);
   }
 
+  /** Ends writing; a builder's column is first copied into one flat base (its pages are its own, so they are dropped). */
   seal(): void {
+    if (this.#mode === ALL) this.#flatten();
     this.#mode = SHARED;
     this.#owned = undefined;
+  }
+
+  #flatten(): void {
+    if (this.pages.length === 0) return;
+    const base = new Int32Array(this.#count * PAGE_SIZE);
+    for (let p = 0; p < this.#count; p++) {
+      const k = this.over[p] as number;
+      base.set(k === 0 ? this.base.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE) : (this.pages[k - 1] as Int32Array), p * PAGE_SIZE);
+    }
+    this.base = base;
+    this.over = new Int32Array(this.#count);
+    this.pages = [];
   }
 }
 

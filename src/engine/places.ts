@@ -281,19 +281,22 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
  * organization's roles there; a global one by any role's closure.
  */
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
+  const pHot = st.c.pHot;
   const m = matched * 2;
-  const pp = st.c.pHot.dir[m >>> PAGE_SHIFT];
-  if (pp === undefined) return false;
-  return holdsBit(st, role, p, pp[m & PAGE_MASK] as number, pp[(m & PAGE_MASK) + 1] as number);
+  return m >>> PAGE_SHIFT < pHot.pageCount && holdsBit(st, role, p, pHot.get(m), pHot.get(m + 1));
 }
 
 /** The grant rule for a permission known by its organization (-1: global) and bit (matchPermission's `matchedPerm`). */
 export function holdsBit(st: State, role: number, p: Place, permOrg: number, bit: number): boolean {
-  // Straight from the pages (rHot's 4 ints per entry never straddle one): the hot path's reads.
+  // Straight from the flat base or the page laid over it (rHot's 4 ints per entry never straddle a
+  // page; paged.ts FlatI32): the hot path's reads.
+  const rHot = st.c.rHot;
   const r = role * 4;
-  const rp = st.c.rHot.dir[r >>> PAGE_SHIFT];
-  if (rp === undefined) return false;
-  const ro = r & PAGE_MASK;
+  const pg = r >>> PAGE_SHIFT;
+  if (pg >= rHot.pageCount) return false;
+  const k = rHot.over[pg] as number;
+  const rp = k === 0 ? rHot.base : (rHot.pages[k - 1] as Int32Array);
+  const ro = k === 0 ? r : r & PAGE_MASK;
   if (rp[ro] === 0) return false;
   if (permOrg < 0) return hasBit(st.shared.arena.words, rp[ro + 3] as number, bit);
   const roleOrg = rp[ro + 1] as number;

@@ -177,7 +177,7 @@ function grantColumns() {
     // grant records of linked assignments, in the subject's list: what Check walks as one 16-byte
     // struct (gRec), the rest (12 bytes) in gCold (grant-index.ts G_*). A build lays each subject's records
     // side by side (compactGrants): a user's five records are 80 bytes.
-    gRec: link(),
+    gRec: new FlatI32(-1),
     gCold: link(),
     // memberships
     mFlags: new U8(),

@@ -14,13 +14,16 @@ import {
   matchPermission,
   place,
   resolveById,
+  resolveOrgEntry,
   resourceInterner,
   resourceKind,
   SCOPE_TYPE_OF,
   subjectExists,
   subjectInterner,
   subjectKind,
+  userReason,
 } from "./places.js";
+import { findSlot, HS_ENTRY } from "./hot-slots.js";
 import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
@@ -39,22 +42,28 @@ function preflight(
   permission: string,
   resource: ResourceRef,
   now: number,
-  out: { s: number; kind: number; matched: number; permOrg: number; bit: number },
+  out: { s: number; kind: number; matched: number; permOrg: number; bit: number; head: number },
 ): Reason | undefined {
   const kind = subjectKind(subject.type);
   const rkind = resourceKind(resource.type);
-  // Both ids parsed before either is looked up, so that the two interners' cache misses are in
-  // flight together, and then the subject's and the resource's hot entries' (no side effects: the
-  // reasons still come in the documented order).
+  // Both ids parsed before either is looked up, so that the two tables' cache misses are in flight
+  // together (no side effects: the reasons still come in the documented order). A user and an
+  // organization are found in the snapshot's hot slots, which hold what Check reads of them on the
+  // same line (hot-slots.ts).
   const sOk = kind >= 0 && parseWords(subject.id, W, 0);
   const rOk = rkind >= 0 && parseWords(resource.id, W, 4);
-  const s = sOk ? subjectInterner(st, kind).findWords(W, 0) : -1;
-  const r = rOk ? resourceInterner(st, rkind).findWords(W, 4) : -1;
-  if (s < 0 || !subjectExists(st, kind, s)) return "SUBJECT_NOT_FOUND";
-  if (r < 0 || !resolveById(st, rkind, r)) return "RESOURCE_NOT_FOUND";
-  const matched = matchPermission(st, st.shared.keys.find(permission), place.org);
+  const us = sOk && kind === SK_USER ? findSlot(st.us, W, 0) : -1;
+  const os = rOk && rkind === SC_ORG ? findSlot(st.os, W, 4) : -1;
+  const s = kind === SK_USER ? (us < 0 ? -1 : st.us.t.get(us) - 1) : sOk ? subjectInterner(st, kind).findWords(W, 0) : -1;
+  const r = rkind === SC_ORG ? (os < 0 ? -1 : st.os.t.get(os) - 1) : rOk ? resourceInterner(st, rkind).findWords(W, 4) : -1;
+  const uf = us < 0 ? 0 : st.us.t.get(us + HS_ENTRY);
+  if (s < 0 || (kind === SK_USER ? (uf & EXISTS) === 0 : !subjectExists(st, kind, s))) return "SUBJECT_NOT_FOUND";
+  if (r < 0 || !(rkind === SC_ORG ? resolveOrgEntry(r, st.os.t.get(os + HS_ENTRY), st.os.t.get(os + HS_ENTRY + 1)) : resolveById(st, rkind, r)))
+    return "RESOURCE_NOT_FOUND";
+  const keyId = st.shared.keys.find(permission);
+  const matched = rkind === SC_ORG ? matchPermission(st, keyId, r, st.os.t.get(os + HS_ENTRY + 2)) : matchPermission(st, keyId, place.org);
   if (matched < 0) return "PERMISSION_NOT_FOUND";
-  const cannot = cannotAct(st, kind, s, now);
+  const cannot = kind === SK_USER ? userReason(uf) : cannotAct(st, kind, s, now);
   if (cannot) return cannot;
   if (!place.active) return "RESOURCE_INACTIVE";
   out.s = s;
@@ -62,18 +71,19 @@ function preflight(
   out.matched = matched;
   out.permOrg = matchedPerm.org;
   out.bit = matchedPerm.bit;
+  out.head = us < 0 ? -1 : st.us.t.get(us + HS_ENTRY + 1) - 1;
   return undefined;
 }
 
 /** The subject's words at 0, the resource's at 4 (preflight). */
 const W = new Int32Array(8);
-const pre = { s: -1, kind: -1, matched: -1, permOrg: -1, bit: 0 };
+const pre = { s: -1, kind: -1, matched: -1, permOrg: -1, bit: 0, head: -1 };
 
 /** Check(subject, permission, resource) at `now` (epoch ms): the rules of docs/data-model.md, in their order. */
 export function check(st: State, subject: SubjectRef, permission: string, resource: ResourceRef, now: number, explain = false): Decision {
   const why = preflight(st, subject, permission, resource, now, pre);
   if (why !== undefined) return decisionOf(why);
-  if (!findGrant(st, pre.kind, pre.s, pre, now)) return NO_GRANT;
+  if (!findGrant(st, pre.kind, pre.s, pre, now, pre.head)) return NO_GRANT;
   if (!explain) return GRANTED;
   return { allowed: true, reason: "GRANTED", steps: explainPath(st, pre.matched) };
 }
@@ -85,11 +95,15 @@ interface Matched {
   bit: number;
 }
 
-/** The first grant of the subject that covers `place` and whose role holds the permission; written to `found`. */
-export function findGrant(st: State, kind: number, s: number, perm: Matched, now: number): boolean {
+/**
+ * The first grant of the subject that covers `place` and whose role holds the permission; written to
+ * `found`. A user's grant list head may be given (Check read it with the user).
+ */
+export function findGrant(st: State, kind: number, s: number, perm: Matched, now: number, userHead = -2): boolean {
   const c = st.c;
   const matched = perm.matched;
-  const head = kind === SK_USER ? uHead(c, s) : (kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants).get(s);
+  const head =
+    kind === SK_USER ? (userHead === -2 ? uHead(c, s) : userHead) : (kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants).get(s);
   if (assignmentGrant(st, head, perm, now)) return true;
   if (kind !== SK_PRINCIPAL) return false;
   if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), perm, now)) return true;

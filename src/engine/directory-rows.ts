@@ -45,10 +45,10 @@ export function upsertOrganization(st: State, raw: Raw): void {
   const exists = (orgFlags(c, o) & EXISTS) !== 0;
   if (exists && orgTenant(c, o) !== tenant) unlinkOrg(st, o);
   if (!exists || orgTenant(c, o) !== tenant) {
-    setOrgTenant(c, o, tenant);
+    setOrgTenant(st, o, tenant);
     if (tenant >= 0) linkFront(c.tOrgs, tenant, c.oNext, c.oPrev, o);
   }
-  setOrgFlags(c, o, EXISTS);
+  setOrgFlags(st, o, EXISTS);
   c.oName.set(o, row.name);
   c.oSlug.set(o, row.slug);
   c.oStructure.set(o, row.roleStructure);
@@ -58,7 +58,7 @@ function unlinkOrg(st: State, o: number): void {
   const c = st.c;
   const tenant = orgTenant(c, o);
   if (tenant >= 0) unlink(c.tOrgs, tenant, c.oNext, c.oPrev, o);
-  setOrgTenant(c, o, -1);
+  setOrgTenant(st, o, -1);
 }
 
 /** On DELETE only; the rows inside it arrive as deletes of their own. */
@@ -66,13 +66,13 @@ export function removeOrganization(st: State, raw: Raw): void {
   const o = st.shared.orgs.find(String(raw.id));
   if (o < 0 || (orgFlags(st.c, o) & EXISTS) === 0) return;
   unlinkOrg(st, o);
-  setOrgFlags(st.c, o, 0);
+  setOrgFlags(st, o, 0);
 }
 
 export function upsertUser(st: State, raw: Raw): void {
   const row = NORMALIZE.users(raw);
   const u = st.shared.users.intern(row.id);
-  setUFlags(st.c, u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
+  setUFlags(st, u, EXISTS | (row.locked ? LOCKED : 0) | (row.enabled ? ENABLED : 0));
 }
 
 /**
@@ -89,14 +89,14 @@ export function upsertUserWords(st: State, words: Uint32Array, flags: Uint8Array
   for (let i = 0, o = 0; i < n; i++, o += 4) {
     const u = users.internWords(words[o] as number, words[o + 1] as number, words[o + 2] as number, words[o + 3] as number);
     const f = flags[i] as number;
-    setUFlags(st.c, u, EXISTS | ((f & UW_LOCKED) !== 0 ? LOCKED : 0) | ((f & UW_ENABLED) !== 0 ? ENABLED : 0));
+    setUFlags(st, u, EXISTS | ((f & UW_LOCKED) !== 0 ? LOCKED : 0) | ((f & UW_ENABLED) !== 0 ? ENABLED : 0));
   }
   touched.sink ^= acc;
 }
 
 export function removeUser(st: State, raw: Raw): void {
   const u = st.shared.users.find(String(raw.id));
-  if (u >= 0) setUFlags(st.c, u, 0);
+  if (u >= 0) setUFlags(st, u, 0);
 }
 
 export function upsertStaff(st: State, raw: Raw): void {

@@ -97,7 +97,7 @@ export interface Heads {
 
 export function grantHead(st: State, kind: number): Heads {
   const c = st.c;
-  if (kind === SK_USER) return { get: (s) => uHead(c, s), set: (s, r) => setUHead(c, s, r) };
+  if (kind === SK_USER) return { get: (s) => uHead(c, s), set: (s, r) => setUHead(st, s, r) };
   return kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants;
 }
 
@@ -258,7 +258,7 @@ function placeAssignment(st: State, a: number, sk: number, s: number, ck: number
   const head = sk === SK_USER ? uHead(c, s) : grantHead(st, sk).get(s);
   if (head < 0) n.subjects++;
   gSet(c, r, G_NEXT, head);
-  if (sk === SK_USER) setUHead(c, s, r);
+  if (sk === SK_USER) setUHead(st, s, r);
   else grantHead(st, sk).set(s, r);
   linkFront(scopeHead(st, ck), scope, c.aNextC, c.aPrevC, a);
 }

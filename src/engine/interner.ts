@@ -88,7 +88,8 @@ export function parseWords(s: string, out: Int32Array, at: number): boolean {
   return true;
 }
 
-const hash = (a: number, b: number, c: number, d: number): number => {
+/** The UUID hash every table of ids probes by (its four words). */
+export const hash = (a: number, b: number, c: number, d: number): number => {
   let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b);
   h = Math.imul(h ^ b ^ (h >>> 15), 0xc2b2ae35);
   h = Math.imul(h ^ c ^ (h >>> 13), 0x85ebca6b);
@@ -122,7 +123,7 @@ export interface UuidIds {
 const MAX_LOAD = 0.75;
 const RESERVE_LOAD = 0.7;
 /** A slot for hash h in a table of `cap` slots (any size, not only powers of two); exact in doubles. */
-const slotFor = (h: number, cap: number): number => Math.floor(((h >>> 8) * cap) / 16777216);
+export const slotFor = (h: number, cap: number): number => Math.floor(((h >>> 8) * cap) / 16777216);
 const capacityFor = (n: number): number => Math.max(64, Math.ceil(n / RESERVE_LOAD));
 
 /** The text of an id's four words, canonical lower case. */
@@ -401,6 +402,16 @@ export class InlineUuidInterner implements UuidIds {
       grown.set(this.#slotOf);
       this.#slotOf = grown;
     }
+  }
+
+  /** An id's four words (int32) into out[at..at+3]. */
+  wordsOf(id: number, out: Int32Array, at: number): void {
+    const o = (this.#slotOf[id] as number) * SLOT;
+    const w = this.#slots;
+    out[at] = w[o + 1] as number;
+    out[at + 1] = w[o + 2] as number;
+    out[at + 2] = w[o + 3] as number;
+    out[at + 3] = w[o + 4] as number;
   }
 
   uuid(id: number): string {

@@ -129,6 +129,11 @@ export function resolveAvatar(st: State, a: number): boolean {
   return setPlace(tenant, o, a, (flags & ACTIVE) !== 0);
 }
 
+/** Resolves an organization from its hot entry's flags and tenant + 1 (as oHot holds them). */
+export function resolveOrgEntry(org: number, flags: number, tenantPlus1: number): boolean {
+  return (flags & EXISTS) !== 0 && setPlace(tenantPlus1 - 1, org, -1, true);
+}
+
 /** Resolves a resource by kind and dense id (SC_TENANT / SC_ORG / SC_AVATAR). */
 export function resolveById(st: State, kind: number, i: number): boolean {
   const c = st.c;
@@ -151,13 +156,19 @@ export const matchedPerm = { org: -1, bit: 0 };
 /**
  * The permission a key matches on `place`: the organization's own first,
  * then the global one (docs/data-model.md, rule 3). -1 when none. Its
- * organization and bit go to `matchedPerm`.
+ * organization and bit go to `matchedPerm`. `perms` is the organization's
+ * pair table (0: none), when the caller has read it.
  */
-export function matchPermission(st: State, keyId: number, org: number): number {
+export function matchPermission(
+  st: State,
+  keyId: number,
+  org: number,
+  perms = org >= 0 && (orgFlags(st.c, org) & EXISTS) !== 0 ? orgPerms(st.c, org) : 0,
+): number {
   if (keyId < 0) return -1;
   const c = st.c;
-  if (org >= 0 && (orgFlags(c, org) & EXISTS) !== 0) {
-    const p = orgPermission(st.shared.arena.words, orgPerms(c, org), keyId);
+  if (perms !== 0) {
+    const p = orgPermission(st.shared.arena.words, perms, keyId);
     if (p >= 0) {
       matchedPerm.org = org;
       return p;
@@ -215,7 +226,8 @@ export function orgPermission(words: Uint32Array, off: number, keyId: number): n
   return -1;
 }
 
-function userReason(flags: number): Reason | undefined {
+/** Why a user with these flags cannot act (rule 1), or undefined. */
+export function userReason(flags: number): Reason | undefined {
   if ((flags & EXISTS) === 0) return "SUBJECT_NOT_FOUND";
   if ((flags & LOCKED) !== 0) return "SUBJECT_LOCKED";
   if ((flags & ENABLED) === 0) return "SUBJECT_DISABLED";

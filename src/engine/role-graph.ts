@@ -41,7 +41,7 @@ export class RoleGraphWriter {
   }
 
   #flushPairs(): void {
-    for (const [org, pairs] of this.#pending) setOrgPerms(this.st.c, org, writePairs(this.st, pairs));
+    for (const [org, pairs] of this.#pending) setOrgPerms(this.st, org, writePairs(this.st, pairs));
     this.#pending.clear();
   }
 

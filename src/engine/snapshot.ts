@@ -27,6 +27,7 @@ import { resolvePlace, place, subjectInterner, subjectKind } from "./places.js";
 import type { AppliedPolicy, RatePolicy, RatePolicyLookup, RateSubject } from "./rate-limit-policies.js";
 import { InlineUuidInterner, UuidInterner, type UuidIds } from "./interner.js";
 import { pagedBytes } from "./paged.js";
+import { buildSlots } from "./hot-slots.js";
 import { RoleGraphWriter } from "./role-graph.js";
 import { type Change, FOLLOWED_TABLES, type FollowedTable, NORMALIZE } from "./rows.js";
 import { createState, EXISTS, forkState, orgFlags, orgTenant, sealState, SK_ACCOUNT, SK_PRINCIPAL, type State, touched } from "./state.js";
@@ -222,6 +223,8 @@ export class Snapshot implements RatePolicyLookup {
     const st = this.#st;
     const out: Record<string, number> = {};
     for (const [k, col] of Object.entries(st.c)) out[k] = pagedBytes(col);
+    out.userSlots = pagedBytes(st.us.t);
+    out.orgSlots = pagedBytes(st.os.t);
     for (const [k, v] of Object.entries(st.shared)) if (v instanceof UuidInterner || v instanceof InlineUuidInterner) out[`interner.${k}`] = v.bytes;
     out.arena = st.shared.arena.words.byteLength;
     return out;
@@ -372,6 +375,8 @@ export class SnapshotBuilder {
     w.roles.closeAll();
     w.st.shared.arena.trim();
     grants.compactGrants(w.st);
+    w.st.us = buildSlots(w.st.shared.users, w.st.c.uHot, 2, 2);
+    w.st.os = buildSlots(w.st.shared.orgs, w.st.c.oHot, 4, 3);
     sealState(w.st);
     return new Snapshot(w.st, revision);
   }

@@ -13,6 +13,7 @@
 import { InlineUuidInterner, KeyInterner, UuidInterner, WordArena } from "./interner.js";
 import { F64, FlatI32, I32, Obj, U8 } from "./paged.js";
 import { PolicyIndex } from "./rate-limit-policies.js";
+import { forkSlots, type HotSlots, mirrorSlot, unbuiltSlots } from "./hot-slots.js";
 
 // Subject kinds and scope kinds, as stored.
 export const SK_USER = 0;
@@ -230,6 +231,9 @@ export interface State {
   readonly c: Columns;
   readonly n: Scalars;
   readonly policies: PolicyIndex;
+  /** Users and organizations by UUID with their uHot / oHot entries (hot-slots.ts); cap 0 while a builder loads. */
+  us: HotSlots;
+  os: HotSlots;
 }
 
 export function createState(shared: Shared = createShared()): State {
@@ -255,6 +259,8 @@ export function createState(shared: Shared = createShared()): State {
       subjects: 0,
     },
     policies: new PolicyIndex(),
+    us: unbuiltSlots(2, 2),
+    os: unbuiltSlots(4, 3),
   };
 }
 
@@ -262,12 +268,14 @@ export function createState(shared: Shared = createShared()): State {
 export function forkState(s: State): State {
   const out: Record<string, unknown> = {};
   for (const k in s.c) out[k] = (s.c[k as keyof Columns] as { fork(): unknown }).fork();
-  return { shared: s.shared, c: out as Columns, n: { ...s.n }, policies: s.policies.fork() };
+  return { shared: s.shared, c: out as Columns, n: { ...s.n }, policies: s.policies.fork(), us: forkSlots(s.us), os: forkSlots(s.os) };
 }
 
 /** Ends writing to a state: from now on it is a published snapshot's, read-only. */
 export function sealState(s: State): void {
   for (const k in s.c) (s.c[k as keyof Columns] as { seal(): void }).seal();
+  s.us.t.seal();
+  s.os.t.seal();
 }
 
 type Pool = "rp" | "e" | "pl" | "g";
@@ -297,18 +305,38 @@ export function freeRecord(n: Scalars, pool: Pool, next: NextLinks, rec: number)
 
 /** A user's flags (0: no such user). */
 export const uFlags = (c: Columns, u: number): number => c.uHot.get(u * 2);
-export const setUFlags = (c: Columns, u: number, flags: number): void => c.uHot.set(u * 2, flags);
+export function setUFlags(st: State, u: number, flags: number): void {
+  st.c.uHot.set(u * 2, flags);
+  mirrorUserHot(st, u);
+}
 /** The head of a user's grant list (-1: none); stored + 1 so that the column's default 0 is "none". */
 export const uHead = (c: Columns, u: number): number => c.uHot.get(u * 2 + 1) - 1;
-export const setUHead = (c: Columns, u: number, r: number): void => c.uHot.set(u * 2 + 1, r + 1);
+export function setUHead(st: State, u: number, r: number): void {
+  st.c.uHot.set(u * 2 + 1, r + 1);
+  mirrorUserHot(st, u);
+}
+
+/** Copies a user's uHot entry to its slot in st.us (not while a builder loads: build() fills the table once). */
+function mirrorUserHot(st: State, u: number): void {
+  st.us = mirrorSlot(st.us, st.shared.users, st.c.uHot, u);
+}
 
 /** An organization's flags (0: unknown), tenant (-1: none) and permission pair table (arena offset, 0: none); see oHot. */
 export const orgFlags = (c: Columns, o: number): number => c.oHot.get(o * 4);
-export const setOrgFlags = (c: Columns, o: number, flags: number): void => c.oHot.set(o * 4, flags);
+export function setOrgFlags(st: State, o: number, flags: number): void {
+  st.c.oHot.set(o * 4, flags);
+  st.os = mirrorSlot(st.os, st.shared.orgs, st.c.oHot, o);
+}
 export const orgTenant = (c: Columns, o: number): number => c.oHot.get(o * 4 + 1) - 1;
-export const setOrgTenant = (c: Columns, o: number, t: number): void => c.oHot.set(o * 4 + 1, t + 1);
+export function setOrgTenant(st: State, o: number, t: number): void {
+  st.c.oHot.set(o * 4 + 1, t + 1);
+  st.os = mirrorSlot(st.os, st.shared.orgs, st.c.oHot, o);
+}
 export const orgPerms = (c: Columns, o: number): number => c.oHot.get(o * 4 + 2);
-export const setOrgPerms = (c: Columns, o: number, off: number): void => c.oHot.set(o * 4 + 2, off);
+export function setOrgPerms(st: State, o: number, off: number): void {
+  st.c.oHot.set(o * 4 + 2, off);
+  st.os = mirrorSlot(st.os, st.shared.orgs, st.c.oHot, o);
+}
 
 /** Puts `item` at the front of the doubly linked list of `owner`. */
 export function linkFront(head: I32, owner: number, next: I32, prev: I32, item: number): void {

@@ -29,16 +29,31 @@ function shapeOf(base: DatasetShape, users: number, orgs: number, perUser: numbe
   return { ...base, users, orgs, assignmentsPerUser: perUser, assignments: users * perUser, stride: Math.max(1, Math.floor(orgs / perUser)) };
 }
 
-function child(shape: DatasetShape): Sample {
+/**
+ * Memory after full GCs once V8 has freed what they found dead: array buffers are freed by a sweeper
+ * after the GC returns, so a reading right after it counted a build's dropped pages (8-10 MiB at the
+ * base shape, varying from run to run). Read until `external` stops falling (at most 50 reads).
+ */
+async function settled(gc: () => void): Promise<NodeJS.MemoryUsage> {
+  let last = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 50; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
+    const m = process.memoryUsage();
+    if (m.external >= last) return m;
+    last = m.external;
+  }
+  return process.memoryUsage();
+}
+
+async function child(shape: DatasetShape): Promise<Sample> {
   const gc = (globalThis as { gc?: () => void }).gc as () => void;
-  gc();
-  const before = process.memoryUsage();
+  const before = await settled(gc);
   const t = performance.now();
   // Sized from the row counts, as loadSnapshot sizes them from the planner's estimates.
   const engine = buildSnapshot(0n, datasetTables(shape), { ...rowCounts(shape) });
   const buildMs = performance.now() - t;
-  gc();
-  const after = process.memoryUsage();
+  const after = await settled(gc);
   if (!engine) throw new Error("no engine");
   // The engine keeps its tables in typed arrays: their ArrayBuffers count as external memory, not heap.
   const held = (m: NodeJS.MemoryUsage) => m.heapUsed + m.external;
@@ -101,7 +116,7 @@ async function main(): Promise<void> {
 
 const childIdx = process.argv.indexOf("--child");
 if (childIdx >= 0) {
-  const sample = child(JSON.parse(process.argv[childIdx + 1] as string) as DatasetShape);
+  const sample = await child(JSON.parse(process.argv[childIdx + 1] as string) as DatasetShape);
   process.send?.(sample, () => process.exit(0));
 } else {
   await main();

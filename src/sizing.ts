@@ -11,7 +11,7 @@ export interface DataSize {
 }
 
 /** Engine memory per record, bytes (bench/sizing.ts, rounded up; docs/operations.md). */
-export const BYTES_PER = { assignment: 100, organization: 2000, user: 25, membership: 25 } as const;
+export const BYTES_PER = { assignment: 100, organization: 2000, user: 80, membership: 25 } as const;
 /** Cold start per record, microseconds (docs/benchmarks.md, "Cold load at 5M assignments": the load by COPY; docs/operations.md). */
 export const MICROS_PER = { assignment: 2.5, organization: 25, user: 0, membership: 1.5 } as const;
 /** The process without data: runtime, gRPC/HTTP servers, pools (MiB); start without data (s). */

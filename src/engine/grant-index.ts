@@ -5,6 +5,7 @@
 // Only active assignments with a known subject and scope kind are linked;
 // expiry is checked at decision time.
 
+import { PAGE_SIZE } from "./paged.js";
 import { resourceInterner, scopeKind, subjectInterner, subjectKind } from "./places.js";
 import { NORMALIZE, readAssignment } from "./rows.js";
 import {
@@ -296,7 +297,11 @@ function removeAssignmentAt(st: State, a: number): void {
 export function compactGrants(st: State): void {
   const c = st.c;
   const old = { hot: c.gRec, cold: c.gCold };
-  const next = { hot: new FlatI32(-1), cold: new I32(-1) };
+  // The records Check walks go straight into the flat base they end in (paged.ts FlatI32): their count
+  // is known, so no pages to grow and copy.
+  const pages = Math.max(1, Math.ceil((st.n.gTop * G_STRIDE) / PAGE_SIZE));
+  const hot = new Int32Array(pages * PAGE_SIZE).fill(-1);
+  const cold = new I32(-1);
   let top = 0;
   for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
     const heads = grantHead(st, kind);
@@ -305,17 +310,17 @@ export function compactGrants(st: State): void {
       let prev = -1;
       for (let r = heads.get(s); r >= 0; r = old.hot.get(r * G_STRIDE + G_NEXT)) {
         const n = top++;
-        for (let f = 0; f < G_STRIDE; f++) next.hot.set(n * G_STRIDE + f, old.hot.get(r * G_STRIDE + f));
-        for (let f = 0; f < G_COLD; f++) next.cold.set(n * G_COLD + f, old.cold.get(r * G_COLD + f));
+        for (let f = 0; f < G_STRIDE; f++) hot[n * G_STRIDE + f] = old.hot.get(r * G_STRIDE + f);
+        for (let f = 0; f < G_COLD; f++) cold.set(n * G_COLD + f, old.cold.get(r * G_COLD + f));
         c.aRec.set(old.cold.get(r * G_COLD + G_ASSIGN - G_STRIDE), n);
-        if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, n);
+        if (prev >= 0) hot[prev * G_STRIDE + G_NEXT] = n;
         else heads.set(s, n);
         prev = n;
       }
-      if (prev >= 0) next.hot.set(prev * G_STRIDE + G_NEXT, -1);
+      if (prev >= 0) hot[prev * G_STRIDE + G_NEXT] = -1;
     }
   }
-  Object.assign(c, { gRec: next.hot, gCold: next.cold });
+  Object.assign(c, { gRec: new FlatI32(-1, hot, new Int32Array(pages), [], pages, false), gCold: cold });
   st.n.gTop = top;
   st.n.gFree = -1;
 }

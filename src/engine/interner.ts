@@ -404,6 +404,20 @@ export class InlineUuidInterner implements UuidIds {
     }
   }
 
+  /** Slots in the table (a table of the same size and hash places every id at the same home slot). */
+  get capacity(): number {
+    return this.#cap;
+  }
+
+  /** Calls fn(id, words, at) for every id in the order of its slot: its four words are words[at..at+3]. */
+  forEachInSlotOrder(fn: (id: number, words: Int32Array, at: number) => void): void {
+    const w = this.#slots;
+    for (let i = 0, o = 0; i < this.#cap; i++, o += SLOT) {
+      const s = w[o] as number;
+      if (s !== 0) fn(s - 1, w, o + 1);
+    }
+  }
+
   /** An id's four words (int32) into out[at..at+3]. */
   wordsOf(id: number, out: Int32Array, at: number): void {
     const o = (this.#slotOf[id] as number) * SLOT;

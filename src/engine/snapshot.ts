@@ -8,8 +8,10 @@
 // the old snapshot reads was written, so a caller keeps serving it.
 //
 // Layout (one job per module):
-//   paged.ts          paged copy-on-write typed-array columns
+//   paged.ts          paged copy-on-write typed-array columns; the hot ones read from one flat
+//                     base per build, with the pages a later write copied laid over it
 //   interner.ts       UUIDs and keys → dense ints; the closure word arena
+//   hot-slots.ts      users and organizations by UUID with what Check reads of them, per snapshot
 //   state.ts          the columns of every entity, list plumbing, fork
 //   directory-rows.ts tenants, organizations, users, staff, accounts, principals, avatars, places
 //   role-graph.ts     roles, permissions, grants of permissions, inheritance, closures

@@ -33,6 +33,7 @@ import { PerformanceObserver } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { buildSnapshot, type Snapshot } from "../src/engine/snapshot.js";
+import { settledMemory } from "./memory.js";
 import type { Change } from "../src/engine/rows.js";
 import {
   BUILTIN_ROLES,
@@ -176,8 +177,9 @@ const q = (xs: Float64Array | number[], p: number): number => {
   const s = Float64Array.from(xs).sort();
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
 };
-const used = () => {
-  const m = process.memoryUsage();
+/** Memory once the GC and V8's array-buffer sweeper are done (bench/memory.ts). */
+const used = async () => {
+  const m = await settledMemory();
   return { heap: m.heapUsed, all: m.heapUsed + m.arrayBuffers, rss: m.rss };
 };
 
@@ -204,7 +206,7 @@ function open(engine: EngineName, tables: Record<string, Iterable<Row>>, counts:
   };
 }
 
-function phaseCompare(arg: CompareArg): CompareResult {
+async function phaseCompare(arg: CompareArg): Promise<CompareResult> {
   const log = (l: string) => process.stderr.write(`  ${arg.engine}@${arg.scale}: ${l}\n`);
   const shape = datasetShape(arg.scale);
   // Generation alone, so the build can be read net of it.
@@ -212,16 +214,14 @@ function phaseCompare(arg: CompareArg): CompareResult {
   let rows = 0;
   for (const it of Object.values(withFixture(arg.scale))) for (const _row of it) rows++;
   const generateMs = performance.now() - t;
-  gc();
-  const before = used();
+  const before = await used();
   t = performance.now();
   const cpu0 = process.cpuUsage();
   const { s: engine, snap } = open(arg.engine, withFixture(arg.scale), { ...rowCounts(shape) });
   const buildMs = performance.now() - t;
   const cpu = process.cpuUsage(cpu0);
   const buildCpuMs = (cpu.user + cpu.system) / 1000;
-  gc();
-  const after = used();
+  const after = await used();
   const maxRss = process.resourceUsage().maxRSS * 1024;
   const assignments = rowCounts(shape).role_assignments;
   log(
@@ -487,7 +487,7 @@ if (isMain) {
   const i = process.argv.indexOf("--phase");
   if (i !== -1) {
     try {
-      const data = phaseCompare(JSON.parse(process.argv[i + 1] ?? "{}") as CompareArg);
+      const data = await phaseCompare(JSON.parse(process.argv[i + 1] ?? "{}") as CompareArg);
       process.send?.({ ok: true, data }, () => process.exit(0));
     } catch (err) {
       process.send?.({ ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }, () => process.exit(1));

@@ -14,6 +14,7 @@
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { buildSnapshot } from "../src/engine/snapshot.js";
+import { settledMemory } from "./memory.js";
 import { type DatasetShape, datasetShape, datasetTables, rowCounts } from "./dataset.js";
 
 interface Sample {
@@ -29,31 +30,13 @@ function shapeOf(base: DatasetShape, users: number, orgs: number, perUser: numbe
   return { ...base, users, orgs, assignmentsPerUser: perUser, assignments: users * perUser, stride: Math.max(1, Math.floor(orgs / perUser)) };
 }
 
-/**
- * Memory after full GCs once V8 has freed what they found dead: array buffers are freed by a sweeper
- * after the GC returns, so a reading right after it counted a build's dropped pages (8-10 MiB at the
- * base shape, varying from run to run). Read until `external` stops falling (at most 50 reads).
- */
-async function settled(gc: () => void): Promise<NodeJS.MemoryUsage> {
-  let last = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < 50; i++) {
-    gc();
-    await new Promise((r) => setTimeout(r, 20));
-    const m = process.memoryUsage();
-    if (m.external >= last) return m;
-    last = m.external;
-  }
-  return process.memoryUsage();
-}
-
 async function child(shape: DatasetShape): Promise<Sample> {
-  const gc = (globalThis as { gc?: () => void }).gc as () => void;
-  const before = await settled(gc);
+  const before = await settledMemory();
   const t = performance.now();
   // Sized from the row counts, as loadSnapshot sizes them from the planner's estimates.
   const engine = buildSnapshot(0n, datasetTables(shape), { ...rowCounts(shape) });
   const buildMs = performance.now() - t;
-  const after = await settled(gc);
+  const after = await settledMemory();
   if (!engine) throw new Error("no engine");
   // The engine keeps its tables in typed arrays: their ArrayBuffers count as external memory, not heap.
   const held = (m: NodeJS.MemoryUsage) => m.heapUsed + m.external;

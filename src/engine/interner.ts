@@ -88,13 +88,16 @@ export function parseWords(s: string, out: Int32Array, at: number): boolean {
   return true;
 }
 
-/** The UUID hash every table of ids probes by (its four words). */
+/**
+ * The UUID hash every table of ids probes by (its four words), its top 24 bits: always a small
+ * integer, so that a call that is not inlined returns it without allocating a heap number.
+ */
 export const hash = (a: number, b: number, c: number, d: number): number => {
   let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b);
   h = Math.imul(h ^ b ^ (h >>> 15), 0xc2b2ae35);
   h = Math.imul(h ^ c ^ (h >>> 13), 0x85ebca6b);
   h = Math.imul(h ^ d ^ (h >>> 16), 0xc2b2ae35);
-  return (h ^ (h >>> 15)) >>> 0;
+  return (h ^ (h >>> 15)) >>> 8;
 };
 
 const HEXCHARS = "0123456789abcdef";
@@ -122,8 +125,8 @@ export interface UuidIds {
 
 const MAX_LOAD = 0.75;
 const RESERVE_LOAD = 0.7;
-/** A slot for hash h in a table of `cap` slots (any size, not only powers of two); exact in doubles. */
-export const slotFor = (h: number, cap: number): number => Math.floor(((h >>> 8) * cap) / 16777216);
+/** A slot for hash h (24 bits) in a table of `cap` slots (any size, not only powers of two); exact in doubles. */
+export const slotFor = (h: number, cap: number): number => Math.floor((h * cap) / 16777216);
 const capacityFor = (n: number): number => Math.max(64, Math.ceil(n / RESERVE_LOAD));
 
 /** The text of an id's four words, canonical lower case. */

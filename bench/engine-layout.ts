@@ -20,6 +20,7 @@ import { parseWords } from "../src/engine/interner.js";
 import { hasBit, orgPermission, matchedPerm } from "../src/engine/places.js";
 import { buildSnapshot, Snapshot } from "../src/engine/snapshot.js";
 import { EXISTS, ENABLED, LOCKED, SC_ORG, SC_TENANT, type State, orgFlags, orgPerms, orgTenant, uFlags, uHead } from "../src/engine/state.js";
+import { medianNsPerOp } from "./rounds.js";
 import { type CheckQuery, datasetShape, datasetTables, floorTable, makeChecks, rowCounts, runFloor } from "./dataset.js";
 
 const hash = (a: number, b: number, c: number, d: number): number => {
@@ -234,32 +235,16 @@ function main(): void {
     const bad = Q.filter((x) => fn(x) !== check(st, x.subject, x.permission, x.resource, now).allowed).length;
     if (bad > 0) throw new Error(`${name}: ${bad} decisions differ from Check`);
   }
-  let sink = 0;
-  const nsPer = (fn: () => number): number => {
-    const t0 = process.cpuUsage();
-    sink += fn();
-    const d = process.cpuUsage(t0);
-    return ((d.user + d.system) * 1000) / n;
-  };
   const loop = (fn: (x: CheckQuery) => boolean) => (): number => {
     let acc = 0;
     for (let i = 0; i < n; i++) if (fn(Q[i & mask] as CheckQuery)) acc++;
     return acc;
   };
-  const runs = variants.map(([, fn]) => loop(fn));
-  for (const run of runs) sink += run();
-  const table: number[][] = [];
-  for (let r = 0; r < rounds; r++) {
-    const row = [nsPer(() => runFloor(floor, Q, n)), ...runs.map((run) => nsPer(run))];
-    table.push(row);
-    process.stderr.write(`round ${r}: ${["floor", ...variants.map((v) => v[0])].map((k, i) => `${k} ${(row[i] as number).toFixed(0)}`).join(", ")} ns\n`);
-  }
-  const med = (i: number): number => {
-    const xs = table.map((row) => row[i] as number).sort((a, b) => a - b);
-    return xs[Math.floor(xs.length / 2)] as number;
-  };
+  const names = ["floor", ...variants.map((v) => v[0])];
+  const { medians, sink } = medianNsPerOp(names, [() => runFloor(floor, Q, n), ...variants.map(([, fn]) => loop(fn))], rounds, n);
+  const med = (i: number): number => medians[i] as number;
   process.stdout.write(`| variant | ns per check (median of ${rounds}) | floor ÷ variant |\n|---|---:|---:|\n`);
-  ["floor", ...variants.map((v) => v[0])].forEach((name, i) => process.stdout.write(`| ${name} | ${med(i).toFixed(0)} | ${(med(0) / med(i)).toFixed(2)}x |\n`));
+  names.forEach((name, i) => process.stdout.write(`| ${name} | ${med(i).toFixed(0)} | ${(med(0) / med(i)).toFixed(2)}x |\n`));
   process.stdout.write(`(scale ${scale}, ${n} checks per variant and round; sink ${sink})\n`);
 }
 

@@ -32,6 +32,7 @@ import {
 } from "../src/engine/places.js";
 import { buildSnapshot, Snapshot } from "../src/engine/snapshot.js";
 import type { State } from "../src/engine/state.js";
+import { medianNsPerOp } from "./rounds.js";
 import { type CheckQuery, datasetShape, datasetTables, floorTable, makeChecks, rowCounts, runFloor } from "./dataset.js";
 
 const W = new Int32Array(8);
@@ -80,13 +81,6 @@ function main(): void {
   const Q = makeChecks(shape, 1 << 16, 42);
   const mask = Q.length - 1;
   const floor = floorTable(shape.users);
-  let sink = 0;
-  const nsPer = (fn: () => number): number => {
-    const t0 = process.cpuUsage();
-    sink += fn();
-    const d = process.cpuUsage(t0);
-    return ((d.user + d.system) * 1000) / n;
-  };
   const stage = (upTo: number) => (): number => {
     let acc = 0;
     for (let i = 0; i < n; i++) {
@@ -95,18 +89,8 @@ function main(): void {
     }
     return acc;
   };
-  const runs = NAMES.map((_, i) => stage(i));
-  for (const run of runs) sink += run(); // warm-up
-  const table: number[][] = [];
-  for (let r = 0; r < rounds; r++) {
-    const row = [nsPer(() => runFloor(floor, Q, n)), ...runs.map((run) => nsPer(run))];
-    table.push(row);
-    process.stderr.write(`round ${r}: ${["floor", ...NAMES].map((k, i) => `${k} ${(row[i] as number).toFixed(0)}`).join(", ")} ns\n`);
-  }
-  const med = (i: number): number => {
-    const xs = table.map((row) => row[i] as number).sort((a, b) => a - b);
-    return xs[Math.floor(xs.length / 2)] as number;
-  };
+  const { medians, sink } = medianNsPerOp(["floor", ...NAMES], [() => runFloor(floor, Q, n), ...NAMES.map((_, i) => stage(i))], rounds, n);
+  const med = (i: number): number => medians[i] as number;
   process.stdout.write(`| stage | ns per check (median of ${rounds}) | this stage's own ns |\n|---|---:|---:|\n`);
   process.stdout.write(`| floor (Map.get + bit test) | ${med(0).toFixed(0)} | |\n`);
   NAMES.forEach((name, i) => {

@@ -65,10 +65,8 @@ export function findSlot(h: HotSlots, w: Int32Array, at: number): number {
   }
 }
 
-/** The slot for `id` (its words in W), taken when it has none (the caller keeps the load below MAX_LOAD). */
-function slotOrNew(h: HotSlots, id: number): number {
-  const found = findSlot(h, W, 0);
-  if (found >= 0) return found;
+/** Takes a slot for `id`, which has none (its words in W; the caller keeps the load below MAX_LOAD). */
+function newSlot(h: HotSlots, id: number): number {
   const t = h.t;
   let i = slotFor(hash(W[0] as number, W[1] as number, W[2] as number, W[3] as number), h.cap);
   while (t.get(i * HS) !== 0) i = i + 1 === h.cap ? 0 : i + 1;
@@ -130,7 +128,7 @@ export function mirrorSlot(h: HotSlots, ids: InlineUuidInterner, hot: FlatI32, i
   if (x < 0) {
     if (blank(hot, id, h.stride, h.width)) return h;
     if (h.used + 1 > h.cap * MAX_LOAD) return buildSlots(ids, hot, h.stride, h.width, h.used);
-    x = slotOrNew(h, id);
+    x = newSlot(h, id);
   }
   for (let j = 0; j < h.width; j++) h.t.set(x + HS_ENTRY + j, hot.get(id * h.stride + j));
   return h;

@@ -77,6 +77,15 @@ async function refusedAlike(doc: Doc, record: RegExp): Promise<TestDatabase> {
   return restored;
 }
 
+/** The same document imported into `restored` in restore mode and into `usual` the usual way: both reports, which must agree. */
+async function importBothWays(restored: TestDatabase, usual: TestDatabase, doc: Doc) {
+  const a = await importDocument(restored.client, structuredClone(doc), { restore: true });
+  const b = await importDocument(usual.client, structuredClone(doc), { restore: false });
+  expect([a.writeMode, b.writeMode]).toEqual(["restore", "upsert"]);
+  expect(a.sections).toEqual(b.sections);
+  return { a, b };
+}
+
 async function count(t: TestDatabase, table: string): Promise<number> {
   const [r] = await t.raw.unsafe(`select count(*)::int as n from ${table}`);
   return Number(r?.n);
@@ -102,10 +111,7 @@ describe(`import restore mode (seed ${SEED})`, () => {
     const doc = await exportedDoc(source.client);
     const [restored, usual] = [await db(), await db()];
     const before = await schema(restored);
-    const a = await importDocument(restored.client, structuredClone(doc), { restore: true });
-    const b = await importDocument(usual.client, structuredClone(doc), { restore: false });
-    expect([a.writeMode, b.writeMode]).toEqual(["restore", "upsert"]);
-    expect(a.sections).toEqual(b.sections);
+    await importBothWays(restored, usual, doc);
     expect(await exported(restored.client)).toEqual(await exported(usual.client));
     expect(await schema(restored)).toEqual(before);
     expect(await schema(usual)).toEqual(before);
@@ -172,10 +178,7 @@ describe(`import restore mode (seed ${SEED})`, () => {
     rp.push({ ...(rp[0] as Record<string, unknown>) });
     const [restored, usual] = [await db(), await db()];
     const before = await schema(restored);
-    const a = await importDocument(restored.client, structuredClone(doc), { restore: true });
-    const b = await importDocument(usual.client, structuredClone(doc), { restore: false });
-    expect([a.writeMode, b.writeMode]).toEqual(["restore", "upsert"]);
-    expect(a.sections).toEqual(b.sections);
+    const { b } = await importBothWays(restored, usual, doc);
     expect(b.sections.UserRole).toMatchObject({ inserted: 3, updated: 2 });
     expect(await keylessRows(restored)).toEqual(await keylessRows(usual));
     expect(await schema(restored)).toEqual(before);
@@ -200,10 +203,7 @@ describe(`import restore mode (seed ${SEED})`, () => {
       })),
     };
     const [restored, usual] = [await db(), await db()];
-    const a = await importDocument(restored.client, structuredClone(doc), { restore: true });
-    const b = await importDocument(usual.client, structuredClone(doc), { restore: false });
-    expect([a.writeMode, b.writeMode]).toEqual(["restore", "upsert"]);
-    expect(a.sections).toEqual(b.sections);
+    const { a } = await importBothWays(restored, usual, doc);
     expect(a.sections.UserOrganizationInfo).toMatchObject({ inserted: 400 });
     expect(await count(restored, "role_assignments")).toBe(24_000);
     expect(await keylessRows(restored)).toEqual(await keylessRows(usual));

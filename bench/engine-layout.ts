@@ -77,12 +77,12 @@ function flatten(st: State): Flat {
   const nu = sh.users.count;
   const users = new Table(nu);
   const uHot = new Int32Array(nu * 2);
-  const gRec = new Int32Array(st.n.gTop * G_STRIDE);
+  const gRec = new Int32Array(st.shared.assignments.count * G_STRIDE);
   for (let i = 0; i < gRec.length; i++) gRec[i] = c.gRec.get(i);
   const nr = sh.roles.count;
   const rHot = new Int32Array(nr * 4);
   for (let i = 0; i < rHot.length; i++) rHot[i] = c.rHot.get(i);
-  const g = new Int32Array(st.n.gTop * 8);
+  const g = new Int32Array(st.shared.assignments.count * 8);
   let top = 0;
   for (let u = 0; u < nu; u++) {
     uHot[2 * u] = uFlags(c, u);

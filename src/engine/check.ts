@@ -3,7 +3,7 @@
 // scratch, and every outcome without explain is a frozen constant. Explain
 // runs the very same search and then builds the path.
 
-import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, gGet, gUntil, membershipInForce, scopeKey, TWO_32 } from "./grant-index.js";
+import { G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, gUntil, membershipInForce, scopeKey, TWO_32 } from "./grant-index.js";
 import { parseWords } from "./interner.js";
 import { PAGE_MASK, PAGE_SHIFT } from "./paged.js";
 import {
@@ -171,7 +171,7 @@ function explainPath(st: State, matched: number): Step[] {
   const c = st.c;
   const sh = st.shared;
   const scope = scopeRefOf(st, found.scopeKind, found.scope);
-  const grantId = found.kind === "ASSIGNMENT" ? sh.assignments.uuid(gGet(c, found.id, G_ASSIGN)) : sh.memberships.uuid(found.id);
+  const grantId = found.kind === "ASSIGNMENT" ? sh.assignments.uuid(found.id) : sh.memberships.uuid(found.id);
   const role = found.role;
   const steps: Step[] = [{ kind: found.kind, id: grantId, ...(scope ? { scope } : {}) }, roleStep("ROLE", st, role)];
   // Breadth-first over parents to the nearest role that holds the permission directly.

@@ -12,10 +12,10 @@ import {
   ACTIVE,
   EXISTS,
   FlatI32,
-  freeRecord,
   I32,
   linkFront,
   OWNER,
+  SC_AVATAR,
   SC_GLOBAL,
   SC_ORG,
   SC_TENANT,
@@ -24,7 +24,6 @@ import {
   SK_STAFF,
   SK_USER,
   type Columns,
-  type NextLinks,
   type State,
   setUHead,
   touched,
@@ -36,24 +35,25 @@ type Raw = Record<string, unknown>;
 const time = (t: number | null): number => (t === null ? Number.POSITIVE_INFINITY : t);
 
 /**
- * A grant record is two halves at r of two columns: gRec, what Check walks, 16 bytes at r * G_STRIDE
- * (a page of 4096 ints holds 1024 whole halves): the packed scope key, the role, the next record in the
- * subject's list, the expiry's high int; and gCold, 12 bytes at r * G_COLD (only apply, explain, List
- * and the lookups read it): the assignment, the expiry's low int, the subject with its kind
- * (subject << 2 | kind; the scope kind is the key's low 2 bits). The expiry is epoch ms = hi * 2^32 +
+ * An assignment's grant record is at its own dense id a: no map from one to the other (a build numbers
+ * the assignments in the order it lays their records out, compactGrants). It is two halves of two
+ * columns: gRec, what Check walks, 16 bytes at a * G_STRIDE (a page of 4096 ints holds 1024 whole
+ * halves): the packed scope key, the role, the next record in the subject's list, the expiry's high
+ * int; and gCold, 8 bytes at a * G_COLD (only apply, explain, List and the lookups read it): the
+ * expiry's low int, and the subject with its kind (subject << 2 | kind; the scope kind is the key's low
+ * 2 bits) or, for an assignment in no list, A_UNLINKED or A_NONE. The expiry is epoch ms = hi * 2^32 +
  * unsigned lo, "never" is hi = G_NEVER: Check decides it from hi alone unless hi is now's (a 49.7-day
- * window). Fields 0-3 are gRec's, 4-6 gCold's.
+ * window). Fields 0-3 are gRec's, 4-5 gCold's.
  */
 export const G_STRIDE = 4;
-export const G_COLD = 3;
+export const G_COLD = 2;
 export const G_SCOPE = 0;
 export const G_ROLE = 1;
 export const G_NEXT = 2;
 export const G_UNTIL_HI = 3;
-export const G_ASSIGN = 4;
-export const G_UNTIL_LO = 5;
-/** subject << 2 | subject kind (SK_*). */
-export const G_SUBJ = 6;
+export const G_UNTIL_LO = 4;
+/** subject << 2 | subject kind (SK_*) of a linked assignment; A_UNLINKED / A_NONE otherwise. */
+export const G_SUBJ = 5;
 export const G_NEVER = 0x7fffffff;
 export const TWO_32 = 4294967296;
 
@@ -81,12 +81,6 @@ function setUntil(c: Columns, r: number, t: number): void {
   gSet(c, r, G_UNTIL_LO, finite ? (ms - hi * TWO_32) | 0 : 0);
 }
 
-/** The grant pool's next links, for freeRecord. */
-const gLinks = (c: Columns): NextLinks => ({
-  get: (r) => c.gRec.get(r * G_STRIDE + G_NEXT),
-  set: (r, v) => c.gRec.set(r * G_STRIDE + G_NEXT, v),
-});
-
 /** The packed scope key (id << 2 | kind): a grant's coverage is one read and a compare. */
 export const scopeKey = (kind: number, scope: number): number => (scope << 2) | kind;
 
@@ -107,14 +101,15 @@ export function scopeHead(st: State, kind: number): I32 {
   return kind === SC_GLOBAL ? c.globalScope : kind === SC_TENANT ? c.tScope : kind === SC_ORG ? c.oScope : c.avScope;
 }
 
-/** aRec of an assignment: its grant record when linked (>= 0), else one of these. */
-const A_NONE = -1; // no such assignment in this snapshot
+/** G_SUBJ of an assignment in no list: one of these. */
+const A_NONE = -1; // no such assignment in this snapshot (gCold's fill)
 const A_UNLINKED = -2; // exists, in no list (inactive, or an unknown subject or scope kind)
+const aState = (c: Columns, a: number): number => gGet(c, a, G_SUBJ);
 
 export function upsertAssignment(st: State, raw: Raw): void {
   const row = readAssignment(raw);
   const a = st.shared.assignments.intern(row.id);
-  if (st.c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
+  if (aState(st.c, a) !== A_NONE) removeAssignmentAt(st, a);
   const sk = subjectKind(row.subjectType);
   let ck = scopeKind(row.scopeType);
   if (ck > SC_GLOBAL && row.scopeId === null) ck = -1; // a scoped grant with no scope covers nothing
@@ -241,21 +236,18 @@ function touchHeads(st: State, b: AssignmentBatch, n: number): void {
 /** Marks assignment a present and, when it is linked, writes its grant record into both lists. */
 function placeAssignment(st: State, a: number, sk: number, s: number, ck: number, scope: number, role: number, active: boolean, until: number | null): void {
   const c = st.c;
-  const linked = active && sk >= 0 && ck >= 0;
-  c.aRec.set(a, A_UNLINKED);
-  st.n.assignments++;
-  if (!linked) return;
-  // allocRecord and grantHead without their link and head objects (three allocations a row, 5M rows in a build).
   const n = st.n;
-  let r = n.gFree;
-  if (r >= 0) n.gFree = c.gRec.get(r * G_STRIDE + G_NEXT);
-  else r = n.gTop++;
+  n.assignments++;
+  if (!(active && sk >= 0 && ck >= 0)) {
+    gSet(c, a, G_SUBJ, A_UNLINKED);
+    return;
+  }
+  // grantHead without its head object for users (an allocation a row, 5M rows in a build).
+  const r = a;
   gSet(c, r, G_SCOPE, scopeKey(ck, scope));
   gSet(c, r, G_ROLE, role);
-  gSet(c, r, G_ASSIGN, a);
   gSet(c, r, G_SUBJ, (s << 2) | sk);
   setUntil(c, r, time(until));
-  c.aRec.set(a, r);
   const head = sk === SK_USER ? uHead(c, s) : grantHead(st, sk).get(s);
   if (head < 0) n.subjects++;
   gSet(c, r, G_NEXT, head);
@@ -266,13 +258,13 @@ function placeAssignment(st: State, a: number, sk: number, s: number, ck: number
 
 export function removeAssignment(st: State, raw: Raw): void {
   const a = st.shared.assignments.find(String(raw.id));
-  if (a >= 0 && st.c.aRec.get(a) !== A_NONE) removeAssignmentAt(st, a);
+  if (a >= 0 && aState(st.c, a) !== A_NONE) removeAssignmentAt(st, a);
 }
 
 function removeAssignmentAt(st: State, a: number): void {
   const c = st.c;
-  const r = c.aRec.get(a);
-  if (r >= 0) {
+  const r = a;
+  if (aState(c, a) >= 0) {
     const heads = grantHead(st, gSubjectKind(c, r));
     const s = gSubject(c, r);
     const key = gGet(c, r, G_SCOPE);
@@ -283,36 +275,39 @@ function removeAssignmentAt(st: State, a: number): void {
     if (prev >= 0) gSet(c, prev, G_NEXT, gGet(c, r, G_NEXT));
     else heads.set(s, gGet(c, r, G_NEXT));
     if (heads.get(s) < 0) st.n.subjects--;
-    freeRecord(st.n, "g", gLinks(c), r);
   }
-  c.aRec.set(a, A_NONE);
+  gSet(c, a, G_SUBJ, A_NONE);
   st.n.assignments--;
 }
 
 /**
  * Lays every subject's grant records side by side, in subject order (a
  * build's rows arrive interleaved: a user's five assignments would sit on
- * five different pages). Run once by the builder, which owns every page.
+ * five different pages), and renumbers the assignments to match: an
+ * assignment's id is its record's index. Linked assignments first, in the
+ * order of their records, then the rest in id order. Run once by the
+ * builder, which owns every page and the assignments' interner.
  */
 export function compactGrants(st: State): void {
   const c = st.c;
-  const old = { hot: c.gRec, cold: c.gCold };
+  const count = st.shared.assignments.count;
+  const perm = new Int32Array(count).fill(-1);
   // The records Check walks go straight into the flat base they end in (paged.ts FlatI32): their count
   // is known, so no pages to grow and copy.
-  const pages = Math.max(1, Math.ceil((st.n.gTop * G_STRIDE) / PAGE_SIZE));
+  const pages = Math.max(1, Math.ceil((count * G_STRIDE) / PAGE_SIZE));
   const hot = new Int32Array(pages * PAGE_SIZE).fill(-1);
-  const cold = new I32(-1);
+  const cold = new Int32Array(count * G_COLD).fill(-1);
   let top = 0;
   for (const kind of [SK_USER, SK_ACCOUNT, SK_PRINCIPAL, SK_STAFF]) {
     const heads = grantHead(st, kind);
-    const count = subjectInterner(st, kind).count;
-    for (let s = 0; s < count; s++) {
+    const subjects = subjectInterner(st, kind).count;
+    for (let s = 0; s < subjects; s++) {
       let prev = -1;
-      for (let r = heads.get(s); r >= 0; r = old.hot.get(r * G_STRIDE + G_NEXT)) {
+      for (let r = heads.get(s); r >= 0; r = c.gRec.get(r * G_STRIDE + G_NEXT)) {
         const n = top++;
-        for (let f = 0; f < G_STRIDE; f++) hot[n * G_STRIDE + f] = old.hot.get(r * G_STRIDE + f);
-        for (let f = 0; f < G_COLD; f++) cold.set(n * G_COLD + f, old.cold.get(r * G_COLD + f));
-        c.aRec.set(old.cold.get(r * G_COLD + G_ASSIGN - G_STRIDE), n);
+        perm[r] = n;
+        for (let f = 0; f < G_STRIDE; f++) hot[n * G_STRIDE + f] = c.gRec.get(r * G_STRIDE + f);
+        for (let f = 0; f < G_COLD; f++) cold[n * G_COLD + f] = c.gCold.get(r * G_COLD + f);
         if (prev >= 0) hot[prev * G_STRIDE + G_NEXT] = n;
         else heads.set(s, n);
         prev = n;
@@ -320,9 +315,37 @@ export function compactGrants(st: State): void {
       if (prev >= 0) hot[prev * G_STRIDE + G_NEXT] = -1;
     }
   }
-  Object.assign(c, { gRec: new FlatI32(-1, hot, new Int32Array(pages), [], pages, false), gCold: cold });
-  st.n.gTop = top;
-  st.n.gFree = -1;
+  for (let a = 0; a < count; a++) {
+    if (perm[a] !== -1) continue;
+    perm[a] = top;
+    cold[top * G_COLD + G_SUBJ - G_STRIDE] = aState(c, a);
+    top++;
+  }
+  renumberScopeLists(st, perm);
+  st.shared.assignments.renumber(perm);
+  Object.assign(c, { gRec: new FlatI32(-1, hot, new Int32Array(pages), [], pages, false), gCold: I32.of(-1, cold) });
+}
+
+/** The scopes' lists of assignments (heads, next and previous links), under compactGrants' new ids. */
+function renumberScopeLists(st: State, perm: Int32Array): void {
+  const c = st.c;
+  const to = (a: number) => (a < 0 ? a : (perm[a] as number));
+  const next = new Int32Array(perm.length).fill(-1);
+  const prev = new Int32Array(perm.length).fill(-1);
+  for (let a = 0; a < perm.length; a++) {
+    const n = perm[a] as number;
+    next[n] = to(c.aNextC.get(a));
+    prev[n] = to(c.aPrevC.get(a));
+  }
+  for (const kind of [SC_GLOBAL, SC_TENANT, SC_ORG, SC_AVATAR]) {
+    const heads = scopeHead(st, kind);
+    const end = heads.pageCount * PAGE_SIZE;
+    for (let i = 0; i < end; i++) {
+      const h = heads.get(i);
+      if (h >= 0) heads.set(i, to(h));
+    }
+  }
+  Object.assign(c, { aNextC: I32.of(-1, next), aPrevC: I32.of(-1, prev) });
 }
 
 export function upsertMembership(st: State, raw: Raw): void {

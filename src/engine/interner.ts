@@ -247,6 +247,34 @@ export class UuidInterner implements UuidIds {
     if (n > this.#slots.length * RESERVE_LOAD) this.#rehash(capacityFor(n));
   }
 
+  /**
+   * Gives every id a new one: `perm[id]` (a permutation of [0, count)). For a builder, before any
+   * snapshot holds an id of this interner: the build numbers assignments in the order of their
+   * grant records (grant-index.ts compactGrants).
+   */
+  renumber(perm: Int32Array): void {
+    if (this.#indexed !== this.#count) this.indexPending();
+    const old = this.#pages;
+    const pages = old.map(() => new Uint32Array(4 << WPAGE_SHIFT));
+    for (let id = 0; id < this.#count; id++) {
+      const to = perm[id] as number;
+      const from = old[id >>> WPAGE_SHIFT] as Uint32Array;
+      const o = (id & WPAGE_MASK) * 4;
+      const page = pages[to >>> WPAGE_SHIFT] as Uint32Array;
+      const t = (to & WPAGE_MASK) * 4;
+      page[t] = from[o] as number;
+      page[t + 1] = from[o + 1] as number;
+      page[t + 2] = from[o + 2] as number;
+      page[t + 3] = from[o + 3] as number;
+    }
+    this.#pages.splice(0, old.length, ...pages);
+    const slots = this.#slots;
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i] as number;
+      if (s !== 0) slots[i] = (perm[s - 1] as number) + 1;
+    }
+  }
+
   /** The canonical lower-case text of an id. */
   uuid(id: number): string {
     const page = this.#pages[id >>> WPAGE_SHIFT] as Uint32Array;

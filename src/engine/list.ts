@@ -3,7 +3,7 @@
 // returns"). Not on the hot path: it allocates freely.
 
 import { scopeRefOf } from "./check.js";
-import { G_ASSIGN, G_NEXT, G_ROLE, G_SCOPE, gGet, grantHead, gUntil, membershipInForce } from "./grant-index.js";
+import { G_NEXT, G_ROLE, G_SCOPE, gGet, grantHead, gUntil, membershipInForce } from "./grant-index.js";
 import { cannotAct, covers, hasBit, type Place, place, resolveById, resolvePlace, subjectExists, subjectInterner, subjectKind } from "./places.js";
 import { readPairs } from "./role-graph.js";
 import { EXISTS, orgFlags, orgPerms, OWNER, SC_AVATAR, SC_GLOBAL, SC_ORG, SK_PRINCIPAL, SK_USER, type State } from "./state.js";
@@ -26,7 +26,7 @@ export function grantsOf(st: State, kind: number, s: number, now: number): HeldG
     for (let r = head; r >= 0; r = gGet(c, r, G_NEXT)) {
       if (gUntil(c, r) <= now) continue;
       const key = gGet(c, r, G_SCOPE);
-      out.push({ kind: "ASSIGNMENT", id: gGet(c, r, G_ASSIGN), role: gGet(c, r, G_ROLE), scopeKind: key & 3, scope: key >> 2 });
+      out.push({ kind: "ASSIGNMENT", id: r, role: gGet(c, r, G_ROLE), scopeKind: key & 3, scope: key >> 2 });
     }
   };
   fromAssignments(grantHead(st, kind).get(s));

@@ -51,7 +51,7 @@ export function* lookupSubjects(st: State, permission: string, resource: Resourc
   if (at.avatar >= 0) scopes.push([SC_AVATAR, at.avatar]);
   for (const [kind, scope] of scopes) {
     for (let a = scopeHead(st, kind).get(scope); a >= 0; a = c.aNextC.get(a)) {
-      const rec = c.aRec.get(a);
+      const rec = a; // an assignment's grant record is at its id
       const scopeKey = gGet(c, rec, G_SCOPE);
       if (gUntil(c, rec) <= now || !covers(scopeKey & 3, scopeKey >> 2, at)) continue;
       const role = gGet(c, rec, G_ROLE);

@@ -127,6 +127,20 @@ export class I32 extends Paged<Int32Array> {
   fork(): I32 {
     return new I32(this.fill, this.dir, false);
   }
+
+  /** A builder's column holding `flat` (copied into pages; past its end, `fill`). */
+  static of(fill: number, flat: Int32Array): I32 {
+    const pages: Int32Array[] = [];
+    for (let at = 0; at < flat.length; at += PAGE_SIZE) {
+      const page = new Int32Array(PAGE_SIZE);
+      if (fill !== 0 && at + PAGE_SIZE > flat.length) page.fill(fill);
+      page.set(flat.subarray(at, at + PAGE_SIZE));
+      pages.push(page);
+    }
+    const dir: Int32Array[][] = [];
+    for (let p = 0; p < pages.length; p += CHUNK_SIZE) dir.push(pages.slice(p, p + CHUNK_SIZE));
+    return new I32(fill, dir, true);
+  }
 }
 
 /** Float64 column; the default is +Infinity ("never" for the time columns). */

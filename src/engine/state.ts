@@ -171,12 +171,11 @@ function roleColumns() {
 /** Assignments, the grant records Check reads, memberships and a user's places. */
 function grantColumns() {
   return {
-    // assignments: the grant record of a linked one (-1: none, -2: not linked; grant-index.ts), the scope list
-    aRec: link(),
+    // assignments: the scope list (an assignment's grant record is at its id; grant-index.ts)
     aNextC: link(),
     aPrevC: link(),
     // grant records of linked assignments, in the subject's list: what Check walks as one 16-byte
-    // struct (gRec), the rest (12 bytes) in gCold (grant-index.ts G_*). A build lays each subject's records
+    // struct (gRec), the rest (8 bytes) in gCold (grant-index.ts G_*). A build lays each subject's records
     // side by side (compactGrants): a user's five records are 80 bytes.
     gRec: new FlatI32(-1),
     gCold: link(),
@@ -213,8 +212,6 @@ export interface Scalars {
   eFree: number;
   plTop: number;
   plFree: number;
-  gTop: number;
-  gFree: number;
   /** The built-in global roles (by key), -1 when absent. */
   builtinMember: number;
   builtinOwner: number;
@@ -248,8 +245,6 @@ export function createState(shared: Shared = createShared()): State {
       eFree: -1,
       plTop: 0,
       plFree: -1,
-      gTop: 0,
-      gFree: -1,
       builtinMember: -1,
       builtinOwner: -1,
       roles: 0,
@@ -278,9 +273,9 @@ export function sealState(s: State): void {
   s.os.t.seal();
 }
 
-type Pool = "rp" | "e" | "pl" | "g";
-const FREE = { rp: "rpFree", e: "eFree", pl: "plFree", g: "gFree" } as const;
-const TOP = { rp: "rpTop", e: "eTop", pl: "plTop", g: "gTop" } as const;
+type Pool = "rp" | "e" | "pl";
+const FREE = { rp: "rpFree", e: "eFree", pl: "plFree" } as const;
+const TOP = { rp: "rpTop", e: "eTop", pl: "plTop" } as const;
 
 /** Where a pool's records keep their next link (a column, or a field of a struct column). */
 export interface NextLinks {

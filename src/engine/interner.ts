@@ -8,7 +8,8 @@
 // index (a Map<string, number> costs ~100 bytes an entry). find() parses the
 // text into a scratch array and allocates nothing.
 
-const HEX = new Int32Array(128).fill(-1);
+/** Every UTF-16 code unit's hex digit value, -1 for anything else (indexed by charCodeAt directly: no range test per character). */
+const HEX = new Int8Array(65536).fill(-1);
 for (let i = 0; i < 10; i++) HEX[48 + i] = i;
 for (let i = 0; i < 6; i++) {
   HEX[97 + i] = 10 + i;
@@ -28,47 +29,40 @@ function setScratch(a: number, b: number, c: number, d: number): void {
 function parse(s: string): boolean {
   if (s.length !== 36 || s.charCodeAt(8) !== 45 || s.charCodeAt(13) !== 45 || s.charCodeAt(18) !== 45 || s.charCodeAt(23) !== 45) return false;
   // One loop per run of hex digits (fixed bounds, no per-character test of where the word ends).
-  let bad = 0; // goes negative on a character that is not a hex digit
+  let bad = 0; // goes negative on a character that is not a hex digit (HEX is -1 there)
   let v = 0;
-  let c = 0;
   let h = 0;
   for (let k = 0; k < 8; k++) {
-    c = s.charCodeAt(k);
-    h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
+    h = HEX[s.charCodeAt(k)] as number;
+    bad |= h;
     v = (v << 4) | h;
   }
   scratch[0] = v;
   for (let k = 9; k < 13; k++) {
-    c = s.charCodeAt(k);
-    h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
+    h = HEX[s.charCodeAt(k)] as number;
+    bad |= h;
     v = (v << 4) | h;
   }
   for (let k = 14; k < 18; k++) {
-    c = s.charCodeAt(k);
-    h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
+    h = HEX[s.charCodeAt(k)] as number;
+    bad |= h;
     v = (v << 4) | h;
   }
   scratch[1] = v;
   for (let k = 19; k < 23; k++) {
-    c = s.charCodeAt(k);
-    h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
+    h = HEX[s.charCodeAt(k)] as number;
+    bad |= h;
     v = (v << 4) | h;
   }
   for (let k = 24; k < 28; k++) {
-    c = s.charCodeAt(k);
-    h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
+    h = HEX[s.charCodeAt(k)] as number;
+    bad |= h;
     v = (v << 4) | h;
   }
   scratch[2] = v;
   for (let k = 28; k < 36; k++) {
-    c = s.charCodeAt(k);
-    h = HEX[c & 127] as number;
-    bad |= h | (127 - c);
+    h = HEX[s.charCodeAt(k)] as number;
+    bad |= h;
     v = (v << 4) | h;
   }
   scratch[3] = v;

@@ -10,6 +10,8 @@
 //   flat    the same over plain copies of those columns, one typed array each
 //   slot    + users and organizations found in tables whose slot holds their entry (no separate read)
 //   role    + the role's closure offsets inside the grant record (no role entry read)
+//   role8   "slot" with the role's entry split: [org + 2 (0: no role), org bits] (8 bytes) and the
+//           global bits in a column of their own: an organization permission reads one 8-byte entry
 //
 // Run:  npm run build:bench && node --max-old-space-size=8192 dist/bench/engine-layout.js
 // Env:  LAYOUT_SCALE (default 1), LAYOUT_ROUNDS (default 5), LAYOUT_CHECKS (default 1000000)
@@ -67,6 +69,9 @@ interface Flat {
   /** Flat copies: uHot [flags, head + 1] at 2u; rHot at 4r; gRec as G_STRIDE records. */
   uHot: Int32Array;
   rHot: Int32Array;
+  /** Variant role8: [exists ? org + 2 : 0, exists ? org bits : 0] at 2r; exists ? global bits : 0 at r. */
+  rHot8: Int32Array;
+  rGlob: Int32Array;
   gRec: Int32Array;
   words: Uint32Array;
 }
@@ -82,6 +87,14 @@ function flatten(st: State): Flat {
   const nr = sh.roles.count;
   const rHot = new Int32Array(nr * 4);
   for (let i = 0; i < rHot.length; i++) rHot[i] = c.rHot.get(i);
+  const rHot8 = new Int32Array(nr * 2);
+  const rGlob = new Int32Array(nr);
+  for (let r = 0; r < nr; r++) {
+    if (rHot[r * 4] === 0) continue;
+    rHot8[r * 2] = (rHot[r * 4 + 1] as number) + 2;
+    rHot8[r * 2 + 1] = rHot[r * 4 + 2] as number;
+    rGlob[r] = rHot[r * 4 + 3] as number;
+  }
   const g = new Int32Array(st.shared.assignments.count * 8);
   let top = 0;
   for (let u = 0; u < nu; u++) {
@@ -112,7 +125,7 @@ function flatten(st: State): Flat {
     parseWords(sh.orgs.uuid(o), W, 0);
     orgs.put(o, W[0] as number, W[1] as number, W[2] as number, W[3] as number, orgFlags(c, o), orgTenant(c, o) + 1, orgPerms(c, o));
   }
-  return { users, orgs, g, uHot, rHot, gRec, words: sh.arena.words };
+  return { users, orgs, g, uHot, rHot, rHot8, rGlob, gRec, words: sh.arena.words };
 }
 
 /** The org permission or global permission bit for a key on an organization: [permOrg, bit], permOrg -2 = none. */
@@ -132,6 +145,12 @@ function holdsFlat(rHot: Int32Array, words: Uint32Array, role: number, org: numb
   if (rHot[ro] === 0) return false;
   if (permOrg < 0) return hasBit(words, rHot[ro + 3] as number, bit);
   return rHot[ro + 1] === org && permOrg === org && hasBit(words, rHot[ro + 2] as number, bit);
+}
+
+function holds8(f: Flat, role: number, org: number, permOrg: number, bit: number): boolean {
+  if (permOrg < 0) return hasBit(f.words, f.rGlob[role] as number, bit);
+  const ro = role * 2;
+  return (f.rHot8[ro] as number) - 2 === org && permOrg === org && hasBit(f.words, f.rHot8[ro + 1] as number, bit);
 }
 
 /** Reads of the three hot columns: flat copies, or the snapshot's pages. */
@@ -175,7 +194,7 @@ function holdsCols(k: Cols, words: Uint32Array, role: number, org: number, permO
 }
 
 /** Variants "slot" (role read from the role table) and "role" (closure offsets in the record). */
-function checkSlot(st: State, f: Flat, x: CheckQuery, now: number, inline: boolean): boolean {
+function checkSlot(st: State, f: Flat, x: CheckQuery, now: number, inline: boolean, split = false): boolean {
   if (!parseWords(x.subject.id, W, 0) || !parseWords(x.resource.id, W, 4)) return false;
   const us = f.users.find(W[0] as number, W[1] as number, W[2] as number, W[3] as number);
   const os = f.orgs.find(W[4] as number, W[5] as number, W[6] as number, W[7] as number);
@@ -196,6 +215,10 @@ function checkSlot(st: State, f: Flat, x: CheckQuery, now: number, inline: boole
   for (let at = (uw[us + 6] as number) * 8; at < end; at += 8) {
     const key = g[at] as number;
     if ((key === o || key === 0 || key === t) && (g[at + 2] as number) > nowHi) {
+      if (split) {
+        if (holds8(f, g[at + 1] as number, org, permOrg, bit)) return true;
+        continue;
+      }
       if (!inline) {
         if (holdsFlat(f.rHot, f.words, g[at + 1] as number, org, permOrg, bit)) return true;
         continue;
@@ -230,6 +253,7 @@ function main(): void {
     ["flat", (x) => checkFlat(st, f, x, now, flat)],
     ["slot", (x) => checkSlot(st, f, x, now, false)],
     ["role", (x) => checkSlot(st, f, x, now, true)],
+    ["role8", (x) => checkSlot(st, f, x, now, false, true)],
   ];
   for (const [name, fn] of variants) {
     const bad = Q.filter((x) => fn(x) !== check(st, x.subject, x.permission, x.resource, now).allowed).length;

@@ -20,10 +20,9 @@ import { check } from "../src/engine/check.js";
 import { G_NEXT, G_ROLE, G_SCOPE, G_STRIDE, G_UNTIL_HI, scopeKey, TWO_32 } from "../src/engine/grant-index.js";
 import { parseWords } from "../src/engine/interner.js";
 import { hasBit, orgPermission, matchedPerm } from "../src/engine/places.js";
-import { buildSnapshot, Snapshot } from "../src/engine/snapshot.js";
 import { EXISTS, ENABLED, LOCKED, SC_ORG, SC_TENANT, type State, orgFlags, orgPerms, orgTenant, uFlags, uHead } from "../src/engine/state.js";
-import { medianNsPerOp } from "./rounds.js";
-import { type CheckQuery, datasetShape, datasetTables, floorTable, makeChecks, rowCounts, runFloor } from "./dataset.js";
+import { medianNsPerOp, probeFixture } from "./rounds.js";
+import { type CheckQuery, runFloor } from "./dataset.js";
 
 const hash = (a: number, b: number, c: number, d: number): number => {
   let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b);
@@ -232,21 +231,11 @@ function checkSlot(st: State, f: Flat, x: CheckQuery, now: number, inline: boole
 }
 
 function main(): void {
-  const env = process.env;
-  const scale = Number(env.LAYOUT_SCALE ?? 1);
-  const rounds = Number(env.LAYOUT_ROUNDS ?? 5);
-  const n = Number(env.LAYOUT_CHECKS ?? 1_000_000);
-  const shape = datasetShape(scale);
-  const snap = buildSnapshot(0n, datasetTables(shape) as Record<string, Iterable<Record<string, unknown>>>, { ...rowCounts(shape) });
-  const st = Snapshot.stateOf(snap);
+  const { scale, rounds, n, st, now, Q, mask, floor } = probeFixture("LAYOUT");
   const f = flatten(st);
-  const now = Date.now();
   const c = st.c;
   const paged: Cols = { u: (i) => c.uHot.get(i), g: (i) => c.gRec.get(i), r: (i) => c.rHot.get(i) };
   const flat: Cols = { u: (i) => f.uHot[i] as number, g: (i) => f.gRec[i] as number, r: (i) => f.rHot[i] as number };
-  const Q = makeChecks(shape, 1 << 16, 42);
-  const mask = Q.length - 1;
-  const floor = floorTable(shape.users);
   const variants: Array<[string, (x: CheckQuery) => boolean]> = [
     ["check", (x) => check(st, x.subject, x.permission, x.resource, now).allowed],
     ["paged", (x) => checkFlat(st, f, x, now, paged)],

@@ -30,10 +30,9 @@ import {
   subjectInterner,
   subjectKind,
 } from "../src/engine/places.js";
-import { buildSnapshot, Snapshot } from "../src/engine/snapshot.js";
 import type { State } from "../src/engine/state.js";
-import { medianNsPerOp } from "./rounds.js";
-import { type CheckQuery, datasetShape, datasetTables, floorTable, makeChecks, rowCounts, runFloor } from "./dataset.js";
+import { medianNsPerOp, probeFixture } from "./rounds.js";
+import { type CheckQuery, runFloor } from "./dataset.js";
 
 const W = new Int32Array(8);
 const perm = { matched: -1, permOrg: -1, bit: 0 };
@@ -70,17 +69,7 @@ function chars(id: string): number {
 const NAMES = ["chars", "parse", "probe", "place", "match", "grant", "check"] as const;
 
 function main(): void {
-  const env = process.env;
-  const scale = Number(env.STAGES_SCALE ?? 1);
-  const rounds = Number(env.STAGES_ROUNDS ?? 5);
-  const n = Number(env.STAGES_CHECKS ?? 1_000_000);
-  const shape = datasetShape(scale);
-  const snap = buildSnapshot(0n, datasetTables(shape) as Record<string, Iterable<Record<string, unknown>>>, { ...rowCounts(shape) });
-  const st = Snapshot.stateOf(snap);
-  const now = Date.now();
-  const Q = makeChecks(shape, 1 << 16, 42);
-  const mask = Q.length - 1;
-  const floor = floorTable(shape.users);
+  const { scale, rounds, n, snap, st, now, Q, mask, floor } = probeFixture("STAGES");
   const stage = (upTo: number) => (): number => {
     let acc = 0;
     for (let i = 0; i < n; i++) {

@@ -1,7 +1,28 @@
 // Rounds of CPU-timed loops in one process, for the engine's probes
 // (bench/engine-stages.ts, bench/engine-layout.ts): every loop once to warm
 // up, then each round times every loop in turn (CPU seconds of this
-// process), so that the machine's drift falls on all of them alike.
+// process), so that the machine's drift falls on all of them alike. And the
+// fixture both probes start from.
+
+import { buildSnapshot, Snapshot } from "../src/engine/snapshot.js";
+import type { State } from "../src/engine/state.js";
+import { type CheckQuery, datasetShape, datasetTables, floorTable, makeChecks, rowCounts } from "./dataset.js";
+
+/**
+ * A probe's settings from `<PREFIX>_SCALE` (default 1), `_ROUNDS` (5) and `_CHECKS` (1,000,000), and
+ * what it measures over: the dataset built at that scale, its state, 65,536 checks and the floor's table.
+ */
+export function probeFixture(prefix: string) {
+  const env = process.env;
+  const scale = Number(env[`${prefix}_SCALE`] ?? 1);
+  const rounds = Number(env[`${prefix}_ROUNDS`] ?? 5);
+  const n = Number(env[`${prefix}_CHECKS`] ?? 1_000_000);
+  const shape = datasetShape(scale);
+  const snap = buildSnapshot(0n, datasetTables(shape) as Record<string, Iterable<Record<string, unknown>>>, { ...rowCounts(shape) });
+  const st: State = Snapshot.stateOf(snap);
+  const Q: CheckQuery[] = makeChecks(shape, 1 << 16, 42);
+  return { scale, rounds, n, shape, snap, st, now: Date.now(), Q, mask: Q.length - 1, floor: floorTable(shape.users) };
+}
 
 /**
  * The median over `rounds` of each loop's CPU ns per operation (`n` operations a call), in the order

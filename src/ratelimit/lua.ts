@@ -1,6 +1,6 @@
 // The Redis Lua scripts: one consume script call per batch of decisions (the
 // calls one turn of the event loop made), each decision over every counter
-// of its call (one hash key per policy and subject). The arithmetic is a port of
+// of its call (one key per policy and subject). The arithmetic is a port of
 // algorithms.ts; keep the two in step (test/ratelimit-arithmetic.test.ts compares
 // them case by case).
 //
@@ -24,36 +24,30 @@ local now = tonumber(ARGV[#ARGV])`;
 const COMMON = `
 local EPS = 1e-9
 local function up(x) return math.ceil(x - 1e-6) end
-local function int(x) return string.format('%.0f', x) end
-local function num(x) return string.format('%.17g', x) end
--- The fields the algorithm reads (a counter's key names its algorithm): a fixed
--- window has no previous count or level, a token bucket no window; alg nil: all.
+-- A counter is one string: its fields packed as little-endian doubles (exact for
+-- every integer below 2^53 and for the token bucket's fractional level). A window
+-- (fixed, sliding) holds ws, c, pc, lu, w; a token bucket u, lu. The key names the
+-- algorithm, so the caller says which layout to read.
 local function load(key, alg)
-  if alg == 'fw' then
-    local v = redis.call('HMGET', key, 'ws', 'c', 'lu', 'w')
-    if not v[3] then return nil end
-    return { ws = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, pc = 0, u = 0, lu = tonumber(v[3]) or 0, w = tonumber(v[4]) }
-  elseif alg == 'tb' then
-    local v = redis.call('HMGET', key, 'u', 'lu')
-    if not v[2] then return nil end
-    return { ws = 0, c = 0, pc = 0, u = tonumber(v[1]) or 0, lu = tonumber(v[2]) or 0 }
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  if alg == 'tb' then
+    local u, lu = struct.unpack('<dd', v)
+    return { ws = 0, c = 0, pc = 0, u = u, lu = lu }
   end
-  local v = redis.call('HMGET', key, 'ws', 'c', 'pc', 'u', 'lu', 'w')
-  if not v[5] then return nil end
-  return { ws = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, pc = tonumber(v[3]) or 0,
-           u = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0, w = tonumber(v[6]) }
+  local ws, c, pc, lu, w = struct.unpack('<ddddd', v)
+  return { ws = ws, c = c, pc = pc, u = 0, lu = lu, w = w }
 end
 -- s.k: the stored key already holds this window (same start and length), so its
--- expiry (a function of both) is already right: write the counts only. Numbers go
--- to Redis as they are: it writes a Lua number with %.17g, exact for these integers
--- (below 2^53) and the same text num() makes for the token bucket's level.
+-- expiry (a function of both) is already right: keep it (SET ... KEEPTTL).
 local function save(key, s, ttl)
-  if s.k then
-    redis.call('HSET', key, 'c', s.c, 'lu', s.lu)
-    return
+  if s.a == 'tb' then
+    redis.call('SET', key, struct.pack('<dd', s.u, s.lu), 'PX', math.max(1, math.ceil(ttl)))
+  elseif s.k then
+    redis.call('SET', key, struct.pack('<ddddd', s.ws, s.c, s.pc, s.lu, s.w), 'KEEPTTL')
+  else
+    redis.call('SET', key, struct.pack('<ddddd', s.ws, s.c, s.pc, s.lu, s.w), 'PX', math.max(1, math.ceil(ttl)))
   end
-  redis.call('HSET', key, 'ws', s.ws, 'c', s.c, 'pc', s.pc, 'u', s.u, 'lu', s.lu, 'w', s.w)
-  redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl)))
 end`;
 
 /**
@@ -157,6 +151,7 @@ local function decide(s, alg, limit, w, cost, now)
     nxt = { ws = now, c = 0, pc = 0, u = used + cost, lu = now, w = w, k = false }
     ttl = math.ceil(((used + cost) * w) / limit / 1000) + 1000
   end
+  nxt.a = alg
   return allowed, remaining, reset, retry, count, prev, wstart, lupd, nxt, ttl
 end`;
 
@@ -225,8 +220,8 @@ return out`;
  * beside its keys. Each call evaluates every counter first; if every gating
  * counter allows, each allowing counter spends the cost (cost 0 writes
  * nothing). A counter is read once per batch and written once at the end
- * (HSET, then PEXPIRE), with the state and TTL of the last call that spent
- * on it. Returns, per call, {gate_ok, then per counter: allowed, remaining,
+ * (one SET; it keeps the key's expiry when the window was already stored),
+ * with the state and TTL of the last call that spent on it. Returns, per call, {gate_ok, then per counter: allowed, remaining,
  * reset_after_us, retry_after_us (-1: never), count, previous_count,
  * window_start_us, last_updated_us}.
  */
@@ -260,12 +255,14 @@ local calls = tonumber(ARGV[a])
 a = a + 1
 local out, o = {}, 0
 local ki = 0
+-- A call's writes wait here until its gate is known (reused from call to call).
+local wkey, wnxt, wttl = {}, {}, {}
 for _ = 1, calls do
   local shape = shapes[tonumber(ARGV[a])]
   a = a + 1
   local n, cost, ks = shape[1], shape[2], shape[3]
   CALL_CLOCK
-  local gate, writes, nw = true, {}, 0
+  local gate, nw = true, 0
   local head = o + 1
   o = head
   for i = 1, n do
@@ -277,7 +274,7 @@ for _ = 1, calls do
     if kind[4] and not allowed then gate = false end
     if allowed and cost > 0 then
       nw = nw + 1
-      writes[nw] = { key, nxt, ttl }
+      wkey[nw], wnxt[nw], wttl[nw] = key, nxt, ttl
     end
     local flag = 0
     if allowed then flag = 1 end
@@ -289,10 +286,10 @@ for _ = 1, calls do
   if gate then
     out[head] = 1
     for j = 1, nw do
-      local wr = writes[j]
-      if ttls[wr[1]] == nil then order[#order + 1] = wr[1] end
-      state[wr[1]], ttls[wr[1]] = wr[2], wr[3]
-      if not wr[2].k then full[wr[1]] = true end
+      local key, nxt = wkey[j], wnxt[j]
+      if ttls[key] == nil then order[#order + 1] = key end
+      state[key], ttls[key] = nxt, wttl[j]
+      if not nxt.k then full[key] = true end
     end
   else
     out[head] = 0
@@ -319,19 +316,20 @@ for i = 1, #KEYS do
   local limit = tonumber(ARGV[base + 2])
   local w = tonumber(ARGV[base + 3])
   local reserved = tonumber(ARGV[base + 4])
-  local s = load(KEYS[i])
+  local s = load(KEYS[i], alg)
   if s ~= nil then
     if alg == 'tb' then
       local used = math.max(0, s.u - (math.max(0, now - s.lu) * limit) / w)
       used = math.max(0, used - cost)
-      redis.call('HSET', KEYS[i], 'ws', int(now), 'u', num(used), 'lu', int(now))
-      redis.call('PEXPIRE', KEYS[i], math.max(1, math.ceil((used * w) / limit / 1000) + 1000))
+      save(KEYS[i], { a = alg, u = used, lu = now }, (used * w) / limit / 1000 + 1000)
       changed = changed + 1
     elseif s.ws == reserved then
-      redis.call('HSET', KEYS[i], 'c', int(math.max(0, s.c - cost)))
+      s.c, s.a, s.k = math.max(0, s.c - cost), alg, true
+      save(KEYS[i], s, 0)
       changed = changed + 1
     elseif alg == 'sw' and s.ws == reserved + w then
-      redis.call('HSET', KEYS[i], 'pc', int(math.max(0, s.pc - cost)))
+      s.pc, s.a, s.k = math.max(0, s.pc - cost), alg, true
+      save(KEYS[i], s, 0)
       changed = changed + 1
     end
   end
@@ -359,6 +357,35 @@ export function buildScripts(opts: ScriptOptions = { clock: "server" }): Scripts
 
 /** The production scripts (server clock). */
 export const SCRIPTS: Scripts = buildScripts();
+
+/**
+ * The stored form's tag, the last segment of every counter key (store.ts
+ * bucketKey): "p2" is the packed string of \`load\`/\`save\` above. Counters
+ * stored as hashes (earlier versions) had no tag; the tag keeps a replica of
+ * one form from ever reading a key of the other (a GET on a hash fails).
+ */
+export const STORED_FORM = "p2";
+
+/** A counter's stored fields, as the scripts keep them (token bucket: u and lu only). */
+export interface StoredCounter {
+  ws: number;
+  c: number;
+  pc: number;
+  u: number;
+  lu: number;
+  w: number;
+}
+
+/** Reads a counter's stored value (GET of its key) as the scripts do: for tests and diagnostics. */
+export function decodeStoredCounter(value: Buffer, algorithm: "fw" | "sw" | "tb"): StoredCounter {
+  if (algorithm === "tb") {
+    if (value.length !== 16) throw new Error(`a token-bucket counter is 16 bytes, got ${value.length}`);
+    return { ws: 0, c: 0, pc: 0, u: value.readDoubleLE(0), lu: value.readDoubleLE(8), w: 0 };
+  }
+  if (value.length !== 40) throw new Error(`a window counter is 40 bytes, got ${value.length}`);
+  const at = (i: number) => value.readDoubleLE(i * 8);
+  return { ws: at(0), c: at(1), pc: at(2), u: 0, lu: at(3), w: at(4) };
+}
 
 /** Short algorithm codes used in keys and script arguments. */
 export const ALGORITHM_CODE = { fixed_window: "fw", sliding_window: "sw", token_bucket: "tb" } as const;

@@ -1,6 +1,6 @@
 // The Redis counter store: one Lua script call per batch of decisions (loaded
 // once per connection, then called by SHA through ioredis defineCommand), server time
-// inside the script, one hash per counter with a TTL on every write.
+// inside the script, one packed string per counter (lua.ts), always with a TTL.
 //
 // Single Redis: every counter of a call is in one script, so the
 // all-or-nothing rule is atomic. Redis Cluster: counters are hash-tagged by

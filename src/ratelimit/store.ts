@@ -3,7 +3,7 @@
 // (algorithms.ts / lua.ts) and the same all-or-nothing rule.
 
 import type { CounterOwner, RateLimitAlgorithm } from "../engine/rate-limit-policies.js";
-import { ALGORITHM_CODE } from "./lua.js";
+import { ALGORITHM_CODE, STORED_FORM } from "./lua.js";
 
 /**
  * The most counters one call may touch (ConsumeRateLimit, GetRateLimitCounters,
@@ -71,10 +71,11 @@ export interface RateLimitStore {
  * The Redis key of a bucket. The hash tag is the owner, so every counter of
  * one subject lives in one Cluster slot and a multi-policy script over them
  * is Cluster safe. The owner id is URI-encoded: a key subject cannot forge
- * braces or separators.
+ * braces or separators. The last segment names the stored form (lua.ts), so a
+ * version that stores counters differently never reads another's keys.
  */
 export function bucketKey(prefix: string, b: Pick<Bucket, "policyId" | "algorithm" | "owner">): string {
-  return `${prefix}:{${hashTag(b.owner)}}:${b.policyId}:${ALGORITHM_CODE[b.algorithm]}`;
+  return `${prefix}:{${hashTag(b.owner)}}:${b.policyId}:${ALGORITHM_CODE[b.algorithm]}:${STORED_FORM}`;
 }
 
 export function hashTag(owner: CounterOwner): string {

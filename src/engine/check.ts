@@ -18,13 +18,14 @@ import {
   resourceInterner,
   resourceKind,
   SCOPE_TYPE_OF,
+  permOrgOf,
   subjectExists,
   subjectInterner,
   subjectKind,
   userReason,
 } from "./places.js";
 import { findSlot, HS_ENTRY } from "./hot-slots.js";
-import { EXISTS, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
+import { ENABLED, EXISTS, LOCKED, OWNER, SC_AVATAR, SC_ORG, SC_TENANT, SK_ACCOUNT, SK_PRINCIPAL, SK_USER, type State, uHead } from "./state.js";
 import { type Decision, REASONS, type Reason, type ResourceRef, type ResourceType, type Step, type SubjectRef } from "./types.js";
 
 const DECISIONS = new Map<Reason, Decision>(REASONS.map((r) => [r, Object.freeze({ allowed: r === "GRANTED", reason: r })]));
@@ -81,11 +82,68 @@ const pre = { s: -1, kind: -1, matched: -1, permOrg: -1, bit: 0, head: -1 };
 
 /** Check(subject, permission, resource) at `now` (epoch ms): the rules of docs/data-model.md, in their order. */
 export function check(st: State, subject: SubjectRef, permission: string, resource: ResourceRef, now: number, explain = false): Decision {
+  if (!explain && subject.type === "user" && resource.type === "organization") {
+    const d = userOnOrg(st, subject.id, permission, resource.id, now);
+    if (d !== undefined) return d;
+  }
   const why = preflight(st, subject, permission, resource, now, pre);
   if (why !== undefined) return decisionOf(why);
   if (!findGrant(st, pre.kind, pre.s, pre, now, pre.head)) return NO_GRANT;
   if (!explain) return GRANTED;
   return { allowed: true, reason: "GRANTED", steps: explainPath(st, pre.matched) };
+}
+
+/**
+ * The commonest Check, a user on an organization, when every rule before the grants passes: GRANTED
+ * or NO_GRANT, exactly as preflight() and findGrant() decide them. Undefined when a rule before the
+ * grants fails (check() then runs the general path, which names the reason). Kept short on purpose:
+ * the user's chain (slot, grant records, role entries) and the organization's (slot, permission table)
+ * are cache misses at scale, and they overlap only while few instructions separate them
+ * (docs/benchmarks.md, "Tenth look").
+ */
+export function userOnOrg(st: State, userId: string, permission: string, orgId: string, now: number): Decision | undefined {
+  if (!parseWords(userId, W, 0) || !parseWords(orgId, W, 4)) return undefined;
+  const us = findSlot(st.us, W, 0);
+  const os = findSlot(st.os, W, 4);
+  if (us < 0 || os < 0) return undefined;
+  // Each slot's ints read from the array that holds its page (a slot never straddles one).
+  const ut = st.us.t;
+  const uk = ut.over[us >>> PAGE_SHIFT] as number;
+  const ua = uk === 0 ? ut.base : (ut.pages[uk - 1] as Int32Array);
+  const u = (uk === 0 ? us : us & PAGE_MASK) + HS_ENTRY;
+  const ot = st.os.t;
+  const ok = ot.over[os >>> PAGE_SHIFT] as number;
+  const oa = ok === 0 ? ot.base : (ot.pages[ok - 1] as Int32Array);
+  const o = ok === 0 ? os : os & PAGE_MASK;
+  const org = (oa[o] as number) - 1;
+  if (((oa[o + HS_ENTRY] as number) & EXISTS) === 0) return undefined;
+  const permOrg = permOrgOf(st, st.shared.keys.find(permission), org, oa[o + HS_ENTRY + 2] as number);
+  // The user exists, is not locked and is enabled (userReason() would name the first that fails).
+  if (permOrg === -2 || ((ua[u] as number) & (EXISTS | LOCKED | ENABLED)) !== (EXISTS | ENABLED)) return undefined;
+  const tenant = (oa[o + HS_ENTRY + 1] as number) - 1;
+  const bit = matchedPerm.bit;
+  const t = tenant >= 0 ? scopeKey(SC_TENANT, tenant) : -2;
+  const ko = scopeKey(SC_ORG, org);
+  const nowHi = Math.floor(now / TWO_32);
+  const gRec = st.c.gRec;
+  const base = gRec.base;
+  const over = gRec.over;
+  for (let r = (ua[u + 1] as number) - 1; r >= 0; ) {
+    const i = r * G_STRIDE;
+    const k = over[i >>> PAGE_SHIFT] as number;
+    const g = k === 0 ? base : (gRec.pages[k - 1] as Int32Array);
+    const at = k === 0 ? i : i & PAGE_MASK;
+    const key = g[at + G_SCOPE] as number;
+    const hi = g[at + G_UNTIL_HI] as number;
+    if (
+      (key === ko || key === 0 || key === t) &&
+      (hi > nowHi || (hi === nowHi && gUntil(st.c, r) > now)) &&
+      holdsBit(st, g[at + G_ROLE] as number, org, permOrg, bit)
+    )
+      return GRANTED;
+    r = g[at + G_NEXT] as number;
+  }
+  return NO_GRANT;
 }
 
 /** The permission matched: its id, organization (-1: global) and bit (matchPermission's `matchedPerm`). */
@@ -104,9 +162,9 @@ export function findGrant(st: State, kind: number, s: number, perm: Matched, now
   const matched = perm.matched;
   const head =
     kind === SK_USER ? (userHead === -2 ? uHead(c, s) : userHead) : (kind === SK_ACCOUNT ? c.acGrants : kind === SK_PRINCIPAL ? c.prGrants : c.sGrants).get(s);
-  if (assignmentGrant(st, head, perm, now)) return true;
+  if (assignmentGrant(st, head, perm.permOrg, perm.bit, now)) return true;
   if (kind !== SK_PRINCIPAL) return false;
-  if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), perm, now)) return true;
+  if (assignmentGrant(st, c.acGrants.get(c.prAccount.get(s)), perm.permOrg, perm.bit, now)) return true;
   if (place.avatar < 0) return false;
   const member = st.n.builtinMember;
   const owner = st.n.builtinOwner;
@@ -118,12 +176,10 @@ export function findGrant(st: State, kind: number, s: number, perm: Matched, now
   return false;
 }
 
-function assignmentGrant(st: State, head: number, perm: Matched, now: number): boolean {
+function assignmentGrant(st: State, head: number, permOrg: number, bit: number, now: number): boolean {
   const gRec = st.c.gRec;
   const base = gRec.base;
   const over = gRec.over;
-  const permOrg = perm.permOrg;
-  const bit = perm.bit;
   const nowHi = Math.floor(now / TWO_32);
   // The packed scope keys that cover the place (-2 matches nothing stored); global is 0.
   const t = place.tenant >= 0 ? scopeKey(SC_TENANT, place.tenant) : -2;
@@ -142,7 +198,7 @@ function assignmentGrant(st: State, head: number, perm: Matched, now: number): b
     // The expiry's high int decides unless it is now's; then the low int (gCold) does.
     if ((key === o || key === 0 || key === t || key === av) && (hi > nowHi || (hi === nowHi && gUntil(st.c, r) > now))) {
       const role = g[at + G_ROLE] as number;
-      if (holdsBit(st, role, place, permOrg, bit)) return setFound("ASSIGNMENT", r, role, key & 3, key >> 2);
+      if (holdsBit(st, role, place.org, permOrg, bit)) return setFound("ASSIGNMENT", r, role, key & 3, key >> 2);
     }
     r = next;
   }

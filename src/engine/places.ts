@@ -190,6 +190,21 @@ export const pairSlot = (keyId: number, mask: number): number => (Math.imul(keyI
 export const pairsAt = (words: Uint32Array, off: number): number => off + 2 + ((words[off + 1] as number) === 0 ? 0 : ((words[off + 1] as number) + 1) >>> 2);
 
 /**
+ * Check's match on an organization whose permission table is \`perms\` (its hot entry): the
+ * organization when it defines the key, -1 when a global permission has it, -2 when neither; the bit
+ * goes to \`matchedPerm.bit\`. What matchPermission decides, without the permission's id, which only
+ * explain and the lookups need.
+ */
+export function permOrgOf(st: State, keyId: number, org: number, perms: number): number {
+  if (keyId < 0) return -2;
+  if (perms !== 0 && orgPermission(st.shared.arena.words, perms, keyId) >= 0) return org;
+  const p = st.c.gPermByKey.get(keyId);
+  if (p < 0) return -2;
+  matchedPerm.bit = st.c.pHot.get(p * 2 + 1);
+  return -1;
+}
+
+/**
  * The permission of key `keyId` in an organization's pair table at `off` (-1:
  * none), its bit to `matchedPerm.bit`: [count, mask, byte slots, sorted (key,
  * permission, bit) triples], see role-graph.ts writePairs. One hash probe; a
@@ -295,11 +310,11 @@ export function hasBit(words: Uint32Array, off: number, bit: number): boolean {
 export function holds(st: State, role: number, p: Place, matched: number): boolean {
   const pHot = st.c.pHot;
   const m = matched * 2;
-  return m >>> PAGE_SHIFT < pHot.pageCount && holdsBit(st, role, p, pHot.get(m), pHot.get(m + 1));
+  return m >>> PAGE_SHIFT < pHot.pageCount && holdsBit(st, role, p.org, pHot.get(m), pHot.get(m + 1));
 }
 
 /** The grant rule for a permission known by its organization (-1: global) and bit (matchPermission's `matchedPerm`). */
-export function holdsBit(st: State, role: number, p: Place, permOrg: number, bit: number): boolean {
+export function holdsBit(st: State, role: number, org: number, permOrg: number, bit: number): boolean {
   // Straight from the flat base or the page laid over it (rHot's 4 ints per entry never straddle a
   // page; paged.ts FlatI32): the hot path's reads.
   const rHot = st.c.rHot;
@@ -312,5 +327,5 @@ export function holdsBit(st: State, role: number, p: Place, permOrg: number, bit
   if (rp[ro] === 0) return false;
   if (permOrg < 0) return hasBit(st.shared.arena.words, rp[ro + 3] as number, bit);
   const roleOrg = rp[ro + 1] as number;
-  return roleOrg >= 0 && roleOrg === p.org && permOrg === p.org && hasBit(st.shared.arena.words, rp[ro + 2] as number, bit);
+  return roleOrg >= 0 && roleOrg === org && permOrg === org && hasBit(st.shared.arena.words, rp[ro + 2] as number, bit);
 }

@@ -57,17 +57,9 @@ async function main(): Promise<void> {
   const rows: Array<[string, string, Array<string | number>]> = [
     ["an empty script (EVALSHA itself)", "return 1", args],
     ["+ the clock (replicate_commands, TIME) and the function definitions", `${definitions}\nreturn 1`, args],
-    [
-      "+ read and decide (GET of the packed counter, the arithmetic, the reply): consumeOne without its write",
-      withoutWrite(consume),
-      args,
-    ],
+    ["+ read and decide (GET of the packed counter, the arithmetic, the reply): consumeOne without its write", withoutWrite(consume), args],
     ["consumeOne as shipped (+ one SET: PX on a new window, KEEPTTL within one)", consume, args],
-    [
-      "for comparison: SET of a 40-byte value with PX alone",
-      "redis.call('SET', KEYS[1], struct.pack('<ddddd', 1, 2, 0, 5, 6), 'PX', 100000) return 1",
-      args,
-    ],
+    ["for comparison: SET of a 40-byte value with PX alone", "redis.call('SET', KEYS[1], struct.pack('<ddddd', 1, 2, 0, 5, 6), 'PX', 100000) return 1", args],
     [
       "a rate-limiter-flexible-like script (INCRBY, PEXPIRE on the first call, PTTL)",
       "local c = redis.call('incrby', KEYS[1], ARGV[1]) if c == tonumber(ARGV[1]) then redis.call('pexpire', KEYS[1], ARGV[2]) end return {c, redis.call('pttl', KEYS[1])}",

@@ -43,12 +43,19 @@ let admin = "";
 /** A unary call on replica `i`. */
 const as = (key: string, i: number) => connect({ server: `127.0.0.1:${ports[i]?.grpcPort}`, credential: key, timeoutMs: 10_000 });
 
-/** A new key, created through replica A. */
+/**
+ * A new key, created through replica A; resolves once replica B knows it
+ * (B learns of it from the change feed's notice, so a call on B right after
+ * the create may still be refused UNAUTHENTICATED).
+ */
 async function createKey(scopes: Scope[], tenantId = ""): Promise<{ id: string; key: string }> {
   const r = (await as(admin, 0).call("authz.v1.AdminService", "CreateApiKey", { name: "streamer", scopes, tenantId })) as {
     apiKey: { id: string };
     key: string;
   };
+  // Any answer but UNAUTHENTICATED (an admin-only key gets PERMISSION_DENIED for a Check) means B verified it.
+  const known = async () => !(await refusal(as(r.key, 1).call("authz.v1.PermissionService", "Check", CHECK))).startsWith("UNAUTHENTICATED");
+  await until(known, "the new key on replica B");
   return { id: r.apiKey.id, key: r.key };
 }
 
